@@ -1,0 +1,1 @@
+//! Annex-B push parser.

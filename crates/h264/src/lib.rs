@@ -1,0 +1,14 @@
+//! Sans-IO H.264 Annex-B handling for nalcast: bytes in, NAL units and access units out.
+//!
+//! Nothing here does I/O or reads a clock: the caller passes time in. That keeps the
+//! code testable and fuzzable.
+
+pub mod annexb;
+pub mod au;
+pub mod nal;
+pub mod params;
+
+pub use annexb::{AnnexBParser, ParseError, ParserStats};
+pub use au::{AccessUnit, AuAssembler, AssemblerStats};
+pub use nal::{Nal, NalType};
+pub use params::{ParamSets, StreamInfo};

@@ -1,0 +1,1 @@
+//! SPS/PPS parsing and the RFC 6381 codec string.
