@@ -1,0 +1,30 @@
+# nalcast: two commands on a fresh Debian/Ubuntu machine.
+#   make run   install what is missing, build, start on the built-in test pattern
+#   make test  install what is missing, run every test
+.PHONY: run test setup setup-test build lint bench fuzz soak clean
+
+ARGS ?=
+
+run: setup
+	cargo build --release -p nalcast
+	./target/release/nalcast --source test $(ARGS)
+
+test: setup-test
+	scripts/test.sh
+
+setup:
+	@scripts/setup.sh
+
+setup-test:
+	@scripts/setup.sh --test
+
+build: setup
+	cargo build --release -p nalcast
+
+lint:
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+clean:
+	cargo clean
+	rm -rf web/node_modules test-output

@@ -1,0 +1,55 @@
+//! The GOP cache: every frame since the last keyframe, so a new viewer starts at once.
+use std::sync::Arc;
+
+use crate::Frame;
+
+/// Frames since the last keyframe, bounded in bytes.
+#[derive(Debug)]
+pub struct GopCache {
+    frames: Vec<Arc<Frame>>,
+    bytes: usize,
+    max_bytes: usize,
+}
+
+impl GopCache {
+    /// An empty cache holding at most `max_bytes` of access units.
+    pub fn new(max_bytes: usize) -> Self {
+        GopCache {
+            frames: Vec::new(),
+            bytes: 0,
+            max_bytes,
+        }
+    }
+
+    /// Adds a frame. A keyframe starts a new GOP. A GOP that outgrows the limit is
+    /// dropped whole: a partial GOP would not decode, so new viewers then wait for
+    /// the next keyframe instead.
+    pub fn push(&mut self, frame: Arc<Frame>) {
+        if frame.keyframe() {
+            self.clear();
+        } else if self.frames.is_empty() {
+            return;
+        } else if self.bytes + frame.len() > self.max_bytes {
+            self.clear();
+            return;
+        }
+        self.bytes += frame.len();
+        self.frames.push(frame);
+    }
+
+    /// Forgets everything (source restart).
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.bytes = 0;
+    }
+
+    /// The cached frames, keyframe first; empty when no complete GOP is held.
+    pub fn frames(&self) -> &[Arc<Frame>] {
+        &self.frames
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+}

@@ -1,0 +1,349 @@
+//! The hub: one source in, many viewers out. It owns the stream state (parameter
+//! sets, GOP cache, viewer set) and never waits for a viewer.
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use nalcast_h264::{AccessUnit, ParamSets};
+
+use crate::gop::GopCache;
+use crate::protocol::StatusMsg;
+use crate::viewer::{Pushed, QueueLimits, ViewerQueue};
+use crate::Frame;
+
+/// Hub settings.
+#[derive(Clone, Debug)]
+pub struct HubConfig {
+    /// Per-viewer queue limits.
+    pub queue: QueueLimits,
+    /// Most bytes the GOP cache may hold.
+    pub gop_max_bytes: usize,
+    /// Keyframe requests to the source are at most this frequent.
+    pub keyframe_min_interval: Duration,
+    /// A joining viewer asks for a keyframe when the GOP cache holds more frames than this.
+    pub keyframe_on_join_after: usize,
+}
+
+impl Default for HubConfig {
+    fn default() -> Self {
+        HubConfig {
+            queue: QueueLimits::default(),
+            gop_max_bytes: 32 << 20,
+            keyframe_min_interval: Duration::from_millis(1000),
+            keyframe_on_join_after: 10,
+        }
+    }
+}
+
+/// Counters the hub keeps for /api/stream and tests.
+#[derive(Debug, Default)]
+pub struct HubCounters {
+    /// Access units received from the source.
+    pub frames_in: AtomicU64,
+    /// Bytes of access units received.
+    pub bytes_in: AtomicU64,
+    /// Queue overflows (viewer resets to the next keyframe).
+    pub skips: AtomicU64,
+    /// Frames viewers lost through overflows.
+    pub frames_lost: AtomicU64,
+    /// Keyframes asked of the source.
+    pub keyframe_requests: AtomicU64,
+}
+
+struct HubState {
+    next_seq: u32,
+    gop: GopCache,
+    params: Option<Arc<ParamSets>>,
+    status: StatusMsg,
+    viewers: HashMap<u64, Arc<ViewerQueue>>,
+    next_viewer: u64,
+    last_keyframe_request: Option<Instant>,
+    last_frame: Option<Instant>,
+}
+
+/// One stream's hub.
+pub struct Hub {
+    config: HubConfig,
+    state: Mutex<HubState>,
+    keyframe_wanted: AtomicBool,
+    /// Counters.
+    pub counters: HubCounters,
+    started: Instant,
+}
+
+/// A snapshot of the hub's state.
+#[derive(Clone, Debug)]
+pub struct HubStatus {
+    /// Parameter sets in force, once known.
+    pub params: Option<Arc<ParamSets>>,
+    /// Source state.
+    pub status: StatusMsg,
+    /// Connected viewers.
+    pub viewers: usize,
+    /// Frames in the GOP cache.
+    pub gop_frames: usize,
+    /// Time since the hub started.
+    pub uptime: Duration,
+    /// Time since the last frame arrived.
+    pub since_last_frame: Option<Duration>,
+}
+
+impl Hub {
+    /// A hub with no source yet.
+    pub fn new(config: HubConfig) -> Arc<Hub> {
+        Arc::new(Hub {
+            state: Mutex::new(HubState {
+                next_seq: 0,
+                gop: GopCache::new(config.gop_max_bytes),
+                params: None,
+                status: StatusMsg {
+                    state: "starting".into(),
+                    reason: None,
+                },
+                viewers: HashMap::new(),
+                next_viewer: 0,
+                last_keyframe_request: None,
+                last_frame: None,
+            }),
+            config,
+            keyframe_wanted: AtomicBool::new(false),
+            counters: HubCounters::default(),
+            started: Instant::now(),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HubState> {
+        // Hub state stays consistent even if a holder panicked: carry on.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Publishes one access unit to the GOP cache and every viewer, at time `now`.
+    pub fn publish_at(&self, au: AccessUnit, now: Instant) -> Arc<Frame> {
+        self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_in
+            .fetch_add(au.data.len() as u64, Ordering::Relaxed);
+        metrics::counter!("nalcast_frames_in_total").increment(1);
+        metrics::counter!("nalcast_bytes_in_total").increment(au.data.len() as u64);
+        let mut state = self.lock();
+        let seq = state.next_seq;
+        state.next_seq = seq.wrapping_add(1);
+        let frame = Arc::new(Frame::new(seq, au, now));
+        if state
+            .params
+            .as_ref()
+            .is_none_or(|p| !Arc::ptr_eq(p, &frame.au.params))
+        {
+            state.params = Some(frame.au.params.clone());
+        }
+        state.gop.push(frame.clone());
+        state.last_frame = Some(now);
+        if state.status.state != "live" {
+            let live = StatusMsg {
+                state: "live".into(),
+                reason: None,
+            };
+            state.status = live.clone();
+            for viewer in state.viewers.values() {
+                viewer.push_status(live.clone(), now);
+            }
+        }
+        let mut overflowed = 0;
+        for viewer in state.viewers.values() {
+            if viewer.push_frame(frame.clone(), false, now) == Pushed::Overflowed {
+                overflowed += 1;
+            }
+        }
+        if overflowed > 0 {
+            self.counters
+                .skips
+                .fetch_add(overflowed, Ordering::Relaxed);
+            metrics::counter!("nalcast_viewer_skips_total").increment(overflowed);
+            self.request_keyframe_locked(&mut state, now);
+        }
+        frame
+    }
+
+    /// Publishes one access unit now.
+    pub fn publish(&self, au: AccessUnit) -> Arc<Frame> {
+        self.publish_at(au, Instant::now())
+    }
+
+    /// Registers a viewer: its queue starts with the status and the GOP cache
+    /// (keyframe first), so it can decode at once.
+    pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        let now = Instant::now();
+        let queue = Arc::new(ViewerQueue::new(self.config.queue));
+        let mut state = self.lock();
+        queue.push_status(state.status.clone(), now);
+        let gop = state.gop.frames();
+        let last = gop.len().saturating_sub(1);
+        for (i, frame) in gop.iter().enumerate() {
+            queue.push_frame(frame.clone(), i < last, now);
+        }
+        if gop.is_empty() || gop.len() > self.config.keyframe_on_join_after {
+            self.request_keyframe_locked(&mut state, now);
+        }
+        let id = state.next_viewer;
+        state.next_viewer += 1;
+        state.viewers.insert(id, queue.clone());
+        metrics::gauge!("nalcast_viewers").set(state.viewers.len() as f64);
+        Subscription {
+            hub: self.clone(),
+            id,
+            queue,
+        }
+    }
+
+    fn request_keyframe_locked(&self, state: &mut HubState, now: Instant) {
+        let recent = state
+            .last_keyframe_request
+            .is_some_and(|t| now.saturating_duration_since(t) < self.config.keyframe_min_interval);
+        if !recent {
+            state.last_keyframe_request = Some(now);
+            self.keyframe_wanted.store(true, Ordering::Relaxed);
+            self.counters
+                .keyframe_requests
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Asks the source for a keyframe (rate-limited).
+    pub fn request_keyframe(&self) {
+        let mut state = self.lock();
+        self.request_keyframe_locked(&mut state, Instant::now());
+    }
+
+    /// For sources that can make keyframes on demand: whether one is wanted (clears the request).
+    pub fn take_keyframe_request(&self) -> bool {
+        self.keyframe_wanted.swap(false, Ordering::Relaxed)
+    }
+
+    /// The source is gone (crashed, ended, stalled): tell every viewer why.
+    pub fn source_lost(&self, reason: &str) {
+        let lost = StatusMsg {
+            state: "source-lost".into(),
+            reason: Some(reason.to_owned()),
+        };
+        let now = Instant::now();
+        let mut state = self.lock();
+        state.status = lost.clone();
+        for viewer in state.viewers.values() {
+            viewer.push_status(lost.clone(), now);
+        }
+    }
+
+    /// Closes every viewer's queue (shutdown): their tasks end and close their sockets.
+    pub fn close_all(&self) {
+        for viewer in self.lock().viewers.values() {
+            viewer.close();
+        }
+    }
+
+    /// A snapshot for /api/stream and /healthz.
+    pub fn status(&self) -> HubStatus {
+        let state = self.lock();
+        HubStatus {
+            params: state.params.clone(),
+            status: state.status.clone(),
+            viewers: state.viewers.len(),
+            gop_frames: state.gop.frames().len(),
+            uptime: self.started.elapsed(),
+            since_last_frame: state.last_frame.map(|t| t.elapsed()),
+        }
+    }
+
+    fn unsubscribe(&self, id: u64) {
+        let mut state = self.lock();
+        if let Some(queue) = state.viewers.remove(&id) {
+            let q = queue.lock();
+            self.counters
+                .frames_lost
+                .fetch_add(q.total_lost, Ordering::Relaxed);
+        }
+        metrics::gauge!("nalcast_viewers").set(state.viewers.len() as f64);
+    }
+}
+
+/// A viewer's membership in the hub; leaving is dropping it.
+pub struct Subscription {
+    hub: Arc<Hub>,
+    id: u64,
+    /// The viewer's queue.
+    pub queue: Arc<ViewerQueue>,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.hub.unsubscribe(self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::access_unit;
+    use crate::viewer::Item;
+
+    fn drain(sub: &Subscription) -> Vec<(u32, bool, bool)> {
+        let mut q = sub.queue.lock();
+        let mut out = Vec::new();
+        while let Some((item, _)) = q.pop() {
+            if let Item::Frame { frame, catch_up } = item {
+                out.push((frame.seq, frame.keyframe(), catch_up));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn joining_viewer_gets_gop_from_keyframe() {
+        let hub = Hub::new(HubConfig::default());
+        hub.publish(access_unit(false, 100)); // before any keyframe: not cached
+        hub.publish(access_unit(true, 100));
+        hub.publish(access_unit(false, 100));
+        hub.publish(access_unit(false, 100));
+        let sub = hub.subscribe();
+        assert_eq!(drain(&sub), [(1, true, true), (2, false, true), (3, false, false)]);
+        hub.publish(access_unit(false, 100));
+        assert_eq!(drain(&sub), [(4, false, false)]);
+    }
+
+    #[test]
+    fn joining_late_in_a_long_gop_asks_for_a_keyframe_once() {
+        let hub = Hub::new(HubConfig::default());
+        hub.publish(access_unit(true, 10));
+        for _ in 0..20 {
+            hub.publish(access_unit(false, 10));
+        }
+        let _a = hub.subscribe();
+        let _b = hub.subscribe();
+        assert!(hub.take_keyframe_request());
+        assert!(!hub.take_keyframe_request());
+        assert_eq!(hub.counters.keyframe_requests.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn slow_viewer_does_not_affect_others() {
+        let hub = Hub::new(HubConfig {
+            queue: QueueLimits {
+                max_bytes: 1000,
+                max_delay: Duration::from_secs(10),
+            },
+            ..HubConfig::default()
+        });
+        let slow = hub.subscribe();
+        let fast = hub.subscribe();
+        let mut fast_seen = 0;
+        for i in 0..30 {
+            hub.publish(access_unit(i % 10 == 0, 100));
+            fast_seen += drain(&fast).len();
+        }
+        assert_eq!(fast_seen, 30);
+        assert!(slow.queue.lock().bytes() <= 1000);
+        assert!(hub.counters.skips.load(Ordering::Relaxed) >= 1);
+        drop(slow);
+        assert_eq!(hub.status().viewers, 1);
+    }
+}

@@ -1,0 +1,22 @@
+//! nalcast's streaming core: video sources, the hub with its GOP cache, per-viewer
+//! queues and the framed wire protocol.
+//!
+//! Data flows one way: a source produces bytes or encoded frames, [`ingest`] turns
+//! them into access units, the [`hub::Hub`] shares each one (reference-counted) with
+//! every viewer's bounded [`viewer::ViewerQueue`].
+
+pub mod clock;
+pub mod frame;
+pub mod gop;
+pub mod hub;
+pub mod ingest;
+pub mod protocol;
+pub mod source;
+pub mod stamp;
+pub mod viewer;
+
+pub use frame::Frame;
+pub use hub::{Hub, HubConfig};
+
+#[cfg(test)]
+mod test_support;

@@ -1,0 +1,108 @@
+//! Byte-stream sources: a child process's stdout (exec, rpicam) or our stdin.
+use std::collections::VecDeque;
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
+use tokio::process::Command;
+use tracing::debug;
+
+use super::{SourceError, SourceOptions};
+use crate::clock::wall_us;
+use crate::ingest::Ingest;
+use crate::Hub;
+
+/// Lines of a child's stderr kept for the error report.
+const STDERR_LINES: usize = 5;
+
+/// Reads Annex-B bytes until end of stream, publishing frames as they complete.
+/// Returns `Ok(())` at end of stream; an error when nothing arrives for the stall timeout.
+async fn pump(
+    mut input: impl AsyncRead + Unpin,
+    opts: &SourceOptions,
+    hub: &Arc<Hub>,
+) -> Result<(), SourceError> {
+    let mut ingest = Ingest::new(hub.clone(), opts.max_nal_size);
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match tokio::time::timeout(opts.stall_timeout, input.read(&mut buf)).await {
+            Ok(r) => r?,
+            Err(_) => {
+                return Err(SourceError::Retry(format!(
+                    "no data for {} s",
+                    opts.stall_timeout.as_secs_f32()
+                )))
+            }
+        };
+        if n == 0 {
+            // End of stream: the last NAL unit is complete.
+            ingest.end_of_access_unit(wall_us());
+            return Ok(());
+        }
+        ingest.push(&buf[..n], wall_us());
+    }
+}
+
+/// Runs a child process and ingests its stdout. The child is killed when this
+/// future is dropped (shutdown, supervisor restart) and always reaped.
+pub async fn run_child(
+    mut command: Command,
+    description: &str,
+    opts: &SourceOptions,
+    hub: &Arc<Hub>,
+) -> Result<(), SourceError> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let mut child = command
+        .spawn()
+        .map_err(|e| SourceError::Retry(format!("cannot start '{description}': {e}")))?;
+    let stdout = child
+        .stdout
+        .take()
+        .ok_or_else(|| SourceError::Retry("child has no stdout".into()))?;
+    let tail = Arc::new(Mutex::new(VecDeque::new()));
+    if let Some(stderr) = child.stderr.take() {
+        let tail = tail.clone();
+        tokio::spawn(async move {
+            let mut lines = BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                debug!(target: "nalcast::source::stderr", "{line}");
+                let mut t = tail.lock().unwrap_or_else(|p| p.into_inner());
+                if t.len() == STDERR_LINES {
+                    t.pop_front();
+                }
+                t.push_back(line);
+            }
+        });
+    }
+    let pumped = pump(stdout, opts, hub).await;
+    // Stalled or done: make sure the child is gone, then report how it ended.
+    let _ = child.start_kill();
+    let status = child.wait().await?;
+    let stderr: Vec<String> = tail
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .iter()
+        .cloned()
+        .collect();
+    let mut reason = match pumped {
+        Err(e) => format!("'{description}': {e}"),
+        Ok(()) => format!("'{description}' exited ({status})"),
+    };
+    if !stderr.is_empty() {
+        reason.push_str("; last stderr: ");
+        reason.push_str(&stderr.join(" | "));
+    }
+    Err(SourceError::Retry(reason))
+}
+
+/// Ingests our own standard input until it ends.
+pub async fn run_stdin(opts: &SourceOptions, hub: &Arc<Hub>) -> Result<(), SourceError> {
+    match pump(tokio::io::stdin(), opts, hub).await {
+        Ok(()) => Err(SourceError::Final("standard input ended".into())),
+        Err(e) => Err(e),
+    }
+}

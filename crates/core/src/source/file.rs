@@ -1,0 +1,51 @@
+//! An Annex-B file, paced in real time at the configured frame rate, looping.
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::AsyncReadExt;
+use tokio::time::MissedTickBehavior;
+
+use super::{SourceError, SourceOptions};
+use crate::clock::wall_us;
+use crate::ingest::Ingest;
+use crate::Hub;
+
+/// Plays `path` forever at `opts.video.fps`.
+pub async fn run(path: &Path, opts: &SourceOptions, hub: &Arc<Hub>) -> Result<(), SourceError> {
+    let mut ingest = Ingest::new(hub.clone(), opts.max_nal_size);
+    let fps = opts.video.fps.max(1);
+    let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / f64::from(fps)));
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut aus = Vec::new();
+    loop {
+        let mut file = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| SourceError::Retry(format!("cannot open {}: {e}", path.display())))?;
+        let mut frames_this_pass = 0u64;
+        loop {
+            let n = file.read(&mut buf).await?;
+            if n == 0 {
+                ingest.splitter().end_of_access_unit(0, &mut aus);
+            } else {
+                ingest.splitter().push(&buf[..n], 0, &mut aus);
+            }
+            for mut au in aus.drain(..) {
+                ticker.tick().await;
+                au.timestamp_us = wall_us();
+                ingest.publish_au(au);
+                frames_this_pass += 1;
+            }
+            if n == 0 {
+                break;
+            }
+        }
+        if frames_this_pass == 0 {
+            return Err(SourceError::Retry(format!(
+                "no playable H.264 frames in {} (is it an Annex-B .h264 file with SPS, PPS and an IDR frame?)",
+                path.display()
+            )));
+        }
+    }
+}

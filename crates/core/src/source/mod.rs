@@ -1,0 +1,251 @@
+//! Video sources and their supervisor. Every source ends up publishing access units
+//! to the hub; the supervisor restarts a failed source with capped backoff while the
+//! hub keeps its viewers.
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::Hub;
+
+pub mod exec;
+pub mod file;
+pub mod pattern;
+pub mod rpicam;
+pub mod test_pattern;
+
+/// Where video comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SourceSpec {
+    /// The built-in test pattern, encoded with openh264.
+    Test,
+    /// An Annex-B .h264 file, paced at the configured frame rate, looping.
+    File(PathBuf),
+    /// A shell command writing Annex-B H.264 to its stdout.
+    Exec(String),
+    /// Annex-B H.264 on nalcast's standard input.
+    Stdin,
+    /// The Raspberry Pi camera app found on this machine.
+    Rpicam,
+}
+
+/// A `--source` value that could not be understood.
+#[derive(Debug, thiserror::Error)]
+#[error("unknown source '{0}': expected test, file:PATH, exec:COMMAND, stdin or rpicam")]
+pub struct BadSourceSpec(String);
+
+impl FromStr for SourceSpec {
+    type Err = BadSourceSpec;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let bad = || BadSourceSpec(s.to_owned());
+        match s {
+            "test" => Ok(SourceSpec::Test),
+            "stdin" | "-" => Ok(SourceSpec::Stdin),
+            "rpicam" => Ok(SourceSpec::Rpicam),
+            _ => {
+                if let Some(path) = s.strip_prefix("file:") {
+                    if path.is_empty() {
+                        return Err(bad());
+                    }
+                    Ok(SourceSpec::File(PathBuf::from(path)))
+                } else if let Some(cmd) = s.strip_prefix("exec:") {
+                    if cmd.trim().is_empty() {
+                        return Err(bad());
+                    }
+                    Ok(SourceSpec::Exec(cmd.to_owned()))
+                } else {
+                    Err(bad())
+                }
+            }
+        }
+    }
+}
+
+impl fmt::Display for SourceSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SourceSpec::Test => write!(f, "test"),
+            SourceSpec::File(p) => write!(f, "file:{}", p.display()),
+            SourceSpec::Exec(c) => write!(f, "exec:{c}"),
+            SourceSpec::Stdin => write!(f, "stdin"),
+            SourceSpec::Rpicam => write!(f, "rpicam"),
+        }
+    }
+}
+
+/// Picture settings for sources that encode (test, rpicam) or pace (file).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct VideoSettings {
+    /// Width in pixels (even).
+    pub width: u32,
+    /// Height in pixels (even).
+    pub height: u32,
+    /// Frames per second.
+    pub fps: u32,
+    /// Target bitrate in bits per second.
+    pub bitrate: u32,
+    /// Frames between keyframes.
+    pub keyframe_interval: u32,
+}
+
+impl Default for VideoSettings {
+    fn default() -> Self {
+        VideoSettings {
+            width: 1280,
+            height: 720,
+            fps: 30,
+            bitrate: 3_000_000,
+            keyframe_interval: 60,
+        }
+    }
+}
+
+/// Everything a source needs besides the hub.
+#[derive(Clone, Debug)]
+pub struct SourceOptions {
+    /// Picture settings.
+    pub video: VideoSettings,
+    /// NAL units larger than this are dropped.
+    pub max_nal_size: usize,
+    /// A source that delivers no data for this long is restarted.
+    pub stall_timeout: Duration,
+    /// First restart delay; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// Longest restart delay.
+    pub max_backoff: Duration,
+}
+
+impl Default for SourceOptions {
+    fn default() -> Self {
+        SourceOptions {
+            video: VideoSettings::default(),
+            max_nal_size: crate::ingest::DEFAULT_MAX_NAL_SIZE,
+            stall_timeout: Duration::from_secs(5),
+            min_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Why a source stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum SourceError {
+    /// Worth restarting (crash, stall, end of stream).
+    #[error("{0}")]
+    Retry(String),
+    /// Restarting cannot help (stdin ended).
+    #[error("{0}")]
+    Final(String),
+}
+
+impl From<std::io::Error> for SourceError {
+    fn from(e: std::io::Error) -> Self {
+        SourceError::Retry(e.to_string())
+    }
+}
+
+/// Checks, before start-up, what can be checked: the file exists, the camera app is
+/// installed. The message is one line for the user.
+pub fn preflight(spec: &SourceSpec) -> Result<(), String> {
+    match spec {
+        SourceSpec::File(path) => match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => Ok(()),
+            Ok(_) => Err(format!("source file {} is not a regular file", path.display())),
+            Err(e) => Err(format!("cannot open source file {}: {e}", path.display())),
+        },
+        SourceSpec::Rpicam => rpicam::find_camera_app().map(|_| ()),
+        _ => Ok(()),
+    }
+}
+
+async fn run_once(
+    spec: &SourceSpec,
+    opts: &SourceOptions,
+    hub: &Arc<Hub>,
+) -> Result<(), SourceError> {
+    match spec {
+        SourceSpec::Test => test_pattern::run(opts, hub).await,
+        SourceSpec::File(path) => file::run(path, opts, hub).await,
+        SourceSpec::Exec(cmd) => {
+            let mut c = tokio::process::Command::new("sh");
+            c.arg("-c").arg(cmd);
+            exec::run_child(c, cmd, opts, hub).await
+        }
+        SourceSpec::Stdin => exec::run_stdin(opts, hub).await,
+        SourceSpec::Rpicam => {
+            let app = rpicam::find_camera_app().map_err(SourceError::Retry)?;
+            let args = rpicam::camera_args(&app, &opts.video);
+            let description = format!("{} {}", app.display(), args.join(" "));
+            let mut c = tokio::process::Command::new(&app);
+            c.args(&args);
+            exec::run_child(c, &description, opts, hub).await
+        }
+    }
+}
+
+/// Runs a source until `shutdown` turns true, restarting it with capped
+/// exponential backoff whenever it stops. Viewers stay connected throughout.
+pub async fn supervise(
+    spec: SourceSpec,
+    opts: SourceOptions,
+    hub: Arc<Hub>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = opts.min_backoff;
+    loop {
+        let started = Instant::now();
+        info!(source = %spec, "starting source");
+        let result = tokio::select! {
+            r = run_once(&spec, &opts, &hub) => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        // A source that ran for a while earns a fresh backoff.
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = opts.min_backoff;
+        }
+        let (reason, last) = match result {
+            Ok(()) => ("source ended".to_owned(), false),
+            Err(SourceError::Retry(r)) => (r, false),
+            Err(SourceError::Final(r)) => (r, true),
+        };
+        metrics::counter!("nalcast_source_restarts_total").increment(1);
+        hub.source_lost(&reason);
+        if last {
+            warn!(source = %spec, "source stopped for good: {reason}");
+            return;
+        }
+        warn!(source = %spec, retry_in_ms = backoff.as_millis() as u64, "source lost: {reason}");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown.wait_for(|s| *s) => return,
+        }
+        backoff = (backoff * 2).min(opts.max_backoff);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn source_specs_parse_and_print() {
+        for s in ["test", "file:/tmp/a.h264", "exec:ffmpeg -i x -f h264 -", "stdin", "rpicam"] {
+            let spec: SourceSpec = s.parse().expect("valid spec");
+            assert_eq!(spec.to_string(), s);
+        }
+        for bad in ["", "camera", "file:", "exec:  ", "http://x"] {
+            assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_file_fails_preflight_with_its_name() {
+        let err = preflight(&SourceSpec::File("/nonexistent/x.h264".into())).unwrap_err();
+        assert!(err.contains("/nonexistent/x.h264"), "{err}");
+    }
+}

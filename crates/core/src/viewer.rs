@@ -1,0 +1,299 @@
+//! Per-viewer bounded queue. The hub pushes without ever waiting; a viewer that
+//! falls behind loses what it has queued and resumes at the next keyframe.
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+
+use crate::protocol::StatusMsg;
+use crate::Frame;
+
+/// How much a viewer's queue may hold before it is reset to the next keyframe.
+#[derive(Clone, Copy, Debug)]
+pub struct QueueLimits {
+    /// Most bytes of access units queued.
+    pub max_bytes: usize,
+    /// Oldest queued item may be at most this old.
+    pub max_delay: Duration,
+}
+
+impl Default for QueueLimits {
+    fn default() -> Self {
+        QueueLimits {
+            max_bytes: 8 << 20,
+            max_delay: Duration::from_millis(2000),
+        }
+    }
+}
+
+/// Something to send to a viewer.
+#[derive(Clone, Debug)]
+pub enum Item {
+    /// A frame; `catch_up` when it comes from the GOP cache rather than live.
+    Frame {
+        /// The frame.
+        frame: Arc<Frame>,
+        /// Sent on join from the GOP cache.
+        catch_up: bool,
+    },
+    /// The viewer lost this many frames and resumes at the keyframe that follows.
+    Skipped(u32),
+    /// The source's state changed.
+    Status(StatusMsg),
+}
+
+/// What happened to a pushed frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pushed {
+    /// Queued.
+    Queued,
+    /// Dropped because the viewer waits for a keyframe.
+    Dropped,
+    /// The queue overflowed and was reset; the viewer now waits for a keyframe
+    /// (or resumed at once, when this frame was one).
+    Overflowed,
+}
+
+/// The queue itself: plain synchronous logic, time passed in.
+#[derive(Debug, Default)]
+pub struct QueueState {
+    items: VecDeque<(Item, Instant)>,
+    bytes: usize,
+    waiting_for_keyframe: bool,
+    lost: u32,
+    closed: bool,
+    /// Frames this viewer lost in all.
+    pub total_lost: u64,
+    /// How often the queue overflowed.
+    pub overflows: u64,
+}
+
+impl QueueState {
+    /// Queues a frame under `limits`, at time `now`.
+    pub fn push_frame(
+        &mut self,
+        frame: Arc<Frame>,
+        catch_up: bool,
+        now: Instant,
+        limits: &QueueLimits,
+    ) -> Pushed {
+        let mut outcome = Pushed::Queued;
+        let too_old = self
+            .items
+            .front()
+            .is_some_and(|(_, at)| now.saturating_duration_since(*at) > limits.max_delay);
+        if !self.waiting_for_keyframe && (too_old || self.bytes + frame.len() > limits.max_bytes) {
+            let dropped = self.drop_frames();
+            self.lost = self.lost.saturating_add(dropped);
+            self.waiting_for_keyframe = true;
+            self.overflows += 1;
+            outcome = Pushed::Overflowed;
+        }
+        if self.waiting_for_keyframe {
+            if !frame.keyframe() {
+                self.lost = self.lost.saturating_add(1);
+                self.total_lost += 1;
+                return if outcome == Pushed::Queued {
+                    Pushed::Dropped
+                } else {
+                    outcome
+                };
+            }
+            self.waiting_for_keyframe = false;
+            if self.lost > 0 {
+                self.items.push_back((Item::Skipped(self.lost), now));
+                self.lost = 0;
+            }
+        }
+        self.bytes += frame.len();
+        self.items.push_back((Item::Frame { frame, catch_up }, now));
+        outcome
+    }
+
+    /// Drops all queued frames (keeps status items), returning how many.
+    fn drop_frames(&mut self) -> u32 {
+        let before = self.items.len();
+        self.items.retain(|(item, _)| matches!(item, Item::Status(_)));
+        let dropped = (before - self.items.len()) as u32;
+        self.total_lost += u64::from(dropped);
+        self.bytes = 0;
+        dropped
+    }
+
+    /// Queues a status message (never dropped by overflow).
+    pub fn push_status(&mut self, status: StatusMsg, now: Instant) {
+        self.items.push_back((Item::Status(status), now));
+    }
+
+    /// Takes the oldest item and when it was queued.
+    pub fn pop(&mut self) -> Option<(Item, Instant)> {
+        let (item, at) = self.items.pop_front()?;
+        if let Item::Frame { frame, .. } = &item {
+            self.bytes -= frame.len();
+        }
+        Some((item, at))
+    }
+
+    /// Bytes of frames queued.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
+    /// Items queued.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Whether the viewer waits for a keyframe after an overflow.
+    pub fn waiting_for_keyframe(&self) -> bool {
+        self.waiting_for_keyframe
+    }
+}
+
+/// A viewer's queue shared between the hub (producer) and the viewer's task.
+#[derive(Debug)]
+pub struct ViewerQueue {
+    state: Mutex<QueueState>,
+    notify: Notify,
+    limits: QueueLimits,
+}
+
+impl ViewerQueue {
+    /// An empty queue with these limits.
+    pub fn new(limits: QueueLimits) -> Self {
+        ViewerQueue {
+            state: Mutex::new(QueueState::default()),
+            notify: Notify::new(),
+            limits,
+        }
+    }
+
+    /// Locks the state. A poisoned lock only means another thread panicked while
+    /// holding it; the queue's data stays consistent, so keep going.
+    pub fn lock(&self) -> MutexGuard<'_, QueueState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Queues a frame and wakes the viewer's task. Never blocks on the viewer.
+    pub fn push_frame(&self, frame: Arc<Frame>, catch_up: bool, now: Instant) -> Pushed {
+        let outcome = self.lock().push_frame(frame, catch_up, now, &self.limits);
+        if outcome != Pushed::Dropped {
+            self.notify.notify_one();
+        }
+        outcome
+    }
+
+    /// Queues a status message and wakes the viewer's task.
+    pub fn push_status(&self, status: StatusMsg, now: Instant) {
+        self.lock().push_status(status, now);
+        self.notify.notify_one();
+    }
+
+    /// Marks the queue closed: the viewer's task ends after draining nothing more.
+    pub fn close(&self) {
+        self.lock().closed = true;
+        self.notify.notify_one();
+    }
+
+    /// Waits for the next item; `None` once the queue is closed.
+    pub async fn next(&self) -> Option<(Item, Instant)> {
+        loop {
+            {
+                let mut state = self.lock();
+                if state.closed {
+                    return None;
+                }
+                if let Some(item) = state.pop() {
+                    return Some(item);
+                }
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_support::frame;
+
+    fn limits() -> QueueLimits {
+        QueueLimits {
+            max_bytes: 1000,
+            max_delay: Duration::from_millis(500),
+        }
+    }
+
+    fn frames(q: &mut QueueState) -> Vec<String> {
+        let mut out = Vec::new();
+        while let Some((item, _)) = q.pop() {
+            out.push(match item {
+                Item::Frame { frame, .. } => format!("{}{}", if frame.keyframe() { "K" } else { "P" }, frame.seq),
+                Item::Skipped(n) => format!("skip{n}"),
+                Item::Status(s) => s.state,
+            });
+        }
+        out
+    }
+
+    #[test]
+    fn overflow_by_bytes_resumes_at_next_keyframe_and_reports_loss() {
+        let t = Instant::now();
+        let mut q = QueueState::default();
+        assert_eq!(q.push_frame(frame(1, true, 400), false, t, &limits()), Pushed::Queued);
+        assert_eq!(q.push_frame(frame(2, false, 400), false, t, &limits()), Pushed::Queued);
+        assert_eq!(q.push_frame(frame(3, false, 400), false, t, &limits()), Pushed::Overflowed);
+        assert!(q.is_empty());
+        assert_eq!(q.push_frame(frame(4, false, 10), false, t, &limits()), Pushed::Dropped);
+        assert_eq!(q.push_frame(frame(5, true, 10), false, t, &limits()), Pushed::Queued);
+        assert_eq!(q.push_frame(frame(6, false, 10), false, t, &limits()), Pushed::Queued);
+        assert_eq!(frames(&mut q), ["skip4", "K5", "P6"]);
+        assert_eq!(q.total_lost, 4);
+        assert_eq!(q.overflows, 1);
+    }
+
+    #[test]
+    fn overflow_by_age_drops_stale_frames() {
+        let t = Instant::now();
+        let mut q = QueueState::default();
+        q.push_frame(frame(1, true, 10), false, t, &limits());
+        let later = t + Duration::from_millis(600);
+        // A keyframe arriving after the stale one resumes at once.
+        assert_eq!(q.push_frame(frame(2, true, 10), false, later, &limits()), Pushed::Overflowed);
+        assert_eq!(frames(&mut q), ["skip1", "K2"]);
+    }
+
+    #[test]
+    fn status_survives_overflow() {
+        let t = Instant::now();
+        let mut q = QueueState::default();
+        q.push_frame(frame(1, true, 900), false, t, &limits());
+        q.push_status(
+            StatusMsg {
+                state: "source-lost".into(),
+                reason: None,
+            },
+            t,
+        );
+        q.push_frame(frame(2, false, 900), false, t, &limits());
+        assert_eq!(frames(&mut q), ["source-lost"]);
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[tokio::test]
+    async fn next_wakes_on_push_and_ends_on_close() {
+        let q = Arc::new(ViewerQueue::new(limits()));
+        let q2 = q.clone();
+        let waiter = tokio::spawn(async move { q2.next().await.map(|(i, _)| matches!(i, Item::Frame { .. })) });
+        q.push_frame(frame(1, true, 10), false, Instant::now());
+        assert_eq!(waiter.await.ok().flatten(), Some(true));
+        q.close();
+        assert!(q.next().await.is_none());
+    }
+}

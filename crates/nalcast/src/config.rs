@@ -1,0 +1,258 @@
+//! Command-line flags and the optional TOML config file, merged once into a plain
+//! [`Config`] (flags win over the file, the file over defaults).
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::Parser;
+use nalcast_core::source::{SourceOptions, SourceSpec, VideoSettings};
+use nalcast_core::viewer::QueueLimits;
+use serde::Deserialize;
+
+/// nalcast: live H.264 camera streaming to web browsers over WebSocket.
+///
+/// Open http://HOST:8000/ in a browser to watch. The original design's pages keep
+/// working against ws://HOST:9000.
+#[derive(Parser, Debug, Default)]
+#[command(name = "nalcast", version, about, long_about = None)]
+pub struct Args {
+    /// TOML config file with the same keys as these flags (e.g. `keyframe-interval = 60`); flags win.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Video source: test (built-in test pattern), rpicam (Raspberry Pi camera), file:PATH (Annex-B .h264, looped), exec:COMMAND (stdout of a shell command), stdin. [default: test]
+    #[arg(long, value_name = "SPEC")]
+    pub source: Option<String>,
+    /// Address for the page, API and WebSocket endpoints. [default: 0.0.0.0:8000]
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen: Option<String>,
+    /// Address of the legacy raw WebSocket listener (any path, one NAL unit per message), or "off". [default: 0.0.0.0:9000]
+    #[arg(long, value_name = "HOST:PORT|off")]
+    pub legacy_listen: Option<String>,
+    /// Picture width for test and rpicam sources (even). [default: 1280]
+    #[arg(long)]
+    pub width: Option<u32>,
+    /// Picture height for test and rpicam sources (even). [default: 720]
+    #[arg(long)]
+    pub height: Option<u32>,
+    /// Frames per second (test and rpicam sources encode at it, file sources are paced at it). [default: 30]
+    #[arg(long)]
+    pub fps: Option<u32>,
+    /// Target bitrate in bits per second for test and rpicam sources. [default: 3000000]
+    #[arg(long)]
+    pub bitrate: Option<u32>,
+    /// Frames between keyframes for test and rpicam sources. [default: 60]
+    #[arg(long)]
+    pub keyframe_interval: Option<u32>,
+    /// Largest accepted NAL unit in bytes; larger ones are dropped and counted. [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    pub max_nal_size: Option<usize>,
+    /// Restart a source that delivers no data for this many seconds. [default: 5]
+    #[arg(long, value_name = "SECONDS")]
+    pub stall_timeout: Option<f64>,
+    /// Most bytes queued for one viewer before it is reset to the next keyframe. [default: 8388608]
+    #[arg(long, value_name = "BYTES")]
+    pub queue_max_bytes: Option<usize>,
+    /// Oldest frame queued for one viewer, in milliseconds, before it is reset to the next keyframe. [default: 2000]
+    #[arg(long, value_name = "MS")]
+    pub queue_max_delay: Option<u64>,
+    /// Disconnect a viewer whose socket accepts nothing for this many seconds. [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    pub viewer_timeout: Option<f64>,
+}
+
+/// The config file: same keys as the flags, kebab-case.
+#[derive(Deserialize, Debug, Default)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+struct FileConfig {
+    source: Option<String>,
+    listen: Option<String>,
+    legacy_listen: Option<String>,
+    width: Option<u32>,
+    height: Option<u32>,
+    fps: Option<u32>,
+    bitrate: Option<u32>,
+    keyframe_interval: Option<u32>,
+    max_nal_size: Option<usize>,
+    stall_timeout: Option<f64>,
+    queue_max_bytes: Option<usize>,
+    queue_max_delay: Option<u64>,
+    viewer_timeout: Option<f64>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where video comes from.
+    pub source: SourceSpec,
+    /// Main listener.
+    pub listen: SocketAddr,
+    /// Legacy raw listener, if enabled.
+    pub legacy_listen: Option<SocketAddr>,
+    /// Source options.
+    pub source_options: SourceOptions,
+    /// Per-viewer queue limits.
+    pub queue: QueueLimits,
+    /// Stuck-viewer timeout.
+    pub viewer_timeout: Duration,
+}
+
+fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
+    value
+        .parse()
+        .map_err(|_| format!("--{key} '{value}' is not HOST:PORT with an IP address (e.g. 0.0.0.0:8000 or [::]:8000)"))
+}
+
+fn range<T: PartialOrd + std::fmt::Display + Copy>(key: &str, v: T, lo: T, hi: T) -> Result<T, String> {
+    if v < lo || v > hi {
+        return Err(format!("--{key} {v} is out of range ({lo} to {hi})"));
+    }
+    Ok(v)
+}
+
+fn seconds(key: &str, v: f64) -> Result<Duration, String> {
+    if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
+        return Err(format!("--{key} {v} must be a number of seconds between 0 and 86400"));
+    }
+    Ok(Duration::from_secs_f64(v))
+}
+
+impl Config {
+    /// Merges flags over the config file over defaults and checks every value.
+    pub fn resolve(args: Args) -> Result<Config, String> {
+        let file = match &args.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| {
+                    let msg = e.message().replace('\n', " ");
+                    format!("config file {}: {msg}", path.display())
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        let d = VideoSettings::default();
+        let source_text = args.source.or(file.source).unwrap_or_else(|| "test".into());
+        let source: SourceSpec = source_text.parse().map_err(|e| format!("--source: {e}"))?;
+        let listen = parse_addr(
+            "listen",
+            &args.listen.or(file.listen).unwrap_or_else(|| "0.0.0.0:8000".into()),
+        )?;
+        let legacy = args
+            .legacy_listen
+            .or(file.legacy_listen)
+            .unwrap_or_else(|| "0.0.0.0:9000".into());
+        let legacy_listen = match legacy.as_str() {
+            "off" | "none" | "" => None,
+            other => Some(parse_addr("legacy-listen", other)?),
+        };
+        let width = range("width", args.width.or(file.width).unwrap_or(d.width), 16, 4096)?;
+        let height = range("height", args.height.or(file.height).unwrap_or(d.height), 16, 4096)?;
+        if width % 2 != 0 || height % 2 != 0 {
+            return Err(format!("--width and --height must be even, got {width}x{height}"));
+        }
+        let video = VideoSettings {
+            width,
+            height,
+            fps: range("fps", args.fps.or(file.fps).unwrap_or(d.fps), 1, 120)?,
+            bitrate: range("bitrate", args.bitrate.or(file.bitrate).unwrap_or(d.bitrate), 10_000, 100_000_000)?,
+            keyframe_interval: range(
+                "keyframe-interval",
+                args.keyframe_interval.or(file.keyframe_interval).unwrap_or(d.keyframe_interval),
+                1,
+                10_000,
+            )?,
+        };
+        let defaults = SourceOptions::default();
+        let source_options = SourceOptions {
+            video,
+            max_nal_size: range(
+                "max-nal-size",
+                args.max_nal_size.or(file.max_nal_size).unwrap_or(defaults.max_nal_size),
+                1024,
+                256 << 20,
+            )?,
+            stall_timeout: match args.stall_timeout.or(file.stall_timeout) {
+                Some(s) => seconds("stall-timeout", s)?,
+                None => defaults.stall_timeout,
+            },
+            ..defaults
+        };
+        let qd = QueueLimits::default();
+        let queue = QueueLimits {
+            max_bytes: range(
+                "queue-max-bytes",
+                args.queue_max_bytes.or(file.queue_max_bytes).unwrap_or(qd.max_bytes),
+                64 * 1024,
+                1 << 30,
+            )?,
+            max_delay: Duration::from_millis(range(
+                "queue-max-delay",
+                args.queue_max_delay.or(file.queue_max_delay).unwrap_or(qd.max_delay.as_millis() as u64),
+                10,
+                600_000,
+            )?),
+        };
+        let viewer_timeout = seconds(
+            "viewer-timeout",
+            args.viewer_timeout.or(file.viewer_timeout).unwrap_or(10.0),
+        )?;
+        Ok(Config {
+            source,
+            listen,
+            legacy_listen,
+            source_options,
+            queue,
+            viewer_timeout,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Result<Config, String> {
+        let args = Args::try_parse_from(std::iter::once("nalcast").chain(args.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        Config::resolve(args)
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).expect("defaults are valid");
+        assert_eq!(c.source, SourceSpec::Test);
+        assert_eq!(c.listen.to_string(), "0.0.0.0:8000");
+        assert_eq!(c.legacy_listen.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:9000"));
+        assert_eq!(c.source_options.video, VideoSettings::default());
+    }
+
+    #[test]
+    fn flags_win_over_file_and_file_over_defaults() {
+        let dir = std::env::temp_dir().join(format!("nalcast-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("c.toml");
+        std::fs::write(&path, "fps = 15\nwidth = 640\nlegacy-listen = \"off\"\n").expect("write");
+        let c = parse(&["--config", path.to_str().expect("utf-8"), "--fps", "25"]).expect("valid");
+        assert_eq!(c.source_options.video.fps, 25);
+        assert_eq!(c.source_options.video.width, 640);
+        assert_eq!(c.legacy_listen, None);
+        std::fs::write(&path, "frames = 3\n").expect("write");
+        let err = parse(&["--config", path.to_str().expect("utf-8")]).unwrap_err();
+        assert!(err.contains("unknown field"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_are_one_line_errors() {
+        for (args, needle) in [
+            (&["--width", "641"][..], "even"),
+            (&["--fps", "0"][..], "--fps 0 is out of range"),
+            (&["--listen", "nowhere"][..], "--listen 'nowhere'"),
+            (&["--source", "camera"][..], "unknown source 'camera'"),
+            (&["--stall-timeout", "-1"][..], "--stall-timeout"),
+        ] {
+            let err = parse(args).unwrap_err();
+            assert!(err.contains(needle), "{args:?}: {err}");
+            assert!(!err.contains('\n'), "{err}");
+        }
+    }
+}

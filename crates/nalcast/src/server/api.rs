@@ -1,0 +1,63 @@
+//! `/api/stream`, `/healthz`, `/metrics`.
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+use super::AppState;
+
+/// A stream without a frame for this long counts as unhealthy.
+const HEALTHY_FRAME_AGE: Duration = Duration::from_secs(5);
+
+/// `GET /api/stream`: what is being streamed and to how many viewers.
+pub async fn stream(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let status = s.hub.status();
+    let info = status.params.as_ref().map(|p| &p.info);
+    let c = &s.hub.counters;
+    Json(json!({
+        "source": s.source,
+        "state": status.status.state,
+        "reason": status.status.reason,
+        "codec": info.map(|i| i.codec.clone()),
+        "width": info.map(|i| i.width),
+        "height": info.map(|i| i.height),
+        "fps": info.and_then(|i| i.fps).unwrap_or(f64::from(s.video.fps)),
+        "bitrate": s.video.bitrate,
+        "keyframe_interval": s.video.keyframe_interval,
+        "baseline": info.map(|i| i.baseline_compatible),
+        "viewers": status.viewers,
+        "uptime_s": status.uptime.as_secs_f64(),
+        "frames_in": c.frames_in.load(Ordering::Relaxed),
+        "bytes_in": c.bytes_in.load(Ordering::Relaxed),
+        "skips": c.skips.load(Ordering::Relaxed),
+        "gop_frames": status.gop_frames,
+    }))
+}
+
+/// `GET /healthz`: 200 while frames flow, 503 with the reason otherwise.
+pub async fn healthz(State(s): State<AppState>) -> Response {
+    let status = s.hub.status();
+    let fresh = status.since_last_frame.is_some_and(|d| d < HEALTHY_FRAME_AGE);
+    if fresh && status.status.state == "live" {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        let reason = status
+            .status
+            .reason
+            .unwrap_or_else(|| format!("no frame from the source ({})", status.status.state));
+        (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {reason}\n")).into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(s): State<AppState>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
+        .into_response()
+}

@@ -1,0 +1,67 @@
+//! The player page and Broadway.js, embedded in release builds (read from disk in
+//! debug builds, so the page can be edited without rebuilding). ETags let browsers
+//! revalidate cheaply.
+use axum::extract::Path;
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use rust_embed::{EmbeddedFile, RustEmbed};
+
+#[derive(RustEmbed)]
+#[folder = "../../web/public/"]
+struct Page;
+
+#[derive(RustEmbed)]
+#[folder = "../../web/node_modules/broadway-player/Player/"]
+#[include = "Decoder.js"]
+#[include = "YUVCanvas.js"]
+#[include = "Player.js"]
+#[allow_missing = true]
+struct Broadway;
+
+fn respond(file: EmbeddedFile, name: &str, headers: &HeaderMap) -> Response {
+    let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..12]));
+    if headers
+        .get(header::IF_NONE_MATCH)
+        .is_some_and(|v| v.as_bytes() == etag.as_bytes())
+    {
+        return (StatusCode::NOT_MODIFIED, [(header::ETAG, etag)]).into_response();
+    }
+    let mime = file.metadata.mimetype().to_owned();
+    let _ = name;
+    (
+        [
+            (header::CONTENT_TYPE, mime),
+            (header::ETAG, etag),
+            (header::CACHE_CONTROL, "no-cache".to_owned()),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
+        ],
+        file.data,
+    )
+        .into_response()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `GET /` and the page's files.
+pub async fn page(uri: Uri, headers: HeaderMap) -> Response {
+    let path = uri.path().trim_start_matches('/');
+    let name = if path.is_empty() { "index.html" } else { path };
+    match Page::get(name) {
+        Some(file) => respond(file, name, &headers),
+        None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
+    }
+}
+
+/// `GET /vendor/broadway/{file}`: Broadway.js from the npm package.
+pub async fn broadway(Path(file): Path<String>, headers: HeaderMap) -> Response {
+    match Broadway::get(&file) {
+        Some(f) => respond(f, &file, &headers),
+        None => (
+            StatusCode::NOT_FOUND,
+            "Broadway.js is not installed: run `make setup` (npm ci in web/) and rebuild\n",
+        )
+            .into_response(),
+    }
+}

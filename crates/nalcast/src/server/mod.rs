@@ -1,0 +1,50 @@
+//! The HTTP side: page, API, metrics and the WebSocket endpoints on one port, plus
+//! the legacy raw listener.
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::routing::get;
+use axum::Router;
+use metrics_exporter_prometheus::PrometheusHandle;
+use nalcast_core::source::VideoSettings;
+use nalcast_core::Hub;
+use tokio::sync::watch;
+
+mod api;
+mod assets;
+pub mod ws;
+
+/// What every handler can see.
+#[derive(Clone)]
+pub struct AppState {
+    /// The stream.
+    pub hub: Arc<Hub>,
+    /// Source description for the API and stream-info.
+    pub source: String,
+    /// Configured picture settings.
+    pub video: VideoSettings,
+    /// Prometheus renderer.
+    pub metrics: PrometheusHandle,
+    /// Stuck-viewer timeout.
+    pub viewer_timeout: Duration,
+    /// Turns true on shutdown.
+    pub shutdown: watch::Receiver<bool>,
+}
+
+/// The main port's routes.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/ws", get(ws::framed))
+        .route("/ws/raw", get(ws::raw))
+        .route("/api/stream", get(api::stream))
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .route("/vendor/broadway/{file}", get(assets::broadway))
+        .fallback(get(assets::page))
+        .with_state(state)
+}
+
+/// The legacy listener: a raw WebSocket on any path.
+pub fn legacy_router(state: AppState) -> Router {
+    Router::new().fallback(ws::legacy).with_state(state)
+}

@@ -1,0 +1,241 @@
+//! WebSocket viewers: each runs its own task draining its own queue, so a slow
+//! socket only ever delays itself.
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use nalcast_core::clock::wall_us;
+use nalcast_core::protocol::{self, ClientMessage, StreamInfoMsg};
+use nalcast_core::viewer::Item;
+use nalcast_core::Frame;
+use nalcast_h264::{NalType, ParamSets};
+use tracing::{debug, info};
+
+use super::AppState;
+
+/// The two dialects (docs/protocol.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dialect {
+    /// One message per access unit with a header, plus stream-info, skipped, status, pong.
+    Framed,
+    /// One Annex-B NAL unit per message, as the original design sends.
+    Raw,
+}
+
+impl Dialect {
+    fn name(self) -> &'static str {
+        match self {
+            Dialect::Framed => "framed",
+            Dialect::Raw => "raw",
+        }
+    }
+}
+
+/// Clients only send small control messages.
+const MAX_CLIENT_MESSAGE: usize = 4096;
+
+fn upgrade(ws: WebSocketUpgrade, state: AppState, dialect: Dialect) -> Response {
+    ws.max_message_size(MAX_CLIENT_MESSAGE)
+        .max_frame_size(MAX_CLIENT_MESSAGE)
+        .on_upgrade(move |socket| async move {
+            let (tx, rx) = socket.split();
+            serve_viewer(tx, rx, state, dialect).await;
+        })
+}
+
+/// `GET /ws`: the framed protocol.
+pub async fn framed(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+    upgrade(ws, state, Dialect::Framed)
+}
+
+/// `GET /ws/raw`: one NAL unit per message.
+pub async fn raw(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+    upgrade(ws, state, Dialect::Raw)
+}
+
+/// Legacy listener, any path: raw WebSocket, or a hint for anything else.
+pub async fn legacy(
+    State(state): State<AppState>,
+    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+) -> Response {
+    match ws {
+        Ok(ws) => upgrade(ws, state, Dialect::Raw),
+        Err(_) => (
+            StatusCode::UPGRADE_REQUIRED,
+            "this port serves a WebSocket of raw H.264 NAL units; open the player on the main port\n",
+        )
+            .into_response(),
+    }
+}
+
+/// Why a viewer's connection ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Client,
+    Stuck,
+    Error,
+    Protocol,
+    Shutdown,
+}
+
+impl Ended {
+    fn reason(self) -> &'static str {
+        match self {
+            Ended::Client => "client closed",
+            Ended::Stuck => "stuck",
+            Ended::Error => "socket error",
+            Ended::Protocol => "protocol violation",
+            Ended::Shutdown => "shutdown",
+        }
+    }
+}
+
+fn stream_info(state: &AppState, params: &ParamSets) -> Bytes {
+    let i = &params.info;
+    protocol::encode_stream_info(&StreamInfoMsg {
+        codec: i.codec.clone(),
+        width: i.width,
+        height: i.height,
+        fps: i.fps.or(Some(f64::from(state.video.fps))),
+        source: state.source.clone(),
+        baseline: i.baseline_compatible,
+    })
+}
+
+/// The messages that carry one frame in `dialect`.
+fn frame_messages(frame: &Frame, catch_up: bool, dialect: Dialect, out: &mut Vec<Bytes>) {
+    match dialect {
+        Dialect::Framed => out.push(if catch_up {
+            frame.framed_catch_up()
+        } else {
+            frame.framed.clone()
+        }),
+        Dialect::Raw => {
+            for i in 0..frame.au.nals.len() {
+                // Broadway.js needs only parameter sets and slices.
+                if matches!(
+                    frame.au.nal_type(i),
+                    Some(NalType::Sps | NalType::Pps | NalType::Idr | NalType::Slice | NalType::Partition)
+                ) {
+                    out.push(frame.au.nal(i));
+                }
+            }
+        }
+    }
+}
+
+/// Drives one viewer: queue → socket, and the client's few control messages.
+/// Generic over the socket halves so it can be tested without a network.
+pub async fn serve_viewer<Tx, Rx, E>(mut tx: Tx, mut rx: Rx, state: AppState, dialect: Dialect)
+where
+    Tx: Sink<Message> + Unpin,
+    Rx: Stream<Item = Result<Message, E>> + Unpin,
+{
+    let sub = state.hub.subscribe();
+    let mut shutdown = state.shutdown.clone();
+    info!(dialect = dialect.name(), viewers = state.hub.status().viewers, "viewer joined");
+    let mut sent_params: Option<Arc<ParamSets>> = None;
+    let mut messages: Vec<Bytes> = Vec::with_capacity(8);
+    let ended = loop {
+        tokio::select! {
+            next = sub.queue.next() => {
+                let Some((item, queued_at)) = next else { break Ended::Shutdown };
+                metrics::histogram!("nalcast_queue_delay_seconds").record(queued_at.elapsed().as_secs_f64());
+                messages.clear();
+                let mut live_frame = None;
+                match (&item, dialect) {
+                    (Item::Frame { frame, catch_up }, _) => {
+                        if dialect == Dialect::Framed
+                            && sent_params.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &frame.au.params))
+                        {
+                            messages.push(stream_info(&state, &frame.au.params));
+                            sent_params = Some(frame.au.params.clone());
+                        }
+                        frame_messages(frame, *catch_up, dialect, &mut messages);
+                        if !catch_up {
+                            live_frame = Some(frame.published);
+                        }
+                    }
+                    (Item::Skipped(n), Dialect::Framed) => messages.push(protocol::encode_skipped(*n)),
+                    (Item::Status(s), Dialect::Framed) => messages.push(protocol::encode_status(s)),
+                    _ => {}
+                }
+                match send_all(&mut tx, &messages, &state).await {
+                    Ok(()) => {}
+                    Err(e) => break e,
+                }
+                if let Some(published) = live_frame {
+                    metrics::histogram!("nalcast_server_latency_seconds").record(published.elapsed().as_secs_f64());
+                }
+            }
+            msg = rx.next() => {
+                match msg {
+                    None | Some(Err(_)) => break Ended::Client,
+                    Some(Ok(Message::Close(_))) => break Ended::Client,
+                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                    Some(Ok(Message::Text(text))) => {
+                        match (dialect, protocol::parse_client(text.as_str())) {
+                            (Dialect::Framed, Ok(ClientMessage::Ping { t })) => {
+                                let pong = protocol::encode_pong(t, wall_us());
+                                if let Err(e) = send_all(&mut tx, std::slice::from_ref(&pong), &state).await {
+                                    break e;
+                                }
+                            }
+                            (_, Ok(ClientMessage::Keyframe)) => state.hub.request_keyframe(),
+                            // The original page's clients may send text we do not know; ignore it.
+                            (Dialect::Raw, Err(_)) => {}
+                            _ => {
+                                let _ = tx.send(close(1003, "unsupported message")).await;
+                                break Ended::Protocol;
+                            }
+                        }
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        let _ = tx.send(close(1003, "binary messages are not accepted")).await;
+                        break Ended::Protocol;
+                    }
+                }
+            }
+            _ = shutdown.wait_for(|s| *s) => break Ended::Shutdown,
+        }
+    };
+    if ended == Ended::Shutdown {
+        let _ = tokio::time::timeout(state.viewer_timeout.min(std::time::Duration::from_millis(500)), tx.send(close(1001, "server shutting down"))).await;
+    }
+    let lost = sub.queue.lock().total_lost;
+    drop(sub);
+    metrics::counter!("nalcast_disconnects_total", "reason" => ended.reason()).increment(1);
+    if ended != Ended::Client {
+        info!(dialect = dialect.name(), reason = ended.reason(), frames_lost = lost, "viewer left");
+    } else {
+        debug!(dialect = dialect.name(), frames_lost = lost, "viewer left");
+    }
+}
+
+fn close(code: u16, reason: &'static str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code,
+        reason: reason.into(),
+    }))
+}
+
+async fn send_all<Tx: Sink<Message> + Unpin>(tx: &mut Tx, messages: &[Bytes], state: &AppState) -> Result<(), Ended> {
+    let started = Instant::now();
+    for msg in messages {
+        let len = msg.len() as u64;
+        match tokio::time::timeout(state.viewer_timeout, tx.send(Message::Binary(msg.clone()))).await {
+            Ok(Ok(())) => metrics::counter!("nalcast_bytes_out_total").increment(len),
+            Ok(Err(_)) => return Err(Ended::Error),
+            Err(_) => return Err(Ended::Stuck),
+        }
+        if started.elapsed() > state.viewer_timeout {
+            return Err(Ended::Stuck);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,203 @@
+//! Shared helpers for the integration tests: start the real binary on port 0, talk
+//! to it with real WebSocket and HTTP clients, generate H.264 with our own encoder.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use nalcast_core::protocol::{self, ServerMessage};
+use nalcast_core::source::test_pattern::TestPattern;
+use nalcast_core::source::VideoSettings;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_tungstenite::tungstenite::Message;
+
+/// A running nalcast process, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub legacy: Option<SocketAddr>,
+}
+
+impl Server {
+    /// Starts nalcast with `args` (plus loopback listeners on port 0) and waits
+    /// until it prints its addresses.
+    pub fn start(args: &[&str]) -> Server {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
+        cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "127.0.0.1:0"])
+            .args(args)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("nalcast starts");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let (mut addr, mut legacy) = (None, None);
+        for line in lines.by_ref() {
+            let line = line.expect("stdout line");
+            if let Some(rest) = line.strip_prefix("legacy raw WebSocket on ws://") {
+                legacy = Some(rest.trim_end_matches('/').parse().expect("legacy addr"));
+            }
+            if let Some(rest) = line.strip_prefix("listening on http://") {
+                addr = Some(rest.trim_end_matches('/').parse().expect("addr"));
+                break;
+            }
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        std::thread::spawn(move || for _ in lines {});
+        Server {
+            child,
+            addr: addr.expect("nalcast printed its address"),
+            legacy,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until /healthz says ok.
+    pub async fn wait_healthy(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok((200, _)) = http_get(self.addr, "/healthz").await {
+                return;
+            }
+            assert!(Instant::now() < deadline, "server never became healthy");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    http_request(addr, path, &[]).await.map(|(s, _, b)| (s, b))
+}
+
+/// GET with extra headers: (status, raw headers, body).
+pub async fn http_request(
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String, String)> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await?;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    Ok((status, head.to_owned(), body.to_owned()))
+}
+
+pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+pub async fn connect(url: &str) -> Ws {
+    tokio_tungstenite::connect_async(url).await.expect("websocket connects").0
+}
+
+/// The next binary message, within `timeout`.
+pub async fn next_binary(ws: &mut Ws, timeout: Duration) -> Option<Bytes> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => return Some(b),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// The next framed-protocol message.
+pub async fn next_framed(ws: &mut Ws, timeout: Duration) -> Option<ServerMessage> {
+    let b = next_binary(ws, timeout).await?;
+    Some(protocol::decode(&b).expect("valid framed message"))
+}
+
+/// NAL unit type of a raw message (after its 4-byte start code).
+pub fn raw_nal_type(msg: &[u8]) -> u8 {
+    assert_eq!(&msg[..4], &[0, 0, 0, 1], "raw message starts with a 4-byte start code");
+    msg[4] & 0x1f
+}
+
+/// NAL unit types in an Annex-B buffer (4-byte start codes, as nalcast sends).
+pub fn nal_types(annexb: &[u8]) -> Vec<u8> {
+    let mut types = Vec::new();
+    let mut i = 0;
+    while i + 4 < annexb.len() {
+        if annexb[i..i + 4] == [0, 0, 0, 1] {
+            types.push(annexb[i + 4] & 0x1f);
+            i += 4;
+        } else {
+            i += 1;
+        }
+    }
+    types
+}
+
+/// Writes an Annex-B file of `frames` test-pattern frames.
+pub fn write_h264(path: &Path, width: u32, height: u32, frames: u32, keyframe_interval: u32) {
+    let mut pattern = TestPattern::new(&VideoSettings {
+        width,
+        height,
+        fps: 30,
+        bitrate: 500_000,
+        keyframe_interval,
+    })
+    .expect("encoder");
+    let mut out = Vec::new();
+    for i in 0..frames {
+        out.extend_from_slice(pattern.next_frame(1_000_000 + u64::from(i) * 33_333, false).expect("encode"));
+    }
+    std::fs::write(path, out).expect("write h264");
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nalcast-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}

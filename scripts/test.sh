@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Every test nalcast has: formatting, lints, Rust unit/property/integration tests,
+# and the end-to-end tests in a real headless Chromium.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "== cargo fmt"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo test"
+cargo test --workspace
+echo "== browser end-to-end tests"
+cargo build --quiet -p nalcast
+mkdir -p test-output
+(cd web && NALCAST_BIN="$PWD/../target/debug/nalcast" node --test --test-reporter=spec test/)
