@@ -8,3 +8,8 @@ pub fn wall_us() -> u64 {
         .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }
+
+/// Resolves once a shutdown flag turns true (or its sender is gone).
+pub async fn shutdown_requested(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = rx.wait_for(|stop| *stop).await;
+}

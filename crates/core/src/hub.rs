@@ -156,9 +156,7 @@ impl Hub {
             }
         }
         if overflowed > 0 {
-            self.counters
-                .skips
-                .fetch_add(overflowed, Ordering::Relaxed);
+            self.counters.skips.fetch_add(overflowed, Ordering::Relaxed);
             metrics::counter!("nalcast_viewer_skips_total").increment(overflowed);
             self.request_keyframe_locked(&mut state, now);
         }
@@ -305,7 +303,10 @@ mod tests {
         hub.publish(access_unit(false, 100));
         hub.publish(access_unit(false, 100));
         let sub = hub.subscribe();
-        assert_eq!(drain(&sub), [(1, true, true), (2, false, true), (3, false, false)]);
+        assert_eq!(
+            drain(&sub),
+            [(1, true, true), (2, false, true), (3, false, false)]
+        );
         hub.publish(access_unit(false, 100));
         assert_eq!(drain(&sub), [(4, false, false)]);
     }

@@ -74,7 +74,7 @@ impl Splitter {
             metrics::counter!("nalcast_stream_errors_total").increment(1);
             self.errors_logged += 1;
             // The first few tell the story; after that, one line per thousand.
-            if self.errors_logged <= 10 || self.errors_logged % 1000 == 0 {
+            if self.errors_logged <= 10 || self.errors_logged.is_multiple_of(1000) {
                 warn!(count = self.errors_logged, "bad input from source: {error}");
             }
         }
@@ -137,7 +137,11 @@ impl Ingest {
     }
 
     fn announce(&mut self, params: &Arc<ParamSets>) {
-        if self.announced.as_ref().is_some_and(|a| Arc::ptr_eq(a, params)) {
+        if self
+            .announced
+            .as_ref()
+            .is_some_and(|a| Arc::ptr_eq(a, params))
+        {
             return;
         }
         let i = &params.info;

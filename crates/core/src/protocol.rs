@@ -236,7 +236,12 @@ mod tests {
 
     #[test]
     fn access_unit_round_trips() {
-        let msg = encode_access_unit(FLAG_KEYFRAME, 42, 1_700_000_000_000_123, &[0, 0, 0, 1, 0x65]);
+        let msg = encode_access_unit(
+            FLAG_KEYFRAME,
+            42,
+            1_700_000_000_000_123,
+            &[0, 0, 0, 1, 0x65],
+        );
         assert_eq!(msg.len(), AU_HEADER_LEN + 5);
         match decode(&msg) {
             Ok(ServerMessage::AccessUnit {
@@ -245,7 +250,10 @@ mod tests {
                 capture_us,
                 data,
             }) => {
-                assert_eq!((flags, seq, capture_us), (FLAG_KEYFRAME, 42, 1_700_000_000_000_123));
+                assert_eq!(
+                    (flags, seq, capture_us),
+                    (FLAG_KEYFRAME, 42, 1_700_000_000_000_123)
+                );
                 assert_eq!(&data[..], &[0, 0, 0, 1, 0x65]);
             }
             other => panic!("unexpected {other:?}"),
@@ -269,7 +277,10 @@ mod tests {
         assert_eq!(decode(&encode_skipped(9)), Ok(ServerMessage::Skipped(9)));
         assert_eq!(
             decode(&encode_pong(1.5, 77)),
-            Ok(ServerMessage::Pong { t: 1.5, server_us: 77 })
+            Ok(ServerMessage::Pong {
+                t: 1.5,
+                server_us: 77
+            })
         );
     }
 

@@ -25,12 +25,13 @@ pub fn access_unit(keyframe: bool, len: usize) -> AccessUnit {
             },
         });
     }
-    let mut data = vec![0u8; len.max(5)];
+    let len = len.max(5);
+    let mut data = vec![0u8; len];
     data[3] = 1;
     data[4] = if keyframe { 0x65 } else { 0x41 };
     AccessUnit {
         data: Bytes::from(data),
-        nals: vec![0..len.max(5) as u32],
+        nals: std::iter::once(0..len as u32).collect(),
         keyframe,
         params: PARAMS.with(|p| p.clone()),
         timestamp_us: 0,

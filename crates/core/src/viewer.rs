@@ -114,7 +114,8 @@ impl QueueState {
     /// Drops all queued frames (keeps status items), returning how many.
     fn drop_frames(&mut self) -> u32 {
         let before = self.items.len();
-        self.items.retain(|(item, _)| matches!(item, Item::Status(_)));
+        self.items
+            .retain(|(item, _)| matches!(item, Item::Status(_)));
         let dropped = (before - self.items.len()) as u32;
         self.total_lost += u64::from(dropped);
         self.bytes = 0;
@@ -234,7 +235,9 @@ mod tests {
         let mut out = Vec::new();
         while let Some((item, _)) = q.pop() {
             out.push(match item {
-                Item::Frame { frame, .. } => format!("{}{}", if frame.keyframe() { "K" } else { "P" }, frame.seq),
+                Item::Frame { frame, .. } => {
+                    format!("{}{}", if frame.keyframe() { "K" } else { "P" }, frame.seq)
+                }
                 Item::Skipped(n) => format!("skip{n}"),
                 Item::Status(s) => s.state,
             });
@@ -246,13 +249,31 @@ mod tests {
     fn overflow_by_bytes_resumes_at_next_keyframe_and_reports_loss() {
         let t = Instant::now();
         let mut q = QueueState::default();
-        assert_eq!(q.push_frame(frame(1, true, 400), false, t, &limits()), Pushed::Queued);
-        assert_eq!(q.push_frame(frame(2, false, 400), false, t, &limits()), Pushed::Queued);
-        assert_eq!(q.push_frame(frame(3, false, 400), false, t, &limits()), Pushed::Overflowed);
+        assert_eq!(
+            q.push_frame(frame(1, true, 400), false, t, &limits()),
+            Pushed::Queued
+        );
+        assert_eq!(
+            q.push_frame(frame(2, false, 400), false, t, &limits()),
+            Pushed::Queued
+        );
+        assert_eq!(
+            q.push_frame(frame(3, false, 400), false, t, &limits()),
+            Pushed::Overflowed
+        );
         assert!(q.is_empty());
-        assert_eq!(q.push_frame(frame(4, false, 10), false, t, &limits()), Pushed::Dropped);
-        assert_eq!(q.push_frame(frame(5, true, 10), false, t, &limits()), Pushed::Queued);
-        assert_eq!(q.push_frame(frame(6, false, 10), false, t, &limits()), Pushed::Queued);
+        assert_eq!(
+            q.push_frame(frame(4, false, 10), false, t, &limits()),
+            Pushed::Dropped
+        );
+        assert_eq!(
+            q.push_frame(frame(5, true, 10), false, t, &limits()),
+            Pushed::Queued
+        );
+        assert_eq!(
+            q.push_frame(frame(6, false, 10), false, t, &limits()),
+            Pushed::Queued
+        );
         assert_eq!(frames(&mut q), ["skip4", "K5", "P6"]);
         assert_eq!(q.total_lost, 4);
         assert_eq!(q.overflows, 1);
@@ -265,7 +286,10 @@ mod tests {
         q.push_frame(frame(1, true, 10), false, t, &limits());
         let later = t + Duration::from_millis(600);
         // A keyframe arriving after the stale one resumes at once.
-        assert_eq!(q.push_frame(frame(2, true, 10), false, later, &limits()), Pushed::Overflowed);
+        assert_eq!(
+            q.push_frame(frame(2, true, 10), false, later, &limits()),
+            Pushed::Overflowed
+        );
         assert_eq!(frames(&mut q), ["skip1", "K2"]);
     }
 
@@ -290,7 +314,11 @@ mod tests {
     async fn next_wakes_on_push_and_ends_on_close() {
         let q = Arc::new(ViewerQueue::new(limits()));
         let q2 = q.clone();
-        let waiter = tokio::spawn(async move { q2.next().await.map(|(i, _)| matches!(i, Item::Frame { .. })) });
+        let waiter = tokio::spawn(async move {
+            q2.next()
+                .await
+                .map(|(i, _)| matches!(i, Item::Frame { .. }))
+        });
         q.push_frame(frame(1, true, 10), false, Instant::now());
         assert_eq!(waiter.await.ok().flatten(), Some(true));
         q.close();

@@ -102,7 +102,12 @@ fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("--{key} '{value}' is not HOST:PORT with an IP address (e.g. 0.0.0.0:8000 or [::]:8000)"))
 }
 
-fn range<T: PartialOrd + std::fmt::Display + Copy>(key: &str, v: T, lo: T, hi: T) -> Result<T, String> {
+fn range<T: PartialOrd + std::fmt::Display + Copy>(
+    key: &str,
+    v: T,
+    lo: T,
+    hi: T,
+) -> Result<T, String> {
     if v < lo || v > hi {
         return Err(format!("--{key} {v} is out of range ({lo} to {hi})"));
     }
@@ -111,7 +116,9 @@ fn range<T: PartialOrd + std::fmt::Display + Copy>(key: &str, v: T, lo: T, hi: T
 
 fn seconds(key: &str, v: f64) -> Result<Duration, String> {
     if !(v.is_finite() && v > 0.0 && v <= 86_400.0) {
-        return Err(format!("--{key} {v} must be a number of seconds between 0 and 86400"));
+        return Err(format!(
+            "--{key} {v} must be a number of seconds between 0 and 86400"
+        ));
     }
     Ok(Duration::from_secs_f64(v))
 }
@@ -135,7 +142,10 @@ impl Config {
         let source: SourceSpec = source_text.parse().map_err(|e| format!("--source: {e}"))?;
         let listen = parse_addr(
             "listen",
-            &args.listen.or(file.listen).unwrap_or_else(|| "0.0.0.0:8000".into()),
+            &args
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| "0.0.0.0:8000".into()),
         )?;
         let legacy = args
             .legacy_listen
@@ -145,19 +155,38 @@ impl Config {
             "off" | "none" | "" => None,
             other => Some(parse_addr("legacy-listen", other)?),
         };
-        let width = range("width", args.width.or(file.width).unwrap_or(d.width), 16, 4096)?;
-        let height = range("height", args.height.or(file.height).unwrap_or(d.height), 16, 4096)?;
+        let width = range(
+            "width",
+            args.width.or(file.width).unwrap_or(d.width),
+            16,
+            4096,
+        )?;
+        let height = range(
+            "height",
+            args.height.or(file.height).unwrap_or(d.height),
+            16,
+            4096,
+        )?;
         if width % 2 != 0 || height % 2 != 0 {
-            return Err(format!("--width and --height must be even, got {width}x{height}"));
+            return Err(format!(
+                "--width and --height must be even, got {width}x{height}"
+            ));
         }
         let video = VideoSettings {
             width,
             height,
             fps: range("fps", args.fps.or(file.fps).unwrap_or(d.fps), 1, 120)?,
-            bitrate: range("bitrate", args.bitrate.or(file.bitrate).unwrap_or(d.bitrate), 10_000, 100_000_000)?,
+            bitrate: range(
+                "bitrate",
+                args.bitrate.or(file.bitrate).unwrap_or(d.bitrate),
+                10_000,
+                100_000_000,
+            )?,
             keyframe_interval: range(
                 "keyframe-interval",
-                args.keyframe_interval.or(file.keyframe_interval).unwrap_or(d.keyframe_interval),
+                args.keyframe_interval
+                    .or(file.keyframe_interval)
+                    .unwrap_or(d.keyframe_interval),
                 1,
                 10_000,
             )?,
@@ -167,7 +196,9 @@ impl Config {
             video,
             max_nal_size: range(
                 "max-nal-size",
-                args.max_nal_size.or(file.max_nal_size).unwrap_or(defaults.max_nal_size),
+                args.max_nal_size
+                    .or(file.max_nal_size)
+                    .unwrap_or(defaults.max_nal_size),
                 1024,
                 256 << 20,
             )?,
@@ -181,13 +212,17 @@ impl Config {
         let queue = QueueLimits {
             max_bytes: range(
                 "queue-max-bytes",
-                args.queue_max_bytes.or(file.queue_max_bytes).unwrap_or(qd.max_bytes),
+                args.queue_max_bytes
+                    .or(file.queue_max_bytes)
+                    .unwrap_or(qd.max_bytes),
                 64 * 1024,
                 1 << 30,
             )?,
             max_delay: Duration::from_millis(range(
                 "queue-max-delay",
-                args.queue_max_delay.or(file.queue_max_delay).unwrap_or(qd.max_delay.as_millis() as u64),
+                args.queue_max_delay
+                    .or(file.queue_max_delay)
+                    .unwrap_or(qd.max_delay.as_millis() as u64),
                 10,
                 600_000,
             )?),
@@ -222,7 +257,10 @@ mod tests {
         let c = parse(&[]).expect("defaults are valid");
         assert_eq!(c.source, SourceSpec::Test);
         assert_eq!(c.listen.to_string(), "0.0.0.0:8000");
-        assert_eq!(c.legacy_listen.map(|a| a.to_string()).as_deref(), Some("0.0.0.0:9000"));
+        assert_eq!(
+            c.legacy_listen.map(|a| a.to_string()).as_deref(),
+            Some("0.0.0.0:9000")
+        );
         assert_eq!(c.source_options.video, VideoSettings::default());
     }
 

@@ -2,10 +2,10 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-
 use anyhow::Context;
 use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+use nalcast_core::clock::shutdown_requested;
 use nalcast_core::hub::{Hub, HubConfig};
 use nalcast_core::source;
 use tokio::sync::watch;
@@ -31,12 +31,14 @@ fn main() -> ExitCode {
     }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("nalcast: error: cannot start the async runtime: {e}");
@@ -60,7 +62,8 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
 
 async fn run(config: Config) -> anyhow::Result<()> {
     let latency_buckets = [
-        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+        0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+        0.5, 1.0, 2.5,
     ];
     let metrics = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &latency_buckets)
@@ -101,7 +104,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
     servers.spawn(async move {
         axum::serve(main_listener, app)
             .with_graceful_shutdown(async move {
-                let _ = stop.wait_for(|s| *s).await;
+                shutdown_requested(&mut stop).await;
             })
             .await
     });
@@ -113,7 +116,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         servers.spawn(async move {
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move {
-                    let _ = stop.wait_for(|s| *s).await;
+                    shutdown_requested(&mut stop).await;
                 })
                 .await
         });
@@ -156,4 +159,3 @@ async fn shutdown_signal() {
         _ = term.recv() => {}
     }
 }
-

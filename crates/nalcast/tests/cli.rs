@@ -22,8 +22,19 @@ fn help_documents_every_option() {
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for flag in [
-        "--config", "--source", "--listen", "--legacy-listen", "--width", "--height", "--fps", "--bitrate",
-        "--keyframe-interval", "--max-nal-size", "--stall-timeout", "--queue-max-bytes", "--queue-max-delay",
+        "--config",
+        "--source",
+        "--listen",
+        "--legacy-listen",
+        "--width",
+        "--height",
+        "--fps",
+        "--bitrate",
+        "--keyframe-interval",
+        "--max-nal-size",
+        "--stall-timeout",
+        "--queue-max-bytes",
+        "--queue-max-delay",
         "--viewer-timeout",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
@@ -36,14 +47,32 @@ fn bad_configuration_exits_2_with_one_clear_line() {
     let bad_toml = dir.join("bad.toml");
     std::fs::write(&bad_toml, "fps = \"fast\"\n").expect("write");
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["--source".into(), "file:missing.h264".into()], "missing.h264"),
-        (vec!["--source".into(), "webcam".into()], "unknown source 'webcam'"),
+        (
+            vec!["--source".into(), "file:missing.h264".into()],
+            "missing.h264",
+        ),
+        (
+            vec!["--source".into(), "webcam".into()],
+            "unknown source 'webcam'",
+        ),
         (vec!["--width".into(), "1281".into()], "even"),
         (vec!["--fps".into(), "abc".into()], "invalid value 'abc'"),
-        (vec!["--listen".into(), "localhost".into()], "--listen 'localhost'"),
-        (vec!["--config".into(), bad_toml.display().to_string()], "bad.toml"),
-        (vec!["--config".into(), "/nonexistent.toml".into()], "cannot read config file"),
-        (vec!["--source".into(), "rpicam".into()], "looked for rpicam-vid, libcamera-vid, raspivid"),
+        (
+            vec!["--listen".into(), "localhost".into()],
+            "--listen 'localhost'",
+        ),
+        (
+            vec!["--config".into(), bad_toml.display().to_string()],
+            "bad.toml",
+        ),
+        (
+            vec!["--config".into(), "/nonexistent.toml".into()],
+            "cannot read config file",
+        ),
+        (
+            vec!["--source".into(), "rpicam".into()],
+            "looked for rpicam-vid, libcamera-vid, raspivid",
+        ),
     ];
     for (args, needle) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -51,7 +80,10 @@ fn bad_configuration_exits_2_with_one_clear_line() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(needle), "{args:?}: {err}");
-        assert!(!err.contains("panicked") && !err.contains("backtrace"), "{err}");
+        assert!(
+            !err.contains("panicked") && !err.contains("backtrace"),
+            "{err}"
+        );
         // clap adds a usage hint after its own errors; ours are a single line.
         if !needle.starts_with("invalid value") {
             assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
@@ -63,7 +95,10 @@ async fn first_keyframe_size(server: &Server) -> (u32, u32) {
     let mut ws = connect(&server.url("/ws")).await;
     let mut size = None;
     loop {
-        match next_framed(&mut ws, Duration::from_secs(10)).await.expect("message") {
+        match next_framed(&mut ws, Duration::from_secs(10))
+            .await
+            .expect("message")
+        {
             ServerMessage::StreamInfo(i) => size = Some((i.width, i.height)),
             ServerMessage::AccessUnit { .. } => return size.expect("stream-info first"),
             _ => {}
@@ -76,13 +111,20 @@ async fn file_source_plays_and_loops() {
     let dir = temp_dir("file");
     let file = dir.join("clip.h264");
     write_h264(&file, 320, 240, 10, 5);
-    let server = Server::start(&["--source", &format!("file:{}", file.display()), "--fps", "60"]);
+    let server = Server::start(&[
+        "--source",
+        &format!("file:{}", file.display()),
+        "--fps",
+        "60",
+    ]);
     assert_eq!(first_keyframe_size(&server).await, (320, 240));
     // 10 frames per pass: 35 frames means it looped.
     let mut ws = connect(&server.url("/ws/raw")).await;
     let mut slices = 0;
     while slices < 35 {
-        let msg = next_binary(&mut ws, Duration::from_secs(5)).await.expect("looping frames");
+        let msg = next_binary(&mut ws, Duration::from_secs(5))
+            .await
+            .expect("looping frames");
         if matches!(raw_nal_type(&msg), 1 | 5) {
             slices += 1;
         }
@@ -107,7 +149,18 @@ async fn rpicam_source_runs_the_camera_app_with_the_right_flags() {
     std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     let path = format!("{}:/usr/bin:/bin", dir.display());
     let server = Server::start_with_env(
-        &["--source", "rpicam", "--width", "640", "--height", "480", "--bitrate", "800000", "--keyframe-interval", "10"],
+        &[
+            "--source",
+            "rpicam",
+            "--width",
+            "640",
+            "--height",
+            "480",
+            "--bitrate",
+            "800000",
+            "--keyframe-interval",
+            "10",
+        ],
         &[("PATH", &path)],
     );
     assert_eq!(first_keyframe_size(&server).await, (640, 480));
@@ -118,6 +171,12 @@ async fn exec_source_streams_a_commands_output() {
     let dir = temp_dir("exec");
     let clip = dir.join("clip.h264");
     write_h264(&clip, 320, 240, 10, 5);
-    let server = Server::start(&["--source", &format!("exec:while true; do cat {}; sleep 0.2; done", clip.display())]);
+    let server = Server::start(&[
+        "--source",
+        &format!(
+            "exec:while true; do cat {}; sleep 0.2; done",
+            clip.display()
+        ),
+    ]);
     assert_eq!(first_keyframe_size(&server).await, (320, 240));
 }

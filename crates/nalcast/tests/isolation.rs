@@ -9,7 +9,10 @@ use tokio::net::TcpSocket;
 
 /// A viewer that completes the WebSocket handshake and then never reads, with a
 /// tiny receive buffer so the server's writes back up quickly.
-async fn stalled_viewer(addr: std::net::SocketAddr, path: &str) -> impl Drop {
+async fn stalled_viewer(
+    addr: std::net::SocketAddr,
+    path: &str,
+) -> tokio_tungstenite::WebSocketStream<tokio::net::TcpStream> {
     let socket = TcpSocket::new_v4().expect("socket");
     socket.set_recv_buffer_size(4096).expect("rcvbuf");
     let stream = socket.connect(addr).await.expect("connect");
@@ -22,8 +25,20 @@ async fn stalled_viewer(addr: std::net::SocketAddr, path: &str) -> impl Drop {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_viewers_are_isolated_resumed_or_dropped_and_memory_stays_bounded() {
     let server = Server::start(&[
-        "--width", "640", "--height", "360", "--bitrate", "2000000", "--keyframe-interval", "15",
-        "--queue-max-bytes", "262144", "--queue-max-delay", "300", "--viewer-timeout", "2",
+        "--width",
+        "640",
+        "--height",
+        "360",
+        "--bitrate",
+        "2000000",
+        "--keyframe-interval",
+        "15",
+        "--queue-max-bytes",
+        "262144",
+        "--queue-max-delay",
+        "300",
+        "--viewer-timeout",
+        "2",
     ]);
     server.wait_healthy().await;
     let rss_before = rss_kib(server.pid());
@@ -42,7 +57,8 @@ async fn stalled_viewers_are_isolated_resumed_or_dropped_and_memory_stays_bounde
         .map(|mut ws| {
             tokio::spawn(async move {
                 let start = Instant::now();
-                let (mut last_seq, mut frames, mut worst_gap, mut last_at) = (None::<u32>, 0u32, Duration::ZERO, Instant::now());
+                let (mut last_seq, mut frames, mut worst_gap, mut last_at) =
+                    (None::<u32>, 0u32, Duration::ZERO, Instant::now());
                 while start.elapsed() < run {
                     match next_framed(&mut ws, Duration::from_secs(2)).await {
                         Some(ServerMessage::AccessUnit { seq, .. }) => {
@@ -54,7 +70,9 @@ async fn stalled_viewers_are_isolated_resumed_or_dropped_and_memory_stays_bounde
                             last_seq = Some(seq);
                             frames += 1;
                         }
-                        Some(ServerMessage::Skipped(n)) => panic!("healthy viewer skipped {n} frames"),
+                        Some(ServerMessage::Skipped(n)) => {
+                            panic!("healthy viewer skipped {n} frames")
+                        }
                         Some(_) => {}
                         None => panic!("healthy viewer starved"),
                     }
@@ -65,19 +83,31 @@ async fn stalled_viewers_are_isolated_resumed_or_dropped_and_memory_stays_bounde
         .collect();
     for task in tasks {
         let (frames, worst_gap) = task.await.expect("viewer task");
-        assert!(frames >= 90, "healthy viewer got {frames} frames in 4 s at 30 fps");
-        assert!(worst_gap < Duration::from_millis(500), "healthy viewer waited {worst_gap:?} for a frame");
+        assert!(
+            frames >= 90,
+            "healthy viewer got {frames} frames in 4 s at 30 fps"
+        );
+        assert!(
+            worst_gap < Duration::from_millis(500),
+            "healthy viewer waited {worst_gap:?} for a frame"
+        );
     }
     // The stalled viewers overflowed (counted skips) and, stuck past the timeout, were dropped.
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let (_, body) = http_get(server.addr, "/api/stream").await.expect("api");
         let api: serde_json::Value = serde_json::from_str(&body).expect("json");
-        assert!(api["skips"].as_u64().unwrap_or(0) > 0, "stalled viewers overflowed: {api}");
+        assert!(
+            api["skips"].as_u64().unwrap_or(0) > 0,
+            "stalled viewers overflowed: {api}"
+        );
         if api["viewers"] == 0 {
             break;
         }
-        assert!(Instant::now() < deadline, "stuck viewers never disconnected: {api}");
+        assert!(
+            Instant::now() < deadline,
+            "stuck viewers never disconnected: {api}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let rss_after = rss_kib(server.pid());
@@ -94,7 +124,11 @@ async fn resolution_change_and_source_restart_reach_viewers_as_new_parameters_an
     let (a, b) = (dir.join("a.h264"), dir.join("b.h264"));
     write_h264(&a, 320, 240, 20, 10);
     write_h264(&b, 640, 480, 20, 10);
-    let cmd = format!("exec:cat {}; sleep 0.3; cat {}; sleep 0.3", a.display(), b.display());
+    let cmd = format!(
+        "exec:cat {}; sleep 0.3; cat {}; sleep 0.3",
+        a.display(),
+        b.display()
+    );
     let server = Server::start(&["--source", &cmd]);
     let mut ws = connect(&server.url("/ws")).await;
     // Expect: 320x240 → 640x480 (resolution change) → source lost → 320x240 again (restart),
@@ -105,18 +139,26 @@ async fn resolution_change_and_source_restart_reach_viewers_as_new_parameters_an
     let deadline = Instant::now() + Duration::from_secs(15);
     while sizes.len() < 3 {
         assert!(Instant::now() < deadline, "saw only {sizes:?}");
-        match next_framed(&mut ws, Duration::from_secs(5)).await.expect("message") {
+        match next_framed(&mut ws, Duration::from_secs(5))
+            .await
+            .expect("message")
+        {
             ServerMessage::StreamInfo(info) => {
                 sizes.push((info.width, info.height));
                 pending_info = true;
             }
-            ServerMessage::AccessUnit { flags, data, .. } => {
-                if pending_info {
-                    assert!(flags & FLAG_KEYFRAME != 0, "new parameters are followed by a keyframe");
-                    let types = nal_types(&data);
-                    assert_eq!(&types[..2], &[7, 8], "keyframe starts with SPS, PPS: {types:?}");
-                    pending_info = false;
-                }
+            ServerMessage::AccessUnit { flags, data, .. } if pending_info => {
+                assert!(
+                    flags & FLAG_KEYFRAME != 0,
+                    "new parameters are followed by a keyframe"
+                );
+                let types = nal_types(&data);
+                assert_eq!(
+                    &types[..2],
+                    &[7, 8],
+                    "keyframe starts with SPS, PPS: {types:?}"
+                );
+                pending_info = false;
             }
             ServerMessage::Status(s) if s.state == "source-lost" => lost = true,
             _ => {}

@@ -23,7 +23,10 @@ async fn join_framed(server: &Server) -> Duration {
     let mut ws = connect(&server.url("/ws")).await;
     let mut saw_info = false;
     loop {
-        match next_framed(&mut ws, Duration::from_secs(2)).await.expect("message") {
+        match next_framed(&mut ws, Duration::from_secs(2))
+            .await
+            .expect("message")
+        {
             ServerMessage::Status(_) => {}
             ServerMessage::StreamInfo(info) => {
                 assert_eq!((info.width, info.height), (320, 240));
@@ -36,7 +39,10 @@ async fn join_framed(server: &Server) -> Duration {
                 assert!(flags & FLAG_KEYFRAME != 0, "first frame is a keyframe");
                 let types = nal_types(&data);
                 let first_vcl = types.iter().position(|t| *t == 5).expect("IDR slice");
-                assert!(types[..first_vcl].contains(&7) && types[..first_vcl].contains(&8), "SPS and PPS before the IDR: {types:?}");
+                assert!(
+                    types[..first_vcl].contains(&7) && types[..first_vcl].contains(&8),
+                    "SPS and PPS before the IDR: {types:?}"
+                );
                 return elapsed;
             }
             other => panic!("unexpected first message {other:?}"),
@@ -50,7 +56,9 @@ async fn join_raw(url: &str) -> Duration {
     let mut ws = connect(url).await;
     let mut types = Vec::new();
     while types.len() < 3 {
-        let msg = next_binary(&mut ws, Duration::from_secs(2)).await.expect("raw message");
+        let msg = next_binary(&mut ws, Duration::from_secs(2))
+            .await
+            .expect("raw message");
         types.push(raw_nal_type(&msg));
     }
     assert_eq!(types, [7, 8, 5], "first raw messages are SPS, PPS, IDR");
@@ -70,7 +78,9 @@ async fn viewers_joining_anywhere_in_the_gop_start_with_a_keyframe_at_once() {
         // Let a varying number of frames pass between joins.
         let mut frames = 0;
         while frames < 5 + round * 4 {
-            if let Some(ServerMessage::AccessUnit { seq, .. }) = next_framed(&mut watcher, Duration::from_secs(2)).await {
+            if let Some(ServerMessage::AccessUnit { seq, .. }) =
+                next_framed(&mut watcher, Duration::from_secs(2)).await
+            {
                 frames += 1;
                 if frames == 1 {
                     join_seqs.push(seq);
@@ -81,7 +91,10 @@ async fn viewers_joining_anywhere_in_the_gop_start_with_a_keyframe_at_once() {
         worst = worst.max(join_raw(&server.url("/ws/raw")).await);
         worst = worst.max(join_raw(&legacy).await);
     }
-    assert!(worst < Duration::from_millis(100), "slowest join took {worst:?}");
+    assert!(
+        worst < Duration::from_millis(100),
+        "slowest join took {worst:?}"
+    );
 }
 
 #[tokio::test]
@@ -92,7 +105,9 @@ async fn catch_up_frames_are_flagged_and_followed_by_live_ones() {
     let mut watcher = connect(&server.url("/ws")).await;
     let mut n = 0;
     while n < 10 {
-        if let Some(ServerMessage::AccessUnit { .. }) = next_framed(&mut watcher, Duration::from_secs(2)).await {
+        if let Some(ServerMessage::AccessUnit { .. }) =
+            next_framed(&mut watcher, Duration::from_secs(2)).await
+        {
             n += 1;
         }
     }
@@ -100,7 +115,9 @@ async fn catch_up_frames_are_flagged_and_followed_by_live_ones() {
     let mut flags_seen = Vec::new();
     let mut last_seq = None;
     while flags_seen.len() < 20 {
-        if let Some(ServerMessage::AccessUnit { flags, seq, .. }) = next_framed(&mut ws, Duration::from_secs(2)).await {
+        if let Some(ServerMessage::AccessUnit { flags, seq, .. }) =
+            next_framed(&mut ws, Duration::from_secs(2)).await
+        {
             if let Some(prev) = last_seq {
                 assert_eq!(seq, prev + 1, "no gaps for a healthy viewer");
             }
@@ -108,8 +125,15 @@ async fn catch_up_frames_are_flagged_and_followed_by_live_ones() {
             flags_seen.push(flags);
         }
     }
-    assert!(flags_seen[0] & FLAG_CATCH_UP != 0, "the join burst is flagged catch-up");
-    assert_eq!(flags_seen.last().map(|f| f & FLAG_CATCH_UP), Some(0), "live frames are not");
+    assert!(
+        flags_seen[0] & FLAG_CATCH_UP != 0,
+        "the join burst is flagged catch-up"
+    );
+    assert_eq!(
+        flags_seen.last().map(|f| f & FLAG_CATCH_UP),
+        Some(0),
+        "live frames are not"
+    );
 }
 
 /// Decodes raw NAL messages with openh264 and returns the stamped frame numbers.
@@ -121,7 +145,8 @@ fn decode_raw(messages: &[bytes::Bytes]) -> Vec<u32> {
             Ok(Some(yuv)) => {
                 let (w, _) = yuv.dimensions();
                 let (stride, _, _) = yuv.strides();
-                let stamp = Stamp::read(yuv.y(), w, stride).expect("stamp readable in decoded frame");
+                let stamp =
+                    Stamp::read(yuv.y(), w, stride).expect("stamp readable in decoded frame");
                 frames.push(stamp.frame);
             }
             Ok(None) => {}
@@ -140,18 +165,27 @@ async fn raw_and_legacy_streams_decode_from_the_first_message() {
         let mut ws = connect(&url).await;
         let mut messages = Vec::new();
         while messages.len() < 80 {
-            messages.push(next_binary(&mut ws, Duration::from_secs(2)).await.expect("raw message"));
+            messages.push(
+                next_binary(&mut ws, Duration::from_secs(2))
+                    .await
+                    .expect("raw message"),
+            );
         }
         let frames = decode_raw(&messages);
         assert!(frames.len() >= 60, "{url}: decoded {} frames", frames.len());
-        assert!(frames.windows(2).all(|w| w[1] == w[0] + 1), "{url}: frames decode in order without gaps: {frames:?}");
+        assert!(
+            frames.windows(2).all(|w| w[1] == w[0] + 1),
+            "{url}: frames decode in order without gaps: {frames:?}"
+        );
     }
 }
 
 #[tokio::test]
 async fn legacy_port_explains_itself_to_plain_http() {
     let server = Server::start(SMALL);
-    let (status, body) = http_get(server.legacy.expect("legacy"), "/").await.expect("http");
+    let (status, body) = http_get(server.legacy.expect("legacy"), "/")
+        .await
+        .expect("http");
     assert_eq!(status, 426);
     assert!(body.contains("WebSocket"), "{body}");
 }
@@ -162,7 +196,9 @@ async fn api_health_and_metrics_report_the_stream() {
     server.wait_healthy().await;
     let _v1 = connect(&server.url("/ws")).await;
     let mut v2 = connect(&server.url("/ws/raw")).await;
-    next_binary(&mut v2, Duration::from_secs(2)).await.expect("frames flow");
+    next_binary(&mut v2, Duration::from_secs(2))
+        .await
+        .expect("frames flow");
     let (status, body) = http_get(server.addr, "/api/stream").await.expect("api");
     assert_eq!(status, 200);
     let api: serde_json::Value = serde_json::from_str(&body).expect("json");
@@ -170,7 +206,12 @@ async fn api_health_and_metrics_report_the_stream() {
     assert_eq!(api["state"], "live");
     assert_eq!(api["width"], 320);
     assert_eq!(api["height"], 240);
-    assert!(api["codec"].as_str().is_some_and(|c| c.starts_with("avc1.42")), "{api}");
+    assert!(
+        api["codec"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("avc1.42")),
+        "{api}"
+    );
     assert_eq!(api["fps"], 25.0);
     assert_eq!(api["bitrate"], 300000);
     assert_eq!(api["keyframe_interval"], 50);
@@ -213,7 +254,12 @@ async fn healthz_reports_a_failing_source() {
     let (_, body) = http_get(server.addr, "/api/stream").await.expect("api");
     let api: serde_json::Value = serde_json::from_str(&body).expect("json");
     assert_eq!(api["state"], "source-lost");
-    assert!(api["reason"].as_str().is_some_and(|r| r.contains("camera unplugged")), "{api}");
+    assert!(
+        api["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("camera unplugged")),
+        "{api}"
+    );
 }
 
 #[tokio::test]
@@ -221,7 +267,9 @@ async fn sigterm_closes_viewers_and_exits_within_a_second() {
     let mut server = Server::start(SMALL);
     server.wait_healthy().await;
     let mut ws = connect(&server.url("/ws")).await;
-    next_framed(&mut ws, Duration::from_secs(2)).await.expect("frames");
+    next_framed(&mut ws, Duration::from_secs(2))
+        .await
+        .expect("frames");
     let t0 = Instant::now();
     let ok = std::process::Command::new("kill")
         .args(["-TERM", &server.pid().to_string()])
@@ -231,7 +279,12 @@ async fn sigterm_closes_viewers_and_exits_within_a_second() {
     assert!(ok);
     // The viewer sees a close frame with "going away".
     let mut close_code = None;
-    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(2), futures_util::StreamExt::next(&mut ws)).await {
+    while let Ok(Some(msg)) = tokio::time::timeout(
+        Duration::from_secs(2),
+        futures_util::StreamExt::next(&mut ws),
+    )
+    .await
+    {
         if let Ok(tokio_tungstenite::tungstenite::Message::Close(frame)) = msg {
             close_code = frame.map(|f| u16::from(f.code));
             break;
@@ -243,7 +296,10 @@ async fn sigterm_closes_viewers_and_exits_within_a_second() {
             assert!(status.success(), "{status}");
             break;
         }
-        assert!(t0.elapsed() < Duration::from_secs(1), "still running after 1 s");
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "still running after 1 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }

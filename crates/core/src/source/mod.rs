@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::clock::shutdown_requested;
 use crate::Hub;
 
 pub mod exec;
@@ -155,7 +156,10 @@ pub fn preflight(spec: &SourceSpec) -> Result<(), String> {
     match spec {
         SourceSpec::File(path) => match std::fs::metadata(path) {
             Ok(m) if m.is_file() => Ok(()),
-            Ok(_) => Err(format!("source file {} is not a regular file", path.display())),
+            Ok(_) => Err(format!(
+                "source file {} is not a regular file",
+                path.display()
+            )),
             Err(e) => Err(format!("cannot open source file {}: {e}", path.display())),
         },
         SourceSpec::Rpicam => rpicam::find_camera_app().map(|_| ()),
@@ -202,7 +206,7 @@ pub async fn supervise(
         info!(source = %spec, "starting source");
         let result = tokio::select! {
             r = run_once(&spec, &opts, &hub) => r,
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown_requested(&mut shutdown) => return,
         };
         // A source that ran for a while earns a fresh backoff.
         if started.elapsed() > Duration::from_secs(10) {
@@ -222,7 +226,7 @@ pub async fn supervise(
         warn!(source = %spec, retry_in_ms = backoff.as_millis() as u64, "source lost: {reason}");
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = shutdown.wait_for(|s| *s) => return,
+            _ = shutdown_requested(&mut shutdown) => return,
         }
         backoff = (backoff * 2).min(opts.max_backoff);
     }
@@ -234,7 +238,13 @@ mod tests {
 
     #[test]
     fn source_specs_parse_and_print() {
-        for s in ["test", "file:/tmp/a.h264", "exec:ffmpeg -i x -f h264 -", "stdin", "rpicam"] {
+        for s in [
+            "test",
+            "file:/tmp/a.h264",
+            "exec:ffmpeg -i x -f h264 -",
+            "stdin",
+            "rpicam",
+        ] {
             let spec: SourceSpec = s.parse().expect("valid spec");
             assert_eq!(spec.to_string(), s);
         }

@@ -74,7 +74,8 @@ impl Picture {
         for row in self.y.chunks_exact_mut(w) {
             row.copy_from_slice(&luma_row);
         }
-        let (u_row, v_row): (Vec<u8>, Vec<u8>) = (0..cw).map(|x| (bar_at(2 * x).1, bar_at(2 * x).2)).unzip();
+        let (u_row, v_row): (Vec<u8>, Vec<u8>) =
+            (0..cw).map(|x| (bar_at(2 * x).1, bar_at(2 * x).2)).unzip();
         for (u, v) in self.u.chunks_exact_mut(cw).zip(self.v.chunks_exact_mut(cw)) {
             u.copy_from_slice(&u_row);
             v.copy_from_slice(&v_row);
@@ -165,7 +166,10 @@ mod tests {
             p.draw(4242, 1_790_000_000_123_456);
             let s = Stamp::read(&p.y, w, w).expect("stamp readable");
             assert_eq!(s.frame, 4242);
-            assert_eq!(s.capture_us_near(1_790_000_000_000_000), 1_790_000_000_123_456);
+            assert_eq!(
+                s.capture_us_near(1_790_000_000_000_000),
+                1_790_000_000_123_456
+            );
         }
     }
 

@@ -46,9 +46,27 @@ pub fn camera_args(app: &Path, v: &VideoSettings) -> Vec<String> {
         ]
     } else {
         vec![
-            "-t", "0", "-n", "--codec", "h264", "--profile", "baseline", "--inline",
-            "--low-latency", "--width", &w, "--height", &h, "--framerate", &fps, "--bitrate", &b,
-            "--intra", &g, "-o", "-",
+            "-t",
+            "0",
+            "-n",
+            "--codec",
+            "h264",
+            "--profile",
+            "baseline",
+            "--inline",
+            "--low-latency",
+            "--width",
+            &w,
+            "--height",
+            &h,
+            "--framerate",
+            &fps,
+            "--bitrate",
+            &b,
+            "--intra",
+            &g,
+            "-o",
+            "-",
         ]
     };
     args.into_iter().map(str::to_owned).collect()
@@ -62,14 +80,31 @@ mod tests {
     fn rpicam_vid_gets_baseline_inline_low_latency_flags() {
         let args = camera_args(Path::new("/usr/bin/rpicam-vid"), &VideoSettings::default());
         let line = args.join(" ");
-        for flag in ["-t 0", "-n", "--codec h264", "--profile baseline", "--inline", "--low-latency", "--width 1280", "--height 720", "--framerate 30", "--bitrate 3000000", "--intra 60", "-o -"] {
+        for flag in [
+            "-t 0",
+            "-n",
+            "--codec h264",
+            "--profile baseline",
+            "--inline",
+            "--low-latency",
+            "--width 1280",
+            "--height 720",
+            "--framerate 30",
+            "--bitrate 3000000",
+            "--intra 60",
+            "-o -",
+        ] {
             assert!(line.contains(flag), "{flag} missing in {line}");
         }
     }
 
     #[test]
     fn raspivid_gets_its_own_flag_names() {
-        let line = camera_args(Path::new("/opt/vc/bin/raspivid"), &VideoSettings::default()).join(" ");
-        assert!(line.contains("-pf baseline -ih -w 1280 -h 720 -fps 30"), "{line}");
+        let line =
+            camera_args(Path::new("/opt/vc/bin/raspivid"), &VideoSettings::default()).join(" ");
+        assert!(
+            line.contains("-pf baseline -ih -w 1280 -h 720 -fps 30"),
+            "{line}"
+        );
     }
 }

@@ -41,7 +41,9 @@ pub async fn stream(State(s): State<AppState>) -> Json<serde_json::Value> {
 /// `GET /healthz`: 200 while frames flow, 503 with the reason otherwise.
 pub async fn healthz(State(s): State<AppState>) -> Response {
     let status = s.hub.status();
-    let fresh = status.since_last_frame.is_some_and(|d| d < HEALTHY_FRAME_AGE);
+    let fresh = status
+        .since_last_frame
+        .is_some_and(|d| d < HEALTHY_FRAME_AGE);
     if fresh && status.status.state == "live" {
         (StatusCode::OK, "ok\n").into_response()
     } else {
@@ -49,7 +51,11 @@ pub async fn healthz(State(s): State<AppState>) -> Response {
             .status
             .reason
             .unwrap_or_else(|| format!("no frame from the source ({})", status.status.state));
-        (StatusCode::SERVICE_UNAVAILABLE, format!("unhealthy: {reason}\n")).into_response()
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {reason}\n"),
+        )
+            .into_response()
     }
 }
 

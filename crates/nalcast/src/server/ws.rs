@@ -3,13 +3,13 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
-use nalcast_core::clock::wall_us;
+use nalcast_core::clock::{shutdown_requested, wall_us};
 use nalcast_core::protocol::{self, ClientMessage, StreamInfoMsg};
 use nalcast_core::viewer::Item;
 use nalcast_core::Frame;
@@ -120,7 +120,13 @@ fn frame_messages(frame: &Frame, catch_up: bool, dialect: Dialect, out: &mut Vec
                 // Broadway.js needs only parameter sets and slices.
                 if matches!(
                     frame.au.nal_type(i),
-                    Some(NalType::Sps | NalType::Pps | NalType::Idr | NalType::Slice | NalType::Partition)
+                    Some(
+                        NalType::Sps
+                            | NalType::Pps
+                            | NalType::Idr
+                            | NalType::Slice
+                            | NalType::Partition
+                    )
                 ) {
                     out.push(frame.au.nal(i));
                 }
@@ -138,7 +144,11 @@ where
 {
     let sub = state.hub.subscribe();
     let mut shutdown = state.shutdown.clone();
-    info!(dialect = dialect.name(), viewers = state.hub.status().viewers, "viewer joined");
+    info!(
+        dialect = dialect.name(),
+        viewers = state.hub.status().viewers,
+        "viewer joined"
+    );
     let mut sent_params: Option<Arc<ParamSets>> = None;
     let mut messages: Vec<Bytes> = Vec::with_capacity(8);
     let ended = loop {
@@ -201,17 +211,28 @@ where
                     }
                 }
             }
-            _ = shutdown.wait_for(|s| *s) => break Ended::Shutdown,
+            _ = shutdown_requested(&mut shutdown) => break Ended::Shutdown,
         }
     };
     if ended == Ended::Shutdown {
-        let _ = tokio::time::timeout(state.viewer_timeout.min(std::time::Duration::from_millis(500)), tx.send(close(1001, "server shutting down"))).await;
+        let _ = tokio::time::timeout(
+            state
+                .viewer_timeout
+                .min(std::time::Duration::from_millis(500)),
+            tx.send(close(1001, "server shutting down")),
+        )
+        .await;
     }
     let lost = sub.queue.lock().total_lost;
     drop(sub);
     metrics::counter!("nalcast_disconnects_total", "reason" => ended.reason()).increment(1);
     if ended != Ended::Client {
-        info!(dialect = dialect.name(), reason = ended.reason(), frames_lost = lost, "viewer left");
+        info!(
+            dialect = dialect.name(),
+            reason = ended.reason(),
+            frames_lost = lost,
+            "viewer left"
+        );
     } else {
         debug!(dialect = dialect.name(), frames_lost = lost, "viewer left");
     }
@@ -224,11 +245,17 @@ fn close(code: u16, reason: &'static str) -> Message {
     }))
 }
 
-async fn send_all<Tx: Sink<Message> + Unpin>(tx: &mut Tx, messages: &[Bytes], state: &AppState) -> Result<(), Ended> {
+async fn send_all<Tx: Sink<Message> + Unpin>(
+    tx: &mut Tx,
+    messages: &[Bytes],
+    state: &AppState,
+) -> Result<(), Ended> {
     let started = Instant::now();
     for msg in messages {
         let len = msg.len() as u64;
-        match tokio::time::timeout(state.viewer_timeout, tx.send(Message::Binary(msg.clone()))).await {
+        match tokio::time::timeout(state.viewer_timeout, tx.send(Message::Binary(msg.clone())))
+            .await
+        {
             Ok(Ok(())) => metrics::counter!("nalcast_bytes_out_total").increment(len),
             Ok(Err(_)) => return Err(Ended::Error),
             Err(_) => return Err(Ended::Stuck),

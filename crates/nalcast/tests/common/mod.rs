@@ -121,10 +121,14 @@ pub async fn http_request(
     Ok((status, head.to_owned(), body.to_owned()))
 }
 
-pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn connect(url: &str) -> Ws {
-    tokio_tungstenite::connect_async(url).await.expect("websocket connects").0
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects")
+        .0
 }
 
 /// The next binary message, within `timeout`.
@@ -148,7 +152,11 @@ pub async fn next_framed(ws: &mut Ws, timeout: Duration) -> Option<ServerMessage
 
 /// NAL unit type of a raw message (after its 4-byte start code).
 pub fn raw_nal_type(msg: &[u8]) -> u8 {
-    assert_eq!(&msg[..4], &[0, 0, 0, 1], "raw message starts with a 4-byte start code");
+    assert_eq!(
+        &msg[..4],
+        &[0, 0, 0, 1],
+        "raw message starts with a 4-byte start code"
+    );
     msg[4] & 0x1f
 }
 
@@ -179,7 +187,11 @@ pub fn write_h264(path: &Path, width: u32, height: u32, frames: u32, keyframe_in
     .expect("encoder");
     let mut out = Vec::new();
     for i in 0..frames {
-        out.extend_from_slice(pattern.next_frame(1_000_000 + u64::from(i) * 33_333, false).expect("encode"));
+        out.extend_from_slice(
+            pattern
+                .next_frame(1_000_000 + u64::from(i) * 33_333, false)
+                .expect("encode"),
+        );
     }
     std::fs::write(path, out).expect("write h264");
 }

@@ -1,0 +1,340 @@
+//! nalcast-bench: opens N WebSocket viewers against a live H.264 endpoint and
+//! measures what each one experiences. Works with nalcast's framed `/ws` and with
+//! any raw one-NAL-per-message endpoint.
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use bytes::Bytes;
+use clap::{Parser, ValueEnum};
+use futures_util::StreamExt;
+use nalcast_core::clock::wall_us;
+use nalcast_core::protocol::{self, ServerMessage, FLAG_CATCH_UP, FLAG_KEYFRAME};
+use serde::Serialize;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+
+mod proc_sampler;
+mod stats;
+
+use stats::Summary;
+
+/// Which wire format the endpoint speaks.
+#[derive(Clone, Copy, Debug, ValueEnum, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Dialect {
+    /// nalcast's framed protocol (docs/protocol.md).
+    Framed,
+    /// One Annex-B NAL unit per binary message.
+    Raw,
+}
+
+/// Load generator for WebSocket H.264 streaming servers.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "nalcast-bench", version, about)]
+struct Args {
+    /// WebSocket URL, e.g. ws://127.0.0.1:8000/ws or ws://127.0.0.1:9000/.
+    #[arg(long)]
+    url: String,
+    /// Wire format of the endpoint.
+    #[arg(long, value_enum, default_value = "framed")]
+    dialect: Dialect,
+    /// Number of viewers that read normally.
+    #[arg(long, default_value_t = 1)]
+    viewers: usize,
+    /// Number of extra viewers that stop reading (small receive buffer).
+    #[arg(long, default_value_t = 0)]
+    stalled: usize,
+    /// How long each viewer stays, in seconds.
+    #[arg(long, default_value_t = 10.0)]
+    duration: f64,
+    /// Spread viewer connections over this many seconds (random join points).
+    #[arg(long, default_value_t = 0.0)]
+    ramp: f64,
+    /// Source frame rate, to judge each viewer's frame rate against.
+    #[arg(long, default_value_t = 30.0)]
+    fps: f64,
+    /// Server process id, to sample its CPU and memory from /proc.
+    #[arg(long)]
+    pid: Option<u32>,
+    /// Write the full results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// A label for the scenario in the summary.
+    #[arg(long, default_value = "run")]
+    name: String,
+}
+
+/// What one viewer saw.
+#[derive(Debug, Default, Serialize, Clone)]
+pub struct ViewerResult {
+    /// TCP connect to first decodable frame (SPS+PPS+IDR), ms.
+    pub ttff_ms: Option<f64>,
+    /// Frames received.
+    pub frames: u64,
+    /// Frames received after the first decodable one, per second.
+    pub fps: f64,
+    /// Longest wait between two frames, ms.
+    pub max_gap_ms: f64,
+    /// Bytes received.
+    pub bytes: u64,
+    /// Frames the server reported skipped or that were missing from the sequence.
+    pub lost: u64,
+    /// Capture-to-arrival delays of live frames, ms (framed protocol only).
+    #[serde(skip)]
+    pub latencies_ms: Vec<f64>,
+    /// Why the viewer ended early, if it did.
+    pub error: Option<String>,
+}
+
+struct Tracker {
+    start: Instant,
+    dialect: Dialect,
+    result: ViewerResult,
+    first_at: Option<Instant>,
+    last_frame_at: Option<Instant>,
+    last_seq: Option<u32>,
+    raw_seen: [bool; 3],
+}
+
+impl Tracker {
+    fn new(start: Instant, dialect: Dialect) -> Self {
+        Tracker {
+            start,
+            dialect,
+            result: ViewerResult::default(),
+            first_at: None,
+            last_frame_at: None,
+            last_seq: None,
+            raw_seen: [false; 3],
+        }
+    }
+
+    fn frame(&mut self, now: Instant) {
+        if let Some(prev) = self.last_frame_at {
+            let gap = now.duration_since(prev).as_secs_f64() * 1000.0;
+            self.result.max_gap_ms = self.result.max_gap_ms.max(gap);
+        }
+        self.last_frame_at = Some(now);
+        self.result.frames += 1;
+    }
+
+    fn decodable(&mut self, now: Instant) {
+        if self.first_at.is_none() {
+            self.first_at = Some(now);
+            self.result.ttff_ms = Some(now.duration_since(self.start).as_secs_f64() * 1000.0);
+        }
+    }
+
+    fn on_message(&mut self, msg: &Bytes, now: Instant) -> anyhow::Result<()> {
+        self.result.bytes += msg.len() as u64;
+        match self.dialect {
+            Dialect::Framed => match protocol::decode(msg)? {
+                ServerMessage::AccessUnit {
+                    flags,
+                    seq,
+                    capture_us,
+                    ..
+                } => {
+                    if flags & FLAG_KEYFRAME != 0 {
+                        self.decodable(now);
+                    }
+                    if self.first_at.is_none() {
+                        return Ok(());
+                    }
+                    if let Some(prev) = self.last_seq {
+                        self.result.lost += u64::from(seq.wrapping_sub(prev).saturating_sub(1));
+                    }
+                    self.last_seq = Some(seq);
+                    self.frame(now);
+                    if flags & FLAG_CATCH_UP == 0 {
+                        let delay = wall_us().saturating_sub(capture_us) as f64 / 1000.0;
+                        self.result.latencies_ms.push(delay);
+                    }
+                }
+                ServerMessage::Skipped(_) => {
+                    // Counted through the sequence gap when the stream resumes.
+                }
+                _ => {}
+            },
+            Dialect::Raw => {
+                let nal_type = msg.get(4).map(|b| b & 0x1f).unwrap_or(0);
+                match nal_type {
+                    7 => self.raw_seen[0] = true,
+                    8 => self.raw_seen[1] = true,
+                    5 => {
+                        if self.raw_seen[0] && self.raw_seen[1] {
+                            self.decodable(now);
+                        }
+                        // Count a frame per first slice (first_mb_in_slice == 0 starts with bit 1).
+                        if msg.get(5).is_some_and(|b| b & 0x80 != 0) && self.first_at.is_some() {
+                            self.frame(now);
+                        }
+                    }
+                    1 if self.first_at.is_some() && msg.get(5).is_some_and(|b| b & 0x80 != 0) => {
+                        self.frame(now)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self, end: Instant) -> ViewerResult {
+        if let Some(first) = self.first_at {
+            let secs = end.duration_since(first).as_secs_f64();
+            if secs > 0.0 {
+                self.result.fps = self.result.frames.saturating_sub(1) as f64 / secs;
+            }
+        }
+        self.result
+    }
+}
+
+async fn run_viewer(url: String, dialect: Dialect, duration: Duration) -> ViewerResult {
+    let start = Instant::now();
+    let mut tracker = Tracker::new(start, dialect);
+    let connected = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio_tungstenite::connect_async(&url),
+    )
+    .await;
+    let mut ws = match connected {
+        Ok(Ok((ws, _))) => ws,
+        Ok(Err(e)) => {
+            tracker.result.error = Some(format!("connect: {e}"));
+            return tracker.result;
+        }
+        Err(_) => {
+            tracker.result.error = Some("connect timed out".into());
+            return tracker.result;
+        }
+    };
+    let end = start + duration;
+    loop {
+        let now = Instant::now();
+        if now >= end {
+            break;
+        }
+        match tokio::time::timeout(end - now, ws.next()).await {
+            Err(_) => break,
+            Ok(None) => {
+                tracker.result.error = Some("server closed the connection".into());
+                break;
+            }
+            Ok(Some(Err(e))) => {
+                tracker.result.error = Some(e.to_string());
+                break;
+            }
+            Ok(Some(Ok(Message::Binary(b)))) => {
+                if let Err(e) = tracker.on_message(&b, Instant::now()) {
+                    tracker.result.error = Some(format!("bad message: {e}"));
+                    break;
+                }
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                tracker.result.error = Some(format!("closed by server: {frame:?}"));
+                break;
+            }
+            Ok(Some(Ok(_))) => {}
+        }
+    }
+    let _ = ws.close(None).await;
+    tracker.finish(Instant::now())
+}
+
+/// A viewer that handshakes and then never reads.
+async fn stalled_viewer(url: String, duration: Duration) -> anyhow::Result<()> {
+    let rest = url
+        .strip_prefix("ws://")
+        .context("stalled viewers need a ws:// URL")?;
+    let host = rest.split('/').next().unwrap_or(rest);
+    let addr: SocketAddr = tokio::net::lookup_host(host)
+        .await?
+        .next()
+        .context("cannot resolve host")?;
+    let socket = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_recv_buffer_size(4096)?;
+    let stream: TcpStream = socket.connect(addr).await?;
+    let (ws, _) = tokio_tungstenite::client_async(url.as_str(), stream).await?;
+    tokio::time::sleep(duration).await;
+    drop(ws);
+    Ok(())
+}
+
+/// Spreads `n` joins over `ramp`, deterministic but irregular (golden-ratio sequence).
+fn join_offsets(n: usize, ramp: Duration) -> Vec<Duration> {
+    (0..n)
+        .map(|i| ramp.mul_f64((i as f64 * 0.618_033_988_75).fract()))
+        .collect()
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if !(args.duration.is_finite()
+        && args.duration > 0.0
+        && args.ramp.is_finite()
+        && args.ramp >= 0.0)
+    {
+        bail!("--duration must be > 0 and --ramp >= 0");
+    }
+    let duration = Duration::from_secs_f64(args.duration);
+    let ramp = Duration::from_secs_f64(args.ramp);
+    let sampler = args
+        .pid
+        .map(|pid| proc_sampler::start(pid, Duration::from_millis(500)));
+    let mut stalled = Vec::new();
+    for _ in 0..args.stalled {
+        stalled.push(tokio::spawn(stalled_viewer(
+            args.url.clone(),
+            duration + ramp,
+        )));
+    }
+    let mut viewers = Vec::new();
+    for offset in join_offsets(args.viewers, ramp) {
+        let (url, dialect) = (args.url.clone(), args.dialect);
+        viewers.push(tokio::spawn(async move {
+            tokio::time::sleep(offset).await;
+            run_viewer(url, dialect, duration).await
+        }));
+    }
+    let mut results = Vec::new();
+    for v in viewers {
+        results.push(v.await.context("viewer task")?);
+    }
+    let mut stalled_errors = 0;
+    for s in stalled {
+        if !matches!(s.await, Ok(Ok(()))) {
+            stalled_errors += 1;
+        }
+    }
+    let samples = match sampler {
+        Some(s) => s.stop().await,
+        None => Vec::new(),
+    };
+    let summary = Summary::new(&args.name, args.fps, &results, &samples, stalled_errors);
+    println!("{}", summary.markdown());
+    if let Some(path) = &args.json {
+        let doc = serde_json::json!({
+            "name": args.name,
+            "url": args.url,
+            "dialect": args.dialect,
+            "viewers": args.viewers,
+            "stalled": args.stalled,
+            "duration_s": args.duration,
+            "summary": summary,
+            "samples": samples,
+            "per_viewer": results,
+        });
+        std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    Ok(())
+}
