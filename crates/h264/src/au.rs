@@ -1,1 +1,305 @@
-//! Access-unit assembler.
+//! Access-unit assembler: groups NAL units into frames (ITU-T H.264 7.4.1.2.3, the
+//! practical subset: a new picture starts at a non-VCL unit after a slice, or at a
+//! slice with `first_mb_in_slice == 0`).
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use crate::bits::{rbsp_prefix, Bits};
+use crate::params::{pps_id, sps_id};
+use crate::{Nal, NalType, ParamSets, ParseError, StreamInfo};
+
+const START_CODE: [u8; 4] = [0, 0, 0, 1];
+const MAX_QUEUED_ERRORS: usize = 16;
+
+/// One frame: every NAL unit of one picture, as Annex-B.
+#[derive(Clone, Debug)]
+pub struct AccessUnit {
+    /// The whole access unit, every NAL unit with a 4-byte start code. A keyframe
+    /// starts with (an AUD if present, then) the SPS and PPS in force.
+    pub data: Bytes,
+    /// Byte range of each NAL unit in `data`, start code included.
+    pub nals: Vec<Range<u32>>,
+    /// Contains an IDR slice.
+    pub keyframe: bool,
+    /// Parameter sets in force: the same `Arc` until they change.
+    pub params: Arc<ParamSets>,
+    /// Caller-supplied time of the access unit's first NAL unit.
+    pub timestamp_us: u64,
+}
+
+impl AccessUnit {
+    /// NAL unit `i` with its start code (zero-copy).
+    pub fn nal(&self, i: usize) -> Bytes {
+        self.nals
+            .get(i)
+            .map(|r| self.data.slice(r.start as usize..r.end as usize))
+            .unwrap_or_default()
+    }
+
+    /// Type of NAL unit `i`.
+    pub fn nal_type(&self, i: usize) -> Option<NalType> {
+        let r = self.nals.get(i)?;
+        self.data
+            .get(r.start as usize + START_CODE.len())
+            .map(|h| NalType::from_header(*h))
+    }
+}
+
+/// Counters of the assembler.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct AssemblerStats {
+    /// Access units emitted.
+    pub access_units: u64,
+    /// Of which keyframes.
+    pub keyframes: u64,
+    /// Access units dropped because no SPS, PPS and IDR had been seen yet.
+    pub dropped_before_keyframe: u64,
+    /// B-slices seen (Baseline decoders cannot play them).
+    pub b_slices: u64,
+    /// Slices dropped because their header could not be read.
+    pub truncated: u64,
+    /// Times the parameter sets changed.
+    pub param_changes: u64,
+    /// All errors.
+    pub errors: u64,
+}
+
+/// The assembler.
+#[derive(Debug, Default)]
+pub struct AuAssembler {
+    current: Vec<Nal>,
+    current_has_vcl: bool,
+    current_keyframe: bool,
+    current_ts: u64,
+    sps: BTreeMap<u32, Bytes>,
+    pps: BTreeMap<u32, Bytes>,
+    params_dirty: bool,
+    params: Option<Arc<ParamSets>>,
+    seen_keyframe: bool,
+    stats: AssemblerStats,
+    errors: Vec<ParseError>,
+}
+
+/// What the first fields of a slice header say.
+struct SliceStart {
+    first_mb: u32,
+    slice_type: u32,
+}
+
+fn slice_start(nal: &[u8]) -> Option<SliceStart> {
+    let rbsp = rbsp_prefix(nal, 16);
+    let mut b = Bits::new(&rbsp);
+    let first_mb = b.ue()?;
+    let slice_type = b.ue().filter(|t| *t <= 9)?;
+    let _pps_id = b.ue().filter(|id| *id < 256)?;
+    Some(SliceStart {
+        first_mb,
+        slice_type,
+    })
+}
+
+impl AuAssembler {
+    /// An empty assembler.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn error(&mut self, e: ParseError) {
+        self.stats.errors += 1;
+        if self.errors.len() < MAX_QUEUED_ERRORS {
+            self.errors.push(e);
+        }
+    }
+
+    /// Feeds one NAL unit that arrived at `timestamp_us`; completed access units go to `out`.
+    pub fn push(&mut self, nal: Nal, timestamp_us: u64, out: &mut Vec<AccessUnit>) {
+        let Some(kind) = nal.nal_type() else { return };
+        match kind {
+            NalType::Slice | NalType::Idr | NalType::Partition => {
+                // Partitions B and C (types 3, 4) carry no slice header.
+                let has_header = !matches!(nal.type_number(), 3 | 4);
+                if has_header {
+                    let Some(start) = slice_start(&nal.0) else {
+                        self.stats.truncated += 1;
+                        let what = if kind == NalType::Idr { "IDR slice" } else { "slice" };
+                        self.error(ParseError::Truncated {
+                            what,
+                            len: nal.0.len(),
+                        });
+                        return;
+                    };
+                    if start.first_mb == 0 && self.current_has_vcl {
+                        self.finish(out);
+                    }
+                    if start.slice_type % 5 == 1 {
+                        self.stats.b_slices += 1;
+                    }
+                }
+                if self.current.is_empty() {
+                    self.current_ts = timestamp_us;
+                }
+                self.current_keyframe |= kind == NalType::Idr;
+                self.current_has_vcl = true;
+                self.current.push(nal);
+            }
+            NalType::EndOrFiller if nal.type_number() == 12 => {} // filler data: nothing to keep
+            _ => {
+                let starts_new = matches!(kind, NalType::Aud | NalType::Sps | NalType::Pps | NalType::Sei)
+                    || matches!(kind, NalType::Other(14..=18));
+                if starts_new && self.current_has_vcl {
+                    self.finish(out);
+                }
+                match kind {
+                    NalType::Sps => self.remember_sps(&nal),
+                    NalType::Pps => self.remember_pps(&nal),
+                    _ => {}
+                }
+                if self.current.is_empty() {
+                    self.current_ts = timestamp_us;
+                }
+                self.current.push(nal);
+            }
+        }
+    }
+
+    fn remember_sps(&mut self, nal: &Nal) {
+        let Some(id) = sps_id(&nal.0) else {
+            self.error(ParseError::BadParameterSet("SPS id unreadable".into()));
+            return;
+        };
+        if self.sps.get(&id) != Some(&nal.0) {
+            self.sps.insert(id, nal.0.clone());
+            self.params_dirty = true;
+        }
+    }
+
+    fn remember_pps(&mut self, nal: &Nal) {
+        let Some(id) = pps_id(&nal.0) else {
+            self.error(ParseError::BadParameterSet("PPS id unreadable".into()));
+            return;
+        };
+        if self.pps.get(&id) != Some(&nal.0) {
+            self.pps.insert(id, nal.0.clone());
+            self.params_dirty = true;
+        }
+    }
+
+    /// Rebuilds the parameter sets after a change; keeps the old ones if the new SPS is bad.
+    fn refresh_params(&mut self) {
+        if !self.params_dirty {
+            return;
+        }
+        self.params_dirty = false;
+        // The most recently useful SPS: the one with the lowest id (cameras use id 0).
+        let Some(sps) = self.sps.values().next().cloned() else { return };
+        if self.pps.is_empty() {
+            self.params_dirty = true; // wait for a PPS
+            return;
+        }
+        match StreamInfo::from_sps(&sps) {
+            Ok(info) => {
+                let pps: Vec<Bytes> = self.pps.values().cloned().collect();
+                let new = ParamSets { sps, pps, info };
+                if self.params.as_deref() != Some(&new) {
+                    if self.params.is_some() {
+                        self.stats.param_changes += 1;
+                    }
+                    self.params = Some(Arc::new(new));
+                }
+            }
+            Err(e) => self.error(e),
+        }
+    }
+
+    /// The caller knows the current access unit is complete: emit it now.
+    pub fn end_of_access_unit(&mut self, out: &mut Vec<AccessUnit>) {
+        if self.current_has_vcl {
+            self.finish(out);
+        }
+    }
+
+    fn finish(&mut self, out: &mut Vec<AccessUnit>) {
+        let nals = std::mem::take(&mut self.current);
+        let keyframe = std::mem::take(&mut self.current_keyframe);
+        self.current_has_vcl = false;
+        self.refresh_params();
+        let Some(params) = self.params.clone() else {
+            self.stats.dropped_before_keyframe += 1;
+            return;
+        };
+        if keyframe {
+            self.seen_keyframe = true;
+        } else if !self.seen_keyframe {
+            self.stats.dropped_before_keyframe += 1;
+            return;
+        }
+        let mut data = BytesMut::with_capacity(nals.iter().map(|n| n.0.len() + 4).sum::<usize>() + 64);
+        let mut ranges = Vec::with_capacity(nals.len() + 2);
+        let mut put = |data: &mut BytesMut, nal: &[u8]| {
+            let start = data.len() as u32;
+            data.put_slice(&START_CODE);
+            data.put_slice(nal);
+            ranges.push(start..data.len() as u32);
+        };
+        if keyframe {
+            // AUD first if present, then the parameter sets in force, then the rest
+            // without the parameter sets the access unit carried itself.
+            let (aud, rest): (Vec<&Nal>, Vec<&Nal>) =
+                nals.iter().partition(|n| n.nal_type() == Some(NalType::Aud));
+            for n in aud {
+                put(&mut data, &n.0);
+            }
+            put(&mut data, &params.sps);
+            for p in &params.pps {
+                put(&mut data, p);
+            }
+            for n in rest {
+                if !matches!(n.nal_type(), Some(NalType::Sps | NalType::Pps)) {
+                    put(&mut data, &n.0);
+                }
+            }
+            self.stats.keyframes += 1;
+        } else {
+            for n in &nals {
+                put(&mut data, &n.0);
+            }
+        }
+        self.stats.access_units += 1;
+        out.push(AccessUnit {
+            data: data.freeze(),
+            nals: ranges,
+            keyframe,
+            params,
+            timestamp_us: self.current_ts,
+        });
+    }
+
+    /// Parameter sets seen so far.
+    pub fn params(&self) -> Option<&Arc<ParamSets>> {
+        self.params.as_ref()
+    }
+
+    /// Forgets the stream (source restart): waits for new SPS, PPS and a keyframe.
+    pub fn reset(&mut self) {
+        self.current.clear();
+        self.current_has_vcl = false;
+        self.current_keyframe = false;
+        self.sps.clear();
+        self.pps.clear();
+        self.params_dirty = false;
+        self.seen_keyframe = false;
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> &AssemblerStats {
+        &self.stats
+    }
+
+    /// Errors since the last call (at most 16 kept; all are counted).
+    pub fn take_errors(&mut self) -> Vec<ParseError> {
+        std::mem::take(&mut self.errors)
+    }
+}

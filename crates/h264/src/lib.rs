@@ -5,6 +5,7 @@
 
 pub mod annexb;
 pub mod au;
+mod bits;
 pub mod nal;
 pub mod params;
 
