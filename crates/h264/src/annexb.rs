@@ -37,7 +37,9 @@ pub enum ParseError {
         header: u8,
     },
     /// No start code at all in a long stretch of input.
-    #[error("no H.264 start code in the first {bytes} bytes: the input is not an Annex-B H.264 stream")]
+    #[error(
+        "no H.264 start code in the first {bytes} bytes: the input is not an Annex-B H.264 stream"
+    )]
     NotH264 {
         /// Bytes read.
         bytes: usize,

@@ -124,7 +124,11 @@ impl AuAssembler {
                 if has_header {
                     let Some(start) = slice_start(&nal.0) else {
                         self.stats.truncated += 1;
-                        let what = if kind == NalType::Idr { "IDR slice" } else { "slice" };
+                        let what = if kind == NalType::Idr {
+                            "IDR slice"
+                        } else {
+                            "slice"
+                        };
                         self.error(ParseError::Truncated {
                             what,
                             len: nal.0.len(),
@@ -147,8 +151,10 @@ impl AuAssembler {
             }
             NalType::EndOrFiller if nal.type_number() == 12 => {} // filler data: nothing to keep
             _ => {
-                let starts_new = matches!(kind, NalType::Aud | NalType::Sps | NalType::Pps | NalType::Sei)
-                    || matches!(kind, NalType::Other(14..=18));
+                let starts_new = matches!(
+                    kind,
+                    NalType::Aud | NalType::Sps | NalType::Pps | NalType::Sei
+                ) || matches!(kind, NalType::Other(14..=18));
                 if starts_new && self.current_has_vcl {
                     self.finish(out);
                 }
@@ -194,7 +200,9 @@ impl AuAssembler {
         }
         self.params_dirty = false;
         // The most recently useful SPS: the one with the lowest id (cameras use id 0).
-        let Some(sps) = self.sps.values().next().cloned() else { return };
+        let Some(sps) = self.sps.values().next().cloned() else {
+            return;
+        };
         if self.pps.is_empty() {
             self.params_dirty = true; // wait for a PPS
             return;
@@ -236,7 +244,8 @@ impl AuAssembler {
             self.stats.dropped_before_keyframe += 1;
             return;
         }
-        let mut data = BytesMut::with_capacity(nals.iter().map(|n| n.0.len() + 4).sum::<usize>() + 64);
+        let mut data =
+            BytesMut::with_capacity(nals.iter().map(|n| n.0.len() + 4).sum::<usize>() + 64);
         let mut ranges = Vec::with_capacity(nals.len() + 2);
         let mut put = |data: &mut BytesMut, nal: &[u8]| {
             let start = data.len() as u32;
@@ -247,8 +256,9 @@ impl AuAssembler {
         if keyframe {
             // AUD first if present, then the parameter sets in force, then the rest
             // without the parameter sets the access unit carried itself.
-            let (aud, rest): (Vec<&Nal>, Vec<&Nal>) =
-                nals.iter().partition(|n| n.nal_type() == Some(NalType::Aud));
+            let (aud, rest): (Vec<&Nal>, Vec<&Nal>) = nals
+                .iter()
+                .partition(|n| n.nal_type() == Some(NalType::Aud));
             for n in aud {
                 put(&mut data, &n.0);
             }

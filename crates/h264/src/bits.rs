@@ -74,7 +74,10 @@ mod tests {
         // 1 | 010 | 011 | 00100 → 0, 1, 2, 3
         let data = [0b1010_0110, 0b0100_0000];
         let mut b = Bits::new(&data);
-        assert_eq!((b.ue(), b.ue(), b.ue(), b.ue()), (Some(0), Some(1), Some(2), Some(3)));
+        assert_eq!(
+            (b.ue(), b.ue(), b.ue(), b.ue()),
+            (Some(0), Some(1), Some(2), Some(3))
+        );
         assert_eq!(Bits::new(&[0, 0, 0, 0, 0]).ue(), None);
     }
 

@@ -10,6 +10,6 @@ pub mod nal;
 pub mod params;
 
 pub use annexb::{AnnexBParser, ParseError, ParserStats};
-pub use au::{AccessUnit, AuAssembler, AssemblerStats};
+pub use au::{AccessUnit, AssemblerStats, AuAssembler};
 pub use nal::{Nal, NalType};
 pub use params::{ParamSets, StreamInfo};

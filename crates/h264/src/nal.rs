@@ -68,12 +68,30 @@ mod tests {
 
     #[test]
     fn types_from_header() {
-        assert_eq!(Nal(Bytes::from_static(&[0x67])).nal_type(), Some(NalType::Sps));
-        assert_eq!(Nal(Bytes::from_static(&[0x68])).nal_type(), Some(NalType::Pps));
-        assert_eq!(Nal(Bytes::from_static(&[0x65])).nal_type(), Some(NalType::Idr));
-        assert_eq!(Nal(Bytes::from_static(&[0x41])).nal_type(), Some(NalType::Slice));
-        assert_eq!(Nal(Bytes::from_static(&[0x09])).nal_type(), Some(NalType::Aud));
-        assert_eq!(Nal(Bytes::from_static(&[0x0e])).nal_type(), Some(NalType::Other(14)));
+        assert_eq!(
+            Nal(Bytes::from_static(&[0x67])).nal_type(),
+            Some(NalType::Sps)
+        );
+        assert_eq!(
+            Nal(Bytes::from_static(&[0x68])).nal_type(),
+            Some(NalType::Pps)
+        );
+        assert_eq!(
+            Nal(Bytes::from_static(&[0x65])).nal_type(),
+            Some(NalType::Idr)
+        );
+        assert_eq!(
+            Nal(Bytes::from_static(&[0x41])).nal_type(),
+            Some(NalType::Slice)
+        );
+        assert_eq!(
+            Nal(Bytes::from_static(&[0x09])).nal_type(),
+            Some(NalType::Aud)
+        );
+        assert_eq!(
+            Nal(Bytes::from_static(&[0x0e])).nal_type(),
+            Some(NalType::Other(14))
+        );
         assert_eq!(Nal(Bytes::new()).nal_type(), None);
         assert!(Nal(Bytes::from_static(&[0x65])).is_vcl());
         assert!(!Nal(Bytes::from_static(&[0x06])).is_vcl());

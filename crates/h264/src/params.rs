@@ -167,7 +167,11 @@ mod tests {
 
     #[test]
     fn garbage_sps_is_an_error_not_a_panic() {
-        for bad in [&[0x67][..], &[0x67, 66], &[0x67, 0xff, 0xff, 0xff, 0xff, 0xff]] {
+        for bad in [
+            &[0x67][..],
+            &[0x67, 66],
+            &[0x67, 0xff, 0xff, 0xff, 0xff, 0xff],
+        ] {
             assert!(StreamInfo::from_sps(bad).is_err());
         }
     }

@@ -18,18 +18,29 @@ fn parse_chunks(chunks: &[&[u8]], max: usize) -> (Vec<Nal>, AnnexBParser) {
 }
 
 fn parse(data: &[u8]) -> Vec<Vec<u8>> {
-    parse_chunks(&[data], 1 << 20).0.into_iter().map(|n| n.0.to_vec()).collect()
+    parse_chunks(&[data], 1 << 20)
+        .0
+        .into_iter()
+        .map(|n| n.0.to_vec())
+        .collect()
 }
 
 #[test]
 fn three_and_four_byte_start_codes() {
-    let data = [0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5];
-    assert_eq!(parse(&data), vec![vec![0x67, 1, 2], vec![0x68, 3], vec![0x65, 4, 5]]);
+    let data = [
+        0, 0, 0, 1, 0x67, 1, 2, 0, 0, 1, 0x68, 3, 0, 0, 0, 1, 0x65, 4, 5,
+    ];
+    assert_eq!(
+        parse(&data),
+        vec![vec![0x67, 1, 2], vec![0x68, 3], vec![0x65, 4, 5]]
+    );
 }
 
 #[test]
 fn trailing_zeros_are_stripped_and_emulation_prevention_kept() {
-    let data = [0, 0, 1, 0x41, 0, 0, 3, 1, 9, 0, 0, 0, 0, 0, 0, 1, 0x41, 7, 0, 0];
+    let data = [
+        0, 0, 1, 0x41, 0, 0, 3, 1, 9, 0, 0, 0, 0, 0, 0, 1, 0x41, 7, 0, 0,
+    ];
     assert_eq!(parse(&data), vec![vec![0x41, 0, 0, 3, 1, 9], vec![0x41, 7]]);
 }
 
@@ -50,9 +61,16 @@ fn oversized_nal_is_dropped_and_parser_resyncs() {
     for chunk in [1usize, 7, 100, 10_000] {
         let chunks: Vec<&[u8]> = data.chunks(chunk).collect();
         let (nals, mut p) = parse_chunks(&chunks, 1000);
-        assert_eq!(nals, vec![Nal(Bytes::from_static(&[0x41, 1, 2]))], "chunk {chunk}");
+        assert_eq!(
+            nals,
+            vec![Nal(Bytes::from_static(&[0x41, 1, 2]))],
+            "chunk {chunk}"
+        );
         assert_eq!(p.stats().oversized_nals, 1);
-        assert!(matches!(p.take_errors()[..], [ParseError::Oversized { cap: 1000, .. }]));
+        assert!(matches!(
+            p.take_errors()[..],
+            [ParseError::Oversized { cap: 1000, .. }]
+        ));
     }
 }
 
@@ -61,7 +79,10 @@ fn non_h264_input_is_reported_without_panic() {
     let png = b"\x89PNG\r\n\x1a\n".repeat(200_000);
     let (nals, mut p) = parse_chunks(&png.chunks(4096).collect::<Vec<_>>(), 1 << 20);
     assert!(nals.is_empty());
-    assert!(p.take_errors().iter().any(|e| matches!(e, ParseError::NotH264 { .. })));
+    assert!(p
+        .take_errors()
+        .iter()
+        .any(|e| matches!(e, ParseError::NotH264 { .. })));
     assert!(p.stats().garbage_bytes > 1_000_000);
 }
 
@@ -134,7 +155,10 @@ fn real_encoder_output_groups_into_frames_with_keyframes_and_decodes() {
         if au.keyframe {
             assert_eq!(&types(au)[..2], &[7, 8], "keyframe starts with SPS, PPS");
         }
-        assert!(std::sync::Arc::ptr_eq(&au.params, &aus[0].params), "params stay the same Arc");
+        assert!(
+            std::sync::Arc::ptr_eq(&au.params, &aus[0].params),
+            "params stay the same Arc"
+        );
     }
     let info = &aus[0].params.info;
     assert_eq!((info.width, info.height), (320, 240));
@@ -196,7 +220,9 @@ fn slice(nal_header: u8, first_mb: u32, slice_type: u32) -> Vec<u8> {
 }
 
 fn annexb(nals: &[Vec<u8>]) -> Vec<u8> {
-    nals.iter().flat_map(|n| [0, 0, 0, 1].into_iter().chain(n.iter().copied())).collect()
+    nals.iter()
+        .flat_map(|n| [0, 0, 0, 1].into_iter().chain(n.iter().copied()))
+        .collect()
 }
 
 fn real_params() -> (Vec<u8>, Vec<u8>) {
@@ -213,30 +239,62 @@ fn multiple_slices_aud_and_sei_group_correctly() {
     let aud = vec![0x09, 0xf0];
     let sei = vec![0x06, 0x05, 0x01, 0x00, 0x80];
     let stream = annexb(&[
-        aud.clone(), sps, pps, sei.clone(),
-        slice(0x65, 0, 7), slice(0x65, 40, 7), slice(0x65, 80, 7), // one IDR picture, 3 slices
-        aud.clone(), slice(0x41, 0, 5), slice(0x41, 60, 5),        // P picture, 2 slices
-        sei, slice(0x41, 0, 5),                                    // SEI starts the next
-        slice(0x41, 0, 5),                                         // first_mb 0 starts the next
+        aud.clone(),
+        sps,
+        pps,
+        sei.clone(),
+        slice(0x65, 0, 7),
+        slice(0x65, 40, 7),
+        slice(0x65, 80, 7), // one IDR picture, 3 slices
+        aud.clone(),
+        slice(0x41, 0, 5),
+        slice(0x41, 60, 5), // P picture, 2 slices
+        sei,
+        slice(0x41, 0, 5), // SEI starts the next
+        slice(0x41, 0, 5), // first_mb 0 starts the next
     ]);
     let aus = assemble(&stream, 3);
     let t: Vec<Vec<u8>> = aus.iter().map(types).collect();
-    assert_eq!(t, vec![vec![9, 7, 8, 6, 5, 5, 5], vec![9, 1, 1], vec![6, 1], vec![1]]);
+    assert_eq!(
+        t,
+        vec![
+            vec![9, 7, 8, 6, 5, 5, 5],
+            vec![9, 1, 1],
+            vec![6, 1],
+            vec![1]
+        ]
+    );
     assert!(aus[0].keyframe && !aus[1].keyframe);
 }
 
 #[test]
 fn frames_before_the_first_keyframe_are_dropped() {
     let (sps, pps) = real_params();
-    let stream = annexb(&[slice(0x41, 0, 5), sps, pps, slice(0x41, 0, 5), slice(0x65, 0, 7), slice(0x41, 0, 5)]);
+    let stream = annexb(&[
+        slice(0x41, 0, 5),
+        sps,
+        pps,
+        slice(0x41, 0, 5),
+        slice(0x65, 0, 7),
+        slice(0x41, 0, 5),
+    ]);
     let aus = assemble(&stream, 64);
-    assert_eq!(aus.iter().map(|a| a.keyframe).collect::<Vec<_>>(), vec![true, false]);
+    assert_eq!(
+        aus.iter().map(|a| a.keyframe).collect::<Vec<_>>(),
+        vec![true, false]
+    );
 }
 
 #[test]
 fn truncated_slice_header_is_counted_and_dropped() {
     let (sps, pps) = real_params();
-    let stream = annexb(&[sps, pps, slice(0x65, 0, 7), vec![0x41, 0x00], slice(0x41, 0, 5)]);
+    let stream = annexb(&[
+        sps,
+        pps,
+        slice(0x65, 0, 7),
+        vec![0x41, 0x00],
+        slice(0x41, 0, 5),
+    ]);
     let mut p = AnnexBParser::new(1 << 20);
     let mut a = AuAssembler::new();
     let (mut nals, mut aus) = (Vec::new(), Vec::new());
@@ -248,7 +306,10 @@ fn truncated_slice_header_is_counted_and_dropped() {
     a.end_of_access_unit(&mut aus);
     assert_eq!(aus.len(), 2);
     assert_eq!(a.stats().truncated, 1);
-    assert!(matches!(a.take_errors()[..], [ParseError::Truncated { .. }]));
+    assert!(matches!(
+        a.take_errors()[..],
+        [ParseError::Truncated { .. }]
+    ));
 }
 
 #[test]
@@ -259,8 +320,13 @@ fn parameter_change_makes_a_new_arc_and_b_slices_are_counted() {
         parse(f)
     };
     let stream = annexb(&[
-        sps, pps, slice(0x65, 0, 7), slice(0x01, 0, 6),
-        big[0].clone(), big[1].clone(), slice(0x65, 0, 7),
+        sps,
+        pps,
+        slice(0x65, 0, 7),
+        slice(0x01, 0, 6),
+        big[0].clone(),
+        big[1].clone(),
+        slice(0x65, 0, 7),
     ]);
     let mut p = AnnexBParser::new(1 << 20);
     let mut a = AuAssembler::new();
@@ -275,7 +341,10 @@ fn parameter_change_makes_a_new_arc_and_b_slices_are_counted() {
     assert_eq!(a.stats().b_slices, 1);
     assert!(std::sync::Arc::ptr_eq(&aus[0].params, &aus[1].params));
     assert!(!std::sync::Arc::ptr_eq(&aus[1].params, &aus[2].params));
-    assert_eq!((aus[2].params.info.width, aus[2].params.info.height), (640, 480));
+    assert_eq!(
+        (aus[2].params.info.width, aus[2].params.info.height),
+        (640, 480)
+    );
     assert_eq!(a.stats().param_changes, 1);
     assert_eq!(aus[2].timestamp_us, 7);
 }
@@ -293,7 +362,11 @@ fn end_of_access_unit_emits_at_once() {
             a.push(n, i as u64, &mut aus);
         }
         a.end_of_access_unit(&mut aus);
-        assert_eq!(aus.len(), i + 1, "frame {i} emitted without waiting for the next");
+        assert_eq!(
+            aus.len(),
+            i + 1,
+            "frame {i} emitted without waiting for the next"
+        );
     }
 }
 
@@ -301,7 +374,10 @@ fn end_of_access_unit_emits_at_once() {
 
 fn stream_strategy() -> impl Strategy<Value = Vec<u8>> {
     // Bytes biased towards zeros and ones so start codes and near-misses are common.
-    prop::collection::vec(prop_oneof![3 => Just(0u8), 2 => Just(1u8), 1 => Just(3u8), 4 => any::<u8>()], 0..600)
+    prop::collection::vec(
+        prop_oneof![3 => Just(0u8), 2 => Just(1u8), 1 => Just(3u8), 4 => any::<u8>()],
+        0..600,
+    )
 }
 
 proptest! {

@@ -58,6 +58,9 @@ pub struct Args {
     /// Disconnect a viewer whose socket accepts nothing for this many seconds. [default: 10]
     #[arg(long, value_name = "SECONDS")]
     pub viewer_timeout: Option<f64>,
+    /// Kernel send buffer per connection in bytes; small keeps a slow viewer's backlog in nalcast's queue, where it can skip to a keyframe. [default: 131072]
+    #[arg(long, value_name = "BYTES")]
+    pub send_buffer: Option<usize>,
 }
 
 /// The config file: same keys as the flags, kebab-case.
@@ -77,6 +80,7 @@ struct FileConfig {
     queue_max_bytes: Option<usize>,
     queue_max_delay: Option<u64>,
     viewer_timeout: Option<f64>,
+    send_buffer: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -94,6 +98,8 @@ pub struct Config {
     pub queue: QueueLimits,
     /// Stuck-viewer timeout.
     pub viewer_timeout: Duration,
+    /// Kernel send buffer per connection.
+    pub send_buffer: usize,
 }
 
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
@@ -231,7 +237,14 @@ impl Config {
             "viewer-timeout",
             args.viewer_timeout.or(file.viewer_timeout).unwrap_or(10.0),
         )?;
+        let send_buffer = range(
+            "send-buffer",
+            args.send_buffer.or(file.send_buffer).unwrap_or(128 * 1024),
+            4096,
+            64 << 20,
+        )?;
         Ok(Config {
+            send_buffer,
             source,
             listen,
             legacy_listen,
@@ -286,7 +299,7 @@ mod tests {
             (&["--fps", "0"][..], "--fps 0 is out of range"),
             (&["--listen", "nowhere"][..], "--listen 'nowhere'"),
             (&["--source", "camera"][..], "unknown source 'camera'"),
-            (&["--stall-timeout", "-1"][..], "--stall-timeout"),
+            (&["--stall-timeout=-1"][..], "--stall-timeout"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -3,13 +3,14 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
+use axum::serve::ListenerExt;
 use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use nalcast_core::clock::shutdown_requested;
 use nalcast_core::hub::{Hub, HubConfig};
 use nalcast_core::source;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 mod config;
 mod server;
@@ -101,12 +102,16 @@ async fn run(config: Config) -> anyhow::Result<()> {
     let mut servers = tokio::task::JoinSet::new();
     let app = server::router(state.clone());
     let mut stop = shutdown_rx.clone();
+    let send_buffer = config.send_buffer;
     servers.spawn(async move {
-        axum::serve(main_listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown_requested(&mut stop).await;
-            })
-            .await
+        axum::serve(
+            main_listener.tap_io(move |tcp| tune_socket(tcp, send_buffer)),
+            app,
+        )
+        .with_graceful_shutdown(async move {
+            shutdown_requested(&mut stop).await;
+        })
+        .await
     });
     if let Some(listener) = legacy {
         let addr = listener.local_addr()?;
@@ -114,11 +119,14 @@ async fn run(config: Config) -> anyhow::Result<()> {
         let app = server::legacy_router(state.clone());
         let mut stop = shutdown_rx.clone();
         servers.spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    shutdown_requested(&mut stop).await;
-                })
-                .await
+            axum::serve(
+                listener.tap_io(move |tcp| tune_socket(tcp, send_buffer)),
+                app,
+            )
+            .with_graceful_shutdown(async move {
+                shutdown_requested(&mut stop).await;
+            })
+            .await
         });
     }
     // Tests and scripts read this line to find the port.
@@ -146,6 +154,18 @@ async fn run(config: Config) -> anyhow::Result<()> {
     source_task.abort();
     let _ = source_task.await;
     Ok(())
+}
+
+/// Every connection: no Nagle delay (frames go out at once), and a bounded kernel
+/// send buffer, so a slow viewer shows up in its queue (and gets skipped to the
+/// next keyframe) instead of hiding seconds of video in the kernel.
+fn tune_socket(tcp: &mut tokio::net::TcpStream, send_buffer: usize) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!("cannot set TCP_NODELAY: {e}");
+    }
+    if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
+        debug!("cannot set the socket send buffer: {e}");
+    }
 }
 
 async fn shutdown_signal() {

@@ -36,6 +36,7 @@ fn help_documents_every_option() {
         "--queue-max-bytes",
         "--queue-max-delay",
         "--viewer-timeout",
+        "--send-buffer",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }

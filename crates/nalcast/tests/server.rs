@@ -171,11 +171,22 @@ async fn raw_and_legacy_streams_decode_from_the_first_message() {
                     .expect("raw message"),
             );
         }
+        // Every picture received decodes (a picture's first slice has first_mb_in_slice 0).
+        let sent = messages
+            .iter()
+            .filter(|m| matches!(raw_nal_type(m), 1 | 5) && m[5] & 0x80 != 0)
+            .count();
         let frames = decode_raw(&messages);
         assert!(frames.len() >= 60, "{url}: decoded {} frames", frames.len());
         assert!(
-            frames.windows(2).all(|w| w[1] == w[0] + 1),
-            "{url}: frames decode in order without gaps: {frames:?}"
+            frames.len() + 1 >= sent,
+            "{url}: {sent} pictures sent, {} decoded",
+            frames.len()
+        );
+        // In order; the encoder itself may skip a frame number under rate control.
+        assert!(
+            frames.windows(2).all(|w| w[1] > w[0]),
+            "{url}: frames decode in order: {frames:?}"
         );
     }
 }

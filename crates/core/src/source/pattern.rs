@@ -88,6 +88,23 @@ impl Picture {
         let bx = bounce(t, span_x) & !1;
         let by = (h / 2 + bounce(t / 2, span_y)).min(h - size) & !1;
         self.fill(bx, by, size, size, (235, 128, 128));
+        // A band of 8x8 blocks of fresh random grey every frame: without it the
+        // picture compresses to almost nothing and the stream would be far lighter
+        // than a camera's. Flat blocks keep it cheap enough for the rate control.
+        let band = (h / 6) & !7;
+        let mut seed = u64::from(frame).wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+        for by in (h - band..h).step_by(8) {
+            for bx in (0..w).step_by(8) {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                let v = 40 + (seed % 160) as u8;
+                for row in by..(by + 8).min(h) {
+                    let end = (bx + 8).min(w);
+                    self.y[row * w + bx..row * w + end].fill(v);
+                }
+            }
+        }
         // Clock line below the stamp.
         let secs = capture_us / 1_000_000;
         let text = format!(
