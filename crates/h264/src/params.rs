@@ -127,7 +127,7 @@ mod tests {
         bits += "0"; // frame_cropping
         bits += "0"; // vui
         bits += "1"; // rbsp stop bit
-        while bits.len() % 8 != 0 {
+        while !bits.len().is_multiple_of(8) {
             bits.push('0');
         }
         let mut out = vec![0x67, 66, 0xc0, 31];

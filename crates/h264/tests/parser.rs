@@ -208,7 +208,7 @@ fn slice(nal_header: u8, first_mb: u32, slice_type: u32) -> Vec<u8> {
     };
     let mut bits = format!("{}{}{}", ue(first_mb), ue(slice_type), ue(0));
     bits.push('1');
-    while bits.len() % 8 != 0 {
+    while !bits.len().is_multiple_of(8) {
         bits.push('0');
     }
     let mut out = vec![nal_header];
