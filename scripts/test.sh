@@ -13,4 +13,4 @@ cargo test --workspace
 echo "== browser end-to-end tests"
 cargo build --quiet -p nalcast
 mkdir -p test-output
-(cd web && NALCAST_BIN="$PWD/../target/debug/nalcast" node --test --test-reporter=spec test/)
+(cd web && NALCAST_BIN="$PWD/../target/debug/nalcast" node --test --test-reporter=spec test/*.test.mjs)

@@ -25,6 +25,12 @@ pub struct Stamp {
 
 const TIME_MASK: u64 = (1 << 40) - 1;
 
+/// XOR of the bytes, inverted by 0xA5 so that an all-black (or all-white) strip is
+/// never mistaken for a stamp.
+fn check_byte(bytes: &[u8]) -> u8 {
+    bytes.iter().fold(0xA5, |acc, x| acc ^ x)
+}
+
 impl Stamp {
     /// A stamp for `frame` captured at `capture_us` (µs since the epoch).
     pub fn new(frame: u32, capture_us: u64) -> Self {
@@ -38,7 +44,7 @@ impl Stamp {
         let mut b = [0u8; 10];
         b[..4].copy_from_slice(&self.frame.to_be_bytes());
         b[4..9].copy_from_slice(&self.time_low40.to_be_bytes()[3..8]);
-        b[9] = b[..9].iter().fold(0, |acc, x| acc ^ x);
+        b[9] = check_byte(&b[..9]);
         b
     }
 
@@ -60,8 +66,7 @@ impl Stamp {
                 b[i / 8] |= 0x80 >> (i % 8);
             }
         }
-        let check = b[..9].iter().fold(0, |acc, x| acc ^ x);
-        if check != b[9] {
+        if check_byte(&b[..9]) != b[9] {
             return None;
         }
         let frame = u32::from_be_bytes([b[0], b[1], b[2], b[3]]);
@@ -144,6 +149,13 @@ mod tests {
             luma[y * w..y * w + cw].fill(if v > 128 { BLACK } else { WHITE });
         }
         assert_eq!(Stamp::read(&luma, w, w), None);
+    }
+
+    #[test]
+    fn blank_strips_are_not_stamps() {
+        let w = 640;
+        assert_eq!(Stamp::read(&vec![BLACK; w * 32], w, w), None);
+        assert_eq!(Stamp::read(&vec![WHITE; w * 32], w, w), None);
     }
 
     #[test]

@@ -117,7 +117,7 @@ impl Picture {
             w,
             h
         );
-        let scale = (w / 320).max(1) * 2;
+        let scale = (w / 320).max(2);
         let y0 = 2 * stamp::ROW_HEIGHT + 8;
         self.fill(0, y0 - 4, w, 7 * scale + 8, (16, 128, 128));
         self.text(8, y0, scale, &text);

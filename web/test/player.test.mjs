@@ -1,0 +1,104 @@
+// End-to-end: the real nalcast binary on the test source, the real page in Debian's
+// headless Chromium, checked by reading the burned-in frame stamp from the canvas.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, waitForStats, screenshotPath } from './helpers.mjs';
+
+let browser;
+before(async () => { browser = await launchBrowser(); });
+after(async () => { await browser?.close(); });
+
+/** Opens the page and checks it paints changing test-pattern frames at the stream's size. */
+async function playsLive(server, query, decoder, width, height, shot) {
+  const page = await browser.newPage();
+  try {
+    await page.goto(new URL(query, server.url).href);
+    const first = await waitForStats(page, (s) => s.framesPainted > 0 && s.lastFrameNumber !== null, 'a first painted frame');
+    assert.equal(first.decoder, decoder);
+    // firstPaintMs is measured from navigation start (performance.timeOrigin).
+    assert.ok(first.firstPaintMs < 1000, `first frame painted after ${first.firstPaintMs} ms`);
+    const later = await waitForStats(page, (s) => s.lastFrameNumber >= first.lastFrameNumber + 15, 'the frame stamp to advance');
+    assert.equal(later.width, width);
+    assert.equal(later.height, height);
+    assert.equal(later.canvasWidth, width);
+    assert.equal(later.canvasHeight, height);
+    assert.equal(later.state, 'live');
+    assert.ok(later.latencyMs !== null && later.latencyMs < 1000, `latency ${later.latencyMs} ms`);
+    await page.screenshot({ path: screenshotPath(shot) });
+    return later;
+  } finally {
+    await page.close();
+  }
+}
+
+test('WebCodecs path paints the live 1280x720 test pattern', async () => {
+  const server = await startServer(['--width', '1280', '--height', '720']);
+  try {
+    await playsLive(server, '/?stats=1', 'webcodecs', 1280, 720, 'webcodecs-1280x720');
+  } finally {
+    await server.stop();
+  }
+});
+
+test('Broadway path paints the live 640x360 test pattern', async () => {
+  const server = await startServer(['--width', '640', '--height', '360', '--bitrate', '1000000']);
+  try {
+    await playsLive(server, '/?decoder=broadway&stats=1', 'broadway', 640, 360, 'broadway-640x360');
+  } finally {
+    await server.stop();
+  }
+});
+
+test('the size comes from the stream: WebCodecs at 640x360, Broadway at 1280x720', async () => {
+  let server = await startServer(['--width', '640', '--height', '360', '--bitrate', '1000000']);
+  try {
+    await playsLive(server, '/', 'webcodecs', 640, 360, 'webcodecs-640x360');
+  } finally {
+    await server.stop();
+  }
+  server = await startServer(['--width', '1280', '--height', '720', '--bitrate', '2000000']);
+  try {
+    await playsLive(server, '/?decoder=broadway', 'broadway', 1280, 720, 'broadway-1280x720');
+  } finally {
+    await server.stop();
+  }
+});
+
+test('the page reconnects after a server restart and paints again without a reload', async () => {
+  let server = await startServer(['--width', '640', '--height', '360']);
+  const port = server.port;
+  const page = await browser.newPage();
+  try {
+    await page.goto(server.url);
+    await page.evaluate(() => { window.notReloaded = true; });
+    const before = await waitForStats(page, (s) => s.lastFrameNumber !== null && s.lastFrameNumber > 30, 'frames before the restart');
+    await server.stop('SIGKILL');
+    await waitForStats(page, (s) => s.state === 'reconnecting', 'the reconnecting state');
+    server = await startServer(['--width', '640', '--height', '360'], port);
+    // Frame numbers restart with the new server process.
+    const after = await waitForStats(page, (s) => s.state === 'live' && s.lastFrameNumber !== null && s.lastFrameNumber < before.lastFrameNumber, 'frames from the restarted server');
+    await waitForStats(page, (s) => s.lastFrameNumber > after.lastFrameNumber + 5, 'frames to keep advancing');
+    assert.equal(await page.evaluate(() => window.notReloaded), true, 'the page was not reloaded');
+    assert.ok(after.reconnects >= 1);
+  } finally {
+    await page.close();
+    await server.stop();
+  }
+});
+
+test('a stalled tab recovers to live', async () => {
+  const server = await startServer(['--width', '640', '--height', '360', '--keyframe-interval', '30']);
+  const page = await browser.newPage();
+  try {
+    await page.goto(server.url);
+    await waitForStats(page, (s) => s.lastFrameNumber !== null && s.latencyMs !== null && s.latencyMs < 500, 'live frames');
+    // Block the page's main thread for 3 s, as a busy or throttled tab would be.
+    await page.evaluate(() => { const end = Date.now() + 3000; while (Date.now() < end) { /* stall */ } });
+    const stalled = await page.evaluate(() => window.nalcast.stats());
+    const recovered = await waitForStats(page, (s) => s.lastFrameNumber > stalled.lastFrameNumber + 60 && s.latencyMs < 500, 'the picture to be live again', 20000);
+    assert.equal(recovered.state, 'live');
+  } finally {
+    await page.close();
+    await server.stop();
+  }
+});
