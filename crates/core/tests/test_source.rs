@@ -11,7 +11,8 @@ fn settings(width: u32, height: u32, keyframe_interval: u32) -> VideoSettings {
         width,
         height,
         fps: 30,
-        bitrate: 1_000_000,
+        // Generous, so that rate control never skips a frame here.
+        bitrate: 8_000_000,
         keyframe_interval,
     }
 }
