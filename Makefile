@@ -25,6 +25,9 @@ lint:
 	cargo fmt --all -- --check
 	cargo clippy --workspace --all-targets -- -D warnings
 
+bench: setup-test
+	scripts/bench.sh
+
 clean:
 	cargo clean
 	rm -rf web/node_modules test-output

@@ -15,6 +15,7 @@ use serde::Serialize;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
+mod metrics;
 mod proc_sampler;
 mod stats;
 
@@ -64,6 +65,12 @@ struct Args {
     /// A label for the scenario in the summary.
     #[arg(long, default_value = "run")]
     name: String,
+    /// Instead of measuring, record what one viewer receives to this file (raw dialect: an Annex-B clip).
+    #[arg(long)]
+    record: Option<PathBuf>,
+    /// nalcast's /metrics URL, to report the server-added delay it measured during the run.
+    #[arg(long)]
+    metrics: Option<String>,
 }
 
 /// What one viewer saw.
@@ -245,6 +252,26 @@ async fn run_viewer(url: String, dialect: Dialect, duration: Duration) -> Viewer
     tracker.finish(Instant::now())
 }
 
+/// Writes every binary message received for `duration` to `path`.
+async fn record(url: &str, path: &std::path::Path, duration: Duration) -> anyhow::Result<()> {
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .context("connect")?;
+    let mut out = Vec::new();
+    let end = Instant::now() + duration;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => out.extend_from_slice(&b),
+            Ok(Some(Ok(_))) => {}
+            Ok(Some(Err(e))) => bail!("recording failed: {e}"),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    std::fs::write(path, &out).with_context(|| format!("cannot write {}", path.display()))?;
+    eprintln!("recorded {} bytes to {}", out.len(), path.display());
+    Ok(())
+}
+
 /// A viewer that handshakes and then never reads.
 async fn stalled_viewer(url: String, duration: Duration) -> anyhow::Result<()> {
     let rest = url
@@ -287,6 +314,9 @@ async fn main() -> anyhow::Result<()> {
     }
     let duration = Duration::from_secs_f64(args.duration);
     let ramp = Duration::from_secs_f64(args.ramp);
+    if let Some(path) = &args.record {
+        return record(&args.url, path, duration).await;
+    }
     let sampler = args
         .pid
         .map(|pid| proc_sampler::start(pid, Duration::from_millis(500)));
@@ -319,7 +349,14 @@ async fn main() -> anyhow::Result<()> {
         Some(s) => s.stop().await,
         None => Vec::new(),
     };
-    let summary = Summary::new(&args.name, args.fps, &results, &samples, stalled_errors);
+    let mut summary = Summary::new(&args.name, args.fps, &results, &samples, stalled_errors);
+    if let (Some(url), Some(before)) = (&args.metrics, &metrics_before) {
+        let after = metrics::fetch_histogram(url, LATENCY).await?;
+        summary.server_latency_ms = [
+            metrics::percentile_ms(before, &after, 50.0),
+            metrics::percentile_ms(before, &after, 99.0),
+        ];
+    }
     println!("{}", summary.markdown());
     if let Some(path) = &args.json {
         let doc = serde_json::json!({

@@ -181,3 +181,25 @@ async fn exec_source_streams_a_commands_output() {
     ]);
     assert_eq!(first_keyframe_size(&server).await, (320, 240));
 }
+
+#[tokio::test]
+async fn stdin_source_streams_what_is_piped_in() {
+    let dir = temp_dir("stdin");
+    let clip = dir.join("clip.h264");
+    write_h264(&clip, 320, 240, 10, 5);
+    let input = std::fs::File::open(&clip).expect("clip");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
+    cmd.args([
+        "--source",
+        "stdin",
+        "--listen",
+        "127.0.0.1:0",
+        "--legacy-listen",
+        "off",
+    ])
+    .env("RUST_LOG", "warn")
+    .stdin(input)
+    .stdout(std::process::Stdio::piped());
+    let server = Server::from_command(cmd);
+    assert_eq!(first_keyframe_size(&server).await, (320, 240));
+}

@@ -40,6 +40,11 @@ impl Server {
         for (k, v) in env {
             cmd.env(k, v);
         }
+        Self::from_command(cmd)
+    }
+
+    /// Runs a prepared command (stdout must be piped) and waits for its addresses.
+    pub fn from_command(mut cmd: Command) -> Server {
         let mut child = cmd.spawn().expect("nalcast starts");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();

@@ -1,0 +1,96 @@
+//! Reads a histogram from nalcast's Prometheus endpoint, so the server-added delay
+//! of a run can be reported from the server's own measurement.
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Cumulative bucket counts by upper bound (seconds).
+pub type Buckets = BTreeMap<u64, f64>;
+
+/// Fetches `url` (plain http) and returns the buckets of histogram `name`.
+pub async fn fetch_histogram(url: &str, name: &str) -> anyhow::Result<Buckets> {
+    let rest = url
+        .strip_prefix("http://")
+        .context("--metrics needs an http:// URL")?;
+    let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
+    let mut stream = tokio::net::TcpStream::connect(host)
+        .await
+        .with_context(|| format!("connect {host}"))?;
+    stream
+        .write_all(
+            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body).await?;
+    Ok(parse_histogram(&body, name))
+}
+
+/// Parses `name_bucket{le="x"} n` lines (upper bounds kept in nanoseconds).
+pub fn parse_histogram(text: &str, name: &str) -> Buckets {
+    let prefix = format!("{name}_bucket{{le=\"");
+    let mut out = Buckets::new();
+    for line in text.lines() {
+        let Some(rest) = line.strip_prefix(&prefix) else {
+            continue;
+        };
+        let Some((le, count)) = rest.split_once("\"} ") else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::NAN)
+        };
+        if let (false, Ok(count)) = (le.is_nan(), count.trim().parse::<f64>()) {
+            let key = if le.is_infinite() {
+                u64::MAX
+            } else {
+                (le * 1e9) as u64
+            };
+            out.insert(key, count);
+        }
+    }
+    out
+}
+
+/// Upper bound (ms) of the bucket holding percentile `p` of what was recorded
+/// between `before` and `after`; `None` when nothing was recorded.
+pub fn percentile_ms(before: &Buckets, after: &Buckets, p: f64) -> Option<f64> {
+    let total = after.get(&u64::MAX)? - before.get(&u64::MAX).copied().unwrap_or(0.0);
+    if total <= 0.0 {
+        return None;
+    }
+    for (le, count) in after {
+        let delta = count - before.get(le).copied().unwrap_or(0.0);
+        if delta >= total * p / 100.0 {
+            return Some(if *le == u64::MAX {
+                f64::INFINITY
+            } else {
+                *le as f64 / 1e6
+            });
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_from_bucket_deltas() {
+        let before = parse_histogram(
+            "x_bucket{le=\"0.001\"} 10\nx_bucket{le=\"0.01\"} 10\nx_bucket{le=\"+Inf\"} 10\n",
+            "x",
+        );
+        let after = parse_histogram(
+            "x_bucket{le=\"0.001\"} 108\nx_bucket{le=\"0.01\"} 110\nx_bucket{le=\"+Inf\"} 110\n",
+            "x",
+        );
+        assert_eq!(percentile_ms(&before, &after, 50.0), Some(1.0));
+        assert_eq!(percentile_ms(&before, &after, 99.0), Some(10.0));
+        assert_eq!(percentile_ms(&after, &after, 99.0), None);
+    }
+}

@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# Standard benchmark scenarios against the release binary (see README "Benchmarks").
+# Writes bench/results/<date>.md (committed) and raw JSON beside it (ignored).
+#   BENCH_QUICK=1 scripts/bench.sh   shorter runs, for a smoke check
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+cargo build --release --quiet -p nalcast -p nalcast-bench
+NALCAST=target/release/nalcast
+BENCH=target/release/nalcast-bench
+day=$(date -u +%Y-%m-%d)
+out=bench/results/$day.md
+raw=bench/results/$day
+mkdir -p "$raw"
+quick=${BENCH_QUICK:-0}
+long() { if [[ $quick == 1 ]]; then echo "$1"; else echo "$2"; fi; }
+ulimit -n 65536 2>/dev/null || true
+
+port=18080
+server_pid=""
+start() {
+    stop
+    "$NALCAST" --listen 127.0.0.1:$port --legacy-listen off "$@" > "$raw/server.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 100); do
+        curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "bench: nalcast did not become healthy" >&2
+    exit 1
+}
+stop() {
+    if [[ -n $server_pid ]]; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+        server_pid=""
+    fi
+}
+trap stop EXIT
+
+run() { # name, then nalcast-bench args
+    local name=$1
+    shift
+    echo "bench: $name" >&2
+    "$BENCH" --name "$name" --url "ws://127.0.0.1:$port/ws" --pid "$server_pid" \
+        --metrics "http://127.0.0.1:$port/metrics" --json "$raw/$name.json" "$@" | tail -n 1
+}
+
+{
+    echo "# nalcast benchmarks, $day"
+    echo
+    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load generator on the same machine, loopback."
+    echo "Command: \`make bench\` (scripts/bench.sh). Source: test pattern 1280x720, 30 fps, 3 Mbit/s unless noted."
+    echo
+    echo "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added p50/p99 ms (≤) | CPU mean/max % | RSS first/last/max MiB | Mbit/s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+
+    start --source test --keyframe-interval 60
+    run ttff --viewers 20 --ramp 4 --duration 2
+    run fanout-100 --viewers 100 --duration "$(long 5 20)"
+    run fanout-500 --viewers 500 --duration "$(long 5 20)"
+    run fanout-1000 --viewers 1000 --duration "$(long 5 20)"
+    run isolation --viewers 75 --stalled 25 --duration "$(long 10 60)"
+
+    # The same stream as a file source: record 10 s of /ws/raw, then play it back.
+    clip=$raw/clip.h264
+    "$BENCH" --url "ws://127.0.0.1:$port/ws/raw" --dialect raw --duration 10 --record "$clip" >/dev/null
+    start --source "file:$clip" --fps 30
+    run file-fanout-100 --viewers 100 --duration "$(long 5 20)"
+    stop
+} | sed -n '/^|/p;/^#/p;/^Machine/p;/^Command/p;/^$/p' > "$out.tmp"
+
+# Glass-to-glass and the test source's own cost.
+start --source test
+idle_cpu=$(awk '{print $14+$15}' /proc/$server_pid/stat)
+sleep "$(long 5 20)"
+idle_cpu2=$(awk '{print $14+$15}' /proc/$server_pid/stat)
+secs=$(long 5 20)
+source_pct=$(awk -v a="$idle_cpu" -v b="$idle_cpu2" -v s="$secs" 'BEGIN {printf "%.1f", (b-a)/100/s*100}')
+glass=$(cd web && node bench/glass.mjs "http://127.0.0.1:$port/" "$(long 8 20)")
+stop
+
+{
+    cat "$out.tmp"
+    echo
+    echo "## Glass-to-glass (test source 1280x720 30 fps, headless Chromium, same machine)"
+    echo
+    echo "| decoder | samples | p50 ms | p95 ms | max ms | fps | dropped |"
+    echo "|---|---|---|---|---|---|---|"
+    echo "$glass" | while read -r line; do
+        node -e 'const j = JSON.parse(process.argv[1]); console.log(`| ${j.decoder} | ${j.samples} | ${j.p50_ms} | ${j.p95_ms} | ${j.max_ms} | ${j.fps} | ${j.framesDropped} |`)' "$line"
+    done
+    echo
+    echo "## Test source cost"
+    echo
+    echo "nalcast with the test source at 1280x720 30 fps 3 Mbit/s and no viewers: $source_pct % of one core (from /proc/PID/stat over $secs s)."
+} > "$out"
+rm -f "$out.tmp"
+echo "bench: wrote $out"
+cat "$out"
