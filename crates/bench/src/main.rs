@@ -317,6 +317,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.record {
         return record(&args.url, path, duration).await;
     }
+    const LATENCY: &str = "nalcast_server_latency_seconds";
+    let metrics_before = match &args.metrics {
+        Some(url) => Some(metrics::fetch_histogram(url, LATENCY).await?),
+        None => None,
+    };
     let sampler = args
         .pid
         .map(|pid| proc_sampler::start(pid, Duration::from_millis(500)));
