@@ -55,10 +55,14 @@ pub async fn run_child(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so that stopping it also stops whatever it started
+        // (a shell's children, a camera app behind a wrapper script).
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = command
         .spawn()
         .map_err(|e| SourceError::Retry(format!("cannot start '{description}': {e}")))?;
+    let _group = child.id().map(GroupKiller);
     let stdout = child
         .stdout
         .take()
@@ -79,7 +83,10 @@ pub async fn run_child(
         });
     }
     let pumped = pump(stdout, opts, hub).await;
-    // Stalled or done: make sure the child is gone, then report how it ended.
+    // Stalled or done: make sure the child and its group are gone, then report how it ended.
+    if let Some(pid) = child.id() {
+        GroupKiller(pid).kill();
+    }
     let _ = child.start_kill();
     let status = child.wait().await?;
     let stderr: Vec<String> = tail
@@ -97,6 +104,26 @@ pub async fn run_child(
         reason.push_str(&stderr.join(" | "));
     }
     Err(SourceError::Retry(reason))
+}
+
+/// Kills a child's whole process group when dropped (shutdown, restart).
+struct GroupKiller(u32);
+
+impl GroupKiller {
+    fn kill(&self) {
+        if let Ok(pid) = i32::try_from(self.0) {
+            let _ = nix::sys::signal::killpg(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+impl Drop for GroupKiller {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
 
 /// Ingests our own standard input until it ends.
