@@ -178,7 +178,7 @@ async fn vanishing_viewers_leave_nothing_behind_and_others_see_every_frame() {
                     .expect("handshake");
                     let mut buf = [0u8; 300];
                     let _ = tcp.read(&mut buf).await;
-                    tcp.set_linger(Some(Duration::ZERO)).expect("linger");
+                    socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO)).expect("linger");
                     drop(tcp); // RST
                 }
             }

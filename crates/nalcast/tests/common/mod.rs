@@ -94,6 +94,7 @@ impl Drop for Server {
         // Politely first, so nalcast stops its source processes; then for sure.
         let _ = Command::new("kill")
             .args(["-TERM", &self.child.id().to_string()])
+            .stderr(Stdio::null())
             .status();
         let deadline = Instant::now() + Duration::from_secs(3);
         while Instant::now() < deadline {
