@@ -28,6 +28,9 @@ lint:
 bench: setup-test
 	scripts/bench.sh
 
+fuzz:
+	scripts/fuzz.sh
+
 clean:
 	cargo clean
 	rm -rf web/node_modules test-output
