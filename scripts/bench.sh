@@ -55,12 +55,19 @@ run() { # name, then nalcast-bench args
     echo "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added p50/p99 ms (≤) | CPU mean/max % | RSS first/last/max MiB | Mbit/s |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
-    start --source test --keyframe-interval 60
+    # A fresh server per scenario, so memory figures are its own.
+    test_source=(--source test --keyframe-interval 60)
+    start "${test_source[@]}"
     run ttff --viewers 20 --ramp 4 --duration 2
+    start "${test_source[@]}"
     run fanout-100 --viewers 100 --duration "$(long 5 20)"
+    start "${test_source[@]}"
     run fanout-500 --viewers 500 --duration "$(long 5 20)"
+    start "${test_source[@]}"
     run fanout-1000 --viewers 1000 --duration "$(long 5 20)"
+    start "${test_source[@]}"
     run isolation --viewers 75 --stalled 25 --duration "$(long 10 60)"
+    start "${test_source[@]}"
 
     # The same stream as a file source: record 10 s of /ws/raw, then play it back.
     clip=$raw/clip.h264

@@ -56,9 +56,21 @@ fn main() -> ExitCode {
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
-    tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr} ({what}); is another program using it? choose another with --{what}"))
+    let listen = || -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // A deep accept queue: hundreds of viewers (re)connecting at once after a
+        // network blip would otherwise wait for SYN retransmits (1 s and more).
+        socket.listen(4096)
+    };
+    listen().with_context(|| {
+        format!("cannot listen on {addr} ({what}); is another program using it? choose another with --{what}")
+    })
 }
 
 async fn run(config: Config) -> anyhow::Result<()> {
