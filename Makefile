@@ -31,6 +31,9 @@ bench: setup-test
 fuzz:
 	scripts/fuzz.sh
 
+soak: setup
+	scripts/soak.sh
+
 clean:
 	cargo clean
 	rm -rf web/node_modules test-output

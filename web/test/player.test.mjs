@@ -11,6 +11,8 @@ after(async () => { await browser?.close(); });
 /** Opens the page and checks it paints changing test-pattern frames at the stream's size. */
 async function playsLive(server, query, decoder, width, height, shot) {
   const page = await browser.newPage();
+  const cspViolations = [];
+  page.on('console', (m) => { if (/Content Security Policy/i.test(m.text())) cspViolations.push(m.text()); });
   try {
     await page.goto(new URL(query, server.url).href);
     const first = await waitForStats(page, (s) => s.framesPainted > 0 && s.lastFrameNumber !== null, 'a first painted frame');
@@ -25,6 +27,7 @@ async function playsLive(server, query, decoder, width, height, shot) {
     assert.equal(later.state, 'live');
     assert.ok(later.latencyMs !== null && later.latencyMs < 1000, `latency ${later.latencyMs} ms`);
     await page.screenshot({ path: screenshotPath(shot) });
+    assert.deepEqual(cspViolations, [], 'the page runs under its Content-Security-Policy');
     return later;
   } finally {
     await page.close();

@@ -252,23 +252,35 @@ async fn run_viewer(url: String, dialect: Dialect, duration: Duration) -> Viewer
     tracker.finish(Instant::now())
 }
 
-/// Writes every binary message received for `duration` to `path`.
+/// Writes every binary message received for `duration` to `path` as it arrives
+/// (`-` for stdout), so a recording of `/ws/raw` is also a live Annex-B stream.
 async fn record(url: &str, path: &std::path::Path, duration: Duration) -> anyhow::Result<()> {
-    let (mut ws, _) = tokio_tungstenite::connect_async(url)
-        .await
-        .context("connect")?;
-    let mut out = Vec::new();
+    use tokio::io::AsyncWriteExt;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.context("connect")?;
+    let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = if path.as_os_str() == "-" {
+        Box::new(tokio::io::stdout())
+    } else {
+        Box::new(
+            tokio::fs::File::create(path)
+                .await
+                .with_context(|| format!("cannot write {}", path.display()))?,
+        )
+    };
+    let mut total = 0usize;
     let end = Instant::now() + duration;
     while let Some(left) = end.checked_duration_since(Instant::now()) {
         match tokio::time::timeout(left, ws.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) => out.extend_from_slice(&b),
+            Ok(Some(Ok(Message::Binary(b)))) => {
+                out.write_all(&b).await?;
+                out.flush().await?;
+                total += b.len();
+            }
             Ok(Some(Ok(_))) => {}
             Ok(Some(Err(e))) => bail!("recording failed: {e}"),
             Ok(None) | Err(_) => break,
         }
     }
-    std::fs::write(path, &out).with_context(|| format!("cannot write {}", path.display()))?;
-    eprintln!("recorded {} bytes to {}", out.len(), path.display());
+    eprintln!("recorded {total} bytes to {}", path.display());
     Ok(())
 }
 

@@ -58,6 +58,9 @@ pub struct Args {
     /// Disconnect a viewer whose socket accepts nothing for this many seconds. [default: 10]
     #[arg(long, value_name = "SECONDS")]
     pub viewer_timeout: Option<f64>,
+    /// Let pages from this origin open WebSockets too (e.g. http://dashboard.lan:3000), or * for any; repeatable. By default only the page's own origin (and, on the legacy port, the same host) may.
+    #[arg(long, value_name = "ORIGIN")]
+    pub allow_origin: Vec<String>,
     /// Kernel send buffer per connection in bytes; small keeps a slow viewer's backlog in nalcast's queue, where it can skip to a keyframe. [default: 131072]
     #[arg(long, value_name = "BYTES")]
     pub send_buffer: Option<usize>,
@@ -81,6 +84,7 @@ struct FileConfig {
     queue_max_delay: Option<u64>,
     viewer_timeout: Option<f64>,
     send_buffer: Option<usize>,
+    allow_origin: Option<Vec<String>>,
 }
 
 /// The resolved configuration.
@@ -100,6 +104,8 @@ pub struct Config {
     pub viewer_timeout: Duration,
     /// Kernel send buffer per connection.
     pub send_buffer: usize,
+    /// Extra origins allowed to open WebSockets.
+    pub allow_origins: Vec<String>,
 }
 
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
@@ -243,7 +249,30 @@ impl Config {
             4096,
             64 << 20,
         )?;
+        let allow_origins: Vec<String> = if args.allow_origin.is_empty() {
+            file.allow_origin.unwrap_or_default()
+        } else {
+            args.allow_origin
+        };
+        // Browsers send origins without a trailing slash.
+        let allow_origins: Vec<String> = allow_origins
+            .into_iter()
+            .map(|o| o.trim_end_matches('/').to_owned())
+            .collect();
+        for origin in &allow_origins {
+            let authority = origin
+                .strip_prefix("http://")
+                .or_else(|| origin.strip_prefix("https://"));
+            let valid = origin == "*"
+                || authority.is_some_and(|a| !a.is_empty() && !a.contains(['/', ' ']));
+            if !valid {
+                return Err(format!(
+                    "--allow-origin '{origin}' is not an origin like http://host:port (or *)"
+                ));
+            }
+        }
         Ok(Config {
+            allow_origins,
             send_buffer,
             source,
             listen,
@@ -300,6 +329,7 @@ mod tests {
             (&["--listen", "nowhere"][..], "--listen 'nowhere'"),
             (&["--source", "camera"][..], "unknown source 'camera'"),
             (&["--stall-timeout=-1"][..], "--stall-timeout"),
+            (&["--allow-origin", "evil.example/x"][..], "--allow-origin 'evil.example/x'"),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");

@@ -95,6 +95,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         metrics,
         viewer_timeout: config.viewer_timeout,
         shutdown: shutdown_rx.clone(),
+        allow_origins: std::sync::Arc::new(config.allow_origins.clone()),
     };
 
     let main_listener = bind(config.listen, "listen").await?;

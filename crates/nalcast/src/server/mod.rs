@@ -29,6 +29,8 @@ pub struct AppState {
     pub viewer_timeout: Duration,
     /// Turns true on shutdown.
     pub shutdown: watch::Receiver<bool>,
+    /// Extra origins allowed to open WebSockets (`*` for any).
+    pub allow_origins: Arc<Vec<String>>,
 }
 
 /// The main port's routes.

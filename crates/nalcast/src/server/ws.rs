@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt, Stream, StreamExt};
@@ -52,22 +52,80 @@ fn upgrade(ws: WebSocketUpgrade, state: AppState, dialect: Dialect) -> Response 
         })
 }
 
+/// Whether a browser page from `Origin` may open this WebSocket. Without the check,
+/// any web page a visitor opens could read the camera (cross-site WebSocket
+/// hijacking). Clients that send no Origin are not browsers and are let in.
+/// On the main port the page must come from the same origin; on the legacy port
+/// (which the original page reaches from another port) from the same host.
+pub fn origin_allowed(headers: &HeaderMap, allowed: &[String], same_host_any_port: bool) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+        return true;
+    };
+    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+        return true;
+    }
+    let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let Some(origin_authority) = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    if same_host_any_port {
+        hostname(origin_authority).eq_ignore_ascii_case(hostname(host))
+    } else {
+        origin_authority.eq_ignore_ascii_case(host)
+    }
+}
+
+/// The host part of `host[:port]` or `[v6]:port`.
+fn hostname(authority: &str) -> &str {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    authority.rsplit_once(':').map_or(authority, |(h, _)| h)
+}
+
+fn refuse_origin(headers: &HeaderMap) -> Response {
+    metrics::counter!("nalcast_ws_rejected_total", "reason" => "origin").increment(1);
+    let origin = headers
+        .get(header::ORIGIN)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("?");
+    info!(origin, "refused a WebSocket from another origin");
+    (
+        StatusCode::FORBIDDEN,
+        "WebSocket from another origin refused (allow it with --allow-origin)\n",
+    )
+        .into_response()
+}
+
 /// `GET /ws`: the framed protocol.
-pub async fn framed(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+pub async fn framed(ws: WebSocketUpgrade, headers: HeaderMap, State(state): State<AppState>) -> Response {
+    if !origin_allowed(&headers, &state.allow_origins, false) {
+        return refuse_origin(&headers);
+    }
     upgrade(ws, state, Dialect::Framed)
 }
 
 /// `GET /ws/raw`: one NAL unit per message.
-pub async fn raw(ws: WebSocketUpgrade, State(state): State<AppState>) -> Response {
+pub async fn raw(ws: WebSocketUpgrade, headers: HeaderMap, State(state): State<AppState>) -> Response {
+    if !origin_allowed(&headers, &state.allow_origins, false) {
+        return refuse_origin(&headers);
+    }
     upgrade(ws, state, Dialect::Raw)
 }
 
 /// Legacy listener, any path: raw WebSocket, or a hint for anything else.
 pub async fn legacy(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     match ws {
+        Ok(_) if !origin_allowed(&headers, &state.allow_origins, true) => refuse_origin(&headers),
         Ok(ws) => upgrade(ws, state, Dialect::Raw),
         Err(_) => (
             StatusCode::UPGRADE_REQUIRED,
@@ -269,4 +327,36 @@ async fn send_all<Tx: Sink<Message> + Unpin>(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(header::HOST, host.parse().expect("host"));
+        if let Some(o) = origin {
+            h.insert(header::ORIGIN, o.parse().expect("origin"));
+        }
+        h
+    }
+
+    #[test]
+    fn same_origin_and_non_browsers_are_allowed_others_are_not() {
+        let none: Vec<String> = Vec::new();
+        assert!(origin_allowed(&headers(None, "pi:8000"), &none, false));
+        assert!(origin_allowed(&headers(Some("http://pi:8000"), "pi:8000"), &none, false));
+        assert!(origin_allowed(&headers(Some("https://PI:8000"), "pi:8000"), &none, false));
+        assert!(!origin_allowed(&headers(Some("http://evil.example"), "pi:8000"), &none, false));
+        assert!(!origin_allowed(&headers(Some("http://pi:8001"), "pi:8000"), &none, false));
+        assert!(!origin_allowed(&headers(Some("null"), "pi:8000"), &none, false));
+        // Legacy port: the original page comes from port 8000 of the same host.
+        assert!(origin_allowed(&headers(Some("http://pi:8000"), "pi:9000"), &none, true));
+        assert!(origin_allowed(&headers(Some("http://[::1]:8000"), "[::1]:9000"), &none, true));
+        assert!(!origin_allowed(&headers(Some("http://evil:8000"), "pi:9000"), &none, true));
+        let allow = vec!["http://dashboard.lan".to_owned()];
+        assert!(origin_allowed(&headers(Some("http://dashboard.lan"), "pi:8000"), &allow, false));
+        assert!(origin_allowed(&headers(Some("http://any.where"), "pi:8000"), &["*".to_owned()], false));
+    }
 }
