@@ -256,7 +256,9 @@ async fn run_viewer(url: String, dialect: Dialect, duration: Duration) -> Viewer
 /// (`-` for stdout), so a recording of `/ws/raw` is also a live Annex-B stream.
 async fn record(url: &str, path: &std::path::Path, duration: Duration) -> anyhow::Result<()> {
     use tokio::io::AsyncWriteExt;
-    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.context("connect")?;
+    let (mut ws, _) = tokio_tungstenite::connect_async(url)
+        .await
+        .context("connect")?;
     let mut out: Box<dyn tokio::io::AsyncWrite + Unpin> = if path.as_os_str() == "-" {
         Box::new(tokio::io::stdout())
     } else {

@@ -329,7 +329,10 @@ mod tests {
             (&["--listen", "nowhere"][..], "--listen 'nowhere'"),
             (&["--source", "camera"][..], "unknown source 'camera'"),
             (&["--stall-timeout=-1"][..], "--stall-timeout"),
-            (&["--allow-origin", "evil.example/x"][..], "--allow-origin 'evil.example/x'"),
+            (
+                &["--allow-origin", "evil.example/x"][..],
+                "--allow-origin 'evil.example/x'",
+            ),
         ] {
             let err = parse(args).unwrap_err();
             assert!(err.contains(needle), "{args:?}: {err}");

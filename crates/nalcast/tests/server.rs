@@ -322,16 +322,26 @@ async fn page_is_embedded_with_security_headers_and_etag() {
     assert_eq!(status, 200);
     assert!(body.contains("player.js"), "{body}");
     let lower = head.to_ascii_lowercase();
-    assert!(lower.contains("content-security-policy: default-src 'self'"), "{head}");
+    assert!(
+        lower.contains("content-security-policy: default-src 'self'"),
+        "{head}"
+    );
     assert!(lower.contains("x-content-type-options: nosniff"), "{head}");
     let etag = head
         .lines()
-        .find_map(|l| l.strip_prefix("etag: ").or_else(|| l.strip_prefix("ETag: ")))
+        .find_map(|l| {
+            l.strip_prefix("etag: ")
+                .or_else(|| l.strip_prefix("ETag: "))
+        })
         .expect("etag")
         .to_owned();
-    let (status, _, _) = http_request(server.addr, "/", &[("If-None-Match", &etag)]).await.expect("page");
+    let (status, _, _) = http_request(server.addr, "/", &[("If-None-Match", &etag)])
+        .await
+        .expect("page");
     assert_eq!(status, 304);
-    let (status, _, body) = http_request(server.addr, "/vendor/broadway/Decoder.js", &[]).await.expect("broadway");
+    let (status, _, body) = http_request(server.addr, "/vendor/broadway/Decoder.js", &[])
+        .await
+        .expect("broadway");
     assert_eq!(status, 200);
     assert!(body.len() > 100_000, "Broadway's decoder is served");
 }

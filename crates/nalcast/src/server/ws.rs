@@ -61,7 +61,10 @@ pub fn origin_allowed(headers: &HeaderMap, allowed: &[String], same_host_any_por
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    if allowed.iter().any(|a| a == "*" || a.eq_ignore_ascii_case(origin)) {
+    if allowed
+        .iter()
+        .any(|a| a == "*" || a.eq_ignore_ascii_case(origin))
+    {
         return true;
     }
     let Some(host) = headers.get(header::HOST).and_then(|v| v.to_str().ok()) else {
@@ -103,7 +106,11 @@ fn refuse_origin(headers: &HeaderMap) -> Response {
 }
 
 /// `GET /ws`: the framed protocol.
-pub async fn framed(ws: WebSocketUpgrade, headers: HeaderMap, State(state): State<AppState>) -> Response {
+pub async fn framed(
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    State(state): State<AppState>,
+) -> Response {
     if !origin_allowed(&headers, &state.allow_origins, false) {
         return refuse_origin(&headers);
     }
@@ -111,7 +118,11 @@ pub async fn framed(ws: WebSocketUpgrade, headers: HeaderMap, State(state): Stat
 }
 
 /// `GET /ws/raw`: one NAL unit per message.
-pub async fn raw(ws: WebSocketUpgrade, headers: HeaderMap, State(state): State<AppState>) -> Response {
+pub async fn raw(
+    ws: WebSocketUpgrade,
+    headers: HeaderMap,
+    State(state): State<AppState>,
+) -> Response {
     if !origin_allowed(&headers, &state.allow_origins, false) {
         return refuse_origin(&headers);
     }
@@ -346,17 +357,57 @@ mod tests {
     fn same_origin_and_non_browsers_are_allowed_others_are_not() {
         let none: Vec<String> = Vec::new();
         assert!(origin_allowed(&headers(None, "pi:8000"), &none, false));
-        assert!(origin_allowed(&headers(Some("http://pi:8000"), "pi:8000"), &none, false));
-        assert!(origin_allowed(&headers(Some("https://PI:8000"), "pi:8000"), &none, false));
-        assert!(!origin_allowed(&headers(Some("http://evil.example"), "pi:8000"), &none, false));
-        assert!(!origin_allowed(&headers(Some("http://pi:8001"), "pi:8000"), &none, false));
-        assert!(!origin_allowed(&headers(Some("null"), "pi:8000"), &none, false));
+        assert!(origin_allowed(
+            &headers(Some("http://pi:8000"), "pi:8000"),
+            &none,
+            false
+        ));
+        assert!(origin_allowed(
+            &headers(Some("https://PI:8000"), "pi:8000"),
+            &none,
+            false
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("http://evil.example"), "pi:8000"),
+            &none,
+            false
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("http://pi:8001"), "pi:8000"),
+            &none,
+            false
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("null"), "pi:8000"),
+            &none,
+            false
+        ));
         // Legacy port: the original page comes from port 8000 of the same host.
-        assert!(origin_allowed(&headers(Some("http://pi:8000"), "pi:9000"), &none, true));
-        assert!(origin_allowed(&headers(Some("http://[::1]:8000"), "[::1]:9000"), &none, true));
-        assert!(!origin_allowed(&headers(Some("http://evil:8000"), "pi:9000"), &none, true));
+        assert!(origin_allowed(
+            &headers(Some("http://pi:8000"), "pi:9000"),
+            &none,
+            true
+        ));
+        assert!(origin_allowed(
+            &headers(Some("http://[::1]:8000"), "[::1]:9000"),
+            &none,
+            true
+        ));
+        assert!(!origin_allowed(
+            &headers(Some("http://evil:8000"), "pi:9000"),
+            &none,
+            true
+        ));
         let allow = vec!["http://dashboard.lan".to_owned()];
-        assert!(origin_allowed(&headers(Some("http://dashboard.lan"), "pi:8000"), &allow, false));
-        assert!(origin_allowed(&headers(Some("http://any.where"), "pi:8000"), &["*".to_owned()], false));
+        assert!(origin_allowed(
+            &headers(Some("http://dashboard.lan"), "pi:8000"),
+            &allow,
+            false
+        ));
+        assert!(origin_allowed(
+            &headers(Some("http://any.where"), "pi:8000"),
+            &["*".to_owned()],
+            false
+        ));
     }
 }
