@@ -57,7 +57,8 @@ sample() {
 for m in $(seq 1 "$minutes"); do
     "$BENCH" --url ws://127.0.0.1:$port/ws --viewers 20 --stalled 5 --duration 50 --ramp 5 > "$work/churn-$m.txt" 2>&1 &
     if (( m % 3 == 0 )); then
-        pkill -KILL -f -- "--record -" || true
+        # Only the relay itself: the server's own command line mentions it too.
+        pkill -KILL -f -- "^$BENCH --url ws://127.0.0.1:$camera_port" || true
     fi
     sleep 60
     sample "$m" >> "$out.tmp"

@@ -11,6 +11,6 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace
 echo "== browser end-to-end tests"
-cargo build --quiet -p nalcast
+cargo build --quiet -p nalcast -p nalcast-bench
 mkdir -p test-output
 (cd web && NALCAST_BIN="$PWD/../target/debug/nalcast" node --test --test-reporter=spec test/*.test.mjs)

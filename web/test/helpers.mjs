@@ -14,6 +14,13 @@ mkdirSync(outputDir, { recursive: true });
 
 const BIN = process.env.NALCAST_BIN || path.join(repoRoot, 'target', 'debug', 'nalcast');
 
+/** The load generator, built next to the nalcast binary. */
+export function benchBin() {
+  const bin = path.join(path.dirname(BIN), 'nalcast-bench');
+  if (!existsSync(bin)) throw new Error(`nalcast-bench not found at ${bin}: cargo build -p nalcast-bench`);
+  return bin;
+}
+
 /** Starts nalcast on 127.0.0.1 (port 0 = any free one); resolves once it listens. */
 export function startServer(args = [], port = 0) {
   if (!existsSync(BIN)) {

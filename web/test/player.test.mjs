@@ -2,7 +2,8 @@
 // headless Chromium, checked by reading the burned-in frame stamp from the canvas.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, waitForStats, screenshotPath } from './helpers.mjs';
+import { execFileSync } from 'node:child_process';
+import { startServer, launchBrowser, waitForStats, screenshotPath, benchBin } from './helpers.mjs';
 
 let browser;
 before(async () => { browser = await launchBrowser(); });
@@ -103,5 +104,31 @@ test('a stalled tab recovers to live', async () => {
   } finally {
     await page.close();
     await server.stop();
+  }
+});
+
+test('killing the camera process shows "source lost", then the live picture again without a reload', async () => {
+  // The "camera": a second nalcast's raw stream, relayed by nalcast-bench --record -,
+  // a child process of the nalcast under test that we can kill like a crashed camera app.
+  const camera = await startServer(['--width', '640', '--height', '360', '--keyframe-interval', '15']);
+  const relay = `${benchBin()} --url ws://127.0.0.1:${camera.port}/ws/raw --dialect raw --duration 100000 --record -`;
+  const server = await startServer(['--source', `exec:${relay}`]);
+  const page = await browser.newPage();
+  try {
+    await page.goto(server.url);
+    await page.evaluate(() => { window.notReloaded = true; });
+    const before = await waitForStats(page, (s) => s.state === 'live' && s.framesPainted > 10, 'live frames from the camera');
+    // Only the relay: the server's own command line mentions it too.
+    execFileSync('pkill', ['-KILL', '-f', `^${benchBin()} --url ws://127.0.0.1:${camera.port}/`]);
+    const lost = await waitForStats(page, (s) => s.state === 'source-lost', 'the source-lost state');
+    assert.ok(lost.sourceReason, 'the reason is shown');
+    await page.screenshot({ path: screenshotPath('source-lost') });
+    const back = await waitForStats(page, (s) => s.state === 'live' && s.framesPainted > before.framesPainted + 10, 'the picture to come back');
+    assert.equal(await page.evaluate(() => window.notReloaded), true, 'the page was not reloaded');
+    assert.equal(back.reconnects, 0, 'the WebSocket stayed open');
+  } finally {
+    await page.close();
+    await server.stop();
+    await camera.stop();
   }
 });
