@@ -140,6 +140,20 @@ fn assemble(stream: &[u8], chunk: usize) -> Vec<AccessUnit> {
     aus
 }
 
+/// Parses and assembles a whole stream at time `ts`, returning the assembler for its stats.
+fn assemble_all(stream: &[u8], ts: u64) -> (Vec<AccessUnit>, AuAssembler) {
+    let mut p = AnnexBParser::new(1 << 20);
+    let mut a = AuAssembler::new();
+    let (mut nals, mut aus) = (Vec::new(), Vec::new());
+    p.push(stream, &mut nals);
+    p.flush(&mut nals);
+    for n in nals {
+        a.push(n, ts, &mut aus);
+    }
+    a.end_of_access_unit(&mut aus);
+    (aus, a)
+}
+
 fn types(au: &AccessUnit) -> Vec<u8> {
     (0..au.nals.len()).map(|i| au.nal(i)[4] & 0x1f).collect()
 }
@@ -295,15 +309,7 @@ fn truncated_slice_header_is_counted_and_dropped() {
         vec![0x41, 0x00],
         slice(0x41, 0, 5),
     ]);
-    let mut p = AnnexBParser::new(1 << 20);
-    let mut a = AuAssembler::new();
-    let (mut nals, mut aus) = (Vec::new(), Vec::new());
-    p.push(&stream, &mut nals);
-    p.flush(&mut nals);
-    for n in nals {
-        a.push(n, 0, &mut aus);
-    }
-    a.end_of_access_unit(&mut aus);
+    let (aus, mut a) = assemble_all(&stream, 0);
     assert_eq!(aus.len(), 2);
     assert_eq!(a.stats().truncated, 1);
     assert!(matches!(
@@ -328,15 +334,7 @@ fn parameter_change_makes_a_new_arc_and_b_slices_are_counted() {
         big[1].clone(),
         slice(0x65, 0, 7),
     ]);
-    let mut p = AnnexBParser::new(1 << 20);
-    let mut a = AuAssembler::new();
-    let (mut nals, mut aus) = (Vec::new(), Vec::new());
-    p.push(&stream, &mut nals);
-    p.flush(&mut nals);
-    for n in nals {
-        a.push(n, 7, &mut aus);
-    }
-    a.end_of_access_unit(&mut aus);
+    let (aus, a) = assemble_all(&stream, 7);
     assert_eq!(aus.len(), 3);
     assert_eq!(a.stats().b_slices, 1);
     assert!(std::sync::Arc::ptr_eq(&aus[0].params, &aus[1].params));

@@ -113,34 +113,22 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ));
 
     let mut servers = tokio::task::JoinSet::new();
-    let app = server::router(state.clone());
-    let mut stop = shutdown_rx.clone();
     let send_buffer = config.send_buffer;
-    servers.spawn(async move {
-        axum::serve(
-            main_listener.tap_io(move |tcp| tune_socket(tcp, send_buffer)),
-            app,
-        )
-        .with_graceful_shutdown(async move {
-            shutdown_requested(&mut stop).await;
-        })
-        .await
-    });
-    if let Some(listener) = legacy {
-        let addr = listener.local_addr()?;
-        println!("legacy raw WebSocket on ws://{addr}/");
-        let app = server::legacy_router(state.clone());
+    let serve = |listener: tokio::net::TcpListener, app: axum::Router| {
         let mut stop = shutdown_rx.clone();
-        servers.spawn(async move {
+        async move {
             axum::serve(
                 listener.tap_io(move |tcp| tune_socket(tcp, send_buffer)),
                 app,
             )
-            .with_graceful_shutdown(async move {
-                shutdown_requested(&mut stop).await;
-            })
+            .with_graceful_shutdown(async move { shutdown_requested(&mut stop).await })
             .await
-        });
+        }
+    };
+    servers.spawn(serve(main_listener, server::router(state.clone())));
+    if let Some(listener) = legacy {
+        println!("legacy raw WebSocket on ws://{}/", listener.local_addr()?);
+        servers.spawn(serve(listener, server::legacy_router(state.clone())));
     }
     // Tests and scripts read this line to find the port.
     println!("listening on http://{main_addr}/");

@@ -356,58 +356,43 @@ mod tests {
     #[test]
     fn same_origin_and_non_browsers_are_allowed_others_are_not() {
         let none: Vec<String> = Vec::new();
-        assert!(origin_allowed(&headers(None, "pi:8000"), &none, false));
-        assert!(origin_allowed(
-            &headers(Some("http://pi:8000"), "pi:8000"),
-            &none,
-            false
-        ));
-        assert!(origin_allowed(
-            &headers(Some("https://PI:8000"), "pi:8000"),
-            &none,
-            false
-        ));
-        assert!(!origin_allowed(
-            &headers(Some("http://evil.example"), "pi:8000"),
-            &none,
-            false
-        ));
-        assert!(!origin_allowed(
-            &headers(Some("http://pi:8001"), "pi:8000"),
-            &none,
-            false
-        ));
-        assert!(!origin_allowed(
-            &headers(Some("null"), "pi:8000"),
-            &none,
-            false
-        ));
-        // Legacy port: the original page comes from port 8000 of the same host.
-        assert!(origin_allowed(
-            &headers(Some("http://pi:8000"), "pi:9000"),
-            &none,
-            true
-        ));
-        assert!(origin_allowed(
-            &headers(Some("http://[::1]:8000"), "[::1]:9000"),
-            &none,
-            true
-        ));
-        assert!(!origin_allowed(
-            &headers(Some("http://evil:8000"), "pi:9000"),
-            &none,
-            true
-        ));
-        let allow = vec!["http://dashboard.lan".to_owned()];
-        assert!(origin_allowed(
-            &headers(Some("http://dashboard.lan"), "pi:8000"),
-            &allow,
-            false
-        ));
-        assert!(origin_allowed(
-            &headers(Some("http://any.where"), "pi:8000"),
-            &["*".to_owned()],
-            false
-        ));
+        let dashboard = vec!["http://dashboard.lan".to_owned()];
+        let any = vec!["*".to_owned()];
+        // (origin, host, legacy port, extra allowed origins, expected)
+        type Case<'a> = (Option<&'a str>, &'a str, bool, &'a [String], bool);
+        let cases: [Case; 12] = [
+            (None, "pi:8000", false, &none, true),
+            (Some("http://pi:8000"), "pi:8000", false, &none, true),
+            (Some("https://PI:8000"), "pi:8000", false, &none, true),
+            (Some("http://evil.example"), "pi:8000", false, &none, false),
+            (Some("http://pi:8001"), "pi:8000", false, &none, false),
+            (Some("null"), "pi:8000", false, &none, false),
+            // Legacy port: the original page comes from port 8000 of the same host.
+            (Some("http://pi:8000"), "pi:9000", true, &none, true),
+            (Some("http://[::1]:8000"), "[::1]:9000", true, &none, true),
+            (Some("http://evil:8000"), "pi:9000", true, &none, false),
+            (
+                Some("http://dashboard.lan"),
+                "pi:8000",
+                false,
+                &dashboard,
+                true,
+            ),
+            (
+                Some("http://other.lan"),
+                "pi:8000",
+                false,
+                &dashboard,
+                false,
+            ),
+            (Some("http://any.where"), "pi:8000", false, &any, true),
+        ];
+        for (origin, host, legacy, allowed, expected) in cases {
+            assert_eq!(
+                origin_allowed(&headers(origin, host), allowed, legacy),
+                expected,
+                "{origin:?} on {host} (legacy {legacy})"
+            );
+        }
     }
 }
