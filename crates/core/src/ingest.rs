@@ -88,6 +88,7 @@ pub struct Ingest {
     out: Vec<AccessUnit>,
     announced: Option<Arc<ParamSets>>,
     warned_b_frames: bool,
+    frames: u64,
 }
 
 impl Ingest {
@@ -99,7 +100,13 @@ impl Ingest {
             out: Vec::new(),
             announced: None,
             warned_b_frames: false,
+            frames: 0,
         }
+    }
+
+    /// Frames published so far.
+    pub fn frames(&self) -> u64 {
+        self.frames
     }
 
     /// Feeds bytes that arrived at `now_us` and publishes completed frames.
@@ -116,6 +123,7 @@ impl Ingest {
 
     /// Publishes access units assembled elsewhere (paced sources).
     pub fn publish_au(&mut self, au: AccessUnit) {
+        self.frames += 1;
         self.announce(&au.params);
         self.hub.publish(au);
     }

@@ -244,3 +244,16 @@ async fn shutdown_leaves_no_source_process_behind() {
         .success();
     assert!(!alive, "source process {pid} outlived nalcast");
 }
+
+#[tokio::test]
+async fn source_sending_only_rubbish_is_restarted_after_the_stall_timeout() {
+    let (_dir, clip) = looping_clip("rubbish");
+    // One clip, then a steady trickle of bytes that never form a frame.
+    let cmd = format!(
+        "exec:cat {}; while true; do head -c 2000 /dev/urandom; sleep 0.05; done",
+        clip.display()
+    );
+    let server = Server::start(&["--source", &cmd, "--stall-timeout", "1"]);
+    let mut ws = connect(&server.url("/ws")).await;
+    lost_then_back(&mut ws, "no frame for 1").await;
+}

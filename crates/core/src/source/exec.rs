@@ -24,7 +24,18 @@ async fn pump(
 ) -> Result<(), SourceError> {
     let mut ingest = Ingest::new(hub.clone(), opts.max_nal_size);
     let mut buf = vec![0u8; 64 * 1024];
+    // Bytes that never make a frame (rubbish, a stuck encoder) count as a stall too.
+    let (mut frames, mut last_frame) = (0, tokio::time::Instant::now());
     loop {
+        if ingest.frames() != frames {
+            frames = ingest.frames();
+            last_frame = tokio::time::Instant::now();
+        } else if last_frame.elapsed() > opts.stall_timeout {
+            return Err(SourceError::Retry(format!(
+                "no frame for {} s",
+                opts.stall_timeout.as_secs_f32()
+            )));
+        }
         let n = match tokio::time::timeout(opts.stall_timeout, input.read(&mut buf)).await {
             Ok(r) => r?,
             Err(_) => {
