@@ -58,6 +58,12 @@ pub struct Args {
     /// Disconnect a viewer whose socket accepts nothing for this many seconds. [default: 10]
     #[arg(long, value_name = "SECONDS")]
     pub viewer_timeout: Option<f64>,
+    /// Most viewers at once; more are refused with HTTP 503. [default: 2000]
+    #[arg(long, value_name = "N")]
+    pub max_viewers: Option<usize>,
+    /// Most viewers from one client address; more are refused with HTTP 429. [default: 100]
+    #[arg(long, value_name = "N")]
+    pub max_viewers_per_ip: Option<usize>,
     /// Let pages from this origin open WebSockets too (e.g. http://dashboard.lan:3000), or * for any; repeatable. By default only the page's own origin (and, on the legacy port, the same host) may.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
@@ -85,6 +91,8 @@ struct FileConfig {
     viewer_timeout: Option<f64>,
     send_buffer: Option<usize>,
     allow_origin: Option<Vec<String>>,
+    max_viewers: Option<usize>,
+    max_viewers_per_ip: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -106,6 +114,10 @@ pub struct Config {
     pub send_buffer: usize,
     /// Extra origins allowed to open WebSockets.
     pub allow_origins: Vec<String>,
+    /// Most viewers at once.
+    pub max_viewers: usize,
+    /// Most viewers from one address.
+    pub max_viewers_per_ip: usize,
 }
 
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
@@ -271,7 +283,23 @@ impl Config {
                 ));
             }
         }
+        let max_viewers = range(
+            "max-viewers",
+            args.max_viewers.or(file.max_viewers).unwrap_or(2000),
+            1,
+            1_000_000,
+        )?;
+        let max_viewers_per_ip = range(
+            "max-viewers-per-ip",
+            args.max_viewers_per_ip
+                .or(file.max_viewers_per_ip)
+                .unwrap_or(100),
+            1,
+            1_000_000,
+        )?;
         Ok(Config {
+            max_viewers,
+            max_viewers_per_ip,
             allow_origins,
             send_buffer,
             source,

@@ -96,6 +96,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         viewer_timeout: config.viewer_timeout,
         shutdown: shutdown_rx.clone(),
         allow_origins: std::sync::Arc::new(config.allow_origins.clone()),
+        limits: server::limits::ViewerLimits::new(config.max_viewers, config.max_viewers_per_ip),
     };
 
     let main_listener = bind(config.listen, "listen").await?;
@@ -119,7 +120,7 @@ async fn run(config: Config) -> anyhow::Result<()> {
         async move {
             axum::serve(
                 listener.tap_io(move |tcp| tune_socket(tcp, send_buffer)),
-                app,
+                app.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .with_graceful_shutdown(async move { shutdown_requested(&mut stop).await })
             .await

@@ -12,6 +12,7 @@ use tokio::sync::watch;
 
 mod api;
 mod assets;
+pub mod limits;
 pub mod ws;
 
 /// What every handler can see.
@@ -31,6 +32,8 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Extra origins allowed to open WebSockets (`*` for any).
     pub allow_origins: Arc<Vec<String>>,
+    /// Viewer slots.
+    pub limits: limits::ViewerLimits,
 }
 
 /// The main port's routes.

@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -14,8 +14,10 @@ use nalcast_core::protocol::{self, ClientMessage, StreamInfoMsg};
 use nalcast_core::viewer::Item;
 use nalcast_core::Frame;
 use nalcast_h264::{NalType, ParamSets};
+use std::net::SocketAddr;
 use tracing::{debug, info};
 
+use super::limits::Refused;
 use super::AppState;
 
 /// The two dialects (docs/protocol.md).
@@ -38,8 +40,29 @@ impl Dialect {
 
 /// Clients only send small control messages.
 const MAX_CLIENT_MESSAGE: usize = 4096;
+/// The page pings every 2 s and sometimes asks for a keyframe: this is generous.
+const MAX_CLIENT_MESSAGES_PER_10S: u32 = 100;
 
-fn upgrade(ws: WebSocketUpgrade, state: AppState, dialect: Dialect) -> Response {
+fn upgrade(ws: WebSocketUpgrade, peer: SocketAddr, state: AppState, dialect: Dialect) -> Response {
+    let slot = match state.limits.acquire(peer.ip()) {
+        Ok(slot) => slot,
+        Err(why) => {
+            let (status, reason, text) = match why {
+                Refused::Total => (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "max-viewers",
+                    "the server has as many viewers as it takes (--max-viewers)\n",
+                ),
+                Refused::PerAddress => (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "max-viewers-per-ip",
+                    "too many viewers from your address (--max-viewers-per-ip)\n",
+                ),
+            };
+            metrics::counter!("nalcast_ws_rejected_total", "reason" => reason).increment(1);
+            return (status, text).into_response();
+        }
+    };
     ws.max_message_size(MAX_CLIENT_MESSAGE)
         .max_frame_size(MAX_CLIENT_MESSAGE)
         // tungstenite zero-fills its whole read buffer on every read attempt, and the
@@ -49,6 +72,7 @@ fn upgrade(ws: WebSocketUpgrade, state: AppState, dialect: Dialect) -> Response 
         .on_upgrade(move |socket| async move {
             let (tx, rx) = socket.split();
             serve_viewer(tx, rx, state, dialect).await;
+            drop(slot);
         })
 }
 
@@ -109,35 +133,38 @@ fn refuse_origin(headers: &HeaderMap) -> Response {
 pub async fn framed(
     ws: WebSocketUpgrade,
     headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(state): State<AppState>,
 ) -> Response {
     if !origin_allowed(&headers, &state.allow_origins, false) {
         return refuse_origin(&headers);
     }
-    upgrade(ws, state, Dialect::Framed)
+    upgrade(ws, peer, state, Dialect::Framed)
 }
 
 /// `GET /ws/raw`: one NAL unit per message.
 pub async fn raw(
     ws: WebSocketUpgrade,
     headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(state): State<AppState>,
 ) -> Response {
     if !origin_allowed(&headers, &state.allow_origins, false) {
         return refuse_origin(&headers);
     }
-    upgrade(ws, state, Dialect::Raw)
+    upgrade(ws, peer, state, Dialect::Raw)
 }
 
 /// Legacy listener, any path: raw WebSocket, or a hint for anything else.
 pub async fn legacy(
     State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
 ) -> Response {
     match ws {
         Ok(_) if !origin_allowed(&headers, &state.allow_origins, true) => refuse_origin(&headers),
-        Ok(ws) => upgrade(ws, state, Dialect::Raw),
+        Ok(ws) => upgrade(ws, peer, state, Dialect::Raw),
         Err(_) => (
             StatusCode::UPGRADE_REQUIRED,
             "this port serves a WebSocket of raw H.264 NAL units; open the player on the main port\n",
@@ -224,6 +251,7 @@ where
     );
     let mut sent_params: Option<Arc<ParamSets>> = None;
     let mut messages: Vec<Bytes> = Vec::with_capacity(8);
+    let (mut window_start, mut window_count) = (Instant::now(), 0u32);
     let ended = loop {
         tokio::select! {
             next = sub.queue.next() => {
@@ -262,6 +290,14 @@ where
                     Some(Ok(Message::Close(_))) => break Ended::Client,
                     Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
                     Some(Ok(Message::Text(text))) => {
+                        if window_start.elapsed() > std::time::Duration::from_secs(10) {
+                            (window_start, window_count) = (Instant::now(), 0);
+                        }
+                        window_count += 1;
+                        if window_count > MAX_CLIENT_MESSAGES_PER_10S {
+                            let _ = tx.send(close(1008, "too many messages")).await;
+                            break Ended::Protocol;
+                        }
                         match (dialect, protocol::parse_client(text.as_str())) {
                             (Dialect::Framed, Ok(ClientMessage::Ping { t })) => {
                                 let pong = protocol::encode_pong(t, wall_us());
