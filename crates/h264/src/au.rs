@@ -31,6 +31,40 @@ pub struct AccessUnit {
 }
 
 impl AccessUnit {
+    /// Checks the structure every access unit must have: contiguous NAL ranges each
+    /// starting with a 4-byte start code, covering `data`; a keyframe holds an IDR
+    /// slice and starts with (one AUD, then) SPS and PPS. Used by tests and fuzzing.
+    pub fn check_invariants(&self) -> Result<(), String> {
+        let mut expect = 0u32;
+        for r in &self.nals {
+            if r.start != expect || r.end <= r.start + 4 {
+                return Err(format!("NAL ranges not contiguous at {r:?}"));
+            }
+            if self.data.get(r.start as usize..r.start as usize + 4) != Some(&START_CODE[..]) {
+                return Err(format!("no start code at {}", r.start));
+            }
+            expect = r.end;
+        }
+        if expect as usize != self.data.len() {
+            return Err("NAL ranges do not cover the data".into());
+        }
+        if self.keyframe {
+            let types: Vec<_> = (0..self.nals.len())
+                .filter_map(|i| self.nal_type(i))
+                .collect();
+            let first = usize::from(types.first() == Some(&NalType::Aud));
+            if types.get(first) != Some(&NalType::Sps)
+                || types.get(first + 1) != Some(&NalType::Pps)
+            {
+                return Err(format!("keyframe does not start with SPS, PPS: {types:?}"));
+            }
+            if !types.contains(&NalType::Idr) {
+                return Err(format!("keyframe without IDR slice: {types:?}"));
+            }
+        }
+        Ok(())
+    }
+
     /// NAL unit `i` with its start code (zero-copy).
     pub fn nal(&self, i: usize) -> Bytes {
         self.nals
@@ -157,6 +191,10 @@ impl AuAssembler {
                 ) || matches!(kind, NalType::Other(14..=18));
                 if starts_new && self.current_has_vcl {
                     self.finish(out);
+                } else if kind == NalType::Aud && !self.current.is_empty() {
+                    // An AUD always opens an access unit: what came before it without
+                    // a picture was an empty one (parameter sets are remembered anyway).
+                    self.current.clear();
                 }
                 match kind {
                     NalType::Sps => self.remember_sps(&nal),

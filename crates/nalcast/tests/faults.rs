@@ -124,7 +124,16 @@ async fn garbage_then_valid_h264_recovers_and_is_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vanishing_viewers_leave_nothing_behind_and_others_see_every_frame() {
-    let server = Server::start(&["--width", "320", "--height", "240", "--bitrate", "600000"]);
+    let server = Server::start(&[
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--bitrate",
+        "600000",
+        "--max-viewers-per-ip",
+        "1000",
+    ]);
     server.wait_healthy().await;
     let pid = server.pid();
     // A healthy viewer, checked for gaps throughout.
