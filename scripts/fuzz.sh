@@ -13,5 +13,11 @@ fi
 export RUSTC_BOOTSTRAP=1
 for target in $(cargo fuzz list); do
     echo "fuzz: $target for $seconds s"
-    cargo fuzz run "$target" -- -max_total_time="$seconds" -print_final_stats=1 2>&1 | tail -n 12
+    mkdir -p fuzz/logs
+    if ! cargo fuzz run "$target" -- -max_total_time="$seconds" -print_final_stats=1 > "fuzz/logs/$target.log" 2>&1; then
+        grep -E "panicked|assertion|left:|right:|Test unit written" "fuzz/logs/$target.log" | head -n 20
+        echo "fuzz: $target found a crash (input in fuzz/artifacts/$target/): add it to crates/h264/tests/fuzz_regressions.rs" >&2
+        exit 1
+    fi
+    grep -E "^stat::|Done [0-9]+ runs" "fuzz/logs/$target.log" | head -n 8
 done
