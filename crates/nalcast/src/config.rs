@@ -9,6 +9,8 @@ use nalcast_core::source::{SourceOptions, SourceSpec, VideoSettings};
 use nalcast_core::viewer::QueueLimits;
 use serde::Deserialize;
 
+use crate::server::tls::TlsMode;
+
 /// nalcast: live H.264 camera streaming to web browsers over WebSocket.
 ///
 /// Open http://HOST:8000/ in a browser to watch. The original design's pages keep
@@ -70,6 +72,40 @@ pub struct Args {
     /// Kernel send buffer per connection in bytes; small keeps a slow viewer's backlog in nalcast's queue, where it can skip to a keyframe. [default: 131072]
     #[arg(long, value_name = "BYTES")]
     pub send_buffer: Option<usize>,
+    /// Seconds a client has for the TLS handshake and for each request's headers; slower clients are dropped. [default: 10]
+    #[arg(long, value_name = "SECONDS")]
+    pub header_timeout: Option<f64>,
+    /// HTTPS on the main port: "self-signed" makes a certificate for this machine once and keeps it in --data-dir; "off" for plain HTTP. --tls-cert/--tls-key use your own. [default: off]
+    #[arg(long, value_name = "off|self-signed")]
+    pub tls: Option<String>,
+    /// PEM certificate chain for HTTPS (with --tls-key); reloaded when the file changes or on SIGHUP.
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Where nalcast keeps what it makes (the self-signed certificate). [default: $STATE_DIRECTORY, else $XDG_DATA_HOME/nalcast, else ~/.local/share/nalcast]
+    #[arg(long, value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Require HTTP Basic authentication as USER:PASSWORD for everything but /healthz; the password may be an argon2 hash from --hash-password.
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "NALCAST_AUTH",
+        hide_env_values = true
+    )]
+    pub auth: Option<String>,
+    /// Require this token (16+ characters of A-Z a-z 0-9 - . _ ~) for everything but /healthz, as ?token=, a cookie set by opening /?token=, or an "Authorization: Bearer" header.
+    #[arg(
+        long,
+        value_name = "TOKEN",
+        env = "NALCAST_TOKEN",
+        hide_env_values = true
+    )]
+    pub token: Option<String>,
+    /// Read a password from standard input, print its argon2 hash (for --auth or the config file) and exit.
+    #[arg(long)]
+    pub hash_password: bool,
 }
 
 /// The config file: same keys as the flags, kebab-case.
@@ -93,6 +129,13 @@ struct FileConfig {
     allow_origin: Option<Vec<String>>,
     max_viewers: Option<usize>,
     max_viewers_per_ip: Option<usize>,
+    header_timeout: Option<f64>,
+    tls: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    data_dir: Option<PathBuf>,
+    auth: Option<String>,
+    token: Option<String>,
 }
 
 /// The resolved configuration.
@@ -118,6 +161,33 @@ pub struct Config {
     pub max_viewers: usize,
     /// Most viewers from one address.
     pub max_viewers_per_ip: usize,
+    /// Deadline for the TLS handshake and for request headers.
+    pub header_timeout: Duration,
+    /// HTTPS on the main listener, if wanted.
+    pub tls: Option<TlsMode>,
+    /// `--auth USER:PASSWORD` (or hash).
+    pub auth: Option<String>,
+    /// `--token`.
+    pub token: Option<String>,
+}
+
+/// The data directory: systemd's state directory, else the XDG data directory.
+fn default_data_dir() -> PathBuf {
+    let env = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    if let Some(dir) = env("STATE_DIRECTORY") {
+        return dir;
+    }
+    if let Some(dir) = env("XDG_DATA_HOME") {
+        return dir.join("nalcast");
+    }
+    match env("HOME") {
+        Some(home) => home.join(".local/share/nalcast"),
+        None => PathBuf::from("nalcast-data"),
+    }
 }
 
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
@@ -297,7 +367,44 @@ impl Config {
             1,
             1_000_000,
         )?;
+        let header_timeout = seconds(
+            "header-timeout",
+            args.header_timeout.or(file.header_timeout).unwrap_or(10.0),
+        )?;
+        let data_dir = args
+            .data_dir
+            .or(file.data_dir)
+            .unwrap_or_else(default_data_dir);
+        let tls_mode = args.tls.or(file.tls);
+        let tls = match (
+            tls_mode.as_deref(),
+            args.tls_cert.or(file.tls_cert),
+            args.tls_key.or(file.tls_key),
+        ) {
+            (None | Some("off"), None, None) => None,
+            (Some("self-signed"), None, None) => Some(TlsMode::SelfSigned {
+                dir: data_dir.join("tls"),
+            }),
+            (None | Some("files"), Some(cert), Some(key)) => Some(TlsMode::Files { cert, key }),
+            (Some("self-signed" | "off"), _, _) => {
+                return Err("--tls self-signed and off do not go with --tls-cert/--tls-key".into())
+            }
+            (None | Some("files"), _, _) => {
+                return Err("--tls-cert and --tls-key go together: give both".into())
+            }
+            (Some(other), _, _) => return Err(format!(
+                "--tls '{other}' is not one of off, self-signed (or give --tls-cert and --tls-key)"
+            )),
+        };
+        let auth = args.auth.or(file.auth);
+        let token = args.token.or(file.token);
+        // Checked here so a bad value is a start-up error, not a surprise later.
+        crate::server::auth::Auth::new(auth.as_deref(), token.as_deref(), false)?;
         Ok(Config {
+            header_timeout,
+            tls,
+            auth,
+            token,
             max_viewers,
             max_viewers_per_ip,
             allow_origins,

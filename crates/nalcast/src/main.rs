@@ -3,14 +3,12 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use axum::serve::ListenerExt;
 use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-use nalcast_core::clock::shutdown_requested;
 use nalcast_core::hub::{Hub, HubConfig};
 use nalcast_core::source;
 use tokio::sync::watch;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 mod config;
 mod server;
@@ -19,6 +17,9 @@ use config::{Args, Config};
 
 fn main() -> ExitCode {
     let args = Args::parse();
+    if args.hash_password {
+        return hash_password();
+    }
     let config = match Config::resolve(args) {
         Ok(c) => c,
         Err(e) => {
@@ -51,6 +52,25 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("nalcast: error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// `--hash-password`: one line from standard input in, its argon2 hash out.
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if let Err(e) = std::io::stdin().read_line(&mut line) {
+        eprintln!("nalcast: error: cannot read the password from standard input: {e}");
+        return ExitCode::from(2);
+    }
+    match server::auth::hash_password(line.trim_end_matches(['\r', '\n'])) {
+        Ok(hash) => {
+            println!("{hash}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nalcast: error: {e}");
+            ExitCode::from(2)
         }
     }
 }
@@ -97,16 +117,30 @@ async fn run(config: Config) -> anyhow::Result<()> {
         shutdown: shutdown_rx.clone(),
         allow_origins: std::sync::Arc::new(config.allow_origins.clone()),
         limits: server::limits::ViewerLimits::new(config.max_viewers, config.max_viewers_per_ip),
+        auth: server::auth::Auth::new(
+            config.auth.as_deref(),
+            config.token.as_deref(),
+            config.tls.is_some(),
+        )
+        .map_err(anyhow::Error::msg)?
+        .map(std::sync::Arc::new),
     };
+    if state.auth.is_some() && config.tls.is_none() {
+        warn!("credentials are checked but travel unencrypted: add --tls self-signed or --tls-cert/--tls-key");
+    }
 
     let main_listener = bind(config.listen, "listen").await?;
     let main_addr = main_listener.local_addr()?;
+    let tls = match &config.tls {
+        Some(mode) => Some(server::tls::setup(mode, main_addr)?),
+        None => None,
+    };
     let legacy = match config.legacy_listen {
         Some(addr) => Some(bind(addr, "legacy-listen").await?),
         None => None,
     };
 
-    let source_task = tokio::spawn(source::supervise(
+    let mut source_task = tokio::spawn(source::supervise(
         config.source.clone(),
         config.source_options.clone(),
         hub.clone(),
@@ -114,30 +148,43 @@ async fn run(config: Config) -> anyhow::Result<()> {
     ));
 
     let mut servers = tokio::task::JoinSet::new();
-    let send_buffer = config.send_buffer;
-    let serve = |listener: tokio::net::TcpListener, app: axum::Router| {
-        let mut stop = shutdown_rx.clone();
-        async move {
-            axum::serve(
-                listener.tap_io(move |tcp| tune_socket(tcp, send_buffer)),
-                app.into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move { shutdown_requested(&mut stop).await })
-            .await
-        }
+    let options = server::listen::ListenOptions {
+        send_buffer: config.send_buffer,
+        header_timeout: config.header_timeout,
+        tls: None,
     };
-    servers.spawn(serve(main_listener, server::router(state.clone())));
+    servers.spawn(server::listen::serve(
+        main_listener,
+        server::router(state.clone()),
+        server::listen::ListenOptions {
+            tls: tls.as_ref().map(|t| t.config.clone()),
+            ..options.clone()
+        },
+        shutdown_rx.clone(),
+    ));
     if let Some(listener) = legacy {
         println!("legacy raw WebSocket on ws://{}/", listener.local_addr()?);
-        servers.spawn(serve(listener, server::legacy_router(state.clone())));
+        servers.spawn(server::listen::serve(
+            listener,
+            server::legacy_router(state.clone()),
+            options,
+            shutdown_rx.clone(),
+        ));
     }
+    let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts read this line to find the port.
-    println!("listening on http://{main_addr}/");
+    println!("listening on {scheme}://{main_addr}/");
     if main_addr.ip().is_unspecified() {
         println!(
-            "open http://localhost:{port}/ on this machine, or http://<this machine's address>:{port}/ on the network",
+            "open {scheme}://localhost:{port}/ on this machine, or {scheme}://<this machine's address>:{port}/ on the network",
             port = main_addr.port()
         );
+    }
+    if let Some(tls) = tls {
+        let stop = shutdown_rx.clone();
+        tokio::spawn(async move {
+            server::tls::reload_on_change(&tls, std::time::Duration::from_secs(2), stop).await;
+        });
     }
     info!(source = %config.source, "nalcast started");
 
@@ -145,29 +192,27 @@ async fn run(config: Config) -> anyhow::Result<()> {
     info!("shutting down");
     let _ = shutdown_tx.send(true);
     hub.close_all();
-    // Viewers get their close frames; give them a moment, never more than a second.
-    let drained = tokio::time::timeout(std::time::Duration::from_millis(800), async {
+    // Viewers get their close frames and the source stops its camera process; give
+    // them a moment, never more than a second in all.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_millis(800);
+    let viewers_gone = tokio::time::timeout_at(deadline, async {
         while servers.join_next().await.is_some() {}
-    })
-    .await;
-    if drained.is_err() {
+        while hub.status().viewers > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+    });
+    let (viewers_gone, source_stopped) = tokio::join!(
+        viewers_gone,
+        tokio::time::timeout_at(deadline, &mut source_task)
+    );
+    if viewers_gone.is_err() {
         warn!("some connections did not close in time");
     }
-    source_task.abort();
-    let _ = source_task.await;
+    if source_stopped.is_err() {
+        warn!("the source did not stop in time");
+        source_task.abort();
+    }
     Ok(())
-}
-
-/// Every connection: no Nagle delay (frames go out at once), and a bounded kernel
-/// send buffer, so a slow viewer shows up in its queue (and gets skipped to the
-/// next keyframe) instead of hiding seconds of video in the kernel.
-fn tune_socket(tcp: &mut tokio::net::TcpStream, send_buffer: usize) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        debug!("cannot set TCP_NODELAY: {e}");
-    }
-    if let Err(e) = socket2::SockRef::from(&*tcp).set_send_buffer_size(send_buffer) {
-        debug!("cannot set the socket send buffer: {e}");
-    }
 }
 
 async fn shutdown_signal() {

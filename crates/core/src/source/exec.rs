@@ -5,10 +5,11 @@ use std::sync::{Arc, Mutex};
 
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
+use tokio::sync::watch;
 use tracing::debug;
 
 use super::{SourceError, SourceOptions};
-use crate::clock::wall_us;
+use crate::clock::{shutdown_requested, wall_us};
 use crate::ingest::Ingest;
 use crate::Hub;
 
@@ -54,13 +55,15 @@ async fn pump(
     }
 }
 
-/// Runs a child process and ingests its stdout. The child is killed when this
-/// future is dropped (shutdown, supervisor restart) and always reaped.
+/// Runs a child process and ingests its stdout until it ends, stalls or `shutdown`
+/// turns true (then `Ok`). The child's process group is killed and the child reaped
+/// before this returns; if the future is dropped instead, the group is still killed.
 pub async fn run_child(
     mut command: Command,
     description: &str,
     opts: &SourceOptions,
     hub: &Arc<Hub>,
+    mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     command
         .stdin(Stdio::null())
@@ -93,13 +96,20 @@ pub async fn run_child(
             }
         });
     }
-    let pumped = pump(stdout, opts, hub).await;
-    // Stalled or done: make sure the child and its group are gone, then report how it ended.
+    let pumped = tokio::select! {
+        r = pump(stdout, opts, hub) => Some(r),
+        _ = shutdown_requested(&mut shutdown) => None,
+    };
+    // Stalled, done or shutting down: make sure the child and its group are gone,
+    // then report how it ended.
     if let Some(pid) = child.id() {
         GroupKiller(pid).kill();
     }
     let _ = child.start_kill();
     let status = child.wait().await?;
+    let Some(pumped) = pumped else {
+        return Ok(());
+    };
     let stderr: Vec<String> = tail
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -167,28 +167,41 @@ pub fn preflight(spec: &SourceSpec) -> Result<(), String> {
     }
 }
 
+/// Runs a source once, until it stops or `shutdown` turns true (then `Ok`). Child
+/// processes are killed and reaped before this returns, so none outlives nalcast,
+/// not even as a zombie.
 async fn run_once(
     spec: &SourceSpec,
     opts: &SourceOptions,
     hub: &Arc<Hub>,
+    shutdown: &watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
+    let mut stop = shutdown.clone();
+    let in_process = async {
+        match spec {
+            SourceSpec::Test => test_pattern::run(opts, hub).await,
+            SourceSpec::File(path) => file::run(path, opts, hub).await,
+            _ => exec::run_stdin(opts, hub).await,
+        }
+    };
     match spec {
-        SourceSpec::Test => test_pattern::run(opts, hub).await,
-        SourceSpec::File(path) => file::run(path, opts, hub).await,
         SourceSpec::Exec(cmd) => {
             let mut c = tokio::process::Command::new("sh");
             c.arg("-c").arg(cmd);
-            exec::run_child(c, cmd, opts, hub).await
+            exec::run_child(c, cmd, opts, hub, stop).await
         }
-        SourceSpec::Stdin => exec::run_stdin(opts, hub).await,
         SourceSpec::Rpicam => {
             let app = rpicam::find_camera_app().map_err(SourceError::Retry)?;
             let args = rpicam::camera_args(&app, &opts.video);
             let description = format!("{} {}", app.display(), args.join(" "));
             let mut c = tokio::process::Command::new(&app);
             c.args(&args);
-            exec::run_child(c, &description, opts, hub).await
+            exec::run_child(c, &description, opts, hub, stop).await
         }
+        SourceSpec::Test | SourceSpec::File(_) | SourceSpec::Stdin => tokio::select! {
+            r = in_process => r,
+            _ = shutdown_requested(&mut stop) => Ok(()),
+        },
     }
 }
 
@@ -204,10 +217,10 @@ pub async fn supervise(
     loop {
         let started = Instant::now();
         info!(source = %spec, "starting source");
-        let result = tokio::select! {
-            r = run_once(&spec, &opts, &hub) => r,
-            _ = shutdown_requested(&mut shutdown) => return,
-        };
+        let result = run_once(&spec, &opts, &hub, &shutdown).await;
+        if *shutdown.borrow() {
+            return;
+        }
         // A source that ran for a while earns a fresh backoff.
         if started.elapsed() > Duration::from_secs(10) {
             backoff = opts.min_backoff;

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -12,7 +13,10 @@ use tokio::sync::watch;
 
 mod api;
 mod assets;
+pub mod auth;
 pub mod limits;
+pub mod listen;
+pub mod tls;
 pub mod ws;
 
 /// What every handler can see.
@@ -34,11 +38,22 @@ pub struct AppState {
     pub allow_origins: Arc<Vec<String>>,
     /// Viewer slots.
     pub limits: limits::ViewerLimits,
+    /// Credentials every request but /healthz must show, when configured.
+    pub auth: Option<Arc<auth::Auth>>,
+}
+
+/// Puts `router` behind the credentials, when there are any.
+fn guarded(router: Router, auth: &Option<Arc<auth::Auth>>) -> Router {
+    match auth {
+        Some(auth) => router.layer(from_fn_with_state(auth.clone(), auth::require)),
+        None => router,
+    }
 }
 
 /// The main port's routes.
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let auth = state.auth.clone();
+    let router = Router::new()
         .route("/ws", get(ws::framed))
         .route("/ws/raw", get(ws::raw))
         .route("/api/stream", get(api::stream))
@@ -46,10 +61,12 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(api::metrics))
         .route("/vendor/broadway/{file}", get(assets::broadway))
         .fallback(get(assets::page))
-        .with_state(state)
+        .with_state(state);
+    guarded(router, &auth)
 }
 
 /// The legacy listener: a raw WebSocket on any path.
 pub fn legacy_router(state: AppState) -> Router {
-    Router::new().fallback(ws::legacy).with_state(state)
+    let auth = state.auth.clone();
+    guarded(Router::new().fallback(ws::legacy).with_state(state), &auth)
 }

@@ -1,0 +1,331 @@
+//! TLS for the main listener: a certificate from PEM files (reloaded when the files
+//! change or on SIGHUP), or a self-signed one made once with rcgen and kept in the
+//! data directory, so its fingerprint stays the same across restarts.
+use std::io::Write;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{bail, Context};
+use base64::Engine;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+/// Where the certificate comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// PEM files given by the user; reloaded when they change.
+    Files {
+        /// Certificate chain, leaf first.
+        cert: PathBuf,
+        /// Private key (PKCS#8, PKCS#1 or SEC1).
+        key: PathBuf,
+    },
+    /// A certificate nalcast makes for itself, kept in `dir`.
+    SelfSigned {
+        /// Where the certificate and key are stored.
+        dir: PathBuf,
+    },
+}
+
+/// A loaded certificate and what to tell the user about it.
+pub struct Loaded {
+    key: Arc<CertifiedKey>,
+    /// SHA-256 of the leaf certificate, as browsers show it (AB:CD:…).
+    pub fingerprint: String,
+    /// Base64 SHA-256 of the leaf's SubjectPublicKeyInfo (what Chromium's
+    /// `--ignore-certificate-errors-spki-list` and HPKP-style pinning take).
+    pub spki_sha256: Option<String>,
+}
+
+/// The certificate in force; swapped whole on reload, so a handshake sees either the
+/// old or the new one.
+#[derive(Debug)]
+pub struct CertStore {
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for CertStore {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        )
+    }
+}
+
+impl CertStore {
+    fn replace(&self, key: Arc<CertifiedKey>) {
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = key;
+    }
+}
+
+/// TLS, ready to serve: the rustls config and the files behind it.
+pub struct Tls {
+    /// For the acceptor.
+    pub config: Arc<rustls::ServerConfig>,
+    store: Arc<CertStore>,
+    cert: PathBuf,
+    key: PathBuf,
+    watch: bool,
+}
+
+/// Sets up TLS for `mode`: loads (or first makes) the certificate and prints its
+/// fingerprint. `listen` is the main listener's address (a name for the certificate).
+pub fn setup(mode: &TlsMode, listen: SocketAddr) -> anyhow::Result<Tls> {
+    let (cert, key, watch) = match mode {
+        TlsMode::Files { cert, key } => (cert.clone(), key.clone(), true),
+        TlsMode::SelfSigned { dir } => {
+            let (cert, key) = self_signed(dir, &certificate_names(listen))?;
+            (cert, key, false)
+        }
+    };
+    let loaded = load(&cert, &key)?;
+    println!(
+        "TLS certificate {} SHA-256 fingerprint {}",
+        cert.display(),
+        loaded.fingerprint
+    );
+    if let Some(spki) = &loaded.spki_sha256 {
+        println!("TLS public key SHA-256 (SPKI, base64) {spki}");
+    }
+    let store = Arc::new(CertStore {
+        current: RwLock::new(loaded.key),
+    });
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS protocol versions")?
+    .with_no_client_auth()
+    .with_cert_resolver(store.clone());
+    // WebSocket upgrades are HTTP/1.1; nalcast serves nothing else.
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Tls {
+        config: Arc::new(config),
+        store,
+        cert,
+        key,
+        watch,
+    })
+}
+
+/// Reads a certificate chain and its key from PEM files.
+pub fn load(cert_path: &Path, key_path: &Path) -> anyhow::Result<Loaded> {
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert_path)
+        .with_context(|| format!("cannot read TLS certificate {}", cert_path.display()))?
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("{} is not a PEM certificate", cert_path.display()))?;
+    let Some(leaf) = certs.first().cloned() else {
+        bail!("{} holds no certificate", cert_path.display());
+    };
+    let key = PrivateKeyDer::from_pem_file(key_path).with_context(|| {
+        format!(
+            "cannot read a PEM private key from {} (PKCS#8, RSA or EC)",
+            key_path.display()
+        )
+    })?;
+    let provider = rustls::crypto::ring::default_provider();
+    let certified = CertifiedKey::from_der(certs, key, &provider).with_context(|| {
+        format!(
+            "the key {} does not fit the certificate {}",
+            key_path.display(),
+            cert_path.display()
+        )
+    })?;
+    let spki_sha256 = webpki::EndEntityCert::try_from(&leaf)
+        .ok()
+        .map(|ee| base64_sha256(&ee.subject_public_key_info()));
+    Ok(Loaded {
+        key: Arc::new(certified),
+        fingerprint: colon_hex(ring::digest::digest(&ring::digest::SHA256, &leaf).as_ref()),
+        spki_sha256,
+    })
+}
+
+fn base64_sha256(data: &[u8]) -> String {
+    base64::engine::general_purpose::STANDARD
+        .encode(ring::digest::digest(&ring::digest::SHA256, data).as_ref())
+}
+
+fn colon_hex(bytes: &[u8]) -> String {
+    bytes
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+/// Names a self-signed certificate is made for: the host name (and its mDNS
+/// `.local` form, as a Raspberry Pi announces itself), localhost, loopback, the
+/// listen address and the address this machine reaches the network with.
+fn certificate_names(listen: SocketAddr) -> Vec<String> {
+    let mut names = vec!["localhost".to_owned()];
+    if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
+        let host = host.trim();
+        if !host.is_empty() && host != "localhost" {
+            names.push(host.to_owned());
+            if !host.contains('.') {
+                names.push(format!("{host}.local"));
+            }
+        }
+    }
+    let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip")];
+    if !listen.ip().is_unspecified() {
+        ips.push(listen.ip());
+    }
+    // Connecting a UDP socket sends nothing; it only picks the outgoing address.
+    for (bind, probe) in [("0.0.0.0:0", "192.0.2.1:9"), ("[::]:0", "[2001:db8::1]:9")] {
+        if let Some(ip) = UdpSocket::bind(bind)
+            .and_then(|s| s.connect(probe).map(|()| s))
+            .and_then(|s| s.local_addr())
+            .ok()
+            .map(|a| a.ip())
+        {
+            ips.push(ip);
+        }
+    }
+    for ip in ips {
+        let text = ip.to_string();
+        if !names.contains(&text) {
+            names.push(text);
+        }
+    }
+    names
+}
+
+/// The self-signed certificate and key in `dir`, made on first use.
+fn self_signed(dir: &Path, names: &[String]) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let cert_path = dir.join("self-signed.crt");
+    let key_path = dir.join("self-signed.key");
+    if cert_path.exists() && key_path.exists() {
+        info!(cert = %cert_path.display(), "reusing the self-signed certificate (delete it to make a new one)");
+        return Ok((cert_path, key_path));
+    }
+    std::fs::create_dir_all(dir)
+        .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
+    let key_pair = rcgen::KeyPair::generate().context("cannot make a key pair")?;
+    let mut params = rcgen::CertificateParams::new(names.to_vec())
+        .context("cannot use the host's names in a certificate")?;
+    params.distinguished_name.push(
+        rcgen::DnType::CommonName,
+        format!("nalcast on {}", names.get(1).map_or("localhost", |n| n)),
+    );
+    let cert = params
+        .self_signed(&key_pair)
+        .context("cannot sign the certificate")?;
+    write_private(&key_path, key_pair.serialize_pem().as_bytes())?;
+    write_private(&cert_path, cert.pem().as_bytes())?;
+    println!(
+        "made a self-signed TLS certificate for {} in {}",
+        names.join(", "),
+        cert_path.display()
+    );
+    Ok((cert_path, key_path))
+}
+
+/// Writes a file readable by its owner only, atomically (temporary file + rename).
+fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    file.write_all(data)
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn modified(path: &Path) -> Option<SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// Reloads user-given certificate files on SIGHUP and when they change (checked every
+/// `poll`), e.g. after a certbot renewal; a broken new pair is reported and the old
+/// certificate stays in force.
+pub async fn reload_on_change(tls: &Tls, poll: Duration, mut shutdown: watch::Receiver<bool>) {
+    if !tls.watch {
+        return;
+    }
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).ok();
+    let stamp = || (modified(&tls.cert), modified(&tls.key));
+    let mut seen = stamp();
+    loop {
+        let forced = tokio::select! {
+            _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => true,
+            _ = tokio::time::sleep(poll) => false,
+            _ = nalcast_core::clock::shutdown_requested(&mut shutdown) => return,
+        };
+        let now = stamp();
+        if !forced && now == seen {
+            continue;
+        }
+        seen = now;
+        match load(&tls.cert, &tls.key) {
+            Ok(loaded) => {
+                tls.store.replace(loaded.key);
+                info!(fingerprint = %loaded.fingerprint, "reloaded the TLS certificate");
+                println!(
+                    "TLS certificate reloaded, SHA-256 fingerprint {}",
+                    loaded.fingerprint
+                );
+            }
+            Err(e) => warn!("TLS certificate not reloaded, the old one stays in force: {e:#}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_certificate_is_made_once_then_reused() {
+        let dir = std::env::temp_dir().join(format!("nalcast-tls-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let listen: SocketAddr = "127.0.0.1:8443".parse().expect("addr");
+        let first = setup(&TlsMode::SelfSigned { dir: dir.clone() }, listen).expect("made");
+        let a = load(&first.cert, &first.key).expect("loads");
+        let second = setup(&TlsMode::SelfSigned { dir: dir.clone() }, listen).expect("reused");
+        let b = load(&second.cert, &second.key).expect("loads");
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.fingerprint.len(), 32 * 3 - 1);
+        assert!(a.spki_sha256.is_some());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&first.key)
+            .expect("key")
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "the key is private");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_key_that_does_not_fit_is_refused() {
+        let dir = std::env::temp_dir().join(format!("nalcast-tls-mismatch-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let (cert, _) = self_signed(&dir.join("a"), &["localhost".into()]).expect("a");
+        let (_, key) = self_signed(&dir.join("b"), &["localhost".into()]).expect("b");
+        let err = load(&cert, &key).err().expect("mismatch refused");
+        assert!(format!("{err:#}").contains("does not fit"), "{err:#}");
+        let err = load(&dir.join("none.crt"), &key).err().expect("missing");
+        assert!(
+            format!("{err:#}").contains("cannot read TLS certificate"),
+            "{err:#}"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
