@@ -39,6 +39,12 @@ for component in rustfmt clippy; do
     fi
 done
 
+# cargo-deny checks the dependencies in `make test`; built from source once (minutes).
+if [[ "${1:-}" == "--test" ]] && ! cargo deny --version >/dev/null 2>&1; then
+    echo "setup: installing cargo-deny (one-time build, a few minutes)"
+    cargo install cargo-deny --locked --quiet
+fi
+
 # Node.js packages (Broadway.js for the page, playwright-core for the browser tests),
 # reinstalled only when the lockfile changed.
 if [[ ! -f web/node_modules/.package-lock.json || web/package-lock.json -nt web/node_modules/.package-lock.json ]]; then

@@ -36,12 +36,14 @@ export function startServer(args = [], port = 0) {
     proc.on('exit', (code) => reject(new Error(`nalcast exited with ${code}: ${out}`)));
     proc.stdout.on('data', (chunk) => {
       out += chunk;
-      const m = out.match(/listening on (http:\/\/[^\s]+)/);
+      const m = out.match(/listening on (https?:\/\/[^\s]+)/);
       if (m) {
         clearTimeout(timer);
         const url = m[1];
         resolve({
           url,
+          // Base64 SHA-256 of the TLS certificate's public key, when serving HTTPS.
+          spki: out.match(/SPKI, base64\) (\S+)/)?.[1] ?? null,
           port: Number(new URL(url).port),
           proc,
           stop(signal = 'SIGTERM') {
@@ -58,15 +60,18 @@ export function startServer(args = [], port = 0) {
   });
 }
 
-export async function launchBrowser() {
+/** Debian's Chromium, headless, with a fresh profile; `extraArgs` and `options` add to the launch. */
+export async function launchBrowser(extraArgs = [], options = {}) {
   const userDataDir = mkdtempSync(path.join(tmpdir(), 'nalcast-chromium-'));
   return chromium.launchPersistentContext(userDataDir, {
+    ...options,
     executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     viewport: { width: 1280, height: 800 },
     args: [
       '--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
       '--disable-background-networking', '--disable-component-update', '--disable-sync',
+      ...extraArgs,
     ],
   });
 }

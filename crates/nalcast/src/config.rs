@@ -392,9 +392,11 @@ impl Config {
             (None | Some("files"), _, _) => {
                 return Err("--tls-cert and --tls-key go together: give both".into())
             }
-            (Some(other), _, _) => return Err(format!(
+            (Some(other), _, _) => {
+                return Err(format!(
                 "--tls '{other}' is not one of off, self-signed (or give --tls-cert and --tls-key)"
-            )),
+            ))
+            }
         };
         let auth = args.auth.or(file.auth);
         let token = args.token.or(file.token);

@@ -1,5 +1,8 @@
-//! Cross-site WebSocket hijacking: a page from another origin must not read the camera.
+//! Security against the real server: cross-site WebSocket hijacking, viewer limits,
+//! rude clients, HTTPS/WSS, credentials and slowloris-style connections.
 mod common;
+
+use std::time::{Duration, Instant};
 
 use common::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -185,5 +188,413 @@ async fn oversized_garbage_and_chatty_clients_are_closed_alone() {
                 .is_some(),
             "{what}: bystander hurt"
         );
+    }
+}
+
+/// A client that pins the self-signed certificate gets HTTPS and WSS; one that does
+/// not trust it is refused; the certificate survives a restart; plain HTTP on the
+/// port is redirected.
+#[tokio::test]
+async fn https_and_wss_with_a_self_signed_certificate() {
+    let data = temp_dir("tls-self-signed");
+    let args = [
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--tls",
+        "self-signed",
+        "--data-dir",
+        data.to_str().expect("utf-8"),
+    ];
+    let server = Server::start(&args);
+    assert!(server.https, "listening on https://");
+    let cert = data.join("tls/self-signed.crt");
+    let tls = pinned_tls(&cert);
+
+    let stream = tls_connect(&tls, server.addr, "localhost")
+        .await
+        .expect("TLS");
+    assert_eq!(Some(peer_fingerprint(&stream)), server.fingerprint);
+    let (status, _, body) = http_request_on(stream, "localhost", "/api/stream", &[])
+        .await
+        .expect("GET");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"codec\""), "{body}");
+
+    let stream = tls_connect(&tls, server.addr, "localhost")
+        .await
+        .expect("TLS");
+    let url = format!("wss://localhost:{}/ws", server.addr.port());
+    let (mut ws, _) = tokio_tungstenite::client_async(url, stream)
+        .await
+        .expect("WSS handshake");
+    let mut keyframe = false;
+    for _ in 0..10 {
+        if let Some(nalcast_core::protocol::ServerMessage::AccessUnit { flags, .. }) =
+            next_framed(&mut ws, Duration::from_secs(5)).await
+        {
+            keyframe |= flags & nalcast_core::protocol::FLAG_KEYFRAME != 0;
+        }
+    }
+    assert!(keyframe, "frames arrive over WSS, starting with a keyframe");
+
+    // A client that trusts another certificate (its own) does not get through.
+    let other = temp_dir("tls-other");
+    let stranger = Server::start(&[
+        "--tls",
+        "self-signed",
+        "--data-dir",
+        other.to_str().expect("utf-8"),
+    ]);
+    let err = tls_connect(
+        &pinned_tls(&other.join("tls/self-signed.crt")),
+        server.addr,
+        "localhost",
+    )
+    .await
+    .map(|_| ())
+    .expect_err("an unknown certificate is refused");
+    assert!(err.to_string().contains("certificate"), "{err}");
+    drop(stranger);
+
+    // Plain HTTP on the HTTPS port is told where to go.
+    let (status, head, _) = http_request(server.addr, "/?stats=1", &[])
+        .await
+        .expect("GET");
+    assert_eq!(status, 308, "{head}");
+    assert!(
+        head.contains(&format!("location: https://{}/?stats=1", server.addr)),
+        "{head}"
+    );
+
+    // The same certificate after a restart.
+    let fingerprint = server.fingerprint.clone();
+    drop(server);
+    let again = Server::start(&args);
+    assert_eq!(again.fingerprint, fingerprint);
+}
+
+fn write_cert(dir: &std::path::Path, name: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let key = rcgen::KeyPair::generate().expect("key");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("cert");
+    let (c, k) = (
+        dir.join(format!("{name}.crt")),
+        dir.join(format!("{name}.key")),
+    );
+    std::fs::write(&c, cert.pem()).expect("write");
+    std::fs::write(&k, key.serialize_pem()).expect("write");
+    (c, k)
+}
+
+/// Certificates from files are reloaded when the files change (a renewal), without
+/// a restart; a broken replacement keeps the old certificate in force.
+#[tokio::test]
+async fn certificate_files_are_reloaded_when_they_change() {
+    let dir = temp_dir("tls-reload");
+    let (a_cert, a_key) = write_cert(&dir, "a");
+    let (b_cert, b_key) = write_cert(&dir, "b");
+    let (cert, key) = (dir.join("live.crt"), dir.join("live.key"));
+    std::fs::copy(&a_cert, &cert).expect("copy");
+    std::fs::copy(&a_key, &key).expect("copy");
+    let server = Server::start(&[
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--tls-cert",
+        cert.to_str().expect("utf-8"),
+        "--tls-key",
+        key.to_str().expect("utf-8"),
+    ]);
+    let seen = |pem: std::path::PathBuf| {
+        let addr = server.addr;
+        async move {
+            tls_connect(&pinned_tls(&pem), addr, "localhost")
+                .await
+                .map(|s| peer_fingerprint(&s))
+                .ok()
+        }
+    };
+    let first = seen(a_cert.clone()).await.expect("serves certificate a");
+    assert_eq!(Some(first.clone()), server.fingerprint);
+
+    // A half-written renewal (new certificate, old key) is not taken.
+    std::fs::copy(&b_cert, &cert).expect("copy");
+    tokio::time::sleep(Duration::from_millis(2500)).await; // one reload check
+    assert_eq!(
+        seen(a_cert.clone()).await,
+        Some(first.clone()),
+        "old one kept"
+    );
+
+    std::fs::copy(&b_key, &key).expect("copy");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(fp) = seen(b_cert.clone()).await {
+            assert_ne!(fp, first);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was never served"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn ws_status(url: &str, headers: &[(&str, &str)]) -> u16 {
+    let mut req = url.into_client_request().expect("request");
+    for (k, v) in headers {
+        req.headers_mut().insert(
+            axum::http::HeaderName::from_bytes(k.as_bytes()).expect("name"),
+            v.parse().expect("value"),
+        );
+    }
+    match tokio_tungstenite::connect_async(req).await {
+        Ok((_, resp)) => resp.status().as_u16(),
+        Err(Error::Http(resp)) => resp.status().as_u16(),
+        Err(e) => panic!("unexpected error {e}"),
+    }
+}
+
+fn basic(user_password: &str) -> String {
+    use base64::Engine;
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(user_password)
+    )
+}
+
+/// With --auth, the page, the WebSockets (both ports) and /metrics need the
+/// password; /healthz does not.
+#[tokio::test]
+async fn basic_auth_guards_page_websockets_and_metrics() {
+    let server = Server::start(&[
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--auth",
+        "ann:pass word",
+    ]);
+    server.wait_healthy().await;
+    let legacy = format!("ws://{}/", server.legacy.expect("legacy"));
+    let good = basic("ann:pass word");
+    for wrong in [None, Some(basic("ann:wrong")), Some(basic("bob:pass word"))] {
+        let headers: Vec<(&str, &str)> = wrong
+            .iter()
+            .map(|w| ("Authorization", w.as_str()))
+            .collect();
+        for path in ["/", "/metrics", "/api/stream", "/player.js"] {
+            let (status, head, _) = http_request(server.addr, path, &headers)
+                .await
+                .expect("GET");
+            assert_eq!(status, 401, "{path} with {wrong:?}");
+            assert!(
+                head.to_ascii_lowercase()
+                    .contains("www-authenticate: basic"),
+                "{head}"
+            );
+        }
+        assert_eq!(ws_status(&server.url("/ws"), &headers).await, 401);
+        assert_eq!(ws_status(&server.url("/ws/raw"), &headers).await, 401);
+        assert_eq!(ws_status(&legacy, &headers).await, 401);
+    }
+    let headers = [("Authorization", good.as_str())];
+    for path in ["/", "/metrics", "/api/stream"] {
+        let (status, _, _) = http_request(server.addr, path, &headers)
+            .await
+            .expect("GET");
+        assert_eq!(status, 200, "{path}");
+    }
+    assert_eq!(ws_status(&server.url("/ws"), &headers).await, 101);
+    assert_eq!(ws_status(&legacy, &headers).await, 101);
+    let (status, _) = http_get(server.addr, "/healthz").await.expect("GET");
+    assert_eq!(status, 200, "/healthz stays open for monitoring");
+    let (_, _, metrics) = http_request(server.addr, "/metrics", &headers)
+        .await
+        .expect("GET");
+    assert!(
+        metrics.contains("nalcast_auth_failures_total"),
+        "failures are counted"
+    );
+}
+
+/// A password hash from `nalcast --hash-password` works in the config file.
+#[tokio::test]
+async fn hashed_password_from_the_config_file() {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nalcast"))
+        .arg("--hash-password")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"correct horse\n")
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    let hash = String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    let dir = temp_dir("auth-config");
+    let config = dir.join("nalcast.toml");
+    std::fs::write(
+        &config,
+        format!("auth = \"ann:{hash}\"\nwidth = 320\nheight = 240\n"),
+    )
+    .expect("write");
+    let server = Server::start(&["--config", config.to_str().expect("utf-8")]);
+    let ok = basic("ann:correct horse");
+    let bad = basic("ann:correct horse battery");
+    let (status, _, _) = http_request(server.addr, "/api/stream", &[("Authorization", &ok)])
+        .await
+        .expect("GET");
+    assert_eq!(status, 200);
+    let (status, _, _) = http_request(server.addr, "/api/stream", &[("Authorization", &bad)])
+        .await
+        .expect("GET");
+    assert_eq!(status, 401);
+}
+
+/// With --token: opening /?token= stores it in a cookie and drops it from the
+/// address; the cookie, a Bearer header or ?token= let the WebSocket in.
+#[tokio::test]
+async fn token_via_query_cookie_or_header() {
+    let token = "f3a9c1d27b6e4058a1b2";
+    let server = Server::start(&["--width", "320", "--height", "240", "--token", token]);
+    let (status, head, _) = http_request(
+        server.addr,
+        &format!("/?decoder=broadway&token={token}"),
+        &[],
+    )
+    .await
+    .expect("GET");
+    assert_eq!(status, 303, "{head}");
+    let lower = head.to_ascii_lowercase();
+    assert!(lower.contains("location: /?decoder=broadway\r\n"), "{head}");
+    assert!(
+        lower.contains(&format!(
+            "set-cookie: nalcast_token={token}; path=/; httponly; samesite=strict"
+        )),
+        "{head}"
+    );
+    let cookie = format!("nalcast_token={token}");
+    let bearer = format!("Bearer {token}");
+    let (status, _, _) = http_request(server.addr, "/", &[("Cookie", &cookie)])
+        .await
+        .expect("GET");
+    assert_eq!(status, 200);
+    assert_eq!(
+        ws_status(&server.url("/ws"), &[("Cookie", &cookie)]).await,
+        101
+    );
+    assert_eq!(
+        ws_status(&server.url("/ws"), &[("Authorization", &bearer)]).await,
+        101
+    );
+    assert_eq!(
+        ws_status(&server.url(&format!("/ws/raw?token={token}")), &[]).await,
+        101
+    );
+    for bad in [
+        vec![],
+        vec![("Cookie", "nalcast_token=f3a9c1d27b6e4058a1b3")],
+        vec![("Authorization", "Bearer nope")],
+    ] {
+        assert_eq!(ws_status(&server.url("/ws"), &bad).await, 401, "{bad:?}");
+        let (status, _, _) = http_request(server.addr, "/metrics", &bad)
+            .await
+            .expect("GET");
+        assert_eq!(status, 401, "{bad:?}");
+    }
+    let (status, _, _) = http_request(server.addr, "/?token=wrong-token-0000000", &[])
+        .await
+        .expect("GET");
+    assert_eq!(status, 401);
+}
+
+/// Reads from `stream` until the server closes it; how long that took.
+async fn time_to_close<S: tokio::io::AsyncRead + Unpin>(
+    stream: &mut S,
+    limit: Duration,
+) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = Instant::now();
+    let mut buf = [0u8; 1024];
+    loop {
+        match tokio::time::timeout_at((started + limit).into(), stream.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => return Some(started.elapsed()),
+            Ok(Ok(_)) => {}
+            Err(_) => return None,
+        }
+    }
+}
+
+/// Connections that send nothing, or headers a byte at a time, are dropped after
+/// --header-timeout, on HTTP and HTTPS; a viewer meanwhile keeps its stream.
+#[tokio::test]
+async fn silent_and_slow_clients_are_dropped_after_the_header_timeout() {
+    use tokio::io::AsyncWriteExt;
+    let data = temp_dir("slowloris");
+    for tls in [false, true] {
+        let mut args = vec!["--width", "320", "--height", "240", "--header-timeout", "1"];
+        if tls {
+            args.extend([
+                "--tls",
+                "self-signed",
+                "--data-dir",
+                data.to_str().expect("utf-8"),
+            ]);
+        }
+        let server = Server::start(&args);
+        let mut viewer = if tls {
+            None
+        } else {
+            Some(connect(&server.url("/ws")).await)
+        };
+        let mut silent = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let mut trickle = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let trickler = async {
+            let _ = trickle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await;
+            for _ in 0..40 {
+                if trickle.write_all(b"X").await.is_err() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        };
+        let (silent_closed, _) =
+            tokio::join!(time_to_close(&mut silent, Duration::from_secs(5)), trickler);
+        let silent_closed = silent_closed.expect("a silent connection is dropped");
+        assert!(
+            silent_closed >= Duration::from_millis(900),
+            "dropped only after the timeout ({silent_closed:?})"
+        );
+        let trickle_closed = time_to_close(&mut trickle, Duration::from_secs(2)).await;
+        assert!(
+            trickle_closed.is_some(),
+            "a trickling connection is dropped (tls {tls})"
+        );
+        if let Some(ws) = viewer.as_mut() {
+            assert!(
+                next_framed(ws, Duration::from_secs(2)).await.is_some(),
+                "viewer unaffected"
+            );
+        }
     }
 }

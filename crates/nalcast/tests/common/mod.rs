@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use nalcast_core::protocol::{self, ServerMessage};
 use nalcast_core::source::test_pattern::TestPattern;
 use nalcast_core::source::VideoSettings;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
 /// A running nalcast process, killed on drop.
@@ -21,6 +21,10 @@ pub struct Server {
     pub child: Child,
     pub addr: SocketAddr,
     pub legacy: Option<SocketAddr>,
+    /// Whether the main port speaks HTTPS.
+    pub https: bool,
+    /// The TLS certificate's SHA-256 fingerprint, as printed.
+    pub fingerprint: Option<String>,
 }
 
 impl Server {
@@ -48,13 +52,20 @@ impl Server {
         let mut child = cmd.spawn().expect("nalcast starts");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
-        let (mut addr, mut legacy) = (None, None);
+        let (mut addr, mut legacy, mut https, mut fingerprint) = (None, None, false, None);
         for line in lines.by_ref() {
             let line = line.expect("stdout line");
             if let Some(rest) = line.strip_prefix("legacy raw WebSocket on ws://") {
                 legacy = Some(rest.trim_end_matches('/').parse().expect("legacy addr"));
             }
-            if let Some(rest) = line.strip_prefix("listening on http://") {
+            if let Some((_, fp)) = line.split_once("SHA-256 fingerprint ") {
+                fingerprint = Some(fp.trim().to_owned());
+            }
+            if let Some(rest) = line.strip_prefix("listening on ") {
+                https = rest.starts_with("https://");
+                let rest = rest
+                    .trim_start_matches("http://")
+                    .trim_start_matches("https://");
                 addr = Some(rest.trim_end_matches('/').parse().expect("addr"));
                 break;
             }
@@ -65,6 +76,8 @@ impl Server {
             child,
             addr: addr.expect("nalcast printed its address"),
             legacy,
+            https,
+            fingerprint,
         }
     }
 
@@ -119,15 +132,30 @@ pub async fn http_request(
     path: &str,
     headers: &[(&str, &str)],
 ) -> std::io::Result<(u16, String, String)> {
-    let mut stream = tokio::net::TcpStream::connect(addr).await?;
-    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    let stream = tokio::net::TcpStream::connect(addr).await?;
+    http_request_on(stream, &addr.to_string(), path, headers).await
+}
+
+/// GET over an open connection (plain or TLS): (status, raw headers, body).
+pub async fn http_request_on<S: AsyncRead + AsyncWrite + Unpin>(
+    mut stream: S,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> std::io::Result<(u16, String, String)> {
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
     req.push_str("\r\n");
     stream.write_all(req.as_bytes()).await?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await?;
+    // A TLS peer may end without close_notify after a complete response: keep what came.
+    if let Err(e) = stream.read_to_end(&mut raw).await {
+        if raw.is_empty() {
+            return Err(e);
+        }
+    }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -149,7 +177,10 @@ pub async fn connect(url: &str) -> Ws {
 }
 
 /// The next binary message, within `timeout`.
-pub async fn next_binary(ws: &mut Ws, timeout: Duration) -> Option<Bytes> {
+pub async fn next_binary<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    timeout: Duration,
+) -> Option<Bytes> {
     let deadline = Instant::now() + timeout;
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
@@ -162,7 +193,10 @@ pub async fn next_binary(ws: &mut Ws, timeout: Duration) -> Option<Bytes> {
 }
 
 /// The next framed-protocol message.
-pub async fn next_framed(ws: &mut Ws, timeout: Duration) -> Option<ServerMessage> {
+pub async fn next_framed<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    timeout: Duration,
+) -> Option<ServerMessage> {
     let b = next_binary(ws, timeout).await?;
     Some(protocol::decode(&b).expect("valid framed message"))
 }
@@ -229,4 +263,52 @@ pub fn rss_kib(pid: u32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0)
+}
+
+/// A TLS client that trusts exactly the certificate in `cert_pem` (pinning it).
+pub fn pinned_tls(cert_pem: &Path) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in
+        rustls::pki_types::CertificateDer::pem_file_iter(cert_pem).expect("certificate file")
+    {
+        roots.add(cert.expect("PEM certificate")).expect("trusted");
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// Opens a TLS connection to `addr`, checking the certificate for `name`.
+pub async fn tls_connect(
+    tls: &tokio_rustls::TlsConnector,
+    addr: SocketAddr,
+    name: &str,
+) -> std::io::Result<TlsStream> {
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned())
+        .map_err(|e| std::io::Error::other(e.to_string()))?;
+    tls.connect(name, tcp).await
+}
+
+/// SHA-256 of the certificate a TLS connection presents, as nalcast prints it.
+pub fn peer_fingerprint(stream: &TlsStream) -> String {
+    let cert = &stream
+        .get_ref()
+        .1
+        .peer_certificates()
+        .expect("a certificate")[0];
+    ring::digest::digest(&ring::digest::SHA256, cert)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02X}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
