@@ -37,6 +37,19 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // Certificate problems are configuration errors: report them before starting.
+    let tls = match config
+        .tls
+        .as_ref()
+        .map(|mode| server::tls::setup(mode, config.listen))
+    {
+        None => None,
+        Some(Ok(tls)) => Some(tls),
+        Some(Err(e)) => {
+            eprintln!("nalcast: error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -47,7 +60,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config)) {
+    match runtime.block_on(run(config, tls)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nalcast: error: {e:#}");
@@ -93,7 +106,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
     })
 }
 
-async fn run(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, tls: Option<server::tls::Tls>) -> anyhow::Result<()> {
     let latency_buckets = [
         0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
         0.5, 1.0, 2.5,
@@ -131,10 +144,6 @@ async fn run(config: Config) -> anyhow::Result<()> {
 
     let main_listener = bind(config.listen, "listen").await?;
     let main_addr = main_listener.local_addr()?;
-    let tls = match &config.tls {
-        Some(mode) => Some(server::tls::setup(mode, main_addr)?),
-        None => None,
-    };
     let legacy = match config.legacy_listen {
         Some(addr) => Some(bind(addr, "legacy-listen").await?),
         None => None,

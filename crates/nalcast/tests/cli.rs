@@ -37,6 +37,17 @@ fn help_documents_every_option() {
         "--queue-max-delay",
         "--viewer-timeout",
         "--send-buffer",
+        "--max-viewers",
+        "--max-viewers-per-ip",
+        "--allow-origin",
+        "--header-timeout",
+        "--tls",
+        "--tls-cert",
+        "--tls-key",
+        "--data-dir",
+        "--auth",
+        "--token",
+        "--hash-password",
     ] {
         assert!(help.contains(flag), "--help lacks {flag}");
     }
@@ -73,6 +84,26 @@ fn bad_configuration_exits_2_with_one_clear_line() {
         (
             vec!["--source".into(), "rpicam".into()],
             "looked for rpicam-vid, libcamera-vid, raspivid",
+        ),
+        (vec!["--tls".into(), "yes".into()], "--tls 'yes'"),
+        (
+            vec!["--tls-cert".into(), "/etc/x.pem".into()],
+            "--tls-cert and --tls-key go together",
+        ),
+        (
+            vec![
+                "--tls-cert".into(),
+                "/nonexistent/c.pem".into(),
+                "--tls-key".into(),
+                "/nonexistent/k.pem".into(),
+            ],
+            "cannot read TLS certificate /nonexistent/c.pem",
+        ),
+        (vec!["--auth".into(), "nopassword".into()], "USER:PASSWORD"),
+        (vec!["--token".into(), "short".into()], "--token must be"),
+        (
+            vec!["--header-timeout".into(), "0".into()],
+            "--header-timeout",
         ),
     ];
     for (args, needle) in cases {
