@@ -20,7 +20,9 @@ port=18080
 server_pid=""
 start() {
     stop
-    "$NALCAST" --listen 127.0.0.1:$port --legacy-listen off "$@" > "$raw/server.log" 2>&1 &
+    # Every load-generator viewer comes from 127.0.0.1: lift the per-address limit.
+    "$NALCAST" --listen 127.0.0.1:$port --legacy-listen off --max-viewers 5000 --max-viewers-per-ip 5000 \
+        "$@" > "$raw/server.log" 2>&1 &
     server_pid=$!
     for _ in $(seq 100); do
         curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0

@@ -202,6 +202,15 @@ impl ViewerQueue {
         self.notify.notify_one();
     }
 
+    /// The next item if one is queued, without waiting; `None` when empty or closed.
+    pub fn try_next(&self) -> Option<(Item, Instant)> {
+        let mut state = self.lock();
+        if state.closed {
+            return None;
+        }
+        state.pop()
+    }
+
     /// Waits for the next item; `None` once the queue is closed.
     pub async fn next(&self) -> Option<(Item, Instant)> {
         loop {

@@ -1,20 +1,26 @@
 //! WebSocket viewers: each runs its own task draining its own queue, so a slow
-//! socket only ever delays itself.
+//! socket only ever delays itself. The framing is nalcast's own
+//! (`nalcast_core::websocket`): every frame's shared payload goes out beside a tiny
+//! header in one vectored write, never copied per viewer.
+use std::io::IoSlice;
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, WebSocketUpgrade};
-use axum::extract::{ConnectInfo, State};
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use base64::Engine;
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt, Stream, StreamExt};
+use hyper_util::rt::TokioIo;
 use nalcast_core::clock::{shutdown_requested, wall_us};
 use nalcast_core::protocol::{self, ClientMessage, StreamInfoMsg};
 use nalcast_core::viewer::Item;
+use nalcast_core::websocket::{self as wsf, ClientFrame, ClientParser, Header};
 use nalcast_core::Frame;
 use nalcast_h264::{NalType, ParamSets};
-use std::net::SocketAddr;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info};
 
 use super::limits::Refused;
@@ -42,8 +48,111 @@ impl Dialect {
 const MAX_CLIENT_MESSAGE: usize = 4096;
 /// The page pings every 2 s and sometimes asks for a keyframe: this is generous.
 const MAX_CLIENT_MESSAGES_PER_10S: u32 = 100;
+/// Most queue items written in one go (one system call) to a viewer that is behind.
+const MAX_BATCH_ITEMS: usize = 32;
 
-fn upgrade(ws: WebSocketUpgrade, peer: SocketAddr, state: AppState, dialect: Dialect) -> Response {
+/// A WebSocket handshake request (RFC 6455 §4.2), checked; answering it hands the
+/// connection to a viewer task.
+pub struct WsUpgrade {
+    key: HeaderValue,
+    on_upgrade: hyper::upgrade::OnUpgrade,
+}
+
+/// Why a request is not a WebSocket handshake nalcast can take.
+pub struct NotWebSocket(StatusCode, &'static str);
+
+impl IntoResponse for NotWebSocket {
+    fn into_response(self) -> Response {
+        let mut response = (self.0, self.1).into_response();
+        if self.0 == StatusCode::UPGRADE_REQUIRED {
+            response.headers_mut().insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        response
+    }
+}
+
+fn header_has(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
+    type Rejection = NotWebSocket;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, NotWebSocket> {
+        let upgrade_required = NotWebSocket(
+            StatusCode::UPGRADE_REQUIRED,
+            "this address serves a WebSocket; open the player page instead\n",
+        );
+        if parts.method != Method::GET
+            || !header_has(&parts.headers, header::CONNECTION, "upgrade")
+            || !header_has(&parts.headers, header::UPGRADE, "websocket")
+        {
+            return Err(upgrade_required);
+        }
+        if !header_has(&parts.headers, header::SEC_WEBSOCKET_VERSION, "13") {
+            return Err(upgrade_required);
+        }
+        let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
+            return Err(NotWebSocket(
+                StatusCode::BAD_REQUEST,
+                "WebSocket handshake without Sec-WebSocket-Key\n",
+            ));
+        };
+        let Some(on_upgrade) = parts.extensions.remove::<hyper::upgrade::OnUpgrade>() else {
+            return Err(NotWebSocket(
+                StatusCode::BAD_REQUEST,
+                "this connection cannot be upgraded\n",
+            ));
+        };
+        Ok(WsUpgrade { key, on_upgrade })
+    }
+}
+
+/// `Sec-WebSocket-Accept` for a handshake key (RFC 6455 §4.2.2).
+pub fn accept_key(key: &[u8]) -> String {
+    const GUID: &[u8] = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+    ctx.update(key);
+    ctx.update(GUID);
+    base64::engine::general_purpose::STANDARD.encode(ctx.finish().as_ref())
+}
+
+impl WsUpgrade {
+    /// Answers 101 and runs `viewer` on the upgraded connection.
+    fn accept<F, Fut>(self, viewer: F) -> Response
+    where
+        F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        let accept = accept_key(self.key.as_bytes());
+        let on_upgrade = self.on_upgrade;
+        tokio::spawn(async move {
+            match on_upgrade.await {
+                Ok(upgraded) => viewer(TokioIo::new(upgraded)).await,
+                Err(e) => debug!("WebSocket upgrade failed: {e}"),
+            }
+        });
+        (
+            StatusCode::SWITCHING_PROTOCOLS,
+            [
+                (header::UPGRADE, "websocket".to_owned()),
+                (header::CONNECTION, "upgrade".to_owned()),
+                (header::SEC_WEBSOCKET_ACCEPT, accept),
+            ],
+        )
+            .into_response()
+    }
+}
+
+fn upgrade(ws: WsUpgrade, peer: SocketAddr, state: AppState, dialect: Dialect) -> Response {
     let slot = match state.limits.acquire(peer.ip()) {
         Ok(slot) => slot,
         Err(why) => {
@@ -63,17 +172,10 @@ fn upgrade(ws: WebSocketUpgrade, peer: SocketAddr, state: AppState, dialect: Dia
             return (status, text).into_response();
         }
     };
-    ws.max_message_size(MAX_CLIENT_MESSAGE)
-        .max_frame_size(MAX_CLIENT_MESSAGE)
-        // tungstenite zero-fills its whole read buffer on every read attempt, and the
-        // viewer loop polls for client messages after every frame it sends: with the
-        // 128 KiB default that memset was a fifth of the CPU at 1000 viewers (perf).
-        .read_buffer_size(MAX_CLIENT_MESSAGE)
-        .on_upgrade(move |socket| async move {
-            let (tx, rx) = socket.split();
-            serve_viewer(tx, rx, state, dialect).await;
-            drop(slot);
-        })
+    ws.accept(move |io| async move {
+        serve_viewer(io, state, dialect).await;
+        drop(slot);
+    })
 }
 
 /// Whether a browser page from `Origin` may open this WebSocket. Without the check,
@@ -131,7 +233,7 @@ fn refuse_origin(headers: &HeaderMap) -> Response {
 
 /// `GET /ws`: the framed protocol.
 pub async fn framed(
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(state): State<AppState>,
@@ -144,7 +246,7 @@ pub async fn framed(
 
 /// `GET /ws/raw`: one NAL unit per message.
 pub async fn raw(
-    ws: WebSocketUpgrade,
+    ws: WsUpgrade,
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(state): State<AppState>,
@@ -160,12 +262,12 @@ pub async fn legacy(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
-    ws: Result<WebSocketUpgrade, axum::extract::ws::rejection::WebSocketUpgradeRejection>,
+    ws: Result<WsUpgrade, NotWebSocket>,
 ) -> Response {
     match ws {
         Ok(_) if !origin_allowed(&headers, &state.allow_origins, true) => refuse_origin(&headers),
         Ok(ws) => upgrade(ws, peer, state, Dialect::Raw),
-        Err(_) => (
+        Err(_) => NotWebSocket(
             StatusCode::UPGRADE_REQUIRED,
             "this port serves a WebSocket of raw H.264 NAL units; open the player on the main port\n",
         )
@@ -207,40 +309,220 @@ fn stream_info(state: &AppState, params: &ParamSets) -> Bytes {
     })
 }
 
-/// The messages that carry one frame in `dialect`.
-fn frame_messages(frame: &Frame, catch_up: bool, dialect: Dialect, out: &mut Vec<Bytes>) {
-    match dialect {
-        Dialect::Framed => out.push(if catch_up {
-            frame.framed_catch_up()
-        } else {
-            frame.framed.clone()
-        }),
-        Dialect::Raw => {
-            for i in 0..frame.au.nals.len() {
-                // Broadway.js needs only parameter sets and slices.
-                if matches!(
-                    frame.au.nal_type(i),
-                    Some(
-                        NalType::Sps
-                            | NalType::Pps
-                            | NalType::Idr
-                            | NalType::Slice
-                            | NalType::Partition
-                    )
-                ) {
-                    out.push(frame.au.nal(i));
+/// Messages on their way to one viewer, written together in one vectored write.
+#[derive(Default)]
+struct Batch {
+    messages: Vec<(Header, Bytes)>,
+    /// When the live frames in this batch were published (for the latency histogram).
+    live: Vec<Instant>,
+}
+
+impl Batch {
+    fn clear(&mut self) {
+        self.messages.clear();
+        self.live.clear();
+    }
+
+    fn push(&mut self, opcode: u8, payload: Bytes) {
+        self.messages
+            .push((Header::new(opcode, payload.len()), payload));
+    }
+
+    fn bytes(&self) -> u64 {
+        self.messages
+            .iter()
+            .map(|(h, p)| (h.as_bytes().len() + p.len()) as u64)
+            .sum()
+    }
+
+    /// Adds the messages that carry `item` in `dialect`.
+    fn add(
+        &mut self,
+        item: &Item,
+        dialect: Dialect,
+        sent_params: &mut Option<Arc<ParamSets>>,
+        state: &AppState,
+    ) {
+        match (item, dialect) {
+            (Item::Frame { frame, catch_up }, Dialect::Framed) => {
+                if sent_params
+                    .as_ref()
+                    .is_none_or(|p| !Arc::ptr_eq(p, &frame.au.params))
+                {
+                    self.push(wsf::OP_BINARY, stream_info(state, &frame.au.params));
+                    *sent_params = Some(frame.au.params.clone());
                 }
+                let message = if *catch_up {
+                    frame.framed_catch_up()
+                } else {
+                    frame.framed.clone()
+                };
+                self.push(wsf::OP_BINARY, message);
+                self.note_live(frame, *catch_up);
             }
+            (Item::Frame { frame, catch_up }, Dialect::Raw) => {
+                for i in 0..frame.au.nals.len() {
+                    // Broadway.js needs only parameter sets and slices.
+                    if matches!(
+                        frame.au.nal_type(i),
+                        Some(
+                            NalType::Sps
+                                | NalType::Pps
+                                | NalType::Idr
+                                | NalType::Slice
+                                | NalType::Partition
+                        )
+                    ) {
+                        self.push(wsf::OP_BINARY, frame.au.nal(i));
+                    }
+                }
+                self.note_live(frame, *catch_up);
+            }
+            (Item::Skipped(n), Dialect::Framed) => {
+                self.push(wsf::OP_BINARY, protocol::encode_skipped(*n))
+            }
+            (Item::Status(s), Dialect::Framed) => {
+                self.push(wsf::OP_BINARY, protocol::encode_status(s))
+            }
+            (Item::Skipped(_) | Item::Status(_), Dialect::Raw) => {}
+        }
+    }
+
+    fn note_live(&mut self, frame: &Frame, catch_up: bool) {
+        if !catch_up {
+            self.live.push(frame.published);
+        }
+    }
+
+    /// Writes everything, however the socket splits it.
+    async fn write_to<W: AsyncWrite + Unpin>(&self, w: &mut W) -> std::io::Result<()> {
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(self.messages.len() * 2);
+        for (header, payload) in &self.messages {
+            slices.push(IoSlice::new(header.as_bytes()));
+            if !payload.is_empty() {
+                slices.push(IoSlice::new(payload));
+            }
+        }
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = w.write_vectored(rest).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut rest, n);
+        }
+        w.flush().await
+    }
+}
+
+/// Per-viewer handles to the hot-path metrics (a registry lookup per use would cost
+/// more than the measurement).
+struct ViewerMetrics {
+    queue_delay: metrics::Histogram,
+    server_latency: metrics::Histogram,
+    bytes_out: metrics::Counter,
+}
+
+impl ViewerMetrics {
+    fn new() -> Self {
+        ViewerMetrics {
+            queue_delay: metrics::histogram!("nalcast_queue_delay_seconds"),
+            server_latency: metrics::histogram!("nalcast_server_latency_seconds"),
+            bytes_out: metrics::counter!("nalcast_bytes_out_total"),
         }
     }
 }
 
+/// Sends `batch` within the viewer timeout.
+async fn send<W: AsyncWrite + Unpin>(
+    w: &mut W,
+    batch: &Batch,
+    state: &AppState,
+) -> Result<(), Ended> {
+    match tokio::time::timeout(state.viewer_timeout, batch.write_to(w)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Ended::Error),
+        Err(_) => Err(Ended::Stuck),
+    }
+}
+
+/// A close frame with `code` and `reason`.
+fn close_batch(code: u16, reason: &str) -> Batch {
+    let mut batch = Batch::default();
+    batch.push(wsf::OP_CLOSE, Bytes::from(wsf::close_payload(code, reason)));
+    batch
+}
+
+/// What the client's messages ask of the viewer loop.
+enum Reply {
+    Nothing,
+    Send(Batch),
+    End(Ended, Option<Batch>),
+}
+
+/// Handles one message from the client.
+fn on_client_frame(
+    frame: ClientFrame,
+    dialect: Dialect,
+    state: &AppState,
+    window: &mut (Instant, u32),
+) -> Reply {
+    let text = match frame {
+        ClientFrame::Ping(payload) => {
+            let mut batch = Batch::default();
+            batch.push(wsf::OP_PONG, Bytes::from(payload));
+            return Reply::Send(batch);
+        }
+        ClientFrame::Pong => return Reply::Nothing,
+        ClientFrame::Close(code) => {
+            let echo = close_batch(code.unwrap_or(wsf::CLOSE_NORMAL), "");
+            return Reply::End(Ended::Client, Some(echo));
+        }
+        ClientFrame::Binary(_) => {
+            return Reply::End(
+                Ended::Protocol,
+                Some(close_batch(
+                    wsf::CLOSE_UNSUPPORTED,
+                    "binary messages are not accepted",
+                )),
+            )
+        }
+        ClientFrame::Text(text) => text,
+    };
+    if window.0.elapsed() > Duration::from_secs(10) {
+        *window = (Instant::now(), 0);
+    }
+    window.1 += 1;
+    if window.1 > MAX_CLIENT_MESSAGES_PER_10S {
+        return Reply::End(
+            Ended::Protocol,
+            Some(close_batch(wsf::CLOSE_POLICY, "too many messages")),
+        );
+    }
+    match (dialect, protocol::parse_client(&text)) {
+        (Dialect::Framed, Ok(ClientMessage::Ping { t })) => {
+            let mut batch = Batch::default();
+            batch.push(wsf::OP_BINARY, protocol::encode_pong(t, wall_us()));
+            Reply::Send(batch)
+        }
+        (_, Ok(ClientMessage::Keyframe)) => {
+            state.hub.request_keyframe();
+            Reply::Nothing
+        }
+        // The original page's clients may send text we do not know; ignore it.
+        (Dialect::Raw, Err(_)) => Reply::Nothing,
+        _ => Reply::End(
+            Ended::Protocol,
+            Some(close_batch(wsf::CLOSE_UNSUPPORTED, "unsupported message")),
+        ),
+    }
+}
+
 /// Drives one viewer: queue → socket, and the client's few control messages.
-/// Generic over the socket halves so it can be tested without a network.
-pub async fn serve_viewer<Tx, Rx, E>(mut tx: Tx, mut rx: Rx, state: AppState, dialect: Dialect)
+/// Generic over the connection so it can be tested without a network.
+pub async fn serve_viewer<IO>(mut io: IO, state: AppState, dialect: Dialect)
 where
-    Tx: Sink<Message> + Unpin,
-    Rx: Stream<Item = Result<Message, E>> + Unpin,
+    IO: AsyncRead + AsyncWrite + Unpin,
 {
     let sub = state.hub.subscribe();
     let mut shutdown = state.shutdown.clone();
@@ -249,74 +531,63 @@ where
         viewers = state.hub.status().viewers,
         "viewer joined"
     );
+    let m = ViewerMetrics::new();
     let mut sent_params: Option<Arc<ParamSets>> = None;
-    let mut messages: Vec<Bytes> = Vec::with_capacity(8);
-    let (mut window_start, mut window_count) = (Instant::now(), 0u32);
-    let ended = loop {
+    let mut batch = Batch::default();
+    let mut parser = ClientParser::new(MAX_CLIENT_MESSAGE);
+    let mut read_buf = [0u8; 1024];
+    let mut window = (Instant::now(), 0u32);
+    let ended = 'serve: loop {
         tokio::select! {
             next = sub.queue.next() => {
-                let Some((item, queued_at)) = next else { break Ended::Shutdown };
-                metrics::histogram!("nalcast_queue_delay_seconds").record(queued_at.elapsed().as_secs_f64());
-                messages.clear();
-                let mut live_frame = None;
-                match (&item, dialect) {
-                    (Item::Frame { frame, catch_up }, _) => {
-                        if dialect == Dialect::Framed
-                            && sent_params.as_ref().is_none_or(|p| !Arc::ptr_eq(p, &frame.au.params))
-                        {
-                            messages.push(stream_info(&state, &frame.au.params));
-                            sent_params = Some(frame.au.params.clone());
-                        }
-                        frame_messages(frame, *catch_up, dialect, &mut messages);
-                        if !catch_up {
-                            live_frame = Some(frame.published);
-                        }
+                let Some(mut item) = next else { break Ended::Shutdown };
+                batch.clear();
+                // A viewer that is behind gets what is queued in one write.
+                for _ in 0..MAX_BATCH_ITEMS {
+                    let (it, queued_at) = item;
+                    m.queue_delay.record(queued_at.elapsed().as_secs_f64());
+                    batch.add(&it, dialect, &mut sent_params, &state);
+                    match sub.queue.try_next() {
+                        Some(more) => item = more,
+                        None => break,
                     }
-                    (Item::Skipped(n), Dialect::Framed) => messages.push(protocol::encode_skipped(*n)),
-                    (Item::Status(s), Dialect::Framed) => messages.push(protocol::encode_status(s)),
-                    _ => {}
                 }
-                match send_all(&mut tx, &messages, &state).await {
-                    Ok(()) => {}
-                    Err(e) => break e,
+                if let Err(e) = send(&mut io, &batch, &state).await {
+                    break e;
                 }
-                if let Some(published) = live_frame {
-                    metrics::histogram!("nalcast_server_latency_seconds").record(published.elapsed().as_secs_f64());
+                m.bytes_out.increment(batch.bytes());
+                for published in &batch.live {
+                    m.server_latency.record(published.elapsed().as_secs_f64());
                 }
             }
-            msg = rx.next() => {
-                match msg {
-                    None | Some(Err(_)) => break Ended::Client,
-                    Some(Ok(Message::Close(_))) => break Ended::Client,
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
-                    Some(Ok(Message::Text(text))) => {
-                        if window_start.elapsed() > std::time::Duration::from_secs(10) {
-                            (window_start, window_count) = (Instant::now(), 0);
+            read = io.read(&mut read_buf) => {
+                let n = match read {
+                    Ok(0) | Err(_) => break Ended::Client,
+                    Ok(n) => n,
+                };
+                parser.push(&read_buf[..n]);
+                loop {
+                    let reply = match parser.next_frame() {
+                        Ok(None) => break,
+                        Ok(Some(frame)) => on_client_frame(frame, dialect, &state, &mut window),
+                        Err(e) => {
+                            debug!(dialect = dialect.name(), "client broke the protocol: {e}");
+                            Reply::End(Ended::Protocol, Some(close_batch(e.code, e.reason)))
                         }
-                        window_count += 1;
-                        if window_count > MAX_CLIENT_MESSAGES_PER_10S {
-                            let _ = tx.send(close(1008, "too many messages")).await;
-                            break Ended::Protocol;
-                        }
-                        match (dialect, protocol::parse_client(text.as_str())) {
-                            (Dialect::Framed, Ok(ClientMessage::Ping { t })) => {
-                                let pong = protocol::encode_pong(t, wall_us());
-                                if let Err(e) = send_all(&mut tx, std::slice::from_ref(&pong), &state).await {
-                                    break e;
-                                }
-                            }
-                            (_, Ok(ClientMessage::Keyframe)) => state.hub.request_keyframe(),
-                            // The original page's clients may send text we do not know; ignore it.
-                            (Dialect::Raw, Err(_)) => {}
-                            _ => {
-                                let _ = tx.send(close(1003, "unsupported message")).await;
-                                break Ended::Protocol;
+                    };
+                    match reply {
+                        Reply::Nothing => {}
+                        Reply::Send(b) => {
+                            if let Err(e) = send(&mut io, &b, &state).await {
+                                break 'serve e;
                             }
                         }
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        let _ = tx.send(close(1003, "binary messages are not accepted")).await;
-                        break Ended::Protocol;
+                        Reply::End(why, close) => {
+                            if let Some(b) = close {
+                                let _ = tokio::time::timeout(Duration::from_millis(500), b.write_to(&mut io)).await;
+                            }
+                            break 'serve why;
+                        }
                     }
                 }
             }
@@ -324,14 +595,14 @@ where
         }
     };
     if ended == Ended::Shutdown {
+        let bye = close_batch(wsf::CLOSE_GOING_AWAY, "server shutting down");
         let _ = tokio::time::timeout(
-            state
-                .viewer_timeout
-                .min(std::time::Duration::from_millis(500)),
-            tx.send(close(1001, "server shutting down")),
+            state.viewer_timeout.min(Duration::from_millis(500)),
+            bye.write_to(&mut io),
         )
         .await;
     }
+    let _ = tokio::time::timeout(Duration::from_millis(100), io.shutdown()).await;
     let lost = sub.queue.lock().total_lost;
     drop(sub);
     metrics::counter!("nalcast_disconnects_total", "reason" => ended.reason()).increment(1);
@@ -345,35 +616,6 @@ where
     } else {
         debug!(dialect = dialect.name(), frames_lost = lost, "viewer left");
     }
-}
-
-fn close(code: u16, reason: &'static str) -> Message {
-    Message::Close(Some(CloseFrame {
-        code,
-        reason: reason.into(),
-    }))
-}
-
-async fn send_all<Tx: Sink<Message> + Unpin>(
-    tx: &mut Tx,
-    messages: &[Bytes],
-    state: &AppState,
-) -> Result<(), Ended> {
-    let started = Instant::now();
-    for msg in messages {
-        let len = msg.len() as u64;
-        match tokio::time::timeout(state.viewer_timeout, tx.send(Message::Binary(msg.clone())))
-            .await
-        {
-            Ok(Ok(())) => metrics::counter!("nalcast_bytes_out_total").increment(len),
-            Ok(Err(_)) => return Err(Ended::Error),
-            Err(_) => return Err(Ended::Stuck),
-        }
-        if started.elapsed() > state.viewer_timeout {
-            return Err(Ended::Stuck);
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -430,5 +672,82 @@ mod tests {
                 "{origin:?} on {host} (legacy {legacy})"
             );
         }
+    }
+}
+#[cfg(test)]
+mod connection_tests {
+    use super::*;
+    use nalcast_core::websocket::client_frame;
+    use tokio::io::DuplexStream;
+
+    #[test]
+    fn accept_key_matches_the_rfc_example() {
+        assert_eq!(
+            accept_key(b"dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    fn state() -> (AppState, tokio::sync::watch::Sender<bool>) {
+        let (tx, shutdown) = tokio::sync::watch::channel(false);
+        let state = AppState {
+            hub: nalcast_core::Hub::new(Default::default()),
+            source: "test".into(),
+            video: Default::default(),
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+            viewer_timeout: Duration::from_secs(2),
+            shutdown,
+            allow_origins: Arc::default(),
+            limits: super::super::limits::ViewerLimits::new(10, 10),
+            auth: None,
+        };
+        (state, tx)
+    }
+
+    /// Reads one server frame: (opcode, payload). Server frames are never masked.
+    async fn read_frame(io: &mut DuplexStream) -> (u8, Vec<u8>) {
+        let mut head = [0u8; 2];
+        io.read_exact(&mut head).await.expect("frame header");
+        assert_eq!(head[1] & 0x80, 0, "server frames are not masked");
+        let len = match head[1] & 0x7f {
+            126 => usize::from(io.read_u16().await.expect("len")),
+            127 => io.read_u64().await.expect("len") as usize,
+            n => usize::from(n),
+        };
+        let mut payload = vec![0u8; len];
+        io.read_exact(&mut payload).await.expect("payload");
+        (head[0], payload)
+    }
+
+    #[tokio::test]
+    async fn pings_are_answered_and_binary_messages_close_the_connection() {
+        let (mut client, server) = tokio::io::duplex(64 * 1024);
+        let (state, _shutdown) = state();
+        let viewer = tokio::spawn(serve_viewer(server, state, Dialect::Framed));
+        // The status of the (not yet started) source comes first.
+        let (op, payload) = read_frame(&mut client).await;
+        assert_eq!((op, payload[0]), (0x82, protocol::MSG_STATUS));
+        client
+            .write_all(&client_frame(0x89, b"hi", [1, 2, 3, 4]))
+            .await
+            .expect("ping");
+        assert_eq!(read_frame(&mut client).await, (0x8A, b"hi".to_vec()));
+        let ping = br#"{"type":"ping","t":12.5}"#;
+        // Split mid-frame: the parser waits for the rest.
+        let bytes = client_frame(0x81, ping, [5, 6, 7, 8]);
+        client.write_all(&bytes[..5]).await.expect("part");
+        client.write_all(&bytes[5..]).await.expect("rest");
+        let (op, payload) = read_frame(&mut client).await;
+        assert_eq!((op, payload[0]), (0x82, protocol::MSG_PONG));
+        client
+            .write_all(&client_frame(0x82, &[1, 2, 3], [0; 4]))
+            .await
+            .expect("binary");
+        let (op, payload) = read_frame(&mut client).await;
+        assert_eq!(op, 0x88);
+        assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1003);
+        viewer.await.expect("the viewer task ends");
     }
 }
