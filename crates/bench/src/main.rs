@@ -331,9 +331,8 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.record {
         return record(&args.url, path, duration).await;
     }
-    const LATENCY: &str = "nalcast_server_latency_seconds";
     let metrics_before = match &args.metrics {
-        Some(url) => Some(metrics::fetch_histogram(url, LATENCY).await?),
+        Some(url) => Some(metrics::fetch_metrics(url).await?),
         None => None,
     };
     let sampler = args
@@ -370,10 +369,21 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut summary = Summary::new(&args.name, args.fps, &results, &samples, stalled_errors);
     if let (Some(url), Some(before)) = (&args.metrics, &metrics_before) {
-        let after = metrics::fetch_histogram(url, LATENCY).await?;
+        const LATENCY: &str = "nalcast_server_latency_seconds";
+        const DELTA: Option<&str> = Some("frame=\"delta\"");
+        let after = metrics::fetch_metrics(url).await?;
+        let (b_all, a_all) = (
+            metrics::parse_histogram(before, LATENCY, None),
+            metrics::parse_histogram(&after, LATENCY, None),
+        );
+        let (b_delta, a_delta) = (
+            metrics::parse_histogram(before, LATENCY, DELTA),
+            metrics::parse_histogram(&after, LATENCY, DELTA),
+        );
         summary.server_latency_ms = [
-            metrics::percentile_ms(before, &after, 50.0),
-            metrics::percentile_ms(before, &after, 99.0),
+            metrics::percentile_ms(&b_all, &a_all, 50.0),
+            metrics::percentile_ms(&b_all, &a_all, 99.0),
+            metrics::percentile_ms(&b_delta, &a_delta, 99.0),
         ];
     }
     println!("{}", summary.markdown());

@@ -8,8 +8,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 /// Cumulative bucket counts by upper bound (seconds).
 pub type Buckets = BTreeMap<u64, f64>;
 
-/// Fetches `url` (plain http) and returns the buckets of histogram `name`.
-pub async fn fetch_histogram(url: &str, name: &str) -> anyhow::Result<Buckets> {
+/// Fetches `url` (plain http) and returns the text of the page.
+pub async fn fetch_metrics(url: &str) -> anyhow::Result<String> {
     let rest = url
         .strip_prefix("http://")
         .context("--metrics needs an http:// URL")?;
@@ -24,18 +24,28 @@ pub async fn fetch_histogram(url: &str, name: &str) -> anyhow::Result<Buckets> {
         .await?;
     let mut body = String::new();
     stream.read_to_string(&mut body).await?;
-    Ok(parse_histogram(&body, name))
+    Ok(body)
 }
 
-/// Parses `name_bucket{le="x"} n` lines (upper bounds kept in nanoseconds).
-pub fn parse_histogram(text: &str, name: &str) -> Buckets {
-    let prefix = format!("{name}_bucket{{le=\"");
+/// Parses `name_bucket{...,le="x"} n` lines (upper bounds kept in nanoseconds),
+/// summing over label sets that contain `label` (all when `None`).
+pub fn parse_histogram(text: &str, name: &str, label: Option<&str>) -> Buckets {
+    let prefix = format!("{name}_bucket{{");
     let mut out = Buckets::new();
     for line in text.lines() {
         let Some(rest) = line.strip_prefix(&prefix) else {
             continue;
         };
-        let Some((le, count)) = rest.split_once("\"} ") else {
+        let Some((labels, count)) = rest.split_once("} ") else {
+            continue;
+        };
+        if label.is_some_and(|l| !labels.split(',').any(|x| x == l)) {
+            continue;
+        }
+        let Some(le) = labels
+            .split(',')
+            .find_map(|x| x.strip_prefix("le=\"")?.strip_suffix('"'))
+        else {
             continue;
         };
         let le = if le == "+Inf" {
@@ -49,7 +59,7 @@ pub fn parse_histogram(text: &str, name: &str) -> Buckets {
             } else {
                 (le * 1e9) as u64
             };
-            out.insert(key, count);
+            *out.entry(key).or_insert(0.0) += count;
         }
     }
     out
@@ -84,13 +94,27 @@ mod tests {
         let before = parse_histogram(
             "x_bucket{le=\"0.001\"} 10\nx_bucket{le=\"0.01\"} 10\nx_bucket{le=\"+Inf\"} 10\n",
             "x",
+            None,
         );
         let after = parse_histogram(
             "x_bucket{le=\"0.001\"} 108\nx_bucket{le=\"0.01\"} 110\nx_bucket{le=\"+Inf\"} 110\n",
             "x",
+            None,
         );
         assert_eq!(percentile_ms(&before, &after, 50.0), Some(1.0));
         assert_eq!(percentile_ms(&before, &after, 99.0), Some(10.0));
         assert_eq!(percentile_ms(&after, &after, 99.0), None);
+    }
+
+    #[test]
+    fn label_sets_are_summed_or_picked() {
+        let text = "y_bucket{frame=\"key\",le=\"0.001\"} 0\ny_bucket{frame=\"key\",le=\"0.01\"} 2\n\
+                    y_bucket{frame=\"key\",le=\"+Inf\"} 2\ny_bucket{frame=\"delta\",le=\"0.001\"} 98\n\
+                    y_bucket{frame=\"delta\",le=\"0.01\"} 98\ny_bucket{frame=\"delta\",le=\"+Inf\"} 98\n";
+        let none = Buckets::new();
+        let all = parse_histogram(text, "y", None);
+        assert_eq!(percentile_ms(&none, &all, 99.0), Some(10.0));
+        let delta = parse_histogram(text, "y", Some("frame=\"delta\""));
+        assert_eq!(percentile_ms(&none, &delta, 99.0), Some(1.0));
     }
 }

@@ -47,8 +47,9 @@ pub struct Summary {
     /// Megabits per second received by all viewers together.
     pub mbit_s: f64,
     /// Server-added delay (source frame complete to socket write) from nalcast's own
-    /// histogram, ms, bucket upper bounds: p50, p99.
-    pub server_latency_ms: [Option<f64>; 2],
+    /// histogram, ms, bucket upper bounds: p50 and p99 of all frames, p99 of delta
+    /// (non-key) frames.
+    pub server_latency_ms: [Option<f64>; 3],
 }
 
 impl Summary {
@@ -115,7 +116,7 @@ impl Summary {
             } else {
                 0.0
             },
-            server_latency_ms: [None, None],
+            server_latency_ms: [None, None, None],
         }
     }
 
@@ -128,16 +129,16 @@ impl Summary {
             v.map_or("-".into(), |x| format!("{x:.2}"))
         }
         format!(
-            "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added p50/p99 ms (≤) | CPU mean/max % | RSS first/last/max MiB | Mbit/s |\n\
+            "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added p50/p99/delta-p99 ms (≤) | CPU mean/max % | RSS first/last/max MiB | Mbit/s |\n\
              |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
-             | {} | {} | {} | {} | {}/{}/{} | {:.1}% | {}/{} | {:.0} | {} | {}/{}/{} | {}/{} | {}/{} | {}/{}/{} | {:.1} |",
+             | {} | {} | {} | {} | {}/{}/{} | {:.1}% | {}/{} | {:.0} | {} | {}/{}/{} | {}/{}/{} | {}/{} | {}/{}/{} | {:.1} |",
             self.name, self.viewers, self.started, self.errors,
             f(self.ttff_ms[0]), f(self.ttff_ms[1]), f(self.ttff_ms[2]),
             self.share_at_95pct_fps * 100.0,
             f(self.fps[0]), f(self.fps[1]),
             self.max_gap_ms, self.lost,
             f(self.latency_ms[0]), f(self.latency_ms[1]), f(self.latency_ms[2]),
-            f2(self.server_latency_ms[0]), f2(self.server_latency_ms[1]),
+            f2(self.server_latency_ms[0]), f2(self.server_latency_ms[1]), f2(self.server_latency_ms[2]),
             f(self.cpu_pct[0]), f(self.cpu_pct[1]),
             f(self.rss_mib[0]), f(self.rss_mib[1]), f(self.rss_mib[2]),
             self.mbit_s,

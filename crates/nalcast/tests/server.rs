@@ -205,11 +205,25 @@ async fn legacy_port_explains_itself_to_plain_http() {
 async fn api_health_and_metrics_report_the_stream() {
     let server = Server::start(&args(&["--fps", "25", "--keyframe-interval", "50"]));
     server.wait_healthy().await;
-    let _v1 = connect(&server.url("/ws")).await;
+    let mut v1 = connect(&server.url("/ws")).await;
     let mut v2 = connect(&server.url("/ws/raw")).await;
     next_binary(&mut v2, Duration::from_secs(2))
         .await
         .expect("frames flow");
+    // Past the catch-up burst: two live delta frames (the server records the first
+    // one's delay before it sends the second).
+    let mut live_deltas = 0;
+    while live_deltas < 2 {
+        if let ServerMessage::AccessUnit { flags, .. } =
+            next_framed(&mut v1, Duration::from_secs(5))
+                .await
+                .expect("frames flow")
+        {
+            if flags & (FLAG_CATCH_UP | FLAG_KEYFRAME) == 0 {
+                live_deltas += 1;
+            }
+        }
+    }
     let (status, body) = http_get(server.addr, "/api/stream").await.expect("api");
     assert_eq!(status, 200);
     let api: serde_json::Value = serde_json::from_str(&body).expect("json");
@@ -244,7 +258,10 @@ async fn api_health_and_metrics_report_the_stream() {
     assert!(value("nalcast_frames_in_total") > 0.0);
     assert!(value("nalcast_bytes_out_total") > 0.0);
     assert_eq!(value("nalcast_viewers"), 2.0);
-    assert!(value("nalcast_server_latency_seconds_count") > 0.0);
+    assert!(
+        value("nalcast_server_latency_seconds_count{frame=\"delta\"}") > 0.0,
+        "{metrics}"
+    );
     assert!(value("nalcast_queue_delay_seconds_count") > 0.0);
 }
 

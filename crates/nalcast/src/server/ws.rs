@@ -313,8 +313,9 @@ fn stream_info(state: &AppState, params: &ParamSets) -> Bytes {
 #[derive(Default)]
 struct Batch {
     messages: Vec<(Header, Bytes)>,
-    /// When the live frames in this batch were published (for the latency histogram).
-    live: Vec<Instant>,
+    /// When the live frames in this batch were published, and whether they are
+    /// keyframes (for the latency histogram).
+    live: Vec<(Instant, bool)>,
 }
 
 impl Batch {
@@ -390,7 +391,7 @@ impl Batch {
 
     fn note_live(&mut self, frame: &Frame, catch_up: bool) {
         if !catch_up {
-            self.live.push(frame.published);
+            self.live.push((frame.published, frame.keyframe()));
         }
     }
 
@@ -419,7 +420,10 @@ impl Batch {
 /// more than the measurement).
 struct ViewerMetrics {
     queue_delay: metrics::Histogram,
-    server_latency: metrics::Histogram,
+    /// Server-added delay of keyframes (large: their time is mostly the copy into
+    /// the socket) and of the other frames, apart.
+    latency_key: metrics::Histogram,
+    latency_delta: metrics::Histogram,
     bytes_out: metrics::Counter,
 }
 
@@ -427,7 +431,8 @@ impl ViewerMetrics {
     fn new() -> Self {
         ViewerMetrics {
             queue_delay: metrics::histogram!("nalcast_queue_delay_seconds"),
-            server_latency: metrics::histogram!("nalcast_server_latency_seconds"),
+            latency_key: metrics::histogram!("nalcast_server_latency_seconds", "frame" => "key"),
+            latency_delta: metrics::histogram!("nalcast_server_latency_seconds", "frame" => "delta"),
             bytes_out: metrics::counter!("nalcast_bytes_out_total"),
         }
     }
@@ -556,8 +561,9 @@ where
                     break e;
                 }
                 m.bytes_out.increment(batch.bytes());
-                for published in &batch.live {
-                    m.server_latency.record(published.elapsed().as_secs_f64());
+                for &(published, key) in &batch.live {
+                    let h = if key { &m.latency_key } else { &m.latency_delta };
+                    h.record(published.elapsed().as_secs_f64());
                 }
             }
             read = io.read(&mut read_buf) => {
