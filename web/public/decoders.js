@@ -35,6 +35,11 @@ export class WebCodecsDecoder {
     return this.decoder.decodeQueueSize;
   }
 
+  /** Whether the decoder is up to speed (WebCodecs is at once). */
+  get warm() {
+    return true;
+  }
+
   decode(unit) {
     if (this.decoder.state !== 'configured') return false;
     this.units.set(unit.seq, unit);
@@ -128,6 +133,7 @@ export class BroadwayDecoder {
   start() {
     this.worker?.terminate();
     this.inFlight = 0;
+    this.outputs = 0;
     this.pending = [];
     this.worker = new Worker('vendor/broadway/Decoder.js');
     this.worker.onerror = (e) => this.onError(new Error(`Broadway worker: ${e.message}`));
@@ -149,6 +155,12 @@ export class BroadwayDecoder {
     return this.inFlight;
   }
 
+  /** Whether the worker has decoded a picture yet: until then (it loads and
+   * compiles Broadway for a while) a backlog says nothing about its speed. */
+  get warm() {
+    return this.outputs > 0;
+  }
+
   decode(unit) {
     if (!this.worker) return false;
     const copy = unit.data.slice(); // transferable copy
@@ -162,6 +174,7 @@ export class BroadwayDecoder {
     if (data.consoleLog) return;
     if (!data.buf) return;
     this.inFlight = Math.max(0, this.inFlight - 1);
+    this.outputs++;
     const seq = data.infos?.[0]?.seq;
     let unit = this.pending.shift();
     while (unit && seq !== undefined && unit.seq < seq) unit = this.pending.shift();

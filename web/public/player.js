@@ -143,7 +143,7 @@ function onAccessUnit(view, bytes) {
   if (!decoder || !info) return;
   if (!waitForKey) {
     const stale = !unit.catchUp && stats.networkLatencyMs > STALE_MS;
-    if (decoder.backlog > MAX_BACKLOG || stale) {
+    if ((decoder.backlog > MAX_BACKLOG && decoder.warm) || stale) {
       // Too far behind to catch up by decoding: skip to the next keyframe.
       waitForKey = true;
       requestKeyframe();

@@ -58,7 +58,11 @@ struct HubState {
     status: StatusMsg,
     viewers: HashMap<u64, Arc<ViewerQueue>>,
     next_viewer: u64,
+    /// When the source was last asked for a keyframe.
     last_keyframe_request: Option<Instant>,
+    /// A keyframe was asked for while the last request was too recent: ask as soon
+    /// as the interval has passed (unless a keyframe comes by itself first).
+    keyframe_pending: bool,
     last_frame: Option<Instant>,
 }
 
@@ -104,6 +108,7 @@ impl Hub {
                 viewers: HashMap::new(),
                 next_viewer: 0,
                 last_keyframe_request: None,
+                keyframe_pending: false,
                 last_frame: None,
             }),
             config,
@@ -139,6 +144,11 @@ impl Hub {
         }
         state.gop.push(frame.clone());
         state.last_frame = Some(now);
+        if frame.keyframe() {
+            state.keyframe_pending = false;
+        } else {
+            self.grant_keyframe_locked(&mut state, now);
+        }
         if state.status.state != "live" {
             let live = StatusMsg {
                 state: "live".into(),
@@ -194,11 +204,20 @@ impl Hub {
         }
     }
 
+    /// Asks the source for a keyframe at most once per `keyframe_min_interval`; a
+    /// request inside the interval is kept and granted when it ends, never lost (a
+    /// viewer waiting for a keyframe would otherwise wait a whole GOP).
     fn request_keyframe_locked(&self, state: &mut HubState, now: Instant) {
+        state.keyframe_pending = true;
+        self.grant_keyframe_locked(state, now);
+    }
+
+    fn grant_keyframe_locked(&self, state: &mut HubState, now: Instant) {
         let recent = state
             .last_keyframe_request
             .is_some_and(|t| now.saturating_duration_since(t) < self.config.keyframe_min_interval);
-        if !recent {
+        if state.keyframe_pending && !recent {
+            state.keyframe_pending = false;
             state.last_keyframe_request = Some(now);
             self.keyframe_wanted.store(true, Ordering::Relaxed);
             self.counters
@@ -323,6 +342,37 @@ mod tests {
         assert!(hub.take_keyframe_request());
         assert!(!hub.take_keyframe_request());
         assert_eq!(hub.counters.keyframe_requests.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_keyframe_request_inside_the_interval_is_granted_later_not_lost() {
+        let hub = Hub::new(HubConfig::default());
+        let t = Instant::now();
+        hub.publish_at(access_unit(true, 10), t);
+        hub.request_keyframe();
+        assert!(hub.take_keyframe_request());
+        // Asked again at once: too soon, so nothing yet...
+        hub.request_keyframe();
+        assert!(!hub.take_keyframe_request());
+        hub.publish_at(access_unit(false, 10), t + Duration::from_millis(500));
+        assert!(!hub.take_keyframe_request());
+        // ...but granted once the interval has passed.
+        hub.publish_at(access_unit(false, 10), t + Duration::from_millis(1100));
+        assert!(hub.take_keyframe_request());
+        assert_eq!(hub.counters.keyframe_requests.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_keyframe_that_comes_by_itself_answers_a_pending_request() {
+        let hub = Hub::new(HubConfig::default());
+        let t = Instant::now();
+        hub.publish_at(access_unit(true, 10), t);
+        hub.request_keyframe();
+        assert!(hub.take_keyframe_request());
+        hub.request_keyframe();
+        hub.publish_at(access_unit(true, 10), t + Duration::from_millis(500));
+        hub.publish_at(access_unit(false, 10), t + Duration::from_millis(1500));
+        assert!(!hub.take_keyframe_request());
     }
 
     #[test]
