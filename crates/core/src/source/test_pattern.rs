@@ -37,6 +37,11 @@ impl TestPattern {
             .intra_frame_period(IntraFramePeriod::from_num_frames(v.keyframe_interval))
             .complexity(Complexity::Low)
             .scene_change_detect(false)
+            // Analysis meant for camera pictures, wasted on a synthetic one: without
+            // them the test source costs about a tenth less CPU (16 % -> 14 % of a
+            // core at 720p30, /proc/PID/stat over 10 s).
+            .background_detection(false)
+            .adaptive_quantization(false)
             // openh264 only honours the bitrate when it may skip frames; at our
             // bitrates it has not needed to, and a skipped frame is just not sent.
             .skip_frames(true)
