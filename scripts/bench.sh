@@ -54,7 +54,7 @@ run() { # name, then nalcast-bench args
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load generator on the same machine, loopback."
     echo "Command: \`make bench\` (scripts/bench.sh). Source: test pattern 1280x720, 30 fps, 3 Mbit/s unless noted."
     echo
-    echo "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added p50/p99/delta-p99 ms (≤) | CPU mean/max % | RSS first/last/max MiB | Mbit/s |"
+    echo "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added p50/p99/delta-p99 ms (≤) | CPU mean/max % | RSS first/warm/last/max MiB | Mbit/s |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
     # A fresh server per scenario, so memory figures are its own.
@@ -76,6 +76,9 @@ run() { # name, then nalcast-bench args
     "$BENCH" --url "ws://127.0.0.1:$port/ws/raw" --dialect raw --duration 10 --record "$clip" >/dev/null
     start --source "file:$clip" --fps 30
     run file-fanout-100 --viewers 100 --duration "$(long 5 20)"
+    # The server's own fan-out cost, without the test source's encoder.
+    start --source "file:$clip" --fps 30
+    run file-fanout-1000 --viewers 1000 --duration "$(long 5 20)"
     stop
 } | sed -n '/^|/p;/^#/p;/^Machine/p;/^Command/p;/^$/p' > "$out.tmp"
 

@@ -42,8 +42,8 @@ pub struct Summary {
     pub latency_ms: [Option<f64>; 3],
     /// Server CPU in % of one core: mean, max.
     pub cpu_pct: [Option<f64>; 2],
-    /// Server RSS in MiB: first, last, max.
-    pub rss_mib: [Option<f64>; 3],
+    /// Server RSS in MiB: first, a quarter into the run, last, max.
+    pub rss_mib: [Option<f64>; 4],
     /// Megabits per second received by all viewers together.
     pub mbit_s: f64,
     /// Server-added delay (source frame complete to socket write) from nalcast's own
@@ -108,6 +108,9 @@ impl Summary {
             ],
             rss_mib: [
                 samples.first().map(|s| s.rss_mib),
+                // A quarter into the run: viewers connected, buffers warm. From
+                // here to the end RSS should stay flat.
+                samples.get(samples.len() / 4).map(|s| s.rss_mib),
                 samples.last().map(|s| s.rss_mib),
                 samples.iter().map(|s| s.rss_mib).reduce(f64::max),
             ],
@@ -129,9 +132,9 @@ impl Summary {
             v.map_or("-".into(), |x| format!("{x:.2}"))
         }
         format!(
-            "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added p50/p99/delta-p99 ms (≤) | CPU mean/max % | RSS first/last/max MiB | Mbit/s |\n\
+            "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added p50/p99/delta-p99 ms (≤) | CPU mean/max % | RSS first/warm/last/max MiB | Mbit/s |\n\
              |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
-             | {} | {} | {} | {} | {}/{}/{} | {:.1}% | {}/{} | {:.0} | {} | {}/{}/{} | {}/{}/{} | {}/{} | {}/{}/{} | {:.1} |",
+             | {} | {} | {} | {} | {}/{}/{} | {:.1}% | {}/{} | {:.0} | {} | {}/{}/{} | {}/{}/{} | {}/{} | {}/{}/{}/{} | {:.1} |",
             self.name, self.viewers, self.started, self.errors,
             f(self.ttff_ms[0]), f(self.ttff_ms[1]), f(self.ttff_ms[2]),
             self.share_at_95pct_fps * 100.0,
@@ -140,7 +143,7 @@ impl Summary {
             f(self.latency_ms[0]), f(self.latency_ms[1]), f(self.latency_ms[2]),
             f2(self.server_latency_ms[0]), f2(self.server_latency_ms[1]), f2(self.server_latency_ms[2]),
             f(self.cpu_pct[0]), f(self.cpu_pct[1]),
-            f(self.rss_mib[0]), f(self.rss_mib[1]), f(self.rss_mib[2]),
+            f(self.rss_mib[0]), f(self.rss_mib[1]), f(self.rss_mib[2]), f(self.rss_mib[3]),
             self.mbit_s,
         )
     }
