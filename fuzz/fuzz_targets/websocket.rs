@@ -5,30 +5,12 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nalcast_core::websocket::{client_frame, ClientFrame, ClientParser, FrameError};
+use nalcast_core::websocket::{client_frame, parse_in_pieces, ClientFrame, FrameError};
 
 const MAX: usize = 4096;
 
 fn parse(input: &[u8], cuts: &[usize]) -> Vec<Result<ClientFrame, FrameError>> {
-    let mut parser = ClientParser::new(MAX);
-    let mut out = Vec::new();
-    let mut start = 0;
-    for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
-        let end = cut.clamp(start, input.len());
-        parser.push(&input[start..end]);
-        start = end;
-        loop {
-            match parser.next_frame() {
-                Ok(Some(f)) => out.push(Ok(f)),
-                Ok(None) => break,
-                Err(e) => {
-                    out.push(Err(e));
-                    return out;
-                }
-            }
-        }
-    }
-    out
+    parse_in_pieces(input, MAX, cuts.iter().copied())
 }
 
 fuzz_target!(|data: &[u8]| {

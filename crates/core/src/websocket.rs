@@ -213,6 +213,34 @@ impl ClientParser {
     }
 }
 
+/// Parses `input` fed in pieces ending at `cuts` (then the rest), up to and
+/// including the first refusal; for tests and fuzzing.
+pub fn parse_in_pieces(
+    input: &[u8],
+    max_payload: usize,
+    cuts: impl IntoIterator<Item = usize>,
+) -> Vec<Result<ClientFrame, FrameError>> {
+    let mut parser = ClientParser::new(max_payload);
+    let mut out = Vec::new();
+    let mut start = 0;
+    for cut in cuts.into_iter().chain(std::iter::once(input.len())) {
+        let end = cut.clamp(start, input.len());
+        parser.push(&input[start..end]);
+        start = end;
+        loop {
+            match parser.next_frame() {
+                Ok(Some(f)) => out.push(Ok(f)),
+                Ok(None) => break,
+                Err(e) => {
+                    out.push(Err(e));
+                    return out;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Encodes a masked client frame (what browsers send); for tests and fuzzing.
 pub fn client_frame(first_byte: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
     let mut out = vec![first_byte];
@@ -261,22 +289,11 @@ mod tests {
     }
 
     fn parse_all(bytes: &[u8], chunk: usize) -> Vec<Result<ClientFrame, FrameError>> {
-        let mut parser = ClientParser::new(4096);
-        let mut out = Vec::new();
-        for piece in bytes.chunks(chunk.max(1)) {
-            parser.push(piece);
-            loop {
-                match parser.next_frame() {
-                    Ok(Some(f)) => out.push(Ok(f)),
-                    Ok(None) => break,
-                    Err(e) => {
-                        out.push(Err(e));
-                        return out;
-                    }
-                }
-            }
-        }
-        out
+        parse_in_pieces(
+            bytes,
+            4096,
+            (chunk.max(1)..bytes.len()).step_by(chunk.max(1)),
+        )
     }
 
     #[test]
