@@ -60,8 +60,10 @@ for m in $(seq 1 "$minutes"); do
         # Only the relay itself: the server's own command line mentions it too.
         pkill -KILL -f -- "^$BENCH --url ws://127.0.0.1:$camera_port" || true
     fi
-    sleep 60
+    # Sampled mid-batch, while the viewers are connected.
+    sleep 30
     sample "$m" >> "$out.tmp"
+    sleep 30
     echo "soak: minute $m/$minutes" >&2
 done
 {
