@@ -165,10 +165,8 @@ pub struct Config {
     pub header_timeout: Duration,
     /// HTTPS on the main listener, if wanted.
     pub tls: Option<TlsMode>,
-    /// `--auth USER:PASSWORD` (or hash).
-    pub auth: Option<String>,
-    /// `--token`.
-    pub token: Option<String>,
+    /// Credentials from `--auth` and `--token`, if any.
+    pub auth: Option<std::sync::Arc<crate::server::auth::Auth>>,
 }
 
 /// The data directory: systemd's state directory, else the XDG data directory.
@@ -398,15 +396,16 @@ impl Config {
             ))
             }
         };
-        let auth = args.auth.or(file.auth);
-        let token = args.token.or(file.token);
-        // Checked here so a bad value is a start-up error, not a surprise later.
-        crate::server::auth::Auth::new(auth.as_deref(), token.as_deref(), false)?;
+        let auth = crate::server::auth::Auth::new(
+            args.auth.or(file.auth).as_deref(),
+            args.token.or(file.token).as_deref(),
+            tls.is_some(),
+        )?
+        .map(std::sync::Arc::new);
         Ok(Config {
             header_timeout,
             tls,
             auth,
-            token,
             max_viewers,
             max_viewers_per_ip,
             allow_origins,

@@ -141,13 +141,7 @@ async fn run(config: Config, tls: Option<server::tls::Tls>) -> anyhow::Result<()
         shutdown: shutdown_rx.clone(),
         allow_origins: std::sync::Arc::new(config.allow_origins.clone()),
         limits: server::limits::ViewerLimits::new(config.max_viewers, config.max_viewers_per_ip),
-        auth: server::auth::Auth::new(
-            config.auth.as_deref(),
-            config.token.as_deref(),
-            config.tls.is_some(),
-        )
-        .map_err(anyhow::Error::msg)?
-        .map(std::sync::Arc::new),
+        auth: config.auth.clone(),
     };
     if state.auth.is_some() && config.tls.is_none() {
         warn!("credentials are checked but travel unencrypted: add --tls self-signed or --tls-cert/--tls-key");

@@ -58,6 +58,16 @@ pub struct Auth {
     hashing: tokio::sync::Semaphore,
 }
 
+impl std::fmt::Debug for Auth {
+    // Never prints a secret, not even hashed.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Auth")
+            .field("basic", &self.basic.is_some())
+            .field("token", &self.token.is_some())
+            .finish()
+    }
+}
+
 /// How a request proved itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Via {
@@ -403,7 +413,7 @@ mod tests {
             (None, Some("short"), "at least 16"),
             (None, Some("has spaces in it, sadly"), "at least 16"),
         ] {
-            let err = Auth::new(basic, token, false).err().expect("refused");
+            let err = Auth::new(basic, token, false).expect_err("refused");
             assert!(err.contains(needle), "{err}");
         }
         assert!(Auth::new(None, None, false).expect("ok").is_none());
