@@ -177,13 +177,6 @@ async fn run_once(
     shutdown: &watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
     let mut stop = shutdown.clone();
-    let in_process = async {
-        match spec {
-            SourceSpec::Test => test_pattern::run(opts, hub).await,
-            SourceSpec::File(path) => file::run(path, opts, hub).await,
-            _ => exec::run_stdin(opts, hub).await,
-        }
-    };
     match spec {
         SourceSpec::Exec(cmd) => {
             let mut c = tokio::process::Command::new("sh");
@@ -198,10 +191,21 @@ async fn run_once(
             c.args(&args);
             exec::run_child(c, &description, opts, hub, stop).await
         }
-        SourceSpec::Test | SourceSpec::File(_) | SourceSpec::Stdin => tokio::select! {
-            r = in_process => r,
-            _ = shutdown_requested(&mut stop) => Ok(()),
-        },
+        SourceSpec::Test => until_shutdown(test_pattern::run(opts, hub), &mut stop).await,
+        SourceSpec::File(path) => until_shutdown(file::run(path, opts, hub), &mut stop).await,
+        SourceSpec::Stdin => until_shutdown(exec::run_stdin(opts, hub), &mut stop).await,
+    }
+}
+
+/// Runs an in-process source until it stops, or until shutdown (then `Ok`): these
+/// hold nothing outside the process, so dropping them is all the stopping they need.
+async fn until_shutdown(
+    run: impl std::future::Future<Output = Result<(), SourceError>>,
+    stop: &mut watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    tokio::select! {
+        r = run => r,
+        _ = shutdown_requested(stop) => Ok(()),
     }
 }
 
