@@ -287,11 +287,10 @@ pub async fn require(State(auth): State<Arc<Auth>>, req: Request, next: Next) ->
     }
     match auth.admits(req.headers(), req.uri()).await {
         Some(Via::Query) if req.method() == Method::GET && is_page(req.uri()) => {
-            let token = query_token(req.uri()).unwrap_or_default();
-            let rest: Vec<(String, String)> = query_pairs(req.uri())
+            let (token, rest): (Vec<_>, Vec<_>) = query_pairs(req.uri())
                 .into_iter()
-                .filter(|(k, _)| k != "token")
-                .collect();
+                .partition(|(k, _)| k == "token");
+            let token = token.into_iter().next().map(|(_, v)| v).unwrap_or_default();
             let query = serde_urlencoded::to_string(&rest).unwrap_or_default();
             let location = if query.is_empty() {
                 req.uri().path().to_owned()

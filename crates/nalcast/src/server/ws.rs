@@ -94,10 +94,8 @@ impl<S: Send + Sync> FromRequestParts<S> for WsUpgrade {
         if parts.method != Method::GET
             || !header_has(&parts.headers, header::CONNECTION, "upgrade")
             || !header_has(&parts.headers, header::UPGRADE, "websocket")
+            || !header_has(&parts.headers, header::SEC_WEBSOCKET_VERSION, "13")
         {
-            return Err(upgrade_required);
-        }
-        if !header_has(&parts.headers, header::SEC_WEBSOCKET_VERSION, "13") {
             return Err(upgrade_required);
         }
         let Some(key) = parts.headers.get(header::SEC_WEBSOCKET_KEY).cloned() else {
@@ -324,6 +322,13 @@ impl Batch {
         self.live.clear();
     }
 
+    /// A batch of one message.
+    fn one(opcode: u8, payload: Bytes) -> Self {
+        let mut batch = Batch::default();
+        batch.push(opcode, payload);
+        batch
+    }
+
     fn push(&mut self, opcode: u8, payload: Bytes) {
         self.messages
             .push((Header::new(opcode, payload.len()), payload));
@@ -453,9 +458,7 @@ async fn send<W: AsyncWrite + Unpin>(
 
 /// A close frame with `code` and `reason`.
 fn close_batch(code: u16, reason: &str) -> Batch {
-    let mut batch = Batch::default();
-    batch.push(wsf::OP_CLOSE, Bytes::from(wsf::close_payload(code, reason)));
-    batch
+    Batch::one(wsf::OP_CLOSE, Bytes::from(wsf::close_payload(code, reason)))
 }
 
 /// What the client's messages ask of the viewer loop.
@@ -474,9 +477,7 @@ fn on_client_frame(
 ) -> Reply {
     let text = match frame {
         ClientFrame::Ping(payload) => {
-            let mut batch = Batch::default();
-            batch.push(wsf::OP_PONG, Bytes::from(payload));
-            return Reply::Send(batch);
+            return Reply::Send(Batch::one(wsf::OP_PONG, Bytes::from(payload)))
         }
         ClientFrame::Pong => return Reply::Nothing,
         ClientFrame::Close(code) => {
@@ -505,11 +506,10 @@ fn on_client_frame(
         );
     }
     match (dialect, protocol::parse_client(&text)) {
-        (Dialect::Framed, Ok(ClientMessage::Ping { t })) => {
-            let mut batch = Batch::default();
-            batch.push(wsf::OP_BINARY, protocol::encode_pong(t, wall_us()));
-            Reply::Send(batch)
-        }
+        (Dialect::Framed, Ok(ClientMessage::Ping { t })) => Reply::Send(Batch::one(
+            wsf::OP_BINARY,
+            protocol::encode_pong(t, wall_us()),
+        )),
         (_, Ok(ClientMessage::Keyframe)) => {
             state.hub.request_keyframe();
             Reply::Nothing
