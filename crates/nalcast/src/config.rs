@@ -66,6 +66,9 @@ pub struct Args {
     /// Most viewers from one client address; more are refused with HTTP 429. [default: 100]
     #[arg(long, value_name = "N")]
     pub max_viewers_per_ip: Option<usize>,
+    /// Threads that write to plain-HTTP viewers, so a frame goes out on every core at once; 0 keeps them on the main runtime. [default: number of cores]
+    #[arg(long, value_name = "N")]
+    pub viewer_threads: Option<usize>,
     /// Let pages from this origin open WebSockets too (e.g. http://dashboard.lan:3000), or * for any; repeatable. By default only the page's own origin (and, on the legacy port, the same host) may.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
@@ -129,6 +132,7 @@ struct FileConfig {
     allow_origin: Option<Vec<String>>,
     max_viewers: Option<usize>,
     max_viewers_per_ip: Option<usize>,
+    viewer_threads: Option<usize>,
     header_timeout: Option<f64>,
     tls: Option<String>,
     tls_cert: Option<PathBuf>,
@@ -161,6 +165,8 @@ pub struct Config {
     pub max_viewers: usize,
     /// Most viewers from one address.
     pub max_viewers_per_ip: usize,
+    /// Viewer threads.
+    pub viewer_threads: usize,
     /// Deadline for the TLS handshake and for request headers.
     pub header_timeout: Duration,
     /// HTTPS on the main listener, if wanted.
@@ -365,6 +371,13 @@ impl Config {
             1,
             1_000_000,
         )?;
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let viewer_threads = range(
+            "viewer-threads",
+            args.viewer_threads.or(file.viewer_threads).unwrap_or(cores),
+            0,
+            256,
+        )?;
         let header_timeout = seconds(
             "header-timeout",
             args.header_timeout.or(file.header_timeout).unwrap_or(10.0),
@@ -408,6 +421,7 @@ impl Config {
             auth,
             max_viewers,
             max_viewers_per_ip,
+            viewer_threads,
             allow_origins,
             send_buffer,
             source,

@@ -141,6 +141,10 @@ async fn run(config: Config, tls: Option<server::tls::Tls>) -> anyhow::Result<()
         shutdown: shutdown_rx.clone(),
         allow_origins: std::sync::Arc::new(config.allow_origins.clone()),
         limits: server::limits::ViewerLimits::new(config.max_viewers, config.max_viewers_per_ip),
+        viewer_threads: std::sync::Arc::new(
+            server::threads::ViewerThreads::start(config.viewer_threads)
+                .context("cannot start the viewer threads")?,
+        ),
         auth: config.auth.clone(),
     };
     if state.auth.is_some() && config.tls.is_none() {

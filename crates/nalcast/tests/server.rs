@@ -362,3 +362,63 @@ async fn page_is_embedded_with_security_headers_and_etag() {
     assert_eq!(status, 200);
     assert!(body.len() > 100_000, "Broadway's decoder is served");
 }
+
+/// Reads one server frame (unmasked) from a raw connection: (opcode, payload).
+async fn read_server_frame<R: tokio::io::AsyncRead + Unpin>(tcp: &mut R) -> (u8, Vec<u8>) {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 2];
+    tcp.read_exact(&mut head).await.expect("frame header");
+    let len = match head[1] & 0x7f {
+        126 => u64::from(tcp.read_u16().await.expect("length")),
+        127 => tcp.read_u64().await.expect("length"),
+        n => u64::from(n),
+    };
+    let mut payload = vec![0u8; usize::try_from(len).expect("length")];
+    tcp.read_exact(&mut payload).await.expect("payload");
+    (head[0] & 0x0f, payload)
+}
+
+#[tokio::test]
+async fn a_ping_sent_along_with_the_handshake_is_answered() {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt};
+    // Both ways a viewer can be carried: on a viewer thread, and on the main runtime.
+    for threads in ["0", "2"] {
+        let server = Server::start(&args(&["--viewer-threads", threads]));
+        server.wait_healthy().await;
+        let mut tcp = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        // The handshake and a ping in one write: the ping reaches the server in the
+        // same read as the request, before the connection becomes a WebSocket.
+        let mut bytes = format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
+            server.addr
+        )
+        .into_bytes();
+        bytes.extend(nalcast_core::websocket::client_frame(
+            0x89,
+            b"early",
+            [1, 2, 3, 4],
+        ));
+        tcp.write_all(&bytes).await.expect("handshake and ping");
+        let mut reader = tokio::io::BufReader::new(&mut tcp);
+        let mut line = String::new();
+        reader.read_line(&mut line).await.expect("status line");
+        assert!(line.starts_with("HTTP/1.1 101"), "{line}");
+        while line != "\r\n" {
+            line.clear();
+            reader.read_line(&mut line).await.expect("header");
+        }
+        let pong = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let (opcode, payload) = read_server_frame(&mut reader).await;
+                if opcode == 0xA {
+                    return payload;
+                }
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("no pong with --viewer-threads {threads}"));
+        assert_eq!(pong, b"early");
+    }
+}

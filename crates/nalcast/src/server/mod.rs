@@ -16,6 +16,7 @@ mod assets;
 pub mod auth;
 pub mod limits;
 pub mod listen;
+pub mod threads;
 pub mod tls;
 pub mod ws;
 
@@ -38,6 +39,8 @@ pub struct AppState {
     pub allow_origins: Arc<Vec<String>>,
     /// Viewer slots.
     pub limits: limits::ViewerLimits,
+    /// Where plain-TCP viewers run.
+    pub viewer_threads: Arc<threads::ViewerThreads>,
     /// Credentials every request but /healthz must show, when configured.
     pub auth: Option<Arc<auth::Auth>>,
 }

@@ -21,9 +21,10 @@ use nalcast_core::websocket::{self as wsf, ClientFrame, ClientParser, Header};
 use nalcast_core::Frame;
 use nalcast_h264::{NalType, ParamSets};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 use tracing::{debug, info};
 
-use super::limits::Refused;
+use super::limits::{Refused, Slot};
 use super::AppState;
 
 /// The two dialects (docs/protocol.md).
@@ -124,19 +125,40 @@ pub fn accept_key(key: &[u8]) -> String {
 }
 
 impl WsUpgrade {
-    /// Answers 101 and runs `viewer` on the upgraded connection.
-    fn accept<F, Fut>(self, viewer: F) -> Response
-    where
-        F: FnOnce(TokioIo<hyper::upgrade::Upgraded>) -> Fut + Send + 'static,
-        Fut: std::future::Future<Output = ()> + Send + 'static,
-    {
+    /// Answers 101 and serves the upgraded connection as a viewer; `slot` is held
+    /// until the viewer leaves.
+    fn accept(self, state: AppState, dialect: Dialect, slot: Slot) -> Response {
         let accept = accept_key(self.key.as_bytes());
         let on_upgrade = self.on_upgrade;
         tokio::spawn(async move {
-            match on_upgrade.await {
-                Ok(upgraded) => viewer(TokioIo::new(upgraded)).await,
-                Err(e) => debug!("WebSocket upgrade failed: {e}"),
-            }
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(e) => return debug!("WebSocket upgrade failed: {e}"),
+            };
+            // Plain TCP moves to a viewer thread (see threads.rs); TLS stays here.
+            let tcp = match upgraded.downcast::<TokioIo<TcpStream>>() {
+                Ok(parts) => parts
+                    .io
+                    .into_inner()
+                    .into_std()
+                    .map(|tcp| (tcp, parts.read_buf)),
+                Err(upgraded) => {
+                    serve_viewer(TokioIo::new(upgraded), state, dialect, &[]).await;
+                    return drop(slot);
+                }
+            };
+            let (tcp, early) = match tcp {
+                Ok(moving) => moving,
+                Err(e) => return debug!("cannot hand the viewer to a viewer thread: {e}"),
+            };
+            let threads = state.viewer_threads.clone();
+            threads.spawn(move || async move {
+                match TcpStream::from_std(tcp) {
+                    Ok(tcp) => serve_viewer(tcp, state, dialect, &early).await,
+                    Err(e) => debug!("cannot register the viewer's socket: {e}"),
+                }
+                drop(slot);
+            });
         });
         (
             StatusCode::SWITCHING_PROTOCOLS,
@@ -170,10 +192,7 @@ fn upgrade(ws: WsUpgrade, peer: SocketAddr, state: AppState, dialect: Dialect) -
             return (status, text).into_response();
         }
     };
-    ws.accept(move |io| async move {
-        serve_viewer(io, state, dialect).await;
-        drop(slot);
-    })
+    ws.accept(state, dialect, slot)
 }
 
 /// Whether a browser page from `Origin` may open this WebSocket. Without the check,
@@ -523,9 +542,25 @@ fn on_client_frame(
     }
 }
 
+/// Reads what the client sent: first `early`, then from the connection.
+async fn read_some<R: AsyncRead + Unpin>(
+    io: &mut R,
+    buf: &mut [u8],
+    early: &mut &[u8],
+) -> std::io::Result<usize> {
+    if early.is_empty() {
+        return io.read(buf).await;
+    }
+    let n = early.len().min(buf.len());
+    buf[..n].copy_from_slice(&early[..n]);
+    *early = &early[n..];
+    Ok(n)
+}
+
 /// Drives one viewer: queue → socket, and the client's few control messages.
 /// Generic over the connection so it can be tested without a network.
-pub async fn serve_viewer<IO>(mut io: IO, state: AppState, dialect: Dialect)
+/// `early` holds what the client sent right behind its handshake.
+pub async fn serve_viewer<IO>(mut io: IO, state: AppState, dialect: Dialect, early: &[u8])
 where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -540,6 +575,7 @@ where
     let mut sent_params: Option<Arc<ParamSets>> = None;
     let mut batch = Batch::default();
     let mut parser = ClientParser::new(MAX_CLIENT_MESSAGE);
+    let mut early = early;
     let mut read_buf = [0u8; 1024];
     let mut window = (Instant::now(), 0u32);
     let ended = 'serve: loop {
@@ -566,7 +602,7 @@ where
                     h.record(published.elapsed().as_secs_f64());
                 }
             }
-            read = io.read(&mut read_buf) => {
+            read = read_some(&mut io, &mut read_buf, &mut early) => {
                 let n = match read {
                     Ok(0) | Err(_) => break Ended::Client,
                     Ok(n) => n,
@@ -707,6 +743,9 @@ mod connection_tests {
             shutdown,
             allow_origins: Arc::default(),
             limits: super::super::limits::ViewerLimits::new(10, 10),
+            viewer_threads: Arc::new(
+                super::super::threads::ViewerThreads::start(0).expect("no threads"),
+            ),
             auth: None,
         };
         (state, tx)
@@ -731,7 +770,7 @@ mod connection_tests {
     async fn pings_are_answered_and_binary_messages_close_the_connection() {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let (state, _shutdown) = state();
-        let viewer = tokio::spawn(serve_viewer(server, state, Dialect::Framed));
+        let viewer = tokio::spawn(serve_viewer(server, state, Dialect::Framed, &[]));
         // The status of the (not yet started) source comes first.
         let (op, payload) = read_frame(&mut client).await;
         assert_eq!((op, payload[0]), (0x82, protocol::MSG_STATUS));

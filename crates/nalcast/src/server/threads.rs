@@ -1,0 +1,115 @@
+//! Viewer threads. Each frame costs one socket write per viewer, and those writes
+//! should run on every core at once. On the work-stealing runtime they did not:
+//! the worker that woke a thousand viewer tasks woke its sibling over and over,
+//! the sibling mostly landed on the same core, took a few tasks and slept again,
+//! and a fan-out ran on one core at a time (bench/results/2026-11-25.md). So
+//! plain-TCP viewers live on a few single-threaded runtimes instead, one per core,
+//! each with its own reactor; a frame wakes every thread once and each writes its
+//! own share of the viewers.
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+
+/// A few single-threaded runtimes that carry viewer connections.
+pub struct ViewerThreads {
+    threads: Vec<(Handle, Arc<AtomicUsize>)>,
+}
+
+impl ViewerThreads {
+    /// Starts `n` threads; with none, viewers run on the caller's runtime.
+    pub fn start(n: usize) -> std::io::Result<Self> {
+        let mut threads = Vec::with_capacity(n);
+        for i in 0..n {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            threads.push((runtime.handle().clone(), Arc::new(AtomicUsize::new(0))));
+            // The thread lives as long as the process: viewers end on shutdown by
+            // themselves (their queues close), and main waits for them.
+            std::thread::Builder::new()
+                .name(format!("viewers-{i}"))
+                .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+        }
+        Ok(ViewerThreads { threads })
+    }
+
+    /// Runs `task` on the thread with the fewest viewers (or on the current
+    /// runtime when there are no threads). `task` is made on that thread, so
+    /// sockets it opens register with that thread's reactor.
+    pub fn spawn<F, Fut>(&self, task: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Some((handle, count)) = self
+            .threads
+            .iter()
+            .min_by_key(|(_, count)| count.load(Ordering::Relaxed))
+        else {
+            tokio::spawn(async move { task().await });
+            return;
+        };
+        count.fetch_add(1, Ordering::Relaxed);
+        let guard = Leaving(count.clone());
+        handle.spawn(async move {
+            let _guard = guard;
+            task().await;
+        });
+    }
+}
+
+/// Counts a viewer out of its thread however its task ends.
+struct Leaving(Arc<AtomicUsize>);
+
+impl Drop for Leaving {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn tasks_go_to_the_least_busy_thread_and_run_there() {
+        let threads = ViewerThreads::start(2).expect("threads");
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let (hold_tx, hold_rx) = tokio::sync::watch::channel(false);
+        for _ in 0..4 {
+            let tx = tx.clone();
+            let mut hold = hold_rx.clone();
+            threads.spawn(move || async move {
+                let name = std::thread::current().name().map(str::to_owned);
+                let _ = tx.send(name);
+                let _ = hold.wait_for(|h| *h).await;
+            });
+        }
+        let mut names = Vec::new();
+        for _ in 0..4 {
+            names.push(rx.recv().await.flatten().expect("thread name"));
+        }
+        names.sort();
+        assert_eq!(names, ["viewers-0", "viewers-0", "viewers-1", "viewers-1"]);
+        let busy: Vec<usize> = threads
+            .threads
+            .iter()
+            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(busy, [2, 2]);
+        hold_tx.send(true).expect("release");
+        // Finished tasks are counted out.
+        let counted_out = async {
+            for (_, count) in &threads.threads {
+                while count.load(Ordering::Relaxed) > 0 {
+                    tokio::task::yield_now().await;
+                }
+            }
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(5), counted_out)
+            .await
+            .expect("finished viewers are counted out");
+    }
+}
