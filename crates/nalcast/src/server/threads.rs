@@ -10,11 +10,20 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use nalcast_core::viewer::WakeGroup;
 use tokio::runtime::Handle;
 
 /// A few single-threaded runtimes that carry viewer connections.
 pub struct ViewerThreads {
-    threads: Vec<(Handle, Arc<AtomicUsize>)>,
+    threads: Vec<Thread>,
+}
+
+struct Thread {
+    runtime: Handle,
+    /// Viewers on the thread.
+    viewers: Arc<AtomicUsize>,
+    /// Wakes the thread's viewers with one wake-up of the thread per frame.
+    wake: Arc<WakeGroup>,
 }
 
 impl ViewerThreads {
@@ -25,37 +34,44 @@ impl ViewerThreads {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
-            threads.push((runtime.handle().clone(), Arc::new(AtomicUsize::new(0))));
+            let wake = WakeGroup::new();
+            threads.push(Thread {
+                runtime: runtime.handle().clone(),
+                viewers: Arc::new(AtomicUsize::new(0)),
+                wake: wake.clone(),
+            });
             // The thread lives as long as the process: viewers end on shutdown by
             // themselves (their queues close), and main waits for them.
             std::thread::Builder::new()
                 .name(format!("viewers-{i}"))
-                .spawn(move || runtime.block_on(std::future::pending::<()>()))?;
+                .spawn(move || runtime.block_on(wake.dispatch()))?;
         }
         Ok(ViewerThreads { threads })
     }
 
     /// Runs `task` on the thread with the fewest viewers (or on the current
-    /// runtime when there are no threads). `task` is made on that thread, so
-    /// sockets it opens register with that thread's reactor.
+    /// runtime when there are no threads), handing it the thread's wake group.
+    /// `task` is made on that thread, so sockets it opens register with that
+    /// thread's reactor.
     pub fn spawn<F, Fut>(&self, task: F)
     where
-        F: FnOnce() -> Fut + Send + 'static,
+        F: FnOnce(Option<Arc<WakeGroup>>) -> Fut + Send + 'static,
         Fut: Future<Output = ()> + Send + 'static,
     {
-        let Some((handle, count)) = self
+        let Some(thread) = self
             .threads
             .iter()
-            .min_by_key(|(_, count)| count.load(Ordering::Relaxed))
+            .min_by_key(|t| t.viewers.load(Ordering::Relaxed))
         else {
-            tokio::spawn(async move { task().await });
+            tokio::spawn(async move { task(None).await });
             return;
         };
-        count.fetch_add(1, Ordering::Relaxed);
-        let guard = Leaving(count.clone());
-        handle.spawn(async move {
+        thread.viewers.fetch_add(1, Ordering::Relaxed);
+        let guard = Leaving(thread.viewers.clone());
+        let wake = thread.wake.clone();
+        thread.runtime.spawn(async move {
             let _guard = guard;
-            task().await;
+            task(Some(wake)).await;
         });
     }
 }
@@ -81,7 +97,7 @@ mod tests {
         for _ in 0..4 {
             let tx = tx.clone();
             let mut hold = hold_rx.clone();
-            threads.spawn(move || async move {
+            threads.spawn(move |_| async move {
                 let name = std::thread::current().name().map(str::to_owned);
                 let _ = tx.send(name);
                 let _ = hold.wait_for(|h| *h).await;
@@ -96,14 +112,14 @@ mod tests {
         let busy: Vec<usize> = threads
             .threads
             .iter()
-            .map(|(_, c)| c.load(Ordering::Relaxed))
+            .map(|t| t.viewers.load(Ordering::Relaxed))
             .collect();
         assert_eq!(busy, [2, 2]);
         hold_tx.send(true).expect("release");
         // Finished tasks are counted out.
         let counted_out = async {
-            for (_, count) in &threads.threads {
-                while count.load(Ordering::Relaxed) > 0 {
+            for thread in &threads.threads {
+                while thread.viewers.load(Ordering::Relaxed) > 0 {
                     tokio::task::yield_now().await;
                 }
             }

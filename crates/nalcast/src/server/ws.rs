@@ -16,7 +16,7 @@ use bytes::Bytes;
 use hyper_util::rt::TokioIo;
 use nalcast_core::clock::{shutdown_requested, wall_us};
 use nalcast_core::protocol::{self, ClientMessage, StreamInfoMsg};
-use nalcast_core::viewer::Item;
+use nalcast_core::viewer::{Item, WakeGroup};
 use nalcast_core::websocket::{self as wsf, ClientFrame, ClientParser, Header};
 use nalcast_core::Frame;
 use nalcast_h264::{NalType, ParamSets};
@@ -143,7 +143,7 @@ impl WsUpgrade {
                     .into_std()
                     .map(|tcp| (tcp, parts.read_buf)),
                 Err(upgraded) => {
-                    serve_viewer(TokioIo::new(upgraded), state, dialect, &[]).await;
+                    serve_viewer(TokioIo::new(upgraded), state, dialect, &[], None).await;
                     return drop(slot);
                 }
             };
@@ -152,9 +152,9 @@ impl WsUpgrade {
                 Err(e) => return debug!("cannot hand the viewer to a viewer thread: {e}"),
             };
             let threads = state.viewer_threads.clone();
-            threads.spawn(move || async move {
+            threads.spawn(move |wake| async move {
                 match TcpStream::from_std(tcp) {
-                    Ok(tcp) => serve_viewer(tcp, state, dialect, &early).await,
+                    Ok(tcp) => serve_viewer(tcp, state, dialect, &early, wake).await,
                     Err(e) => debug!("cannot register the viewer's socket: {e}"),
                 }
                 drop(slot);
@@ -559,12 +559,21 @@ async fn read_some<R: AsyncRead + Unpin>(
 
 /// Drives one viewer: queue → socket, and the client's few control messages.
 /// Generic over the connection so it can be tested without a network.
-/// `early` holds what the client sent right behind its handshake.
-pub async fn serve_viewer<IO>(mut io: IO, state: AppState, dialect: Dialect, early: &[u8])
-where
+/// `early` holds what the client sent right behind its handshake; `wake` is the
+/// wake group of the viewer thread the task runs on.
+pub async fn serve_viewer<IO>(
+    mut io: IO,
+    state: AppState,
+    dialect: Dialect,
+    early: &[u8],
+    wake: Option<Arc<WakeGroup>>,
+) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
     let sub = state.hub.subscribe();
+    if let Some(group) = wake {
+        sub.queue.join_wake_group(group);
+    }
     let mut shutdown = state.shutdown.clone();
     info!(
         dialect = dialect.name(),
@@ -770,7 +779,7 @@ mod connection_tests {
     async fn pings_are_answered_and_binary_messages_close_the_connection() {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let (state, _shutdown) = state();
-        let viewer = tokio::spawn(serve_viewer(server, state, Dialect::Framed, &[]));
+        let viewer = tokio::spawn(serve_viewer(server, state, Dialect::Framed, &[], None));
         // The status of the (not yet started) source comes first.
         let (op, payload) = read_frame(&mut client).await;
         assert_eq!((op, payload[0]), (0x82, protocol::MSG_STATUS));
