@@ -5,7 +5,10 @@
 //! and a fan-out ran on one core at a time (bench/results/2026-11-25.md). So
 //! plain-TCP viewers live on a few single-threaded runtimes instead, one per core,
 //! each with its own reactor; a frame wakes every thread once and each writes its
-//! own share of the viewers.
+//! own share of the viewers. Each thread is pinned to its own core: left to
+//! itself the kernel often kept both threads on one core of this 2-core machine
+//! (one run in three, measured with perf sched_switch), and the fan-out ran on
+//! one core again.
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,7 +33,10 @@ impl ViewerThreads {
     /// Starts `n` threads; with none, viewers run on the caller's runtime.
     pub fn start(n: usize) -> std::io::Result<Self> {
         let mut threads = Vec::with_capacity(n);
+        // The cores this process may use (a container may allow only some).
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
         for i in 0..n {
+            let core = (!cores.is_empty()).then(|| cores[i % cores.len()]);
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?;
@@ -44,7 +50,14 @@ impl ViewerThreads {
             // themselves (their queues close), and main waits for them.
             std::thread::Builder::new()
                 .name(format!("viewers-{i}"))
-                .spawn(move || runtime.block_on(wake.dispatch()))?;
+                .spawn(move || {
+                    if let Some(core) = core {
+                        if !core_affinity::set_for_current(core) {
+                            tracing::debug!("viewer thread {i} runs on any core (cannot pin it)");
+                        }
+                    }
+                    runtime.block_on(wake.dispatch())
+                })?;
         }
         Ok(ViewerThreads { threads })
     }
