@@ -8,6 +8,12 @@ cd "$(dirname "$0")/.."
 cargo build --release --quiet -p nalcast -p nalcast-bench
 NALCAST=target/release/nalcast
 BENCH=target/release/nalcast-bench
+FLOOR=target/release/nalcast-floor
+# The load generator stands in for viewers on other machines: at idle priority it
+# gets only the CPU nalcast leaves, instead of preempting nalcast in the middle of
+# a fan-out. (Two scenarios are repeated at normal priority, for comparison.)
+idle=()
+if chrt --idle 0 true 2>/dev/null; then idle=(chrt --idle 0); fi
 day=$(date -u +%Y-%m-%d)
 out=bench/results/$day.md
 raw=bench/results/$day
@@ -44,20 +50,21 @@ run() { # name, then nalcast-bench args
     local name=$1
     shift
     echo "bench: $name" >&2
-    "$BENCH" --name "$name" --url "ws://127.0.0.1:$port/ws" --pid "$server_pid" \
+    "${prio[@]}" "$BENCH" --name "$name" --url "ws://127.0.0.1:$port/ws" --pid "$server_pid" \
         --metrics "http://127.0.0.1:$port/metrics" --json "$raw/$name.json" "$@" | tail -n 1
 }
 
 {
     echo "# nalcast benchmarks, $day"
     echo
-    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load generator on the same machine, loopback."
+    echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load generator on the same machine, loopback, at ${idle[*]:-normal} priority unless noted."
     echo "Command: \`make bench\` (scripts/bench.sh). Source: test pattern 1280x720, 30 fps, 3 Mbit/s unless noted."
     echo
     echo "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added p50/p99/delta-p99 ms (≤) | CPU mean/max % | RSS first/warm/last/max MiB | Mbit/s |"
     echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
     # A fresh server per scenario, so memory figures are its own.
+    prio=("${idle[@]}")
     test_source=(--source test --keyframe-interval 60)
     start "${test_source[@]}"
     run ttff --viewers 20 --ramp 4 --duration 2
@@ -79,8 +86,18 @@ run() { # name, then nalcast-bench args
     # The server's own fan-out cost, without the test source's encoder.
     start --source "file:$clip" --fps 30
     run file-fanout-1000 --viewers 1000 --duration "$(long 5 20)"
+    # The load generator competing with nalcast for the two cores.
+    prio=()
+    start "${test_source[@]}"
+    run fanout-100-normal-priority --viewers 100 --duration "$(long 5 20)"
+    start "${test_source[@]}"
+    run fanout-1000-normal-priority --viewers 1000 --duration "$(long 5 20)"
     stop
 } | sed -n '/^|/p;/^#/p;/^Machine/p;/^Command/p;/^$/p' > "$out.tmp"
+
+# What the kernel alone needs for the same fan-outs.
+floor100=$("$FLOOR" --connections 100 --duration "$(long 5 20)")
+floor1000=$("$FLOOR" --connections 1000 --duration "$(long 5 20)")
 
 # Glass-to-glass and the test source's own cost.
 start --source test
@@ -102,6 +119,13 @@ stop
     echo "$glass" | while read -r line; do
         node -e 'const j = JSON.parse(process.argv[1]); console.log(`| ${j.decoder} | ${j.samples} | ${j.p50_ms} | ${j.p95_ms} | ${j.max_ms} | ${j.fps} | ${j.framesDropped} |`)' "$line"
     done
+    echo
+    echo "## Kernel floor"
+    echo
+    echo "The same fan-outs with nothing but plain blocking writes of 12500 bytes per connection per frame at 30 fps, one writer thread per core, reader at idle priority (\`nalcast-floor\`): no server can add less than this here."
+    echo
+    echo "- $floor100"
+    echo "- $floor1000"
     echo
     echo "## Test source cost"
     echo
