@@ -96,6 +96,17 @@ function i420ToRgba({ y: yp, u: up, v: vp, stride }, width, height, out) {
   }
 }
 
+/**
+ * Whether a decoded picture goes on screen at once. A live one does, unless the
+ * decoder holds more than the frame after it: then it is catching up through a
+ * burst and only its newest picture is worth painting. (Waiting for an empty
+ * backlog instead held back most pictures of a pipelined decoder that keeps up:
+ * Broadway at 720p painted one frame in five.)
+ */
+export function paintAtOnce(unit, backlog) {
+  return Boolean(unit && !unit.catchUp && backlog !== undefined && backlog <= 1);
+}
+
 let yuvCanvasLoaded;
 function loadYuvCanvas() {
   // YUVCanvas.js is a classic (UMD) script that sets window.YUVCanvas.
@@ -173,11 +184,13 @@ export class BroadwayDecoder {
   message(data) {
     if (data.consoleLog) return;
     if (!data.buf) return;
-    this.inFlight = Math.max(0, this.inFlight - 1);
     this.outputs++;
     const seq = data.infos?.[0]?.seq;
     let unit = this.pending.shift();
+    // Units older than this picture gave none (Broadway skips what it cannot
+    // decode): they are not in flight any more either.
     while (unit && seq !== undefined && unit.seq < seq) unit = this.pending.shift();
+    this.inFlight = this.pending.length;
     // Broadway returns whole macroblocks (e.g. 368 rows for 360): crop to the
     // stream's displayed size, which only ever trims the right and bottom.
     const stride = data.width;

@@ -1,6 +1,6 @@
 // nalcast player: connects to /ws (docs/protocol.md), decodes with WebCodecs or
 // Broadway.js, paints only the newest picture, reconnects on its own.
-import { WebCodecsDecoder, BroadwayDecoder } from './decoders.js';
+import { WebCodecsDecoder, BroadwayDecoder, paintAtOnce } from './decoders.js';
 import { readStamp, captureNear } from './stamp.js';
 
 const MSG_STREAM_INFO = 1, MSG_ACCESS_UNIT = 2, MSG_SKIPPED = 3, MSG_STATUS = 4, MSG_PONG = 5;
@@ -167,9 +167,7 @@ function onAccessUnit(view, bytes) {
 function onPicture(picture, unit) {
   stats.framesDecoded++;
   const now = performance.now();
-  const newest = decoder && decoder.backlog === 0;
-  const live = unit && !unit.catchUp && newest;
-  if (live || now - lastPaint > CATCH_UP_PAINT_MS) {
+  if (paintAtOnce(unit, decoder?.backlog) || now - lastPaint > CATCH_UP_PAINT_MS) {
     dropHeld();
     paint(picture, unit);
   } else {

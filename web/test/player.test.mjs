@@ -29,6 +29,9 @@ async function playsLive(server, query, decoder, width, height, shot) {
     assert.equal(later.canvasWidth, width);
     assert.equal(later.canvasHeight, height);
     assert.equal(later.state, 'live');
+    // And it keeps moving: a second's worth of frames painted within a few seconds
+    // (a Broadway page that lost count of its decoder's backlog painted one keyframe a second).
+    await waitForStats(page, (s) => s.framesPainted >= later.framesPainted + 30, 'the picture to keep moving', 5000);
     await page.screenshot({ path: screenshotPath(shot) });
     assert.deepEqual(cspViolations, [], 'the page runs under its Content-Security-Policy');
     return later;
