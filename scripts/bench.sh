@@ -60,8 +60,8 @@ run() { # name, then nalcast-bench args
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load generator on the same machine, loopback, at ${idle[*]:-normal} priority unless noted."
     echo "Command: \`make bench\` (scripts/bench.sh). Source: test pattern 1280x720, 30 fps, 3 Mbit/s unless noted."
     echo
-    echo "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added p50/p99/delta-p99 ms (≤) | CPU mean/max % | RSS first/warm/last/max MiB | Mbit/s |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
+    echo "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added steady p50/p99, whole-run p99 ms (≤) | steady ≤ 1 ms | CPU mean/max % | RSS first/warm/last/max MiB | Mbit/s |"
+    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
     # A fresh server per scenario, so memory figures are its own.
     prio=("${idle[@]}")

@@ -335,6 +335,20 @@ async fn main() -> anyhow::Result<()> {
         Some(url) => Some(metrics::fetch_metrics(url).await?),
         None => None,
     };
+    // The server's histogram again once every viewer has joined and caught up
+    // (a quarter into the run, at least 2 s after the last join), for steady-state
+    // figures without the joins' catch-up bursts.
+    let steady_at = ramp + Duration::from_secs(2).max(duration / 4);
+    let metrics_steady = match (&args.metrics, steady_at < ramp + duration) {
+        (Some(url), true) => {
+            let url = url.clone();
+            Some(tokio::spawn(async move {
+                tokio::time::sleep(steady_at).await;
+                metrics::fetch_metrics(&url).await
+            }))
+        }
+        _ => None,
+    };
     let sampler = args
         .pid
         .map(|pid| proc_sampler::start(pid, Duration::from_millis(500)));
@@ -370,21 +384,20 @@ async fn main() -> anyhow::Result<()> {
     let mut summary = Summary::new(&args.name, args.fps, &results, &samples, stalled_errors);
     if let (Some(url), Some(before)) = (&args.metrics, &metrics_before) {
         const LATENCY: &str = "nalcast_server_latency_seconds";
-        const DELTA: Option<&str> = Some("frame=\"delta\"");
-        let after = metrics::fetch_metrics(url).await?;
-        let (b_all, a_all) = (
-            metrics::parse_histogram(before, LATENCY, None),
-            metrics::parse_histogram(&after, LATENCY, None),
-        );
-        let (b_delta, a_delta) = (
-            metrics::parse_histogram(before, LATENCY, DELTA),
-            metrics::parse_histogram(&after, LATENCY, DELTA),
-        );
+        let after = metrics::parse_histogram(&metrics::fetch_metrics(url).await?, LATENCY, None);
+        let before = metrics::parse_histogram(before, LATENCY, None);
+        let steady = match metrics_steady {
+            Some(task) => {
+                metrics::parse_histogram(&task.await.context("metrics task")??, LATENCY, None)
+            }
+            None => before.clone(),
+        };
         summary.server_latency_ms = [
-            metrics::percentile_ms(&b_all, &a_all, 50.0),
-            metrics::percentile_ms(&b_all, &a_all, 99.0),
-            metrics::percentile_ms(&b_delta, &a_delta, 99.0),
+            metrics::percentile_ms(&steady, &after, 50.0),
+            metrics::percentile_ms(&steady, &after, 99.0),
+            metrics::percentile_ms(&before, &after, 99.0),
         ];
+        summary.server_within_1ms_pct = metrics::share_within_ms(&steady, &after, 1.0);
     }
     println!("{}", summary.markdown());
     if let Some(path) = &args.json {

@@ -85,6 +85,16 @@ pub fn percentile_ms(before: &Buckets, after: &Buckets, p: f64) -> Option<f64> {
     None
 }
 
+/// Share (%) of what was recorded between `before` and `after` that fell within
+/// `bound_ms` (a bucket bound); `None` when nothing was recorded.
+pub fn share_within_ms(before: &Buckets, after: &Buckets, bound_ms: f64) -> Option<f64> {
+    let count = |b: &Buckets, key: u64| b.get(&key).copied().unwrap_or(0.0);
+    let total = count(after, u64::MAX) - count(before, u64::MAX);
+    let key = (bound_ms * 1e6) as u64;
+    (total > 0.0 && after.contains_key(&key))
+        .then(|| (count(after, key) - count(before, key)) / total * 100.0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -104,6 +114,12 @@ mod tests {
         assert_eq!(percentile_ms(&before, &after, 50.0), Some(1.0));
         assert_eq!(percentile_ms(&before, &after, 99.0), Some(10.0));
         assert_eq!(percentile_ms(&after, &after, 99.0), None);
+        assert_eq!(share_within_ms(&before, &after, 1.0), Some(98.0));
+        assert_eq!(
+            share_within_ms(&before, &after, 2.0),
+            None,
+            "not a bucket bound"
+        );
     }
 
     #[test]

@@ -47,9 +47,11 @@ pub struct Summary {
     /// Megabits per second received by all viewers together.
     pub mbit_s: f64,
     /// Server-added delay (source frame complete to socket write) from nalcast's own
-    /// histogram, ms, bucket upper bounds: p50 and p99 of all frames, p99 of delta
-    /// (non-key) frames.
+    /// histogram, ms, bucket upper bounds: p50 and p99 once every viewer has joined
+    /// and caught up (steady), p99 over the whole run (joins included).
     pub server_latency_ms: [Option<f64>; 3],
+    /// Share of the steady server-added delays within 1 ms, %.
+    pub server_within_1ms_pct: Option<f64>,
 }
 
 impl Summary {
@@ -120,6 +122,7 @@ impl Summary {
                 0.0
             },
             server_latency_ms: [None, None, None],
+            server_within_1ms_pct: None,
         }
     }
 
@@ -132,9 +135,9 @@ impl Summary {
             v.map_or("-".into(), |x| format!("{x:.2}"))
         }
         format!(
-            "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added p50/p99/delta-p99 ms (≤) | CPU mean/max % | RSS first/warm/last/max MiB | Mbit/s |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
-             | {} | {} | {} | {} | {}/{}/{} | {:.1}% | {}/{} | {:.0} | {} | {}/{}/{} | {}/{}/{} | {}/{} | {}/{}/{}/{} | {:.1} |",
+            "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added steady p50/p99, whole-run p99 ms (≤) | steady ≤ 1 ms | CPU mean/max % | RSS first/warm/last/max MiB | Mbit/s |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
+             | {} | {} | {} | {} | {}/{}/{} | {:.1}% | {}/{} | {:.0} | {} | {}/{}/{} | {}/{}, {} | {}% | {}/{} | {}/{}/{}/{} | {:.1} |",
             self.name, self.viewers, self.started, self.errors,
             f(self.ttff_ms[0]), f(self.ttff_ms[1]), f(self.ttff_ms[2]),
             self.share_at_95pct_fps * 100.0,
@@ -142,6 +145,7 @@ impl Summary {
             self.max_gap_ms, self.lost,
             f(self.latency_ms[0]), f(self.latency_ms[1]), f(self.latency_ms[2]),
             f2(self.server_latency_ms[0]), f2(self.server_latency_ms[1]), f2(self.server_latency_ms[2]),
+            f(self.server_within_1ms_pct),
             f(self.cpu_pct[0]), f(self.cpu_pct[1]),
             f(self.rss_mib[0]), f(self.rss_mib[1]), f(self.rss_mib[2]), f(self.rss_mib[3]),
             self.mbit_s,
