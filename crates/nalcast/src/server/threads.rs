@@ -2,7 +2,7 @@
 //! should run on every core at once. On the work-stealing runtime they did not:
 //! the worker that woke a thousand viewer tasks woke its sibling over and over,
 //! the sibling mostly landed on the same core, took a few tasks and slept again,
-//! and a fan-out ran on one core at a time (bench/results/2026-11-25.md). So
+//! and a fan-out ran on one core at a time (perf sched_switch; docs/architecture.md). So
 //! plain-TCP viewers live on a few single-threaded runtimes instead, one per core,
 //! each with its own reactor; a frame wakes every thread once and each writes its
 //! own share of the viewers. Each thread is pinned to its own core: left to
