@@ -20,7 +20,11 @@ use thread_priority::ThreadPriority;
 
 /// Measures the kernel's own cost of writing one frame to many loopback sockets.
 #[derive(Parser, Debug)]
-#[command(name = "nalcast-floor", version, about)]
+#[command(
+    name = "nalcast-floor",
+    version,
+    about = "The kernel's own cost of writing one frame to many loopback sockets: the floor under any server-added delay"
+)]
 struct Args {
     /// Connections (viewers).
     #[arg(long, default_value_t = 1000)]
