@@ -180,14 +180,12 @@ async fn vanishing_viewers_leave_nothing_behind_and_others_see_every_frame() {
                 _ => {
                     // Raw TCP: handshake, read part of a message, then reset the connection.
                     let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-                    tcp.write_all(
-                        format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n").as_bytes(),
-                    )
-                    .await
-                    .expect("handshake");
+                    tcp.write_all(&ws_handshake(addr)).await.expect("handshake");
                     let mut buf = [0u8; 300];
                     let _ = tcp.read(&mut buf).await;
-                    socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO)).expect("linger");
+                    socket2::SockRef::from(&tcp)
+                        .set_linger(Some(Duration::ZERO))
+                        .expect("linger");
                     drop(tcp); // RST
                 }
             }

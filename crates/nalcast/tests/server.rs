@@ -390,11 +390,7 @@ async fn a_ping_sent_along_with_the_handshake_is_answered() {
             .expect("connect");
         // The handshake and a ping in one write: the ping reaches the server in the
         // same read as the request, before the connection becomes a WebSocket.
-        let mut bytes = format!(
-            "GET /ws HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n",
-            server.addr
-        )
-        .into_bytes();
+        let mut bytes = ws_handshake(server.addr);
         bytes.extend(nalcast_core::websocket::client_frame(
             0x89,
             b"early",

@@ -169,6 +169,15 @@ pub async fn http_request_on<S: AsyncRead + AsyncWrite + Unpin>(
 pub type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A browser-like WebSocket upgrade request for `/ws` on `addr`, for clients that
+/// speak raw TCP.
+pub fn ws_handshake(addr: SocketAddr) -> Vec<u8> {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    .into_bytes()
+}
+
 pub async fn connect(url: &str) -> Ws {
     tokio_tungstenite::connect_async(url)
         .await
