@@ -344,13 +344,20 @@ mod tests {
         assert_eq!(hub.counters.keyframe_requests.load(Ordering::Relaxed), 1);
     }
 
-    #[test]
-    fn a_keyframe_request_inside_the_interval_is_granted_later_not_lost() {
+    /// A hub that has had a keyframe at `t` and has just granted (and the source
+    /// taken) a keyframe request: another one now is inside the rate limit.
+    fn hub_that_just_granted_a_keyframe() -> (Arc<Hub>, Instant) {
         let hub = Hub::new(HubConfig::default());
         let t = Instant::now();
         hub.publish_at(access_unit(true, 10), t);
         hub.request_keyframe();
         assert!(hub.take_keyframe_request());
+        (hub, t)
+    }
+
+    #[test]
+    fn a_keyframe_request_inside_the_interval_is_granted_later_not_lost() {
+        let (hub, t) = hub_that_just_granted_a_keyframe();
         // Asked again at once: too soon, so nothing yet...
         hub.request_keyframe();
         assert!(!hub.take_keyframe_request());
@@ -364,11 +371,7 @@ mod tests {
 
     #[test]
     fn a_keyframe_that_comes_by_itself_answers_a_pending_request() {
-        let hub = Hub::new(HubConfig::default());
-        let t = Instant::now();
-        hub.publish_at(access_unit(true, 10), t);
-        hub.request_keyframe();
-        assert!(hub.take_keyframe_request());
+        let (hub, t) = hub_that_just_granted_a_keyframe();
         hub.request_keyframe();
         hub.publish_at(access_unit(true, 10), t + Duration::from_millis(500));
         hub.publish_at(access_unit(false, 10), t + Duration::from_millis(1500));
