@@ -51,7 +51,7 @@ run() { # name, then nalcast-bench args
     shift
     echo "bench: $name" >&2
     "${prio[@]}" "$BENCH" --name "$name" --url "ws://127.0.0.1:$port/ws" --pid "$server_pid" \
-        --metrics "http://127.0.0.1:$port/metrics" --json "$raw/$name.json" "$@" | tail -n 1
+        --metrics "http://127.0.0.1:$port/metrics" --json "$raw/$name.json" "$@" | tail -n 3
 }
 
 {
@@ -60,8 +60,6 @@ run() { # name, then nalcast-bench args
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load generator on the same machine, loopback, at ${idle[*]:-normal} priority unless noted."
     echo "Command: \`make bench\` (scripts/bench.sh). Source: test pattern 1280x720, 30 fps, 3 Mbit/s unless noted."
     echo
-    echo "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added steady p50/p99, whole-run p99 ms (≤) | steady ≤ 1 ms | CPU mean/max % | RSS first/warm/last/max MiB | Mbit/s |"
-    echo "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"
 
     # A fresh server per scenario, so memory figures are its own.
     prio=("${idle[@]}")
@@ -93,7 +91,9 @@ run() { # name, then nalcast-bench args
     start "${test_source[@]}"
     run fanout-1000-normal-priority --viewers 1000 --duration "$(long 5 20)"
     stop
-} | sed -n '/^|/p;/^#/p;/^Machine/p;/^Command/p;/^$/p' > "$out.tmp"
+} | sed -n '/^|/p;/^#/p;/^Machine/p;/^Command/p;/^$/p' |
+    # Each run prints the table's header (nalcast-bench's own) above its row: keep the first.
+    awk '!/^\| scenario|^\|---/ || !seen[$0]++' > "$out.tmp"
 
 # What the kernel alone needs for the same fan-outs.
 floor100=$("$FLOOR" --connections 100 --duration "$(long 5 20)")
