@@ -383,13 +383,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut summary = Summary::new(&args.name, args.fps, &results, &samples, stalled_errors);
     if let (Some(url), Some(before)) = (&args.metrics, &metrics_before) {
-        const LATENCY: &str = "nalcast_server_latency_seconds";
-        let after = metrics::parse_histogram(&metrics::fetch_metrics(url).await?, LATENCY, None);
-        let before = metrics::parse_histogram(before, LATENCY, None);
+        let latency = |text: &str| metrics::parse_histogram(text, "nalcast_server_latency_seconds");
+        let after = latency(&metrics::fetch_metrics(url).await?);
+        let before = latency(before);
         let steady = match metrics_steady {
-            Some(task) => {
-                metrics::parse_histogram(&task.await.context("metrics task")??, LATENCY, None)
-            }
+            Some(task) => latency(&task.await.context("metrics task")??),
             None => before.clone(),
         };
         summary.server_latency_ms = [

@@ -28,8 +28,8 @@ pub async fn fetch_metrics(url: &str) -> anyhow::Result<String> {
 }
 
 /// Parses `name_bucket{...,le="x"} n` lines (upper bounds kept in nanoseconds),
-/// summing over label sets that contain `label` (all when `None`).
-pub fn parse_histogram(text: &str, name: &str, label: Option<&str>) -> Buckets {
+/// summing over all label sets.
+pub fn parse_histogram(text: &str, name: &str) -> Buckets {
     let prefix = format!("{name}_bucket{{");
     let mut out = Buckets::new();
     for line in text.lines() {
@@ -39,9 +39,6 @@ pub fn parse_histogram(text: &str, name: &str, label: Option<&str>) -> Buckets {
         let Some((labels, count)) = rest.split_once("} ") else {
             continue;
         };
-        if label.is_some_and(|l| !labels.split(',').any(|x| x == l)) {
-            continue;
-        }
         let Some(le) = labels
             .split(',')
             .find_map(|x| x.strip_prefix("le=\"")?.strip_suffix('"'))
@@ -104,12 +101,10 @@ mod tests {
         let before = parse_histogram(
             "x_bucket{le=\"0.001\"} 10\nx_bucket{le=\"0.01\"} 10\nx_bucket{le=\"+Inf\"} 10\n",
             "x",
-            None,
         );
         let after = parse_histogram(
             "x_bucket{le=\"0.001\"} 108\nx_bucket{le=\"0.01\"} 110\nx_bucket{le=\"+Inf\"} 110\n",
             "x",
-            None,
         );
         assert_eq!(percentile_ms(&before, &after, 50.0), Some(1.0));
         assert_eq!(percentile_ms(&before, &after, 99.0), Some(10.0));
@@ -123,14 +118,12 @@ mod tests {
     }
 
     #[test]
-    fn label_sets_are_summed_or_picked() {
+    fn label_sets_are_summed() {
         let text = "y_bucket{frame=\"key\",le=\"0.001\"} 0\ny_bucket{frame=\"key\",le=\"0.01\"} 2\n\
                     y_bucket{frame=\"key\",le=\"+Inf\"} 2\ny_bucket{frame=\"delta\",le=\"0.001\"} 98\n\
                     y_bucket{frame=\"delta\",le=\"0.01\"} 98\ny_bucket{frame=\"delta\",le=\"+Inf\"} 98\n";
         let none = Buckets::new();
-        let all = parse_histogram(text, "y", None);
+        let all = parse_histogram(text, "y");
         assert_eq!(percentile_ms(&none, &all, 99.0), Some(10.0));
-        let delta = parse_histogram(text, "y", Some("frame=\"delta\""));
-        assert_eq!(percentile_ms(&none, &delta, 99.0), Some(1.0));
     }
 }
