@@ -133,8 +133,7 @@ export class BroadwayDecoder {
     this.name = 'broadway';
     this.onPicture = onPicture;
     this.onError = onError;
-    this.pending = [];
-    this.inFlight = 0;
+    this.pending = []; // units handed to the worker, not yet back as pictures
     this.worker = null;
     this.size = null;
     this.renderer = null; // {canvas, yuv: YUVCanvas|null, image: ImageData|null}
@@ -143,7 +142,6 @@ export class BroadwayDecoder {
 
   start() {
     this.worker?.terminate();
-    this.inFlight = 0;
     this.outputs = 0;
     this.pending = [];
     this.worker = new Worker('vendor/broadway/Decoder.js');
@@ -163,7 +161,7 @@ export class BroadwayDecoder {
   }
 
   get backlog() {
-    return this.inFlight;
+    return this.pending.length;
   }
 
   /** Whether the worker has decoded a picture yet: until then (it loads and
@@ -176,7 +174,6 @@ export class BroadwayDecoder {
     if (!this.worker) return false;
     const copy = unit.data.slice(); // transferable copy
     this.pending.push(unit);
-    this.inFlight++;
     this.worker.postMessage({ buf: copy.buffer, offset: 0, length: copy.length, info: { seq: unit.seq } }, [copy.buffer]);
     return true;
   }
@@ -188,9 +185,8 @@ export class BroadwayDecoder {
     const seq = data.infos?.[0]?.seq;
     let unit = this.pending.shift();
     // Units older than this picture gave none (Broadway skips what it cannot
-    // decode): they are not in flight any more either.
+    // decode): they leave the backlog too.
     while (unit && seq !== undefined && unit.seq < seq) unit = this.pending.shift();
-    this.inFlight = this.pending.length;
     // Broadway returns whole macroblocks (e.g. 368 rows for 360): crop to the
     // stream's displayed size, which only ever trims the right and bottom.
     const stride = data.width;
