@@ -1,0 +1,111 @@
+// Which decoder plays a stream, judged from its stream-info (docs/protocol.md):
+// WebCodecs where the browser has it (secure contexts only), else Broadway.js, which
+// decodes the Baseline profile only, else nothing, with a message saying why and
+// what to do. Main and High profile streams (a Pi 5, most USB and IP cameras) are
+// never handed to Broadway: it has no CABAC and no B-frames and paints garbage.
+
+const PROFILES = {
+  66: 'Baseline', 77: 'Main', 88: 'Extended', 100: 'High', 110: 'High 10',
+  122: 'High 4:2:2', 244: 'High 4:4:4', 44: 'CAVLC 4:4:4 Intra',
+};
+
+/**
+ * Reads an RFC 6381 H.264 codec string ("avc1.4D401F"): profile_idc, the constraint
+ * flags byte and level_idc; null when it is not one.
+ */
+export function parseAvcCodec(codec) {
+  if (typeof codec !== 'string') return null;
+  const m = /^avc[13]\.([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(codec);
+  if (!m) return null;
+  const [profile, constraints, level] = m.slice(1).map((h) => parseInt(h, 16));
+  return { profile, constraints, level };
+}
+
+/** The profile's name for people ("Main"), from a codec string; null when unknown. */
+export function profileName(codec) {
+  const avc = parseAvcCodec(codec);
+  if (!avc) return null;
+  return PROFILES[avc.profile] ?? `profile ${avc.profile}`;
+}
+
+/**
+ * Whether Broadway.js can decode a stream: profile_idc 66 (Baseline), or any profile
+ * with constraint_set0 set (the encoder promises a Baseline decoder can play it).
+ * The codec string decides: the server's `baseline` flag may only say no (it once
+ * said yes for Main streams with constraint_set1). Without a codec string there is
+ * only the flag to go by.
+ */
+export function broadwayCanPlay(info) {
+  const avc = parseAvcCodec(info?.codec);
+  if (!avc) return info?.baseline === true;
+  return (avc.profile === 66 || (avc.constraints & 0x80) !== 0) && info.baseline !== false;
+}
+
+/**
+ * Picks the decoder for a stream.
+ *  info:       stream-info ({codec, baseline, ...})
+ *  wanted:     'auto' | 'webcodecs' | 'broadway' (the page's ?decoder=)
+ *  webcodecs:  whether WebCodecs can be used here for this codec
+ * Returns {decoder: 'webcodecs' | 'broadway' | null, note: string | null}; null means
+ * no decoder here can play the stream (see `explainUnplayable`).
+ */
+export function chooseDecoder(info, { wanted = 'auto', webcodecs = false } = {}) {
+  const broadway = broadwayCanPlay(info);
+  const viaWebCodecs = webcodecs && typeof info?.codec === 'string' && info.codec !== '';
+  if (wanted === 'broadway' && broadway) return { decoder: 'broadway', note: null };
+  if (viaWebCodecs) {
+    const note = wanted === 'broadway'
+      ? `Broadway.js cannot decode ${profileName(info.codec) ?? 'this'} profile; using WebCodecs`
+      : null;
+    return { decoder: 'webcodecs', note };
+  }
+  if (broadway) {
+    const note = wanted === 'webcodecs'
+      ? 'WebCodecs is not available here (it needs https or localhost); using Broadway.js'
+      : null;
+    return { decoder: 'broadway', note };
+  }
+  return { decoder: null, note: null };
+}
+
+/**
+ * What to tell the viewer when no decoder here plays the stream: {title, why, todo: [],
+ * after, short}. `secure` is the page's isSecureContext, `hasWebCodecs` whether the
+ * browser has VideoDecoder at all (it may have it and still refuse this codec).
+ */
+export function explainUnplayable(info, { secure, hasWebCodecs }) {
+  const codec = typeof info?.codec === 'string' && info.codec ? info.codec : 'unknown codec';
+  const profile = profileName(info?.codec);
+  const stream = profile ? `H.264 ${profile} profile (${codec})` : `H.264 of an unknown profile (${codec})`;
+  const baseline = 'Or make the camera send Baseline profile: rpicam-vid --profile baseline '
+    + '(what nalcast --source rpicam runs), ffmpeg -profile:v baseline, or the camera\'s own settings.';
+  let why, todo, short;
+  if (!secure) {
+    why = `The camera sends ${stream}. On a plain-HTTP page this browser has only the `
+      + 'Baseline-profile software decoder (Broadway.js). Main and High profile need WebCodecs, '
+      + 'which browsers enable only on secure pages: HTTPS, or localhost.';
+    todo = [
+      'Open the HTTPS address instead: start nalcast with --tls self-signed, then open the https:// address it prints.',
+      baseline,
+    ];
+    short = `${profile ?? 'this'} profile needs WebCodecs (https); Broadway.js plays Baseline only: `
+      + 'open the https address (nalcast --tls self-signed) or send Baseline';
+  } else if (!hasWebCodecs) {
+    why = `The camera sends ${stream}. This browser has no WebCodecs, only the `
+      + 'Baseline-profile software decoder (Broadway.js).';
+    todo = ['Open this page in a browser with WebCodecs: Chrome or Edge 94+, Firefox 130+, Safari 17+.', baseline];
+    short = `${profile ?? 'this'} profile needs WebCodecs, which this browser lacks; Broadway.js plays Baseline only`;
+  } else {
+    why = `The camera sends ${stream}. This browser's WebCodecs cannot decode it, and the `
+      + 'software decoder (Broadway.js) plays Baseline profile only.';
+    todo = [baseline.replace(/^Or m/, 'M')];
+    short = `WebCodecs here cannot decode ${codec}; Broadway.js plays Baseline only`;
+  }
+  return {
+    title: 'This stream cannot play in this browser',
+    why,
+    todo,
+    after: 'The page stays connected and plays as soon as the stream can be decoded here.',
+    short,
+  };
+}

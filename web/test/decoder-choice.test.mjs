@@ -1,0 +1,91 @@
+// Which decoder plays which stream, without a browser.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  parseAvcCodec, profileName, broadwayCanPlay, chooseDecoder, explainUnplayable,
+} from '../public/decoder-choice.js';
+
+// The profiles of issue 13's table, as cameras and encoders send them.
+const STREAMS = {
+  'avc1.42E01F': ['Baseline', true], // constrained Baseline (openh264, rpicam-vid --profile baseline)
+  'avc1.42C01F': ['Baseline', true],
+  'avc1.42001E': ['Baseline', true], // Baseline without constraint flags
+  'avc1.4D401F': ['Main', false], // constraint_set1 only: Main compatible, not Baseline
+  'avc1.4D4028': ['Main', false],
+  'avc1.4DC01F': ['Main', true], // constraint_set0 too: the encoder kept to Baseline's tools
+  'avc1.640028': ['High', false],
+  'avc1.64001F': ['High', false],
+  'avc1.640032': ['High', false],
+  'avc1.58A01E': ['Extended', true], // Extended with constraint_set0
+};
+
+test('Broadway plays profile_idc 66 or constraint_set0, judged from the codec string', () => {
+  for (const [codec, [profile, playable]] of Object.entries(STREAMS)) {
+    assert.equal(profileName(codec), profile, codec);
+    // The server's flag said true for Main with constraint_set1: the codec string wins.
+    assert.equal(broadwayCanPlay({ codec, baseline: true }), playable, codec);
+    assert.equal(broadwayCanPlay({ codec }), playable, `${codec} without the flag`);
+  }
+});
+
+test("the server's baseline flag can only say no", () => {
+  assert.equal(broadwayCanPlay({ codec: 'avc1.42E01F', baseline: false }), false);
+  assert.equal(broadwayCanPlay({ codec: 'avc1.4D401F', baseline: true }), false);
+});
+
+test('codec strings are read case-insensitively; anything else is not one', () => {
+  assert.deepEqual(parseAvcCodec('avc1.4d401f'), { profile: 0x4d, constraints: 0x40, level: 0x1f });
+  assert.deepEqual(parseAvcCodec('avc3.640028'), { profile: 0x64, constraints: 0, level: 0x28 });
+  for (const bad of [undefined, null, 42, '', 'avc1', 'avc1.4D401', 'avc1.4D401F0', 'hvc1.1.6.L93.B0', 'avc1.zz401F', 'avc1.66.30']) {
+    assert.equal(parseAvcCodec(bad), null, String(bad));
+    assert.equal(profileName(bad), null, String(bad));
+  }
+  // Without a codec string there is only the flag to go by.
+  assert.equal(broadwayCanPlay({ codec: 'garbage', baseline: true }), true);
+  assert.equal(broadwayCanPlay({ codec: 'garbage' }), false);
+  assert.equal(broadwayCanPlay(null), false);
+});
+
+test('decoder choice: WebCodecs where it can, Broadway for Baseline only, else none', () => {
+  const main = { codec: 'avc1.4D401F', baseline: true };
+  const base = { codec: 'avc1.42C01F', baseline: true };
+  const pick = (info, wanted, webcodecs) => chooseDecoder(info, { wanted, webcodecs }).decoder;
+  // A secure page.
+  assert.equal(pick(main, 'auto', true), 'webcodecs');
+  assert.equal(pick(base, 'auto', true), 'webcodecs');
+  assert.equal(pick(base, 'broadway', true), 'broadway');
+  assert.equal(pick(main, 'broadway', true), 'webcodecs', 'forcing Broadway does not feed it Main');
+  assert.match(chooseDecoder(main, { wanted: 'broadway', webcodecs: true }).note, /Broadway.js cannot decode Main profile/);
+  // Plain HTTP: no WebCodecs.
+  assert.equal(pick(base, 'auto', false), 'broadway');
+  assert.equal(pick(base, 'webcodecs', false), 'broadway');
+  assert.match(chooseDecoder(base, { wanted: 'webcodecs', webcodecs: false }).note, /WebCodecs is not available/);
+  for (const wanted of ['auto', 'broadway', 'webcodecs']) {
+    assert.equal(pick(main, wanted, false), null, `Main on plain HTTP, ?decoder=${wanted}`);
+    assert.equal(pick({ codec: 'avc1.640028', baseline: false }, wanted, false), null);
+  }
+  // WebCodecs needs a codec string.
+  assert.equal(pick({ baseline: true }, 'auto', true), 'broadway');
+  assert.equal(pick({}, 'auto', true), null);
+});
+
+test('the explanation says why and what to do, for the case at hand', () => {
+  const main = { codec: 'avc1.4D401F', baseline: true };
+  const http = explainUnplayable(main, { secure: false, hasWebCodecs: false });
+  const all = (e) => [e.title, e.why, ...e.todo, e.after].join('\n');
+  assert.match(http.why, /Main profile \(avc1\.4D401F\)/);
+  assert.match(http.why, /plain-HTTP/);
+  assert.match(http.why, /Baseline/);
+  assert.match(all(http), /--tls self-signed/);
+  assert.match(all(http), /https:\/\//);
+  assert.match(all(http), /rpicam-vid --profile baseline/);
+  assert.match(http.short, /Main profile needs WebCodecs/);
+  const old = explainUnplayable({ codec: 'avc1.640028' }, { secure: true, hasWebCodecs: false });
+  assert.match(old.why, /High profile/);
+  assert.match(all(old), /browser with WebCodecs/);
+  assert.doesNotMatch(all(old), /--tls/, 'the page is already secure');
+  const refused = explainUnplayable({ codec: 'avc1.F4001F' }, { secure: true, hasWebCodecs: true });
+  assert.match(refused.why, /WebCodecs cannot decode it/);
+  assert.match(refused.todo[0], /^Make the camera send Baseline/);
+  assert.match(explainUnplayable({}, { secure: false, hasWebCodecs: false }).why, /unknown profile \(unknown codec\)/);
+});
