@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 
 want=(nasm nodejs npm pkg-config)
 if [[ "${1:-}" == "--test" ]]; then
-    want+=(chromium)
+    want+=(chromium ffmpeg)
 fi
 
 missing=()
