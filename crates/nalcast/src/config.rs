@@ -57,7 +57,7 @@ pub struct Args {
     /// Oldest frame queued for one viewer, in milliseconds, before it is reset to the next keyframe. [default: 2000]
     #[arg(long, value_name = "MS")]
     pub queue_max_delay: Option<u64>,
-    /// Disconnect a viewer whose socket accepts nothing for this many seconds. [default: 10]
+    /// Disconnect a client whose socket accepts nothing for this many seconds: a viewer that cannot be written to, or any connection that leaves what it was sent unread (the kernel's TCP_USER_TIMEOUT). [default: 10]
     #[arg(long, value_name = "SECONDS")]
     pub viewer_timeout: Option<f64>,
     /// Most viewers at once; more are refused with HTTP 503. [default: 2000]
@@ -66,6 +66,12 @@ pub struct Args {
     /// Most viewers from one client address; more are refused with HTTP 429. [default: 100]
     #[arg(long, value_name = "N")]
     pub max_viewers_per_ip: Option<usize>,
+    /// Most open connections at once (viewers included); more are closed at once (HTTP 503 on plain HTTP). Lowered at start to fit the open-file limit. [default: 4096]
+    #[arg(long, value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Most open connections from one client address (an IPv6 /64 counts as one), viewers included; more are closed at once (HTTP 429 on plain HTTP). [default: 256]
+    #[arg(long, value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
     /// Threads that write to plain-HTTP viewers, so a frame goes out on every core at once; 0 keeps them on the main runtime. [default: number of cores]
     #[arg(long, value_name = "N")]
     pub viewer_threads: Option<usize>,
@@ -75,7 +81,7 @@ pub struct Args {
     /// Kernel send buffer per connection in bytes; small keeps a slow viewer's backlog in nalcast's queue, where it can skip to a keyframe. [default: 131072]
     #[arg(long, value_name = "BYTES")]
     pub send_buffer: Option<usize>,
-    /// Seconds a client has for the TLS handshake and for each request's headers; slower clients are dropped. [default: 10]
+    /// Seconds a client has for the TLS handshake and for each request's headers; slower clients are dropped, and so is a keep-alive connection that sends no new request for as long. [default: 10]
     #[arg(long, value_name = "SECONDS")]
     pub header_timeout: Option<f64>,
     /// HTTPS on the main port: "self-signed" makes a certificate for this machine once and keeps it in --data-dir; "off" for plain HTTP. --tls-cert/--tls-key use your own. [default: off]
@@ -132,6 +138,8 @@ struct FileConfig {
     allow_origin: Option<Vec<String>>,
     max_viewers: Option<usize>,
     max_viewers_per_ip: Option<usize>,
+    max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     viewer_threads: Option<usize>,
     header_timeout: Option<f64>,
     tls: Option<String>,
@@ -165,6 +173,10 @@ pub struct Config {
     pub max_viewers: usize,
     /// Most viewers from one address.
     pub max_viewers_per_ip: usize,
+    /// Most open connections (before the open-file limit is taken into account).
+    pub max_connections: usize,
+    /// Most open connections from one address.
+    pub max_connections_per_ip: usize,
     /// Viewer threads.
     pub viewer_threads: usize,
     /// Deadline for the TLS handshake and for request headers.
@@ -371,6 +383,22 @@ impl Config {
             1,
             1_000_000,
         )?;
+        let max_connections = range(
+            "max-connections",
+            args.max_connections
+                .or(file.max_connections)
+                .unwrap_or(4096),
+            1,
+            10_000_000,
+        )?;
+        let max_connections_per_ip = range(
+            "max-connections-per-ip",
+            args.max_connections_per_ip
+                .or(file.max_connections_per_ip)
+                .unwrap_or(256),
+            1,
+            10_000_000,
+        )?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let viewer_threads = range(
             "viewer-threads",
@@ -421,6 +449,8 @@ impl Config {
             auth,
             max_viewers,
             max_viewers_per_ip,
+            max_connections,
+            max_connections_per_ip,
             viewer_threads,
             allow_origins,
             send_buffer,

@@ -37,6 +37,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let fd_limit = raise_fd_limit();
     // Certificate problems are configuration errors: report them before starting.
     let tls = match config
         .tls
@@ -60,7 +61,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, tls)) {
+    match runtime.block_on(run(config, tls, fd_limit)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nalcast: error: {e:#}");
@@ -88,6 +89,58 @@ fn hash_password() -> ExitCode {
     }
 }
 
+/// Raises the soft limit on open files to the hard limit (every client connection
+/// is a file descriptor, and a soft limit of 1024 is common); returns the limit in
+/// force, if it can be read.
+fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            warn!("cannot read the open-file limit: {e}");
+            return None;
+        }
+    };
+    if soft >= hard {
+        info!("open-file limit {soft}");
+        return Some(soft);
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            info!("open-file limit raised from {soft} to {hard}");
+            Some(hard)
+        }
+        Err(e) => {
+            warn!("open-file limit stays at {soft}: cannot raise it to {hard}: {e}");
+            Some(soft)
+        }
+    }
+}
+
+/// Descriptors kept free for what nalcast opens besides connections: source
+/// processes' pipes across restarts, certificate reloads, /proc reads.
+const SPARE_FDS: u64 = 16;
+
+/// `--max-connections`, lowered if need be so that connections cannot use up the
+/// open-file limit (then new clients would wait in the accept queue until they
+/// time out, instead of being refused at once).
+fn connection_budget(max_connections: usize, fd_limit: Option<u64>) -> usize {
+    let Some(limit) = fd_limit else {
+        return max_connections;
+    };
+    // Listeners, runtimes, viewer threads and the source are open by now.
+    let in_use = std::fs::read_dir("/proc/self/fd").map_or(64, |d| d.count() as u64);
+    let room = limit.saturating_sub(in_use + SPARE_FDS).max(1);
+    let budget = usize::try_from(room).unwrap_or(usize::MAX);
+    if budget < max_connections {
+        warn!(
+            "at most {budget} connections (not --max-connections {max_connections}): the open-file limit is {limit} and {in_use} descriptors are in use; raise the limit (e.g. LimitNOFILE= in the systemd unit) for more"
+        );
+        return budget;
+    }
+    max_connections
+}
+
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
     let listen = || -> std::io::Result<tokio::net::TcpListener> {
         let socket = if addr.is_ipv4() {
@@ -106,7 +159,11 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
     })
 }
 
-async fn run(config: Config, tls: Option<server::tls::Tls>) -> anyhow::Result<()> {
+async fn run(
+    config: Config,
+    tls: Option<server::tls::Tls>,
+    fd_limit: Option<u64>,
+) -> anyhow::Result<()> {
     // Fine steps below 5 ms: the server-added delay targets are 1 ms and 5 ms.
     let latency_buckets = [
         0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.000_75, 0.001, 0.001_5, 0.002, 0.003, 0.004, 0.005,
@@ -132,6 +189,21 @@ async fn run(config: Config, tls: Option<server::tls::Tls>) -> anyhow::Result<()
         ..HubConfig::default()
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let viewer_threads = std::sync::Arc::new(
+        server::threads::ViewerThreads::start(config.viewer_threads)
+            .context("cannot start the viewer threads")?,
+    );
+    let main_listener = bind(config.listen, "listen").await?;
+    let main_addr = main_listener.local_addr()?;
+    let legacy = match config.legacy_listen {
+        Some(addr) => Some(bind(addr, "legacy-listen").await?),
+        None => None,
+    };
+    // Counted now that the listeners and viewer threads hold their descriptors.
+    let connections = server::limits::ConnectionLimits::new(
+        connection_budget(config.max_connections, fd_limit),
+        config.max_connections_per_ip,
+    );
     let state = server::AppState {
         hub: hub.clone(),
         source: config.source.to_string(),
@@ -140,23 +212,14 @@ async fn run(config: Config, tls: Option<server::tls::Tls>) -> anyhow::Result<()
         viewer_timeout: config.viewer_timeout,
         shutdown: shutdown_rx.clone(),
         allow_origins: std::sync::Arc::new(config.allow_origins.clone()),
-        limits: server::limits::ViewerLimits::new(config.max_viewers, config.max_viewers_per_ip),
-        viewer_threads: std::sync::Arc::new(
-            server::threads::ViewerThreads::start(config.viewer_threads)
-                .context("cannot start the viewer threads")?,
-        ),
+        limits: server::limits::ViewerLimits::new(config.max_viewers, config.max_viewers_per_ip)
+            .holding_connections(&connections),
+        viewer_threads,
         auth: config.auth.clone(),
     };
     if state.auth.is_some() && config.tls.is_none() {
         warn!("credentials are checked but travel unencrypted: add --tls self-signed or --tls-cert/--tls-key");
     }
-
-    let main_listener = bind(config.listen, "listen").await?;
-    let main_addr = main_listener.local_addr()?;
-    let legacy = match config.legacy_listen {
-        Some(addr) => Some(bind(addr, "legacy-listen").await?),
-        None => None,
-    };
 
     let mut source_task = tokio::spawn(source::supervise(
         config.source.clone(),
@@ -169,7 +232,9 @@ async fn run(config: Config, tls: Option<server::tls::Tls>) -> anyhow::Result<()
     let options = server::listen::ListenOptions {
         send_buffer: config.send_buffer,
         header_timeout: config.header_timeout,
+        write_timeout: config.viewer_timeout,
         tls: None,
+        connections,
     };
     servers.spawn(server::listen::serve(
         main_listener,

@@ -1,46 +1,66 @@
-//! Viewer limits: in all and per client address, so one client (or a runaway
-//! reconnect loop) cannot take every slot.
+//! Client limits: open connections and WebSocket viewers, in all and per client
+//! address, so one client (or a runaway reconnect loop) can take neither every
+//! viewer slot nor every file descriptor.
+//!
+//! A connection takes a connection slot when it is accepted. When it becomes a
+//! viewer, the viewer's slot takes a second connection slot for the same address
+//! without asking (the connection is already open); the accepting task gives its
+//! own back a moment later, when hyper hands the socket over. So an upgraded viewer
+//! keeps holding one connection slot, and the connection count is the number of
+//! open client sockets (briefly one more per viewer being upgraded).
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 
-/// Why a viewer was refused.
+/// Why a viewer or a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
-    /// The server has `--max-viewers` viewers.
+    /// The server has as many as it takes in all.
     Total,
-    /// This address has `--max-viewers-per-ip` viewers.
+    /// This client address has as many as it may have.
     PerAddress,
+}
+
+/// Which clients share the per-address limits: one IPv4 address (also when it
+/// arrives IPv4-mapped on an IPv6 socket), or one IPv6 /64 — a home or a phone gets
+/// a whole /64 and may use any address in it.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
 }
 
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
-    by_ip: HashMap<IpAddr, usize>,
+    by_key: HashMap<IpAddr, usize>,
 }
 
-/// Shared viewer slots.
+/// Slots counted in all and per client key. Invariant: `total` is the sum of
+/// `by_key`, and no key is kept with a count of 0.
 #[derive(Debug, Clone)]
-pub struct ViewerLimits {
+struct Slots {
     max_total: usize,
-    max_per_ip: usize,
+    max_per_key: usize,
     counts: Arc<Mutex<Counts>>,
+    /// Gauge set to the total on every change (under the lock, so never stale).
+    gauge: Option<metrics::Gauge>,
 }
 
-/// A taken slot; dropping it frees the slot.
-#[derive(Debug)]
-pub struct Slot {
-    limits: ViewerLimits,
-    ip: IpAddr,
-}
-
-impl ViewerLimits {
-    /// Limits of `max_total` viewers, `max_per_ip` from one address.
-    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
-        ViewerLimits {
+impl Slots {
+    fn new(max_total: usize, max_per_key: usize, gauge: Option<metrics::Gauge>) -> Self {
+        Slots {
             max_total,
-            max_per_ip,
+            max_per_key,
             counts: Arc::default(),
+            gauge,
         }
     }
 
@@ -49,34 +69,161 @@ impl ViewerLimits {
         self.counts.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Takes a slot for a viewer from `ip`, or says why not.
-    pub fn acquire(&self, ip: IpAddr) -> Result<Slot, Refused> {
+    /// Takes a slot for `key` within the limits, or says why not.
+    fn take(&self, key: IpAddr) -> Result<(), Refused> {
         let mut c = self.counts();
         if c.total >= self.max_total {
             return Err(Refused::Total);
         }
-        let n = c.by_ip.entry(ip).or_insert(0);
-        if *n >= self.max_per_ip {
+        if c.by_key.get(&key).copied().unwrap_or(0) >= self.max_per_key {
             return Err(Refused::PerAddress);
         }
-        *n += 1;
+        self.add(&mut c, key);
+        Ok(())
+    }
+
+    /// Takes a slot for `key` whatever the limits say (for a connection that is
+    /// already open and only changes hands).
+    fn take_anyway(&self, key: IpAddr) {
+        let mut c = self.counts();
+        self.add(&mut c, key);
+    }
+
+    fn add(&self, c: &mut Counts, key: IpAddr) {
+        *c.by_key.entry(key).or_insert(0) += 1;
         c.total += 1;
+        self.publish(c);
+    }
+
+    fn give_back(&self, key: IpAddr) {
+        let mut c = self.counts();
+        let Some(n) = c.by_key.get_mut(&key) else {
+            debug_assert!(false, "a slot given back for {key} that holds none");
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            c.by_key.remove(&key);
+        }
+        c.total -= 1;
+        debug_assert_eq!(c.total, c.by_key.values().sum::<usize>());
+        self.publish(&c);
+    }
+
+    fn publish(&self, c: &Counts) {
+        if let Some(gauge) = &self.gauge {
+            gauge.set(c.total as f64);
+        }
+    }
+
+    #[cfg(test)]
+    fn total(&self) -> usize {
+        self.counts().total
+    }
+}
+
+/// Shared connection slots (`--max-connections`, `--max-connections-per-ip`),
+/// for every listener of the process: file descriptors are the process's.
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    slots: Slots,
+}
+
+/// A taken connection slot; dropping it frees the slot.
+#[derive(Debug)]
+pub struct ConnectionSlot {
+    slots: Slots,
+    key: IpAddr,
+}
+
+impl ConnectionLimits {
+    /// Limits of `max_total` open connections, `max_per_ip` from one client address
+    /// (see [`client_key`]); the `nalcast_connections_open` gauge follows the count.
+    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+        let gauge = metrics::gauge!("nalcast_connections_open");
+        ConnectionLimits {
+            slots: Slots::new(max_total, max_per_ip, Some(gauge)),
+        }
+    }
+
+    /// Takes a slot for a connection from `ip`, or says why not.
+    pub fn acquire(&self, ip: IpAddr) -> Result<ConnectionSlot, Refused> {
+        let key = client_key(ip);
+        self.slots.take(key)?;
+        Ok(ConnectionSlot {
+            slots: self.slots.clone(),
+            key,
+        })
+    }
+
+    /// Open connections, viewers included.
+    #[cfg(test)]
+    pub fn open(&self) -> usize {
+        self.slots.total()
+    }
+}
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.slots.give_back(self.key);
+    }
+}
+
+/// Shared viewer slots (`--max-viewers`, `--max-viewers-per-ip`).
+#[derive(Debug, Clone)]
+pub struct ViewerLimits {
+    slots: Slots,
+    /// Connection slots a viewer keeps holding once its connection is upgraded.
+    connections: Option<Slots>,
+}
+
+/// A taken viewer slot; dropping it frees the slot (and the viewer's connection
+/// slot, see the module comment).
+#[derive(Debug)]
+pub struct Slot {
+    slots: Slots,
+    connections: Option<Slots>,
+    key: IpAddr,
+}
+
+impl ViewerLimits {
+    /// Limits of `max_total` viewers, `max_per_ip` from one client address (see
+    /// [`client_key`]).
+    pub fn new(max_total: usize, max_per_ip: usize) -> Self {
+        ViewerLimits {
+            slots: Slots::new(max_total, max_per_ip, None),
+            connections: None,
+        }
+    }
+
+    /// Viewers keep their connection's slot in `connections` (see the module comment).
+    pub fn holding_connections(self, connections: &ConnectionLimits) -> Self {
+        ViewerLimits {
+            connections: Some(connections.slots.clone()),
+            ..self
+        }
+    }
+
+    /// Takes a slot for a viewer from `ip`, or says why not.
+    pub fn acquire(&self, ip: IpAddr) -> Result<Slot, Refused> {
+        let key = client_key(ip);
+        self.slots.take(key)?;
+        if let Some(connections) = &self.connections {
+            connections.take_anyway(key);
+        }
         Ok(Slot {
-            limits: self.clone(),
-            ip,
+            slots: self.slots.clone(),
+            connections: self.connections.clone(),
+            key,
         })
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        let mut c = self.limits.counts();
-        c.total = c.total.saturating_sub(1);
-        if let Some(n) = c.by_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                c.by_ip.remove(&self.ip);
-            }
+        self.slots.give_back(self.key);
+        if let Some(connections) = &self.connections {
+            connections.give_back(self.key);
         }
     }
 }
@@ -85,16 +232,79 @@ impl Drop for Slot {
 mod tests {
     use super::*;
 
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("address")
+    }
+
     #[test]
     fn slots_are_limited_in_all_and_per_address_and_freed_on_drop() {
         let limits = ViewerLimits::new(3, 2);
-        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
-        let a1 = limits.acquire(a).unwrap();
-        let _a2 = limits.acquire(a).unwrap();
+        let (a, b) = (ip("10.0.0.1"), ip("10.0.0.2"));
+        let a1 = limits.acquire(a).expect("first");
+        let _a2 = limits.acquire(a).expect("second");
         assert_eq!(limits.acquire(a).unwrap_err(), Refused::PerAddress);
-        let _b1 = limits.acquire(b).unwrap();
+        let _b1 = limits.acquire(b).expect("other address");
         assert_eq!(limits.acquire(b).unwrap_err(), Refused::Total);
         drop(a1);
         assert!(limits.acquire(b).is_ok());
+    }
+
+    #[test]
+    fn mapped_ipv4_is_its_ipv4_address_and_ipv6_counts_per_64() {
+        assert_eq!(client_key(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(client_key(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(
+            client_key(ip("2001:db8:1:2:aaaa:bbbb:cccc:dddd")),
+            ip("2001:db8:1:2::")
+        );
+        let limits = ConnectionLimits::new(100, 2);
+        let _a = limits.acquire(ip("2001:db8:1:2::1")).expect("first");
+        let _b = limits.acquire(ip("2001:db8:1:2::2")).expect("second");
+        assert_eq!(
+            limits.acquire(ip("2001:db8:1:2:ffff::9")).unwrap_err(),
+            Refused::PerAddress,
+            "same /64"
+        );
+        assert!(limits.acquire(ip("2001:db8:1:3::1")).is_ok(), "next /64");
+        let _c = limits.acquire(ip("192.0.2.7")).expect("v4");
+        let _d = limits.acquire(ip("::ffff:192.0.2.7")).expect("v4 mapped");
+        assert_eq!(
+            limits.acquire(ip("192.0.2.7")).unwrap_err(),
+            Refused::PerAddress,
+            "mapped and plain IPv4 share a count"
+        );
+    }
+
+    #[test]
+    fn an_upgraded_viewer_keeps_holding_one_connection_slot() {
+        let connections = ConnectionLimits::new(10, 3);
+        let viewers = ViewerLimits::new(10, 10).holding_connections(&connections);
+        let a = ip("10.0.0.1");
+        let accepted = connections.acquire(a).expect("connection");
+        let viewer = viewers.acquire(a).expect("viewer");
+        assert_eq!(connections.open(), 2, "during the upgrade");
+        drop(accepted); // hyper hands the socket to the viewer
+        assert_eq!(connections.open(), 1, "the viewer's connection");
+        let _b = connections.acquire(a).expect("second");
+        let _c = connections.acquire(a).expect("third");
+        assert_eq!(
+            connections.acquire(a).unwrap_err(),
+            Refused::PerAddress,
+            "the viewer counts against its address"
+        );
+        drop(viewer);
+        assert_eq!(connections.open(), 2);
+        assert!(connections.acquire(a).is_ok());
+    }
+
+    #[test]
+    fn a_full_server_refuses_with_total_first() {
+        let connections = ConnectionLimits::new(2, 5);
+        let _a = connections.acquire(ip("10.0.0.1")).expect("a");
+        let _b = connections.acquire(ip("10.0.0.2")).expect("b");
+        assert_eq!(
+            connections.acquire(ip("10.0.0.3")).unwrap_err(),
+            Refused::Total
+        );
     }
 }

@@ -1,11 +1,14 @@
-//! Accepting connections: socket tuning, TLS with a handshake deadline, HTTP/1.1
-//! with a header deadline (so slowloris-style clients that connect and then send
-//! nothing, or a byte now and then, are dropped), WebSocket upgrades, and graceful
-//! shutdown. Hand-written over hyper rather than `axum::serve` because that one
-//! offers neither TLS nor a header timeout.
+//! Accepting connections: connection slots (in all and per client address, see
+//! limits.rs), socket tuning with a write-progress deadline, TLS with a handshake
+//! deadline, HTTP/1.1 with a header deadline (so slowloris-style clients that
+//! connect and then send nothing, or a byte now and then, are dropped, and so are
+//! idle keep-alive connections), WebSocket upgrades, and graceful shutdown.
+//! Hand-written over hyper rather than `axum::serve` because that one offers neither
+//! TLS nor a header timeout.
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ConnectInfo;
 use axum::http::{header, StatusCode};
@@ -21,15 +24,23 @@ use tokio::sync::watch;
 use tower::Service;
 use tracing::{debug, warn};
 
+use super::limits::{ConnectionLimits, ConnectionSlot, Refused};
+
 /// How connections on one listener are handled.
 #[derive(Clone)]
 pub struct ListenOptions {
     /// Kernel send buffer per connection.
     pub send_buffer: usize,
-    /// Time a client has for the TLS handshake, and then for each request's headers.
+    /// Time a client has for the TLS handshake, and then for each request's headers
+    /// (counted from the end of the previous response on a keep-alive connection).
     pub header_timeout: Duration,
+    /// Longest time data for a client may stay unacknowledged, or unsent because the
+    /// client reads nothing, before the connection is dropped.
+    pub write_timeout: Duration,
     /// TLS, when this listener speaks HTTPS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Open-connection slots, shared by every listener (descriptors are the process's).
+    pub connections: ConnectionLimits,
 }
 
 /// The first byte of a TLS ClientHello record.
@@ -57,35 +68,102 @@ pub async fn serve(
             },
             _ = shutdown_requested(&mut stop) => return,
         };
-        tune_socket(&tcp, opts.send_buffer);
+        // Refused before anything is spent on it: no task, no TLS, no parsing.
+        let slot = match opts.connections.acquire(peer.ip()) {
+            Ok(slot) => slot,
+            Err(why) => {
+                refuse(&tcp, peer, why, opts.tls.is_none());
+                continue;
+            }
+        };
+        tune_socket(&tcp, &opts);
         tokio::spawn(connection(
             tcp,
             peer,
             app.clone(),
             opts.clone(),
             shutdown.clone(),
+            slot,
         ));
     }
 }
 
-/// Every connection: no Nagle delay (frames go out at once), and a bounded kernel
-/// send buffer, so a slow viewer shows up in its queue (and gets skipped to the
-/// next keyframe) instead of hiding seconds of video in the kernel.
-fn tune_socket(tcp: &TcpStream, send_buffer: usize) {
-    if let Err(e) = tcp.set_nodelay(true) {
-        debug!("cannot set TCP_NODELAY: {e}");
-    }
-    if let Err(e) = socket2::SockRef::from(tcp).set_send_buffer_size(send_buffer) {
-        debug!("cannot set the socket send buffer: {e}");
+/// Counts a connection over the limits and closes it; a plain-HTTP client gets a
+/// one-line answer first if its socket takes it at once (never waited for).
+fn refuse(tcp: &TcpStream, peer: SocketAddr, why: Refused, plain_http: bool) {
+    let (status, reason, text) = match why {
+        Refused::Total => (
+            "503 Service Unavailable",
+            "max-connections",
+            "the server has as many connections as it takes (--max-connections)\n",
+        ),
+        Refused::PerAddress => (
+            "429 Too Many Requests",
+            "max-connections-per-ip",
+            "too many connections from your address (--max-connections-per-ip)\n",
+        ),
+    };
+    metrics::counter!("nalcast_connections_rejected_total", "reason" => reason).increment(1);
+    note_refusal(peer, reason);
+    if plain_http {
+        let answer = format!(
+            "HTTP/1.1 {status}\r\ncontent-type: text/plain\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{text}",
+            text.len()
+        );
+        let _ = tcp.try_write(answer.as_bytes());
     }
 }
 
+/// Logs refused connections at most once a minute (a flood would fill the log).
+fn note_refusal(peer: SocketAddr, reason: &str) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    static NEXT_WARNING_S: AtomicU64 = AtomicU64::new(0);
+    let now_s = START.get_or_init(Instant::now).elapsed().as_secs();
+    let due = NEXT_WARNING_S.load(Ordering::Relaxed);
+    if now_s >= due
+        && NEXT_WARNING_S
+            .compare_exchange(due, now_s + 60, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        warn!(%peer, "connections refused ({reason}; counted in nalcast_connections_rejected_total, next warning in a minute at the earliest)");
+    } else {
+        debug!(%peer, "connection refused ({reason})");
+    }
+}
+
+/// Every connection: no Nagle delay (frames go out at once), a bounded kernel
+/// send buffer, so a slow viewer shows up in its queue (and gets skipped to the
+/// next keyframe) instead of hiding seconds of video in the kernel, and a
+/// write-progress deadline.
+fn tune_socket(tcp: &TcpStream, opts: &ListenOptions) {
+    if let Err(e) = tcp.set_nodelay(true) {
+        debug!("cannot set TCP_NODELAY: {e}");
+    }
+    let sock = socket2::SockRef::from(tcp);
+    if let Err(e) = sock.set_send_buffer_size(opts.send_buffer) {
+        debug!("cannot set the socket send buffer: {e}");
+    }
+    // The kernel drops a connection whose data stays unacknowledged, or unsent
+    // behind a zero receive window, this long (TCP_USER_TIMEOUT; enforced on a zero
+    // window since Linux 5.11). That covers a client that never reads its responses
+    // wherever the writer waits (hyper between pipelined responses, where no header
+    // timer runs; TLS; a viewer thread), with no wrapper around the socket: plain
+    // viewers move to their threads as the very TcpStream accepted here (ws.rs).
+    #[cfg(target_os = "linux")]
+    if let Err(e) = sock.set_tcp_user_timeout(Some(opts.write_timeout)) {
+        debug!("cannot set TCP_USER_TIMEOUT: {e}");
+    }
+}
+
+/// One accepted connection; `_slot` is held until it closes or becomes a viewer
+/// (which holds a slot of its own, see limits.rs).
 async fn connection(
     tcp: TcpStream,
     peer: SocketAddr,
     app: Router,
     opts: Arc<ListenOptions>,
     shutdown: watch::Receiver<bool>,
+    _slot: ConnectionSlot,
 ) {
     let Some(tls) = opts.tls.clone() else {
         return http(tcp, peer, app, opts.header_timeout, shutdown).await;
