@@ -136,6 +136,25 @@ impl QueueState {
         Some((item, at))
     }
 
+    /// Moves up to `max` of the oldest items into `out`, oldest first, and returns
+    /// how many; whatever does not fit stays queued for the next call. A viewer
+    /// that is behind writes what is queued in one go, and the batch size decides
+    /// only how many system calls that takes, never which frames arrive.
+    pub fn drain_into(&mut self, max: usize, out: &mut Vec<(Item, Instant)>) -> usize {
+        let before = out.len();
+        while out.len() - before < max {
+            match self.pop() {
+                Some(item) => out.push(item),
+                None => break,
+            }
+        }
+        debug_assert!(
+            !self.items.is_empty() || self.bytes == 0,
+            "an empty queue holds no frame bytes"
+        );
+        out.len() - before
+    }
+
     /// Bytes of frames queued.
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -259,28 +278,32 @@ impl ViewerQueue {
         self.wake();
     }
 
-    /// The next item if one is queued, without waiting; `None` when empty or closed.
-    pub fn try_next(&self) -> Option<(Item, Instant)> {
-        let mut state = self.lock();
-        if state.closed {
-            return None;
-        }
-        state.pop()
-    }
-
-    /// Waits for the next item; `None` once the queue is closed.
-    pub async fn next(&self) -> Option<(Item, Instant)> {
+    /// Waits until something is queued, then moves up to `max` of the oldest items
+    /// into `out` (see [`QueueState::drain_into`]); `false` once the queue is closed.
+    /// Cancel-safe: items leave the queue only in the poll that returns them.
+    pub async fn next_batch(&self, max: usize, out: &mut Vec<(Item, Instant)>) -> bool {
+        debug_assert!(max > 0, "a batch holds at least one item");
         loop {
             {
                 let mut state = self.lock();
                 if state.closed {
-                    return None;
+                    return false;
                 }
-                if let Some(item) = state.pop() {
-                    return Some(item);
+                if state.drain_into(max, out) > 0 {
+                    return true;
                 }
             }
             self.notify.notified().await;
+        }
+    }
+
+    /// Waits for the next item; `None` once the queue is closed.
+    pub async fn next(&self) -> Option<(Item, Instant)> {
+        let mut one = Vec::with_capacity(1);
+        if self.next_batch(1, &mut one).await {
+            one.pop()
+        } else {
+            None
         }
     }
 }
@@ -343,6 +366,90 @@ mod tests {
         assert_eq!(frames(&mut q), ["skip4", "K5", "P6"]);
         assert_eq!(q.total_lost, 4);
         assert_eq!(q.overflows, 1);
+    }
+
+    /// A viewer that joined mid-GOP (catch-up frames queued) and then got live
+    /// frames, drained in batches of `max`: (labels in the order drained, batches).
+    fn drain_all(catch_up: u32, live: u32, max: usize) -> (Vec<String>, usize) {
+        let t = Instant::now();
+        let roomy = QueueLimits {
+            max_bytes: 1 << 20,
+            max_delay: Duration::from_secs(60),
+        };
+        let mut q = QueueState::default();
+        for seq in 1..=catch_up + live {
+            q.push_frame(frame(seq, seq == 1, 10), seq <= catch_up, t, &roomy);
+        }
+        let (mut out, mut batches) = (Vec::new(), 0);
+        loop {
+            let mut batch = Vec::new();
+            let n = q.drain_into(max, &mut batch);
+            assert_eq!(n, batch.len());
+            assert!(n <= max, "a batch of {n} where {max} fit");
+            if n == 0 {
+                break;
+            }
+            batches += 1;
+            for (item, _) in batch {
+                let Item::Frame { frame, catch_up } = item else {
+                    panic!("only frames were queued")
+                };
+                out.push(format!("{}{}", if catch_up { "c" } else { "l" }, frame.seq));
+            }
+        }
+        assert_eq!(q.bytes(), 0);
+        (out, batches)
+    }
+
+    #[test]
+    fn draining_in_batches_keeps_every_frame_in_order_at_any_batch_size() {
+        for (catch_up, live) in [
+            (0, 1),
+            (31, 0),
+            (32, 0),
+            (33, 0),
+            (40, 25),
+            (59, 3),
+            (64, 64),
+        ] {
+            let expected: Vec<String> = (1..=catch_up + live)
+                .map(|seq| format!("{}{seq}", if seq <= catch_up { "c" } else { "l" }))
+                .collect();
+            for max in [1, 2, 31, 32, 33, 64, 1000] {
+                let (got, batches) = drain_all(catch_up, live, max);
+                assert_eq!(
+                    got, expected,
+                    "{catch_up} catch-up + {live} live, batches of {max}"
+                );
+                assert_eq!(batches, expected.len().div_ceil(max));
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn next_batch_leaves_what_does_not_fit_for_the_next_call() {
+        let q = ViewerQueue::new(QueueLimits {
+            max_bytes: 1 << 20,
+            max_delay: Duration::from_secs(60),
+        });
+        for seq in 1..=33 {
+            q.push_frame(frame(seq, seq == 1, 10), true, Instant::now());
+        }
+        let mut batch = Vec::new();
+        assert!(q.next_batch(32, &mut batch).await);
+        assert_eq!(batch.len(), 32);
+        batch.clear();
+        assert!(q.next_batch(32, &mut batch).await);
+        let seqs: Vec<u32> = batch
+            .iter()
+            .filter_map(|(item, _)| match item {
+                Item::Frame { frame, .. } => Some(frame.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, [33], "the 33rd frame waits for the second batch");
+        q.close();
+        assert!(!q.next_batch(32, &mut batch).await);
     }
 
     #[test]

@@ -49,7 +49,8 @@ impl Dialect {
 const MAX_CLIENT_MESSAGE: usize = 4096;
 /// The page pings every 2 s and sometimes asks for a keyframe: this is generous.
 const MAX_CLIENT_MESSAGES_PER_10S: u32 = 100;
-/// Most queue items written in one go (one system call) to a viewer that is behind.
+/// Most queue items written in one go (one system call) to a viewer that is behind;
+/// the rest go in the next write.
 const MAX_BATCH_ITEMS: usize = 32;
 
 /// A WebSocket handshake request (RFC 6455 §4.2), checked; answering it hands the
@@ -583,24 +584,21 @@ pub async fn serve_viewer<IO>(
     let m = ViewerMetrics::new();
     let mut sent_params: Option<Arc<ParamSets>> = None;
     let mut batch = Batch::default();
+    let mut items = Vec::with_capacity(MAX_BATCH_ITEMS);
     let mut parser = ClientParser::new(MAX_CLIENT_MESSAGE);
     let mut early = early;
     let mut read_buf = [0u8; 1024];
     let mut window = (Instant::now(), 0u32);
     let ended = 'serve: loop {
         tokio::select! {
-            next = sub.queue.next() => {
-                let Some(mut item) = next else { break Ended::Shutdown };
+            more = sub.queue.next_batch(MAX_BATCH_ITEMS, &mut items) => {
+                if !more { break Ended::Shutdown }
                 batch.clear();
-                // A viewer that is behind gets what is queued in one write.
-                for _ in 0..MAX_BATCH_ITEMS {
-                    let (it, queued_at) = item;
+                // A viewer that is behind gets what is queued in few writes; what
+                // does not fit in this batch stays queued for the next.
+                for (item, queued_at) in items.drain(..) {
                     m.queue_delay.record(queued_at.elapsed().as_secs_f64());
-                    batch.add(&it, dialect, &mut sent_params, &state);
-                    match sub.queue.try_next() {
-                        Some(more) => item = more,
-                        None => break,
-                    }
+                    batch.add(&item, dialect, &mut sent_params, &state);
                 }
                 if let Err(e) = send(&mut io, &batch, &state).await {
                     break e;
