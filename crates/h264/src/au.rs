@@ -7,8 +7,9 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::bits::{rbsp_prefix, Bits};
-use crate::params::{pps_id, sps_id};
+use h264_reader::rbsp::BitRead;
+
+use crate::params::{pps_id, rbsp_reader, sps_id};
 use crate::{Nal, NalType, ParamSets, ParseError, StreamInfo};
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
@@ -124,11 +125,12 @@ struct SliceStart {
 }
 
 fn slice_start(nal: &[u8]) -> Option<SliceStart> {
-    let rbsp = rbsp_prefix(nal, 16);
-    let mut b = Bits::new(&rbsp);
-    let first_mb = b.ue()?;
-    let slice_type = b.ue().filter(|t| *t <= 9)?;
-    let _pps_id = b.ue().filter(|id| *id < 256)?;
+    let mut r = rbsp_reader(nal);
+    let first_mb = r.read_ue("first_mb_in_slice").ok()?;
+    let slice_type = r.read_ue("slice_type").ok().filter(|t| *t <= 9)?;
+    r.read_ue("pic_parameter_set_id")
+        .ok()
+        .filter(|id| *id < 256)?;
     Some(SliceStart {
         first_mb,
         slice_type,

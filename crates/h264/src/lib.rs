@@ -5,7 +5,6 @@
 
 pub mod annexb;
 pub mod au;
-mod bits;
 pub mod nal;
 pub mod params;
 

@@ -1,10 +1,10 @@
-//! SPS/PPS parsing and the RFC 6381 codec string. The SPS is parsed with
-//! `h264-reader`; only parameter-set ids are read by hand.
+//! SPS/PPS parsing and the RFC 6381 codec string, all done by `h264-reader`: its
+//! SPS parser, its profile and constraint flags, its codec string and its bit
+//! reader for the leading ids of parameter sets and slice headers.
 use bytes::Bytes;
-use h264_reader::nal::sps::SeqParameterSet;
-use h264_reader::rbsp::{decode_nal, BitReader};
+use h264_reader::nal::sps::{Profile, SeqParameterSet};
+use h264_reader::rbsp::{decode_nal, BitRead, BitReader, ByteReader};
 
-use crate::bits::{rbsp_prefix, Bits};
 use crate::ParseError;
 
 /// What a viewer needs to know about a stream, from its SPS.
@@ -24,7 +24,10 @@ pub struct StreamInfo {
     pub codec: String,
     /// Frame rate from the VUI timing info, when present.
     pub fps: Option<f64>,
-    /// Whether a Baseline-only decoder (Broadway.js) can play it.
+    /// Whether a Baseline-only decoder (Broadway.js) can play it: Baseline profile,
+    /// or another profile whose constraint_set0 flag promises Baseline conformance.
+    /// (constraint_set1 promises Main conformance, which a Baseline decoder cannot
+    /// rely on: CABAC and B-frames stay allowed.)
     pub baseline_compatible: bool,
 }
 
@@ -38,22 +41,38 @@ impl StreamInfo {
         let (width, height) = sps
             .pixel_dimensions()
             .map_err(|e| bad(format!("SPS size: {e:?}")))?;
-        let profile_idc = u8::from(sps.profile_idc);
-        let constraint_flags = u8::from(sps.constraint_flags);
-        let level_idc = sps.level_idc;
-        // Constrained Baseline (66 with constraint_set1), or any profile whose
-        // constraint_set0/1 flag promises Baseline-decodable content.
-        let baseline_compatible = profile_idc == 66 || constraint_flags & 0xc0 != 0;
+        let profile = sps.profile();
+        let baseline_compatible =
+            matches!(profile, Profile::Baseline | Profile::ConstrainedBaseline)
+                || sps.constraint_flags.flag0();
         Ok(StreamInfo {
             width,
             height,
-            profile_idc,
-            constraint_flags,
-            level_idc,
-            codec: format!("avc1.{profile_idc:02X}{constraint_flags:02X}{level_idc:02X}"),
+            profile_idc: profile.profile_idc(),
+            constraint_flags: u8::from(sps.constraint_flags),
+            level_idc: sps.level_idc,
+            codec: sps.rfc6381().to_string(),
             fps: sps.fps().filter(|f| f.is_finite() && *f > 0.0),
             baseline_compatible,
         })
+    }
+
+    /// The profile's name, e.g. "Main" or "Constrained Baseline", as h264-reader
+    /// tells it from profile_idc and the constraint flags.
+    pub fn profile_name(&self) -> &'static str {
+        match Profile::from_profile_idc(self.profile_idc.into(), self.constraint_flags.into()) {
+            Profile::Baseline => "Baseline",
+            Profile::ConstrainedBaseline => "Constrained Baseline",
+            Profile::Main => "Main",
+            Profile::Extended => "Extended",
+            Profile::High => "High",
+            Profile::ProgressiveHigh => "Progressive High",
+            Profile::ConstrainedHigh => "Constrained High",
+            Profile::High10 | Profile::High10Intra => "High 10",
+            Profile::High422 | Profile::High422Intra => "High 4:2:2",
+            Profile::High444 | Profile::High444Intra => "High 4:4:4",
+            _ => "an unusual",
+        }
     }
 
     /// A warning for streams that Broadway.js (Baseline only) cannot play.
@@ -61,15 +80,11 @@ impl StreamInfo {
         if self.baseline_compatible {
             return None;
         }
-        let profile = match self.profile_idc {
-            77 => "Main",
-            88 => "Extended",
-            100 => "High",
-            _ => "a non-Baseline",
-        };
         Some(format!(
-            "the stream uses {profile} profile ({}): browsers without WebCodecs (Broadway.js, plain HTTP) cannot play it, \
-             and B-frames add latency; use --profile baseline for rpicam-vid or -profile:v baseline for ffmpeg",
+            "the stream uses {} profile ({}): browsers without WebCodecs (plain HTTP, Broadway.js) cannot play it; \
+             viewers need the HTTPS address (start nalcast with --tls self-signed), or make the camera send \
+             Baseline (rpicam-vid --profile baseline, ffmpeg -profile:v baseline)",
+            self.profile_name(),
             self.codec
         ))
     }
@@ -86,18 +101,26 @@ pub struct ParamSets {
     pub info: StreamInfo,
 }
 
+/// Reads the RBSP of a NAL unit (header byte skipped, emulation prevention removed
+/// as it goes), so reading the first fields touches only the first bytes.
+pub(crate) fn rbsp_reader(nal: &[u8]) -> impl BitRead + '_ {
+    BitReader::new(ByteReader::skipping_h264_header(nal))
+}
+
 /// `seq_parameter_set_id` of an SPS NAL unit.
 pub(crate) fn sps_id(nal: &[u8]) -> Option<u32> {
-    let rbsp = rbsp_prefix(nal, 16);
-    let mut b = Bits::new(&rbsp);
-    b.skip(24)?; // profile_idc, constraint flags, level_idc
-    b.ue().filter(|id| *id < 32)
+    let mut r = rbsp_reader(nal);
+    r.skip(24, "profile_idc, constraint flags, level_idc")
+        .ok()?;
+    r.read_ue("seq_parameter_set_id").ok().filter(|id| *id < 32)
 }
 
 /// `pic_parameter_set_id` of a PPS NAL unit.
 pub(crate) fn pps_id(nal: &[u8]) -> Option<u32> {
-    let rbsp = rbsp_prefix(nal, 8);
-    Bits::new(&rbsp).ue().filter(|id| *id < 256)
+    rbsp_reader(nal)
+        .read_ue("pic_parameter_set_id")
+        .ok()
+        .filter(|id| *id < 256)
 }
 
 #[cfg(test)]
@@ -147,6 +170,96 @@ mod tests {
         assert_eq!(sps_id(&sps_720p()), Some(0));
     }
 
+    fn unhex(hex: &str) -> Vec<u8> {
+        (0..hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+            .collect()
+    }
+
+    /// SPS NAL units as x264 (ffmpeg -c:v libx264 -profile:v P -level L) writes
+    /// them; the 42E01F one is x264's Baseline SPS with constraint_set2 added, as
+    /// some hardware encoders send.
+    #[test]
+    fn profiles_and_baseline_compatibility_from_real_sps() {
+        // (SPS, codec, profile, Broadway can play it, size)
+        let cases = [
+            (
+                "6742c01fd9005005bb0110000003001000000303c0f1832480",
+                "avc1.42C01F",
+                "Constrained Baseline",
+                true,
+                (1280, 720),
+            ),
+            (
+                "6742e01fd9005005bb0110000003001000000303c0f1832480",
+                "avc1.42E01F",
+                "Constrained Baseline",
+                true,
+                (1280, 720),
+            ),
+            (
+                "674d401feca02802dd8088000003000800000301e078c18cb0",
+                "avc1.4D401F",
+                "Main",
+                false,
+                (1280, 720),
+            ),
+            (
+                "674d401eeca05017fcb80880000003008000001e078b16cb",
+                "avc1.4D401E",
+                "Main",
+                false,
+                (640, 360),
+            ),
+            (
+                "674d4028eca02802dd8088000003000800000301e078c18cb0",
+                "avc1.4D4028",
+                "Main",
+                false,
+                (1280, 720),
+            ),
+            (
+                "67640028acd940780227e5c044000003000400000300f03c60c658",
+                "avc1.640028",
+                "High",
+                false,
+                (1920, 1080),
+            ),
+            (
+                "6764001facd9405005bb0110000003001000000303c0f1831960",
+                "avc1.64001F",
+                "High",
+                false,
+                (1280, 720),
+            ),
+            (
+                "67640032acd940780227e5c044000003000400000300f03c60c658",
+                "avc1.640032",
+                "High",
+                false,
+                (1920, 1080),
+            ),
+        ];
+        for (hex, codec, profile, baseline, size) in cases {
+            let info = StreamInfo::from_sps(&unhex(hex)).expect(codec);
+            assert_eq!(info.codec, codec);
+            assert_eq!(info.profile_name(), profile, "{codec}");
+            assert_eq!(info.baseline_compatible, baseline, "{codec}");
+            assert_eq!(info.compatibility_warning().is_none(), baseline, "{codec}");
+            assert_eq!((info.width, info.height), size, "{codec}");
+            assert_eq!(sps_id(&unhex(hex)), Some(0), "{codec}");
+        }
+        // Main with constraint_set0 (Baseline-conformant content) is playable.
+        let mut main = unhex("674d401feca02802dd8088000003000800000301e078c18cb0");
+        main[2] = 0xc0;
+        assert!(
+            StreamInfo::from_sps(&main)
+                .expect("valid")
+                .baseline_compatible
+        );
+    }
+
     #[test]
     fn high_profile_gets_a_warning() {
         let mut sps = sps_720p();
@@ -162,7 +275,10 @@ mod tests {
             ..StreamInfo::from_sps(&sps_720p()).expect("valid")
         };
         let w = info.compatibility_warning().expect("warning");
-        assert!(w.contains("High profile") && w.contains("baseline"), "{w}");
+        assert!(
+            w.contains("High profile") && w.contains("--tls self-signed") && w.contains("baseline"),
+            "{w}"
+        );
     }
 
     #[test]
