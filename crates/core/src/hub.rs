@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nalcast_h264::{AccessUnit, ParamSets};
+use tracing::{info, warn};
 
 use crate::gop::GopCache;
 use crate::protocol::StatusMsg;
@@ -93,6 +94,27 @@ pub struct HubStatus {
     pub since_last_frame: Option<Duration>,
 }
 
+/// Logs new stream parameters; the warning about browsers that cannot play the
+/// stream once per profile change, not at every source restart.
+fn announce(old: Option<&ParamSets>, new: &ParamSets) {
+    let (o, i) = (old.map(|p| &p.info), &new.info);
+    if o == Some(i) {
+        return;
+    }
+    info!(
+        codec = %i.codec,
+        width = i.width,
+        height = i.height,
+        fps = ?i.fps,
+        "stream parameters"
+    );
+    if o.is_none_or(|o| o.codec != i.codec) {
+        if let Some(warning) = i.compatibility_warning() {
+            warn!("{warning}");
+        }
+    }
+}
+
 impl Hub {
     /// A hub with no source yet.
     pub fn new(config: HubConfig) -> Arc<Hub> {
@@ -140,6 +162,7 @@ impl Hub {
             .as_ref()
             .is_none_or(|p| !Arc::ptr_eq(p, &frame.au.params))
         {
+            announce(state.params.as_deref(), &frame.au.params);
             state.params = Some(frame.au.params.clone());
         }
         state.gop.push(frame.clone());

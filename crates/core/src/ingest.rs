@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use nalcast_h264::{AccessUnit, AnnexBParser, AuAssembler, Nal, ParamSets};
-use tracing::{info, warn};
+use tracing::warn;
 
 use crate::Hub;
 
@@ -86,7 +86,6 @@ pub struct Ingest {
     splitter: Splitter,
     hub: Arc<Hub>,
     out: Vec<AccessUnit>,
-    announced: Option<Arc<ParamSets>>,
     warned_b_frames: bool,
     frames: u64,
 }
@@ -98,7 +97,6 @@ impl Ingest {
             splitter: Splitter::new(max_nal_size),
             hub,
             out: Vec::new(),
-            announced: None,
             warned_b_frames: false,
             frames: 0,
         }
@@ -124,7 +122,6 @@ impl Ingest {
     /// Publishes access units assembled elsewhere (paced sources).
     pub fn publish_au(&mut self, au: AccessUnit) {
         self.frames += 1;
-        self.announce(&au.params);
         self.hub.publish(au);
     }
 
@@ -142,27 +139,5 @@ impl Ingest {
             self.warned_b_frames = true;
             warn!("the source sends B-frames: Broadway.js (plain-HTTP viewers) cannot play them; configure the encoder for Baseline profile");
         }
-    }
-
-    fn announce(&mut self, params: &Arc<ParamSets>) {
-        if self
-            .announced
-            .as_ref()
-            .is_some_and(|a| Arc::ptr_eq(a, params))
-        {
-            return;
-        }
-        let i = &params.info;
-        info!(
-            codec = %i.codec,
-            width = i.width,
-            height = i.height,
-            fps = ?i.fps,
-            "stream parameters"
-        );
-        if let Some(warning) = i.compatibility_warning() {
-            warn!("{warning}");
-        }
-        self.announced = Some(params.clone());
     }
 }
