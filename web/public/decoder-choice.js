@@ -79,8 +79,10 @@ export function explainUnplayable(info, { secure, hasWebCodecs }) {
   const stream = profile ? `H.264 ${profile} profile (${codec})` : `H.264 of an unknown profile (${codec})`;
   const baseline = 'Or make the camera send Baseline profile: rpicam-vid --profile baseline '
     + '(what nalcast --source rpicam runs), ffmpeg -profile:v baseline, or the camera\'s own settings.';
+  let title = `${profile ? `${profile} profile` : 'This'} video cannot play in this browser`;
   let why, todo, short;
   if (!secure) {
+    title = `${profile ? `${profile} profile` : 'This'} video cannot play on a plain-HTTP page`;
     why = `The camera sends ${stream}. On a plain-HTTP page this browser has only the `
       + 'Baseline-profile software decoder (Broadway.js). Main and High profile need WebCodecs, '
       + 'which browsers enable only on secure pages: HTTPS, or localhost.';
@@ -102,7 +104,7 @@ export function explainUnplayable(info, { secure, hasWebCodecs }) {
     short = `WebCodecs here cannot decode ${codec}; Broadway.js plays Baseline only`;
   }
   return {
-    title: 'This stream cannot play in this browser',
+    title,
     why,
     todo,
     after: 'The page stays connected and plays as soon as the stream can be decoded here.',

@@ -108,6 +108,11 @@ export function paintAtOnce(unit, backlog) {
 }
 
 let yuvCanvasLoaded;
+/** Starts fetching Broadway's WebGL renderer ahead of the first picture. */
+export function preloadBroadway() {
+  loadYuvCanvas();
+}
+
 function loadYuvCanvas() {
   // YUVCanvas.js is a classic (UMD) script that sets window.YUVCanvas.
   yuvCanvasLoaded ??= new Promise((resolve) => {

@@ -1,6 +1,10 @@
 // nalcast player: connects to /ws (docs/protocol.md), decodes with WebCodecs or
-// Broadway.js, paints only the newest picture, reconnects on its own.
-import { WebCodecsDecoder, BroadwayDecoder, paintAtOnce } from './decoders.js';
+// Broadway.js, paints only the newest picture, reconnects on its own. It never
+// decodes across a gap in the frame numbers, and never hands a Main or High profile
+// stream to Broadway.js: without WebCodecs it says so on the stage instead.
+import { WebCodecsDecoder, BroadwayDecoder, paintAtOnce, preloadBroadway } from './decoders.js';
+import { chooseDecoder, explainUnplayable } from './decoder-choice.js';
+import { SequenceTracker } from './sequence.js';
 import { readStamp, captureNear } from './stamp.js';
 
 const MSG_STREAM_INFO = 1, MSG_ACCESS_UNIT = 2, MSG_SKIPPED = 3, MSG_STATUS = 4, MSG_PONG = 5;
@@ -20,13 +24,21 @@ const decoder_ = new TextDecoder();
 const stats = {
   decoder: null, state: 'connecting', width: 0, height: 0, codec: null,
   framesReceived: 0, framesDecoded: 0, framesPainted: 0, framesDropped: 0, framesSkippedByServer: 0,
+  // Gaps in the frame numbers, the numbers they skipped, the last one
+  // ({expected, got, resumedAt: seq of the keyframe decoding resumed at}).
+  sequenceGaps: 0, framesMissing: 0, lastGap: null, keyframeRequests: 0,
   lastFrameNumber: null, latencyMs: null, networkLatencyMs: null, fps: 0, bitrateKbps: 0,
   clockOffsetMs: 0, rttMs: null, reconnects: 0, firstPaintMs: null, error: null, sourceReason: null,
 };
 
 let ws = null;
-let decoder = null;
+let decoder = null; // null until a stream-info says what to decode, and while nothing here can
 let info = null;
+let webcodecsFailedFor = null; // a codec string this browser's WebCodecs refused
+let unplayable = null; // the explanation on the stage, while no decoder here plays the stream
+let sourceState = null; // the server's last status: 'live' or 'source-lost'
+const sequence = new SequenceTracker();
+let gapPending = false; // a gap stopped decoding; the next keyframe resumes it
 let canvas = $('video');
 let waitForKey = true;
 let held = null; // {picture, unit}: newest decoded picture not painted yet
@@ -49,15 +61,6 @@ function setState(state, reason) {
   badge.className = `badge ${state}`;
 }
 
-function chooseDecoder() {
-  const webcodecs = WebCodecsDecoder.supported();
-  if (wanted === 'webcodecs' && !webcodecs) {
-    stats.error = 'WebCodecs is not available here (it needs https or localhost); using Broadway.js';
-  }
-  const useWebCodecs = wanted !== 'broadway' && webcodecs && !(info && !info.codec);
-  return useWebCodecs ? WebCodecsDecoder : BroadwayDecoder;
-}
-
 function freshCanvas() {
   // A canvas keeps the context type it was first given (2d or WebGL): make a new
   // one per decoder, keeping the old picture on screen until the new one paints.
@@ -69,30 +72,52 @@ function freshCanvas() {
   return c;
 }
 
-function makeDecoder() {
+function closeDecoder() {
+  dropHeld();
   decoder?.close();
-  const Kind = chooseDecoder();
-  decoder = new Kind(onPicture, (e) => {
-    stats.error = String(e?.message || e);
-    console.warn('decoder error', e);
-    resetDecoder();
+  decoder = null;
+  stats.decoder = null;
+}
+
+function makeDecoder(kind) {
+  closeDecoder();
+  const Kind = kind === 'webcodecs' ? WebCodecsDecoder : BroadwayDecoder;
+  const made = new Kind(onPicture, (e) => {
+    if (decoder === made) onDecoderError(e);
   });
+  decoder = made;
   stats.decoder = decoder.name;
   pendingCanvas = freshCanvas();
 }
 let pendingCanvas = null;
 
+function onDecoderError(e) {
+  stats.error = String(e?.message || e);
+  console.warn('decoder error', e);
+  if (decoder?.name === 'webcodecs' && e?.name === 'NotSupportedError' && info) {
+    // This browser's WebCodecs cannot decode the codec: choose again without it.
+    webcodecsFailedFor = info.codec;
+    closeDecoder();
+    onStreamInfo(info);
+    return;
+  }
+  resetDecoder();
+}
+
 function resetDecoder() {
-  // After an error, start over at the next keyframe with a new decoder.
-  dropHeld();
-  makeDecoder();
+  // After an error, start over at the next keyframe with a new decoder of the same kind.
+  if (!decoder) return;
+  makeDecoder(decoder.name);
   if (info) decoder.configure(info);
   waitForKey = true;
   requestKeyframe();
 }
 
 function requestKeyframe() {
-  if (ws?.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: 'keyframe' }));
+  if (ws?.readyState === WebSocket.OPEN) {
+    ws.send(JSON.stringify({ type: 'keyframe' }));
+    stats.keyframeRequests++;
+  }
 }
 
 function dropHeld() {
@@ -103,31 +128,70 @@ function dropHeld() {
   }
 }
 
+/** Shows (or with null, hides) why the stream cannot play here, on the stage itself. */
+function showUnplayable(explanation) {
+  unplayable = explanation;
+  $('stage').classList.toggle('unplayable', Boolean(explanation));
+  const box = $('message');
+  box.hidden = !explanation;
+  if (!explanation) return;
+  $('message-title').textContent = explanation.title;
+  $('message-why').textContent = explanation.why;
+  $('message-todo').replaceChildren(...explanation.todo.map((line) => {
+    const li = document.createElement('li');
+    li.textContent = line;
+    return li;
+  }));
+  $('message-after').textContent = explanation.after;
+}
+
 function onStreamInfo(next) {
+  if (!next || typeof next !== 'object') return;
   const changed = !info || info.codec !== next.codec || info.width !== next.width || info.height !== next.height;
   info = next;
-  stats.codec = next.codec;
-  stats.width = next.width;
-  stats.height = next.height;
-  if (!decoder) makeDecoder();
-  if (changed) stats.error = null;
+  stats.codec = typeof next.codec === 'string' ? next.codec : null;
+  stats.width = Number(next.width) || 0;
+  stats.height = Number(next.height) || 0;
+  // Whatever comes next starts afresh at a keyframe.
+  waitForKey = true;
+  sequence.restart();
+  const hasWebCodecs = WebCodecsDecoder.supported();
+  const choice = chooseDecoder(next, { wanted, webcodecs: hasWebCodecs && webcodecsFailedFor !== next.codec });
+  if (changed || choice.note) stats.error = choice.note;
+  if (!choice.decoder) {
+    // Nothing here can decode it: say why on the stage and stay connected (the
+    // stream may become playable, e.g. a camera restarted with Baseline).
+    closeDecoder();
+    const explanation = explainUnplayable(next, { secure: window.isSecureContext, hasWebCodecs });
+    stats.error = explanation.short;
+    showUnplayable(explanation);
+    setState('unsupported');
+    return;
+  }
+  if (unplayable) {
+    showUnplayable(null);
+    setState(sourceState === 'source-lost' ? 'source-lost' : 'connecting');
+  }
+  if (decoder?.name !== choice.decoder) makeDecoder(choice.decoder);
   try {
     decoder.configure(next);
   } catch (e) {
-    // e.g. a codec string WebCodecs does not support: fall back to Broadway.
-    stats.error = `cannot configure ${decoder.name}: ${e.message}`;
-    decoder.close();
-    decoder = new BroadwayDecoder(onPicture, () => resetDecoder());
-    stats.decoder = decoder.name;
-    pendingCanvas = freshCanvas();
-    decoder.configure(next);
+    // e.g. a codec string this WebCodecs does not take: choose again without it.
+    const failed = decoder.name;
+    stats.error = `cannot configure ${failed}: ${e.message}`;
+    closeDecoder();
+    if (failed === 'webcodecs') {
+      webcodecsFailedFor = next.codec;
+      onStreamInfo(next);
+    }
   }
-  waitForKey = true;
 }
 
-function onAccessUnit(view, bytes) {
+/** Reads an access unit message; null when it is too short to be one. */
+function readAccessUnit(view, bytes) {
+  if (bytes.length < 14) return null;
   const flags = bytes[1];
-  const unit = {
+  return {
     seq: view.getUint32(2, true),
     captureUs: Number(view.getBigUint64(6, true)),
     key: (flags & FLAG_KEYFRAME) !== 0,
@@ -135,11 +199,26 @@ function onAccessUnit(view, bytes) {
     data: bytes.subarray(14),
     arrivedUs: serverNowUs(),
   };
+}
+
+function onAccessUnit(view, bytes) {
+  const unit = readAccessUnit(view, bytes);
+  if (!unit) return;
   stats.framesReceived++;
   const now = performance.now();
   window5s.push([now, bytes.length]);
   while (window5s.length && window5s[0][0] < now - 5000) window5s.shift();
   if (!unit.catchUp) stats.networkLatencyMs = (unit.arrivedUs - unit.captureUs) / 1000;
+  if (!sequence.next(unit.seq)) {
+    // Frames are missing: the next delta frames would predict from pictures we never
+    // got. Stop decoding until a keyframe, and ask for one (unless this is one).
+    stats.sequenceGaps = sequence.gaps;
+    stats.framesMissing = sequence.missing;
+    stats.lastGap = { ...sequence.lastGap, resumedAt: null };
+    gapPending = true;
+    waitForKey = true;
+    if (!unit.key && decoder) requestKeyframe();
+  }
   if (!decoder || !info) return;
   if (!waitForKey) {
     const stale = !unit.catchUp && stats.networkLatencyMs > STALE_MS;
@@ -155,6 +234,10 @@ function onAccessUnit(view, bytes) {
       return;
     }
     waitForKey = false;
+    if (gapPending) {
+      gapPending = false;
+      stats.lastGap.resumedAt = unit.seq;
+    }
   }
   try {
     if (!decoder.decode(unit)) waitForKey = true;
@@ -226,32 +309,62 @@ function refreshStamp() {
   }
 }
 
+/** The JSON after a message's type byte; null when it is not a JSON object. */
+function readJson(bytes) {
+  try {
+    const value = JSON.parse(decoder_.decode(bytes.subarray(1)));
+    return value && typeof value === 'object' ? value : null;
+  } catch {
+    return null;
+  }
+}
+
+function onSkipped(view, bytes) {
+  if (bytes.length < 5) return;
+  stats.framesSkippedByServer += view.getUint32(1, true);
+  // The server dropped frames on purpose and resumes at a keyframe: its number
+  // jumps by design, so the next frame starts a new run rather than counting as a gap.
+  sequence.restart();
+  waitForKey = true;
+}
+
+function onStatus(s) {
+  if (!s) return;
+  if (s.state === 'source-lost') {
+    sourceState = 'source-lost';
+    setState('source-lost', typeof s.reason === 'string' ? s.reason : null);
+  } else if (s.state === 'live') {
+    sourceState = 'live';
+    if (unplayable) setState('unsupported');
+    else if (stats.framesPainted > 0) setState('live');
+  }
+}
+
+function onPong(view, bytes) {
+  if (bytes.length < 17) return;
+  const t = view.getFloat64(1, true);
+  const serverMs = Number(view.getBigUint64(9, true)) / 1000;
+  const now = performance.timeOrigin + performance.now();
+  const rtt = now - t;
+  // NTP-style offset; trust the sample with the smallest round trip.
+  if (Number.isFinite(rtt) && (!bestPing || rtt <= bestPing.rtt * 1.5)) {
+    bestPing = { rtt, offset: serverMs - (t + now) / 2 };
+    stats.clockOffsetMs = bestPing.offset;
+    stats.rttMs = Math.round(rtt * 10) / 10;
+  }
+}
+
 function onMessage(ev) {
+  // The server sends only binary messages; anything else, or too short, is ignored.
+  if (!(ev.data instanceof ArrayBuffer) || ev.data.byteLength === 0) return;
   const bytes = new Uint8Array(ev.data);
   const view = new DataView(ev.data);
   switch (bytes[0]) {
     case MSG_ACCESS_UNIT: onAccessUnit(view, bytes); break;
-    case MSG_STREAM_INFO: onStreamInfo(JSON.parse(decoder_.decode(bytes.subarray(1)))); break;
-    case MSG_SKIPPED: stats.framesSkippedByServer += view.getUint32(1, true); break;
-    case MSG_STATUS: {
-      const s = JSON.parse(decoder_.decode(bytes.subarray(1)));
-      if (s.state === 'source-lost') setState('source-lost', s.reason);
-      else if (s.state === 'live' && stats.framesPainted > 0) setState('live');
-      break;
-    }
-    case MSG_PONG: {
-      const t = view.getFloat64(1, true);
-      const serverMs = Number(view.getBigUint64(9, true)) / 1000;
-      const now = performance.timeOrigin + performance.now();
-      const rtt = now - t;
-      // NTP-style offset; trust the sample with the smallest round trip.
-      if (!bestPing || rtt <= bestPing.rtt * 1.5) {
-        bestPing = { rtt, offset: serverMs - (t + now) / 2 };
-        stats.clockOffsetMs = bestPing.offset;
-        stats.rttMs = Math.round(rtt * 10) / 10;
-      }
-      break;
-    }
+    case MSG_STREAM_INFO: onStreamInfo(readJson(bytes)); break;
+    case MSG_SKIPPED: onSkipped(view, bytes); break;
+    case MSG_STATUS: onStatus(readJson(bytes)); break;
+    case MSG_PONG: onPong(view, bytes); break;
     default: break;
   }
 }
@@ -272,6 +385,7 @@ function connect() {
     backoff = 250;
     bestPing = null;
     waitForKey = true;
+    sequence.restart();
     for (let i = 0; i < 3; i++) setTimeout(ping, i * 100);
     clearInterval(pingTimer);
     pingTimer = setInterval(ping, 2000);
@@ -298,13 +412,14 @@ function renderOverlay() {
   if (o.hidden) return;
   const f = (v, unit = '') => (v === null || v === undefined ? '-' : `${v}${unit}`);
   o.textContent = [
-    `decoder   ${stats.decoder}${stats.error ? ` (${stats.error})` : ''}`,
+    `decoder   ${stats.decoder ?? 'none'}${stats.error ? ` (${stats.error})` : ''}`,
     `stream    ${f(stats.codec)} ${stats.width}x${stats.height}`,
     `rate      ${stats.fps} fps, ${stats.bitrateKbps} kbit/s`,
     `frames    ${stats.framesPainted} painted / ${stats.framesDecoded} decoded, ${stats.framesDropped + stats.framesSkippedByServer} dropped`,
     `latency   network ${f(stats.networkLatencyMs?.toFixed(1), ' ms')}, to paint ${f(stats.latencyMs, ' ms')}`,
     `clock     offset ${stats.clockOffsetMs.toFixed(1)} ms, rtt ${f(stats.rttMs, ' ms')}`,
     `frame     #${f(stats.lastFrameNumber)}`,
+    `sequence  ${stats.sequenceGaps} gaps (${stats.framesMissing} frames missing), ${stats.keyframeRequests} keyframes asked for`,
   ].join('\n');
 }
 
@@ -347,5 +462,8 @@ window.nalcast = {
   },
 };
 
-makeDecoder();
+// The decoder is chosen when the first stream-info says what the stream is. Where
+// Broadway may be needed, fetch its renderer now so the first picture can use it.
+if (wanted === 'broadway' || !WebCodecsDecoder.supported()) preloadBroadway();
 connect();
+

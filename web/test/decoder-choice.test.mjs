@@ -73,6 +73,7 @@ test('the explanation says why and what to do, for the case at hand', () => {
   const main = { codec: 'avc1.4D401F', baseline: true };
   const http = explainUnplayable(main, { secure: false, hasWebCodecs: false });
   const all = (e) => [e.title, e.why, ...e.todo, e.after].join('\n');
+  assert.equal(http.title, 'Main profile video cannot play on a plain-HTTP page');
   assert.match(http.why, /Main profile \(avc1\.4D401F\)/);
   assert.match(http.why, /plain-HTTP/);
   assert.match(http.why, /Baseline/);
@@ -81,6 +82,7 @@ test('the explanation says why and what to do, for the case at hand', () => {
   assert.match(all(http), /rpicam-vid --profile baseline/);
   assert.match(http.short, /Main profile needs WebCodecs/);
   const old = explainUnplayable({ codec: 'avc1.640028' }, { secure: true, hasWebCodecs: false });
+  assert.equal(old.title, 'High profile video cannot play in this browser');
   assert.match(old.why, /High profile/);
   assert.match(all(old), /browser with WebCodecs/);
   assert.doesNotMatch(all(old), /--tls/, 'the page is already secure');
