@@ -411,6 +411,7 @@ function renderOverlay() {
   const o = $('overlay');
   if (o.hidden) return;
   const f = (v, unit = '') => (v === null || v === undefined ? '-' : `${v}${unit}`);
+  const n = (count, noun) => `${count} ${noun}${count === 1 ? '' : 's'}`;
   o.textContent = [
     `decoder   ${stats.decoder ?? 'none'}${stats.error ? ` (${stats.error})` : ''}`,
     `stream    ${f(stats.codec)} ${stats.width}x${stats.height}`,
@@ -419,7 +420,7 @@ function renderOverlay() {
     `latency   network ${f(stats.networkLatencyMs?.toFixed(1), ' ms')}, to paint ${f(stats.latencyMs, ' ms')}`,
     `clock     offset ${stats.clockOffsetMs.toFixed(1)} ms, rtt ${f(stats.rttMs, ' ms')}`,
     `frame     #${f(stats.lastFrameNumber)}`,
-    `sequence  ${stats.sequenceGaps} gaps (${stats.framesMissing} frames missing), ${stats.keyframeRequests} keyframes asked for`,
+    `sequence  ${n(stats.sequenceGaps, 'gap')} (${n(stats.framesMissing, 'frame')} missing), ${n(stats.keyframeRequests, 'keyframe')} asked for`,
   ].join('\n');
 }
 

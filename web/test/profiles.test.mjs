@@ -5,9 +5,10 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launchBrowser, waitForStats, screenshotPath } from './helpers.mjs';
 
-// x264 Main profile, low-latency settings; ffmpeg paces it at 30 fps (-re).
-const MAIN_PROFILE = 'exec:ffmpeg -hide_banner -loglevel error -re -f lavfi -i testsrc2=size=640x360:rate=30 '
-  + '-c:v libx264 -profile:v main -tune zerolatency -g 30 -f h264 -';
+// x264 with low-latency settings; ffmpeg paces it at 30 fps (-re).
+const x264 = (profile, size, extra = '') => 'ffmpeg -hide_banner -loglevel error -re -f lavfi '
+  + `-i testsrc2=size=${size}:rate=30 ${extra} -c:v libx264 -profile:v ${profile} -tune zerolatency -g 30 -f h264 -`;
+const MAIN_PROFILE = `exec:${x264('main', '640x360')}`;
 
 // Counts Web Workers the page creates: Broadway.js runs in one, nothing else does.
 const countWorkers = () => {
@@ -101,5 +102,29 @@ test('a Main profile stream on a plain-HTTP LAN name: the explanation, not garba
     }
   } finally {
     await browser.close();
+  }
+});
+
+test('the page stays connected and plays when the camera switches from Main to Baseline', async (t) => {
+  // One camera process: 4 s of Main profile, then Baseline (a camera restarted with
+  // --profile baseline looks the same to the page: a new stream-info).
+  const camera = await startServer(['--source', `exec:${x264('main', '320x180', '-t 4')}; exec ${x264('baseline', '320x180')}`]);
+  const browser = await launchBrowser(['--host-resolver-rules=MAP camera.lan 127.0.0.1']);
+  try {
+    const page = await browser.newPage();
+    await page.goto(`http://camera.lan:${camera.port}/`);
+    const before = await waitForStats(page, (s) => s.state === 'unsupported', 'the unsupported state');
+    assert.match(before.codec, /^avc1\.4D/i);
+    assert.ok(await page.isVisible('#message'));
+    const after = await waitForStats(page, (s) => s.decoder === 'broadway' && s.framesPainted > 10, 'Broadway to play the Baseline stream');
+    assert.match(after.codec, /^avc1\.42/i);
+    assert.equal(after.state, 'live');
+    assert.equal(after.reconnects, 0, 'the same connection');
+    assert.equal(after.canvasWidth, 320);
+    assert.equal(await page.isVisible('#message'), false, 'the explanation is gone');
+    t.diagnostic(`${before.codec} -> ${after.codec}: ${after.framesPainted} painted by Broadway, ${after.reconnects} reconnects`);
+  } finally {
+    await browser.close();
+    await camera.stop();
   }
 });
