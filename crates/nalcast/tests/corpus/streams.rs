@@ -1,0 +1,371 @@
+//! The corpus: H.264 streams made the way cameras make them, encoded at test time
+//! with ffmpeg's libx264 from its `testsrc2` pattern (never committed).
+//!
+//! rpicam-vid's settings: `--inline` (SPS/PPS before every IDR: libx264 does that
+//! for raw output by itself), `--low-latency` (x264's zero-latency tune: no
+//! B-frames, no lookahead), a fixed `--intra` period (keyframes every `gop`
+//! frames, no scene-cut keyframes), `--level 4.1/4.2`, `--bitrate`. The camera
+//! hardware makes one slice per picture; four-slice and B-frame streams are what
+//! other encoders (a Pi 5's software encoder, IP cameras) make.
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use h264_reader::annexb::AnnexBReader;
+use h264_reader::nal::{Nal, RefNal};
+use h264_reader::push::NalInterest;
+
+/// One stream of the corpus, encoded and ready to play.
+#[derive(Clone, Debug)]
+pub struct Stream {
+    /// Short name for summaries and failure messages.
+    pub name: &'static str,
+    /// The Annex-B file.
+    pub path: PathBuf,
+    /// Frames per second it is played at.
+    pub fps: u32,
+    /// Frames from one keyframe to the next.
+    pub gop: u32,
+}
+
+impl Stream {
+    /// One GOP's duration in seconds.
+    pub fn gop_secs(&self) -> f64 {
+        f64::from(self.gop) / f64::from(self.fps)
+    }
+}
+
+/// What the encoder puts between pictures besides the slices.
+#[derive(Clone, Copy, Debug)]
+enum Sei {
+    /// x264's own: its version string once, in the first access unit.
+    Once,
+    /// HRD buffering-period and picture-timing SEI in every access unit.
+    EveryFrame,
+    /// None at all (`-bsf:v filter_units=remove_types=6`).
+    Stripped,
+}
+
+/// What happens to the encoder's output before it is played.
+#[derive(Clone, Copy, Debug)]
+enum After {
+    /// Played as encoded.
+    Nothing,
+    /// SPS and PPS only in the first access unit (a camera started once, its
+    /// headers long gone when a viewer joins).
+    HeadersOnce,
+    /// Garbage before the stream and broken NAL units and zero stuffing inside it.
+    Garbage,
+}
+
+/// One libx264 encode.
+#[derive(Clone, Copy, Debug)]
+struct Encode {
+    width: u32,
+    height: u32,
+    fps: u32,
+    gop: u32,
+    /// GOPs in the file (it loops).
+    gops: u32,
+    profile: &'static str,
+    level: &'static str,
+    kbit: u32,
+    slices: u32,
+    aud: bool,
+    sei: Sei,
+    /// B-frames between references (0: rpicam's zero-latency settings).
+    bframes: u32,
+}
+
+const SMALL: Encode = Encode {
+    width: 480,
+    height: 270,
+    fps: 60,
+    gop: 60,
+    gops: 3,
+    profile: "baseline",
+    level: "4.1",
+    kbit: 1000,
+    slices: 1,
+    aud: false,
+    sei: Sei::Once,
+    bframes: 0,
+};
+
+struct Recipe {
+    name: &'static str,
+    /// Concatenated in this order (more than one: the picture size changes).
+    encodes: &'static [Encode],
+    after: After,
+}
+
+const RECIPES: &[Recipe] = &[
+    Recipe {
+        name: "baseline",
+        encodes: &[SMALL],
+        after: After::Nothing,
+    },
+    Recipe {
+        name: "baseline-4slices-aud-nosei",
+        encodes: &[Encode {
+            level: "4.2",
+            slices: 4,
+            aud: true,
+            sei: Sei::Stripped,
+            ..SMALL
+        }],
+        after: After::Nothing,
+    },
+    Recipe {
+        name: "main-aud-sei",
+        encodes: &[Encode {
+            profile: "main",
+            aud: true,
+            sei: Sei::EveryFrame,
+            ..SMALL
+        }],
+        after: After::Nothing,
+    },
+    Recipe {
+        name: "high-4slices-nosei",
+        encodes: &[Encode {
+            profile: "high",
+            level: "4.2",
+            slices: 4,
+            sei: Sei::Stripped,
+            ..SMALL
+        }],
+        after: After::Nothing,
+    },
+    Recipe {
+        name: "main-sps-once",
+        encodes: &[Encode {
+            profile: "main",
+            ..SMALL
+        }],
+        after: After::HeadersOnce,
+    },
+    Recipe {
+        name: "high-1080p30-8M",
+        encodes: &[Encode {
+            width: 1920,
+            height: 1080,
+            fps: 30,
+            gop: 30,
+            profile: "high",
+            kbit: 8000,
+            ..SMALL
+        }],
+        after: After::Nothing,
+    },
+    Recipe {
+        name: "main-bframes",
+        encodes: &[Encode {
+            profile: "main",
+            bframes: 3,
+            ..SMALL
+        }],
+        after: After::Nothing,
+    },
+    Recipe {
+        // One GOP at each size, so the picture size changes at every other keyframe.
+        name: "size-change",
+        encodes: &[
+            Encode {
+                width: 640,
+                height: 360,
+                gops: 1,
+                ..SMALL
+            },
+            Encode { gops: 1, ..SMALL },
+        ],
+        after: After::Nothing,
+    },
+    Recipe {
+        name: "garbage",
+        encodes: &[SMALL],
+        after: After::Garbage,
+    },
+];
+
+/// Encodes every stream of the corpus into `dir`, two encodes at a time.
+pub fn encode_all(dir: &Path) -> Vec<Stream> {
+    let jobs: Vec<(&Recipe, usize, PathBuf)> = RECIPES
+        .iter()
+        .flat_map(|r| {
+            r.encodes
+                .iter()
+                .enumerate()
+                .map(move |(i, _)| (r, i, dir.join(format!("{}.{i}.h264", r.name))))
+        })
+        .collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..2 {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                let Some((recipe, part, path)) = jobs.get(i) else {
+                    break;
+                };
+                encode(&recipe.encodes[*part], path);
+            });
+        }
+    });
+    RECIPES
+        .iter()
+        .map(|r| {
+            let mut bytes = Vec::new();
+            for i in 0..r.encodes.len() {
+                let part = dir.join(format!("{}.{i}.h264", r.name));
+                bytes.extend(std::fs::read(&part).expect("encoded part"));
+            }
+            let bytes = match r.after {
+                After::Nothing => bytes,
+                After::HeadersOnce => headers_once(&bytes),
+                After::Garbage => with_garbage(&bytes),
+            };
+            let path = dir.join(format!("{}.h264", r.name));
+            std::fs::write(&path, bytes).expect("write stream");
+            Stream {
+                name: r.name,
+                path,
+                fps: r.encodes[0].fps,
+                gop: r.encodes[0].gop,
+            }
+        })
+        .collect()
+}
+
+fn encode(e: &Encode, out: &Path) {
+    let mut x264 = vec![
+        format!("slices={}", e.slices),
+        format!("aud={}", u8::from(e.aud)),
+    ];
+    if let Sei::EveryFrame = e.sei {
+        x264.push("nal-hrd=vbr".into());
+    }
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args(["-hide_banner", "-v", "error", "-y", "-f", "lavfi", "-i"])
+        .arg(format!(
+            "testsrc2=size={}x{}:rate={}",
+            e.width, e.height, e.fps
+        ))
+        .args(["-frames:v", &(e.gop * e.gops).to_string()])
+        // One thread: slices are what x264-params say, and both cores encode.
+        .args(["-threads", "1", "-c:v", "libx264", "-preset", "veryfast"]);
+    if e.bframes == 0 {
+        cmd.args(["-tune", "zerolatency"]);
+    } else {
+        cmd.args(["-bf", &e.bframes.to_string()]);
+    }
+    let rate = format!("{}k", e.kbit);
+    cmd.args(["-profile:v", e.profile, "-level", e.level])
+        .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate])
+        .args(["-g", &e.gop.to_string(), "-keyint_min", &e.gop.to_string()])
+        .args(["-sc_threshold", "0", "-x264-params", &x264.join(":")]);
+    if let Sei::Stripped = e.sei {
+        cmd.args(["-bsf:v", "filter_units=remove_types=6"]);
+    }
+    cmd.args(["-f", "h264"]).arg(out);
+    let output = cmd
+        .output()
+        .expect("ffmpeg runs (the corpus test needs ffmpeg with libx264: scripts/setup.sh --test)");
+    assert!(
+        output.status.success(),
+        "encoding {} failed: {}",
+        out.display(),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The NAL units of an Annex-B buffer (header byte first, no start code), split
+/// by h264-reader's Annex-B reader.
+pub fn split_annexb(data: &[u8]) -> Vec<Vec<u8>> {
+    let mut nals = Vec::new();
+    let mut reader = AnnexBReader::accumulate(|nal: RefNal<'_>| {
+        if !nal.is_complete() {
+            return NalInterest::Buffer;
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut nal.reader(), &mut bytes).expect("in-memory NAL");
+        nals.push(bytes);
+        NalInterest::Ignore
+    });
+    reader.push(data);
+    reader.reset();
+    nals
+}
+
+fn annexb(nals: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for nal in nals {
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(nal);
+    }
+    out
+}
+
+/// Drops every SPS and PPS after the first slice.
+fn headers_once(stream: &[u8]) -> Vec<u8> {
+    let mut seen_slice = false;
+    let nals: Vec<Vec<u8>> = split_annexb(stream)
+        .into_iter()
+        .filter(|nal| {
+            let t = nal[0] & 0x1f;
+            seen_slice |= matches!(t, 1 | 5);
+            !(seen_slice && matches!(t, 7 | 8))
+        })
+        .collect();
+    annexb(&nals)
+}
+
+/// Splitmix64: a few lines of a well-known generator, so the corpus needs no
+/// random-number crate and a seed reproduces a run exactly.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    pub fn unit(&mut self) -> f64 {
+        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// A byte that is never 0, so garbage never forms a start code.
+    fn nonzero_byte(&mut self) -> u8 {
+        (self.next_u64() % 255) as u8 + 1
+    }
+}
+
+/// What a misbehaving camera wrapper adds: text and binary junk before the first
+/// start code; inside, after every 23rd NAL unit, a unit with forbidden_zero_bit
+/// set (a corrupt header) and a run of zero bytes (legal stuffing). The file ends
+/// with such a broken unit, so when the stream loops the junk before the next
+/// pass lands in a unit the server drops anyway rather than in the last slice.
+fn with_garbage(stream: &[u8]) -> Vec<u8> {
+    let mut rng = Rng(13);
+    let mut out = b"[0:00:00.000] camera: starting, ignore this line\n".to_vec();
+    out.extend((0..2000).map(|_| rng.nonzero_byte()));
+    let broken = |rng: &mut Rng| {
+        let mut unit = vec![0, 0, 0, 1, 0x80 | (rng.next_u64() as u8 & 0x7f)];
+        let len = 50 + rng.next_u64() % 500;
+        unit.extend((0..len).map(|_| rng.nonzero_byte()));
+        unit
+    };
+    for (i, nal) in split_annexb(stream).iter().enumerate() {
+        out.extend_from_slice(&[0, 0, 0, 1]);
+        out.extend_from_slice(nal);
+        if i % 23 == 22 {
+            out.extend(broken(&mut rng));
+            out.extend_from_slice(&[0; 7]);
+        }
+    }
+    out.extend(broken(&mut rng));
+    out
+}
