@@ -16,6 +16,21 @@ if compgen -G "$HOME/.cargo/advisory-dbs/*/crates" >/dev/null; then
 else
     echo "cargo deny: advisories skipped: no RustSec database in ~/.cargo/advisory-dbs (run 'cargo deny fetch' where github.com is reachable)"
 fi
+echo "== a build without Broadway.js refuses and names the fix (as a packager would build a clean clone)"
+clone=$(mktemp -d)
+trap 'rm -rf "$clone"' EXIT
+git clone --quiet . "$clone/nalcast"
+if CARGO_TARGET_DIR="$PWD/target" cargo check --quiet --locked -p nalcast \
+    --manifest-path "$clone/nalcast/Cargo.toml" 2>"$clone/err"; then
+    echo "FAILED: a clone without web/node_modules built a binary whose page cannot decode" >&2
+    exit 1
+fi
+if ! grep -q 'Broadway.js is missing.*run `make setup` once' "$clone/err"; then
+    echo "FAILED: the build failed without naming the fix:" >&2
+    cat "$clone/err" >&2
+    exit 1
+fi
+echo "ok: $(grep -o 'Broadway.js is missing.*' "$clone/err")"
 echo "== cargo test"
 cargo test --workspace
 echo "== browser end-to-end tests"

@@ -1,6 +1,6 @@
 //! The player page and Broadway.js, embedded in release builds (read from disk in
 //! debug builds, so the page can be edited without rebuilding). ETags let browsers
-//! revalidate cheaply.
+//! revalidate cheaply. build.rs refuses to build without Broadway.js.
 use axum::extract::Path;
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
@@ -15,7 +15,6 @@ struct Page;
 #[include = "Decoder.js"]
 #[include = "YUVCanvas.js"]
 #[include = "Player.js"]
-#[allow_missing = true]
 struct Broadway;
 
 /// The page loads only its own scripts (no inline code, no eval: Broadway.js's
