@@ -541,11 +541,27 @@ async fn time_to_close<S: tokio::io::AsyncRead + Unpin>(
     }
 }
 
+/// Sends a request's first line and then one header byte every 100 ms (flushed, so
+/// each goes out in its own TLS record on HTTPS) for up to ten seconds.
+async fn trickle_headers<W: tokio::io::AsyncWrite + Unpin>(mut w: W) {
+    use tokio::io::AsyncWriteExt;
+    if w.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.is_err() {
+        return;
+    }
+    for _ in 0..100 {
+        if w.write_all(b"X").await.is_err() || w.flush().await.is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Connections that send nothing, or headers a byte at a time, are dropped after
-/// --header-timeout, on HTTP and HTTPS; a viewer meanwhile keeps its stream.
+/// --header-timeout, on HTTP and HTTPS: on HTTPS both before the TLS handshake and
+/// after it (a completed handshake, then headers withheld or trickled through TLS).
+/// A viewer meanwhile keeps its stream.
 #[tokio::test]
 async fn silent_and_slow_clients_are_dropped_after_the_header_timeout() {
-    use tokio::io::AsyncWriteExt;
     let data = temp_dir("slowloris");
     for tls in [false, true] {
         let mut args = vec!["--width", "320", "--height", "240", "--header-timeout", "1"];
@@ -563,32 +579,58 @@ async fn silent_and_slow_clients_are_dropped_after_the_header_timeout() {
         } else {
             Some(connect(&server.url("/ws")).await)
         };
+        // Connects and sends nothing (on HTTPS: not even a ClientHello).
         let mut silent = tokio::net::TcpStream::connect(server.addr)
             .await
             .expect("connect");
-        let mut trickle = tokio::net::TcpStream::connect(server.addr)
+        let silent_closed = time_to_close(&mut silent, Duration::from_secs(5))
             .await
-            .expect("connect");
-        let trickler = async {
-            let _ = trickle.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await;
-            for _ in 0..40 {
-                if trickle.write_all(b"X").await.is_err() {
-                    break;
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        };
-        let (silent_closed, _) =
-            tokio::join!(time_to_close(&mut silent, Duration::from_secs(5)), trickler);
-        let silent_closed = silent_closed.expect("a silent connection is dropped");
+            .expect("a silent connection is dropped");
         assert!(
             silent_closed >= Duration::from_millis(900),
-            "dropped only after the timeout ({silent_closed:?})"
+            "dropped only after the timeout ({silent_closed:?}, tls {tls})"
         );
-        let trickle_closed = time_to_close(&mut trickle, Duration::from_secs(2)).await;
+
+        let (trickle_closed, withheld_closed) = if tls {
+            let pinned = pinned_tls(&data.join("tls/self-signed.crt"));
+            // The handshake completes; then the headers come a byte at a time...
+            let stream = tls_connect(&pinned, server.addr, "localhost")
+                .await
+                .expect("TLS handshake");
+            let (mut read, write) = tokio::io::split(stream);
+            let (closed, ()) = tokio::join!(
+                time_to_close(&mut read, Duration::from_secs(8)),
+                trickle_headers(write)
+            );
+            // ...or not at all.
+            let mut withheld = tls_connect(&pinned, server.addr, "localhost")
+                .await
+                .expect("TLS handshake");
+            (
+                closed,
+                time_to_close(&mut withheld, Duration::from_secs(5)).await,
+            )
+        } else {
+            let stream = tokio::net::TcpStream::connect(server.addr)
+                .await
+                .expect("connect");
+            let (mut read, write) = stream.into_split();
+            let (closed, ()) = tokio::join!(
+                time_to_close(&mut read, Duration::from_secs(8)),
+                trickle_headers(write)
+            );
+            (closed, Some(silent_closed))
+        };
+        let trickle_closed = trickle_closed.expect("a trickling connection is dropped");
         assert!(
-            trickle_closed.is_some(),
-            "a trickling connection is dropped (tls {tls})"
+            trickle_closed >= Duration::from_millis(900),
+            "trickle dropped only after the timeout ({trickle_closed:?}, tls {tls})"
+        );
+        let withheld_closed =
+            withheld_closed.expect("a connection that withholds its request is dropped");
+        assert!(
+            withheld_closed >= Duration::from_millis(900),
+            "dropped only after the timeout ({withheld_closed:?}, tls {tls})"
         );
         if let Some(ws) = viewer.as_mut() {
             assert!(
