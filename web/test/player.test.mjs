@@ -89,13 +89,16 @@ test('the page reconnects after a server restart and paints again without a relo
     await waitForStats(page, (s) => s.lastFrameNumber > after.lastFrameNumber + 5, 'frames to keep advancing');
     assert.equal(await page.evaluate(() => window.notReloaded), true, 'the page was not reloaded');
     assert.ok(after.reconnects >= 1);
+    // The restarted server numbers its frames from 0 again: a new connection starts
+    // a new run of sequence numbers, not a gap.
+    assert.equal(after.sequenceGaps, 0);
   } finally {
     await page.close();
     await server.stop();
   }
 });
 
-test('a stalled tab recovers to live', async () => {
+test('a stalled tab recovers to live', async (t) => {
   const server = await startServer(['--width', '640', '--height', '360', '--keyframe-interval', '30']);
   const page = await browser.newPage();
   try {
@@ -106,6 +109,9 @@ test('a stalled tab recovers to live', async () => {
     const stalled = await page.evaluate(() => window.nalcast.stats());
     const recovered = await waitForStats(page, (s) => s.lastFrameNumber > stalled.lastFrameNumber + 60 && s.latencyMs < 500, 'the picture to be live again', 20000);
     assert.equal(recovered.state, 'live');
+    // What the server dropped meanwhile it announced: no gap in the frame numbers.
+    assert.equal(recovered.sequenceGaps, 0);
+    t.diagnostic(`after the stall: ${recovered.framesSkippedByServer} frames skipped by the server, ${recovered.framesDropped} by the page, ${recovered.sequenceGaps} gaps`);
   } finally {
     await page.close();
     await server.stop();
