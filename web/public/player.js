@@ -39,6 +39,9 @@ let unplayable = null; // the explanation on the stage, while no decoder here pl
 let sourceState = null; // the server's last status: 'live' or 'source-lost'
 const sequence = new SequenceTracker();
 let gapPending = false; // a gap stopped decoding; the next keyframe resumes it
+// The last catch-up unit handed to the decoder, until its picture (or a live one)
+// comes out: a join burst is a backlog by design, no sign of a slow decoder.
+let burstEnd = null;
 let canvas = $('video');
 let waitForKey = true;
 let held = null; // {picture, unit}: newest decoded picture not painted yet
@@ -86,6 +89,7 @@ function makeDecoder(kind) {
     if (decoder === made) onDecoderError(e);
   });
   decoder = made;
+  burstEnd = null;
   stats.decoder = decoder.name;
   pendingCanvas = freshCanvas();
 }
@@ -222,7 +226,8 @@ function onAccessUnit(view, bytes) {
   if (!decoder || !info) return;
   if (!waitForKey) {
     const stale = !unit.catchUp && stats.networkLatencyMs > STALE_MS;
-    if ((decoder.backlog > MAX_BACKLOG && decoder.warm) || stale) {
+    const behind = decoder.backlog > MAX_BACKLOG && decoder.warm && burstEnd === null;
+    if (behind || stale) {
       // Too far behind to catch up by decoding: skip to the next keyframe.
       waitForKey = true;
       requestKeyframe();
@@ -241,6 +246,7 @@ function onAccessUnit(view, bytes) {
   }
   try {
     if (!decoder.decode(unit)) waitForKey = true;
+    else if (unit.catchUp) burstEnd = unit.seq;
   } catch (e) {
     stats.error = String(e.message || e);
     resetDecoder();
@@ -249,6 +255,7 @@ function onAccessUnit(view, bytes) {
 
 function onPicture(picture, unit) {
   stats.framesDecoded++;
+  if (unit && (!unit.catchUp || unit.seq === burstEnd)) burstEnd = null;
   const now = performance.now();
   if (paintAtOnce(unit, decoder?.backlog) || now - lastPaint > CATCH_UP_PAINT_MS) {
     dropHeld();
