@@ -241,7 +241,7 @@ function onAccessUnit(view, bytes) {
     waitForKey = false;
     if (gapPending) {
       gapPending = false;
-      stats.lastGap.resumedAt = unit.seq;
+      stats.lastGap = { ...stats.lastGap, resumedAt: unit.seq };
     }
   }
   try {
