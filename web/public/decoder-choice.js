@@ -70,15 +70,15 @@ export function chooseDecoder(info, { wanted = 'auto', webcodecs = false } = {})
 
 /**
  * What to tell the viewer when no decoder here plays the stream: {title, why, todo: [],
- * after, short}. `secure` is the page's isSecureContext, `hasWebCodecs` whether the
+ * after, short}; commands in `todo` are marked with backticks. `secure` is the page's isSecureContext, `hasWebCodecs` whether the
  * browser has VideoDecoder at all (it may have it and still refuse this codec).
  */
 export function explainUnplayable(info, { secure, hasWebCodecs }) {
   const codec = typeof info?.codec === 'string' && info.codec ? info.codec : 'unknown codec';
   const profile = profileName(info?.codec);
   const stream = profile ? `H.264 ${profile} profile (${codec})` : `H.264 of an unknown profile (${codec})`;
-  const baseline = 'Or make the camera send Baseline profile: rpicam-vid --profile baseline '
-    + '(what nalcast --source rpicam runs), ffmpeg -profile:v baseline, or the camera\'s own settings.';
+  const baseline = 'Or make the camera send Baseline profile: `rpicam-vid --profile baseline` '
+    + '(what `nalcast --source rpicam` runs), `ffmpeg -profile:v baseline`, or the camera\'s own settings.';
   let title = `${profile ? `${profile} profile` : 'This'} video cannot play in this browser`;
   let why, todo, short;
   if (!secure) {
@@ -87,7 +87,7 @@ export function explainUnplayable(info, { secure, hasWebCodecs }) {
       + 'Baseline-profile software decoder (Broadway.js). Main and High profile need WebCodecs, '
       + 'which browsers enable only on secure pages: HTTPS, or localhost.';
     todo = [
-      'Open the HTTPS address instead: start nalcast with --tls self-signed, then open the https:// address it prints.',
+      'Open the HTTPS address instead: start nalcast with `--tls self-signed`, then open the `https://` address it prints.',
       baseline,
     ];
     short = `${profile ?? 'this'} profile needs WebCodecs (https); Broadway.js plays Baseline only: `

@@ -142,8 +142,14 @@ function showUnplayable(explanation) {
   $('message-title').textContent = explanation.title;
   $('message-why').textContent = explanation.why;
   $('message-todo').replaceChildren(...explanation.todo.map((line) => {
+    // `command` in the text is shown as code, kept on one line.
     const li = document.createElement('li');
-    li.textContent = line;
+    li.append(...line.split('`').map((part, i) => {
+      if (i % 2 === 0) return part;
+      const code = document.createElement('code');
+      code.textContent = part;
+      return code;
+    }));
     return li;
   }));
   $('message-after').textContent = explanation.after;
