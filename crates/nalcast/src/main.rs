@@ -174,6 +174,7 @@ async fn run(
         .context("metrics buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
+    server::series::register();
     // Histograms keep every recorded sample until upkeep folds them in: without it
     // an unscraped nalcast grew by about 1 KB per viewer every second.
     let upkeep = metrics.clone();

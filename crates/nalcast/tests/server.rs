@@ -418,3 +418,33 @@ async fn a_ping_sent_along_with_the_handshake_is_answered() {
         assert_eq!(pong, b"early");
     }
 }
+
+#[tokio::test]
+async fn every_metric_series_is_there_at_zero_before_anything_happens() {
+    // A camera that sends nothing: no frame, no viewer, no disconnect yet.
+    let server = Server::start(&["--source", "exec:sleep 60"]);
+    let (status, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
+    assert_eq!(status, 200);
+    for series in [
+        "nalcast_viewers 0",
+        "nalcast_connections_open ",
+        "nalcast_frames_in_total 0",
+        "nalcast_bytes_in_total 0",
+        "nalcast_bytes_out_total 0",
+        "nalcast_viewer_skips_total 0",
+        "nalcast_source_restarts_total 0",
+        "nalcast_stream_errors_total 0",
+        "nalcast_auth_failures_total 0",
+        "nalcast_disconnects_total{reason=\"stuck\"} 0",
+        "nalcast_ws_rejected_total{reason=\"origin\"} 0",
+        "nalcast_connections_rejected_total{reason=\"max-connections-per-ip\"} 0",
+        "nalcast_queue_delay_seconds_count 0",
+        "nalcast_server_latency_seconds_count{frame=\"key\"} 0",
+        "# HELP nalcast_viewers ",
+    ] {
+        assert!(
+            metrics.lines().any(|l| l.starts_with(series)),
+            "{series:?} missing from /metrics at start-up:\n{metrics}"
+        );
+    }
+}

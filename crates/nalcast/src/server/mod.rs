@@ -16,6 +16,7 @@ mod assets;
 pub mod auth;
 pub mod limits;
 pub mod listen;
+pub mod series;
 pub mod threads;
 pub mod tls;
 pub mod ws;
@@ -41,7 +42,7 @@ pub struct AppState {
     pub limits: limits::ViewerLimits,
     /// Where plain-TCP viewers run.
     pub viewer_threads: Arc<threads::ViewerThreads>,
-    /// Credentials every request but /healthz must show, when configured.
+    /// Credentials every request but the main port's /healthz must show, when configured.
     pub auth: Option<Arc<auth::Auth>>,
 }
 
@@ -53,22 +54,27 @@ fn guarded(router: Router, auth: &Option<Arc<auth::Auth>>) -> Router {
     }
 }
 
-/// The main port's routes.
+/// The main port's routes. Only `/healthz`, exactly that path, is open without
+/// credentials (supervisors and load balancers probe it); it is routed beside the
+/// guarded routes rather than excused inside the guard, so no other path or port
+/// can pass for it.
 pub fn router(state: AppState) -> Router {
     let auth = state.auth.clone();
-    let router = Router::new()
+    let open = Router::new()
+        .route("/healthz", get(api::healthz))
+        .with_state(state.clone());
+    let protected = Router::new()
         .route("/ws", get(ws::framed))
         .route("/ws/raw", get(ws::raw))
         .route("/api/stream", get(api::stream))
-        .route("/healthz", get(api::healthz))
         .route("/metrics", get(api::metrics))
         .route("/vendor/broadway/{file}", get(assets::broadway))
         .fallback(get(assets::page))
         .with_state(state);
-    guarded(router, &auth)
+    open.merge(guarded(protected, &auth))
 }
 
-/// The legacy listener: a raw WebSocket on any path.
+/// The legacy listener: a raw WebSocket on any path, every path guarded.
 pub fn legacy_router(state: AppState) -> Router {
     let auth = state.auth.clone();
     guarded(Router::new().fallback(ws::legacy).with_state(state), &auth)

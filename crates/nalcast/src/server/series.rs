@@ -1,0 +1,88 @@
+//! Every metric series nalcast exports, described and created at start-up, so a
+//! Prometheus scrape sees each one from the first moment (at 0) rather than only
+//! after its first event: an alert on `nalcast_viewers` or a rate over
+//! `nalcast_disconnects_total` needs the series to exist.
+
+use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
+
+/// Label values each labelled series is created with.
+const DISCONNECT_REASONS: [&str; 5] = [
+    "client closed",
+    "stuck",
+    "socket error",
+    "protocol violation",
+    "shutdown",
+];
+const WS_REJECT_REASONS: [&str; 3] = ["origin", "max-viewers", "max-viewers-per-ip"];
+const CONNECTION_REJECT_REASONS: [&str; 2] = ["max-connections", "max-connections-per-ip"];
+
+/// Describes every series and creates it at zero. Call once, after the recorder
+/// is installed.
+pub fn register() {
+    describe_gauge!("nalcast_viewers", "viewers connected");
+    gauge!("nalcast_viewers").set(0.0);
+    describe_gauge!("nalcast_connections_open", "TCP connections open");
+    gauge!("nalcast_connections_open").set(0.0);
+
+    for (name, help) in [
+        (
+            "nalcast_frames_in_total",
+            "access units received from the source",
+        ),
+        (
+            "nalcast_bytes_in_total",
+            "bytes of access units received from the source",
+        ),
+        ("nalcast_bytes_out_total", "bytes written to viewers"),
+        (
+            "nalcast_viewer_skips_total",
+            "times a viewer's queue overflowed and skipped to the next keyframe",
+        ),
+        (
+            "nalcast_source_restarts_total",
+            "times the source was restarted",
+        ),
+        (
+            "nalcast_stream_errors_total",
+            "bad input from the source (damaged or unknown NAL units)",
+        ),
+        (
+            "nalcast_auth_failures_total",
+            "requests refused for missing or wrong credentials",
+        ),
+    ] {
+        describe_counter!(name, help);
+        counter!(name).increment(0);
+    }
+    describe_counter!("nalcast_disconnects_total", "viewers that left, by reason");
+    for reason in DISCONNECT_REASONS {
+        counter!("nalcast_disconnects_total", "reason" => reason).increment(0);
+    }
+    describe_counter!(
+        "nalcast_ws_rejected_total",
+        "WebSocket handshakes refused, by reason"
+    );
+    for reason in WS_REJECT_REASONS {
+        counter!("nalcast_ws_rejected_total", "reason" => reason).increment(0);
+    }
+    describe_counter!(
+        "nalcast_connections_rejected_total",
+        "connections refused at accept, by reason"
+    );
+    for reason in CONNECTION_REJECT_REASONS {
+        counter!("nalcast_connections_rejected_total", "reason" => reason).increment(0);
+    }
+
+    describe_histogram!(
+        "nalcast_queue_delay_seconds",
+        "time an item waited in a viewer's queue"
+    );
+    histogram!("nalcast_queue_delay_seconds");
+    describe_histogram!(
+        "nalcast_server_latency_seconds",
+        "from a frame's arrival to its last byte written to a viewer, by frame kind"
+    );
+    for frame in ["key", "delta"] {
+        histogram!("nalcast_server_latency_seconds", "frame" => frame);
+    }
+}
