@@ -73,25 +73,54 @@ async fn source_killed_with_sigkill_is_restarted_and_viewers_get_the_picture_bac
     server.wait_healthy().await;
 }
 
+/// A process's start time (in clock ticks since boot), which tells it apart from a
+/// later process that got the same pid; None once it is gone.
+fn start_time(pid: &str) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(") ")?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
 #[tokio::test]
 async fn hanging_source_is_restarted_after_the_stall_timeout_and_its_processes_are_gone() {
-    let (_dir, clip) = looping_clip("hang");
-    // Plays the clip once, then hangs in a grandchild process that keeps stdout open.
-    let marker = "sleep 987.6543";
-    let cmd = format!("exec:cat {}; {marker}", clip.display());
+    let (dir, clip) = looping_clip("hang");
+    let pids = dir.join("pids");
+    // Plays the clip once, then hangs in a grandchild process that keeps stdout
+    // open; every run appends that grandchild's pid.
+    let cmd = format!(
+        "exec:cat {}; sleep 987.6543 & echo $! >> {}; wait",
+        clip.display(),
+        pids.display()
+    );
     let server = Server::start(&["--source", &cmd, "--stall-timeout", "1"]);
     let mut ws = connect(&server.url("/ws")).await;
+    // The first run's grandchild, while it hangs.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (first, started) = loop {
+        let text = std::fs::read_to_string(&pids).unwrap_or_default();
+        if let Some(pid) = text.lines().next() {
+            if let Some(started) = start_time(pid) {
+                break (pid.to_owned(), started);
+            }
+        }
+        assert!(Instant::now() < deadline, "the source never hung");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     lost_then_back(&mut ws, "no data for 1").await;
-    // The hung process of the first run was killed, not left behind.
-    let leftover = std::process::Command::new("pgrep")
-        .args(["-f", &format!("^{marker}")])
-        .output()
-        .expect("pgrep");
-    let pids = String::from_utf8_lossy(&leftover.stdout);
-    assert!(
-        pids.lines().count() <= 1,
-        "hung source processes left behind: {pids}"
-    );
+    // That process was killed with its group, not left behind: it is gone (or a
+    // zombie waiting for init, or its pid belongs to a newer process).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while process_state(&first).is_some_and(|s| s != 'Z') && start_time(&first) == Some(started) {
+        assert!(
+            Instant::now() < deadline,
+            "the hung process {first} of the first run was left behind"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
