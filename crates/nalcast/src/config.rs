@@ -66,10 +66,10 @@ pub struct Args {
     /// Most viewers from one client address; more are refused with HTTP 429. [default: 100]
     #[arg(long, value_name = "N")]
     pub max_viewers_per_ip: Option<usize>,
-    /// Most open connections at once (viewers included); more are closed at once (HTTP 503 on plain HTTP). Lowered at start to fit the open-file limit. [default: 4096]
+    /// Most open connections at once (viewers included); more are closed at once (HTTP 503 on plain HTTP). Lowered at start to fit the open-file limit. [default: 4096, or twice --max-viewers if that is more]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
-    /// Most open connections from one client address (an IPv6 /64 counts as one), viewers included; more are closed at once (HTTP 429 on plain HTTP). [default: 256]
+    /// Most open connections from one client address (an IPv6 /64 counts as one), viewers included; more are closed at once (HTTP 429 on plain HTTP). [default: 256, or twice --max-viewers-per-ip if that is more]
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
     /// Threads that write to plain-HTTP viewers, so a frame goes out on every core at once; 0 keeps them on the main runtime. [default: number of cores]
@@ -383,11 +383,13 @@ impl Config {
             1,
             1_000_000,
         )?;
+        // Viewers hold connection slots (and two for a moment while they are
+        // upgraded): raising a viewer limit raises the default connection limit.
         let max_connections = range(
             "max-connections",
             args.max_connections
                 .or(file.max_connections)
-                .unwrap_or(4096),
+                .unwrap_or(4096.max(2 * max_viewers)),
             1,
             10_000_000,
         )?;
@@ -395,7 +397,7 @@ impl Config {
             "max-connections-per-ip",
             args.max_connections_per_ip
                 .or(file.max_connections_per_ip)
-                .unwrap_or(256),
+                .unwrap_or(256.max(2 * max_viewers_per_ip)),
             1,
             10_000_000,
         )?;
@@ -484,6 +486,24 @@ mod tests {
             Some("0.0.0.0:9000")
         );
         assert_eq!(c.source_options.video, VideoSettings::default());
+        assert_eq!((c.max_connections, c.max_connections_per_ip), (4096, 256));
+    }
+
+    #[test]
+    fn connection_limits_default_to_room_for_the_viewer_limits() {
+        let c = parse(&["--max-viewers", "5000", "--max-viewers-per-ip", "5000"]).expect("valid");
+        assert_eq!(
+            (c.max_connections, c.max_connections_per_ip),
+            (10_000, 10_000)
+        );
+        let c = parse(&[
+            "--max-viewers-per-ip",
+            "5000",
+            "--max-connections-per-ip",
+            "20",
+        ])
+        .expect("valid");
+        assert_eq!(c.max_connections_per_ip, 20, "a given value is kept");
     }
 
     #[test]
