@@ -3,9 +3,11 @@
 //! at ten points of the GOP and by one that stalls and resumes; each capture is
 //! checked for what a viewer would see (see corpus/check.rs).
 //!
-//! Join delays are random (stratified over one GOP, so the ten joins land in ten
-//! different tenths of it); the seed is printed, and NALCAST_CORPUS_SEED=<seed>
-//! repeats a run's delays.
+//! Join points are random (stratified over one GOP, so the ten joins land in ten
+//! different tenths of it) and counted in frames after a keyframe, as a watcher
+//! on /ws sees them, so that a slow machine moves them in time but not in the
+//! GOP; the seed is printed, and NALCAST_CORPUS_SEED=<seed> repeats them.
+//! NALCAST_CORPUS_ONLY=<name>[,<name>…] plays only the streams so named.
 #[path = "corpus/check.rs"]
 mod check;
 mod common;
@@ -109,21 +111,22 @@ struct Viewer {
     endpoint: Endpoint,
     /// Join number (0..JOINS), or `None` for the stalling viewer.
     join: Option<usize>,
-    delay: Duration,
+    /// Joins when the watcher has seen this many frames after a keyframe.
+    phase: u32,
 }
 
 impl Viewer {
     fn label(&self) -> String {
         match self.join {
             Some(j) => format!(
-                "{} join {j} (+{} ms)",
+                "{} join {j} (at frame {} of the GOP)",
                 self.endpoint.name(),
-                self.delay.as_millis()
+                self.phase
             ),
             None => format!(
-                "{} stall (+{} ms)",
+                "{} stall (joined at frame {} of the GOP)",
                 self.endpoint.name(),
-                self.delay.as_millis()
+                self.phase
             ),
         }
     }
@@ -152,11 +155,10 @@ fn picture_start(dialect: Dialect, msg: &[u8]) -> (bool, bool) {
     }
 }
 
-/// Joins after `viewer.delay` and reads until two keyframes (for the stalling
+/// Joins and reads until two keyframes (for the stalling
 /// viewer: two after it resumes) and a quarter GOP after the last have arrived,
 /// ending at a picture boundary.
 async fn capture(viewer: Viewer, addr: SocketAddr, url: String, stream: &Stream) -> Captured {
-    tokio::time::sleep(viewer.delay).await;
     let dialect = viewer.endpoint.dialect();
     let stall = viewer.join.is_none();
     let mut captured = Captured {
@@ -216,6 +218,45 @@ async fn capture(viewer: Viewer, addr: SocketAddr, url: String, stream: &Stream)
     }
 }
 
+/// Starts each viewer's capture when a watcher on /ws has seen `viewer.phase`
+/// frames after a live keyframe (`viewers` sorted by phase).
+async fn join_along_the_gop(
+    server: &Server,
+    stream: &Arc<Stream>,
+    viewers: Vec<Viewer>,
+    tasks: &mut Vec<tokio::task::JoinHandle<Captured>>,
+) -> Result<(), String> {
+    let mut watcher = common::connect(&server.url("/ws")).await;
+    let deadline = Instant::now() + Duration::from_secs_f64(3.0 * stream.gop_secs() + 10.0);
+    let mut since_key: Option<u32> = None;
+    let mut viewers = viewers.into_iter().peekable();
+    while viewers.peek().is_some() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let msg = next_binary(&mut watcher, left)
+            .await
+            .ok_or("the watcher on /ws got no frames: viewers could not be placed in the GOP")?;
+        let (picture, key) = picture_start(Dialect::Framed, &msg);
+        let catch_up = msg.get(1).is_some_and(|f| f & 2 != 0);
+        if !picture || catch_up {
+            continue;
+        }
+        since_key = match (key, since_key) {
+            (true, _) => Some(0),
+            (false, Some(n)) => Some(n + 1),
+            (false, None) => None,
+        };
+        let Some(n) = since_key else { continue };
+        while let Some(viewer) = viewers.next_if(|v| v.phase <= n) {
+            let (addr, url) = viewer.endpoint.target(server);
+            let stream = stream.clone();
+            tasks.push(tokio::spawn(async move {
+                capture(viewer, addr, url, &stream).await
+            }));
+        }
+    }
+    Ok(())
+}
+
 /// Plays `stream` from `source` and watches it from every endpoint; returns the
 /// summary line and the failures.
 async fn run(
@@ -227,6 +268,7 @@ async fn run(
 ) -> (String, Vec<String>) {
     let slot = slots.acquire_owned().await.expect("semaphore");
     let started = Instant::now();
+    let mut failures_early = Vec::new();
     let what = format!("{} via {}", stream.name, source.name());
     let args = [
         "--source".to_owned(),
@@ -247,7 +289,7 @@ async fn run(
     server.wait_healthy().await;
 
     let mut rng = Rng(seed);
-    let gop = Duration::from_secs_f64(stream.gop_secs());
+    let gop = f64::from(stream.gop);
     let mut viewers = Vec::new();
     for endpoint in ENDPOINTS {
         for join in 0..JOINS {
@@ -255,23 +297,20 @@ async fn run(
             viewers.push(Viewer {
                 endpoint,
                 join: Some(join),
-                delay: gop.mul_f64(at),
+                phase: (at * gop) as u32,
             });
         }
         viewers.push(Viewer {
             endpoint,
             join: None,
-            delay: gop.mul_f64(rng.unit()),
+            phase: (rng.unit() * gop) as u32,
         });
     }
-    let tasks: Vec<_> = viewers
-        .into_iter()
-        .map(|viewer| {
-            let (addr, url) = viewer.endpoint.target(&server);
-            let stream = stream.clone();
-            tokio::spawn(async move { capture(viewer, addr, url, &stream).await })
-        })
-        .collect();
+    viewers.sort_by_key(|v| v.phase);
+    let mut tasks = Vec::new();
+    if let Err(e) = join_along_the_gop(&server, &stream, viewers, &mut tasks).await {
+        failures_early.push(e);
+    }
     let mut captures = Vec::new();
     for task in tasks {
         captures.push(task.await.expect("capture task"));
@@ -283,7 +322,8 @@ async fn run(
     let (stream2, dir) = (stream.clone(), dir.to_owned());
     let (summary, failures, checked) = tokio::task::spawn_blocking(move || {
         let t = Instant::now();
-        let (summary, failures) = judge(&stream2, source, &captures, &dir);
+        let (summary, mut failures) = judge(&stream2, source, &captures, &dir);
+        failures.splice(0..0, failures_early);
         (summary, failures, t.elapsed())
     })
     .await
@@ -391,12 +431,16 @@ async fn every_viewer_of_every_camera_stream_sees_a_decodable_stream_without_a_m
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(1, |d| d.as_nanos() as u64)
         });
-    println!("corpus seed {seed} (NALCAST_CORPUS_SEED={seed} repeats these join delays)");
+    println!("corpus seed {seed} (NALCAST_CORPUS_SEED={seed} repeats these join points)");
+    // NALCAST_CORPUS_ONLY=main-bframes,garbage plays only those streams.
+    let only: Vec<String> = std::env::var("NALCAST_CORPUS_ONLY")
+        .map(|s| s.split(',').map(str::to_owned).collect())
+        .unwrap_or_default();
     let dir = temp_dir("corpus");
     let t0 = Instant::now();
     let corpus = {
         let dir = dir.clone();
-        tokio::task::spawn_blocking(move || streams::encode_all(&dir))
+        tokio::task::spawn_blocking(move || streams::encode_all(&dir, &only))
             .await
             .expect("corpus encodes")
     };

@@ -198,8 +198,19 @@ fn check_raw(messages: &[bytes::Bytes], stalled: bool) -> Result<Seen, String> {
 
 /// Decodes an Annex-B file with ffmpeg; `Err` holds what it said on stderr.
 pub fn ffmpeg_decodes(path: &Path) -> Result<(), String> {
-    let output = Command::new("ffmpeg")
-        .args(["-hide_banner", "-nostdin", "-v", "error", "-threads", "1"])
+    // At low priority: decoding one run's captures must not slow the sources of
+    // the runs still playing (their pacing decides where viewers join).
+    let output = Command::new("nice")
+        .args([
+            "-n",
+            "15",
+            "ffmpeg",
+            "-hide_banner",
+            "-nostdin",
+            "-v",
+            "error",
+        ])
+        .args(["-threads", "1"])
         // The loop filter never reports errors: skipping it halves the decode time
         // of the 1080p captures without hiding any.
         .args(["-skip_loop_filter", "all", "-f", "h264", "-i"])

@@ -187,10 +187,16 @@ const RECIPES: &[Recipe] = &[
     },
 ];
 
-/// Encodes every stream of the corpus into `dir`, two encodes at a time.
-pub fn encode_all(dir: &Path) -> Vec<Stream> {
-    let jobs: Vec<(&Recipe, usize, PathBuf)> = RECIPES
+/// Encodes the streams of the corpus whose name contains one of `only` (all when
+/// empty) into `dir`, two encodes at a time.
+pub fn encode_all(dir: &Path, only: &[String]) -> Vec<Stream> {
+    let recipes: Vec<&Recipe> = RECIPES
         .iter()
+        .filter(|r| only.is_empty() || only.iter().any(|o| r.name.contains(o.as_str())))
+        .collect();
+    let mut jobs: Vec<(&Recipe, usize, PathBuf)> = recipes
+        .iter()
+        .copied()
         .flat_map(|r| {
             r.encodes
                 .iter()
@@ -198,6 +204,11 @@ pub fn encode_all(dir: &Path) -> Vec<Stream> {
                 .map(move |(i, _)| (r, i, dir.join(format!("{}.{i}.h264", r.name))))
         })
         .collect();
+    // The longest first, so the two encoders finish together.
+    jobs.sort_by_key(|(r, i, _)| {
+        let e = &r.encodes[*i];
+        std::cmp::Reverse(e.width * e.height * e.gop * e.gops)
+    });
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..2 {
@@ -210,7 +221,7 @@ pub fn encode_all(dir: &Path) -> Vec<Stream> {
             });
         }
     });
-    RECIPES
+    recipes
         .iter()
         .map(|r| {
             let mut bytes = Vec::new();
