@@ -1,7 +1,7 @@
 //! Optional access control: HTTP Basic (a plain password or an argon2 hash of one)
 //! and/or a token, taken from an `Authorization: Bearer` header, a cookie or a
 //! `?token=` query parameter, so both the page and its WebSocket work. Everything
-//! but `/healthz` needs it. Secrets are compared in constant time (as SHA-256
+//! but the main port's `/healthz` needs it. Secrets are compared in constant time (as SHA-256
 //! digests, so lengths leak nothing either).
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -278,15 +278,18 @@ fn query_token(uri: &Uri) -> Option<String> {
         .find_map(|(k, v)| (k == "token").then_some(v))
 }
 
-/// The middleware: lets `/healthz` and proven requests through, refuses the rest
-/// with 401. Opening the page with `?token=` stores the token in a cookie and
-/// redirects to the same address without it, so it stays out of the address bar.
+/// The middleware: lets proven requests through, refuses the rest with 401 (every
+/// path it guards: the one open path, the main port's `/healthz`, is routed around
+/// it). Opening the page with `?token=` stores the token in a cookie and redirects
+/// to the same address without it, so it stays out of the address bar; a WebSocket
+/// handshake with `?token=` (the original page on the legacy port) is let through.
 pub async fn require(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/healthz" {
-        return next.run(req).await;
-    }
     match auth.admits(req.headers(), req.uri()).await {
-        Some(Via::Query) if req.method() == Method::GET && is_page(req.uri()) => {
+        Some(Via::Query)
+            if req.method() == Method::GET
+                && is_page(req.uri())
+                && !req.headers().contains_key(header::UPGRADE) =>
+        {
             let (token, rest): (Vec<_>, Vec<_>) = query_pairs(req.uri())
                 .into_iter()
                 .partition(|(k, _)| k == "token");
