@@ -37,7 +37,6 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let fd_limit = raise_fd_limit();
     // Certificate problems are configuration errors: report them before starting.
     let tls = match config
         .tls
@@ -51,6 +50,8 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    // After every configuration error, which must stay the only line printed.
+    let fd_limit = raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
