@@ -208,7 +208,7 @@ async fn run(
     );
     let state = server::AppState {
         hub: hub.clone(),
-        source: config.source.to_string(),
+        source: config.source.kind().to_owned(),
         video: config.source_options.video,
         metrics,
         viewer_timeout: config.viewer_timeout,

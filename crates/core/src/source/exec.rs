@@ -6,14 +6,16 @@ use std::sync::{Arc, Mutex};
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
-use tracing::debug;
+use std::os::unix::process::ExitStatusExt;
 
-use super::{SourceError, SourceOptions};
+use tracing::{debug, warn};
+
+use super::{mask_credentials, SourceError, SourceOptions};
 use crate::clock::{shutdown_requested, wall_us};
 use crate::ingest::Ingest;
 use crate::Hub;
 
-/// Lines of a child's stderr kept for the error report.
+/// Lines of a child's stderr kept for the log when it ends.
 const STDERR_LINES: usize = 5;
 
 /// Reads Annex-B bytes until end of stream, publishing frames as they complete.
@@ -73,9 +75,10 @@ pub async fn run_child(
         // (a shell's children, a camera app behind a wrapper script).
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = command
-        .spawn()
-        .map_err(|e| SourceError::Retry(format!("cannot start '{description}': {e}")))?;
+    let mut child = command.spawn().map_err(|e| {
+        warn!(command = %mask_credentials(description), "cannot start the camera process: {e}");
+        SourceError::Retry("cannot start the camera process".into())
+    })?;
     let _group = child.id().map(GroupKiller);
     let stdout = child
         .stdout
@@ -114,16 +117,23 @@ pub async fn run_child(
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
-        .cloned()
+        .map(|line| mask_credentials(line))
         .collect();
-    let mut reason = match pumped {
-        Err(e) => format!("'{description}': {e}"),
-        Ok(()) => format!("'{description}' exited ({status})"),
+    // Viewers, /healthz and the API get the kind of failure only; the command line
+    // and what the process said (addresses, passwords) stay in the log, masked.
+    let reason = match pumped {
+        Err(e) => e.to_string(),
+        Ok(()) => match (status.code(), status.signal()) {
+            (Some(code), _) => format!("camera process exited with status {code}"),
+            (None, Some(signal)) => format!("camera process was killed by signal {signal}"),
+            (None, None) => "camera process exited".to_owned(),
+        },
     };
-    if !stderr.is_empty() {
-        reason.push_str("; last stderr: ");
-        reason.push_str(&stderr.join(" | "));
-    }
+    warn!(
+        command = %mask_credentials(description),
+        stderr = %stderr.join(" | "),
+        "{reason}"
+    );
     Err(SourceError::Retry(reason))
 }
 

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 use tokio::time::MissedTickBehavior;
+use tracing::warn;
 
 use super::{SourceError, SourceOptions};
 use crate::clock::wall_us;
@@ -22,7 +23,10 @@ pub async fn run(path: &Path, opts: &SourceOptions, hub: &Arc<Hub>) -> Result<()
     loop {
         let mut file = tokio::fs::File::open(path)
             .await
-            .map_err(|e| SourceError::Retry(format!("cannot open {}: {e}", path.display())))?;
+            .map_err(|e| {
+                warn!("cannot open the source file {}: {e}", path.display());
+                SourceError::Retry("cannot open the source file".into())
+            })?;
         let mut frames_this_pass = 0u64;
         loop {
             let n = file.read(&mut buf).await?;
@@ -42,10 +46,13 @@ pub async fn run(path: &Path, opts: &SourceOptions, hub: &Arc<Hub>) -> Result<()
             }
         }
         if frames_this_pass == 0 {
-            return Err(SourceError::Retry(format!(
+            warn!(
                 "no playable H.264 frames in {} (is it an Annex-B .h264 file with SPS, PPS and an IDR frame?)",
                 path.display()
-            )));
+            );
+            return Err(SourceError::Retry(
+                "no playable H.264 frames in the source file".into(),
+            ));
         }
     }
 }

@@ -67,16 +67,60 @@ impl FromStr for SourceSpec {
     }
 }
 
+/// Prints the spec as given, with passwords in URLs masked (`rtsp://admin:***@cam`):
+/// this is what goes into the log.
 impl fmt::Display for SourceSpec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SourceSpec::Test => write!(f, "test"),
             SourceSpec::File(p) => write!(f, "file:{}", p.display()),
-            SourceSpec::Exec(c) => write!(f, "exec:{c}"),
+            SourceSpec::Exec(c) => write!(f, "exec:{}", mask_credentials(c)),
             SourceSpec::Stdin => write!(f, "stdin"),
             SourceSpec::Rpicam => write!(f, "rpicam"),
         }
     }
+}
+
+impl SourceSpec {
+    /// The kind of source alone ("exec", "file", …): what the API and viewers are
+    /// told. A command line or path can hold a camera's address and password.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            SourceSpec::Test => "test",
+            SourceSpec::File(_) => "file",
+            SourceSpec::Exec(_) => "exec",
+            SourceSpec::Stdin => "stdin",
+            SourceSpec::Rpicam => "rpicam",
+        }
+    }
+}
+
+/// `text` with the password of every `scheme://user:password@host` masked
+/// (`user:***@`), and a lone `scheme://secret@host` user part too, for logs.
+pub fn mask_credentials(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (before, after) = rest.split_at(at + 3);
+        out.push_str(before);
+        // The authority ends at the first '/', whitespace or quote; userinfo at its last '@'.
+        let end = after
+            .find(|c: char| c == '/' || c.is_whitespace() || c == '"' || c == '\'')
+            .unwrap_or(after.len());
+        match after[..end].rfind('@') {
+            Some(userinfo_end) => {
+                match after[..userinfo_end].split_once(':') {
+                    Some((user, _)) => out.push_str(&format!("{user}:***")),
+                    None => out.push_str("***"),
+                }
+                out.push_str(&after[userinfo_end..end]);
+            }
+            None => out.push_str(&after[..end]),
+        }
+        rest = &after[end..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Picture settings for sources that encode (test, rpicam) or pace (file).
@@ -268,6 +312,37 @@ mod tests {
         for bad in ["", "camera", "file:", "exec:  ", "http://x"] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        for (given, masked) in [
+            (
+                "ffmpeg -i rtsp://admin:pass@cam/live -c copy -f h264 -",
+                "ffmpeg -i rtsp://admin:***@cam/live -c copy -f h264 -",
+            ),
+            (
+                "a 'rtsp://u:p@w@10.0.0.2:554/s' b",
+                "a 'rtsp://u:***@10.0.0.2:554/s' b",
+            ),
+            (
+                "srt://token@host:9000 and http://x:y@h",
+                "srt://***@host:9000 and http://x:***@h",
+            ),
+            (
+                "rtsp://cam/live and user:pass@host",
+                "rtsp://cam/live and user:pass@host",
+            ),
+            ("no url at all", "no url at all"),
+            ("ends with scheme://", "ends with scheme://"),
+        ] {
+            assert_eq!(mask_credentials(given), masked);
+        }
+        let spec: SourceSpec = "exec:ffmpeg -i rtsp://admin:pass@cam/x -f h264 -"
+            .parse()
+            .expect("spec");
+        assert!(!spec.to_string().contains("pass@"), "{spec}");
+        assert_eq!(spec.kind(), "exec");
     }
 
     #[test]

@@ -26,7 +26,8 @@ pub mod ws;
 pub struct AppState {
     /// The stream.
     pub hub: Arc<Hub>,
-    /// Source description for the API and stream-info.
+    /// The kind of source (test, file, exec, …) for the API and stream-info: never
+    /// the command line or path, which may hold a camera password.
     pub source: String,
     /// Configured picture settings.
     pub video: VideoSettings,
