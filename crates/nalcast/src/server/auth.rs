@@ -3,17 +3,29 @@
 //! `?token=` query parameter, so both the page and its WebSocket work. Everything
 //! but the main port's `/healthz` needs it. Secrets are compared in constant time (as SHA-256
 //! digests, so lengths leak nothing either).
-use std::collections::HashSet;
+//!
+//! Guessing is slowed down three ways: a wrong user name costs the same argon2 run
+//! as a right one (so timing does not tell which names exist); only the first
+//! `Authorization` header is tried (so one request cannot carry a hundred guesses);
+//! and an address with repeated failures is made to wait, longer each time
+//! ([`Failures`]). Argon2 runs one at a time, and a request that cannot have its
+//! turn within [`HASH_WAIT`] is answered 503, so guesses cannot pile up unbounded.
+use std::collections::{HashMap, HashSet};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::PasswordHash;
-use axum::extract::{Query, Request, State};
+use axum::extract::{ConnectInfo, Query, Request, State};
 use axum::http::{header, HeaderMap, Method, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use subtle::ConstantTimeEq;
-use tracing::debug;
+use tracing::{debug, info};
+
+use super::limits::client_key;
 
 /// The cookie that carries the token after the page was opened with `?token=`.
 pub const TOKEN_COOKIE: &str = "nalcast_token";
@@ -22,6 +34,21 @@ const MIN_TOKEN_LEN: usize = 16;
 /// Credentials already checked against a password hash (digests), so a browser's
 /// every request does not pay for argon2 again.
 const VERIFIED_CACHE: usize = 64;
+/// Longest a request waits for its turn at argon2 before it is answered 503.
+pub const HASH_WAIT: Duration = Duration::from_secs(2);
+/// Failed attempts one address may make before it is made to wait.
+pub const FREE_FAILURES: u32 = 5;
+/// Wrong credentials remembered per address: the same wrong ones again (a browser
+/// sending a stale password with every request) are no new guess and not counted.
+const RECENT_GUESSES: usize = 4;
+/// The first wait; it doubles with every further failure, up to [`MAX_LOCKOUT`].
+pub const FIRST_LOCKOUT: Duration = Duration::from_secs(1);
+/// The longest wait.
+pub const MAX_LOCKOUT: Duration = Duration::from_secs(60);
+/// An address quiet this long (after its wait, if any) is forgotten.
+pub const FAILURE_MEMORY: Duration = Duration::from_secs(60);
+/// Addresses remembered at most; past it the one quiet longest is forgotten.
+const MAX_TRACKED: usize = 4096;
 
 type Digest = [u8; 32];
 
@@ -56,6 +83,134 @@ pub struct Auth {
     /// One argon2 verification at a time: each costs tens of milliseconds of CPU
     /// (more on a Pi), and wrong guesses must not starve the video.
     hashing: tokio::sync::Semaphore,
+    /// How long a request may wait for `hashing` ([`HASH_WAIT`]).
+    hash_wait: Duration,
+    /// Argon2 verifications run so far (a wrong user name runs one too).
+    hash_checks: AtomicU64,
+    /// Recent failures per client address.
+    failures: Mutex<Failures>,
+}
+
+/// Why a request is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    /// No credentials, or wrong ones: 401.
+    Unauthorized,
+    /// Argon2 was busy past [`HASH_WAIT`]: 503.
+    Busy,
+    /// Too many failures from this address: 429 for this long.
+    LockedOut(Duration),
+}
+
+/// What the credentials a request carries prove.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Proof {
+    Valid(Via),
+    /// Credentials were shown, and they are wrong: a guess (its digest).
+    Wrong(Digest),
+    /// None shown (a browser's first request, before it asks for a password).
+    Missing,
+}
+
+/// Argon2 could not be had within the wait.
+#[derive(Debug)]
+struct Busy;
+
+/// Failed attempts per client address, and how long each must wait. Pure: time is
+/// passed in. Invariant: at most `cap` addresses are remembered.
+#[derive(Debug)]
+pub struct Failures {
+    by_address: HashMap<IpAddr, Failed>,
+    cap: usize,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failed {
+    count: u32,
+    last: Instant,
+    locked_until: Option<Instant>,
+    /// The last few distinct wrong credentials (digests), oldest first replaced.
+    recent: [Option<Digest>; RECENT_GUESSES],
+}
+
+impl Failed {
+    /// When this record no longer matters: a while after the last failure, or after
+    /// the wait it imposed.
+    fn forgotten_at(&self) -> Instant {
+        self.locked_until.unwrap_or(self.last).max(self.last) + FAILURE_MEMORY
+    }
+}
+
+impl Failures {
+    /// A table remembering at most `cap` addresses.
+    pub fn new(cap: usize) -> Self {
+        Failures {
+            by_address: HashMap::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    /// How much longer `address` must wait before it may try again, if at all.
+    pub fn wait(&self, address: IpAddr, now: Instant) -> Option<Duration> {
+        let until = self.by_address.get(&address)?.locked_until?;
+        (until > now).then(|| until - now)
+    }
+
+    /// Records a failed guess (`guess`: a digest of the wrong credentials); the wait
+    /// it starts, if any (the first after [`FREE_FAILURES`] distinct guesses, then
+    /// twice as long each time, up to [`MAX_LOCKOUT`]).
+    pub fn failed(&mut self, address: IpAddr, guess: Digest, now: Instant) -> Option<Duration> {
+        if let Some(f) = self.by_address.get(&address) {
+            if now >= f.forgotten_at() {
+                self.by_address.remove(&address);
+            }
+        }
+        if !self.by_address.contains_key(&address) && self.by_address.len() >= self.cap {
+            self.make_room(now);
+        }
+        // Room for one more: the cap holds after the insertion below.
+        debug_assert!(self.by_address.contains_key(&address) || self.by_address.len() < self.cap);
+        let f = self.by_address.entry(address).or_insert(Failed {
+            count: 0,
+            last: now,
+            locked_until: None,
+            recent: [None; RECENT_GUESSES],
+        });
+        f.last = now;
+        if f.recent.contains(&Some(guess)) {
+            return None;
+        }
+        f.recent.rotate_right(1);
+        f.recent[0] = Some(guess);
+        f.count = f.count.saturating_add(1);
+        let over = f.count.checked_sub(FREE_FAILURES)?;
+        let lockout = FIRST_LOCKOUT
+            .checked_mul(1u32.checked_shl(over).unwrap_or(u32::MAX))
+            .map_or(MAX_LOCKOUT, |d| d.min(MAX_LOCKOUT));
+        f.locked_until = Some(now + lockout);
+        Some(lockout)
+    }
+
+    /// A success forgets the address's failures.
+    pub fn succeeded(&mut self, address: IpAddr) {
+        self.by_address.remove(&address);
+    }
+
+    /// Forgets what no longer matters, and if that is not enough, the address quiet
+    /// the longest (an attacker with many addresses can only push out old entries).
+    fn make_room(&mut self, now: Instant) {
+        self.by_address.retain(|_, f| now < f.forgotten_at());
+        if self.by_address.len() >= self.cap {
+            let oldest = self
+                .by_address
+                .iter()
+                .min_by_key(|(_, f)| f.last)
+                .map(|(a, _)| *a);
+            if let Some(address) = oldest {
+                self.by_address.remove(&address);
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Auth {
@@ -97,66 +252,135 @@ impl Auth {
             secure_cookie,
             verified: Mutex::new(HashSet::new()),
             hashing: tokio::sync::Semaphore::new(1),
+            hash_wait: HASH_WAIT,
+            hash_checks: AtomicU64::new(0),
+            failures: Mutex::new(Failures::new(MAX_TRACKED)),
         }))
     }
 
-    async fn admits(&self, headers: &HeaderMap, uri: &Uri) -> Option<Via> {
+    /// Lets `req` through, or the response that refuses it. (Not an `async fn`:
+    /// the future must not hold the request, whose body is not `Sync`.)
+    fn check<'a>(
+        &'a self,
+        req: &'a Request,
+    ) -> impl std::future::Future<Output = Result<Via, Response>> + Send + 'a {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip());
+        let (headers, uri) = (req.headers(), req.uri());
+        async move {
+            self.admits(headers, uri, peer, Instant::now())
+                .await
+                .map_err(|why| self.refused(why))
+        }
+    }
+
+    /// Whether a request from `peer` at `now` with these headers and this address
+    /// may pass, and how it proved itself.
+    async fn admits(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        peer: Option<IpAddr>,
+        now: Instant,
+    ) -> Result<Via, Refusal> {
+        let address = peer.map(client_key);
+        if let Some(wait) = address.and_then(|a| self.failures_table().wait(a, now)) {
+            return Err(Refusal::LockedOut(wait));
+        }
+        match self.proof(headers, uri).await {
+            Ok(Proof::Valid(via)) => {
+                if let Some(a) = address {
+                    self.failures_table().succeeded(a);
+                }
+                Ok(via)
+            }
+            Ok(Proof::Wrong(guess)) => {
+                if let Some(a) = address {
+                    if let Some(wait) = self.failures_table().failed(a, guess, now) {
+                        info!(address = %a, wait_s = wait.as_secs(), "repeated failed logins: the address waits");
+                    }
+                }
+                Err(Refusal::Unauthorized)
+            }
+            Ok(Proof::Missing) => Err(Refusal::Unauthorized),
+            Err(Busy) => Err(Refusal::Busy),
+        }
+    }
+
+    fn failures_table(&self) -> std::sync::MutexGuard<'_, Failures> {
+        self.failures.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// What the request's credentials prove. Only the first `Authorization` header
+    /// counts: trying every one would let one request carry any number of guesses.
+    async fn proof(&self, headers: &HeaderMap, uri: &Uri) -> Result<Proof, Busy> {
+        let authorization = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
         if let Some(expected) = &self.token {
-            let bearer = headers
-                .get_all(header::AUTHORIZATION)
-                .iter()
-                .filter_map(|v| v.to_str().ok()?.strip_prefix("Bearer "));
-            if bearer
-                .into_iter()
-                .any(|t| same(&sha256(t.trim().as_bytes()), expected))
-            {
-                return Some(Via::Bearer);
+            let bearer = authorization.and_then(|v| v.strip_prefix("Bearer "));
+            if bearer.is_some_and(|t| same(&sha256(t.trim().as_bytes()), expected)) {
+                return Ok(Proof::Valid(Via::Bearer));
             }
             if cookies(headers, TOKEN_COOKIE).any(|t| same(&sha256(t.as_bytes()), expected)) {
-                return Some(Via::Cookie);
+                return Ok(Proof::Valid(Via::Cookie));
             }
             if query_token(uri).is_some_and(|t| same(&sha256(t.as_bytes()), expected)) {
-                return Some(Via::Query);
+                return Ok(Proof::Valid(Via::Query));
             }
         }
         if let Some(basic) = &self.basic {
-            for value in headers.get_all(header::AUTHORIZATION) {
-                if let Some(encoded) = value.to_str().ok().and_then(|v| v.strip_prefix("Basic ")) {
-                    if self.basic_ok(basic, encoded.trim()).await {
-                        return Some(Via::Basic);
-                    }
+            if let Some(encoded) = authorization.and_then(|v| v.strip_prefix("Basic ")) {
+                if self.basic_ok(basic, encoded.trim()).await? {
+                    return Ok(Proof::Valid(Via::Basic));
                 }
             }
         }
-        None
+        // What was shown, as one digest: the same wrong credentials again are no
+        // new guess.
+        let mut shown = Vec::new();
+        if let Some(v) = headers.get(header::AUTHORIZATION) {
+            shown.extend_from_slice(v.as_bytes());
+        }
+        if self.token.is_some() {
+            for t in cookies(headers, TOKEN_COOKIE)
+                .map(str::to_owned)
+                .chain(query_token(uri))
+            {
+                shown.push(0);
+                shown.extend_from_slice(t.as_bytes());
+            }
+        }
+        Ok(if !shown.is_empty() {
+            Proof::Wrong(sha256(&shown))
+        } else {
+            Proof::Missing
+        })
     }
 
-    async fn basic_ok(&self, basic: &Basic, encoded: &str) -> bool {
+    async fn basic_ok(&self, basic: &Basic, encoded: &str) -> Result<bool, Busy> {
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
-            return false;
+            return Ok(false);
         };
         let Some(colon) = decoded.iter().position(|&b| b == b':') else {
-            return false;
+            return Ok(false);
         };
         let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
         let user_ok = same(&sha256(user), &basic.user);
         match &basic.password {
-            Password::Plain(expected) => user_ok & same(&sha256(password), expected),
+            Password::Plain(expected) => Ok(user_ok & same(&sha256(password), expected)),
             Password::Hash(phc) => {
-                if !user_ok {
-                    return false;
-                }
                 let key = sha256(&decoded);
                 if self.verified_cache().contains(&key) {
-                    return true;
+                    return Ok(true);
                 }
-                let Ok(_permit) = self.hashing.acquire().await else {
-                    return false;
-                };
-                let (phc, password) = (phc.clone(), password.to_vec());
-                let ok = tokio::task::spawn_blocking(move || verify_hash(&phc, &password))
-                    .await
-                    .unwrap_or(false);
+                // The password is checked whatever the user name, and against the
+                // real hash (same parameters, so the same cost; no dummy to keep in
+                // step): a wrong name takes as long as a right one (it answered in
+                // 0.06 ms instead of 22 ms, telling which names exist).
+                let ok = self.verify(phc, password).await? && user_ok;
                 if ok {
                     let mut cache = self.verified_cache();
                     if cache.len() >= VERIFIED_CACHE {
@@ -164,16 +388,57 @@ impl Auth {
                     }
                     cache.insert(key);
                 }
-                ok
+                Ok(ok)
             }
         }
+    }
+
+    /// Runs argon2 when its turn comes within `hash_wait`.
+    async fn verify(&self, phc: &str, password: &[u8]) -> Result<bool, Busy> {
+        let permit = tokio::time::timeout(self.hash_wait, self.hashing.acquire())
+            .await
+            .map_err(|_| Busy)?;
+        let Ok(_permit) = permit else {
+            return Ok(false);
+        };
+        self.hash_checks.fetch_add(1, Ordering::Relaxed);
+        let (phc, password) = (phc.to_owned(), password.to_vec());
+        Ok(
+            tokio::task::spawn_blocking(move || verify_hash(&phc, &password))
+                .await
+                .unwrap_or(false),
+        )
     }
 
     fn verified_cache(&self) -> std::sync::MutexGuard<'_, HashSet<Digest>> {
         self.verified.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn refused(&self) -> Response {
+    fn refused(&self, why: Refusal) -> Response {
+        match why {
+            Refusal::Unauthorized => {}
+            Refusal::Busy => {
+                metrics::counter!("nalcast_auth_refused_total", "reason" => "busy").increment(1);
+                return (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    [(header::RETRY_AFTER, HASH_WAIT.as_secs().to_string())],
+                    "too many logins being checked at once; try again in a moment\n",
+                )
+                    .into_response();
+            }
+            Refusal::LockedOut(wait) => {
+                metrics::counter!("nalcast_auth_refused_total", "reason" => "locked-out")
+                    .increment(1);
+                // Whole seconds, rounded up: a client retrying then is let in.
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                return (
+                    StatusCode::TOO_MANY_REQUESTS,
+                    [(header::RETRY_AFTER, secs.to_string())],
+                    format!("too many failed logins from your address; try again in {secs} s\n"),
+                )
+                    .into_response();
+            }
+        }
         metrics::counter!("nalcast_auth_failures_total").increment(1);
         if self.basic.is_some() {
             (
@@ -284,8 +549,8 @@ fn query_token(uri: &Uri) -> Option<String> {
 /// to the same address without it, so it stays out of the address bar; a WebSocket
 /// handshake with `?token=` (the original page on the legacy port) is let through.
 pub async fn require(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
-    match auth.admits(req.headers(), req.uri()).await {
-        Some(Via::Query)
+    match auth.check(&req).await {
+        Ok(Via::Query)
             if req.method() == Method::GET
                 && is_page(req.uri())
                 && !req.headers().contains_key(header::UPGRADE) =>
@@ -309,11 +574,11 @@ pub async fn require(State(auth): State<Arc<Auth>>, req: Request, next: Next) ->
             )
                 .into_response()
         }
-        Some(via) => {
+        Ok(via) => {
             debug!(?via, path = req.uri().path(), "authorised");
             next.run(req).await
         }
-        None => auth.refused(),
+        Err(refusal) => refusal,
     }
 }
 
@@ -339,6 +604,324 @@ mod tests {
         s.parse().expect("uri")
     }
 
+    /// How a request with no known address passes, if it does.
+    async fn admit(auth: &Auth, headers: &HeaderMap, uri: &Uri) -> Option<Via> {
+        auth.admits(headers, uri, None, Instant::now()).await.ok()
+    }
+
+    fn hashed_auth() -> Auth {
+        let hash = hash_password("s3cret pass").expect("hash");
+        Auth::new(Some(&format!("ann:{hash}")), None, false)
+            .expect("valid")
+            .expect("some")
+    }
+
+    fn checks(auth: &Auth) -> u64 {
+        auth.hash_checks.load(Ordering::Relaxed)
+    }
+
+    #[tokio::test]
+    async fn a_wrong_user_name_costs_an_argon2_run_like_a_right_one() {
+        let auth = hashed_auth();
+        let root = uri("/");
+        // (user, password, admitted)
+        let cases = [
+            ("bob", "s3cret pass", false),
+            ("bob", "guess", false),
+            ("ann", "guess", false),
+            ("", "", false),
+            ("ann", "s3cret pass", true),
+        ];
+        for (user, password, admitted) in cases {
+            let before = checks(&auth);
+            let got = admit(&auth, &basic_header(user, password), &root).await;
+            assert_eq!(got.is_some(), admitted, "{user}:{password}");
+            assert_eq!(
+                checks(&auth),
+                before + 1,
+                "{user}:{password}: one argon2 run"
+            );
+        }
+        // Proven credentials come from the cache afterwards.
+        let before = checks(&auth);
+        assert!(admit(&auth, &basic_header("ann", "s3cret pass"), &root)
+            .await
+            .is_some());
+        assert_eq!(checks(&auth), before);
+    }
+
+    #[tokio::test]
+    async fn argon2_is_waited_for_at_most_the_deadline_then_503() {
+        let mut auth = hashed_auth();
+        auth.hash_wait = Duration::from_millis(50);
+        let held = auth.hashing.acquire().await.expect("permit");
+        let got = auth
+            .admits(
+                &basic_header("ann", "s3cret pass"),
+                &uri("/"),
+                None,
+                Instant::now(),
+            )
+            .await;
+        assert_eq!(got, Err(Refusal::Busy));
+        drop(held);
+        let response = auth.refused(Refusal::Busy);
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(&b"2"[..])
+        );
+        // Once free, the same request passes.
+        assert_eq!(
+            admit(&auth, &basic_header("ann", "s3cret pass"), &uri("/")).await,
+            Some(Via::Basic)
+        );
+    }
+
+    #[tokio::test]
+    async fn only_the_first_authorization_header_is_tried() {
+        let token = "0123456789abcdef-token";
+        let plain = Auth::new(Some("ann:pw"), Some(token), false)
+            .expect("valid")
+            .expect("some");
+        let good_basic = basic_header("ann", "pw")[header::AUTHORIZATION].clone();
+        let bad_basic = basic_header("ann", "nope")[header::AUTHORIZATION].clone();
+        let good_bearer: axum::http::HeaderValue = format!("Bearer {token}").parse().expect("h");
+        let bad_bearer: axum::http::HeaderValue =
+            "Bearer 0123456789abcdef-tokeN".parse().expect("h");
+        let cases = [
+            (
+                vec![good_basic.clone(), bad_basic.clone()],
+                Some(Via::Basic),
+            ),
+            (vec![bad_basic.clone(), good_basic.clone()], None),
+            (
+                vec![good_bearer.clone(), bad_bearer.clone()],
+                Some(Via::Bearer),
+            ),
+            (vec![bad_bearer.clone(), good_bearer.clone()], None),
+            (vec![bad_bearer, good_basic], None),
+        ];
+        for (values, expected) in cases {
+            let mut headers = HeaderMap::new();
+            for v in &values {
+                headers.append(header::AUTHORIZATION, v.clone());
+            }
+            assert_eq!(
+                admit(&plain, &headers, &uri("/")).await,
+                expected,
+                "{values:?}"
+            );
+        }
+        // With a hash: a hundred guesses in one request cost one argon2 run.
+        let hashed = hashed_auth();
+        let mut headers = HeaderMap::new();
+        for i in 0..100 {
+            headers.append(
+                header::AUTHORIZATION,
+                basic_header("ann", &format!("guess{i}"))[header::AUTHORIZATION].clone(),
+            );
+        }
+        assert_eq!(admit(&hashed, &headers, &uri("/")).await, None);
+        assert_eq!(checks(&hashed), 1);
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    /// A new wrong guess every time.
+    fn guess() -> Digest {
+        static N: AtomicU64 = AtomicU64::new(0);
+        sha256(&N.fetch_add(1, Ordering::Relaxed).to_le_bytes())
+    }
+
+    #[test]
+    fn the_same_wrong_credentials_again_are_no_new_guess() {
+        let t0 = Instant::now();
+        let a = ip("192.0.2.7");
+        let mut f = Failures::new(16);
+        // A browser with a stale password sends it with every request.
+        let stale = guess();
+        for _ in 0..50 {
+            assert_eq!(f.failed(a, stale, t0), None);
+        }
+        // A few alternating wrong ones are remembered too; new ones count.
+        let other = guess();
+        for _ in 0..10 {
+            f.failed(a, other, t0);
+            f.failed(a, stale, t0);
+        }
+        for _ in 0..FREE_FAILURES - 3 {
+            assert_eq!(f.failed(a, guess(), t0), None);
+        }
+        assert_eq!(f.failed(a, guess(), t0), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn failures_make_an_address_wait_longer_each_time_then_are_forgotten() {
+        let t0 = Instant::now();
+        let s = Duration::from_secs;
+        let a = ip("192.0.2.7");
+        let mut f = Failures::new(16);
+        for i in 0..FREE_FAILURES - 1 {
+            assert_eq!(
+                f.failed(a, guess(), t0 + s(u64::from(i))),
+                None,
+                "failure {i} is free"
+            );
+        }
+        // The fifth failure within a minute starts a wait of one second...
+        let t5 = t0 + s(4);
+        assert_eq!(f.failed(a, guess(), t5), Some(s(1)));
+        assert_eq!(f.wait(a, t5), Some(s(1)));
+        assert_eq!(
+            f.wait(a, t5 + Duration::from_millis(400)),
+            Some(Duration::from_millis(600))
+        );
+        assert_eq!(
+            f.wait(ip("192.0.2.8"), t5),
+            None,
+            "other addresses are not held"
+        );
+        // ...which ends; every further failure doubles it, up to the longest.
+        assert_eq!(f.wait(a, t5 + s(1)), None);
+        let mut t = t5 + s(1);
+        for expected in [2, 4, 8, 16, 32, 60, 60] {
+            assert_eq!(f.failed(a, guess(), t), Some(s(expected)));
+            t += s(expected);
+            assert_eq!(f.wait(a, t), None);
+        }
+        // A success forgets the address at once.
+        f.succeeded(a);
+        assert!(f.by_address.is_empty());
+        // Failures spread wider than the memory never add up.
+        let mut t = t0;
+        for _ in 0..20 {
+            assert_eq!(f.failed(a, guess(), t), None);
+            t += FAILURE_MEMORY;
+        }
+        // After a wait, the memory runs from the wait's end.
+        for _ in 0..FREE_FAILURES {
+            f.failed(a, guess(), t);
+        }
+        assert_eq!(
+            f.failed(a, guess(), t + s(1) + FAILURE_MEMORY - s(1)),
+            Some(s(2))
+        );
+        let quiet = t + s(1) + FAILURE_MEMORY - s(1) + s(2) + FAILURE_MEMORY;
+        assert_eq!(
+            f.failed(a, guess(), quiet),
+            None,
+            "forgotten after a quiet minute"
+        );
+    }
+
+    #[test]
+    fn the_failure_table_stays_bounded() {
+        let t0 = Instant::now();
+        let mut f = Failures::new(8);
+        let locked = ip("192.0.2.1");
+        for _ in 0..FREE_FAILURES {
+            f.failed(locked, guess(), t0);
+        }
+        // Many other addresses, one failure each: the table never grows past its
+        // cap, and the address quiet longest goes first.
+        for i in 0..1000u32 {
+            let other = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
+            f.failed(other, guess(), t0 + Duration::from_millis(u64::from(i) + 1));
+            assert!(f.by_address.len() <= 8);
+        }
+        assert_eq!(f.wait(locked, t0), None, "pushed out by newer ones");
+        // Entries past their memory go before the one quiet longest: here the
+        // address that waited is remembered longer than one with a single failure.
+        let mut f = Failures::new(2);
+        let ms = Duration::from_millis;
+        for _ in 0..FREE_FAILURES {
+            f.failed(ip("192.0.2.1"), guess(), t0);
+        }
+        f.failed(ip("192.0.2.2"), guess(), t0 + ms(500));
+        let later = t0 + ms(500) + FAILURE_MEMORY + ms(200);
+        f.failed(ip("192.0.2.3"), guess(), later);
+        assert_eq!(f.by_address.len(), 2);
+        assert!(f.by_address.contains_key(&ip("192.0.2.1")));
+        assert!(f.by_address.contains_key(&ip("192.0.2.3")));
+    }
+
+    #[tokio::test]
+    async fn an_address_with_repeated_failures_waits_then_recovers() {
+        let auth = Auth::new(Some("ann:pw"), None, false)
+            .expect("valid")
+            .expect("some");
+        let (good, bad, none) = (
+            basic_header("ann", "pw"),
+            basic_header("ann", "x"),
+            HeaderMap::new(),
+        );
+        let t0 = Instant::now();
+        async fn at(
+            auth: &Auth,
+            headers: &HeaderMap,
+            peer: &str,
+            t: Instant,
+        ) -> Result<Via, Refusal> {
+            auth.admits(headers, &uri("/"), Some(ip(peer)), t).await
+        }
+        // Requests without credentials are no guesses: they never count.
+        for _ in 0..20 {
+            assert_eq!(
+                at(&auth, &none, "192.0.2.7", t0).await,
+                Err(Refusal::Unauthorized)
+            );
+        }
+        // The same wrong password again and again (a stale one) is one guess...
+        for _ in 0..20 {
+            assert_eq!(
+                at(&auth, &bad, "2001:db8:1:2::1", t0).await,
+                Err(Refusal::Unauthorized)
+            );
+        }
+        // ...and four more from the same IPv6 /64 (any of its addresses) make five.
+        for i in 2..=FREE_FAILURES {
+            let (peer, wrong) = (
+                format!("2001:db8:1:2::{i}"),
+                basic_header("ann", &format!("x{i}")),
+            );
+            assert_eq!(
+                at(&auth, &wrong, &peer, t0).await,
+                Err(Refusal::Unauthorized)
+            );
+        }
+        // ...and the whole /64 waits, right credentials included; others do not.
+        let held = Err(Refusal::LockedOut(Duration::from_secs(1)));
+        assert_eq!(at(&auth, &good, "2001:db8:1:2::99", t0).await, held);
+        assert_eq!(
+            at(&auth, &good, "2001:db8:1:3::1", t0).await,
+            Ok(Via::Basic)
+        );
+        assert_eq!(at(&auth, &good, "192.0.2.7", t0).await, Ok(Via::Basic));
+        // After the wait, the right credentials pass and the slate is clean.
+        let t1 = t0 + Duration::from_secs(1);
+        assert_eq!(
+            at(&auth, &good, "2001:db8:1:2::5", t1).await,
+            Ok(Via::Basic)
+        );
+        assert!(auth.failures_table().by_address.is_empty());
+        // The answer to a held address: 429 with the wait, rounded up.
+        let response = auth.refused(Refusal::LockedOut(Duration::from_millis(1500)));
+        assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(
+            response
+                .headers()
+                .get(header::RETRY_AFTER)
+                .map(|v| v.as_bytes()),
+            Some(&b"2"[..])
+        );
+    }
+
     #[tokio::test]
     async fn plain_and_hashed_passwords_are_checked() {
         let hash = hash_password("s3cret pass").expect("hash");
@@ -349,25 +932,23 @@ mod tests {
                 .expect("some");
             let root = uri("/");
             assert_eq!(
-                auth.admits(&basic_header("ann", "s3cret pass"), &root)
-                    .await,
+                admit(&auth, &basic_header("ann", "s3cret pass"), &root).await,
                 Some(Via::Basic),
                 "{spec}"
             );
             // Twice: the second time from the cache for hashes.
             assert_eq!(
-                auth.admits(&basic_header("ann", "s3cret pass"), &root)
-                    .await,
+                admit(&auth, &basic_header("ann", "s3cret pass"), &root).await,
                 Some(Via::Basic)
             );
             for (user, password) in [("ann", "s3cret"), ("bob", "s3cret pass"), ("", "")] {
                 assert_eq!(
-                    auth.admits(&basic_header(user, password), &root).await,
+                    admit(&auth, &basic_header(user, password), &root).await,
                     None,
                     "{user}:{password}"
                 );
             }
-            assert_eq!(auth.admits(&HeaderMap::new(), &root).await, None);
+            assert_eq!(admit(&auth, &HeaderMap::new(), &root).await, None);
         }
     }
 
@@ -382,21 +963,29 @@ mod tests {
             header::AUTHORIZATION,
             format!("Bearer {token}").parse().expect("h"),
         );
-        assert_eq!(auth.admits(&bearer, &uri("/ws")).await, Some(Via::Bearer));
+        assert_eq!(admit(&auth, &bearer, &uri("/ws")).await, Some(Via::Bearer));
         let mut cookie = HeaderMap::new();
         cookie.insert(
             header::COOKIE,
             format!("a=b; {TOKEN_COOKIE}={token}").parse().expect("h"),
         );
-        assert_eq!(auth.admits(&cookie, &uri("/ws")).await, Some(Via::Cookie));
+        assert_eq!(admit(&auth, &cookie, &uri("/ws")).await, Some(Via::Cookie));
         assert_eq!(
-            auth.admits(&HeaderMap::new(), &uri(&format!("/ws?x=1&token={token}")))
-                .await,
+            admit(
+                &auth,
+                &HeaderMap::new(),
+                &uri(&format!("/ws?x=1&token={token}"))
+            )
+            .await,
             Some(Via::Query)
         );
         assert_eq!(
-            auth.admits(&HeaderMap::new(), &uri("/ws?token=0123456789abcdef-tokeN"))
-                .await,
+            admit(
+                &auth,
+                &HeaderMap::new(),
+                &uri("/ws?token=0123456789abcdef-tokeN")
+            )
+            .await,
             None
         );
         assert!(auth.token_cookie(token).ends_with("; Secure"));
