@@ -143,7 +143,10 @@ async fn the_original_page_streams_from_the_legacy_port_with_a_token_in_the_quer
     let with_token = format!("/?token={TOKEN}");
     // The WebSocket handshake is taken as it is: no cookie redirect.
     assert_eq!(status(legacy, "GET", &with_token, &UPGRADE).await, 101);
-    assert_eq!(status(server.addr, "GET", &format!("/ws?token={TOKEN}"), &UPGRADE).await, 101);
+    assert_eq!(
+        status(server.addr, "GET", &format!("/ws?token={TOKEN}"), &UPGRADE).await,
+        101
+    );
     // Opening the page with ?token= still moves the token into a cookie.
     assert_eq!(status(server.addr, "GET", &with_token, &[]).await, 303);
     assert_eq!(status(legacy, "GET", "/?token=wrong", &UPGRADE).await, 401);

@@ -273,7 +273,10 @@ async fn healthz_reports_a_failing_source() {
         let (status, body) = http_get(server.addr, "/healthz").await.expect("healthz");
         assert_eq!(status, 503);
         if body.contains("exited") {
-            assert!(body.contains("camera process exited with status 3"), "{body}");
+            assert!(
+                body.contains("camera process exited with status 3"),
+                "{body}"
+            );
             break;
         }
         assert!(Instant::now() < deadline, "reason never reported: {body}");

@@ -3,10 +3,10 @@ use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 
+use std::os::unix::process::ExitStatusExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
 use tokio::process::Command;
 use tokio::sync::watch;
-use std::os::unix::process::ExitStatusExt;
 
 use tracing::{debug, warn};
 

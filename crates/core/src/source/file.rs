@@ -21,12 +21,10 @@ pub async fn run(path: &Path, opts: &SourceOptions, hub: &Arc<Hub>) -> Result<()
     let mut buf = vec![0u8; 64 * 1024];
     let mut aus = Vec::new();
     loop {
-        let mut file = tokio::fs::File::open(path)
-            .await
-            .map_err(|e| {
-                warn!("cannot open the source file {}: {e}", path.display());
-                SourceError::Retry("cannot open the source file".into())
-            })?;
+        let mut file = tokio::fs::File::open(path).await.map_err(|e| {
+            warn!("cannot open the source file {}: {e}", path.display());
+            SourceError::Retry("cannot open the source file".into())
+        })?;
         let mut frames_this_pass = 0u64;
         loop {
             let n = file.read(&mut buf).await?;

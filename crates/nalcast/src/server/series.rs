@@ -77,12 +77,13 @@ pub fn register() {
         "nalcast_queue_delay_seconds",
         "time an item waited in a viewer's queue"
     );
-    histogram!("nalcast_queue_delay_seconds");
+    // Registering a histogram creates its series; no sample is recorded.
+    let _ = histogram!("nalcast_queue_delay_seconds");
     describe_histogram!(
         "nalcast_server_latency_seconds",
         "from a frame's arrival to its last byte written to a viewer, by frame kind"
     );
     for frame in ["key", "delta"] {
-        histogram!("nalcast_server_latency_seconds", "frame" => frame);
+        let _ = histogram!("nalcast_server_latency_seconds", "frame" => frame);
     }
 }
