@@ -16,7 +16,7 @@ use h264_reader::nal::slice::{
 use h264_reader::nal::sps::{PicOrderCntType, SeqParameterSet};
 use h264_reader::nal::{Nal, RefNal};
 use h264_reader::Context;
-use nalcast_core::protocol::{self, ServerMessage, FLAG_CATCH_UP, FLAG_KEYFRAME};
+use nalcast_core::protocol::{self, ServerMessage, StreamInfoMsg, FLAG_CATCH_UP, FLAG_KEYFRAME};
 
 use super::streams::split_annexb;
 
@@ -58,7 +58,7 @@ pub fn check_capture(
 fn check_framed(messages: &[bytes::Bytes]) -> Result<Seen, String> {
     let mut seen = Seen::default();
     let mut pictures = Pictures::default();
-    let mut info: Option<(u32, u32)> = None;
+    let mut info: Option<StreamInfoMsg> = None;
     let mut last_seq: Option<u32> = None;
     let mut skipped = false;
     let mut live = false;
@@ -66,7 +66,7 @@ fn check_framed(messages: &[bytes::Bytes]) -> Result<Seen, String> {
         let at = |what: String| format!("message {i}: {what}");
         match protocol::decode(msg).map_err(|e| at(format!("undecodable: {e}")))? {
             ServerMessage::Status(_) | ServerMessage::Pong { .. } => {}
-            ServerMessage::StreamInfo(s) => info = Some((s.width, s.height)),
+            ServerMessage::StreamInfo(s) => info = Some(s),
             ServerMessage::Skipped(n) => {
                 if last_seq.is_none() {
                     return Err(at(format!("skipped({n}) before any frame")));
@@ -78,9 +78,10 @@ fn check_framed(messages: &[bytes::Bytes]) -> Result<Seen, String> {
             ServerMessage::AccessUnit {
                 flags, seq, data, ..
             } => {
-                let Some(size) = info else {
+                let Some(info) = &info else {
                     return Err(at("a frame before any stream-info message".into()));
                 };
+                let size = (info.width, info.height);
                 let nals = split_annexb(&data);
                 let types: Vec<u8> = nals.iter().map(|n| n[0] & 0x1f).collect();
                 let key = flags & FLAG_KEYFRAME != 0;
@@ -113,6 +114,7 @@ fn check_framed(messages: &[bytes::Bytes]) -> Result<Seen, String> {
                             "keyframe {seq} does not start with SPS, PPS: {types:?}"
                         )));
                     }
+                    described_right(info, &nals[first]).map_err(&at)?;
                 }
                 if flags & FLAG_CATCH_UP != 0 {
                     if !live {
@@ -150,6 +152,30 @@ fn check_framed(messages: &[bytes::Bytes]) -> Result<Seen, String> {
     }
     seen.pictures = pictures.finish()?;
     Ok(seen)
+}
+
+/// The page picks its decoder from stream-info: the codec string must be the
+/// SPS's profile, constraint flags and level (RFC 6381), and `baseline` true only
+/// when a Baseline decoder can play it (profile_idc 66 or constraint_set0).
+fn described_right(info: &StreamInfoMsg, sps: &[u8]) -> Result<(), String> {
+    let [_, profile, constraints, level, ..] = *sps else {
+        return Err("an SPS of fewer than 4 bytes".into());
+    };
+    let codec = format!("avc1.{profile:02X}{constraints:02X}{level:02X}");
+    if !info.codec.eq_ignore_ascii_case(&codec) {
+        return Err(format!(
+            "stream-info says codec {} for an SPS of {codec}",
+            info.codec
+        ));
+    }
+    let baseline = profile == 66 || constraints & 0x80 != 0;
+    if info.baseline != baseline {
+        return Err(format!(
+            "stream-info says baseline: {} for {codec}",
+            info.baseline
+        ));
+    }
+    Ok(())
 }
 
 fn check_raw(messages: &[bytes::Bytes], stalled: bool) -> Result<Seen, String> {
