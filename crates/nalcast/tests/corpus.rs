@@ -386,25 +386,29 @@ fn judge(
         ));
         let all: Vec<u8> = decodable.iter().flat_map(|(_, b)| b.clone()).collect();
         std::fs::write(&file, &all).expect("write capture");
-        let decoded = match ffmpeg_decodes(&file) {
-            Ok(()) => "ffmpeg ok".to_owned(),
-            Err(e) => {
-                // Which capture was it? Decode each alone.
-                let mut blamed = 0;
-                for (cap, bytes) in &decodable {
-                    std::fs::write(&file, bytes).expect("write capture");
-                    if let Err(e) = ffmpeg_decodes(&file) {
-                        blamed += 1;
-                        failures.push(format!("{}: {e}", cap.viewer.label()));
+        let decoded = if all.is_empty() {
+            "nothing to decode".to_owned()
+        } else {
+            match ffmpeg_decodes(&file) {
+                Ok(()) => "ffmpeg ok".to_owned(),
+                Err(e) => {
+                    // Which capture was it? Decode each alone.
+                    let mut blamed = 0;
+                    for (cap, bytes) in &decodable {
+                        std::fs::write(&file, bytes).expect("write capture");
+                        if let Err(e) = ffmpeg_decodes(&file) {
+                            blamed += 1;
+                            failures.push(format!("{}: {e}", cap.viewer.label()));
+                        }
                     }
+                    if blamed == 0 {
+                        failures.push(format!(
+                            "{}: the captures decode one by one but not one after another: {e}",
+                            endpoint.name()
+                        ));
+                    }
+                    "ffmpeg FAILED".to_owned()
                 }
-                if blamed == 0 {
-                    failures.push(format!(
-                        "{}: the captures decode one by one but not one after another: {e}",
-                        endpoint.name()
-                    ));
-                }
-                "ffmpeg FAILED".to_owned()
             }
         };
         phases.sort_unstable();
