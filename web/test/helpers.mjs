@@ -21,12 +21,18 @@ export function benchBin() {
   return bin;
 }
 
-/** Starts nalcast on 127.0.0.1 (port 0 = any free one); resolves once it listens. */
+/**
+ * Starts nalcast on 127.0.0.1 (port 0 = any free one); resolves once it listens.
+ * The tests open it as http://127.0.0.1 (a secure context) or as the LAN name
+ * camera.lan (mapped to loopback in Chromium, not a secure context), which nalcast
+ * serves only when told (--public-host: its DNS rebinding defence).
+ */
 export function startServer(args = [], port = 0) {
   if (!existsSync(BIN)) {
     throw new Error(`nalcast binary not found at ${BIN}: build it (cargo build -p nalcast) or set NALCAST_BIN`);
   }
-  const proc = spawn(BIN, ['--listen', `127.0.0.1:${port}`, '--legacy-listen', 'off', ...args], {
+  const base = ['--listen', `127.0.0.1:${port}`, '--legacy-listen', 'off', '--public-host', 'camera.lan'];
+  const proc = spawn(BIN, [...base, ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
   });

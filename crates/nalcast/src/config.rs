@@ -9,6 +9,9 @@ use nalcast_core::source::{SourceOptions, SourceSpec, VideoSettings};
 use nalcast_core::viewer::QueueLimits;
 use serde::Deserialize;
 
+/// Port of the legacy raw WebSocket listener (the original design's 9000).
+const DEFAULT_LEGACY_PORT: u16 = 9000;
+
 use crate::server::tls::TlsMode;
 
 /// nalcast: live H.264 camera streaming to web browsers over WebSocket.
@@ -27,7 +30,7 @@ pub struct Args {
     /// Address for the page, API and WebSocket endpoints. [default: 0.0.0.0:8000]
     #[arg(long, value_name = "HOST:PORT")]
     pub listen: Option<String>,
-    /// Address of the legacy raw WebSocket listener (any path, one NAL unit per message), or "off". [default: 0.0.0.0:9000]
+    /// Address of the legacy raw WebSocket listener (any path, one NAL unit per message; always plain ws://), or "off". [default: the --listen host, port 9000]
     #[arg(long, value_name = "HOST:PORT|off")]
     pub legacy_listen: Option<String>,
     /// Picture width for test and rpicam sources (even). [default: 1280]
@@ -78,6 +81,12 @@ pub struct Args {
     /// Let pages from this origin open WebSockets too (e.g. http://dashboard.lan:3000), or * for any; repeatable. By default only the page's own origin (and, on the legacy port, the same host) may.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
+    /// Also answer to this host name (a DNS name or reverse proxy's name users open the camera by; *.example.com for a domain, * for any); repeatable. IP addresses, localhost, this machine's host name (alone, .local, and under its DNS search domains) and the TLS certificate's names are always served; other names get 421, a defence against DNS rebinding.
+    #[arg(long, value_name = "NAME")]
+    pub public_host: Vec<String>,
+    /// A reverse proxy (address or CIDR, e.g. 127.0.0.1 or 10.0.0.0/8) whose Forwarded / X-Forwarded-For headers name the real client, for viewer limits, lock-outs and logs; repeatable. Others' forwarding headers are ignored.
+    #[arg(long, value_name = "CIDR")]
+    pub trusted_proxy: Vec<String>,
     /// Kernel send buffer per connection in bytes; small keeps a slow viewer's backlog in nalcast's queue, where it can skip to a keyframe. [default: 131072]
     #[arg(long, value_name = "BYTES")]
     pub send_buffer: Option<usize>,
@@ -136,6 +145,8 @@ struct FileConfig {
     viewer_timeout: Option<f64>,
     send_buffer: Option<usize>,
     allow_origin: Option<Vec<String>>,
+    public_host: Option<Vec<String>>,
+    trusted_proxy: Option<Vec<String>>,
     max_viewers: Option<usize>,
     max_viewers_per_ip: Option<usize>,
     max_connections: Option<usize>,
@@ -169,6 +180,10 @@ pub struct Config {
     pub send_buffer: usize,
     /// Extra origins allowed to open WebSockets.
     pub allow_origins: Vec<String>,
+    /// Extra host names served (`--public-host`).
+    pub public_hosts: Vec<String>,
+    /// Reverse proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Most viewers at once.
     pub max_viewers: usize,
     /// Most viewers from one address.
@@ -257,13 +272,12 @@ impl Config {
                 .or(file.listen)
                 .unwrap_or_else(|| "0.0.0.0:8000".into()),
         )?;
-        let legacy = args
-            .legacy_listen
-            .or(file.legacy_listen)
-            .unwrap_or_else(|| "0.0.0.0:9000".into());
-        let legacy_listen = match legacy.as_str() {
-            "off" | "none" | "" => None,
-            other => Some(parse_addr("legacy-listen", other)?),
+        // The legacy port follows the main one's host: `--listen 127.0.0.1:8000`
+        // behind a proxy must not leave video open to the network on port 9000.
+        let legacy_listen = match args.legacy_listen.or(file.legacy_listen).as_deref() {
+            None => Some(SocketAddr::new(listen.ip(), DEFAULT_LEGACY_PORT)),
+            Some("off" | "none" | "") => None,
+            Some(other) => Some(parse_addr("legacy-listen", other)?),
         };
         let width = range(
             "width",
@@ -369,6 +383,33 @@ impl Config {
                 ));
             }
         }
+        let public_hosts = if args.public_host.is_empty() {
+            file.public_host.unwrap_or_default()
+        } else {
+            args.public_host
+        };
+        for name in &public_hosts {
+            if name.is_empty() || name.contains(['/', ' ', ':', '@']) {
+                return Err(format!(
+                    "--public-host '{name}' is not a host name like camera.example.com (no scheme, port or path)"
+                ));
+            }
+        }
+        let trusted_proxies = if args.trusted_proxy.is_empty() {
+            file.trusted_proxy.unwrap_or_default()
+        } else {
+            args.trusted_proxy
+        };
+        let trusted_proxies = trusted_proxies
+            .iter()
+            .map(|text| {
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("--trusted-proxy '{text}' is not an address or network like 10.0.0.5 or 10.0.0.0/8")
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let max_viewers = range(
             "max-viewers",
             args.max_viewers.or(file.max_viewers).unwrap_or(2000),
@@ -455,6 +496,8 @@ impl Config {
             max_connections_per_ip,
             viewer_threads,
             allow_origins,
+            public_hosts,
+            trusted_proxies,
             send_buffer,
             source,
             listen,
@@ -474,6 +517,31 @@ mod tests {
         let args = Args::try_parse_from(std::iter::once("nalcast").chain(args.iter().copied()))
             .map_err(|e| e.to_string())?;
         Config::resolve(args)
+    }
+
+    #[test]
+    fn the_legacy_port_follows_the_listen_host() {
+        let c = parse(&["--listen", "127.0.0.1:8080"]).expect("valid");
+        assert_eq!(
+            c.legacy_listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:9000")
+        );
+        let c = parse(&["--listen", "[::1]:8000"]).expect("valid");
+        assert_eq!(
+            c.legacy_listen.map(|a| a.to_string()).as_deref(),
+            Some("[::1]:9000")
+        );
+        let c = parse(&[
+            "--listen",
+            "127.0.0.1:8000",
+            "--legacy-listen",
+            "0.0.0.0:9001",
+        ])
+        .expect("valid");
+        assert_eq!(
+            c.legacy_listen.map(|a| a.to_string()).as_deref(),
+            Some("0.0.0.0:9001")
+        );
     }
 
     #[test]

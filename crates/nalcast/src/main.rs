@@ -195,6 +195,17 @@ async fn run(
         server::threads::ViewerThreads::start(config.viewer_threads)
             .context("cannot start the viewer threads")?,
     );
+    let certificate_names = tls.as_ref().map(|t| t.names.clone()).unwrap_or_default();
+    let front = server::Front {
+        hosts: std::sync::Arc::new(server::host::HostPolicy::new(
+            &server::host::Machine::current(),
+            &certificate_names,
+            &config.public_hosts,
+        )),
+        proxies: std::sync::Arc::new(server::proxy::TrustedProxies::new(
+            config.trusted_proxies.clone(),
+        )),
+    };
     let main_listener = bind(config.listen, "listen").await?;
     let main_addr = main_listener.local_addr()?;
     let legacy = match config.legacy_listen {
@@ -240,7 +251,7 @@ async fn run(
     };
     servers.spawn(server::listen::serve(
         main_listener,
-        server::router(state.clone()),
+        server::router(state.clone(), &front),
         server::listen::ListenOptions {
             tls: tls.as_ref().map(|t| t.config.clone()),
             ..options.clone()
@@ -248,10 +259,20 @@ async fn run(
         shutdown_rx.clone(),
     ));
     if let Some(listener) = legacy {
-        println!("legacy raw WebSocket on ws://{}/", listener.local_addr()?);
+        let legacy_addr = listener.local_addr()?;
+        println!("legacy raw WebSocket on ws://{legacy_addr}/");
+        if tls.is_some() {
+            warn!(
+                "the legacy port {legacy_addr} serves video over plain ws:// (unencrypted), as the original page expects: \
+                 turn it off with --legacy-listen off unless that page is needed"
+            );
+        }
+        if legacy_addr.ip().is_loopback() && !main_addr.ip().is_loopback() {
+            warn!("the legacy port listens on {legacy_addr} only: the original page on other machines cannot reach it");
+        }
         servers.spawn(server::listen::serve(
             listener,
-            server::legacy_router(state.clone()),
+            server::legacy_router(state.clone(), &front),
             options,
             shutdown_rx.clone(),
         ));

@@ -4,48 +4,14 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
-use common::Server;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use common::{Server, UPGRADE};
 
 const TOKEN: &str = "route-guard-token-0123456789";
 
-/// Sends one request and returns the status code of the answer (the body is not
-/// read: a 101 would stream video forever).
 async fn status(addr: SocketAddr, method: &str, target: &str, extra: &[(&str, &str)]) -> u16 {
-    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {addr}\r\n");
-    for (k, v) in extra {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    tcp.write_all(req.as_bytes()).await.expect("send");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    tokio::time::timeout(Duration::from_secs(10), async {
-        while !head.ends_with(b"\r\n") {
-            match tcp.read(&mut byte).await {
-                Ok(1) => head.push(byte[0]),
-                _ => break,
-            }
-        }
-    })
-    .await
-    .expect("an answer within 10 s");
-    let line = String::from_utf8_lossy(&head);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line for {method} {target}: {line:?}"))
+    common::status_of(addr, method, target, extra).await
 }
-
-const UPGRADE: [(&str, &str); 4] = [
-    ("Upgrade", "websocket"),
-    ("Connection", "Upgrade"),
-    ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
-    ("Sec-WebSocket-Version", "13"),
-];
 
 /// Paths tried on both listeners: the routes, and spellings that must not pass for
 /// the open one (case, trailing slash, percent-encoding, dot segments, queries).

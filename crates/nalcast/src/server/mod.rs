@@ -14,8 +14,10 @@ use tokio::sync::watch;
 mod api;
 mod assets;
 pub mod auth;
+pub mod host;
 pub mod limits;
 pub mod listen;
+pub mod proxy;
 pub mod series;
 pub mod threads;
 pub mod tls;
@@ -55,11 +57,29 @@ fn guarded(router: Router, auth: &Option<Arc<auth::Auth>>) -> Router {
     }
 }
 
+/// What every request passes before routing, on both listeners: the Host check
+/// (DNS rebinding), then the client's address taken from trusted proxies.
+#[derive(Clone, Default)]
+pub struct Front {
+    /// Names served.
+    pub hosts: Arc<host::HostPolicy>,
+    /// Proxies believed.
+    pub proxies: Arc<proxy::TrustedProxies>,
+}
+
+impl Front {
+    fn wrap(&self, router: Router) -> Router {
+        router
+            .layer(from_fn_with_state(self.proxies.clone(), proxy::resolve))
+            .layer(from_fn_with_state(self.hosts.clone(), host::check))
+    }
+}
+
 /// The main port's routes. Only `/healthz`, exactly that path, is open without
 /// credentials (supervisors and load balancers probe it); it is routed beside the
 /// guarded routes rather than excused inside the guard, so no other path or port
 /// can pass for it.
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, front: &Front) -> Router {
     let auth = state.auth.clone();
     let open = Router::new()
         .route("/healthz", get(api::healthz))
@@ -72,11 +92,14 @@ pub fn router(state: AppState) -> Router {
         .route("/vendor/broadway/{file}", get(assets::broadway))
         .fallback(get(assets::page))
         .with_state(state);
-    open.merge(guarded(protected, &auth))
+    front.wrap(open.merge(guarded(protected, &auth)))
 }
 
 /// The legacy listener: a raw WebSocket on any path, every path guarded.
-pub fn legacy_router(state: AppState) -> Router {
+pub fn legacy_router(state: AppState, front: &Front) -> Router {
     let auth = state.auth.clone();
-    guarded(Router::new().fallback(ws::legacy).with_state(state), &auth)
+    front.wrap(guarded(
+        Router::new().fallback(ws::legacy).with_state(state),
+        &auth,
+    ))
 }

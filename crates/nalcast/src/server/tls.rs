@@ -41,6 +41,8 @@ pub struct Loaded {
     /// Base64 SHA-256 of the leaf's SubjectPublicKeyInfo (what Chromium's
     /// `--ignore-certificate-errors-spki-list` and HPKP-style pinning take).
     pub spki_sha256: Option<String>,
+    /// The DNS names the leaf is valid for.
+    pub dns_names: Vec<String>,
 }
 
 /// The certificate in force; swapped whole on reload, so a handshake sees either the
@@ -71,6 +73,8 @@ impl CertStore {
 pub struct Tls {
     /// For the acceptor.
     pub config: Arc<rustls::ServerConfig>,
+    /// The DNS names of the certificate loaded at start-up: served by the Host check.
+    pub names: Vec<String>,
     store: Arc<CertStore>,
     cert: PathBuf,
     key: PathBuf,
@@ -96,6 +100,7 @@ pub fn setup(mode: &TlsMode, listen: SocketAddr) -> anyhow::Result<Tls> {
     if let Some(spki) = &loaded.spki_sha256 {
         println!("TLS public key SHA-256 (SPKI, base64) {spki}");
     }
+    let names = loaded.dns_names.clone();
     let store = Arc::new(CertStore {
         current: RwLock::new(loaded.key),
     });
@@ -110,6 +115,7 @@ pub fn setup(mode: &TlsMode, listen: SocketAddr) -> anyhow::Result<Tls> {
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Tls {
         config: Arc::new(config),
+        names,
         store,
         cert,
         key,
@@ -140,13 +146,19 @@ pub fn load(cert_path: &Path, key_path: &Path) -> anyhow::Result<Loaded> {
             cert_path.display()
         )
     })?;
-    let spki_sha256 = webpki::EndEntityCert::try_from(&leaf)
-        .ok()
+    let end_entity = webpki::EndEntityCert::try_from(&leaf).ok();
+    let spki_sha256 = end_entity
+        .as_ref()
         .map(|ee| base64_sha256(&ee.subject_public_key_info()));
+    let dns_names = end_entity
+        .as_ref()
+        .map(|ee| ee.valid_dns_names().map(str::to_owned).collect())
+        .unwrap_or_default();
     Ok(Loaded {
         key: Arc::new(certified),
         fingerprint: colon_hex(ring::digest::digest(&ring::digest::SHA256, &leaf).as_ref()),
         spki_sha256,
+        dns_names,
     })
 }
 

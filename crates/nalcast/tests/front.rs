@@ -1,0 +1,158 @@
+//! What every request passes first: the Host check against DNS rebinding, and the
+//! client's address taken from a trusted reverse proxy.
+mod common;
+
+use common::{http_request_on, status_of, Server, UPGRADE};
+
+const REBIND: &str = "rebind.attacker.example";
+
+#[tokio::test]
+async fn a_rebound_name_gets_neither_page_nor_stream_on_either_port() {
+    let server = Server::start(&[]);
+    server.wait_healthy().await;
+    let legacy = server.legacy.expect("legacy listener");
+    let port = server.addr.port();
+    let host = format!("{REBIND}:{port}");
+    let origin = format!("http://{REBIND}:{port}");
+    // The attacker's page is same-origin with itself: Origin and Host agree.
+    let handshake: Vec<(&str, &str)> = UPGRADE
+        .into_iter()
+        .chain([("Host", host.as_str()), ("Origin", origin.as_str())])
+        .collect();
+    assert_eq!(status_of(server.addr, "GET", "/ws", &handshake).await, 403);
+    assert_eq!(
+        status_of(server.addr, "GET", "/ws/raw", &handshake).await,
+        403
+    );
+    let legacy_host = format!("{REBIND}:{}", legacy.port());
+    let legacy_handshake: Vec<(&str, &str)> = UPGRADE
+        .into_iter()
+        .chain([("Host", legacy_host.as_str()), ("Origin", origin.as_str())])
+        .collect();
+    assert_eq!(status_of(legacy, "GET", "/", &legacy_handshake).await, 403);
+    for path in ["/", "/api/stream", "/metrics", "/healthz"] {
+        assert_eq!(
+            status_of(server.addr, "GET", path, &[("Host", &host)]).await,
+            421,
+            "{path}"
+        );
+    }
+    // The page says what to do.
+    let tcp = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let (status, _, body) = http_request_on(tcp, &host, "/", &[]).await.expect("GET");
+    assert_eq!(status, 421);
+    assert!(body.contains(&format!("--public-host {REBIND}")), "{body}");
+
+    // The names a user has are served: IP literals, localhost, this machine's name.
+    let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let hostname = hostname.trim();
+    for name in [
+        format!("127.0.0.1:{port}"),
+        format!("localhost:{port}"),
+        format!("{hostname}:{port}"),
+        format!("{hostname}.local:{port}"),
+    ] {
+        assert_eq!(
+            status_of(server.addr, "GET", "/", &[("Host", &name)]).await,
+            200,
+            "{name}"
+        );
+    }
+    let (_, metrics) = common::http_get(server.addr, "/metrics")
+        .await
+        .expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("nalcast_host_rejected_total") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn a_name_added_with_public_host_is_served() {
+    let server = Server::start(&["--public-host", "camera.example.com"]);
+    let port = server.addr.port();
+    let host = format!("camera.example.com:{port}");
+    let origin = format!("http://camera.example.com:{port}");
+    let handshake: Vec<(&str, &str)> = UPGRADE
+        .into_iter()
+        .chain([("Host", host.as_str()), ("Origin", origin.as_str())])
+        .collect();
+    assert_eq!(status_of(server.addr, "GET", "/ws", &handshake).await, 101);
+    assert_eq!(
+        status_of(server.addr, "GET", "/", &[("Host", &host)]).await,
+        200
+    );
+    assert_eq!(
+        status_of(server.addr, "GET", "/", &[("Host", REBIND)]).await,
+        421
+    );
+}
+
+/// Two viewers through one proxy, forwarded for these client addresses.
+async fn two_viewers_behind_a_proxy(server: &Server, clients: [&str; 2]) -> (u16, u16) {
+    let [first_client, second_client] = clients;
+    let first: Vec<(&str, &str)> = UPGRADE
+        .into_iter()
+        .chain([("X-Forwarded-For", first_client)])
+        .collect();
+    let second: Vec<(&str, &str)> = UPGRADE
+        .into_iter()
+        .chain([("X-Forwarded-For", second_client)])
+        .collect();
+    // The first viewer stays connected (its handshake's socket is kept by the
+    // server until the viewer leaves) while the second asks.
+    let mut held = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connect");
+    let first_status = {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut req = format!("GET /ws HTTP/1.1\r\nHost: {}\r\n", server.addr);
+        for (k, v) in &first {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        req.push_str("\r\n");
+        held.write_all(req.as_bytes()).await.expect("send");
+        let mut head = [0u8; 12];
+        held.read_exact(&mut head).await.expect("status line");
+        String::from_utf8_lossy(&head[9..12])
+            .parse()
+            .expect("status")
+    };
+    let second_status = status_of(server.addr, "GET", "/ws", &second).await;
+    drop(held);
+    (first_status, second_status)
+}
+
+#[tokio::test]
+async fn behind_a_trusted_proxy_limits_count_the_real_clients() {
+    let server = Server::start(&[
+        "--max-viewers-per-ip",
+        "1",
+        "--trusted-proxy",
+        "127.0.0.0/8",
+    ]);
+    assert_eq!(
+        two_viewers_behind_a_proxy(&server, ["203.0.113.1", "198.51.100.2"]).await,
+        (101, 101),
+        "two clients behind the proxy are two addresses"
+    );
+    assert_eq!(
+        two_viewers_behind_a_proxy(&server, ["203.0.113.9", "203.0.113.9"]).await,
+        (101, 429),
+        "the same client twice is over its limit"
+    );
+}
+
+#[tokio::test]
+async fn forwarding_headers_from_anyone_else_are_ignored() {
+    let server = Server::start(&["--max-viewers-per-ip", "1"]);
+    assert_eq!(
+        two_viewers_behind_a_proxy(&server, ["203.0.113.1", "198.51.100.2"]).await,
+        (101, 429),
+        "a client cannot pick its own address with X-Forwarded-For"
+    );
+}
