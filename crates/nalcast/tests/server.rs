@@ -438,6 +438,8 @@ async fn every_metric_series_is_there_at_zero_before_anything_happens() {
         "nalcast_source_restarts_total 0",
         "nalcast_stream_errors_total 0",
         "nalcast_auth_failures_total 0",
+        "nalcast_host_rejected_total 0",
+        "nalcast_auth_refused_total{reason=\"locked-out\"} 0",
         "nalcast_disconnects_total{reason=\"stuck\"} 0",
         "nalcast_ws_rejected_total{reason=\"origin\"} 0",
         "nalcast_connections_rejected_total{reason=\"max-connections-per-ip\"} 0",

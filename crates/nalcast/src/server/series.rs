@@ -15,6 +15,7 @@ const DISCONNECT_REASONS: [&str; 5] = [
 ];
 const WS_REJECT_REASONS: [&str; 3] = ["origin", "max-viewers", "max-viewers-per-ip"];
 const CONNECTION_REJECT_REASONS: [&str; 2] = ["max-connections", "max-connections-per-ip"];
+const AUTH_REFUSE_REASONS: [&str; 2] = ["busy", "locked-out"];
 
 /// Describes every series and creates it at zero. Call once, after the recorder
 /// is installed.
@@ -41,6 +42,10 @@ pub fn register() {
         (
             "nalcast_source_restarts_total",
             "times the source was restarted",
+        ),
+        (
+            "nalcast_host_rejected_total",
+            "requests for a host name this server does not serve (DNS rebinding defence)",
         ),
         (
             "nalcast_stream_errors_total",
@@ -71,6 +76,14 @@ pub fn register() {
     );
     for reason in CONNECTION_REJECT_REASONS {
         counter!("nalcast_connections_rejected_total", "reason" => reason).increment(0);
+    }
+
+    describe_counter!(
+        "nalcast_auth_refused_total",
+        "requests refused before their credentials were checked, by reason"
+    );
+    for reason in AUTH_REFUSE_REASONS {
+        counter!("nalcast_auth_refused_total", "reason" => reason).increment(0);
     }
 
     describe_histogram!(
