@@ -69,7 +69,7 @@ async fn source_killed_with_sigkill_is_restarted_and_viewers_get_the_picture_bac
         .status()
         .expect("kill")
         .success());
-    lost_then_back(&mut ws, "SIGKILL").await;
+    lost_then_back(&mut ws, "camera process was killed by signal 9").await;
     server.wait_healthy().await;
 }
 
