@@ -221,6 +221,15 @@ fn default_data_dir() -> PathBuf {
     }
 }
 
+/// A repeatable option: the flags' values if any were given, else the file's.
+fn repeated(flags: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
+    if flags.is_empty() {
+        file.unwrap_or_default()
+    } else {
+        flags
+    }
+}
+
 fn parse_addr(key: &str, value: &str) -> Result<SocketAddr, String> {
     value
         .parse()
@@ -361,11 +370,7 @@ impl Config {
             4096,
             64 << 20,
         )?;
-        let allow_origins: Vec<String> = if args.allow_origin.is_empty() {
-            file.allow_origin.unwrap_or_default()
-        } else {
-            args.allow_origin
-        };
+        let allow_origins: Vec<String> = repeated(args.allow_origin, file.allow_origin);
         // Browsers send origins without a trailing slash.
         let allow_origins: Vec<String> = allow_origins
             .into_iter()
@@ -383,11 +388,7 @@ impl Config {
                 ));
             }
         }
-        let public_hosts = if args.public_host.is_empty() {
-            file.public_host.unwrap_or_default()
-        } else {
-            args.public_host
-        };
+        let public_hosts = repeated(args.public_host, file.public_host);
         for name in &public_hosts {
             if name.is_empty() || name.contains(['/', ' ', ':', '@']) {
                 return Err(format!(
@@ -395,11 +396,7 @@ impl Config {
                 ));
             }
         }
-        let trusted_proxies = if args.trusted_proxy.is_empty() {
-            file.trusted_proxy.unwrap_or_default()
-        } else {
-            args.trusted_proxy
-        };
+        let trusted_proxies = repeated(args.trusted_proxy, file.trusted_proxy);
         let trusted_proxies = trusted_proxies
             .iter()
             .map(|text| {

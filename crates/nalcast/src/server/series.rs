@@ -59,31 +59,32 @@ pub fn register() {
         describe_counter!(name, help);
         counter!(name).increment(0);
     }
-    describe_counter!("nalcast_disconnects_total", "viewers that left, by reason");
-    for reason in DISCONNECT_REASONS {
-        counter!("nalcast_disconnects_total", "reason" => reason).increment(0);
-    }
-    describe_counter!(
-        "nalcast_ws_rejected_total",
-        "WebSocket handshakes refused, by reason"
-    );
-    for reason in WS_REJECT_REASONS {
-        counter!("nalcast_ws_rejected_total", "reason" => reason).increment(0);
-    }
-    describe_counter!(
-        "nalcast_connections_rejected_total",
-        "connections refused at accept, by reason"
-    );
-    for reason in CONNECTION_REJECT_REASONS {
-        counter!("nalcast_connections_rejected_total", "reason" => reason).increment(0);
-    }
-
-    describe_counter!(
-        "nalcast_auth_refused_total",
-        "requests refused before their credentials were checked, by reason"
-    );
-    for reason in AUTH_REFUSE_REASONS {
-        counter!("nalcast_auth_refused_total", "reason" => reason).increment(0);
+    for (name, help, reasons) in [
+        (
+            "nalcast_disconnects_total",
+            "viewers that left, by reason",
+            &DISCONNECT_REASONS[..],
+        ),
+        (
+            "nalcast_ws_rejected_total",
+            "WebSocket handshakes refused, by reason",
+            &WS_REJECT_REASONS,
+        ),
+        (
+            "nalcast_connections_rejected_total",
+            "connections refused at accept, by reason",
+            &CONNECTION_REJECT_REASONS,
+        ),
+        (
+            "nalcast_auth_refused_total",
+            "requests refused before their credentials were checked, by reason",
+            &AUTH_REFUSE_REASONS,
+        ),
+    ] {
+        describe_counter!(name, help);
+        for &reason in reasons {
+            counter!(name, "reason" => reason).increment(0);
+        }
     }
 
     describe_histogram!(
