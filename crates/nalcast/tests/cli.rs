@@ -39,7 +39,12 @@ fn help_documents_every_option() {
         "--send-buffer",
         "--max-viewers",
         "--max-viewers-per-ip",
+        "--max-connections",
+        "--max-connections-per-ip",
+        "--viewer-threads",
         "--allow-origin",
+        "--public-host",
+        "--trusted-proxy",
         "--header-timeout",
         "--tls",
         "--tls-cert",
@@ -104,6 +109,14 @@ fn bad_configuration_exits_2_with_one_clear_line() {
         (
             vec!["--header-timeout".into(), "0".into()],
             "--header-timeout",
+        ),
+        (
+            vec!["--trusted-proxy".into(), "proxy.lan".into()],
+            "--trusted-proxy 'proxy.lan' is not an address or network",
+        ),
+        (
+            vec!["--public-host".into(), "https://cam.example.com/".into()],
+            "--public-host 'https://cam.example.com/' is not a host name",
         ),
     ];
     for (args, needle) in cases {
