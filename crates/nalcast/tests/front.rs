@@ -156,3 +156,25 @@ async fn forwarding_headers_from_anyone_else_are_ignored() {
         "a client cannot pick its own address with X-Forwarded-For"
     );
 }
+
+#[tokio::test]
+async fn with_tls_the_plain_legacy_port_is_announced_as_such() {
+    let dir = common::temp_dir("legacy-tls");
+    let log = dir.join("nalcast.log");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nalcast"));
+    cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "127.0.0.1:0"])
+        .args(["--tls", "self-signed", "--data-dir"])
+        .arg(&dir)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let server = Server::from_command(cmd);
+    assert!(server.https);
+    // The warning is written before the address line the helper waited for.
+    let text = std::fs::read_to_string(&log).expect("log");
+    assert!(
+        text.contains("serves video over plain ws:// (unencrypted)")
+            && text.contains("--legacy-listen off"),
+        "{text}"
+    );
+}
