@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use common::{http_request_on, Server};
+use common::{hash_password, http_request_on, Server};
 
 fn basic(user_password: &str) -> String {
     format!(
@@ -42,28 +42,6 @@ async fn get_body_from(
     http_request_on(stream, &addr.to_string(), path, headers)
         .await
         .expect("GET")
-}
-
-fn hash_password(password: &str) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nalcast"))
-        .arg("--hash-password")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("output");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

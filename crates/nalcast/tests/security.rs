@@ -427,25 +427,7 @@ async fn basic_auth_guards_page_websockets_and_metrics() {
 /// A password hash from `nalcast --hash-password` works in the config file.
 #[tokio::test]
 async fn hashed_password_from_the_config_file() {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_nalcast"))
-        .arg("--hash-password")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"correct horse\n")
-        .expect("write");
-    let out = child.wait_with_output().expect("output");
-    assert!(out.status.success());
-    let hash = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned();
+    let hash = hash_password("correct horse");
     assert!(hash.starts_with("$argon2id$"), "{hash}");
     let dir = temp_dir("auth-config");
     let config = dir.join("nalcast.toml");

@@ -366,3 +366,26 @@ pub async fn status_of(
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("no status line for {method} {target}: {line:?}"))
 }
+
+/// `nalcast --hash-password` for `password`: the argon2 hash it prints.
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nalcast"))
+        .arg("--hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
+}
