@@ -37,11 +37,7 @@ async fn get_keep_alive(stream: &mut TcpStream, path: &str) -> std::io::Result<(
         raw.extend_from_slice(&buf[..n]);
     };
     let head = String::from_utf8_lossy(&raw[..head_end]).to_ascii_lowercase();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = common::status_code(&head).unwrap_or(0);
     let length: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length:"))

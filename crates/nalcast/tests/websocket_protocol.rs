@@ -48,11 +48,7 @@ async fn handshake(addr: SocketAddr, path: &str, keys: &[&str]) -> (u16, String,
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..end]).into_owned();
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = common::status_code(&head).unwrap_or(0);
     buf.drain(..end);
     (status, head, Client { tcp, buf })
 }

@@ -158,11 +158,7 @@ pub async fn http_request_on<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
+    let status = status_code(head).unwrap_or(0);
     Ok((status, head.to_owned(), body.to_owned()))
 }
 
@@ -361,10 +357,7 @@ pub async fn status_of(
     .await
     .expect("an answer within 10 s");
     let line = String::from_utf8_lossy(&head);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status line for {method} {target}: {line:?}"))
+    status_code(&line).unwrap_or_else(|| panic!("no status line for {method} {target}: {line:?}"))
 }
 
 /// `nalcast --hash-password` for `password`: the argon2 hash it prints.
@@ -388,4 +381,9 @@ pub fn hash_password(password: &str) -> String {
         .expect("utf-8")
         .trim()
         .to_owned()
+}
+
+/// The status code of an HTTP response head (`HTTP/1.1 200 OK…`).
+pub fn status_code(head: &str) -> Option<u16> {
+    head.split_whitespace().nth(1)?.parse().ok()
 }
