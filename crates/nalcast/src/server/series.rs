@@ -6,13 +6,6 @@
 use metrics::{counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram};
 
 /// Label values each labelled series is created with.
-const DISCONNECT_REASONS: [&str; 5] = [
-    "client closed",
-    "stuck",
-    "socket error",
-    "protocol violation",
-    "shutdown",
-];
 const WS_REJECT_REASONS: [&str; 3] = ["origin", "max-viewers", "max-viewers-per-ip"];
 const CONNECTION_REJECT_REASONS: [&str; 2] = ["max-connections", "max-connections-per-ip"];
 const AUTH_REFUSE_REASONS: [&str; 2] = ["busy", "locked-out"];
@@ -63,7 +56,7 @@ pub fn register() {
         (
             "nalcast_disconnects_total",
             "viewers that left, by reason",
-            &DISCONNECT_REASONS[..],
+            &super::ws::Ended::REASONS[..],
         ),
         (
             "nalcast_ws_rejected_total",

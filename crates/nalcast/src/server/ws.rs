@@ -311,7 +311,7 @@ pub async fn legacy(
 
 /// Why a viewer's connection ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Ended {
+pub(super) enum Ended {
     Client,
     Stuck,
     Error,
@@ -320,7 +320,16 @@ enum Ended {
 }
 
 impl Ended {
-    fn reason(self) -> &'static str {
+    /// The labels of `nalcast_disconnects_total`, one per way a viewer can end.
+    pub(super) const REASONS: [&'static str; 5] = [
+        Ended::Client.reason(),
+        Ended::Stuck.reason(),
+        Ended::Error.reason(),
+        Ended::Protocol.reason(),
+        Ended::Shutdown.reason(),
+    ];
+
+    const fn reason(self) -> &'static str {
         match self {
             Ended::Client => "client closed",
             Ended::Stuck => "stuck",
