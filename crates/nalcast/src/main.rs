@@ -10,10 +10,8 @@ use nalcast_core::source;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-mod config;
-mod server;
-
-use config::{Args, Config};
+use nalcast::config::{Args, Config};
+use nalcast::server;
 
 fn main() -> ExitCode {
     let args = Args::parse();

@@ -1,0 +1,4 @@
+//! nalcast's server as a library: the binary (`main.rs`) parses the command line and
+//! runs it; tests and fuzz targets reach the same code in-process.
+pub mod config;
+pub mod server;
