@@ -28,7 +28,7 @@ lint:
 bench: setup-test
 	scripts/bench.sh
 
-fuzz:
+fuzz: setup
 	scripts/fuzz.sh
 
 soak: setup

@@ -6,7 +6,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use nalcast_core::websocket::{
+use nalcast::server::websocket::framing::{
     client_frame, close_code_allowed, parse_in_pieces, ClientFrame, FrameError,
 };
 

@@ -14,7 +14,6 @@ pub mod protocol;
 pub mod source;
 pub mod stamp;
 pub mod viewer;
-pub mod websocket;
 
 pub use frame::Frame;
 pub use hub::{Hub, HubConfig};

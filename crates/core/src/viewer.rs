@@ -176,47 +176,13 @@ impl QueueState {
     }
 }
 
-/// Viewers whose tasks run on one thread, woken together: the publisher wakes the
-/// group once per frame and the group's dispatcher, on that thread, wakes each
-/// viewer there. Waking each viewer from the publisher's thread would cost a
-/// system call per viewer (the runtime's reactor is woken every time).
-#[derive(Debug, Default)]
-pub struct WakeGroup {
-    pending: Mutex<Vec<Arc<Notify>>>,
-    notify: Notify,
-}
-
-impl WakeGroup {
-    /// An empty group.
-    pub fn new() -> Arc<Self> {
-        Arc::default()
-    }
-
-    fn wake(&self, viewer: &Arc<Notify>) {
-        let first = {
-            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-            pending.push(viewer.clone());
-            pending.len() == 1
-        };
-        if first {
-            self.notify.notify_one();
-        }
-    }
-
-    /// Wakes the group's viewers as they are asked for; runs on their thread, forever.
-    pub async fn dispatch(&self) {
-        let mut woken = Vec::new();
-        loop {
-            self.notify.notified().await;
-            std::mem::swap(
-                &mut woken,
-                &mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()),
-            );
-            for viewer in woken.drain(..) {
-                viewer.notify_one();
-            }
-        }
-    }
+/// How a viewer's task is woken when something is queued for it. Without one, the
+/// queue wakes the task itself; the server wakes the viewers of one thread together
+/// (its wake groups), which costs the publisher one system call per thread rather
+/// than one per viewer.
+pub trait Wake: Send + Sync + std::fmt::Debug {
+    /// Has the task waiting on `viewer` woken.
+    fn wake(&self, viewer: &Arc<Notify>);
 }
 
 /// A viewer's queue shared between the hub (producer) and the viewer's task.
@@ -224,7 +190,7 @@ impl WakeGroup {
 pub struct ViewerQueue {
     state: Mutex<QueueState>,
     notify: Arc<Notify>,
-    group: OnceLock<Arc<WakeGroup>>,
+    waker: OnceLock<Arc<dyn Wake>>,
     limits: QueueLimits,
 }
 
@@ -234,19 +200,19 @@ impl ViewerQueue {
         ViewerQueue {
             state: Mutex::new(QueueState::default()),
             notify: Arc::new(Notify::new()),
-            group: OnceLock::new(),
+            waker: OnceLock::new(),
             limits,
         }
     }
 
-    /// Has the viewer woken through `group` from now on (once; later calls do nothing).
-    pub fn join_wake_group(&self, group: Arc<WakeGroup>) {
-        let _ = self.group.set(group);
+    /// Has the viewer woken through `waker` from now on (once; later calls do nothing).
+    pub fn wake_through(&self, waker: Arc<dyn Wake>) {
+        let _ = self.waker.set(waker);
     }
 
     fn wake(&self) {
-        match self.group.get() {
-            Some(group) => group.wake(&self.notify),
+        match self.waker.get() {
+            Some(waker) => waker.wake(&self.notify),
             None => self.notify.notify_one(),
         }
     }
@@ -481,55 +447,6 @@ mod tests {
         q.push_frame(frame(2, false, 900), false, t, &limits());
         assert_eq!(frames(&mut q), ["source-lost"]);
         assert_eq!(q.bytes(), 0);
-    }
-
-    #[test]
-    fn viewers_in_a_wake_group_are_woken_on_their_own_thread() {
-        let group = WakeGroup::new();
-        let queues: Vec<_> = (0..3)
-            .map(|_| {
-                let q = Arc::new(ViewerQueue::new(limits()));
-                q.join_wake_group(group.clone());
-                q
-            })
-            .collect();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let (their_queues, their_group) = (queues.clone(), group.clone());
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_current_thread()
-                .build()
-                .expect("runtime");
-            rt.block_on(async move {
-                let mut viewers = tokio::task::JoinSet::new();
-                for (i, q) in their_queues.into_iter().enumerate() {
-                    let tx = tx.clone();
-                    viewers.spawn(async move {
-                        while let Some((Item::Frame { frame, .. }, _)) = q.next().await {
-                            let _ = tx.send((i, frame.seq));
-                        }
-                    });
-                }
-                tokio::select! {
-                    _ = async { while viewers.join_next().await.is_some() {} } => {}
-                    _ = their_group.dispatch() => unreachable!("dispatch runs forever"),
-                }
-            });
-        });
-        // Pushed from another thread, as the source does.
-        for seq in 1..=2 {
-            for q in &queues {
-                q.push_frame(frame(seq, seq == 1, 10), false, Instant::now());
-            }
-        }
-        let mut got: Vec<(usize, u32)> = (0..6)
-            .map(|_| rx.recv_timeout(Duration::from_secs(5)).expect("woken"))
-            .collect();
-        got.sort();
-        assert_eq!(got, [(0, 1), (0, 2), (1, 1), (1, 2), (2, 1), (2, 2)]);
-        for q in &queues {
-            q.close();
-        }
-        thread.join().expect("every viewer ends on close");
     }
 
     #[tokio::test]

@@ -368,17 +368,9 @@ async fn page_is_embedded_with_security_headers_and_etag() {
 
 /// Reads one server frame (unmasked) from a raw connection: (opcode, payload).
 async fn read_server_frame<R: tokio::io::AsyncRead + Unpin>(tcp: &mut R) -> (u8, Vec<u8>) {
-    use tokio::io::AsyncReadExt;
-    let mut head = [0u8; 2];
-    tcp.read_exact(&mut head).await.expect("frame header");
-    let len = match head[1] & 0x7f {
-        126 => u64::from(tcp.read_u16().await.expect("length")),
-        127 => tcp.read_u64().await.expect("length"),
-        n => u64::from(n),
-    };
-    let mut payload = vec![0u8; usize::try_from(len).expect("length")];
-    tcp.read_exact(&mut payload).await.expect("payload");
-    (head[0] & 0x0f, payload)
+    nalcast::server::websocket::framing::read_server_frame(tcp)
+        .await
+        .expect("a server frame")
 }
 
 #[tokio::test]
@@ -394,7 +386,7 @@ async fn a_ping_sent_along_with_the_handshake_is_answered() {
         // The handshake and a ping in one write: the ping reaches the server in the
         // same read as the request, before the connection becomes a WebSocket.
         let mut bytes = ws_handshake(server.addr);
-        bytes.extend(nalcast_core::websocket::client_frame(
+        bytes.extend(nalcast::server::websocket::framing::client_frame(
             0x89,
             b"early",
             [1, 2, 3, 4],

@@ -8,8 +8,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::Server;
+use nalcast::server::websocket::framing::client_frame;
 use nalcast_core::protocol::MSG_PONG;
-use nalcast_core::websocket::client_frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -17,11 +17,13 @@ pub mod auth;
 pub mod host;
 pub mod limits;
 pub mod listen;
+pub mod origin;
 pub mod proxy;
 pub mod series;
 pub mod threads;
 pub mod tls;
-pub mod ws;
+pub mod viewer;
+pub mod websocket;
 
 /// What every handler can see.
 #[derive(Clone)]
@@ -85,8 +87,8 @@ pub fn router(state: AppState, front: &Front) -> Router {
         .route("/healthz", get(api::healthz))
         .with_state(state.clone());
     let protected = Router::new()
-        .route("/ws", get(ws::framed))
-        .route("/ws/raw", get(ws::raw))
+        .route("/ws", get(viewer::routes::framed))
+        .route("/ws/raw", get(viewer::routes::raw))
         .route("/api/stream", get(api::stream))
         .route("/metrics", get(api::metrics))
         .route("/vendor/broadway/{file}", get(assets::broadway))
@@ -99,7 +101,9 @@ pub fn router(state: AppState, front: &Front) -> Router {
 pub fn legacy_router(state: AppState, front: &Front) -> Router {
     let auth = state.auth.clone();
     front.wrap(guarded(
-        Router::new().fallback(ws::legacy).with_state(state),
+        Router::new()
+            .fallback(viewer::routes::legacy)
+            .with_state(state),
         &auth,
     ))
 }

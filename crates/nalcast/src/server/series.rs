@@ -56,7 +56,7 @@ pub fn register() {
         (
             "nalcast_disconnects_total",
             "viewers that left, by reason",
-            &super::ws::Ended::REASONS[..],
+            &super::viewer::Ended::REASONS[..],
         ),
         (
             "nalcast_ws_rejected_total",

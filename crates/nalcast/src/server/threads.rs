@@ -11,10 +11,11 @@
 //! one core again.
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use nalcast_core::viewer::WakeGroup;
+use nalcast_core::viewer::Wake;
 use tokio::runtime::Handle;
+use tokio::sync::Notify;
 
 /// A few single-threaded runtimes that carry viewer connections.
 pub struct ViewerThreads {
@@ -89,6 +90,51 @@ impl ViewerThreads {
     }
 }
 
+/// Viewers whose tasks run on one thread, woken together: the publisher wakes the
+/// group once per frame and the group's dispatcher, on that thread, wakes each
+/// viewer there. Waking each viewer from the publisher's thread would cost a
+/// system call per viewer (the runtime's reactor is woken every time).
+#[derive(Debug, Default)]
+pub struct WakeGroup {
+    pending: Mutex<Vec<Arc<Notify>>>,
+    notify: Notify,
+}
+
+impl WakeGroup {
+    /// An empty group.
+    pub fn new() -> Arc<Self> {
+        Arc::default()
+    }
+
+    /// Wakes the group's viewers as they are asked for; runs on their thread, forever.
+    pub async fn dispatch(&self) {
+        let mut woken = Vec::new();
+        loop {
+            self.notify.notified().await;
+            std::mem::swap(
+                &mut woken,
+                &mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()),
+            );
+            for viewer in woken.drain(..) {
+                viewer.notify_one();
+            }
+        }
+    }
+}
+
+impl Wake for WakeGroup {
+    fn wake(&self, viewer: &Arc<Notify>) {
+        let first = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            pending.push(viewer.clone());
+            pending.len() == 1
+        };
+        if first {
+            self.notify.notify_one();
+        }
+    }
+}
+
 /// Counts a viewer out of its thread however its task ends.
 struct Leaving(Arc<AtomicUsize>);
 
@@ -101,6 +147,68 @@ impl Drop for Leaving {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nalcast_core::protocol::StatusMsg;
+    use nalcast_core::viewer::{Item, ViewerQueue};
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn viewers_in_a_wake_group_are_woken_on_their_own_thread() {
+        let group = WakeGroup::new();
+        let queues: Vec<_> = (0..3)
+            .map(|_| {
+                let q = Arc::new(ViewerQueue::new(Default::default()));
+                q.wake_through(group.clone());
+                q
+            })
+            .collect();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (their_queues, their_group) = (queues.clone(), group.clone());
+        let thread = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .build()
+                .expect("runtime");
+            rt.block_on(async move {
+                let mut viewers = tokio::task::JoinSet::new();
+                for (i, q) in their_queues.into_iter().enumerate() {
+                    let tx = tx.clone();
+                    viewers.spawn(async move {
+                        while let Some((Item::Status(s), _)) = q.next().await {
+                            let _ = tx.send((i, s.state, std::thread::current().id()));
+                        }
+                    });
+                }
+                tokio::select! {
+                    _ = async { while viewers.join_next().await.is_some() {} } => {}
+                    _ = their_group.dispatch() => unreachable!("dispatch runs forever"),
+                }
+            });
+        });
+        // Pushed from this thread, as the source pushes from its own.
+        for state in ["a", "b"] {
+            for q in &queues {
+                let status = StatusMsg {
+                    state: state.into(),
+                    reason: None,
+                };
+                q.push_status(status, Instant::now());
+            }
+        }
+        let mut got: Vec<(usize, String)> = Vec::new();
+        for _ in 0..6 {
+            let (i, state, on) = rx.recv_timeout(Duration::from_secs(5)).expect("woken");
+            assert_eq!(on, thread.thread().id(), "woken on the group's thread");
+            got.push((i, state));
+        }
+        got.sort();
+        let want: Vec<(usize, String)> = (0..3)
+            .flat_map(|i| [(i, "a".to_owned()), (i, "b".to_owned())])
+            .collect();
+        assert_eq!(got, want);
+        for q in &queues {
+            q.close();
+        }
+        thread.join().expect("every viewer ends on close");
+    }
 
     #[tokio::test]
     async fn tasks_go_to_the_least_busy_thread_and_run_there() {

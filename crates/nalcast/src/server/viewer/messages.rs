@@ -1,0 +1,347 @@
+//! Turns a viewer's queue items into the WebSocket messages of its dialect, and
+//! writes them together in one vectored write. Payloads are shared, never copied
+//! per viewer: each message is a tiny frame header beside the hub's bytes.
+use std::io::IoSlice;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use nalcast_core::protocol::{self, StreamInfoMsg};
+use nalcast_core::viewer::Item;
+use nalcast_core::Frame;
+use nalcast_h264::{NalType, ParamSets};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::Dialect;
+use crate::server::websocket::framing::{self as wsf, Header};
+
+/// What stream-info says besides the parameter sets.
+#[derive(Clone, Debug, Default)]
+pub struct StreamFacts {
+    /// The kind of source (never its command line).
+    pub source: String,
+    /// The frame rate to announce when the SPS carries none.
+    pub fps: u32,
+}
+
+/// The stream-info message for `params`.
+pub fn stream_info(facts: &StreamFacts, params: &ParamSets) -> Bytes {
+    let i = &params.info;
+    protocol::encode_stream_info(&StreamInfoMsg {
+        codec: i.codec.clone(),
+        width: i.width,
+        height: i.height,
+        fps: i.fps.or(Some(f64::from(facts.fps))),
+        source: facts.source.clone(),
+        baseline: i.baseline_compatible,
+    })
+}
+
+/// Messages on their way to one viewer, written together in one vectored write.
+#[derive(Default)]
+pub struct Batch {
+    messages: Vec<(Header, Bytes)>,
+    /// When the live access units in this batch were published, and whether they
+    /// are keyframes (for the latency histogram).
+    live: Vec<(Instant, bool)>,
+}
+
+impl Batch {
+    /// Empties the batch for reuse.
+    pub fn clear(&mut self) {
+        self.messages.clear();
+        self.live.clear();
+    }
+
+    /// A batch of one message.
+    pub fn one(opcode: u8, payload: Bytes) -> Self {
+        let mut batch = Batch::default();
+        batch.push(opcode, payload);
+        batch
+    }
+
+    /// A close message with `code` and `reason`.
+    pub fn close(code: u16, reason: &str) -> Self {
+        Batch::one(wsf::OP_CLOSE, Bytes::from(wsf::close_payload(code, reason)))
+    }
+
+    fn push(&mut self, opcode: u8, payload: Bytes) {
+        self.messages
+            .push((Header::new(opcode, payload.len()), payload));
+    }
+
+    /// The messages: (opcode, payload).
+    pub fn messages(&self) -> impl Iterator<Item = (u8, &[u8])> {
+        self.messages
+            .iter()
+            .map(|(h, p)| (h.as_bytes()[0] & 0x0f, p.as_ref()))
+    }
+
+    /// When the live access units were published, and whether each is a keyframe.
+    pub fn live(&self) -> &[(Instant, bool)] {
+        &self.live
+    }
+
+    /// Bytes on the wire, headers included.
+    pub fn bytes(&self) -> u64 {
+        self.messages
+            .iter()
+            .map(|(h, p)| (h.as_bytes().len() + p.len()) as u64)
+            .sum()
+    }
+
+    /// Adds the messages that carry `item` in `dialect`. `sent_params` is the
+    /// parameter set the viewer last got a stream-info for: a framed viewer gets a
+    /// new one before the first access unit that uses other parameter sets.
+    pub fn add(
+        &mut self,
+        item: &Item,
+        dialect: Dialect,
+        sent_params: &mut Option<Arc<ParamSets>>,
+        facts: &StreamFacts,
+    ) {
+        match (item, dialect) {
+            (Item::Frame { frame, catch_up }, Dialect::Framed) => {
+                if sent_params
+                    .as_ref()
+                    .is_none_or(|p| !Arc::ptr_eq(p, &frame.au.params))
+                {
+                    self.push(wsf::OP_BINARY, stream_info(facts, &frame.au.params));
+                    *sent_params = Some(frame.au.params.clone());
+                }
+                let message = if *catch_up {
+                    frame.framed_catch_up()
+                } else {
+                    frame.framed.clone()
+                };
+                self.push(wsf::OP_BINARY, message);
+                self.note_live(frame, *catch_up);
+            }
+            (Item::Frame { frame, catch_up }, Dialect::Raw) => {
+                for i in 0..frame.au.nals.len() {
+                    // Broadway.js needs only parameter sets and slices.
+                    if matches!(
+                        frame.au.nal_type(i),
+                        Some(
+                            NalType::Sps
+                                | NalType::Pps
+                                | NalType::Idr
+                                | NalType::Slice
+                                | NalType::Partition
+                        )
+                    ) {
+                        self.push(wsf::OP_BINARY, frame.au.nal(i));
+                    }
+                }
+                self.note_live(frame, *catch_up);
+            }
+            (Item::Skipped(n), Dialect::Framed) => {
+                self.push(wsf::OP_BINARY, protocol::encode_skipped(*n))
+            }
+            (Item::Status(s), Dialect::Framed) => {
+                self.push(wsf::OP_BINARY, protocol::encode_status(s))
+            }
+            (Item::Skipped(_) | Item::Status(_), Dialect::Raw) => {}
+        }
+    }
+
+    fn note_live(&mut self, frame: &Frame, catch_up: bool) {
+        if !catch_up {
+            self.live.push((frame.published, frame.keyframe()));
+        }
+    }
+
+    /// Writes everything, however the socket splits it.
+    pub async fn write_to<W: AsyncWrite + Unpin>(&self, w: &mut W) -> std::io::Result<()> {
+        let mut slices: Vec<IoSlice<'_>> = Vec::with_capacity(self.messages.len() * 2);
+        for (header, payload) in &self.messages {
+            slices.push(IoSlice::new(header.as_bytes()));
+            if !payload.is_empty() {
+                slices.push(IoSlice::new(payload));
+            }
+        }
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = w.write_vectored(rest).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            IoSlice::advance_slices(&mut rest, n);
+        }
+        w.flush().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nalcast_core::protocol::{StatusMsg, MSG_SKIPPED, MSG_STATUS, MSG_STREAM_INFO};
+    use nalcast_h264::{AccessUnit, StreamInfo};
+
+    fn params(width: u32) -> Arc<ParamSets> {
+        Arc::new(ParamSets {
+            sps: Bytes::from_static(&[0x67, 0x42]),
+            pps: vec![Bytes::from_static(&[0x68, 0xce])],
+            info: StreamInfo {
+                width,
+                height: 64,
+                profile_idc: 66,
+                constraint_flags: 0xc0,
+                level_idc: 31,
+                codec: "avc1.42C01F".into(),
+                fps: None,
+                baseline_compatible: true,
+            },
+        })
+    }
+
+    /// An access unit of SEI + slice (with SPS + PPS before a keyframe's IDR).
+    fn frame(seq: u32, keyframe: bool, params: &Arc<ParamSets>) -> Item {
+        let mut data = Vec::new();
+        let mut nals = Vec::new();
+        let mut nal = |bytes: &[u8]| {
+            let start = data.len() as u32;
+            data.extend_from_slice(&[0, 0, 0, 1]);
+            data.extend_from_slice(bytes);
+            nals.push(start..data.len() as u32);
+        };
+        nal(&[0x06, 0x05, 0x01, 0x80]);
+        if keyframe {
+            nal(&params.sps);
+            nal(&params.pps[0]);
+            nal(&[0x65, 0x88, 0x80]);
+        } else {
+            nal(&[0x41, 0x9a, 0x02]);
+        }
+        let au = AccessUnit {
+            data: Bytes::from(data),
+            nals: nals.into_iter().collect(),
+            keyframe,
+            params: params.clone(),
+            timestamp_us: 1000 * u64::from(seq),
+        };
+        Item::Frame {
+            frame: Arc::new(Frame::new(seq, au, Instant::now())),
+            catch_up: seq == 1,
+        }
+    }
+
+    fn facts() -> StreamFacts {
+        StreamFacts {
+            source: "test".into(),
+            fps: 25,
+        }
+    }
+
+    fn kinds(batch: &Batch) -> Vec<(u8, u8)> {
+        batch.messages().map(|(op, p)| (op, p[0])).collect()
+    }
+
+    #[test]
+    fn framed_viewers_get_stream_info_before_the_first_unit_and_at_each_change() {
+        let (a, b) = (params(64), params(128));
+        let mut sent = None;
+        let mut batch = Batch::default();
+        for item in [frame(1, true, &a), frame(2, false, &a), frame(3, true, &b)] {
+            batch.add(&item, Dialect::Framed, &mut sent, &facts());
+        }
+        let info = (wsf::OP_BINARY, MSG_STREAM_INFO);
+        let unit = (wsf::OP_BINARY, protocol::MSG_ACCESS_UNIT);
+        assert_eq!(kinds(&batch), [info, unit, unit, info, unit]);
+        let widths: Vec<u64> = batch
+            .messages()
+            .filter(|(_, p)| p[0] == MSG_STREAM_INFO)
+            .map(|(_, p)| {
+                let json: serde_json::Value =
+                    serde_json::from_slice(&p[1..]).expect("stream-info is JSON");
+                json["width"].as_u64().expect("width")
+            })
+            .collect();
+        assert_eq!(widths, [64, 128]);
+        // The catch-up unit is flagged, the live ones are timed.
+        let flags: Vec<u8> = batch
+            .messages()
+            .filter(|(_, p)| p[0] == protocol::MSG_ACCESS_UNIT)
+            .map(|(_, p)| p[1] & protocol::FLAG_CATCH_UP)
+            .collect();
+        assert_eq!(flags, [protocol::FLAG_CATCH_UP, 0, 0]);
+        assert_eq!(batch.live().len(), 2);
+        assert_eq!(
+            batch.live().iter().map(|l| l.1).collect::<Vec<_>>(),
+            [false, true]
+        );
+    }
+
+    #[test]
+    fn raw_viewers_get_parameter_sets_and_slices_only() {
+        let a = params(64);
+        let mut sent = None;
+        let mut batch = Batch::default();
+        let skipped = Item::Skipped(4);
+        let status = Item::Status(StatusMsg {
+            state: "source-lost".into(),
+            reason: None,
+        });
+        for item in [frame(1, true, &a), skipped, status, frame(2, false, &a)] {
+            batch.add(&item, Dialect::Raw, &mut sent, &facts());
+        }
+        // NAL unit types after the start code: SPS, PPS, IDR, then a slice; no SEI,
+        // no stream-info, skipped or status messages.
+        let types: Vec<u8> = batch.messages().map(|(_, p)| p[4] & 0x1f).collect();
+        assert_eq!(types, [7, 8, 5, 1]);
+        assert!(sent.is_none());
+    }
+
+    #[test]
+    fn framed_viewers_hear_of_skips_and_status() {
+        let mut batch = Batch::default();
+        let status = Item::Status(StatusMsg {
+            state: "source-lost".into(),
+            reason: None,
+        });
+        for item in [Item::Skipped(3), status] {
+            batch.add(&item, Dialect::Framed, &mut None, &facts());
+        }
+        let kinds: Vec<u8> = batch.messages().map(|(_, p)| p[0]).collect();
+        assert_eq!(kinds, [MSG_SKIPPED, MSG_STATUS]);
+        assert!(batch.live().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_is_written_whole_however_the_socket_splits_it() {
+        let a = params(64);
+        let mut batch = Batch::default();
+        for seq in 1..=40 {
+            batch.add(
+                &frame(seq, seq == 1, &a),
+                Dialect::Framed,
+                &mut None,
+                &facts(),
+            );
+        }
+        // A pipe far smaller than the batch: many partial writes.
+        let (mut client, mut server) = tokio::io::duplex(7);
+        let expected = batch.bytes() as usize;
+        let reader = tokio::spawn(async move {
+            let mut got = Vec::new();
+            tokio::io::AsyncReadExt::read_to_end(&mut client, &mut got)
+                .await
+                .expect("read");
+            got
+        });
+        batch.write_to(&mut server).await.expect("written");
+        drop(server);
+        let got = reader.await.expect("reader");
+        assert_eq!(got.len(), expected);
+        let mut rest = &got[..];
+        let mut n = 0;
+        while let Some((op, payload, used)) = wsf::parse_server_frame(rest) {
+            assert_eq!(op, wsf::OP_BINARY);
+            assert!(!payload.is_empty());
+            rest = &rest[used..];
+            n += 1;
+        }
+        assert!(rest.is_empty());
+        assert_eq!(n, batch.messages().count());
+    }
+}

@@ -1,0 +1,87 @@
+//! The viewer routes (`/ws`, `/ws/raw`, and any path of the legacy port): the gate
+//! a WebSocket passes before it becomes a viewer — Origin, viewer limits, handshake.
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+
+use super::{handover, Dialect};
+use crate::server::limits::Refused;
+use crate::server::origin::{origin_allowed, refuse_origin};
+use crate::server::websocket::handshake::{NotWebSocket, WsUpgrade};
+use crate::server::AppState;
+
+/// `GET /ws`: the framed protocol.
+pub async fn framed(
+    ws: WsUpgrade,
+    headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(state): State<AppState>,
+) -> Response {
+    if !origin_allowed(&headers, &state.allow_origins, false) {
+        return refuse_origin(&headers);
+    }
+    admit(ws, peer, state, Dialect::Framed)
+}
+
+/// `GET /ws/raw`: one NAL unit per message.
+pub async fn raw(
+    ws: WsUpgrade,
+    headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(state): State<AppState>,
+) -> Response {
+    if !origin_allowed(&headers, &state.allow_origins, false) {
+        return refuse_origin(&headers);
+    }
+    admit(ws, peer, state, Dialect::Raw)
+}
+
+/// Legacy listener, any path: raw WebSocket, or a hint for anything else.
+pub async fn legacy(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    ws: Result<WsUpgrade, NotWebSocket>,
+) -> Response {
+    match ws {
+        Ok(_) if !origin_allowed(&headers, &state.allow_origins, true) => refuse_origin(&headers),
+        Ok(ws) => admit(ws, peer, state, Dialect::Raw),
+        // A handshake with a bad key: say so, as the main port does.
+        Err(e) if e.is_bad_handshake() => e.into_response(),
+        Err(_) => NotWebSocket::upgrade_required(
+            "this port serves a WebSocket of raw H.264 NAL units; open the player on the main port\n",
+        )
+        .into_response(),
+    }
+}
+
+/// Takes a viewer slot for `peer` (or refuses), answers the handshake and hands the
+/// connection over; the slot is held until the viewer leaves.
+fn admit(ws: WsUpgrade, peer: SocketAddr, state: AppState, dialect: Dialect) -> Response {
+    let slot = match state.limits.acquire(peer.ip()) {
+        Ok(slot) => slot,
+        Err(why) => return refuse_viewer(why),
+    };
+    let (response, connection) = ws.accept();
+    handover::serve(connection, state, dialect, slot);
+    response
+}
+
+fn refuse_viewer(why: Refused) -> Response {
+    let (status, reason, text) = match why {
+        Refused::Total => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "max-viewers",
+            "the server has as many viewers as it takes (--max-viewers)\n",
+        ),
+        Refused::PerAddress => (
+            StatusCode::TOO_MANY_REQUESTS,
+            "max-viewers-per-ip",
+            "too many viewers from your address (--max-viewers-per-ip)\n",
+        ),
+    };
+    metrics::counter!("nalcast_ws_rejected_total", "reason" => reason).increment(1);
+    (status, text).into_response()
+}
