@@ -52,6 +52,53 @@ pub struct HubCounters {
     pub keyframe_requests: AtomicU64,
 }
 
+/// What became of a request for a keyframe (`nalcast_keyframe_requests_total`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyframeOutcome {
+    /// Passed to the source, which makes one.
+    Sent,
+    /// Asked again too soon: kept, and sent when the interval ends (unless the
+    /// source sends a keyframe by itself first).
+    Deferred,
+    /// The source cannot make keyframes on demand: viewers wait for its next one.
+    Unsupported,
+    /// No source is running: the next one starts with a keyframe anyway.
+    NoSource,
+}
+
+impl KeyframeOutcome {
+    /// Every outcome, as the metric labels them.
+    pub const LABELS: [&'static str; 4] = [
+        KeyframeOutcome::Sent.label(),
+        KeyframeOutcome::Deferred.label(),
+        KeyframeOutcome::Unsupported.label(),
+        KeyframeOutcome::NoSource.label(),
+    ];
+
+    /// The metric label.
+    pub const fn label(self) -> &'static str {
+        match self {
+            KeyframeOutcome::Sent => "sent",
+            KeyframeOutcome::Deferred => "deferred",
+            KeyframeOutcome::Unsupported => "unsupported",
+            KeyframeOutcome::NoSource => "no source",
+        }
+    }
+
+    fn count(self) {
+        metrics::counter!("nalcast_keyframe_requests_total", "outcome" => self.label())
+            .increment(1);
+    }
+}
+
+/// Whether the running source can make a keyframe when asked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Maker {
+    NoSource,
+    Unable,
+    Able,
+}
+
 struct HubState {
     next_seq: u32,
     gop: GopCache,
@@ -64,6 +111,8 @@ struct HubState {
     /// A keyframe was asked for while the last request was too recent: ask as soon
     /// as the interval has passed (unless a keyframe comes by itself first).
     keyframe_pending: bool,
+    /// What the running source said it can do.
+    maker: Maker,
     last_frame: Option<Instant>,
 }
 
@@ -131,6 +180,7 @@ impl Hub {
                 next_viewer: 0,
                 last_keyframe_request: None,
                 keyframe_pending: false,
+                maker: Maker::NoSource,
                 last_frame: None,
             }),
             config,
@@ -229,33 +279,69 @@ impl Hub {
 
     /// Asks the source for a keyframe at most once per `keyframe_min_interval`; a
     /// request inside the interval is kept and granted when it ends, never lost (a
-    /// viewer waiting for a keyframe would otherwise wait a whole GOP).
-    fn request_keyframe_locked(&self, state: &mut HubState, now: Instant) {
-        state.keyframe_pending = true;
-        self.grant_keyframe_locked(state, now);
+    /// viewer waiting for a keyframe would otherwise wait a whole GOP). Sources that
+    /// cannot make one are not asked; the request is counted as such.
+    fn request_keyframe_locked(&self, state: &mut HubState, now: Instant) -> KeyframeOutcome {
+        let outcome = match state.maker {
+            Maker::NoSource => KeyframeOutcome::NoSource,
+            Maker::Unable => KeyframeOutcome::Unsupported,
+            Maker::Able => {
+                state.keyframe_pending = true;
+                if self.grant_keyframe_locked(state, now) {
+                    return KeyframeOutcome::Sent;
+                }
+                KeyframeOutcome::Deferred
+            }
+        };
+        outcome.count();
+        outcome
     }
 
-    fn grant_keyframe_locked(&self, state: &mut HubState, now: Instant) {
+    /// Sends the pending request to the source unless the last one is too recent;
+    /// whether it was sent.
+    fn grant_keyframe_locked(&self, state: &mut HubState, now: Instant) -> bool {
         let recent = state
             .last_keyframe_request
             .is_some_and(|t| now.saturating_duration_since(t) < self.config.keyframe_min_interval);
-        if state.keyframe_pending && !recent {
-            state.keyframe_pending = false;
-            state.last_keyframe_request = Some(now);
-            self.keyframe_wanted.store(true, Ordering::Relaxed);
-            self.counters
-                .keyframe_requests
-                .fetch_add(1, Ordering::Relaxed);
+        if !state.keyframe_pending || recent {
+            return false;
         }
+        state.keyframe_pending = false;
+        state.last_keyframe_request = Some(now);
+        self.keyframe_wanted.store(true, Ordering::Relaxed);
+        self.counters
+            .keyframe_requests
+            .fetch_add(1, Ordering::Relaxed);
+        KeyframeOutcome::Sent.count();
+        true
     }
 
-    /// Asks the source for a keyframe (rate-limited).
-    pub fn request_keyframe(&self) {
+    /// Asks the source for a keyframe (rate-limited; see [`KeyframeOutcome`]).
+    pub fn request_keyframe(&self) -> KeyframeOutcome {
         let mut state = self.lock();
-        self.request_keyframe_locked(&mut state, Instant::now());
+        self.request_keyframe_locked(&mut state, Instant::now())
     }
 
-    /// For sources that can make keyframes on demand: whether one is wanted (clears the request).
+    /// A source starts; `keyframes_on_demand`: whether it makes a keyframe when
+    /// [`Hub::take_keyframe_request`] says one is wanted.
+    pub fn source_started(&self, keyframes_on_demand: bool) {
+        let mut state = self.lock();
+        state.maker = if keyframes_on_demand {
+            Maker::Able
+        } else {
+            Maker::Unable
+        };
+        // A new encoder starts with a keyframe: nothing asked of the last one stands.
+        state.keyframe_pending = false;
+        self.keyframe_wanted.store(false, Ordering::Relaxed);
+    }
+
+    /// Whether the running source makes keyframes on demand.
+    pub fn keyframes_on_demand(&self) -> bool {
+        self.lock().maker == Maker::Able
+    }
+
+    /// For sources that make keyframes on demand: whether one is wanted (clears the request).
     pub fn take_keyframe_request(&self) -> bool {
         self.keyframe_wanted.swap(false, Ordering::Relaxed)
     }
@@ -268,6 +354,7 @@ impl Hub {
         };
         let now = Instant::now();
         let mut state = self.lock();
+        state.maker = Maker::NoSource;
         state.status = lost.clone();
         for viewer in state.viewers.values() {
             viewer.push_status(lost.clone(), now);
@@ -356,6 +443,7 @@ mod tests {
     #[test]
     fn joining_late_in_a_long_gop_asks_for_a_keyframe_once() {
         let hub = Hub::new(HubConfig::default());
+        hub.source_started(true);
         hub.publish(access_unit(true, 10));
         for _ in 0..20 {
             hub.publish(access_unit(false, 10));
@@ -371,18 +459,43 @@ mod tests {
     /// taken) a keyframe request: another one now is inside the rate limit.
     fn hub_that_just_granted_a_keyframe() -> (Arc<Hub>, Instant) {
         let hub = Hub::new(HubConfig::default());
+        hub.source_started(true);
         let t = Instant::now();
         hub.publish_at(access_unit(true, 10), t);
-        hub.request_keyframe();
+        assert_eq!(hub.request_keyframe(), KeyframeOutcome::Sent);
         assert!(hub.take_keyframe_request());
         (hub, t)
+    }
+
+    #[test]
+    fn only_a_source_that_can_make_keyframes_is_asked_for_one() {
+        let hub = Hub::new(HubConfig::default());
+        assert_eq!(hub.request_keyframe(), KeyframeOutcome::NoSource);
+        hub.source_started(false);
+        assert!(!hub.keyframes_on_demand());
+        hub.publish(access_unit(true, 10));
+        assert_eq!(hub.request_keyframe(), KeyframeOutcome::Unsupported);
+        for _ in 0..20 {
+            hub.publish(access_unit(false, 10));
+        }
+        // A late join asks too, and is answered the same way.
+        let _late = hub.subscribe();
+        assert!(!hub.take_keyframe_request());
+        assert_eq!(hub.counters.keyframe_requests.load(Ordering::Relaxed), 0);
+        // The camera restarts as a source that can.
+        hub.source_lost("restart");
+        assert_eq!(hub.request_keyframe(), KeyframeOutcome::NoSource);
+        hub.source_started(true);
+        assert!(hub.keyframes_on_demand());
+        assert_eq!(hub.request_keyframe(), KeyframeOutcome::Sent);
+        assert!(hub.take_keyframe_request());
     }
 
     #[test]
     fn a_keyframe_request_inside_the_interval_is_granted_later_not_lost() {
         let (hub, t) = hub_that_just_granted_a_keyframe();
         // Asked again at once: too soon, so nothing yet...
-        hub.request_keyframe();
+        assert_eq!(hub.request_keyframe(), KeyframeOutcome::Deferred);
         assert!(!hub.take_keyframe_request());
         hub.publish_at(access_unit(false, 10), t + Duration::from_millis(500));
         assert!(!hub.take_keyframe_request());

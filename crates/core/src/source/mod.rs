@@ -93,6 +93,13 @@ impl SourceSpec {
             SourceSpec::Rpicam => "rpicam",
         }
     }
+
+    /// Whether the source makes a keyframe when a viewer needs one. Only the test
+    /// pattern owns its encoder; a camera app, a command or a file sends keyframes
+    /// at its own interval (rpicam-vid has no way to ask for one while it runs).
+    pub fn keyframes_on_demand(&self) -> bool {
+        matches!(self, SourceSpec::Test)
+    }
 }
 
 /// `text` with the password of every `scheme://user:password@host` masked
@@ -265,6 +272,7 @@ pub async fn supervise(
     loop {
         let started = Instant::now();
         info!(source = %spec, "starting source");
+        hub.source_started(spec.keyframes_on_demand());
         let result = run_once(&spec, &opts, &hub, &shutdown).await;
         if *shutdown.borrow() {
             return;

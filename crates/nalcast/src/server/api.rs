@@ -28,6 +28,7 @@ pub async fn stream(State(s): State<AppState>) -> Json<serde_json::Value> {
         "fps": info.and_then(|i| i.fps).unwrap_or(f64::from(s.video.fps)),
         "bitrate": s.video.bitrate,
         "keyframe_interval": s.video.keyframe_interval,
+        "keyframes_on_demand": s.hub.keyframes_on_demand(),
         "baseline": info.map(|i| i.baseline_compatible),
         "viewers": status.viewers,
         "uptime_s": status.uptime.as_secs_f64(),

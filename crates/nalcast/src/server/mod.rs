@@ -51,6 +51,30 @@ pub struct AppState {
     pub auth: Option<Arc<auth::Auth>>,
 }
 
+impl AppState {
+    /// A state with nalcast's defaults around `hub` (no credentials, extra origins
+    /// or viewer threads) and the sender that shuts it down: for tests that drive
+    /// the routes in-process, and for embedding.
+    pub fn with_defaults(hub: Arc<Hub>, source: &str) -> (AppState, watch::Sender<bool>) {
+        let (stop, shutdown) = watch::channel(false);
+        let state = AppState {
+            hub,
+            source: source.to_owned(),
+            video: VideoSettings::default(),
+            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
+                .build_recorder()
+                .handle(),
+            viewer_timeout: Duration::from_secs(10),
+            shutdown,
+            allow_origins: Arc::default(),
+            limits: limits::ViewerLimits::new(100, 100),
+            viewer_threads: Arc::new(threads::ViewerThreads::none()),
+            auth: None,
+        };
+        (state, stop)
+    }
+}
+
 /// Puts `router` behind the credentials, when there are any.
 fn guarded(router: Router, auth: &Option<Arc<auth::Auth>>) -> Router {
     match auth {

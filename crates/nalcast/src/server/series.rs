@@ -80,6 +80,16 @@ pub fn register() {
         }
     }
 
+    describe_counter!(
+        "nalcast_keyframe_requests_total",
+        "keyframes viewers needed, by what became of the request: sent to the source, \
+         deferred (asked again too soon), unsupported (the source cannot make one), \
+         no source"
+    );
+    for outcome in nalcast_core::hub::KeyframeOutcome::LABELS {
+        counter!("nalcast_keyframe_requests_total", "outcome" => outcome).increment(0);
+    }
+
     describe_histogram!(
         "nalcast_queue_delay_seconds",
         "time an item waited in a viewer's queue"

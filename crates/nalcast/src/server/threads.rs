@@ -63,6 +63,13 @@ impl ViewerThreads {
         Ok(ViewerThreads { threads })
     }
 
+    /// No threads: viewers run on the caller's runtime.
+    pub fn none() -> Self {
+        ViewerThreads {
+            threads: Vec::new(),
+        }
+    }
+
     /// Runs `task` on the thread with the fewest viewers (or on the current
     /// runtime when there are no threads), handing it the thread's wake group.
     /// `task` is made on that thread, so sockets it opens register with that

@@ -153,7 +153,10 @@ pub async fn serve_viewer<IO>(
                     };
                     match reply {
                         Reply::Nothing => {}
-                        Reply::Keyframe => state.hub.request_keyframe(),
+                        Reply::Keyframe => {
+                            let outcome = state.hub.request_keyframe();
+                            debug!(outcome = outcome.label(), "the viewer asked for a keyframe");
+                        }
                         Reply::Send(b) => {
                             if let Err(e) = send(&mut io, &b, &state).await {
                                 break 'serve e;
@@ -223,24 +226,10 @@ mod tests {
     use tokio::io::DuplexStream;
 
     fn state() -> (AppState, tokio::sync::watch::Sender<bool>) {
-        let (tx, shutdown) = tokio::sync::watch::channel(false);
-        let state = AppState {
-            hub: nalcast_core::Hub::new(Default::default()),
-            source: "test".into(),
-            video: Default::default(),
-            metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
-                .build_recorder()
-                .handle(),
-            viewer_timeout: Duration::from_secs(2),
-            shutdown,
-            allow_origins: Arc::default(),
-            limits: crate::server::limits::ViewerLimits::new(10, 10),
-            viewer_threads: Arc::new(
-                crate::server::threads::ViewerThreads::start(0).expect("no threads"),
-            ),
-            auth: None,
-        };
-        (state, tx)
+        let (mut state, stop) =
+            AppState::with_defaults(nalcast_core::Hub::new(Default::default()), "test");
+        state.viewer_timeout = Duration::from_secs(2);
+        (state, stop)
     }
 
     async fn read_frame(io: &mut DuplexStream) -> (u8, Vec<u8>) {
