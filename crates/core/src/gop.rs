@@ -1,12 +1,12 @@
 //! The GOP cache: every frame since the last keyframe, so a new viewer starts at once.
 use std::sync::Arc;
 
-use crate::Frame;
+use crate::SharedAu;
 
 /// Frames since the last keyframe, bounded in bytes.
 #[derive(Debug)]
 pub struct GopCache {
-    frames: Vec<Arc<Frame>>,
+    frames: Vec<Arc<SharedAu>>,
     bytes: usize,
     max_bytes: usize,
 }
@@ -24,17 +24,17 @@ impl GopCache {
     /// Adds a frame. A keyframe starts a new GOP. A GOP that outgrows the limit is
     /// dropped whole: a partial GOP would not decode, so new viewers then wait for
     /// the next keyframe instead.
-    pub fn push(&mut self, frame: Arc<Frame>) {
-        if frame.keyframe() {
+    pub fn push(&mut self, au: Arc<SharedAu>) {
+        if au.keyframe() {
             self.clear();
         } else if self.frames.is_empty() {
             return;
-        } else if self.bytes + frame.len() > self.max_bytes {
+        } else if self.bytes + au.len() > self.max_bytes {
             self.clear();
             return;
         }
-        self.bytes += frame.len();
-        self.frames.push(frame);
+        self.bytes += au.len();
+        self.frames.push(au);
     }
 
     /// Forgets everything (source restart).
@@ -44,7 +44,7 @@ impl GopCache {
     }
 
     /// The cached frames, keyframe first; empty when no complete GOP is held.
-    pub fn frames(&self) -> &[Arc<Frame>] {
+    pub fn frames(&self) -> &[Arc<SharedAu>] {
         &self.frames
     }
 

@@ -11,7 +11,7 @@ use tracing::{info, warn};
 use crate::gop::GopCache;
 use crate::protocol::StatusMsg;
 use crate::viewer::{Pushed, QueueLimits, ViewerQueue};
-use crate::Frame;
+use crate::SharedAu;
 
 /// Hub settings.
 #[derive(Clone, Debug)]
@@ -196,7 +196,7 @@ impl Hub {
     }
 
     /// Publishes one access unit to the GOP cache and every viewer, at time `now`.
-    pub fn publish_at(&self, au: AccessUnit, now: Instant) -> Arc<Frame> {
+    pub fn publish_at(&self, au: AccessUnit, now: Instant) -> Arc<SharedAu> {
         self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes_in
@@ -206,18 +206,18 @@ impl Hub {
         let mut state = self.lock();
         let seq = state.next_seq;
         state.next_seq = seq.wrapping_add(1);
-        let frame = Arc::new(Frame::new(seq, au, now));
+        let au = Arc::new(SharedAu::new(seq, au, now));
         if state
             .params
             .as_ref()
-            .is_none_or(|p| !Arc::ptr_eq(p, &frame.au.params))
+            .is_none_or(|p| !Arc::ptr_eq(p, au.params()))
         {
-            announce(state.params.as_deref(), &frame.au.params);
-            state.params = Some(frame.au.params.clone());
+            announce(state.params.as_deref(), au.params());
+            state.params = Some(au.params().clone());
         }
-        state.gop.push(frame.clone());
+        state.gop.push(au.clone());
         state.last_frame = Some(now);
-        if frame.keyframe() {
+        if au.keyframe() {
             state.keyframe_pending = false;
         } else {
             self.grant_keyframe_locked(&mut state, now);
@@ -234,7 +234,7 @@ impl Hub {
         }
         let mut overflowed = 0;
         for viewer in state.viewers.values() {
-            if viewer.push_frame(frame.clone(), false, now) == Pushed::Overflowed {
+            if viewer.push_au(au.clone(), false, now) == Pushed::Overflowed {
                 overflowed += 1;
             }
         }
@@ -243,11 +243,11 @@ impl Hub {
             metrics::counter!("nalcast_viewer_skips_total").increment(overflowed);
             self.request_keyframe_locked(&mut state, now);
         }
-        frame
+        au
     }
 
     /// Publishes one access unit now.
-    pub fn publish(&self, au: AccessUnit) -> Arc<Frame> {
+    pub fn publish(&self, au: AccessUnit) -> Arc<SharedAu> {
         self.publish_at(au, Instant::now())
     }
 
@@ -260,8 +260,8 @@ impl Hub {
         queue.push_status(state.status.clone(), now);
         let gop = state.gop.frames();
         let last = gop.len().saturating_sub(1);
-        for (i, frame) in gop.iter().enumerate() {
-            queue.push_frame(frame.clone(), i < last, now);
+        for (i, au) in gop.iter().enumerate() {
+            queue.push_au(au.clone(), i < last, now);
         }
         if gop.is_empty() || gop.len() > self.config.keyframe_on_join_after {
             self.request_keyframe_locked(&mut state, now);
@@ -417,8 +417,8 @@ mod tests {
         let mut q = sub.queue.lock();
         let mut out = Vec::new();
         while let Some((item, _)) = q.pop() {
-            if let Item::Frame { frame, catch_up } = item {
-                out.push((frame.seq, frame.keyframe(), catch_up));
+            if let Item::Au { au, catch_up } = item {
+                out.push((au.seq, au.keyframe(), catch_up));
             }
         }
         out

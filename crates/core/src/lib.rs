@@ -6,17 +6,17 @@
 //! every viewer's bounded [`viewer::ViewerQueue`].
 
 pub mod clock;
-pub mod frame;
 pub mod gop;
 pub mod hub;
 pub mod ingest;
 pub mod protocol;
+pub mod shared;
 pub mod source;
 pub mod stamp;
 pub mod viewer;
 
-pub use frame::Frame;
 pub use hub::{Hub, HubConfig};
+pub use shared::SharedAu;
 
 #[cfg(test)]
 mod test_support;

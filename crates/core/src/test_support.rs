@@ -5,7 +5,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use nalcast_h264::{AccessUnit, ParamSets, StreamInfo};
 
-use crate::Frame;
+use crate::SharedAu;
 
 /// A fake access unit of `len` bytes (not decodable; for queue logic only).
 pub fn access_unit(keyframe: bool, len: usize) -> AccessUnit {
@@ -39,6 +39,10 @@ pub fn access_unit(keyframe: bool, len: usize) -> AccessUnit {
 }
 
 /// A frame numbered `seq`.
-pub fn frame(seq: u32, keyframe: bool, len: usize) -> Arc<Frame> {
-    Arc::new(Frame::new(seq, access_unit(keyframe, len), Instant::now()))
+pub fn unit(seq: u32, keyframe: bool, len: usize) -> Arc<SharedAu> {
+    Arc::new(SharedAu::new(
+        seq,
+        access_unit(keyframe, len),
+        Instant::now(),
+    ))
 }

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 use crate::protocol::StatusMsg;
-use crate::Frame;
+use crate::SharedAu;
 
 /// How much a viewer's queue may hold before it is reset to the next keyframe.
 #[derive(Clone, Copy, Debug)]
@@ -31,9 +31,9 @@ impl Default for QueueLimits {
 #[derive(Clone, Debug)]
 pub enum Item {
     /// A frame; `catch_up` when it comes from the GOP cache rather than live.
-    Frame {
-        /// The frame.
-        frame: Arc<Frame>,
+    Au {
+        /// The access unit.
+        au: Arc<SharedAu>,
         /// Sent on join from the GOP cache.
         catch_up: bool,
     },
@@ -71,9 +71,9 @@ pub struct QueueState {
 
 impl QueueState {
     /// Queues a frame under `limits`, at time `now`.
-    pub fn push_frame(
+    pub fn push_au(
         &mut self,
-        frame: Arc<Frame>,
+        au: Arc<SharedAu>,
         catch_up: bool,
         now: Instant,
         limits: &QueueLimits,
@@ -83,7 +83,7 @@ impl QueueState {
             .items
             .front()
             .is_some_and(|(_, at)| now.saturating_duration_since(*at) > limits.max_delay);
-        if !self.waiting_for_keyframe && (too_old || self.bytes + frame.len() > limits.max_bytes) {
+        if !self.waiting_for_keyframe && (too_old || self.bytes + au.len() > limits.max_bytes) {
             let dropped = self.drop_frames();
             self.lost = self.lost.saturating_add(dropped);
             self.waiting_for_keyframe = true;
@@ -91,7 +91,7 @@ impl QueueState {
             outcome = Pushed::Overflowed;
         }
         if self.waiting_for_keyframe {
-            if !frame.keyframe() {
+            if !au.keyframe() {
                 self.lost = self.lost.saturating_add(1);
                 self.total_lost += 1;
                 return if outcome == Pushed::Queued {
@@ -106,8 +106,8 @@ impl QueueState {
                 self.lost = 0;
             }
         }
-        self.bytes += frame.len();
-        self.items.push_back((Item::Frame { frame, catch_up }, now));
+        self.bytes += au.len();
+        self.items.push_back((Item::Au { au, catch_up }, now));
         outcome
     }
 
@@ -130,8 +130,8 @@ impl QueueState {
     /// Takes the oldest item and when it was queued.
     pub fn pop(&mut self) -> Option<(Item, Instant)> {
         let (item, at) = self.items.pop_front()?;
-        if let Item::Frame { frame, .. } = &item {
-            self.bytes -= frame.len();
+        if let Item::Au { au, .. } = &item {
+            self.bytes -= au.len();
         }
         Some((item, at))
     }
@@ -150,7 +150,7 @@ impl QueueState {
         }
         debug_assert!(
             !self.items.is_empty() || self.bytes == 0,
-            "an empty queue holds no frame bytes"
+            "an empty queue holds no au bytes"
         );
         out.len() - before
     }
@@ -224,8 +224,8 @@ impl ViewerQueue {
     }
 
     /// Queues a frame and wakes the viewer's task. Never blocks on the viewer.
-    pub fn push_frame(&self, frame: Arc<Frame>, catch_up: bool, now: Instant) -> Pushed {
-        let outcome = self.lock().push_frame(frame, catch_up, now, &self.limits);
+    pub fn push_au(&self, au: Arc<SharedAu>, catch_up: bool, now: Instant) -> Pushed {
+        let outcome = self.lock().push_au(au, catch_up, now, &self.limits);
         if outcome != Pushed::Dropped {
             self.wake();
         }
@@ -277,7 +277,7 @@ impl ViewerQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::test_support::frame;
+    use crate::test_support::unit;
 
     fn limits() -> QueueLimits {
         QueueLimits {
@@ -290,8 +290,8 @@ mod tests {
         let mut out = Vec::new();
         while let Some((item, _)) = q.pop() {
             out.push(match item {
-                Item::Frame { frame, .. } => {
-                    format!("{}{}", if frame.keyframe() { "K" } else { "P" }, frame.seq)
+                Item::Au { au, .. } => {
+                    format!("{}{}", if au.keyframe() { "K" } else { "P" }, au.seq)
                 }
                 Item::Skipped(n) => format!("skip{n}"),
                 Item::Status(s) => s.state,
@@ -305,28 +305,28 @@ mod tests {
         let t = Instant::now();
         let mut q = QueueState::default();
         assert_eq!(
-            q.push_frame(frame(1, true, 400), false, t, &limits()),
+            q.push_au(unit(1, true, 400), false, t, &limits()),
             Pushed::Queued
         );
         assert_eq!(
-            q.push_frame(frame(2, false, 400), false, t, &limits()),
+            q.push_au(unit(2, false, 400), false, t, &limits()),
             Pushed::Queued
         );
         assert_eq!(
-            q.push_frame(frame(3, false, 400), false, t, &limits()),
+            q.push_au(unit(3, false, 400), false, t, &limits()),
             Pushed::Overflowed
         );
         assert!(q.is_empty());
         assert_eq!(
-            q.push_frame(frame(4, false, 10), false, t, &limits()),
+            q.push_au(unit(4, false, 10), false, t, &limits()),
             Pushed::Dropped
         );
         assert_eq!(
-            q.push_frame(frame(5, true, 10), false, t, &limits()),
+            q.push_au(unit(5, true, 10), false, t, &limits()),
             Pushed::Queued
         );
         assert_eq!(
-            q.push_frame(frame(6, false, 10), false, t, &limits()),
+            q.push_au(unit(6, false, 10), false, t, &limits()),
             Pushed::Queued
         );
         assert_eq!(frames(&mut q), ["skip4", "K5", "P6"]);
@@ -344,7 +344,7 @@ mod tests {
         };
         let mut q = QueueState::default();
         for seq in 1..=catch_up + live {
-            q.push_frame(frame(seq, seq == 1, 10), seq <= catch_up, t, &roomy);
+            q.push_au(unit(seq, seq == 1, 10), seq <= catch_up, t, &roomy);
         }
         let (mut out, mut batches) = (Vec::new(), 0);
         loop {
@@ -357,10 +357,10 @@ mod tests {
             }
             batches += 1;
             for (item, _) in batch {
-                let Item::Frame { frame, catch_up } = item else {
+                let Item::Au { au, catch_up } = item else {
                     panic!("only frames were queued")
                 };
-                out.push(format!("{}{}", if catch_up { "c" } else { "l" }, frame.seq));
+                out.push(format!("{}{}", if catch_up { "c" } else { "l" }, au.seq));
             }
         }
         assert_eq!(q.bytes(), 0);
@@ -399,7 +399,7 @@ mod tests {
             max_delay: Duration::from_secs(60),
         });
         for seq in 1..=33 {
-            q.push_frame(frame(seq, seq == 1, 10), true, Instant::now());
+            q.push_au(unit(seq, seq == 1, 10), true, Instant::now());
         }
         let mut batch = Vec::new();
         assert!(q.next_batch(32, &mut batch).await);
@@ -409,11 +409,11 @@ mod tests {
         let seqs: Vec<u32> = batch
             .iter()
             .filter_map(|(item, _)| match item {
-                Item::Frame { frame, .. } => Some(frame.seq),
+                Item::Au { au, .. } => Some(au.seq),
                 _ => None,
             })
             .collect();
-        assert_eq!(seqs, [33], "the 33rd frame waits for the second batch");
+        assert_eq!(seqs, [33], "the 33rd au waits for the second batch");
         q.close();
         assert!(!q.next_batch(32, &mut batch).await);
     }
@@ -422,11 +422,11 @@ mod tests {
     fn overflow_by_age_drops_stale_frames() {
         let t = Instant::now();
         let mut q = QueueState::default();
-        q.push_frame(frame(1, true, 10), false, t, &limits());
+        q.push_au(unit(1, true, 10), false, t, &limits());
         let later = t + Duration::from_millis(600);
         // A keyframe arriving after the stale one resumes at once.
         assert_eq!(
-            q.push_frame(frame(2, true, 10), false, later, &limits()),
+            q.push_au(unit(2, true, 10), false, later, &limits()),
             Pushed::Overflowed
         );
         assert_eq!(frames(&mut q), ["skip1", "K2"]);
@@ -436,7 +436,7 @@ mod tests {
     fn status_survives_overflow() {
         let t = Instant::now();
         let mut q = QueueState::default();
-        q.push_frame(frame(1, true, 900), false, t, &limits());
+        q.push_au(unit(1, true, 900), false, t, &limits());
         q.push_status(
             StatusMsg {
                 state: "source-lost".into(),
@@ -444,7 +444,7 @@ mod tests {
             },
             t,
         );
-        q.push_frame(frame(2, false, 900), false, t, &limits());
+        q.push_au(unit(2, false, 900), false, t, &limits());
         assert_eq!(frames(&mut q), ["source-lost"]);
         assert_eq!(q.bytes(), 0);
     }
@@ -453,12 +453,9 @@ mod tests {
     async fn next_wakes_on_push_and_ends_on_close() {
         let q = Arc::new(ViewerQueue::new(limits()));
         let q2 = q.clone();
-        let waiter = tokio::spawn(async move {
-            q2.next()
-                .await
-                .map(|(i, _)| matches!(i, Item::Frame { .. }))
-        });
-        q.push_frame(frame(1, true, 10), false, Instant::now());
+        let waiter =
+            tokio::spawn(async move { q2.next().await.map(|(i, _)| matches!(i, Item::Au { .. })) });
+        q.push_au(unit(1, true, 10), false, Instant::now());
         assert_eq!(waiter.await.ok().flatten(), Some(true));
         q.close();
         assert!(q.next().await.is_none());

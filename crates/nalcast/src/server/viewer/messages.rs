@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use nalcast_core::protocol::{self, StreamInfoMsg};
 use nalcast_core::viewer::Item;
-use nalcast_core::Frame;
+use nalcast_core::SharedAu;
 use nalcast_h264::{NalType, ParamSets};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
@@ -101,27 +101,28 @@ impl Batch {
         facts: &StreamFacts,
     ) {
         match (item, dialect) {
-            (Item::Frame { frame, catch_up }, Dialect::Framed) => {
+            (Item::Au { au, catch_up }, Dialect::Framed) => {
                 if sent_params
                     .as_ref()
-                    .is_none_or(|p| !Arc::ptr_eq(p, &frame.au.params))
+                    .is_none_or(|p| !Arc::ptr_eq(p, au.params()))
                 {
-                    self.push(wsf::OP_BINARY, stream_info(facts, &frame.au.params));
-                    *sent_params = Some(frame.au.params.clone());
+                    self.push(wsf::OP_BINARY, stream_info(facts, au.params()));
+                    *sent_params = Some(au.params().clone());
                 }
                 let message = if *catch_up {
-                    frame.framed_catch_up()
+                    au.message_catch_up()
                 } else {
-                    frame.framed.clone()
+                    au.message.clone()
                 };
                 self.push(wsf::OP_BINARY, message);
-                self.note_live(frame, *catch_up);
+                self.note_live(au, *catch_up);
             }
-            (Item::Frame { frame, catch_up }, Dialect::Raw) => {
-                for i in 0..frame.au.nals.len() {
+            (Item::Au { au, catch_up }, Dialect::Raw) => {
+                let unit = &au.au;
+                for i in 0..unit.nals.len() {
                     // Broadway.js needs only parameter sets and slices.
                     if matches!(
-                        frame.au.nal_type(i),
+                        unit.nal_type(i),
                         Some(
                             NalType::Sps
                                 | NalType::Pps
@@ -130,10 +131,10 @@ impl Batch {
                                 | NalType::Partition
                         )
                     ) {
-                        self.push(wsf::OP_BINARY, frame.au.nal(i));
+                        self.push(wsf::OP_BINARY, unit.nal(i));
                     }
                 }
-                self.note_live(frame, *catch_up);
+                self.note_live(au, *catch_up);
             }
             (Item::Skipped(n), Dialect::Framed) => {
                 self.push(wsf::OP_BINARY, protocol::encode_skipped(*n))
@@ -145,9 +146,9 @@ impl Batch {
         }
     }
 
-    fn note_live(&mut self, frame: &Frame, catch_up: bool) {
+    fn note_live(&mut self, au: &SharedAu, catch_up: bool) {
         if !catch_up {
-            self.live.push((frame.published, frame.keyframe()));
+            self.live.push((au.published, au.keyframe()));
         }
     }
 
@@ -196,7 +197,7 @@ mod tests {
     }
 
     /// An access unit of SEI + slice (with SPS + PPS before a keyframe's IDR).
-    fn frame(seq: u32, keyframe: bool, params: &Arc<ParamSets>) -> Item {
+    fn unit(seq: u32, keyframe: bool, params: &Arc<ParamSets>) -> Item {
         let mut data = Vec::new();
         let mut nals = Vec::new();
         let mut nal = |bytes: &[u8]| {
@@ -220,8 +221,8 @@ mod tests {
             params: params.clone(),
             timestamp_us: 1000 * u64::from(seq),
         };
-        Item::Frame {
-            frame: Arc::new(Frame::new(seq, au, Instant::now())),
+        Item::Au {
+            au: Arc::new(SharedAu::new(seq, au, Instant::now())),
             catch_up: seq == 1,
         }
     }
@@ -242,7 +243,7 @@ mod tests {
         let (a, b) = (params(64), params(128));
         let mut sent = None;
         let mut batch = Batch::default();
-        for item in [frame(1, true, &a), frame(2, false, &a), frame(3, true, &b)] {
+        for item in [unit(1, true, &a), unit(2, false, &a), unit(3, true, &b)] {
             batch.add(&item, Dialect::Framed, &mut sent, &facts());
         }
         let info = (wsf::OP_BINARY, MSG_STREAM_INFO);
@@ -282,7 +283,7 @@ mod tests {
             state: "source-lost".into(),
             reason: None,
         });
-        for item in [frame(1, true, &a), skipped, status, frame(2, false, &a)] {
+        for item in [unit(1, true, &a), skipped, status, unit(2, false, &a)] {
             batch.add(&item, Dialect::Raw, &mut sent, &facts());
         }
         // NAL unit types after the start code: SPS, PPS, IDR, then a slice; no SEI,
@@ -313,7 +314,7 @@ mod tests {
         let mut batch = Batch::default();
         for seq in 1..=40 {
             batch.add(
-                &frame(seq, seq == 1, &a),
+                &unit(seq, seq == 1, &a),
                 Dialect::Framed,
                 &mut None,
                 &facts(),

@@ -1,40 +1,53 @@
-//! A published frame: one access unit, numbered, with its framed message built once.
+//! An access unit as the hub publishes it: numbered, with its protocol message
+//! built once for every viewer.
+//!
+//! Words, as the code uses them: an *access unit* (`au`) is one coded picture with
+//! its NAL units — what a camera calls a frame; a *message* is one message of the
+//! WebSocket protocol (core/protocol.rs); a *WebSocket frame* is RFC 6455's unit
+//! on the wire (the server's websocket/framing.rs), and only that is called a frame
+//! in code. "Frames" in metric names and logs mean pictures, as users count them.
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
-use nalcast_h264::AccessUnit;
+use nalcast_h264::{AccessUnit, ParamSets};
 
 use crate::protocol::{self, FLAG_CATCH_UP, FLAG_KEYFRAME};
 
 /// One access unit as the hub shares it with every viewer (behind an `Arc`).
 #[derive(Debug)]
-pub struct Frame {
+pub struct SharedAu {
     /// Sequence number assigned by the hub, increasing across source restarts.
     pub seq: u32,
     /// The access unit.
     pub au: AccessUnit,
     /// The framed-protocol message for live delivery, built once for all viewers.
-    pub framed: Bytes,
+    pub message: Bytes,
     /// When the hub received it (for the server-added latency histogram).
     pub published: Instant,
 }
 
-impl Frame {
+impl SharedAu {
     /// Wraps an access unit, building its framed message.
     pub fn new(seq: u32, au: AccessUnit, published: Instant) -> Self {
         let flags = if au.keyframe { FLAG_KEYFRAME } else { 0 };
-        let framed = protocol::encode_access_unit(flags, seq, au.timestamp_us, &au.data);
-        Frame {
+        let message = protocol::encode_access_unit(flags, seq, au.timestamp_us, &au.data);
+        SharedAu {
             seq,
             au,
-            framed,
+            message,
             published,
         }
     }
 
-    /// Whether this frame is a keyframe.
+    /// Whether this access unit is a keyframe.
     pub fn keyframe(&self) -> bool {
         self.au.keyframe
+    }
+
+    /// The parameter sets it is decoded with.
+    pub fn params(&self) -> &Arc<ParamSets> {
+        &self.au.params
     }
 
     /// Size of the access unit in bytes.
@@ -49,8 +62,8 @@ impl Frame {
 
     /// The framed message with the catch-up flag set. Copies: only used when a
     /// viewer joins or resumes, never on the live path.
-    pub fn framed_catch_up(&self) -> Bytes {
-        let mut copy = self.framed.to_vec();
+    pub fn message_catch_up(&self) -> Bytes {
+        let mut copy = self.message.to_vec();
         copy[1] |= FLAG_CATCH_UP;
         Bytes::from(copy)
     }
