@@ -111,6 +111,7 @@ const player = new Player({
 });
 
 function renderOverlay() {
+  // The overlay's timer also keeps the rates and the frame on screen current for stats().
   player.tick();
   const o = $('overlay');
   if (o.hidden) return;

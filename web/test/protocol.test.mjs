@@ -3,14 +3,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import path from 'node:path';
 import {
   decodeServerMessage, encodePing, encodeKeyframeRequest,
   MSG_STREAM_INFO, MSG_ACCESS_UNIT, MSG_SKIPPED, MSG_STATUS, MSG_PONG,
 } from '../public/protocol.js';
-import { repoRoot } from './helpers.mjs';
 
-const vectors = JSON.parse(readFileSync(path.join(repoRoot, 'docs', 'protocol-vectors.json'), 'utf8'));
+const vectors = JSON.parse(readFileSync(new URL('../../docs/protocol-vectors.json', import.meta.url), 'utf8'));
 
 function fromHex(hex) {
   const clean = hex.replace(/\s+/g, '');
