@@ -84,7 +84,10 @@ fn vectors() -> Vectors {
 
 fn from_hex(hex: &str) -> Vec<u8> {
     let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    assert!(digits.len().is_multiple_of(2), "odd number of hex digits: {hex}");
+    assert!(
+        digits.len().is_multiple_of(2),
+        "odd number of hex digits: {hex}"
+    );
     digits
         .chunks(2)
         .map(|pair| {
