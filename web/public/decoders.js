@@ -1,10 +1,17 @@
 // The two decoders behind one small interface:
+//   new Decoder(onPicture, onError)
+//   name                    'webcodecs' | 'broadway'
 //   configure(info)         stream-info: codec string, width, height
-//   decode(unit)            {seq, captureUs, key, catchUp, data: Uint8Array (Annex-B access unit)}
+//   decode(unit)            {seq, captureUs, key, catchUp, data: Uint8Array (Annex-B access unit)};
+//                           false when the decoder cannot take it (not configured yet)
 //   backlog                 access units handed over but not decoded yet
+//   warm                    whether the backlog tells anything about the decoder's speed yet
 //   close()
-// Each calls onPicture(draw, unit) when a picture is ready; `draw(canvas)` paints it
-// and releases it, `release()` drops it unpainted.
+// Each calls onPicture(picture, unit) when a picture is ready, and onError(error) when
+// decoding fails. `picture` is {width, height, draw(canvas), release()}, width and
+// height the displayed size: `draw(canvas)` paints it and releases it, `release()`
+// drops it unpainted. `unit` is the access unit the picture came from; undefined when
+// the decoder could not tell which.
 
 /** WebCodecs: hardware decoding where the browser has it; secure contexts only. */
 export class WebCodecsDecoder {

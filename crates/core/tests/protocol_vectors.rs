@@ -1,0 +1,200 @@
+//! The framed dialect against the byte vectors the page's tests also use
+//! (docs/protocol-vectors.json, checked by web/test/protocol.test.mjs): every server
+//! message encodes to its bytes and decodes back to its fields, every invalid one is
+//! refused for its reason, every client message the page sends parses.
+use bytes::Bytes;
+use nalcast_core::protocol::{
+    decode, encode_access_unit, encode_pong, encode_skipped, encode_status, encode_stream_info,
+    parse_client, ClientMessage, ProtocolError, ServerMessage, StatusMsg, StreamInfoMsg,
+    FLAG_CATCH_UP, FLAG_KEYFRAME,
+};
+use serde::Deserialize;
+
+// include_str! makes cargo rebuild the test when the vectors change.
+const VECTORS: &str = include_str!("../../../docs/protocol-vectors.json");
+
+#[derive(Deserialize)]
+struct Vectors {
+    server: Vec<ServerVector>,
+    invalid: Vec<InvalidVector>,
+    client: Vec<ClientVector>,
+}
+
+#[derive(Deserialize)]
+struct ServerVector {
+    name: String,
+    hex: String,
+    message: Fields,
+}
+
+/// A server message's fields as the vectors spell them.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+enum Fields {
+    StreamInfo {
+        info: StreamInfoMsg,
+    },
+    AccessUnit {
+        keyframe: bool,
+        catch_up: bool,
+        seq: u32,
+        capture_us: u64,
+        data: String,
+    },
+    Skipped {
+        frames: u32,
+    },
+    Status {
+        status: StatusMsg,
+    },
+    Pong {
+        t: f64,
+        server_us: u64,
+    },
+}
+
+#[derive(Deserialize)]
+struct InvalidVector {
+    name: String,
+    hex: String,
+    error: String,
+}
+
+#[derive(Deserialize)]
+struct ClientVector {
+    name: String,
+    text: String,
+    message: ClientFields,
+}
+
+/// A client message's fields as the vectors spell them.
+#[derive(Deserialize)]
+#[serde(tag = "type", rename_all = "lowercase")]
+enum ClientFields {
+    Ping { t: f64 },
+    Keyframe,
+}
+
+fn vectors() -> Vectors {
+    match serde_json::from_str(VECTORS) {
+        Ok(v) => v,
+        Err(e) => panic!("docs/protocol-vectors.json: {e}"),
+    }
+}
+
+fn from_hex(hex: &str) -> Vec<u8> {
+    let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+    assert!(
+        digits.len().is_multiple_of(2),
+        "odd number of hex digits: {hex}"
+    );
+    digits
+        .chunks(2)
+        .map(|pair| {
+            let text = std::str::from_utf8(pair).unwrap_or_default();
+            match u8::from_str_radix(text, 16) {
+                Ok(b) => b,
+                Err(e) => panic!("bad hex {text:?} in {hex}: {e}"),
+            }
+        })
+        .collect()
+}
+
+/// The message's encoding by protocol.rs, and what decoding its bytes must give.
+fn encode(fields: Fields) -> (Bytes, ServerMessage) {
+    match fields {
+        Fields::StreamInfo { info } => (encode_stream_info(&info), ServerMessage::StreamInfo(info)),
+        Fields::AccessUnit {
+            keyframe,
+            catch_up,
+            seq,
+            capture_us,
+            data,
+        } => {
+            let mut flags = 0;
+            if keyframe {
+                flags |= FLAG_KEYFRAME;
+            }
+            if catch_up {
+                flags |= FLAG_CATCH_UP;
+            }
+            let data = Bytes::from(from_hex(&data));
+            (
+                encode_access_unit(flags, seq, capture_us, &data),
+                ServerMessage::AccessUnit {
+                    flags,
+                    seq,
+                    capture_us,
+                    data,
+                },
+            )
+        }
+        Fields::Skipped { frames } => (encode_skipped(frames), ServerMessage::Skipped(frames)),
+        Fields::Status { status } => (encode_status(&status), ServerMessage::Status(status)),
+        Fields::Pong { t, server_us } => (
+            encode_pong(t, server_us),
+            ServerMessage::Pong { t, server_us },
+        ),
+    }
+}
+
+/// The vectors' name for why a message was refused (the page reports the same names).
+fn error_name(e: &ProtocolError) -> &'static str {
+    match e {
+        ProtocolError::Empty => "empty",
+        ProtocolError::TooShort { .. } => "too-short",
+        ProtocolError::UnknownType(_) => "unknown-type",
+        ProtocolError::BadJson { .. } => "bad-json",
+    }
+}
+
+#[test]
+fn server_messages_encode_to_their_bytes_and_decode_to_their_fields() {
+    let vectors = vectors();
+    assert!(!vectors.server.is_empty());
+    for v in vectors.server {
+        let bytes = Bytes::from(from_hex(&v.hex));
+        let (encoded, message) = encode(v.message);
+        assert_eq!(encoded, bytes, "encoding {}", v.name);
+        assert_eq!(decode(&bytes), Ok(message), "decoding {}", v.name);
+    }
+}
+
+#[test]
+fn invalid_messages_are_refused_for_their_reason() {
+    let vectors = vectors();
+    assert!(!vectors.invalid.is_empty());
+    for v in vectors.invalid {
+        let bytes = Bytes::from(from_hex(&v.hex));
+        match decode(&bytes) {
+            Err(e) => assert_eq!(error_name(&e), v.error, "{}: {e}", v.name),
+            Ok(m) => panic!("{}: decoded as {m:?}", v.name),
+        }
+    }
+}
+
+#[test]
+fn client_messages_the_page_sends_parse() {
+    let vectors = vectors();
+    let (mut pings, mut keyframes) = (0, 0);
+    for v in vectors.client {
+        let expected = match v.message {
+            ClientFields::Ping { t } => {
+                pings += 1;
+                ClientMessage::Ping { t }
+            }
+            ClientFields::Keyframe => {
+                keyframes += 1;
+                ClientMessage::Keyframe
+            }
+        };
+        match parse_client(&v.text) {
+            Ok(parsed) => assert_eq!(parsed, expected, "{}", v.name),
+            Err(e) => panic!("{}: {e}", v.name),
+        }
+    }
+    assert!(
+        pings > 0 && keyframes > 0,
+        "every client message has a vector"
+    );
+}

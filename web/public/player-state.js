@@ -1,0 +1,473 @@
+// The player's logic, apart from the DOM: one connection to /ws at a time, reconnected
+// with backoff; which decoder plays the stream; when to skip to a keyframe; which
+// pictures to paint; the offset between the page's and the server's clocks; the stats.
+// Everything it touches comes in through the constructor (socket and decoder
+// factories, clock, timers, view), so node tests can drive it without a browser.
+import { chooseDecoder, explainUnplayable } from './decoder-choice.js';
+import { paintAtOnce } from './decoders.js';
+import { decodeServerMessage, encodeKeyframeRequest, encodePing } from './protocol.js';
+import { SequenceTracker } from './sequence.js';
+import { captureNear } from './stamp.js';
+
+// Beyond this many undecoded access units the decoder cannot keep up: drop to the next keyframe.
+export const MAX_BACKLOG = 12;
+// A live frame older than this on arrival means we stalled: skip ahead to a keyframe.
+export const STALE_MS = 1500;
+// While catching up, still show a picture this often.
+const CATCH_UP_PAINT_MS = 200;
+// A held picture is painted after this long unless a newer one replaces it.
+const HOLD_MS = 50;
+const PING_EVERY_MS = 2000;
+const SOCKET_OPEN = 1; // WebSocket.OPEN
+
+/** Reconnect delays: 250 ms after a drop, doubling up to 5 s; back to 250 ms once connected. */
+export class Backoff {
+  constructor(firstMs = 250, maxMs = 5000) {
+    this.firstMs = firstMs;
+    this.maxMs = maxMs;
+    this.delayMs = firstMs;
+  }
+
+  /** The delay before the next attempt. */
+  next() {
+    const delay = this.delayMs;
+    this.delayMs = Math.min(this.delayMs * 2, this.maxMs);
+    return delay;
+  }
+
+  reset() {
+    this.delayMs = this.firstMs;
+  }
+}
+
+/**
+ * The offset between the page's clock and the server's, from ping/pong round trips
+ * (NTP style: the server's time is taken to be that of the round trip's midpoint).
+ */
+export class ClockSync {
+  constructor() {
+    /** The sample in use: {rtt, offset} in ms; null before the first pong. */
+    this.best = null;
+  }
+
+  reset() {
+    this.best = null;
+  }
+
+  /**
+   * Takes a pong: `sentMs` the ping's time and `receivedMs` the pong's, page clock;
+   * `serverMs` the server's clock in between. Trusts samples whose round trip is not
+   * much longer than the one in use; returns whether this one was taken.
+   */
+  sample(sentMs, serverMs, receivedMs) {
+    const rtt = receivedMs - sentMs;
+    if (!Number.isFinite(rtt) || (this.best && rtt > this.best.rtt * 1.5)) return false;
+    this.best = { rtt, offset: serverMs - (sentMs + receivedMs) / 2 };
+    return true;
+  }
+}
+
+/** Frame rate and bit rate over the last five seconds of received access units. */
+export class RateWindow {
+  constructor(spanMs = 5000) {
+    this.spanMs = spanMs;
+    this.entries = []; // [time ms, bytes]
+  }
+
+  add(nowMs, bytes) {
+    this.entries.push([nowMs, bytes]);
+    while (this.entries.length && this.entries[0][0] < nowMs - this.spanMs) this.entries.shift();
+  }
+
+  /** {fps, bitrateKbps}; both 0 until two units have arrived. */
+  rates(nowMs) {
+    const span = this.entries.length > 1 ? (nowMs - this.entries[0][0]) / 1000 : 0;
+    if (span <= 0) return { fps: 0, bitrateKbps: 0 };
+    const bytes = this.entries.reduce((sum, [, b]) => sum + b, 0);
+    return {
+      fps: Math.round((this.entries.length / span) * 10) / 10,
+      bitrateKbps: Math.round((bytes * 8) / span / 1000),
+    };
+  }
+}
+
+/**
+ * Whether decoding is too far behind to catch up by decoding, and should skip to the
+ * next keyframe: a live unit that arrived stale (the tab stalled), or a backlog
+ * beyond MAX_BACKLOG in a decoder that is warm and not working through a join burst
+ * (a catch-up burst is a backlog by design, no sign of a slow decoder).
+ */
+export function tooFarBehind({ catchUp, networkLatencyMs, backlog, warm, inBurst }) {
+  const stale = !catchUp && networkLatencyMs > STALE_MS;
+  const behind = backlog > MAX_BACKLOG && warm && !inBurst;
+  return stale || behind;
+}
+
+/** The stats `window.nalcast.stats()` reports, as they are before connecting. */
+function initialStats() {
+  return {
+    decoder: null, state: 'connecting', width: 0, height: 0, codec: null,
+    framesReceived: 0, framesDecoded: 0, framesPainted: 0, framesDropped: 0, framesSkippedByServer: 0,
+    // Gaps in the frame numbers, the numbers they skipped, the last one
+    // ({expected, got, resumedAt: seq of the keyframe decoding resumed at}).
+    sequenceGaps: 0, framesMissing: 0, lastGap: null, keyframeRequests: 0,
+    lastFrameNumber: null, latencyMs: null, networkLatencyMs: null, fps: 0, bitrateKbps: 0,
+    clockOffsetMs: 0, rttMs: null, reconnects: 0, firstPaintMs: null, error: null, sourceReason: null,
+  };
+}
+
+/**
+ * The player. Collaborators:
+ *   wanted          'auto' | 'webcodecs' | 'broadway' (the page's ?decoder=)
+ *   secure          whether the page is a secure context
+ *   webcodecs()     whether this browser has WebCodecs (here)
+ *   newDecoder(kind, onPicture, onError)    a decoder of decoders.js's interface
+ *   openSocket()    a WebSocket to /ws (binaryType 'arraybuffer'); the player sets its
+ *                   onopen, onmessage and onclose
+ *   now()           ms since the page started (performance.now)
+ *   timeOrigin      the wall-clock time (ms since the epoch) `now` counts from
+ *   timers          {setTimeout, clearTimeout, setInterval, clearInterval}
+ *   view            the page: showState(state, reason), showUnplayable(explanation | null),
+ *                   decoderChanged(), paint(picture), readStamp() -> {frame, low40} | null
+ */
+export class Player {
+  constructor({ wanted = 'auto', secure, webcodecs, newDecoder, openSocket, now, timeOrigin, timers, view }) {
+    this.wanted = wanted;
+    this.secure = secure;
+    this.webcodecs = webcodecs;
+    this.newDecoder = newDecoder;
+    this.openSocket = openSocket;
+    this.now = now;
+    this.timeOrigin = timeOrigin;
+    this.timers = timers;
+    this.view = view;
+    this.stats = initialStats();
+    this.ws = null;
+    this.decoder = null; // null until a stream-info says what to decode, and while nothing here can
+    this.info = null;
+    this.webcodecsFailedFor = null; // a codec string this browser's WebCodecs refused
+    this.unplayable = null; // the explanation on the stage, while no decoder here plays the stream
+    this.sourceState = null; // the server's last status: 'live' or 'source-lost'
+    this.sequence = new SequenceTracker();
+    this.gapPending = false; // a gap stopped decoding; the next keyframe resumes it
+    // The last catch-up unit handed to the decoder, until its picture (or a live one)
+    // comes out: a join burst is a backlog by design, no sign of a slow decoder.
+    this.burstEnd = null;
+    this.waitForKey = true;
+    this.held = null; // {picture, unit}: newest decoded picture not painted yet
+    this.heldTimer = 0;
+    this.lastPaint = 0;
+    this.lastPainted = null; // unit of the last painted picture
+    this.lastStampRead = 0;
+    this.backoff = new Backoff();
+    this.clock = new ClockSync();
+    this.rates = new RateWindow();
+    this.pingTimer = 0;
+  }
+
+  /** Connects; from here on the player reconnects by itself. */
+  start() {
+    this.connect();
+  }
+
+  /** The stats, with the frame on screen read afresh. */
+  report() {
+    if (this.stats.framesPainted > 0) this.refreshStamp();
+    return { ...this.stats };
+  }
+
+  /** Updates the rates, and the frame on screen when painting has paused (every 500 ms). */
+  tick() {
+    const now = this.now();
+    Object.assign(this.stats, this.rates.rates(now));
+    if (now - this.lastStampRead > 500 && this.stats.framesPainted > 0) this.refreshStamp();
+  }
+
+  /** The server's clock (µs since the epoch), as far as the pongs tell. */
+  serverNowUs() {
+    return (this.timeOrigin + this.now() + this.stats.clockOffsetMs) * 1000;
+  }
+
+  connect() {
+    const socket = this.openSocket();
+    this.ws = socket;
+    socket.onopen = () => {
+      this.backoff.reset();
+      this.clock.reset();
+      this.waitForKey = true;
+      this.sequence.restart();
+      // A few pings at once for a first offset, then one now and then to follow drift.
+      for (let i = 0; i < 3; i++) this.timers.setTimeout(() => this.ping(), i * 100);
+      this.timers.clearInterval(this.pingTimer);
+      this.pingTimer = this.timers.setInterval(() => this.ping(), PING_EVERY_MS);
+    };
+    socket.onmessage = (ev) => this.onMessage(ev.data);
+    socket.onclose = () => {
+      if (this.ws !== socket) return;
+      this.timers.clearInterval(this.pingTimer);
+      // Keep the last picture on screen; try again with backoff.
+      this.stats.reconnects++;
+      this.setState('reconnecting');
+      this.timers.setTimeout(() => this.connect(), this.backoff.next());
+    };
+  }
+
+  send(text) {
+    if (this.ws?.readyState !== SOCKET_OPEN) return false;
+    this.ws.send(text);
+    return true;
+  }
+
+  ping() {
+    this.send(encodePing(this.timeOrigin + this.now()));
+  }
+
+  requestKeyframe() {
+    if (this.send(encodeKeyframeRequest())) this.stats.keyframeRequests++;
+  }
+
+  onMessage(data) {
+    // The server sends only binary messages; anything else, or invalid, is ignored.
+    if (!(data instanceof ArrayBuffer)) return;
+    const msg = decodeServerMessage(new Uint8Array(data));
+    switch (msg.type) {
+      case 'access-unit': this.onAccessUnit(msg, data.byteLength); break;
+      case 'stream-info': this.onStreamInfo(msg.info); break;
+      case 'skipped': this.onSkipped(msg.frames); break;
+      case 'status': this.onStatus(msg.status); break;
+      case 'pong': this.onPong(msg.t, msg.serverUs); break;
+      default: break;
+    }
+  }
+
+  setState(state, reason) {
+    this.stats.state = state;
+    this.stats.sourceReason = reason ?? null;
+    this.view.showState(state, reason);
+  }
+
+  /** Shows (or with null, hides) why the stream cannot play here. */
+  showUnplayable(explanation) {
+    this.unplayable = explanation;
+    this.view.showUnplayable(explanation);
+  }
+
+  onStreamInfo(next) {
+    const changed = !this.info || this.info.codec !== next.codec
+      || this.info.width !== next.width || this.info.height !== next.height;
+    this.info = next;
+    const { stats } = this;
+    stats.codec = typeof next.codec === 'string' ? next.codec : null;
+    stats.width = Number(next.width) || 0;
+    stats.height = Number(next.height) || 0;
+    // Whatever comes next starts afresh at a keyframe.
+    this.waitForKey = true;
+    this.sequence.restart();
+    const hasWebCodecs = this.webcodecs();
+    const choice = chooseDecoder(next, {
+      wanted: this.wanted,
+      webcodecs: hasWebCodecs && this.webcodecsFailedFor !== next.codec,
+    });
+    if (changed || choice.note) stats.error = choice.note;
+    if (!choice.decoder) {
+      // Nothing here can decode it: say why on the stage and stay connected (the
+      // stream may become playable, e.g. a camera restarted with Baseline).
+      this.closeDecoder();
+      const explanation = explainUnplayable(next, { secure: this.secure, hasWebCodecs });
+      stats.error = explanation.short;
+      this.showUnplayable(explanation);
+      this.setState('unsupported');
+      return;
+    }
+    if (this.unplayable) {
+      this.showUnplayable(null);
+      this.setState(this.sourceState === 'source-lost' ? 'source-lost' : 'connecting');
+    }
+    if (this.decoder?.name !== choice.decoder) this.makeDecoder(choice.decoder);
+    try {
+      this.decoder.configure(next);
+    } catch (e) {
+      // e.g. a codec string this WebCodecs does not take: choose again without it.
+      const failed = this.decoder.name;
+      stats.error = `cannot configure ${failed}: ${e.message}`;
+      this.closeDecoder();
+      if (failed === 'webcodecs') {
+        this.webcodecsFailedFor = next.codec;
+        this.onStreamInfo(next);
+      }
+    }
+  }
+
+  /** Takes an access unit message of `size` bytes. */
+  onAccessUnit(msg, size) {
+    const { stats } = this;
+    const unit = { seq: msg.seq, captureUs: msg.captureUs, key: msg.key, catchUp: msg.catchUp, data: msg.data };
+    const arrivedUs = this.serverNowUs();
+    stats.framesReceived++;
+    this.rates.add(this.now(), size);
+    if (!unit.catchUp) stats.networkLatencyMs = (arrivedUs - unit.captureUs) / 1000;
+    if (!this.sequence.next(unit.seq)) {
+      // Frames are missing: the next delta frames would predict from pictures we never
+      // got. Stop decoding until a keyframe, and ask for one (unless this is one).
+      stats.sequenceGaps = this.sequence.gaps;
+      stats.framesMissing = this.sequence.missing;
+      stats.lastGap = { ...this.sequence.lastGap, resumedAt: null };
+      this.gapPending = true;
+      this.waitForKey = true;
+      if (!unit.key && this.decoder) this.requestKeyframe();
+    }
+    const decoder = this.decoder;
+    if (!decoder || !this.info) return;
+    if (!this.waitForKey && tooFarBehind({
+      catchUp: unit.catchUp,
+      networkLatencyMs: stats.networkLatencyMs,
+      backlog: decoder.backlog,
+      warm: decoder.warm,
+      inBurst: this.burstEnd !== null,
+    })) {
+      this.waitForKey = true;
+      this.requestKeyframe();
+    }
+    if (this.waitForKey) {
+      if (!unit.key) {
+        stats.framesDropped++;
+        return;
+      }
+      this.waitForKey = false;
+      if (this.gapPending) {
+        this.gapPending = false;
+        stats.lastGap = { ...stats.lastGap, resumedAt: unit.seq };
+      }
+    }
+    try {
+      if (!decoder.decode(unit)) this.waitForKey = true;
+      else if (unit.catchUp) this.burstEnd = unit.seq;
+    } catch (e) {
+      stats.error = String(e.message || e);
+      this.resetDecoder();
+    }
+  }
+
+  onSkipped(frames) {
+    this.stats.framesSkippedByServer += frames;
+    // The server dropped frames on purpose and resumes at a keyframe: its number
+    // jumps by design, so the next frame starts a new run rather than counting as a gap.
+    this.sequence.restart();
+    this.waitForKey = true;
+  }
+
+  onStatus(s) {
+    if (s.state === 'source-lost') {
+      this.sourceState = 'source-lost';
+      this.setState('source-lost', typeof s.reason === 'string' ? s.reason : null);
+    } else if (s.state === 'live') {
+      this.sourceState = 'live';
+      if (this.unplayable) this.setState('unsupported');
+      else if (this.stats.framesPainted > 0) this.setState('live');
+    }
+  }
+
+  onPong(t, serverUs) {
+    if (this.clock.sample(t, serverUs / 1000, this.timeOrigin + this.now())) {
+      this.stats.clockOffsetMs = this.clock.best.offset;
+      this.stats.rttMs = Math.round(this.clock.best.rtt * 10) / 10;
+    }
+  }
+
+  makeDecoder(kind) {
+    this.closeDecoder();
+    const made = this.newDecoder(
+      kind,
+      (picture, unit) => this.onPicture(picture, unit),
+      (e) => {
+        if (this.decoder === made) this.onDecoderError(e);
+      },
+    );
+    this.decoder = made;
+    this.burstEnd = null;
+    this.stats.decoder = made.name;
+    this.view.decoderChanged();
+  }
+
+  closeDecoder() {
+    this.dropHeld();
+    this.decoder?.close();
+    this.decoder = null;
+    this.stats.decoder = null;
+  }
+
+  onDecoderError(e) {
+    this.stats.error = String(e?.message || e);
+    console.warn('decoder error', e);
+    if (this.decoder?.name === 'webcodecs' && e?.name === 'NotSupportedError' && this.info) {
+      // This browser's WebCodecs cannot decode the codec: choose again without it.
+      this.webcodecsFailedFor = this.info.codec;
+      this.closeDecoder();
+      this.onStreamInfo(this.info);
+      return;
+    }
+    this.resetDecoder();
+  }
+
+  /** After an error, starts over at the next keyframe with a new decoder of the same kind. */
+  resetDecoder() {
+    if (!this.decoder) return;
+    this.makeDecoder(this.decoder.name);
+    if (this.info) this.decoder.configure(this.info);
+    this.waitForKey = true;
+    this.requestKeyframe();
+  }
+
+  onPicture(picture, unit) {
+    this.stats.framesDecoded++;
+    if (unit && (!unit.catchUp || unit.seq === this.burstEnd)) this.burstEnd = null;
+    this.dropHeld();
+    if (paintAtOnce(unit, this.decoder?.backlog) || this.now() - this.lastPaint > CATCH_UP_PAINT_MS) {
+      this.paint(picture, unit);
+      return;
+    }
+    // Catching up: hold the newest picture; paint it if nothing newer comes soon.
+    this.held = { picture, unit };
+    this.heldTimer = this.timers.setTimeout(() => {
+      const held = this.held;
+      if (!held) return;
+      this.held = null;
+      this.paint(held.picture, held.unit);
+    }, HOLD_MS);
+  }
+
+  dropHeld() {
+    this.timers.clearTimeout(this.heldTimer);
+    if (this.held) {
+      this.held.picture.release();
+      this.held = null;
+    }
+  }
+
+  paint(picture, unit) {
+    this.view.paint(picture);
+    this.lastPaint = this.now();
+    this.lastPainted = unit || null;
+    const { stats } = this;
+    stats.framesPainted++;
+    if (stats.firstPaintMs === null) stats.firstPaintMs = Math.round(this.lastPaint);
+    if (stats.state !== 'live' && stats.state !== 'source-lost') this.setState('live');
+    if (this.lastPaint - this.lastStampRead > 100) this.refreshStamp();
+  }
+
+  /** Reads the stamp back from the screen: which frame is on it, and how old. */
+  refreshStamp() {
+    this.lastStampRead = this.now();
+    const stamp = this.view.readStamp();
+    const { stats } = this;
+    if (stamp) {
+      const now = this.serverNowUs();
+      stats.lastFrameNumber = stamp.frame;
+      stats.latencyMs = Math.round((now - captureNear(stamp.low40, now)) / 100) / 10;
+    } else if (this.lastPainted) {
+      // Not the test pattern: use the capture time the server sent.
+      stats.lastFrameNumber = null;
+      stats.latencyMs = Math.round((this.serverNowUs() - this.lastPainted.captureUs) / 100) / 10;
+    }
+  }
+}

@@ -1,0 +1,401 @@
+// The player's logic without a browser: stand-in sockets, decoders, clock and timers.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import {
+  Player, Backoff, ClockSync, RateWindow, tooFarBehind, MAX_BACKLOG, STALE_MS,
+} from '../public/player-state.js';
+
+const TIME_ORIGIN = 1_764_067_200_000; // ms since the epoch when the page started
+
+/** Timers that fire when the test moves the clock on. */
+class FakeTime {
+  constructor() {
+    this.nowMs = 0;
+    this.pending = new Map(); // id -> {at, f, every}
+    this.nextId = 1;
+  }
+
+  now = () => this.nowMs;
+
+  timers = {
+    setTimeout: (f, ms) => this.add(f, ms, null),
+    clearTimeout: (id) => this.pending.delete(id),
+    setInterval: (f, ms) => this.add(f, ms, ms),
+    clearInterval: (id) => this.pending.delete(id),
+  };
+
+  add(f, ms, every) {
+    const id = this.nextId++;
+    this.pending.set(id, { at: this.nowMs + ms, f, every });
+    return id;
+  }
+
+  /** Moves the clock on by `ms`, firing what falls due in order. */
+  advance(ms) {
+    const end = this.nowMs + ms;
+    for (;;) {
+      let next = null;
+      for (const [id, t] of this.pending) if (t.at <= end && (!next || t.at < next[1].at)) next = [id, t];
+      if (!next) break;
+      const [id, t] = next;
+      this.nowMs = t.at;
+      if (t.every === null) this.pending.delete(id);
+      else t.at += t.every;
+      t.f();
+    }
+    this.nowMs = end;
+  }
+}
+
+class FakeSocket {
+  constructor() {
+    this.readyState = 0;
+    this.sent = [];
+  }
+
+  send(text) { this.sent.push(text); }
+
+  open() {
+    this.readyState = 1;
+    this.onopen();
+  }
+
+  close() {
+    this.readyState = 3;
+    this.onclose();
+  }
+
+  receive(bytes) { this.onmessage({ data: bytes.buffer }); }
+}
+
+class FakeDecoder {
+  constructor(name, onPicture, onError) {
+    Object.assign(this, { name, onPicture, onError });
+    this.backlog = 0;
+    this.warm = true;
+    this.decoded = [];
+    this.closed = false;
+  }
+
+  configure(info) { this.info = info; }
+
+  decode(unit) {
+    this.decoded.push(unit.seq);
+    return true;
+  }
+
+  close() { this.closed = true; }
+
+  /** Gives back the picture of the unit `seq` (the unit as decode got it). */
+  output(unit) {
+    const picture = { width: 640, height: 360, released: false, release() { this.released = true; }, draw() {} };
+    this.onPicture(picture, unit);
+    return picture;
+  }
+}
+
+/** A player on stand-ins; `over` replaces collaborators or options. */
+function setup(over = {}) {
+  const time = new FakeTime();
+  const sockets = [];
+  const decoders = [];
+  const painted = [];
+  const shown = { state: null, unplayable: null };
+  const player = new Player({
+    wanted: 'auto',
+    secure: true,
+    webcodecs: () => true,
+    newDecoder: (kind, onPicture, onError) => {
+      const d = new FakeDecoder(kind, onPicture, onError);
+      decoders.push(d);
+      return d;
+    },
+    openSocket: () => {
+      const s = new FakeSocket();
+      sockets.push(s);
+      return s;
+    },
+    now: time.now,
+    timeOrigin: TIME_ORIGIN,
+    timers: time.timers,
+    view: {
+      showState: (state, reason) => { shown.state = reason ? `${state}: ${reason}` : state; },
+      showUnplayable: (e) => { shown.unplayable = e; },
+      decoderChanged() {},
+      paint: (picture) => painted.push(picture),
+      readStamp: () => null,
+    },
+    ...over,
+  });
+  player.start();
+  const socket = () => sockets.at(-1);
+  return { player, time, sockets, socket, decoders, decoder: () => decoders.at(-1), painted, shown };
+}
+
+// Server messages, as the server frames them (docs/protocol.md).
+function json(kind, value) {
+  const body = new TextEncoder().encode(JSON.stringify(value));
+  const out = new Uint8Array(1 + body.length);
+  out[0] = kind;
+  out.set(body, 1);
+  return out;
+}
+const streamInfo = (info) => json(1, { fps: 30, source: 'test', ...info });
+const status = (s) => json(4, s);
+const BASELINE = { codec: 'avc1.42C01F', width: 640, height: 360, baseline: true };
+const MAIN = { codec: 'avc1.4D401F', width: 640, height: 360, baseline: false };
+
+function accessUnit({ seq, key = false, catchUp = false, captureUs = (TIME_ORIGIN) * 1000 }) {
+  const out = new Uint8Array(14 + 5);
+  const view = new DataView(out.buffer);
+  out[0] = 2;
+  out[1] = (key ? 1 : 0) | (catchUp ? 2 : 0);
+  view.setUint32(2, seq, true);
+  view.setBigUint64(6, BigInt(Math.round(captureUs)), true);
+  out.set([0, 0, 0, 1, key ? 0x65 : 0x41], 14);
+  return out;
+}
+
+function skipped(frames) {
+  const out = new Uint8Array(5);
+  out[0] = 3;
+  new DataView(out.buffer).setUint32(1, frames, true);
+  return out;
+}
+
+function pong(t, serverUs) {
+  const out = new Uint8Array(17);
+  const view = new DataView(out.buffer);
+  out[0] = 5;
+  view.setFloat64(1, t, true);
+  view.setBigUint64(9, BigInt(serverUs), true);
+  return out;
+}
+
+/** A connected player playing a Baseline stream with its WebCodecs stand-in. */
+function playing(over) {
+  const p = setup(over);
+  p.socket().open();
+  p.socket().receive(status({ state: 'live' }));
+  p.socket().receive(streamInfo(BASELINE));
+  return p;
+}
+
+const keyframeRequests = (socket) => socket.sent.filter((m) => m === '{"type":"keyframe"}').length;
+
+test('reconnect delays double from 250 ms up to 5 s, and start over once connected', () => {
+  const b = new Backoff();
+  assert.deepEqual([1, 2, 3, 4, 5, 6, 7].map(() => b.next()), [250, 500, 1000, 2000, 4000, 5000, 5000]);
+  b.reset();
+  assert.equal(b.next(), 250);
+});
+
+test('a dropped connection is retried with backoff, keeping count and saying so', () => {
+  const { player, time, sockets, socket, shown } = setup();
+  socket().open();
+  socket().close();
+  assert.equal(player.stats.state, 'reconnecting');
+  assert.equal(shown.state, 'reconnecting');
+  assert.equal(player.stats.reconnects, 1);
+  time.advance(249);
+  assert.equal(sockets.length, 1, 'not before 250 ms');
+  time.advance(1);
+  assert.equal(sockets.length, 2);
+  socket().close(); // refused: the server is still down
+  time.advance(499);
+  assert.equal(sockets.length, 2, 'the second wait is longer');
+  time.advance(1);
+  assert.equal(sockets.length, 3);
+  socket().open();
+  socket().close();
+  time.advance(250);
+  assert.equal(sockets.length, 4, 'a connection that opened starts the delays over');
+  assert.equal(player.stats.reconnects, 3);
+});
+
+test('pings go out on connecting and every 2 s, stamped with the page clock', () => {
+  const { time, socket } = setup();
+  time.advance(1000);
+  socket().open();
+  time.advance(200);
+  assert.deepEqual(socket().sent, [1000, 1100, 1200].map((ms) => `{"type":"ping","t":${TIME_ORIGIN + ms}}`));
+  time.advance(2000);
+  const first = socket();
+  assert.equal(first.sent.length, 4);
+  first.close();
+  time.advance(10000);
+  assert.equal(first.sent.length, 4, 'no more pings on the closed socket');
+  assert.notEqual(socket(), first);
+  assert.deepEqual(socket().sent, [], 'nor on the next one before it opens');
+});
+
+test('the clock offset comes from the pong with the shortest round trip', () => {
+  const sync = new ClockSync();
+  // Sent at 1000, back at 1020: the server's 5000 is taken to be our 1010.
+  assert.equal(sync.sample(1000, 5000, 1020), true);
+  assert.deepEqual(sync.best, { rtt: 20, offset: 3990 });
+  assert.equal(sync.sample(2000, 6000, 2100), false, 'a round trip five times longer says little');
+  assert.deepEqual(sync.best, { rtt: 20, offset: 3990 });
+  assert.equal(sync.sample(3000, 6990, 3020), true);
+  assert.equal(sync.best.offset, 3980);
+  assert.equal(sync.sample(Number.NaN, 0, 1), false);
+
+  const { player, time, socket } = setup();
+  socket().open();
+  time.advance(30);
+  const t = TIME_ORIGIN + 10;
+  socket().receive(pong(t, (t + 10 + 2500) * 1000)); // the server's clock is 2.5 s ahead
+  assert.equal(player.stats.rttMs, 20);
+  assert.equal(player.stats.clockOffsetMs, 2500);
+  assert.equal(player.serverNowUs(), (TIME_ORIGIN + 30 + 2500) * 1000);
+});
+
+test('frame and bit rates over the last five seconds', () => {
+  const w = new RateWindow();
+  assert.deepEqual(w.rates(0), { fps: 0, bitrateKbps: 0 });
+  for (let i = 0; i <= 60; i++) w.add(i * 100, 1000);
+  // 61 units of 1000 bytes in 6 s of arrivals: the first ten fell out of the window.
+  assert.equal(w.entries.length, 51);
+  assert.deepEqual(w.rates(6000), { fps: 10.2, bitrateKbps: 82 });
+});
+
+test('too far behind: a stale live frame, or a warm decoder backlogged outside a join burst', () => {
+  const live = { catchUp: false, networkLatencyMs: 40, backlog: 0, warm: true, inBurst: false };
+  assert.equal(tooFarBehind(live), false);
+  assert.equal(tooFarBehind({ ...live, networkLatencyMs: STALE_MS + 1 }), true, 'the tab stalled');
+  assert.equal(tooFarBehind({ ...live, catchUp: true, networkLatencyMs: 30000 }), false, 'catch-up frames are old by design');
+  assert.equal(tooFarBehind({ ...live, backlog: MAX_BACKLOG }), false);
+  assert.equal(tooFarBehind({ ...live, backlog: MAX_BACKLOG + 1 }), true);
+  assert.equal(tooFarBehind({ ...live, backlog: MAX_BACKLOG + 1, warm: false }), false, 'a decoder still loading');
+  assert.equal(tooFarBehind({ ...live, backlog: MAX_BACKLOG + 1, inBurst: true }), false, 'working through a join burst');
+});
+
+test('a join burst deeper than the backlog limit is decoded whole; a backlog after it skips to a keyframe', () => {
+  const { player, socket, decoder } = playing();
+  const d = decoder();
+  assert.equal(d.name, 'webcodecs');
+  const burst = [];
+  for (let seq = 100; seq < 130; seq++) {
+    burst.push(seq);
+    socket().receive(accessUnit({ seq, key: seq === 100, catchUp: true, captureUs: 0 }));
+    d.backlog = seq - 99;
+  }
+  assert.deepEqual(d.decoded, burst, 'every catch-up unit decoded');
+  assert.equal(player.stats.framesDropped, 0);
+  assert.equal(keyframeRequests(socket()), 0);
+  // The burst's last picture comes out: from now on a backlog means a slow decoder.
+  d.output({ seq: 129, catchUp: true });
+  d.backlog = MAX_BACKLOG + 1;
+  socket().receive(accessUnit({ seq: 130 }));
+  assert.equal(keyframeRequests(socket()), 1);
+  assert.equal(player.stats.keyframeRequests, 1);
+  assert.equal(player.stats.framesDropped, 1, 'the delta frame waits for the keyframe');
+  d.backlog = 0;
+  socket().receive(accessUnit({ seq: 131, key: true }));
+  assert.equal(d.decoded.at(-1), 131);
+});
+
+test('a gap stops decoding until a keyframe, which is asked for; an announced skip is no gap', () => {
+  const { player, socket, decoder } = playing();
+  const d = decoder();
+  socket().receive(accessUnit({ seq: 10, key: true }));
+  socket().receive(accessUnit({ seq: 11 }));
+  socket().receive(accessUnit({ seq: 13 }));
+  socket().receive(accessUnit({ seq: 14 }));
+  assert.deepEqual(d.decoded, [10, 11]);
+  assert.equal(keyframeRequests(socket()), 1);
+  assert.deepEqual(player.stats.lastGap, { expected: 12, got: 13, resumedAt: null });
+  assert.equal(player.stats.framesDropped, 2);
+  socket().receive(accessUnit({ seq: 15, key: true }));
+  assert.deepEqual(d.decoded, [10, 11, 15]);
+  assert.deepEqual(player.stats.lastGap, { expected: 12, got: 13, resumedAt: 15 });
+  assert.equal(player.stats.sequenceGaps, 1);
+  assert.equal(player.stats.framesMissing, 1);
+
+  socket().receive(skipped(20));
+  socket().receive(accessUnit({ seq: 36, key: true }));
+  assert.equal(player.stats.sequenceGaps, 1);
+  assert.equal(player.stats.framesSkippedByServer, 20);
+  assert.deepEqual(d.decoded, [10, 11, 15, 36]);
+});
+
+test('a stream nothing here plays is explained; the same connection plays when it becomes Baseline', () => {
+  const { player, socket, decoders, shown } = setup({ secure: false, webcodecs: () => false });
+  socket().open();
+  socket().receive(streamInfo(MAIN));
+  assert.equal(player.stats.state, 'unsupported');
+  assert.equal(player.stats.decoder, null);
+  assert.match(player.stats.error, /Main profile needs WebCodecs/);
+  assert.match(shown.unplayable.title, /plain-HTTP/);
+  assert.equal(decoders.length, 0, 'no decoder started');
+  socket().receive(accessUnit({ seq: 1, key: true }));
+  assert.equal(player.stats.framesReceived, 1);
+  socket().receive(status({ state: 'live' }));
+  assert.equal(player.stats.state, 'unsupported', 'the source is live, the stream still cannot play');
+
+  socket().receive(streamInfo(BASELINE));
+  assert.equal(shown.unplayable, null);
+  assert.equal(player.stats.decoder, 'broadway');
+  assert.equal(player.stats.state, 'connecting');
+  assert.equal(player.stats.error, null);
+});
+
+test('WebCodecs refusing the codec falls back to Broadway.js for a Baseline stream', (t) => {
+  t.mock.method(console, 'warn', () => {});
+  const { player, decoders } = playing();
+  const wc = decoders[0];
+  wc.onError(Object.assign(new Error('unsupported codec'), { name: 'NotSupportedError' }));
+  assert.equal(wc.closed, true);
+  assert.equal(player.stats.decoder, 'broadway');
+  assert.equal(decoders.at(-1).info.codec, BASELINE.codec);
+  // An error from the closed decoder, arriving late, changes nothing.
+  wc.onError(new Error('late'));
+  assert.equal(decoders.length, 2);
+});
+
+test('live pictures are painted at once; while catching up only the newest, after a moment', () => {
+  const { player, time, decoder, painted, shown } = playing();
+  const d = decoder();
+  time.advance(1000);
+  const first = d.output({ seq: 1, catchUp: true });
+  assert.deepEqual(painted, [first], 'the first picture is painted at once');
+  assert.equal(player.stats.firstPaintMs, 1000);
+  assert.equal(shown.state, 'live');
+  const older = d.output({ seq: 2, catchUp: true });
+  const newer = d.output({ seq: 3, catchUp: true });
+  assert.equal(older.released, true, 'replaced before it was painted');
+  assert.equal(painted.length, 1);
+  time.advance(50);
+  assert.deepEqual(painted, [first, newer]);
+  d.output({ seq: 4, catchUp: false });
+  assert.equal(painted.length, 3);
+  assert.equal(player.stats.framesDecoded, 4);
+  assert.equal(player.stats.framesPainted, 3);
+});
+
+test('the source-lost status is shown with its reason; live again with the next picture', () => {
+  const { player, socket, decoder } = playing();
+  decoder().output({ seq: 1 });
+  socket().receive(status({ state: 'source-lost', reason: 'camera exited' }));
+  assert.equal(player.stats.state, 'source-lost');
+  assert.equal(player.stats.sourceReason, 'camera exited');
+  socket().receive(status({ state: 'live' }));
+  assert.equal(player.stats.state, 'live');
+  assert.equal(player.stats.sourceReason, null);
+});
+
+test('the latency to paint comes from the stamp on screen, else from the capture time sent', () => {
+  let stamp = null;
+  const { player, time, decoder } = playing({
+    view: { showState() {}, showUnplayable() {}, decoderChanged() {}, paint() {}, readStamp: () => stamp },
+  });
+  time.advance(2000);
+  const captureUs = (TIME_ORIGIN + 1900) * 1000;
+  decoder().output({ seq: 7, captureUs });
+  assert.equal(player.report().latencyMs, 100);
+  assert.equal(player.stats.lastFrameNumber, null);
+  stamp = { frame: 7, low40: captureUs % 2 ** 40 };
+  time.advance(20);
+  assert.equal(player.report().latencyMs, 120);
+  assert.equal(player.stats.lastFrameNumber, 7);
+});
