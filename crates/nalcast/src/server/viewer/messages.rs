@@ -179,20 +179,19 @@ mod tests {
     use nalcast_core::protocol::{StatusMsg, MSG_SKIPPED, MSG_STATUS, MSG_STREAM_INFO};
     use nalcast_h264::{AccessUnit, StreamInfo};
 
-    fn params(width: u32) -> Arc<ParamSets> {
+    /// Baseline 1280x720 and Main 640x360, as x264 writes their SPS.
+    const BASELINE_720P: &str = "6742c01fd9005005bb0110000003001000000303c0f1832480";
+    const MAIN_360P: &str = "674d401eeca05017fcb80880000003008000001e078b16cb";
+
+    fn params(sps_hex: &str) -> Arc<ParamSets> {
+        let sps: Vec<u8> = (0..sps_hex.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&sps_hex[i..i + 2], 16).expect("hex"))
+            .collect();
         Arc::new(ParamSets {
-            sps: Bytes::from_static(&[0x67, 0x42]),
-            pps: vec![Bytes::from_static(&[0x68, 0xce])],
-            info: StreamInfo {
-                width,
-                height: 64,
-                profile_idc: 66,
-                constraint_flags: 0xc0,
-                level_idc: 31,
-                codec: "avc1.42C01F".into(),
-                fps: None,
-                baseline_compatible: true,
-            },
+            info: StreamInfo::from_sps(&sps).expect("a valid SPS"),
+            sps: Bytes::from(sps),
+            pps: vec![Bytes::from_static(&[0x68, 0xce, 0x38, 0x80])],
         })
     }
 
@@ -240,7 +239,7 @@ mod tests {
 
     #[test]
     fn framed_viewers_get_stream_info_before_the_first_unit_and_at_each_change() {
-        let (a, b) = (params(64), params(128));
+        let (a, b) = (params(BASELINE_720P), params(MAIN_360P));
         let mut sent = None;
         let mut batch = Batch::default();
         for item in [unit(1, true, &a), unit(2, false, &a), unit(3, true, &b)] {
@@ -258,7 +257,7 @@ mod tests {
                 json["width"].as_u64().expect("width")
             })
             .collect();
-        assert_eq!(widths, [64, 128]);
+        assert_eq!(widths, [1280, 640]);
         // The catch-up unit is flagged, the live ones are timed.
         let flags: Vec<u8> = batch
             .messages()
@@ -275,7 +274,7 @@ mod tests {
 
     #[test]
     fn raw_viewers_get_parameter_sets_and_slices_only() {
-        let a = params(64);
+        let a = params(BASELINE_720P);
         let mut sent = None;
         let mut batch = Batch::default();
         let skipped = Item::Skipped(4);
@@ -310,7 +309,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_batch_is_written_whole_however_the_socket_splits_it() {
-        let a = params(64);
+        let a = params(BASELINE_720P);
         let mut batch = Batch::default();
         for seq in 1..=40 {
             batch.add(

@@ -19,10 +19,7 @@ pub async fn framed(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(state): State<AppState>,
 ) -> Response {
-    if !origin_allowed(&headers, &state.allow_origins, false) {
-        return refuse_origin(&headers);
-    }
-    admit(ws, peer, state, Dialect::Framed)
+    same_origin_only(ws, &headers, peer, state, Dialect::Framed)
 }
 
 /// `GET /ws/raw`: one NAL unit per message.
@@ -32,10 +29,21 @@ pub async fn raw(
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     State(state): State<AppState>,
 ) -> Response {
-    if !origin_allowed(&headers, &state.allow_origins, false) {
-        return refuse_origin(&headers);
+    same_origin_only(ws, &headers, peer, state, Dialect::Raw)
+}
+
+/// The main port's rule: pages of the same origin (or allowed ones) only.
+fn same_origin_only(
+    ws: WsUpgrade,
+    headers: &HeaderMap,
+    peer: SocketAddr,
+    state: AppState,
+    dialect: Dialect,
+) -> Response {
+    if !origin_allowed(headers, &state.allow_origins, false) {
+        return refuse_origin(headers);
     }
-    admit(ws, peer, state, Dialect::Raw)
+    admit(ws, peer, state, dialect)
 }
 
 /// Legacy listener, any path: raw WebSocket, or a hint for anything else.
