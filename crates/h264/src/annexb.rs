@@ -97,7 +97,8 @@ pub struct AnnexBParser {
 }
 
 impl AnnexBParser {
-    /// A parser that drops NAL units larger than `max_nal_size` bytes.
+    /// A parser that drops NAL units larger than `max_nal_size` bytes (a cap below
+    /// 16 bytes is taken as 16).
     pub fn new(max_nal_size: usize) -> Self {
         AnnexBParser {
             max_nal_size: max_nal_size.max(16),
