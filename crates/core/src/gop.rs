@@ -37,7 +37,12 @@ impl GopCache {
         self.frames.push(au);
     }
 
-    /// Forgets everything (source restart).
+    /// Forgets every frame: `push` does when a keyframe starts a new GOP or a GOP
+    /// outgrows the limit. A source restart does not clear the cache: the hub only
+    /// tells viewers the source is lost, so the old GOP stays (a viewer joining
+    /// meanwhile gets it) until the restarted source's first frame replaces it. That
+    /// frame is a keyframe: each run of a source has a fresh assembler, which drops
+    /// what comes before one.
     pub fn clear(&mut self) {
         self.frames.clear();
         self.bytes = 0;

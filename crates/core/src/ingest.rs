@@ -2,7 +2,7 @@
 //! publishes them to the hub, reporting stream errors without flooding the log.
 use std::sync::Arc;
 
-use nalcast_h264::{AccessUnit, AnnexBParser, AuAssembler, Nal, ParamSets};
+use nalcast_h264::{AccessUnit, AnnexBParser, AuAssembler, Nal, ParamSets, ParseError};
 use tracing::warn;
 
 use crate::Hub;
@@ -10,12 +10,17 @@ use crate::Hub;
 /// Default cap on one NAL unit's size (a 4K intra frame at high quality fits).
 pub const DEFAULT_MAX_NAL_SIZE: usize = 8 << 20;
 
-/// Bytes in, access units out: the parser and assembler of one source.
+/// Bytes in, access units out: the parser and assembler of one source. Stream
+/// errors are logged and counted here, so callers see only access units.
 pub struct Splitter {
     parser: AnnexBParser,
     assembler: AuAssembler,
-    nals: Vec<Nal>,
-    errors_logged: u64,
+    /// The parser's output, drained at every call.
+    nals: Vec<Result<Nal, ParseError>>,
+    /// The assembler's output plus the parser's errors, in stream order; drained at
+    /// every call.
+    aus: Vec<Result<AccessUnit, ParseError>>,
+    errors: ErrorLog,
 }
 
 impl Splitter {
@@ -25,28 +30,45 @@ impl Splitter {
             parser: AnnexBParser::new(max_nal_size),
             assembler: AuAssembler::new(),
             nals: Vec::new(),
-            errors_logged: 0,
+            aus: Vec::new(),
+            errors: ErrorLog::default(),
         }
     }
 
     /// Feeds bytes that arrived at `now_us`; completed access units go to `out`.
     pub fn push(&mut self, bytes: &[u8], now_us: u64, out: &mut Vec<AccessUnit>) {
         self.parser.push(bytes, &mut self.nals);
-        for nal in self.nals.drain(..) {
-            self.assembler.push(nal, now_us, out);
-        }
-        self.log_errors();
+        self.assemble(now_us);
+        self.deliver(out);
     }
 
     /// The input is known to end at an access-unit boundary (one encoded frame,
     /// end of file): emit what is pending now rather than at the next frame.
     pub fn end_of_access_unit(&mut self, now_us: u64, out: &mut Vec<AccessUnit>) {
         self.parser.flush(&mut self.nals);
+        self.assemble(now_us);
+        self.assembler.end_of_access_unit(&mut self.aus);
+        self.deliver(out);
+    }
+
+    /// Passes the parser's NAL units to the assembler, and its errors along in order.
+    fn assemble(&mut self, now_us: u64) {
         for nal in self.nals.drain(..) {
-            self.assembler.push(nal, now_us, out);
+            match nal {
+                Ok(nal) => self.assembler.push(nal, now_us, &mut self.aus),
+                Err(e) => self.aus.push(Err(e)),
+            }
         }
-        self.assembler.end_of_access_unit(out);
-        self.log_errors();
+    }
+
+    /// Access units to `out`, errors to the log.
+    fn deliver(&mut self, out: &mut Vec<AccessUnit>) {
+        for au in self.aus.drain(..) {
+            match au {
+                Ok(au) => out.push(au),
+                Err(e) => self.errors.report(&e),
+            }
+        }
     }
 
     /// Parameter sets seen so far.
@@ -63,20 +85,22 @@ impl Splitter {
     pub fn b_slices(&self) -> u64 {
         self.assembler.stats().b_slices
     }
+}
 
-    fn log_errors(&mut self) {
-        let errors = self
-            .parser
-            .take_errors()
-            .into_iter()
-            .chain(self.assembler.take_errors());
-        for error in errors {
-            metrics::counter!("nalcast_stream_errors_total").increment(1);
-            self.errors_logged += 1;
-            // The first few tell the story; after that, one line per thousand.
-            if self.errors_logged <= 10 || self.errors_logged.is_multiple_of(1000) {
-                warn!(count = self.errors_logged, "bad input from source: {error}");
-            }
+/// Stream errors to the log and the metrics, without flooding the log.
+#[derive(Default)]
+struct ErrorLog {
+    /// Errors reported so far.
+    count: u64,
+}
+
+impl ErrorLog {
+    fn report(&mut self, error: &ParseError) {
+        metrics::counter!("nalcast_stream_errors_total").increment(1);
+        self.count += 1;
+        // The first few tell the story; after that, one line per thousand.
+        if self.count <= 10 || self.count.is_multiple_of(1000) {
+            warn!(count = self.count, "bad input from source: {error}");
         }
     }
 }
@@ -139,5 +163,25 @@ impl Ingest {
             self.warned_b_frames = true;
             warn!("the source sends B-frames: Broadway.js (plain-HTTP viewers) cannot play them; configure the encoder for Baseline profile");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_stream_error_is_reported_however_many_one_push_reveals() {
+        let mut splitter = Splitter::new(1 << 20);
+        // 40 NAL units with the forbidden bit set in their header, in one push.
+        let data: Vec<u8> = std::iter::repeat_n([0, 0, 1, 0xe5, 1], 40)
+            .flatten()
+            .collect();
+        let mut out = Vec::new();
+        splitter.push(&data, 0, &mut out);
+        splitter.end_of_access_unit(0, &mut out);
+        assert!(out.is_empty());
+        assert_eq!(splitter.error_count(), 40);
+        assert_eq!(splitter.errors.count, 40, "each one logged or counted");
     }
 }

@@ -1,17 +1,19 @@
-//! Annex-B push parser: bytes in chunks of any size, NAL units out.
+//! Annex-B push parser: bytes in chunks of any size, NAL units and errors out, in
+//! one stream.
 //!
 //! The parser keeps the bytes since the last start code and looks for the next
 //! `00 00 01`. Zero bytes before a start code (the fourth byte of a 4-byte start
 //! code, or `trailing_zero_8bits`) never belong to a NAL unit, so they are stripped.
-//! Splitting the input differently never changes the output.
+//! Splitting the input differently never changes the NAL units, nor which errors
+//! come out where, except where memory is bounded: the size an `Oversized` error
+//! gives depends on where the growing NAL unit was dropped, and garbage beyond
+//! 64 KiB is counted (and may be reported as not H.264) as it is dropped.
 use bytes::{Bytes, BytesMut};
 
 use crate::Nal;
 
 /// Bytes without any start code after which the input is declared not H.264.
 const NOT_H264_AFTER: usize = 1 << 20;
-/// Errors kept for `take_errors`; beyond that they are only counted.
-const MAX_QUEUED_ERRORS: usize = 16;
 
 /// Something wrong with the input. Each is one line fit for a log.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -92,11 +94,11 @@ pub struct AnnexBParser {
     garbage_run: usize,
     said_not_h264: bool,
     stats: ParserStats,
-    errors: Vec<ParseError>,
 }
 
 impl AnnexBParser {
-    /// A parser that drops NAL units larger than `max_nal_size` bytes.
+    /// A parser that drops NAL units larger than `max_nal_size` bytes (a cap below
+    /// 16 bytes is taken as 16).
     pub fn new(max_nal_size: usize) -> Self {
         AnnexBParser {
             max_nal_size: max_nal_size.max(16),
@@ -108,19 +110,18 @@ impl AnnexBParser {
             garbage_run: 0,
             said_not_h264: false,
             stats: ParserStats::default(),
-            errors: Vec::new(),
         }
     }
 
-    fn error(&mut self, e: ParseError) {
+    fn error(&mut self, e: ParseError, out: &mut Vec<Result<Nal, ParseError>>) {
         self.stats.errors += 1;
-        if self.errors.len() < MAX_QUEUED_ERRORS {
-            self.errors.push(e);
-        }
+        out.push(Err(e));
     }
 
-    /// Feeds bytes; every NAL unit completed by them is appended to `out`.
-    pub fn push(&mut self, data: &[u8], out: &mut Vec<Nal>) {
+    /// Feeds bytes; every NAL unit they complete, and every error they reveal, is
+    /// appended to `out` in stream order. That is at most one item per start code
+    /// in `data`, plus one.
+    pub fn push(&mut self, data: &[u8], out: &mut Vec<Result<Nal, ParseError>>) {
         self.stats.bytes += data.len() as u64;
         self.pending.extend_from_slice(data);
         loop {
@@ -140,11 +141,11 @@ impl AnnexBParser {
                 }
             }
         }
-        self.bound_pending();
+        self.bound_pending(out);
     }
 
     /// Keeps memory bounded while no start code arrives.
-    fn bound_pending(&mut self) {
+    fn bound_pending(&mut self, out: &mut Vec<Result<Nal, ParseError>>) {
         let len = self.pending.len();
         // Keep two bytes: they may be the start of a start code.
         let Some(drop) = len.checked_sub(2).filter(|d| *d > 0) else {
@@ -166,9 +167,12 @@ impl AnnexBParser {
             self.stats.garbage_bytes += drop as u64;
             if self.garbage_run >= NOT_H264_AFTER && !self.said_not_h264 {
                 self.said_not_h264 = true;
-                self.error(ParseError::NotH264 {
-                    bytes: self.garbage_run,
-                });
+                self.error(
+                    ParseError::NotH264 {
+                        bytes: self.garbage_run,
+                    },
+                    out,
+                );
             }
         }
         let _ = self.pending.split_to(drop);
@@ -176,17 +180,20 @@ impl AnnexBParser {
     }
 
     /// Handles the bytes before a start code (or at flush).
-    fn finish_unit(&mut self, unit: Bytes, out: &mut Vec<Nal>) {
+    fn finish_unit(&mut self, unit: Bytes, out: &mut Vec<Result<Nal, ParseError>>) {
         let trimmed = strip_trailing_zeros(&unit);
         if self.discarding {
             self.discarding = false;
             let size = self.discarded + trimmed;
             self.discarded = 0;
             self.stats.oversized_nals += 1;
-            self.error(ParseError::Oversized {
-                size,
-                cap: self.max_nal_size,
-            });
+            self.error(
+                ParseError::Oversized {
+                    size,
+                    cap: self.max_nal_size,
+                },
+                out,
+            );
             return;
         }
         if !self.in_nal {
@@ -194,7 +201,7 @@ impl AnnexBParser {
             self.stats.garbage_bytes += trimmed as u64;
             self.garbage_run = 0;
             if bytes > 0 {
-                self.error(ParseError::Garbage { bytes });
+                self.error(ParseError::Garbage { bytes }, out);
             }
             return;
         }
@@ -203,49 +210,37 @@ impl AnnexBParser {
         }
         if trimmed > self.max_nal_size {
             self.stats.oversized_nals += 1;
-            self.error(ParseError::Oversized {
-                size: trimmed,
-                cap: self.max_nal_size,
-            });
+            self.error(
+                ParseError::Oversized {
+                    size: trimmed,
+                    cap: self.max_nal_size,
+                },
+                out,
+            );
             return;
         }
         let header = unit[0];
         if header & 0x80 != 0 {
             self.stats.invalid_nals += 1;
-            self.error(ParseError::InvalidHeader { header });
+            self.error(ParseError::InvalidHeader { header }, out);
             return;
         }
         self.stats.nals += 1;
-        out.push(Nal(unit.slice(..trimmed)));
+        out.push(Ok(Nal(unit.slice(..trimmed))));
     }
 
     /// The input ends here at a NAL unit boundary (an encoder's whole frame, end of
     /// file): the pending NAL unit is complete, emit it.
-    pub fn flush(&mut self, out: &mut Vec<Nal>) {
+    pub fn flush(&mut self, out: &mut Vec<Result<Nal, ParseError>>) {
         let unit = self.pending.split().freeze();
         self.scanned = 0;
         self.finish_unit(unit, out);
         self.in_nal = false;
     }
 
-    /// Forgets everything (source restart); counters are kept.
-    pub fn reset(&mut self) {
-        self.pending.clear();
-        self.scanned = 0;
-        self.in_nal = false;
-        self.discarding = false;
-        self.discarded = 0;
-        self.garbage_run = 0;
-    }
-
     /// Counters.
     pub fn stats(&self) -> &ParserStats {
         &self.stats
-    }
-
-    /// Errors since the last call (at most 16 kept; all are counted in the stats).
-    pub fn take_errors(&mut self) -> Vec<ParseError> {
-        std::mem::take(&mut self.errors)
     }
 }
 

@@ -1,6 +1,7 @@
 //! Access-unit assembler: groups NAL units into frames (ITU-T H.264 7.4.1.2.3, the
-//! practical subset: a new picture starts at a non-VCL unit after a slice, or at a
-//! slice with `first_mb_in_slice == 0`).
+//! practical subset: a new picture starts at an AUD, SPS, PPS, SEI or type 14 to 18
+//! unit after a slice, or at a slice with `first_mb_in_slice == 0`). Access units
+//! and errors come out in one stream.
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::sync::Arc;
@@ -13,7 +14,6 @@ use crate::params::{pps_id, rbsp_reader, sps_id};
 use crate::{Nal, NalType, ParamSets, ParseError, StreamInfo};
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
-const MAX_QUEUED_ERRORS: usize = 16;
 
 /// One frame: every NAL unit of one picture, as Annex-B.
 #[derive(Clone, Debug)]
@@ -115,7 +115,6 @@ pub struct AuAssembler {
     params: Option<Arc<ParamSets>>,
     seen_keyframe: bool,
     stats: AssemblerStats,
-    errors: Vec<ParseError>,
 }
 
 /// What the first fields of a slice header say.
@@ -143,15 +142,19 @@ impl AuAssembler {
         Self::default()
     }
 
-    fn error(&mut self, e: ParseError) {
+    fn error(&mut self, e: ParseError, out: &mut Vec<Result<AccessUnit, ParseError>>) {
         self.stats.errors += 1;
-        if self.errors.len() < MAX_QUEUED_ERRORS {
-            self.errors.push(e);
-        }
+        out.push(Err(e));
     }
 
-    /// Feeds one NAL unit that arrived at `timestamp_us`; completed access units go to `out`.
-    pub fn push(&mut self, nal: Nal, timestamp_us: u64, out: &mut Vec<AccessUnit>) {
+    /// Feeds one NAL unit that arrived at `timestamp_us`; the access unit it completes
+    /// and the errors it reveals are appended to `out`, in stream order.
+    pub fn push(
+        &mut self,
+        nal: Nal,
+        timestamp_us: u64,
+        out: &mut Vec<Result<AccessUnit, ParseError>>,
+    ) {
         let Some(kind) = nal.nal_type() else { return };
         match kind {
             NalType::Slice | NalType::Idr | NalType::Partition => {
@@ -165,10 +168,13 @@ impl AuAssembler {
                         } else {
                             "slice"
                         };
-                        self.error(ParseError::Truncated {
-                            what,
-                            len: nal.0.len(),
-                        });
+                        self.error(
+                            ParseError::Truncated {
+                                what,
+                                len: nal.0.len(),
+                            },
+                            out,
+                        );
                         return;
                     };
                     if start.first_mb == 0 && self.current_has_vcl {
@@ -199,8 +205,8 @@ impl AuAssembler {
                     self.current.clear();
                 }
                 match kind {
-                    NalType::Sps => self.remember_sps(&nal),
-                    NalType::Pps => self.remember_pps(&nal),
+                    NalType::Sps => self.remember_sps(&nal, out),
+                    NalType::Pps => self.remember_pps(&nal, out),
                     _ => {}
                 }
                 if self.current.is_empty() {
@@ -211,9 +217,9 @@ impl AuAssembler {
         }
     }
 
-    fn remember_sps(&mut self, nal: &Nal) {
+    fn remember_sps(&mut self, nal: &Nal, out: &mut Vec<Result<AccessUnit, ParseError>>) {
         let Some(id) = sps_id(&nal.0) else {
-            self.error(ParseError::BadParameterSet("SPS id unreadable".into()));
+            self.error(ParseError::BadParameterSet("SPS id unreadable".into()), out);
             return;
         };
         if self.sps.get(&id) != Some(&nal.0) {
@@ -222,9 +228,9 @@ impl AuAssembler {
         }
     }
 
-    fn remember_pps(&mut self, nal: &Nal) {
+    fn remember_pps(&mut self, nal: &Nal, out: &mut Vec<Result<AccessUnit, ParseError>>) {
         let Some(id) = pps_id(&nal.0) else {
-            self.error(ParseError::BadParameterSet("PPS id unreadable".into()));
+            self.error(ParseError::BadParameterSet("PPS id unreadable".into()), out);
             return;
         };
         if self.pps.get(&id) != Some(&nal.0) {
@@ -234,12 +240,14 @@ impl AuAssembler {
     }
 
     /// Rebuilds the parameter sets after a change; keeps the old ones if the new SPS is bad.
-    fn refresh_params(&mut self) {
+    fn refresh_params(&mut self, out: &mut Vec<Result<AccessUnit, ParseError>>) {
         if !self.params_dirty {
             return;
         }
         self.params_dirty = false;
-        // The most recently useful SPS: the one with the lowest id (cameras use id 0).
+        // The SPS with the lowest id, not necessarily the one the slices use (finding
+        // that would mean reading each PPS's seq_parameter_set_id): cameras send one
+        // SPS, id 0, and `ParamSets` holds one.
         let Some(sps) = self.sps.values().next().cloned() else {
             return;
         };
@@ -258,22 +266,22 @@ impl AuAssembler {
                     self.params = Some(Arc::new(new));
                 }
             }
-            Err(e) => self.error(e),
+            Err(e) => self.error(e, out),
         }
     }
 
     /// The caller knows the current access unit is complete: emit it now.
-    pub fn end_of_access_unit(&mut self, out: &mut Vec<AccessUnit>) {
+    pub fn end_of_access_unit(&mut self, out: &mut Vec<Result<AccessUnit, ParseError>>) {
         if self.current_has_vcl {
             self.finish(out);
         }
     }
 
-    fn finish(&mut self, out: &mut Vec<AccessUnit>) {
+    fn finish(&mut self, out: &mut Vec<Result<AccessUnit, ParseError>>) {
         let nals = std::mem::take(&mut self.current);
         let keyframe = std::mem::take(&mut self.current_keyframe);
         self.current_has_vcl = false;
-        self.refresh_params();
+        self.refresh_params(out);
         let Some(params) = self.params.clone() else {
             self.stats.dropped_before_keyframe += 1;
             return;
@@ -318,13 +326,15 @@ impl AuAssembler {
             }
         }
         self.stats.access_units += 1;
-        out.push(AccessUnit {
+        let au = AccessUnit {
             data: data.freeze(),
             nals: ranges,
             keyframe,
             params,
             timestamp_us: self.current_ts,
-        });
+        };
+        debug_assert_eq!(au.check_invariants(), Ok(()));
+        out.push(Ok(au));
     }
 
     /// Parameter sets seen so far.
@@ -332,24 +342,8 @@ impl AuAssembler {
         self.params.as_ref()
     }
 
-    /// Forgets the stream (source restart): waits for new SPS, PPS and a keyframe.
-    pub fn reset(&mut self) {
-        self.current.clear();
-        self.current_has_vcl = false;
-        self.current_keyframe = false;
-        self.sps.clear();
-        self.pps.clear();
-        self.params_dirty = false;
-        self.seen_keyframe = false;
-    }
-
     /// Counters.
     pub fn stats(&self) -> &AssemblerStats {
         &self.stats
-    }
-
-    /// Errors since the last call (at most 16 kept; all are counted).
-    pub fn take_errors(&mut self) -> Vec<ParseError> {
-        std::mem::take(&mut self.errors)
     }
 }

@@ -1,4 +1,5 @@
-//! Sans-IO H.264 Annex-B handling for nalcast: bytes in, NAL units and access units out.
+//! Sans-IO H.264 Annex-B handling for nalcast: bytes in, NAL units and access units out,
+//! with the errors in the same output stream (no side queue to drain).
 //!
 //! Nothing here does I/O or reads a clock: the caller passes time in. That keeps the
 //! code testable and fuzzable.

@@ -20,11 +20,11 @@ fn check(input: &[u8]) {
     parser.flush(&mut nals);
     let mut assembler = AuAssembler::new();
     let mut aus = Vec::new();
-    for (i, nal) in nals.into_iter().enumerate() {
+    for (i, nal) in nals.into_iter().flatten().enumerate() {
         assembler.push(nal, i as u64, &mut aus);
     }
     assembler.end_of_access_unit(&mut aus);
-    for au in &aus {
+    for au in aus.iter().flatten() {
         if let Err(e) = au.check_invariants() {
             panic!("{e}");
         }
