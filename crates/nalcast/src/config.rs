@@ -168,7 +168,9 @@ impl Options {
         };
         let options = parse(Options::command())?;
         match &options.config {
+            // --hash-password needs nothing from the file (and works even if it is broken).
             None => Ok(options),
+            Some(_) if options.hash_password => Ok(options),
             // Read again with the file's values as the flags' defaults: clap then
             // ranks them below the command line and the environment by itself.
             Some(path) => parse(with_file_defaults(Options::command(), path)?),
@@ -200,7 +202,11 @@ pub fn shown_default(arg: &Arg) -> Option<String> {
 
 /// `command` with the values from the config file at `path` as its flags' defaults.
 fn with_file_defaults(mut command: Command, path: &Path) -> Result<Command, LoadError> {
-    let fail = |what: String| LoadError::File(format!("config file {}: {what}", path.display()));
+    // One line, even when it quotes a multi-line value back.
+    let fail = |what: String| {
+        let what = what.replace('\n', " ");
+        LoadError::File(format!("config file {}: {what}", path.display()))
+    };
     let text = std::fs::read_to_string(path)
         .map_err(|e| LoadError::File(format!("cannot read config file {}: {e}", path.display())))?;
     let table: toml::Table = text
@@ -700,6 +706,7 @@ mod tests {
             ("fps = [30]\n", "fps = [30]: expected one value, not a list"),
             ("tls = true\n", "tls = true: expected a string or a number"),
             ("fps = \n", "bad.toml"),
+            ("fps = \"\"\"3\n0\"\"\"\n", "fps = "),
         ] {
             let path = temp_file("bad.toml", text);
             let err = parse(&["--config", path.to_str().expect("utf-8")]).unwrap_err();
