@@ -1,74 +1,82 @@
-//! Command-line flags and the optional TOML config file, merged once into a plain
-//! [`Config`] (flags win over the file, the file over defaults).
+//! nalcast's options, and the plain [`Config`] they resolve to.
+//!
+//! Each option is defined once, as a field of [`Options`]: its flag, its key in the
+//! config file (the flag's name without the dashes, see [`file_key`]), its default
+//! and its help text all come from that field. docs/configuration.md is generated
+//! from the same definition, and a test keeps the two in step.
+use std::ffi::OsString;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Arg, ArgAction, Command, CommandFactory, FromArgMatches, Parser};
 use nalcast_core::source::{SourceOptions, SourceSpec, VideoSettings};
 use nalcast_core::viewer::QueueLimits;
-use serde::Deserialize;
+
+use crate::server::tls::TlsMode;
 
 /// Port of the legacy raw WebSocket listener (the original design's 9000).
 const DEFAULT_LEGACY_PORT: u16 = 9000;
-
-use crate::server::tls::TlsMode;
 
 /// nalcast: live H.264 camera streaming to web browsers over WebSocket.
 ///
 /// Open http://HOST:8000/ in a browser to watch. The original design's pages keep
 /// working against ws://HOST:9000.
-#[derive(Parser, Debug, Default)]
+//
+// A default goes in `default_value_t` when it is a value; when it is a rule (it
+// depends on another option or on the machine) the help text says it as
+// "[default: …]" and `Config::resolve` applies it, with the field an `Option`.
+#[derive(Parser, Debug, Clone)]
 #[command(name = "nalcast", version, about, long_about = None)]
-pub struct Args {
-    /// TOML config file with the same keys as these flags (e.g. `keyframe-interval = 60`); flags win.
+pub struct Options {
+    /// TOML config file whose keys are these flags' names without the dashes (e.g. `keyframe-interval = 60`, `allow-origin = ["http://a.lan"]`); flags and their environment variables win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Video source: test (built-in test pattern), rpicam (Raspberry Pi camera), file:PATH (Annex-B .h264, looped), exec:COMMAND (stdout of a shell command), stdin. [default: test]
-    #[arg(long, value_name = "SPEC")]
-    pub source: Option<String>,
-    /// Address for the page, API and WebSocket endpoints. [default: 0.0.0.0:8000]
-    #[arg(long, value_name = "HOST:PORT")]
-    pub listen: Option<String>,
+    /// Video source: test (built-in test pattern), rpicam (Raspberry Pi camera), file:PATH (Annex-B .h264, looped), exec:COMMAND (stdout of a shell command), stdin.
+    #[arg(long, value_name = "SPEC", default_value = "test")]
+    pub source: String,
+    /// Address for the page, API and WebSocket endpoints.
+    #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:8000")]
+    pub listen: String,
     /// Address of the legacy raw WebSocket listener (any path, one NAL unit per message; always plain ws://), or "off". [default: the --listen host, port 9000]
     #[arg(long, value_name = "HOST:PORT|off")]
     pub legacy_listen: Option<String>,
-    /// Picture width for test and rpicam sources (even). [default: 1280]
-    #[arg(long)]
-    pub width: Option<u32>,
-    /// Picture height for test and rpicam sources (even). [default: 720]
-    #[arg(long)]
-    pub height: Option<u32>,
-    /// Frames per second (test and rpicam sources encode at it, file sources are paced at it). [default: 30]
-    #[arg(long)]
-    pub fps: Option<u32>,
-    /// Target bitrate in bits per second for test and rpicam sources. [default: 3000000]
-    #[arg(long)]
-    pub bitrate: Option<u32>,
-    /// Frames between keyframes for test and rpicam sources. [default: 60]
-    #[arg(long)]
-    pub keyframe_interval: Option<u32>,
-    /// Largest accepted NAL unit in bytes; larger ones are dropped and counted. [default: 8388608]
-    #[arg(long, value_name = "BYTES")]
-    pub max_nal_size: Option<usize>,
-    /// Restart a source that delivers no data for this many seconds. [default: 5]
-    #[arg(long, value_name = "SECONDS")]
-    pub stall_timeout: Option<f64>,
-    /// Most bytes queued for one viewer before it is reset to the next keyframe. [default: 8388608]
-    #[arg(long, value_name = "BYTES")]
-    pub queue_max_bytes: Option<usize>,
-    /// Oldest frame queued for one viewer, in milliseconds, before it is reset to the next keyframe. [default: 2000]
-    #[arg(long, value_name = "MS")]
-    pub queue_max_delay: Option<u64>,
-    /// Disconnect a client whose socket accepts nothing for this many seconds: a viewer that cannot be written to, or any connection that leaves what it was sent unread (the kernel's TCP_USER_TIMEOUT). [default: 10]
-    #[arg(long, value_name = "SECONDS")]
-    pub viewer_timeout: Option<f64>,
-    /// Most viewers at once; more are refused with HTTP 503. [default: 2000]
-    #[arg(long, value_name = "N")]
-    pub max_viewers: Option<usize>,
-    /// Most viewers from one client address; more are refused with HTTP 429. [default: 100]
-    #[arg(long, value_name = "N")]
-    pub max_viewers_per_ip: Option<usize>,
+    /// Picture width for test and rpicam sources (even).
+    #[arg(long, default_value_t = VideoSettings::default().width)]
+    pub width: u32,
+    /// Picture height for test and rpicam sources (even).
+    #[arg(long, default_value_t = VideoSettings::default().height)]
+    pub height: u32,
+    /// Frames per second (test and rpicam sources encode at it, file sources are paced at it).
+    #[arg(long, default_value_t = VideoSettings::default().fps)]
+    pub fps: u32,
+    /// Target bitrate in bits per second for test and rpicam sources.
+    #[arg(long, default_value_t = VideoSettings::default().bitrate)]
+    pub bitrate: u32,
+    /// Frames between keyframes for test and rpicam sources.
+    #[arg(long, default_value_t = VideoSettings::default().keyframe_interval)]
+    pub keyframe_interval: u32,
+    /// Largest accepted NAL unit in bytes; larger ones are dropped and counted.
+    #[arg(long, value_name = "BYTES", default_value_t = SourceOptions::default().max_nal_size)]
+    pub max_nal_size: usize,
+    /// Restart a source that delivers no data for this many seconds.
+    #[arg(long, value_name = "SECONDS", default_value_t = SourceOptions::default().stall_timeout.as_secs_f64())]
+    pub stall_timeout: f64,
+    /// Most bytes queued for one viewer before it is reset to the next keyframe.
+    #[arg(long, value_name = "BYTES", default_value_t = QueueLimits::default().max_bytes)]
+    pub queue_max_bytes: usize,
+    /// Oldest frame queued for one viewer, in milliseconds, before it is reset to the next keyframe.
+    #[arg(long, value_name = "MS", default_value_t = millis(QueueLimits::default().max_delay))]
+    pub queue_max_delay: u64,
+    /// Disconnect a client whose socket accepts nothing for this many seconds: a viewer that cannot be written to, or any connection that leaves what it was sent unread (the kernel's TCP_USER_TIMEOUT).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub viewer_timeout: f64,
+    /// Most viewers at once; more are refused with HTTP 503.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    pub max_viewers: usize,
+    /// Most viewers from one client address; more are refused with HTTP 429.
+    #[arg(long, value_name = "N", default_value_t = 100)]
+    pub max_viewers_per_ip: usize,
     /// Most open connections at once (viewers included); more are closed at once (HTTP 503 on plain HTTP). Lowered at start to fit the open-file limit. [default: 4096, or twice --max-viewers if that is more]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
@@ -87,13 +95,15 @@ pub struct Args {
     /// A reverse proxy (address or CIDR, e.g. 127.0.0.1 or 10.0.0.0/8) whose Forwarded / X-Forwarded-For headers name the real client, for viewer limits, lock-outs and logs; repeatable. Others' forwarding headers are ignored.
     #[arg(long, value_name = "CIDR")]
     pub trusted_proxy: Vec<String>,
-    /// Kernel send buffer per connection in bytes; small keeps a slow viewer's backlog in nalcast's queue, where it can skip to a keyframe. [default: 131072]
-    #[arg(long, value_name = "BYTES")]
-    pub send_buffer: Option<usize>,
-    /// Seconds a client has for the TLS handshake and for each request's headers; slower clients are dropped, and so is a keep-alive connection that sends no new request for as long. [default: 10]
-    #[arg(long, value_name = "SECONDS")]
-    pub header_timeout: Option<f64>,
+    /// Kernel send buffer per connection in bytes; small keeps a slow viewer's backlog in nalcast's queue, where it can skip to a keyframe.
+    #[arg(long, value_name = "BYTES", default_value_t = 128 * 1024)]
+    pub send_buffer: usize,
+    /// Seconds a client has for the TLS handshake and for each request's headers; slower clients are dropped, and so is a keep-alive connection that sends no new request for as long.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
+    pub header_timeout: f64,
     /// HTTPS on the main port: "self-signed" makes a certificate for this machine once and keeps it in --data-dir; "off" for plain HTTP. --tls-cert/--tls-key use your own. [default: off]
+    // Not a clap default: an explicit "off" next to --tls-cert is a contradiction
+    // worth reporting, which a filled-in default could not tell apart.
     #[arg(long, value_name = "off|self-signed")]
     pub tls: Option<String>,
     /// PEM certificate chain for HTTPS (with --tls-key); reloaded when the file changes or on SIGHUP.
@@ -126,42 +136,136 @@ pub struct Args {
     pub hash_password: bool,
 }
 
-/// The config file: same keys as the flags, kebab-case.
-#[derive(Deserialize, Debug, Default)]
-#[serde(rename_all = "kebab-case", deny_unknown_fields)]
-struct FileConfig {
-    source: Option<String>,
-    listen: Option<String>,
-    legacy_listen: Option<String>,
-    width: Option<u32>,
-    height: Option<u32>,
-    fps: Option<u32>,
-    bitrate: Option<u32>,
-    keyframe_interval: Option<u32>,
-    max_nal_size: Option<usize>,
-    stall_timeout: Option<f64>,
-    queue_max_bytes: Option<usize>,
-    queue_max_delay: Option<u64>,
-    viewer_timeout: Option<f64>,
-    send_buffer: Option<usize>,
-    allow_origin: Option<Vec<String>>,
-    public_host: Option<Vec<String>>,
-    trusted_proxy: Option<Vec<String>>,
-    max_viewers: Option<usize>,
-    max_viewers_per_ip: Option<usize>,
-    max_connections: Option<usize>,
-    max_connections_per_ip: Option<usize>,
-    viewer_threads: Option<usize>,
-    header_timeout: Option<f64>,
-    tls: Option<String>,
-    tls_cert: Option<PathBuf>,
-    tls_key: Option<PathBuf>,
-    data_dir: Option<PathBuf>,
-    auth: Option<String>,
-    token: Option<String>,
+/// A duration in whole milliseconds, for a default shown in `--help`.
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The resolved configuration.
+/// Why the command line or the config file was not accepted.
+#[derive(Debug)]
+pub enum LoadError {
+    /// clap's own: `--help`, `--version` or a mistyped flag, to be shown with
+    /// [`clap::Error::exit`].
+    Usage(clap::Error),
+    /// The config file cannot be read or has a key or value nalcast does not take.
+    File(String),
+}
+
+impl Options {
+    /// Reads the command line, and the config file if `--config` names one: a flag
+    /// (or its environment variable) wins over the file, the file over the default.
+    pub fn load<I, T>(argv: I) -> Result<Options, LoadError>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString>,
+    {
+        let argv: Vec<OsString> = argv.into_iter().map(Into::into).collect();
+        let parse = |command: Command| {
+            command
+                .try_get_matches_from(&argv)
+                .and_then(|matches| Options::from_arg_matches(&matches))
+                .map_err(LoadError::Usage)
+        };
+        let options = parse(Options::command())?;
+        match &options.config {
+            // --hash-password needs nothing from the file (and works even if it is broken).
+            None => Ok(options),
+            Some(_) if options.hash_password => Ok(options),
+            // Read again with the file's values as the flags' defaults: clap then
+            // ranks them below the command line and the environment by itself.
+            Some(path) => parse(with_file_defaults(Options::command(), path)?),
+        }
+    }
+}
+
+/// The config-file key for a flag: its long name, for every flag that takes a value
+/// except `--config` itself: `--hash-password`, `--help` and `--version` are
+/// actions, not settings.
+pub fn file_key(arg: &Arg) -> Option<&str> {
+    let key = arg.get_long()?;
+    (arg.get_action().takes_values() && key != "config").then_some(key)
+}
+
+/// The default `--help` shows for a flag: clap's, or for a default that is a rule
+/// the "[default: …]" its help text ends with.
+pub fn shown_default(arg: &Arg) -> Option<String> {
+    let values = arg.get_default_values();
+    if !values.is_empty() {
+        let values: Vec<_> = values.iter().map(|v| v.to_string_lossy()).collect();
+        return Some(values.join(", "));
+    }
+    let help = arg.get_help()?.to_string();
+    let rule = help.trim_end().strip_suffix(']')?;
+    let start = rule.rfind("[default: ")?;
+    Some(rule[start + "[default: ".len()..].to_owned())
+}
+
+/// `command` with the values from the config file at `path` as its flags' defaults.
+fn with_file_defaults(mut command: Command, path: &Path) -> Result<Command, LoadError> {
+    // One line, even when it quotes a multi-line value back.
+    let fail = |what: String| {
+        let what = what.replace('\n', " ");
+        LoadError::File(format!("config file {}: {what}", path.display()))
+    };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| LoadError::File(format!("cannot read config file {}: {e}", path.display())))?;
+    let table: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| fail(e.message().replace('\n', " ")))?;
+    for (key, value) in table {
+        let Some(arg) = command
+            .get_arguments()
+            .find(|arg| file_key(arg) == Some(key.as_str()))
+        else {
+            return Err(fail(format!(
+                "unknown key '{key}' (the keys are the names of nalcast --help's flags without the dashes)"
+            )));
+        };
+        let values = file_values(arg, &value).map_err(|e| fail(format!("{key} = {value}: {e}")))?;
+        // clap holds defaults as `&'static str` (owned ones need its `string`
+        // feature): the file is read once at start, so its few values can stay.
+        let values: Vec<&'static str> = values
+            .into_iter()
+            .map(|v| &*Box::leak(v.into_boxed_str()))
+            .collect();
+        let id = arg.get_id().clone();
+        command = command.mut_arg(id, |arg| arg.default_values(values));
+    }
+    Ok(command)
+}
+
+/// A file value as the text a flag would take, checked by the flag's own parser so
+/// that a wrong one is reported against the file rather than the flag.
+fn file_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
+    let text = |value: &toml::Value| match value {
+        toml::Value::String(s) => Ok(s.clone()),
+        toml::Value::Integer(i) => Ok(i.to_string()),
+        toml::Value::Float(f) => Ok(f.to_string()),
+        _ => Err("expected a string or a number".to_owned()),
+    };
+    let values = match value {
+        toml::Value::Array(items) if matches!(arg.get_action(), ArgAction::Append) => {
+            items.iter().map(text).collect::<Result<Vec<_>, _>>()?
+        }
+        toml::Value::Array(_) => return Err("expected one value, not a list".into()),
+        value => vec![text(value)?],
+    };
+    let key = arg.get_long().unwrap_or_default();
+    let probe = Command::new("nalcast")
+        .no_binary_name(true)
+        .arg(arg.clone().env(None));
+    for v in &values {
+        if let Err(e) = probe.clone().try_get_matches_from([format!("--{key}={v}")]) {
+            let why = std::error::Error::source(&e)
+                .map_or_else(|| e.kind().to_string(), |s| s.to_string());
+            return Err(format!("not a valid value ({why})"));
+        }
+    }
+    Ok(values)
+}
+
+/// The resolved configuration: checked plain values, from which the server builds
+/// its runtime objects.
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Where video comes from.
@@ -198,8 +302,27 @@ pub struct Config {
     pub header_timeout: Duration,
     /// HTTPS on the main listener, if wanted.
     pub tls: Option<TlsMode>,
-    /// Credentials from `--auth` and `--token`, if any.
-    pub auth: Option<std::sync::Arc<crate::server::auth::Auth>>,
+    /// `--auth` and `--token` as given; `server::auth::Auth::from_config` checks them.
+    pub credentials: Credentials,
+}
+
+/// The credentials a client must show, as given (`--auth`, `--token`).
+#[derive(Clone, Default)]
+pub struct Credentials {
+    /// `USER:PASSWORD`, the password plain or an argon2 hash.
+    pub basic: Option<String>,
+    /// The bearer token.
+    pub token: Option<String>,
+}
+
+/// Says which credentials are set, never what they are: a config may be logged.
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("basic", &self.basic.is_some())
+            .field("token", &self.token.is_some())
+            .finish()
+    }
 }
 
 /// The data directory: systemd's state directory, else the XDG data directory.
@@ -218,15 +341,6 @@ fn default_data_dir() -> PathBuf {
     match env("HOME") {
         Some(home) => home.join(".local/share/nalcast"),
         None => PathBuf::from("nalcast-data"),
-    }
-}
-
-/// A repeatable option: the flags' values if any were given, else the file's.
-fn repeated(flags: Vec<String>, file: Option<Vec<String>>) -> Vec<String> {
-    if flags.is_empty() {
-        file.unwrap_or_default()
-    } else {
-        flags
     }
 }
 
@@ -258,48 +372,19 @@ fn seconds(key: &str, v: f64) -> Result<Duration, String> {
 }
 
 impl Config {
-    /// Merges flags over the config file over defaults and checks every value.
-    pub fn resolve(args: Args) -> Result<Config, String> {
-        let file = match &args.config {
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .map_err(|e| format!("cannot read config file {}: {e}", path.display()))?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| {
-                    let msg = e.message().replace('\n', " ");
-                    format!("config file {}: {msg}", path.display())
-                })?
-            }
-            None => FileConfig::default(),
-        };
-        let d = VideoSettings::default();
-        let source_text = args.source.or(file.source).unwrap_or_else(|| "test".into());
-        let source: SourceSpec = source_text.parse().map_err(|e| format!("--source: {e}"))?;
-        let listen = parse_addr(
-            "listen",
-            &args
-                .listen
-                .or(file.listen)
-                .unwrap_or_else(|| "0.0.0.0:8000".into()),
-        )?;
+    /// Checks every option and applies the defaults that are rules.
+    pub fn resolve(o: Options) -> Result<Config, String> {
+        let source: SourceSpec = o.source.parse().map_err(|e| format!("--source: {e}"))?;
+        let listen = parse_addr("listen", &o.listen)?;
         // The legacy port follows the main one's host: `--listen 127.0.0.1:8000`
         // behind a proxy must not leave video open to the network on port 9000.
-        let legacy_listen = match args.legacy_listen.or(file.legacy_listen).as_deref() {
+        let legacy_listen = match o.legacy_listen.as_deref() {
             None => Some(SocketAddr::new(listen.ip(), DEFAULT_LEGACY_PORT)),
             Some("off" | "none" | "") => None,
             Some(other) => Some(parse_addr("legacy-listen", other)?),
         };
-        let width = range(
-            "width",
-            args.width.or(file.width).unwrap_or(d.width),
-            16,
-            4096,
-        )?;
-        let height = range(
-            "height",
-            args.height.or(file.height).unwrap_or(d.height),
-            16,
-            4096,
-        )?;
+        let width = range("width", o.width, 16, 4096)?;
+        let height = range("height", o.height, 16, 4096)?;
         if width % 2 != 0 || height % 2 != 0 {
             return Err(format!(
                 "--width and --height must be even, got {width}x{height}"
@@ -308,71 +393,30 @@ impl Config {
         let video = VideoSettings {
             width,
             height,
-            fps: range("fps", args.fps.or(file.fps).unwrap_or(d.fps), 1, 120)?,
-            bitrate: range(
-                "bitrate",
-                args.bitrate.or(file.bitrate).unwrap_or(d.bitrate),
-                10_000,
-                100_000_000,
-            )?,
-            keyframe_interval: range(
-                "keyframe-interval",
-                args.keyframe_interval
-                    .or(file.keyframe_interval)
-                    .unwrap_or(d.keyframe_interval),
-                1,
-                10_000,
-            )?,
+            fps: range("fps", o.fps, 1, 120)?,
+            bitrate: range("bitrate", o.bitrate, 10_000, 100_000_000)?,
+            keyframe_interval: range("keyframe-interval", o.keyframe_interval, 1, 10_000)?,
         };
-        let defaults = SourceOptions::default();
         let source_options = SourceOptions {
             video,
-            max_nal_size: range(
-                "max-nal-size",
-                args.max_nal_size
-                    .or(file.max_nal_size)
-                    .unwrap_or(defaults.max_nal_size),
-                1024,
-                256 << 20,
-            )?,
-            stall_timeout: match args.stall_timeout.or(file.stall_timeout) {
-                Some(s) => seconds("stall-timeout", s)?,
-                None => defaults.stall_timeout,
-            },
-            ..defaults
+            max_nal_size: range("max-nal-size", o.max_nal_size, 1024, 256 << 20)?,
+            stall_timeout: seconds("stall-timeout", o.stall_timeout)?,
+            ..SourceOptions::default()
         };
-        let qd = QueueLimits::default();
         let queue = QueueLimits {
-            max_bytes: range(
-                "queue-max-bytes",
-                args.queue_max_bytes
-                    .or(file.queue_max_bytes)
-                    .unwrap_or(qd.max_bytes),
-                64 * 1024,
-                1 << 30,
-            )?,
+            max_bytes: range("queue-max-bytes", o.queue_max_bytes, 64 * 1024, 1 << 30)?,
             max_delay: Duration::from_millis(range(
                 "queue-max-delay",
-                args.queue_max_delay
-                    .or(file.queue_max_delay)
-                    .unwrap_or(qd.max_delay.as_millis() as u64),
+                o.queue_max_delay,
                 10,
                 600_000,
             )?),
         };
-        let viewer_timeout = seconds(
-            "viewer-timeout",
-            args.viewer_timeout.or(file.viewer_timeout).unwrap_or(10.0),
-        )?;
-        let send_buffer = range(
-            "send-buffer",
-            args.send_buffer.or(file.send_buffer).unwrap_or(128 * 1024),
-            4096,
-            64 << 20,
-        )?;
-        let allow_origins: Vec<String> = repeated(args.allow_origin, file.allow_origin);
+        let viewer_timeout = seconds("viewer-timeout", o.viewer_timeout)?;
+        let send_buffer = range("send-buffer", o.send_buffer, 4096, 64 << 20)?;
         // Browsers send origins without a trailing slash.
-        let allow_origins: Vec<String> = allow_origins
+        let allow_origins: Vec<String> = o
+            .allow_origin
             .into_iter()
             .map(|o| o.trim_end_matches('/').to_owned())
             .collect();
@@ -388,7 +432,7 @@ impl Config {
                 ));
             }
         }
-        let public_hosts = repeated(args.public_host, file.public_host);
+        let public_hosts = o.public_host;
         for name in &public_hosts {
             if name.is_empty() || name.contains(['/', ' ', ':', '@']) {
                 return Err(format!(
@@ -396,8 +440,8 @@ impl Config {
                 ));
             }
         }
-        let trusted_proxies = repeated(args.trusted_proxy, file.trusted_proxy);
-        let trusted_proxies = trusted_proxies
+        let trusted_proxies = o
+            .trusted_proxy
             .iter()
             .map(|text| {
                 text.parse::<ipnet::IpNet>()
@@ -407,59 +451,28 @@ impl Config {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        let max_viewers = range(
-            "max-viewers",
-            args.max_viewers.or(file.max_viewers).unwrap_or(2000),
-            1,
-            1_000_000,
-        )?;
-        let max_viewers_per_ip = range(
-            "max-viewers-per-ip",
-            args.max_viewers_per_ip
-                .or(file.max_viewers_per_ip)
-                .unwrap_or(100),
-            1,
-            1_000_000,
-        )?;
+        let max_viewers = range("max-viewers", o.max_viewers, 1, 1_000_000)?;
+        let max_viewers_per_ip = range("max-viewers-per-ip", o.max_viewers_per_ip, 1, 1_000_000)?;
         // Viewers hold connection slots (and two for a moment while they are
         // upgraded): raising a viewer limit raises the default connection limit.
         let max_connections = range(
             "max-connections",
-            args.max_connections
-                .or(file.max_connections)
-                .unwrap_or(4096.max(2 * max_viewers)),
+            o.max_connections.unwrap_or(4096.max(2 * max_viewers)),
             1,
             10_000_000,
         )?;
         let max_connections_per_ip = range(
             "max-connections-per-ip",
-            args.max_connections_per_ip
-                .or(file.max_connections_per_ip)
+            o.max_connections_per_ip
                 .unwrap_or(256.max(2 * max_viewers_per_ip)),
             1,
             10_000_000,
         )?;
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let viewer_threads = range(
-            "viewer-threads",
-            args.viewer_threads.or(file.viewer_threads).unwrap_or(cores),
-            0,
-            256,
-        )?;
-        let header_timeout = seconds(
-            "header-timeout",
-            args.header_timeout.or(file.header_timeout).unwrap_or(10.0),
-        )?;
-        let data_dir = args
-            .data_dir
-            .or(file.data_dir)
-            .unwrap_or_else(default_data_dir);
-        let tls_mode = args.tls.or(file.tls);
-        let tls = match (
-            tls_mode.as_deref(),
-            args.tls_cert.or(file.tls_cert),
-            args.tls_key.or(file.tls_key),
-        ) {
+        let viewer_threads = range("viewer-threads", o.viewer_threads.unwrap_or(cores), 0, 256)?;
+        let header_timeout = seconds("header-timeout", o.header_timeout)?;
+        let data_dir = o.data_dir.unwrap_or_else(default_data_dir);
+        let tls = match (o.tls.as_deref(), o.tls_cert, o.tls_key) {
             (None | Some("off"), None, None) => None,
             (Some("self-signed"), None, None) => Some(TlsMode::SelfSigned {
                 dir: data_dir.join("tls"),
@@ -477,16 +490,13 @@ impl Config {
             ))
             }
         };
-        let auth = crate::server::auth::Auth::new(
-            args.auth.or(file.auth).as_deref(),
-            args.token.or(file.token).as_deref(),
-            tls.is_some(),
-        )?
-        .map(std::sync::Arc::new);
         Ok(Config {
             header_timeout,
             tls,
-            auth,
+            credentials: Credentials {
+                basic: o.auth,
+                token: o.token,
+            },
             max_viewers,
             max_viewers_per_ip,
             max_connections,
@@ -511,9 +521,105 @@ mod tests {
     use super::*;
 
     fn parse(args: &[&str]) -> Result<Config, String> {
-        let args = Args::try_parse_from(std::iter::once("nalcast").chain(args.iter().copied()))
-            .map_err(|e| e.to_string())?;
-        Config::resolve(args)
+        let options = Options::load(std::iter::once("nalcast").chain(args.iter().copied()))
+            .map_err(|e| match e {
+                LoadError::Usage(e) => e.to_string(),
+                LoadError::File(e) => e,
+            })?;
+        Config::resolve(options)
+    }
+
+    fn temp_file(name: &str, text: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("nalcast-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join(name);
+        std::fs::write(&path, text).expect("write");
+        path
+    }
+
+    /// Defaults that are rules rather than values: `--help` describes them.
+    const RULES: [&str; 5] = [
+        "legacy-listen",
+        "max-connections",
+        "max-connections-per-ip",
+        "viewer-threads",
+        "data-dir",
+    ];
+
+    #[test]
+    fn every_flag_is_a_file_key_with_the_same_meaning() {
+        let command = Options::command();
+        let flag_only: Vec<_> = command
+            .get_arguments()
+            .filter(|arg| file_key(arg).is_none())
+            .filter_map(|arg| arg.get_long())
+            .collect();
+        // (--help and --version are clap's, added when the command is built.)
+        assert_eq!(
+            flag_only,
+            ["config", "hash-password"],
+            "only these flags stay out of the config file"
+        );
+        for arg in command.get_arguments() {
+            let Some(key) = file_key(arg) else { continue };
+            // Any value the flag's parser takes will do: the default if it is one.
+            let value = match shown_default(arg) {
+                Some(value) if !RULES.contains(&key) => value,
+                _ => "1".to_owned(),
+            };
+            let toml = if matches!(arg.get_action(), ArgAction::Append) {
+                format!("{key} = [{value:?}]\n")
+            } else {
+                format!("{key} = {value:?}\n")
+            };
+            let path = temp_file(&format!("{key}.toml"), &toml);
+            let from_file = Options::load(["nalcast", "--config", path.to_str().expect("utf-8")])
+                .unwrap_or_else(|e| panic!("{toml}: {e:?}"));
+            let from_flag = Options::load(["nalcast", &format!("--{key}={value}")])
+                .unwrap_or_else(|e| panic!("--{key}={value}: {e:?}"));
+            assert_eq!(
+                format!(
+                    "{:?}",
+                    Options {
+                        config: None,
+                        ..from_file
+                    }
+                ),
+                format!("{from_flag:?}"),
+                "{toml}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_defaults_help_shows_are_the_defaults_used() {
+        let defaults = format!("{:?}", parse(&[]).expect("defaults are valid"));
+        for arg in Options::command().get_arguments() {
+            let (Some(key), Some(value)) = (file_key(arg), shown_default(arg)) else {
+                continue;
+            };
+            if RULES.contains(&key) {
+                continue;
+            }
+            let given = parse(&[&format!("--{key}={value}")])
+                .unwrap_or_else(|e| panic!("--{key}={value}: {e}"));
+            assert_eq!(format!("{given:?}"), defaults, "--{key} {value}");
+        }
+        // The rules, spelled out: each is what its help text says.
+        let c = parse(&[]).expect("valid");
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        assert_eq!(
+            (
+                c.max_connections,
+                c.max_connections_per_ip,
+                c.viewer_threads
+            ),
+            (4096, 256, cores)
+        );
+        assert_eq!(
+            c.legacy_listen.map(|a| a.to_string()).as_deref(),
+            Some("0.0.0.0:9000")
+        );
     }
 
     #[test]
@@ -546,12 +652,9 @@ mod tests {
         let c = parse(&[]).expect("defaults are valid");
         assert_eq!(c.source, SourceSpec::Test);
         assert_eq!(c.listen.to_string(), "0.0.0.0:8000");
-        assert_eq!(
-            c.legacy_listen.map(|a| a.to_string()).as_deref(),
-            Some("0.0.0.0:9000")
-        );
         assert_eq!(c.source_options.video, VideoSettings::default());
-        assert_eq!((c.max_connections, c.max_connections_per_ip), (4096, 256));
+        assert_eq!(c.tls, None);
+        assert!(c.credentials.basic.is_none() && c.credentials.token.is_none());
     }
 
     #[test]
@@ -573,17 +676,46 @@ mod tests {
 
     #[test]
     fn flags_win_over_file_and_file_over_defaults() {
-        let dir = std::env::temp_dir().join(format!("nalcast-config-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let path = dir.join("c.toml");
-        std::fs::write(&path, "fps = 15\nwidth = 640\nlegacy-listen = \"off\"\n").expect("write");
-        let c = parse(&["--config", path.to_str().expect("utf-8"), "--fps", "25"]).expect("valid");
+        let path = temp_file(
+            "c.toml",
+            "fps = 15\nwidth = 640\nlegacy-listen = \"off\"\nviewer-timeout = 2.5\nallow-origin = [\"http://a.lan\", \"http://b.lan/\"]\n",
+        );
+        let path = path.to_str().expect("utf-8");
+        let c = parse(&["--config", path, "--fps", "25"]).expect("valid");
         assert_eq!(c.source_options.video.fps, 25);
         assert_eq!(c.source_options.video.width, 640);
+        assert_eq!(c.source_options.video.height, 720);
         assert_eq!(c.legacy_listen, None);
-        std::fs::write(&path, "frames = 3\n").expect("write");
-        let err = parse(&["--config", path.to_str().expect("utf-8")]).unwrap_err();
-        assert!(err.contains("unknown field"), "{err}");
+        assert_eq!(c.viewer_timeout, Duration::from_millis(2500));
+        assert_eq!(c.allow_origins, ["http://a.lan", "http://b.lan"]);
+        let c = parse(&["--config", path, "--allow-origin", "http://c.lan"]).expect("valid");
+        assert_eq!(
+            c.allow_origins,
+            ["http://c.lan"],
+            "a repeated flag replaces the file's list"
+        );
+    }
+
+    #[test]
+    fn bad_config_files_are_one_line_errors_naming_the_file() {
+        for (text, needle) in [
+            ("frames = 3\n", "unknown key 'frames'"),
+            ("config = \"other.toml\"\n", "unknown key 'config'"),
+            ("hash-password = true\n", "unknown key 'hash-password'"),
+            ("fps = \"fast\"\n", "fps = \"fast\": not a valid value"),
+            ("fps = [30]\n", "fps = [30]: expected one value, not a list"),
+            ("tls = true\n", "tls = true: expected a string or a number"),
+            ("fps = \n", "bad.toml"),
+            ("fps = \"\"\"3\n0\"\"\"\n", "fps = "),
+        ] {
+            let path = temp_file("bad.toml", text);
+            let err = parse(&["--config", path.to_str().expect("utf-8")]).unwrap_err();
+            assert!(
+                err.contains("bad.toml") && err.contains(needle),
+                "{text}: {err}"
+            );
+            assert!(!err.contains('\n'), "{err}");
+        }
     }
 
     #[test]

@@ -3,23 +3,38 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use anyhow::Context;
-use clap::Parser;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use nalcast_core::hub::{Hub, HubConfig};
 use nalcast_core::source;
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use nalcast::config::{Args, Config};
+use nalcast::config::{Config, LoadError, Options};
 use nalcast::server;
+use nalcast::server::auth::Auth;
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    if args.hash_password {
+    let options = match Options::load(std::env::args_os()) {
+        Ok(o) => o,
+        // --help, --version and mistyped flags, as clap shows them.
+        Err(LoadError::Usage(e)) => e.exit(),
+        Err(LoadError::File(e)) => {
+            eprintln!("nalcast: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if options.hash_password {
         return hash_password();
     }
-    let config = match Config::resolve(args) {
+    let config = match Config::resolve(options) {
         Ok(c) => c,
+        Err(e) => {
+            eprintln!("nalcast: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let auth = match Auth::from_config(&config) {
+        Ok(auth) => auth,
         Err(e) => {
             eprintln!("nalcast: error: {e}");
             return ExitCode::from(2);
@@ -60,7 +75,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, tls, fd_limit)) {
+    match runtime.block_on(run(config, auth, tls, fd_limit)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nalcast: error: {e:#}");
@@ -160,6 +175,7 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
 
 async fn run(
     config: Config,
+    auth: Option<std::sync::Arc<Auth>>,
     tls: Option<server::tls::Tls>,
     fd_limit: Option<u64>,
 ) -> anyhow::Result<()> {
@@ -226,7 +242,7 @@ async fn run(
         limits: server::limits::ViewerLimits::new(config.max_viewers, config.max_viewers_per_ip)
             .holding_connections(&connections),
         viewer_threads,
-        auth: config.auth.clone(),
+        auth,
     };
     if state.auth.is_some() && config.tls.is_none() {
         warn!("credentials are checked but travel unencrypted: add --tls self-signed or --tls-cert/--tls-key");

@@ -1,11 +1,14 @@
-//! The command line: help, clear one-line errors with exit code 2, every source kind.
+//! The command line and config file: help and docs made from the option definitions,
+//! clear one-line errors with exit code 2, every source kind.
 mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 use std::time::Duration;
 
+use clap::CommandFactory;
 use common::*;
+use nalcast::config::{file_key, shown_default, Options};
 use nalcast_core::protocol::ServerMessage;
 
 fn nalcast(args: &[&str]) -> std::process::Output {
@@ -16,46 +19,157 @@ fn nalcast(args: &[&str]) -> std::process::Output {
         .expect("runs")
 }
 
+/// Every option as `Options` defines it, the way the docs show it.
+fn options() -> Vec<clap::Arg> {
+    Options::command().get_arguments().cloned().collect()
+}
+
 #[test]
-fn help_documents_every_option() {
+fn help_shows_every_option_with_its_default() {
     let out = nalcast(&["--help"]);
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in [
-        "--config",
-        "--source",
-        "--listen",
-        "--legacy-listen",
-        "--width",
-        "--height",
-        "--fps",
-        "--bitrate",
-        "--keyframe-interval",
-        "--max-nal-size",
-        "--stall-timeout",
-        "--queue-max-bytes",
-        "--queue-max-delay",
-        "--viewer-timeout",
-        "--send-buffer",
-        "--max-viewers",
-        "--max-viewers-per-ip",
-        "--max-connections",
-        "--max-connections-per-ip",
-        "--viewer-threads",
-        "--allow-origin",
-        "--public-host",
-        "--trusted-proxy",
-        "--header-timeout",
-        "--tls",
-        "--tls-cert",
-        "--tls-key",
-        "--data-dir",
-        "--auth",
-        "--token",
-        "--hash-password",
-    ] {
-        assert!(help.contains(flag), "--help lacks {flag}");
+    for arg in options() {
+        let flag = format!("--{}", arg.get_long().expect("every option is a long flag"));
+        assert!(help.contains(&flag), "--help lacks {flag}");
+        if let Some(default) = shown_default(&arg) {
+            let shown = format!("[default: {default}]");
+            assert!(help.contains(&shown), "--help lacks {flag}'s {shown}");
+        }
     }
+}
+
+/// The reference table of docs/configuration.md, made from the option definitions.
+fn reference_table() -> String {
+    let cell = |text: &str| text.replace('|', "\\|").replace('*', "\\*");
+    let sentence = |text: &str| format!("{}.", text.trim_end().trim_end_matches('.'));
+    let mut table =
+        String::from("| flag | file key | default | what it does |\n|---|---|---|---|\n");
+    for arg in options() {
+        let long = arg.get_long().expect("every option is a long flag");
+        let mut flag = format!("--{long}");
+        if arg.get_action().takes_values() {
+            let name = arg
+                .get_value_names()
+                .and_then(|names| names.first())
+                .map_or_else(|| long.to_uppercase(), ToString::to_string);
+            flag = format!("{flag} {name}");
+        }
+        let mut flag = format!("`{}`", cell(&flag));
+        if let Some(env) = arg.get_env() {
+            flag = format!("{flag} or `{}`", env.to_string_lossy());
+        }
+        let key = file_key(&arg).map_or_else(|| "—".to_owned(), |k| format!("`{k}`"));
+        let default = match (arg.get_default_values(), shown_default(&arg)) {
+            ([], Some(rule)) => cell(&rule),
+            (_, Some(value)) => format!("`{value}`"),
+            (_, None) => "—".to_owned(),
+        };
+        let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+        // A rule default is part of the help text; here it has its own column.
+        let help = match help.rfind(" [default: ") {
+            Some(at) => help[..at].to_owned(),
+            None => help,
+        };
+        table += &format!(
+            "| {flag} | {key} | {default} | {} |\n",
+            cell(&sentence(&help))
+        );
+    }
+    table
+}
+
+fn repo_file(path: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .join(path)
+}
+
+/// docs/configuration.md lists each option with its file key and default as
+/// `Options` defines them. `NALCAST_UPDATE_DOCS=1` rewrites the table.
+#[test]
+fn the_configuration_reference_is_made_from_the_options() {
+    let path = repo_file("docs/configuration.md");
+    let doc = std::fs::read_to_string(&path).expect("docs/configuration.md");
+    let (start, end) = ("<!-- options:start -->\n", "<!-- options:end -->");
+    let from = doc.find(start).expect("options:start marker") + start.len();
+    let to = doc.find(end).expect("options:end marker");
+    let table = reference_table();
+    if doc[from..to] != table {
+        if std::env::var_os("NALCAST_UPDATE_DOCS").is_some() {
+            std::fs::write(&path, format!("{}{table}{}", &doc[..from], &doc[to..]))
+                .expect("write docs/configuration.md");
+            return;
+        }
+        panic!(
+            "docs/configuration.md's table is out of date with the options in crates/nalcast/src/config.rs: run NALCAST_UPDATE_DOCS=1 cargo test -p nalcast --test cli"
+        );
+    }
+}
+
+/// A number with its unit as the prose writes it ("10 s", "8 MiB", "2000 ms"), in
+/// the flag's own unit.
+fn prose_number(text: &str) -> Option<f64> {
+    let digits: String = text
+        .chars()
+        .take_while(|c| c.is_ascii_digit() || *c == '.')
+        .collect();
+    let number: f64 = digits.parse().ok()?;
+    let unit = text[digits.len()..].trim_start();
+    let scale = if unit.starts_with("MiB") {
+        1024.0 * 1024.0
+    } else if unit.starts_with("KiB") {
+        1024.0
+    } else {
+        1.0
+    };
+    Some(number * scale)
+}
+
+/// The README and the other docs mention defaults in passing, as "`--flag` (10 s)":
+/// each such flag exists and the number is its default.
+#[test]
+fn defaults_mentioned_in_the_docs_are_the_defaults() {
+    let mut files = vec![repo_file("README.md")];
+    for entry in std::fs::read_dir(repo_file("docs")).expect("docs/") {
+        files.push(entry.expect("docs entry").path());
+    }
+    let options = options();
+    let mut checked = 0;
+    for file in files
+        .iter()
+        .filter(|f| f.extension().is_some_and(|e| e == "md"))
+    {
+        let text = std::fs::read_to_string(file).expect("read doc");
+        for (at, _) in text.match_indices("`--") {
+            let rest = &text[at + 3..];
+            let Some(close) = rest.find('`') else {
+                continue;
+            };
+            let name = &rest[..close];
+            // "`--token T` (16+ characters…" describes a value, not the default.
+            let Some(prose) = rest[close + 1..].strip_prefix(" (") else {
+                continue;
+            };
+            if name.contains(' ') || !prose.starts_with(|c: char| c.is_ascii_digit()) {
+                continue;
+            }
+            let arg = options
+                .iter()
+                .find(|a| a.get_long() == Some(name))
+                .unwrap_or_else(|| panic!("{}: --{name} is not a flag", file.display()));
+            let default = shown_default(arg).and_then(|d| prose_number(&d));
+            assert_eq!(
+                prose_number(prose),
+                default,
+                "{}: `--{name}` ({}…) is not its default",
+                file.display(),
+                prose.chars().take(12).collect::<String>()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 5, "found only {checked} defaults in the docs");
 }
 
 #[test]
@@ -63,6 +177,8 @@ fn bad_configuration_exits_2_with_one_clear_line() {
     let dir = temp_dir("cli");
     let bad_toml = dir.join("bad.toml");
     std::fs::write(&bad_toml, "fps = \"fast\"\n").expect("write");
+    let unknown_key = dir.join("unknown.toml");
+    std::fs::write(&unknown_key, "frame-rate = 30\n").expect("write");
     let cases: Vec<(Vec<String>, &str)> = vec![
         (
             vec!["--source".into(), "file:missing.h264".into()],
@@ -85,6 +201,10 @@ fn bad_configuration_exits_2_with_one_clear_line() {
         (
             vec!["--config".into(), "/nonexistent.toml".into()],
             "cannot read config file",
+        ),
+        (
+            vec!["--config".into(), unknown_key.display().to_string()],
+            "unknown key 'frame-rate'",
         ),
         (
             vec!["--source".into(), "rpicam".into()],
@@ -134,6 +254,47 @@ fn bad_configuration_exits_2_with_one_clear_line() {
             assert_eq!(err.trim_end().lines().count(), 1, "{args:?}: {err}");
         }
     }
+}
+
+/// The file's values stand in for the defaults; a flag or its environment
+/// variable wins over the file.
+#[tokio::test]
+async fn flags_and_environment_win_over_the_config_file() {
+    let dir = temp_dir("precedence");
+    let config = dir.join("nalcast.toml");
+    std::fs::write(
+        &config,
+        "width = 320\nheight = 240\nbitrate = 500000\nkeyframe-interval = 15\ntoken = \"from-the-file-0123456789\"\n",
+    )
+    .expect("write");
+    let server = Server::start_with_env(
+        &[
+            "--config",
+            config.to_str().expect("utf-8"),
+            "--keyframe-interval",
+            "20",
+        ],
+        &[("NALCAST_TOKEN", "from-the-environment-0123")],
+    );
+    let bearer = |token: &str| format!("Bearer {token}");
+    let env_token = bearer("from-the-environment-0123");
+    let (status, _, body) =
+        http_request(server.addr, "/api/stream", &[("Authorization", &env_token)])
+            .await
+            .expect("GET");
+    assert_eq!(status, 200, "the environment's token: {body}");
+    let info: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+    assert_eq!(info["bitrate"], 500_000, "from the file");
+    assert_eq!(info["keyframe_interval"], 20, "the flag over the file");
+    let file_token = bearer("from-the-file-0123456789");
+    let (status, _, _) = http_request(
+        server.addr,
+        "/api/stream",
+        &[("Authorization", &file_token)],
+    )
+    .await
+    .expect("GET");
+    assert_eq!(status, 401, "the file's token is overridden");
 }
 
 async fn first_keyframe_size(server: &Server) -> (u32, u32) {

@@ -233,6 +233,18 @@ enum Via {
 }
 
 impl Auth {
+    /// The credentials `config` asks for, `None` when it asks for none; the token
+    /// cookie is HTTPS-only when the main port serves HTTPS.
+    pub fn from_config(config: &crate::config::Config) -> Result<Option<Arc<Auth>>, String> {
+        let credentials = &config.credentials;
+        let auth = Auth::new(
+            credentials.basic.as_deref(),
+            credentials.token.as_deref(),
+            config.tls.is_some(),
+        )?;
+        Ok(auth.map(Arc::new))
+    }
+
     /// Credentials from `--auth USER:PASSWORD` (the password may be an argon2 hash)
     /// and `--token`; `None` when neither is set. `secure_cookie` marks the token
     /// cookie HTTPS-only.
