@@ -16,7 +16,7 @@ pub mod stamp;
 pub mod viewer;
 
 pub use hub::{Hub, HubConfig};
-pub use shared::SharedAu;
+pub use shared::{Fmp4Unit, SharedAu};
 
 #[cfg(test)]
 mod test_support;
