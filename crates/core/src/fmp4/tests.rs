@@ -230,8 +230,8 @@ fn fragments_carry_one_avcc_sample_each_on_a_continuous_timeline() {
         assert!(f.data_offset > 0);
         prev = Some((seq, tfdt, duration));
     }
-    // 33 333 µs = 2999.97 ticks
-    assert_eq!(packager.next_decode_time(), 3000 + 39 * 2999);
+    // the first from 1/30 s, then the capture clock: 39 × 33 333 µs = 116 998.83 ticks
+    assert_eq!(packager.next_decode_time(), 3000 + 116_998);
 }
 
 #[test]

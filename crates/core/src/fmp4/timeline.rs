@@ -133,9 +133,11 @@ impl Timeline {
         let (duration, pts) = match p.fixed {
             None => {
                 let duration = match prev_capture {
-                    Some(prev) => {
-                        clamp_duration(us_to_ticks(i128::from(frame.capture_us) - i128::from(prev)))
-                    }
+                    // Ticks of the absolute times, so the rounding errors of
+                    // successive deltas cancel (3000, 2999, 3000, …).
+                    Some(prev) => clamp_duration(
+                        us_to_ticks(i128::from(frame.capture_us)) - us_to_ticks(i128::from(prev)),
+                    ),
                     None => nominal(frame.fps),
                 };
                 (duration, dts + p.offset)
@@ -191,7 +193,8 @@ impl Timeline {
             .filter(|o| o.frames > 0 && frame.capture_us > o.capture_start)
             .map(|o| {
                 clamp_duration(
-                    us_to_ticks(capture - i128::from(o.capture_start)) / i128::from(o.frames),
+                    (us_to_ticks(capture) - us_to_ticks(i128::from(o.capture_start)))
+                        / i128::from(o.frames),
                 )
             })
             .filter(|e| *e <= before.saturating_mul(4) && e.saturating_mul(4) >= before)
@@ -288,7 +291,7 @@ mod tests {
         let durations: Vec<u32> = t.iter().map(|s| s.duration).collect();
         // first from the default 1/30 s, then the delta of the last pair, clamped
         // to 1 ms (same timestamp) and 1 s (a stall)
-        assert_eq!(durations, vec![3000, 2999, 2999, 90, 12000, 90000]);
+        assert_eq!(durations, vec![3000, 2999, 3000, 90, 12001, 90000]);
         assert!(t.iter().all(|s| s.composition_offset == 0));
     }
 
