@@ -6,6 +6,7 @@
 //! every viewer's bounded [`viewer::ViewerQueue`].
 
 pub mod clock;
+pub mod fmp4;
 pub mod gop;
 pub mod hub;
 pub mod ingest;
