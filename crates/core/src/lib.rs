@@ -6,6 +6,7 @@
 //! every viewer's bounded [`viewer::ViewerQueue`].
 
 pub mod clock;
+pub mod fmp4;
 pub mod gop;
 pub mod hub;
 pub mod ingest;
@@ -16,7 +17,7 @@ pub mod stamp;
 pub mod viewer;
 
 pub use hub::{Hub, HubConfig};
-pub use shared::SharedAu;
+pub use shared::{Fmp4Unit, SharedAu};
 
 #[cfg(test)]
 mod test_support;

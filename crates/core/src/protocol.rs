@@ -13,6 +13,10 @@ pub const MSG_SKIPPED: u8 = 0x03;
 pub const MSG_STATUS: u8 = 0x04;
 /// Message type: pong.
 pub const MSG_PONG: u8 = 0x05;
+/// Message type (`/ws/fmp4`): an fMP4 init segment (ftyp + moov).
+pub const MSG_INIT_SEGMENT: u8 = 0x06;
+/// Message type (`/ws/fmp4`): one access unit as an fMP4 fragment (moof + mdat).
+pub const MSG_FRAGMENT: u8 = 0x07;
 
 /// Access-unit flag: the frame is a keyframe (IDR).
 pub const FLAG_KEYFRAME: u8 = 0x01;
@@ -71,12 +75,40 @@ pub fn encode_status(status: &StatusMsg) -> Bytes {
 
 /// Encodes an access-unit message: header followed by the Annex-B bytes.
 pub fn encode_access_unit(flags: u8, seq: u32, capture_us: u64, annexb: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(AU_HEADER_LEN + annexb.len());
-    out.put_u8(MSG_ACCESS_UNIT);
+    unit_message(MSG_ACCESS_UNIT, flags, seq, capture_us, annexb)
+}
+
+/// Encodes a fragment message: the access-unit header followed by one fMP4
+/// fragment (moof + mdat) carrying the access unit.
+pub fn encode_fragment(flags: u8, seq: u32, capture_us: u64, fragment: &[u8]) -> Bytes {
+    unit_message(MSG_FRAGMENT, flags, seq, capture_us, fragment)
+}
+
+fn unit_message(kind: u8, flags: u8, seq: u32, capture_us: u64, payload: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(AU_HEADER_LEN + payload.len());
+    out.put_u8(kind);
     out.put_u8(flags);
     out.put_u32_le(seq);
     out.put_u64_le(capture_us);
-    out.put_slice(annexb);
+    out.put_slice(payload);
+    out.freeze()
+}
+
+/// An access-unit or fragment message with the catch-up flag set. Copies: only for
+/// viewers that join or resume, never on the live path.
+pub fn with_catch_up(message: &Bytes) -> Bytes {
+    let mut copy = message.to_vec();
+    if let Some(flags) = copy.get_mut(1) {
+        *flags |= FLAG_CATCH_UP;
+    }
+    Bytes::from(copy)
+}
+
+/// Encodes an init-segment message.
+pub fn encode_init_segment(init: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(1 + init.len());
+    out.put_u8(MSG_INIT_SEGMENT);
+    out.put_slice(init);
     out.freeze()
 }
 
@@ -111,6 +143,19 @@ pub enum ServerMessage {
         /// Capture time, µs since the epoch.
         capture_us: u64,
         /// The Annex-B bytes.
+        data: Bytes,
+    },
+    /// An fMP4 init segment (`/ws/fmp4`).
+    InitSegment(Bytes),
+    /// One access unit as an fMP4 fragment (`/ws/fmp4`).
+    Fragment {
+        /// Flags (`FLAG_*`).
+        flags: u8,
+        /// Sequence number.
+        seq: u32,
+        /// Capture time, µs since the epoch.
+        capture_us: u64,
+        /// moof + mdat.
         data: Bytes,
     },
     /// Frames were dropped.
@@ -197,6 +242,16 @@ pub fn decode(msg: &Bytes) -> Result<ServerMessage, ProtocolError> {
                 data: msg.slice(AU_HEADER_LEN..),
             })
         }
+        MSG_FRAGMENT => {
+            need(msg, AU_HEADER_LEN)?;
+            Ok(ServerMessage::Fragment {
+                flags: msg[1],
+                seq: le_u32(&msg[2..]),
+                capture_us: le_u64(&msg[6..]),
+                data: msg.slice(AU_HEADER_LEN..),
+            })
+        }
+        MSG_INIT_SEGMENT => Ok(ServerMessage::InitSegment(msg.slice(1..))),
         MSG_SKIPPED => {
             need(msg, 5)?;
             Ok(ServerMessage::Skipped(le_u32(&msg[1..])))

@@ -12,7 +12,7 @@ use std::time::Instant;
 use bytes::Bytes;
 use nalcast_h264::{AccessUnit, ParamSets};
 
-use crate::protocol::{self, FLAG_CATCH_UP, FLAG_KEYFRAME};
+use crate::protocol::{self, FLAG_KEYFRAME};
 
 /// One access unit as the hub shares it with every viewer (behind an `Arc`).
 #[derive(Debug)]
@@ -25,6 +25,19 @@ pub struct SharedAu {
     pub message: Bytes,
     /// When the hub received it (for the server-added latency histogram).
     pub published: Instant,
+    /// The same access unit for `/ws/fmp4` viewers, when it could be packaged.
+    pub fmp4: Option<Fmp4Unit>,
+}
+
+/// An access unit's messages for `/ws/fmp4` (fragmented MP4 for Media Source
+/// Extensions), built once by the hub for every such viewer.
+#[derive(Clone, Debug)]
+pub struct Fmp4Unit {
+    /// The init-segment message for the parameter sets in force: the same `Bytes`
+    /// for every access unit that uses them.
+    pub init: Bytes,
+    /// The fragment message (moof + mdat) for live delivery.
+    pub message: Bytes,
 }
 
 impl SharedAu {
@@ -37,7 +50,14 @@ impl SharedAu {
             au,
             message,
             published,
+            fmp4: None,
         }
+    }
+
+    /// The same, with its `/ws/fmp4` messages.
+    pub fn with_fmp4(mut self, fmp4: Fmp4Unit) -> Self {
+        self.fmp4 = Some(fmp4);
+        self
     }
 
     /// Whether this access unit is a keyframe.
@@ -63,8 +83,6 @@ impl SharedAu {
     /// The framed message with the catch-up flag set. Copies: only used when a
     /// viewer joins or resumes, never on the live path.
     pub fn message_catch_up(&self) -> Bytes {
-        let mut copy = self.message.to_vec();
-        copy[1] |= FLAG_CATCH_UP;
-        Bytes::from(copy)
+        protocol::with_catch_up(&self.message)
     }
 }

@@ -8,8 +8,10 @@ pub mod annexb;
 pub mod au;
 pub mod nal;
 pub mod params;
+pub mod poc;
 
 pub use annexb::{AnnexBParser, ParseError, ParserStats};
 pub use au::{AccessUnit, AssemblerStats, AuAssembler};
 pub use nal::{Nal, NalType};
 pub use params::{ParamSets, StreamInfo};
+pub use poc::{PicOrder, PocCounter, PocError, SpsDetails};

@@ -222,12 +222,6 @@ fn with_file_defaults(mut command: Command, path: &Path) -> Result<Command, Load
             )));
         };
         let values = file_values(arg, &value).map_err(|e| fail(format!("{key} = {value}: {e}")))?;
-        // clap holds defaults as `&'static str` (owned ones need its `string`
-        // feature): the file is read once at start, so its few values can stay.
-        let values: Vec<&'static str> = values
-            .into_iter()
-            .map(|v| &*Box::leak(v.into_boxed_str()))
-            .collect();
         let id = arg.get_id().clone();
         command = command.mut_arg(id, |arg| arg.default_values(values));
     }

@@ -113,6 +113,7 @@ pub fn router(state: AppState, front: &Front) -> Router {
     let protected = Router::new()
         .route("/ws", get(viewer::routes::framed))
         .route("/ws/raw", get(viewer::routes::raw))
+        .route("/ws/fmp4", get(viewer::routes::fmp4))
         .route("/api/stream", get(api::stream))
         .route("/metrics", get(api::metrics))
         .route("/vendor/broadway/{file}", get(assets::broadway))

@@ -66,6 +66,9 @@ fn check_framed(messages: &[bytes::Bytes]) -> Result<Seen, String> {
         let at = |what: String| format!("message {i}: {what}");
         match protocol::decode(msg).map_err(|e| at(format!("undecodable: {e}")))? {
             ServerMessage::Status(_) | ServerMessage::Pong { .. } => {}
+            ServerMessage::InitSegment(_) | ServerMessage::Fragment { .. } => {
+                return Err(at("an fMP4 message on /ws".into()))
+            }
             ServerMessage::StreamInfo(s) => info = Some(s),
             ServerMessage::Skipped(n) => {
                 if last_seq.is_none() {

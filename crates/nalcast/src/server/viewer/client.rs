@@ -95,7 +95,7 @@ pub fn on_client_frame(
         ClientFrame::Text(text) => text,
     };
     match (dialect, protocol::parse_client(&text)) {
-        (Dialect::Framed, Ok(ClientMessage::Ping { t })) => Reply::Send(Batch::one(
+        (Dialect::Framed | Dialect::Fmp4, Ok(ClientMessage::Ping { t })) => Reply::Send(Batch::one(
             wsf::OP_BINARY,
             protocol::encode_pong(t, wall_us),
         )),

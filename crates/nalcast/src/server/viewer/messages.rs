@@ -102,17 +102,23 @@ impl Batch {
     ) {
         match (item, dialect) {
             (Item::Au { au, catch_up }, Dialect::Framed) => {
-                if sent_params
-                    .as_ref()
-                    .is_none_or(|p| !Arc::ptr_eq(p, au.params()))
-                {
-                    self.push(wsf::OP_BINARY, stream_info(facts, au.params()));
-                    *sent_params = Some(au.params().clone());
-                }
+                self.announce(au, sent_params, facts, None);
                 let message = if *catch_up {
                     au.message_catch_up()
                 } else {
                     au.message.clone()
+                };
+                self.push(wsf::OP_BINARY, message);
+                self.note_live(au, *catch_up);
+            }
+            (Item::Au { au, catch_up }, Dialect::Fmp4) => {
+                // Only an access unit the packager refused has none (it was logged).
+                let Some(fmp4) = &au.fmp4 else { return };
+                self.announce(au, sent_params, facts, Some(&fmp4.init));
+                let message = if *catch_up {
+                    protocol::with_catch_up(&fmp4.message)
+                } else {
+                    fmp4.message.clone()
                 };
                 self.push(wsf::OP_BINARY, message);
                 self.note_live(au, *catch_up);
@@ -136,14 +142,36 @@ impl Batch {
                 }
                 self.note_live(au, *catch_up);
             }
-            (Item::Skipped(n), Dialect::Framed) => {
+            (Item::Skipped(n), Dialect::Framed | Dialect::Fmp4) => {
                 self.push(wsf::OP_BINARY, protocol::encode_skipped(*n))
             }
-            (Item::Status(s), Dialect::Framed) => {
+            (Item::Status(s), Dialect::Framed | Dialect::Fmp4) => {
                 self.push(wsf::OP_BINARY, protocol::encode_status(s))
             }
             (Item::Skipped(_) | Item::Status(_), Dialect::Raw) => {}
         }
+    }
+
+    /// A stream-info (and for fMP4 viewers the init segment) before the first
+    /// access unit whose parameter sets the viewer has not been told of.
+    fn announce(
+        &mut self,
+        au: &SharedAu,
+        sent_params: &mut Option<Arc<ParamSets>>,
+        facts: &StreamFacts,
+        init: Option<&Bytes>,
+    ) {
+        if sent_params
+            .as_ref()
+            .is_some_and(|p| Arc::ptr_eq(p, au.params()))
+        {
+            return;
+        }
+        self.push(wsf::OP_BINARY, stream_info(facts, au.params()));
+        if let Some(init) = init {
+            self.push(wsf::OP_BINARY, init.clone());
+        }
+        *sent_params = Some(au.params().clone());
     }
 
     fn note_live(&mut self, au: &SharedAu, catch_up: bool) {
@@ -269,6 +297,67 @@ mod tests {
         assert_eq!(
             batch.live().iter().map(|l| l.1).collect::<Vec<_>>(),
             [false, true]
+        );
+    }
+
+    /// `item` as the hub makes it for /ws/fmp4 viewers: `init` stands for the
+    /// parameter sets' init segment.
+    fn with_fmp4(item: Item, init: &'static [u8]) -> Item {
+        let Item::Au { au, catch_up } = item else {
+            return item;
+        };
+        let au = Arc::try_unwrap(au).expect("not shared yet");
+        let fmp4 = nalcast_core::Fmp4Unit {
+            init: protocol::encode_init_segment(init),
+            message: protocol::encode_fragment(0, au.seq, 0, b"moof+mdat"),
+        };
+        Item::Au {
+            au: Arc::new(au.with_fmp4(fmp4)),
+            catch_up,
+        }
+    }
+
+    #[test]
+    fn fmp4_viewers_get_an_init_segment_after_each_stream_info() {
+        let (a, b) = (params(BASELINE_720P), params(MAIN_360P));
+        let mut sent = None;
+        let mut batch = Batch::default();
+        let items = [
+            with_fmp4(unit(1, true, &a), b"init-a"),
+            with_fmp4(unit(2, false, &a), b"init-a"),
+            // Packaging failed: nothing to send.
+            unit(3, false, &a),
+            with_fmp4(unit(4, true, &b), b"init-b"),
+            Item::Skipped(2),
+        ];
+        for item in &items {
+            batch.add(item, Dialect::Fmp4, &mut sent, &facts());
+        }
+        let got: Vec<(u8, Vec<u8>)> = batch
+            .messages()
+            .map(|(_, p)| {
+                let tail = match p[0] {
+                    protocol::MSG_INIT_SEGMENT => p[1..].to_vec(),
+                    protocol::MSG_FRAGMENT => vec![p[1], p[2]],
+                    _ => Vec::new(),
+                };
+                (p[0], tail)
+            })
+            .collect();
+        use protocol::{MSG_FRAGMENT as FRAG, MSG_INIT_SEGMENT as INIT};
+        let catch_up = protocol::FLAG_CATCH_UP;
+        assert_eq!(
+            got,
+            [
+                (MSG_STREAM_INFO, vec![]),
+                (INIT, b"init-a".to_vec()),
+                (FRAG, vec![catch_up, 1]),
+                (FRAG, vec![0, 2]),
+                (MSG_STREAM_INFO, vec![]),
+                (INIT, b"init-b".to_vec()),
+                (FRAG, vec![0, 4]),
+                (MSG_SKIPPED, vec![]),
+            ]
         );
     }
 

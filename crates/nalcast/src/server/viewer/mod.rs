@@ -15,6 +15,9 @@ pub enum Dialect {
     Framed,
     /// One Annex-B NAL unit per message, as the original design sends.
     Raw,
+    /// The framed dialect with access units as fMP4 fragments, after an init
+    /// segment, for Media Source Extensions.
+    Fmp4,
 }
 
 impl Dialect {
@@ -23,6 +26,7 @@ impl Dialect {
         match self {
             Dialect::Framed => "framed",
             Dialect::Raw => "raw",
+            Dialect::Fmp4 => "fmp4",
         }
     }
 }

@@ -32,6 +32,17 @@ pub async fn raw(
     same_origin_only(ws, &headers, peer, state, Dialect::Raw)
 }
 
+/// `GET /ws/fmp4`: the framed protocol with fMP4 fragments, for Media Source
+/// Extensions.
+pub async fn fmp4(
+    ws: WsUpgrade,
+    headers: HeaderMap,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    State(state): State<AppState>,
+) -> Response {
+    same_origin_only(ws, &headers, peer, state, Dialect::Fmp4)
+}
+
 /// The main port's rule: pages of the same origin (or allowed ones) only.
 fn same_origin_only(
     ws: WsUpgrade,
