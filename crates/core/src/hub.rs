@@ -8,8 +8,12 @@ use std::time::{Duration, Instant};
 use nalcast_h264::{AccessUnit, ParamSets};
 use tracing::{info, warn};
 
+use bytes::Bytes;
+
+use crate::fmp4::Packager;
 use crate::gop::GopCache;
-use crate::protocol::StatusMsg;
+use crate::protocol::{self, StatusMsg, FLAG_KEYFRAME};
+use crate::shared::Fmp4Unit;
 use crate::viewer::{Pushed, QueueLimits, ViewerQueue};
 use crate::SharedAu;
 
@@ -113,6 +117,8 @@ struct HubState {
     keyframe_pending: bool,
     /// What the running source said it can do.
     maker: Maker,
+    /// Packages every access unit for /ws/fmp4 viewers.
+    fmp4: Fmp4Stream,
     last_frame: Option<Instant>,
 }
 
@@ -141,6 +147,50 @@ pub struct HubStatus {
     pub uptime: Duration,
     /// Time since the last frame arrived.
     pub since_last_frame: Option<Duration>,
+}
+
+/// The stream as fMP4 for /ws/fmp4 viewers: one packager for the hub's timeline,
+/// and the init segment for the parameter sets in force.
+#[derive(Default)]
+struct Fmp4Stream {
+    packager: Packager,
+    /// The init-segment message, when the parameter sets could be packaged.
+    init: Option<Bytes>,
+    /// Failures logged so far (the first few, then one per thousand).
+    failures: u64,
+}
+
+impl Fmp4Stream {
+    fn new_params(&mut self, params: &ParamSets) {
+        self.init = match Packager::init_segment(params) {
+            Ok(init) => Some(protocol::encode_init_segment(&init)),
+            Err(e) => {
+                warn!("cannot make an fMP4 init segment (no /ws/fmp4 picture until the parameters change): {e}");
+                None
+            }
+        };
+    }
+
+    fn package(&mut self, au: &AccessUnit, seq: u32) -> Option<Fmp4Unit> {
+        let init = self.init.clone()?;
+        match self.packager.fragment(au) {
+            Ok(fragment) => {
+                let flags = if au.keyframe { FLAG_KEYFRAME } else { 0 };
+                let message = protocol::encode_fragment(flags, seq, au.timestamp_us, &fragment);
+                Some(Fmp4Unit { init, message })
+            }
+            Err(e) => {
+                self.failures += 1;
+                if self.failures <= 10 || self.failures.is_multiple_of(1000) {
+                    warn!(
+                        count = self.failures,
+                        "cannot package an access unit as fMP4: {e}"
+                    );
+                }
+                None
+            }
+        }
+    }
 }
 
 /// Logs new stream parameters; the warning about browsers that cannot play the
@@ -181,6 +231,7 @@ impl Hub {
                 last_keyframe_request: None,
                 keyframe_pending: false,
                 maker: Maker::NoSource,
+                fmp4: Fmp4Stream::default(),
                 last_frame: None,
             }),
             config,
@@ -206,15 +257,23 @@ impl Hub {
         let mut state = self.lock();
         let seq = state.next_seq;
         state.next_seq = seq.wrapping_add(1);
-        let au = Arc::new(SharedAu::new(seq, au, now));
+        // The one place a change of parameter sets is acted on: announced, and a
+        // new init segment made for /ws/fmp4 viewers.
         if state
             .params
             .as_ref()
-            .is_none_or(|p| !Arc::ptr_eq(p, au.params()))
+            .is_none_or(|p| !Arc::ptr_eq(p, &au.params))
         {
-            announce(state.params.as_deref(), au.params());
-            state.params = Some(au.params().clone());
+            announce(state.params.as_deref(), &au.params);
+            state.params = Some(au.params.clone());
+            state.fmp4.new_params(&au.params);
         }
+        let fmp4 = state.fmp4.package(&au, seq);
+        let mut shared = SharedAu::new(seq, au, now);
+        if let Some(fmp4) = fmp4 {
+            shared = shared.with_fmp4(fmp4);
+        }
+        let au = Arc::new(shared);
         state.gop.push(au.clone());
         state.last_frame = Some(now);
         if au.keyframe() {

@@ -13,8 +13,9 @@ pub(crate) const FLAGS_NON_SYNC: u32 = (1 << 24) | (1 << 16);
 /// Added when no picture refers to this one (nal_ref_idc 0): a decoder may drop it.
 pub(crate) const FLAGS_DISPOSABLE: u32 = 2 << 22;
 
-/// NAL units the sample leaves out: parameter sets travel in the avcC, AUDs are
-/// not allowed in AVCC samples' place of them either way.
+/// NAL units a sample keeps: not the parameter sets (they travel in the avcC, and a
+/// change brings a new init segment), not access unit delimiters (a sample is one
+/// access unit already).
 fn kept(t: Option<NalType>) -> bool {
     !matches!(t, Some(NalType::Sps | NalType::Pps | NalType::Aud) | None)
 }

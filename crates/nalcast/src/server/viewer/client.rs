@@ -95,10 +95,9 @@ pub fn on_client_frame(
         ClientFrame::Text(text) => text,
     };
     match (dialect, protocol::parse_client(&text)) {
-        (Dialect::Framed | Dialect::Fmp4, Ok(ClientMessage::Ping { t })) => Reply::Send(Batch::one(
-            wsf::OP_BINARY,
-            protocol::encode_pong(t, wall_us),
-        )),
+        (Dialect::Framed | Dialect::Fmp4, Ok(ClientMessage::Ping { t })) => Reply::Send(
+            Batch::one(wsf::OP_BINARY, protocol::encode_pong(t, wall_us)),
+        ),
         (_, Ok(ClientMessage::Keyframe)) => Reply::Keyframe,
         // The original page's clients may send text we do not know; ignore it.
         (Dialect::Raw, Err(_)) => Reply::Nothing,
