@@ -1,8 +1,14 @@
 // Which decoder plays a stream, judged from its stream-info (docs/protocol.md):
-// WebCodecs where the browser has it (secure contexts only), else Broadway.js, which
-// decodes the Baseline profile only, else nothing, with a message saying why and
-// what to do. Main and High profile streams (a Pi 5, most USB and IP cameras) are
-// never handed to Broadway: it has no CABAC and no B-frames and paints garbage.
+// WebCodecs where the browser has it (secure contexts only), else the browser's own
+// decoder through Media Source Extensions (plain-HTTP pages too, fed fMP4 from
+// /ws/fmp4), else Broadway.js, which decodes the Baseline profile only, else nothing,
+// with a message saying why and what to do. Main and High profile streams (a Pi 5,
+// most USB and IP cameras) are never handed to Broadway: it has no CABAC and no
+// B-frames and paints garbage.
+
+/** The WebSocket endpoint of each decoder: MSE takes fragmented MP4, the others Annex-B. */
+export const ENDPOINT_FMP4 = 'ws/fmp4';
+export const ENDPOINT_ANNEX_B = 'ws';
 
 const PROFILES = {
   66: 'Baseline', 77: 'Main', 88: 'Extended', 100: 'High', 110: 'High 10',
@@ -44,28 +50,50 @@ export function broadwayCanPlay(info) {
 /**
  * Picks the decoder for a stream.
  *  info:       stream-info ({codec, baseline, ...})
- *  wanted:     'auto' | 'webcodecs' | 'broadway' (the page's ?decoder=)
+ *  wanted:     'auto' | 'webcodecs' | 'mse' | 'broadway' (the page's ?decoder=)
  *  webcodecs:  whether WebCodecs can be used here for this codec
- * Returns {decoder: 'webcodecs' | 'broadway' | null, note: string | null}; null means
- * no decoder here can play the stream (see `explainUnplayable`).
+ *  mse:        whether Media Source Extensions can play this codec here
+ * Returns {decoder: 'webcodecs' | 'mse' | 'broadway' | null, note: string | null}; null
+ * means no decoder here can play the stream (see `explainUnplayable`). Without a
+ * wish: WebCodecs, then MSE, then Broadway.js (Baseline only). A wish is granted
+ * when that decoder can play the stream; the note says when it is not.
  */
-export function chooseDecoder(info, { wanted = 'auto', webcodecs = false } = {}) {
-  const broadway = broadwayCanPlay(info);
-  const viaWebCodecs = webcodecs && typeof info?.codec === 'string' && info.codec !== '';
-  if (wanted === 'broadway' && broadway) return { decoder: 'broadway', note: null };
-  if (viaWebCodecs) {
-    const note = wanted === 'broadway'
-      ? `Broadway.js cannot decode ${profileName(info.codec) ?? 'this'} profile; using WebCodecs`
-      : null;
-    return { decoder: 'webcodecs', note };
-  }
-  if (broadway) {
-    const note = wanted === 'webcodecs'
-      ? 'WebCodecs is not available here (it needs https or localhost); using Broadway.js'
-      : null;
-    return { decoder: 'broadway', note };
-  }
-  return { decoder: null, note: null };
+export function chooseDecoder(info, { wanted = 'auto', webcodecs = false, mse = false } = {}) {
+  const hasCodec = typeof info?.codec === 'string' && info.codec !== '';
+  const can = {
+    webcodecs: webcodecs && hasCodec,
+    mse: mse && hasCodec,
+    broadway: broadwayCanPlay(info),
+  };
+  if (can[wanted]) return { decoder: wanted, note: null };
+  const decoder = ['webcodecs', 'mse', 'broadway'].find((d) => can[d]) ?? null;
+  if (!decoder || wanted === 'auto' || !(wanted in can)) return { decoder, note: null };
+  return { decoder, note: `${whyNot(wanted, info)}; using ${NAMES[decoder]}` };
+}
+
+const NAMES = { webcodecs: 'WebCodecs', mse: 'Media Source Extensions', broadway: 'Broadway.js' };
+
+function whyNot(wanted, info) {
+  if (wanted === 'broadway') return `Broadway.js cannot decode ${profileName(info?.codec) ?? 'this'} profile`;
+  if (wanted === 'webcodecs') return 'WebCodecs is not available here (it needs https or localhost)';
+  return `Media Source Extensions cannot play ${info?.codec || 'this stream'} here`;
+}
+
+/**
+ * Where the page connects first, before any stream-info says what the stream is:
+ * /ws/fmp4 when it will likely play with MSE (it has MSE, and no WebCodecs or MSE was
+ * asked for: plain HTTP on a LAN address), else /ws. A stream-info that MSE cannot
+ * play there sends the page back to /ws (player-state.js), one reconnect.
+ */
+export function firstEndpoint({ wanted = 'auto', webcodecs, mse }) {
+  if (!mse) return ENDPOINT_ANNEX_B;
+  if (wanted === 'mse' || ((wanted === 'auto' || wanted === 'webcodecs') && !webcodecs)) return ENDPOINT_FMP4;
+  return ENDPOINT_ANNEX_B;
+}
+
+/** The endpoint a decoder is fed from. */
+export function endpointOf(decoder) {
+  return decoder === 'mse' ? ENDPOINT_FMP4 : ENDPOINT_ANNEX_B;
 }
 
 /**
@@ -73,7 +101,7 @@ export function chooseDecoder(info, { wanted = 'auto', webcodecs = false } = {})
  * after, short}; commands in `todo` are marked with backticks. `secure` is the page's isSecureContext, `hasWebCodecs` whether the
  * browser has VideoDecoder at all (it may have it and still refuse this codec).
  */
-export function explainUnplayable(info, { secure, hasWebCodecs }) {
+export function explainUnplayable(info, { secure, hasWebCodecs, hasMse = false }) {
   const codec = typeof info?.codec === 'string' && info.codec ? info.codec : 'unknown codec';
   const profile = profileName(info?.codec);
   const stream = profile ? `H.264 ${profile} profile (${codec})` : `H.264 of an unknown profile (${codec})`;
@@ -83,9 +111,14 @@ export function explainUnplayable(info, { secure, hasWebCodecs }) {
   let why, todo, short;
   if (!secure) {
     title = `${profile ? `${profile} profile` : 'This'} video cannot play on a plain-HTTP page`;
-    why = `The camera sends ${stream}. On a plain-HTTP page this browser has only the `
-      + 'Baseline-profile software decoder (Broadway.js). Main and High profile need WebCodecs, '
-      + 'which browsers enable only on secure pages: HTTPS, or localhost.';
+    why = hasMse
+      ? `The camera sends ${stream}. On a plain-HTTP page this browser offers Media Source `
+        + 'Extensions, which cannot play this stream, and the Baseline-profile software decoder '
+        + '(Broadway.js). WebCodecs, which browsers enable only on secure pages (HTTPS, or '
+        + 'localhost), may play it.'
+      : `The camera sends ${stream}. On a plain-HTTP page this browser has only the `
+        + 'Baseline-profile software decoder (Broadway.js). Main and High profile need WebCodecs, '
+        + 'which browsers enable only on secure pages: HTTPS, or localhost.';
     todo = [
       'Open the HTTPS address instead: start nalcast with `--tls self-signed`, then open the `https://` address it prints.',
       baseline,

@@ -1,9 +1,12 @@
-// The player's logic, apart from the DOM: one connection to /ws at a time, reconnected
-// with backoff; which decoder plays the stream; when to skip to a keyframe; which
-// pictures to paint; the offset between the page's and the server's clocks; the stats.
+// The player's logic, apart from the DOM: one connection at a time (/ws, or /ws/fmp4
+// for Media Source Extensions), reconnected with backoff; which decoder plays the
+// stream; when to skip to a keyframe; which pictures to paint; the offset between the
+// page's and the server's clocks; the stats.
 // Everything it touches comes in through the constructor (socket and decoder
 // factories, clock, timers, view), so node tests can drive it without a browser.
-import { chooseDecoder, explainUnplayable } from './decoder-choice.js';
+import {
+  chooseDecoder, endpointOf, explainUnplayable, firstEndpoint, ENDPOINT_ANNEX_B, ENDPOINT_FMP4,
+} from './decoder-choice.js';
 import { paintAtOnce } from './decoders.js';
 import { decodeServerMessage, encodeKeyframeRequest, encodePing } from './protocol.js';
 import { SequenceTracker } from './sequence.js';
@@ -19,6 +22,9 @@ const CATCH_UP_PAINT_MS = 200;
 const HOLD_MS = 50;
 const PING_EVERY_MS = 2000;
 const SOCKET_OPEN = 1; // WebSocket.OPEN
+// After this many attempts at /ws/fmp4 that never opened, try /ws once: a server
+// without /ws/fmp4 (older than the page) still plays, with WebCodecs or Broadway.js.
+const FMP4_ATTEMPTS = 3;
 
 /** Reconnect delays: 250 ms after a drop, doubling up to 5 s; back to 250 ms once connected. */
 export class Backoff {
@@ -113,17 +119,25 @@ function initialStats() {
     sequenceGaps: 0, framesMissing: 0, lastGap: null, keyframeRequests: 0,
     lastFrameNumber: null, latencyMs: null, networkLatencyMs: null, fps: 0, bitrateKbps: 0,
     clockOffsetMs: 0, rttMs: null, reconnects: 0, firstPaintMs: null, error: null, sourceReason: null,
+    // The WebSocket endpoint in use ('ws' or 'ws/fmp4') and how often the page changed it.
+    endpoint: null, endpointSwitches: 0,
+    // MSE only (mse.js): how far the playhead is behind the newest data, the video
+    // element's own dropped and total frames, its rate, and seeks to the live edge.
+    bufferedAheadS: null, videoFramesDropped: null, videoFramesTotal: null, playbackRate: null, liveSeeks: null,
   };
 }
 
 /**
  * The player. Collaborators:
- *   wanted          'auto' | 'webcodecs' | 'broadway' (the page's ?decoder=)
+ *   wanted          'auto' | 'webcodecs' | 'mse' | 'broadway' (the page's ?decoder=)
  *   secure          whether the page is a secure context
  *   webcodecs()     whether this browser has WebCodecs (here)
- *   newDecoder(kind, onPicture, onError)    a decoder of decoders.js's interface
- *   openSocket()    a WebSocket to /ws (binaryType 'arraybuffer'); the player sets its
- *                   onopen, onmessage and onclose
+ *   hasMse()        whether this browser has Media Source Extensions
+ *   mse(codec)      whether its MSE plays this codec
+ *   newDecoder(kind, onPicture, onError)    a decoder of decoders.js's interface (mse.js's for 'mse')
+ *   openSocket(endpoint)   a WebSocket to that endpoint ('ws' or 'ws/fmp4', relative to
+ *                   the page; binaryType 'arraybuffer'); the player sets its onopen,
+ *                   onmessage and onclose
  *   now()           ms since the page started (performance.now)
  *   timeOrigin      the wall-clock time (ms since the epoch) `now` counts from
  *   timers          {setTimeout, clearTimeout, setInterval, clearInterval}
@@ -131,10 +145,15 @@ function initialStats() {
  *                   decoderChanged(), paint(picture), readStamp() -> {frame, low40} | null
  */
 export class Player {
-  constructor({ wanted = 'auto', secure, webcodecs, newDecoder, openSocket, now, timeOrigin, timers, view }) {
+  constructor({
+    wanted = 'auto', secure, webcodecs, hasMse = () => false, mse = () => false,
+    newDecoder, openSocket, now, timeOrigin, timers, view,
+  }) {
     this.wanted = wanted;
     this.secure = secure;
     this.webcodecs = webcodecs;
+    this.hasMse = hasMse;
+    this.mse = mse;
     this.newDecoder = newDecoder;
     this.openSocket = openSocket;
     this.now = now;
@@ -146,6 +165,17 @@ export class Player {
     this.decoder = null; // null until a stream-info says what to decode, and while nothing here can
     this.info = null;
     this.webcodecsFailedFor = null; // a codec string this browser's WebCodecs refused
+    this.mseFailedFor = null; // a codec string MSE failed on before showing a picture
+    this.initSegment = null; // the last init segment (/ws/fmp4), for a decoder made anew
+    // The endpoint is chosen before the stream is known, because the two carry different
+    // formats: /ws/fmp4 when the page will likely play with MSE (plain HTTP with MSE: no
+    // WebCodecs there), /ws otherwise. A stream-info that the decoder chosen for it
+    // cannot take on this endpoint (MSE cannot play the codec, or WebCodecs can) makes
+    // the page reconnect to the other one at once (onStreamInfo).
+    this.endpoint = firstEndpoint({ wanted, webcodecs: webcodecs(), mse: hasMse() });
+    this.fmp4Failures = 0; // attempts at /ws/fmp4 in a row that never opened
+    this.probingAnnexB = false; // trying /ws after those: if it opens, /ws/fmp4 is missing
+    this.fmp4Missing = false; // the server has no /ws/fmp4: no MSE
     this.unplayable = null; // the explanation on the stage, while no decoder here plays the stream
     this.sourceState = null; // the server's last status: 'live' or 'source-lost'
     this.sequence = new SequenceTracker();
@@ -173,13 +203,14 @@ export class Player {
   /** The stats, with the frame on screen read afresh. */
   report() {
     if (this.stats.framesPainted > 0) this.refreshStamp();
+    Object.assign(this.stats, this.decoder?.stats?.());
     return { ...this.stats };
   }
 
   /** Updates the rates, and the frame on screen when painting has paused (every 500 ms). */
   tick() {
     const now = this.now();
-    Object.assign(this.stats, this.rates.rates(now));
+    Object.assign(this.stats, this.rates.rates(now), this.decoder?.stats?.());
     if (now - this.lastStampRead > 500 && this.stats.framesPainted > 0) this.refreshStamp();
   }
 
@@ -189,9 +220,19 @@ export class Player {
   }
 
   connect() {
-    const socket = this.openSocket();
+    const endpoint = this.endpoint;
+    const socket = this.openSocket(endpoint);
     this.ws = socket;
+    this.stats.endpoint = endpoint;
+    let opened = false;
     socket.onopen = () => {
+      opened = true;
+      if (endpoint === ENDPOINT_FMP4) this.fmp4Failures = 0;
+      if (this.probingAnnexB) {
+        // /ws opens where /ws/fmp4 never did: this server has no fMP4.
+        this.probingAnnexB = false;
+        this.fmp4Missing = true;
+      }
       this.backoff.reset();
       this.clock.reset();
       this.waitForKey = true;
@@ -207,9 +248,37 @@ export class Player {
       this.timers.clearInterval(this.pingTimer);
       // Keep the last picture on screen; try again with backoff.
       this.stats.reconnects++;
+      if (!opened) this.noteFailedOpen(endpoint);
       this.setState('reconnecting');
       this.timers.setTimeout(() => this.connect(), this.backoff.next());
     };
+  }
+
+  /** After a connection attempt that never opened: give /ws a try when /ws/fmp4 keeps failing. */
+  noteFailedOpen(endpoint) {
+    if (endpoint === ENDPOINT_FMP4 && ++this.fmp4Failures >= FMP4_ATTEMPTS) {
+      this.fmp4Failures = 0;
+      this.probingAnnexB = true;
+      this.endpoint = ENDPOINT_ANNEX_B;
+    } else if (this.probingAnnexB) {
+      // Neither opens: the server is down, not lacking /ws/fmp4.
+      this.probingAnnexB = false;
+      this.endpoint = ENDPOINT_FMP4;
+    }
+  }
+
+  /** Drops the connection and connects to `endpoint` at once (no backoff: nothing failed). */
+  switchEndpoint(endpoint) {
+    const old = this.ws;
+    this.endpoint = endpoint;
+    this.stats.endpointSwitches++;
+    this.timers.clearInterval(this.pingTimer);
+    if (old) {
+      old.onclose = () => {};
+      old.onmessage = () => {};
+      old.close();
+    }
+    this.connect();
   }
 
   send(text) {
@@ -231,7 +300,9 @@ export class Player {
     if (!(data instanceof ArrayBuffer)) return;
     const msg = decodeServerMessage(new Uint8Array(data));
     switch (msg.type) {
-      case 'access-unit': this.onAccessUnit(msg, data.byteLength); break;
+      case 'access-unit':
+      case 'fragment': this.onAccessUnit(msg, data.byteLength); break;
+      case 'init-segment': this.onInitSegment(msg.data); break;
       case 'stream-info': this.onStreamInfo(msg.info); break;
       case 'skipped': this.onSkipped(msg.frames); break;
       case 'status': this.onStatus(msg.status); break;
@@ -256,6 +327,7 @@ export class Player {
     const changed = !this.info || this.info.codec !== next.codec
       || this.info.width !== next.width || this.info.height !== next.height;
     this.info = next;
+    this.initSegment = null; // the one for this stream follows
     const { stats } = this;
     stats.codec = typeof next.codec === 'string' ? next.codec : null;
     stats.width = Number(next.width) || 0;
@@ -264,16 +336,23 @@ export class Player {
     this.waitForKey = true;
     this.sequence.restart();
     const hasWebCodecs = this.webcodecs();
+    const hasMse = this.hasMse() && !this.fmp4Missing;
     const choice = chooseDecoder(next, {
       wanted: this.wanted,
       webcodecs: hasWebCodecs && this.webcodecsFailedFor !== next.codec,
+      mse: hasMse && this.mseFailedFor !== next.codec && this.mse(next.codec),
     });
     if (changed || choice.note) stats.error = choice.note;
+    if (choice.decoder && endpointOf(choice.decoder) !== this.endpoint) {
+      // This endpoint carries the wrong format for the decoder: reconnect to the right one.
+      this.switchEndpoint(endpointOf(choice.decoder));
+      return;
+    }
     if (!choice.decoder) {
       // Nothing here can decode it: say why on the stage and stay connected (the
       // stream may become playable, e.g. a camera restarted with Baseline).
       this.closeDecoder();
-      const explanation = explainUnplayable(next, { secure: this.secure, hasWebCodecs });
+      const explanation = explainUnplayable(next, { secure: this.secure, hasWebCodecs, hasMse });
       stats.error = explanation.short;
       this.showUnplayable(explanation);
       this.setState('unsupported');
@@ -298,7 +377,13 @@ export class Player {
     }
   }
 
-  /** Takes an access unit message of `size` bytes. */
+  /** Takes an init segment (/ws/fmp4), for the stream of the last stream-info. */
+  onInitSegment(data) {
+    this.initSegment = data;
+    if (typeof this.decoder?.init === 'function') this.decoder.init(data);
+  }
+
+  /** Takes an access unit (or, on /ws/fmp4, fragment) message of `size` bytes. */
   onAccessUnit(msg, size) {
     const { stats } = this;
     const unit = { seq: msg.seq, captureUs: msg.captureUs, key: msg.key, catchUp: msg.catchUp, data: msg.data };
@@ -318,6 +403,9 @@ export class Player {
     }
     const decoder = this.decoder;
     if (!decoder || !this.info) return;
+    // Only MSE takes fragments, and it takes nothing else (a message of the other
+    // endpoint, in the moment of switching).
+    if ((msg.type === 'fragment') !== (decoder.name === 'mse')) return;
     if (!this.waitForKey && tooFarBehind({
       catchUp: unit.catchUp,
       networkLatencyMs: stats.networkLatencyMs,
@@ -399,6 +487,16 @@ export class Player {
   onDecoderError(e) {
     this.stats.error = String(e?.message || e);
     console.warn('decoder error', e);
+    if (this.decoder?.name === 'mse' && e?.beforeFirstPicture && this.info) {
+      // MSE cannot play this here at all (e.g. a codec it claimed, or a page whose
+      // Content-Security-Policy does not allow media from blob: URLs): choose again
+      // without it, which means /ws and WebCodecs or Broadway.js.
+      this.mseFailedFor = this.info.codec;
+      this.stats.error = `Media Source Extensions failed: ${this.stats.error}`;
+      this.closeDecoder();
+      this.onStreamInfo(this.info);
+      return;
+    }
     if (this.decoder?.name === 'webcodecs' && e?.name === 'NotSupportedError' && this.info) {
       // This browser's WebCodecs cannot decode the codec: choose again without it.
       this.webcodecsFailedFor = this.info.codec;
@@ -414,6 +512,7 @@ export class Player {
     if (!this.decoder) return;
     this.makeDecoder(this.decoder.name);
     if (this.info) this.decoder.configure(this.info);
+    if (this.initSegment && typeof this.decoder.init === 'function') this.decoder.init(this.initSegment);
     this.waitForKey = true;
     this.requestKeyframe();
   }
@@ -422,7 +521,9 @@ export class Player {
     this.stats.framesDecoded++;
     if (unit && (!unit.catchUp || unit.seq === this.burstEnd)) this.burstEnd = null;
     this.dropHeld();
-    if (paintAtOnce(unit, this.decoder?.backlog) || this.now() - this.lastPaint > CATCH_UP_PAINT_MS) {
+    // A decoder that presents its pictures itself (MSE's video element) has painted this one.
+    if (this.decoder?.presents || paintAtOnce(unit, this.decoder?.backlog)
+      || this.now() - this.lastPaint > CATCH_UP_PAINT_MS) {
       this.paint(picture, unit);
       return;
     }

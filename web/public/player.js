@@ -1,8 +1,11 @@
 // nalcast player page: wires the DOM to the player (player-state.js), which connects
-// to /ws (docs/protocol.md), decodes with WebCodecs or Broadway.js (decoders.js) and
-// reconnects on its own. This file is the only one that touches the page: the
-// canvas, the state badge, the explanation on the stage, the overlay and the buttons.
+// to /ws or /ws/fmp4 (docs/protocol.md), decodes with WebCodecs or Broadway.js
+// (decoders.js) into a canvas or plays through Media Source Extensions (mse.js) in a
+// <video>, and reconnects on its own. This file is the only one that touches the
+// page: the picture on the stage, the state badge, the explanation on the stage, the
+// overlay and the buttons.
 import { WebCodecsDecoder, BroadwayDecoder, preloadBroadway } from './decoders.js';
+import { MseDecoder } from './mse.js';
 import { Player } from './player-state.js';
 import { readStamp } from './stamp.js';
 
@@ -10,7 +13,9 @@ const params = new URLSearchParams(location.search);
 const wanted = params.get('decoder') || 'auto';
 const $ = (id) => document.getElementById(id);
 
+// What is on the stage: the canvas WebCodecs and Broadway paint into, or MSE's <video>.
 let canvas = $('video');
+let stage = canvas;
 let pendingCanvas = null; // the next decoder's canvas, put on the stage with its first picture
 let scratch = null; // a 2d context the stamp strip is copied to for reading
 
@@ -19,10 +24,31 @@ function freshCanvas() {
   // one per decoder, keeping the old picture on screen until the new one paints.
   const c = document.createElement('canvas');
   c.id = 'video';
-  c.width = canvas.width;
-  c.height = canvas.height;
+  c.width = stage === canvas ? canvas.width : stage.videoWidth || canvas.width;
+  c.height = stage === canvas ? canvas.height : stage.videoHeight || canvas.height;
   c.setAttribute('aria-label', 'live video');
   return c;
+}
+
+/** Puts `el` on the stage in place of what is there. */
+function putOnStage(el) {
+  if (stage === el) return;
+  el.id = 'video';
+  stage.replaceWith(el);
+  if (stage.tagName === 'VIDEO') {
+    // A video leaving the stage lets go of its MediaSource and decoder.
+    stage.removeAttribute('src');
+    stage.srcObject = null;
+    stage.load();
+  }
+  stage = el;
+}
+
+/** The picture's size on the stage. */
+function stageSize() {
+  return stage === canvas
+    ? { width: canvas.width, height: canvas.height }
+    : { width: stage.videoWidth, height: stage.videoHeight };
 }
 
 /** What the player shows on the page. */
@@ -60,9 +86,15 @@ const view = {
   },
 
   paint(picture) {
+    if (picture.element) {
+      // MSE: the video element has painted the picture itself; it only needs to be on stage.
+      pendingCanvas = null;
+      putOnStage(picture.element);
+      return;
+    }
     if (pendingCanvas) {
-      canvas.replaceWith(pendingCanvas);
       canvas = pendingCanvas;
+      putOnStage(pendingCanvas);
       pendingCanvas = null;
     }
     if (canvas.width !== picture.width || canvas.height !== picture.height) {
@@ -74,13 +106,15 @@ const view = {
 
   /** The test pattern's stamp on the painted canvas; null when there is none. */
   readStamp() {
-    const w = canvas.width;
+    const w = stageSize().width;
+    if (!w) return null;
     if (!scratch) {
       scratch = document.createElement('canvas').getContext('2d', { willReadFrequently: true });
     }
     if (scratch.canvas.width !== w) scratch.canvas.width = w;
     scratch.canvas.height = 32;
-    scratch.drawImage(canvas, 0, 0, w, 32, 0, 0, w, 32);
+    // A video draws its current picture, a canvas what was painted into it.
+    scratch.drawImage(stage, 0, 0, w, 32, 0, 0, w, 32);
     return readStamp(scratch.getImageData(0, 0, w, 32).data, w);
   },
 };
@@ -89,11 +123,15 @@ const player = new Player({
   wanted,
   secure: window.isSecureContext,
   webcodecs: () => WebCodecsDecoder.supported(),
-  newDecoder: (kind, onPicture, onError) => (kind === 'webcodecs'
-    ? new WebCodecsDecoder(onPicture, onError)
-    : new BroadwayDecoder(onPicture, onError)),
-  openSocket() {
-    const url = new URL('ws', location.href);
+  hasMse: () => MseDecoder.supported(),
+  mse: (codec) => MseDecoder.canPlay(codec),
+  newDecoder(kind, onPicture, onError) {
+    if (kind === 'webcodecs') return new WebCodecsDecoder(onPicture, onError);
+    if (kind === 'mse') return new MseDecoder(onPicture, onError);
+    return new BroadwayDecoder(onPicture, onError);
+  },
+  openSocket(endpoint) {
+    const url = new URL(endpoint, location.href);
     url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
     const socket = new WebSocket(url);
     socket.binaryType = 'arraybuffer';
@@ -124,6 +162,10 @@ function renderOverlay() {
     `rate      ${stats.fps} fps, ${stats.bitrateKbps} kbit/s`,
     `frames    ${stats.framesPainted} painted / ${stats.framesDecoded} decoded, ${stats.framesDropped + stats.framesSkippedByServer} dropped`,
     `latency   network ${f(stats.networkLatencyMs?.toFixed(1), ' ms')}, to paint ${f(stats.latencyMs, ' ms')}`,
+    ...(stats.decoder === 'mse' ? [
+      `buffer    ${f(stats.bufferedAheadS === null ? null : Math.round(stats.bufferedAheadS * 1000), ' ms')} ahead, rate ${f(stats.playbackRate)}, `
+        + `${n(stats.liveSeeks ?? 0, 'seek')}, video dropped ${f(stats.videoFramesDropped)}/${f(stats.videoFramesTotal)}`,
+    ] : []),
     `clock     offset ${stats.clockOffsetMs.toFixed(1)} ms, rtt ${f(stats.rttMs, ' ms')}`,
     `frame     #${f(stats.lastFrameNumber)}`,
     `sequence  ${n(stats.sequenceGaps, 'gap')} (${n(stats.framesMissing, 'frame')} missing), ${n(stats.keyframeRequests, 'keyframe')} asked for`,
@@ -131,7 +173,15 @@ function renderOverlay() {
 }
 
 function snapshot() {
-  canvas.toBlob((blob) => {
+  // The picture on the stage at its own size: a video's current picture is drawn into
+  // a canvas first.
+  let source = canvas;
+  if (stage !== canvas) {
+    source = document.createElement('canvas');
+    ({ width: source.width, height: source.height } = stageSize());
+    source.getContext('2d').drawImage(stage, 0, 0, source.width, source.height);
+  }
+  source.toBlob((blob) => {
     if (!blob) return;
     const a = document.createElement('a');
     a.href = URL.createObjectURL(blob);
@@ -164,11 +214,13 @@ setInterval(renderOverlay, 500);
 // Test and debugging hook.
 window.nalcast = {
   stats() {
-    return { ...player.report(), canvasWidth: canvas.width, canvasHeight: canvas.height };
+    // canvasWidth/Height: the size of the picture on the stage (the canvas, or MSE's video).
+    const size = stageSize();
+    return { ...player.report(), canvasWidth: size.width, canvasHeight: size.height };
   },
 };
 
 // The decoder is chosen when the first stream-info says what the stream is. Where
 // Broadway may be needed, fetch its renderer now so the first picture can use it.
-if (wanted === 'broadway' || !WebCodecsDecoder.supported()) preloadBroadway();
+if (wanted === 'broadway' || (!WebCodecsDecoder.supported() && !MseDecoder.supported())) preloadBroadway();
 player.start();

@@ -1,6 +1,6 @@
-// The framed WebSocket dialect on /ws (docs/protocol.md), the page's side of
-// crates/core/src/protocol.rs: decoding what the server sends, encoding what the page
-// sends. Pure functions of bytes and strings; both sides are checked against the same
+// The framed WebSocket dialect on /ws and its fMP4 variant on /ws/fmp4
+// (docs/protocol.md), the page's side of crates/core/src/protocol.rs: decoding what
+// the server sends, encoding what the page sends. Pure functions of bytes and strings; both sides are checked against the same
 // byte vectors, docs/protocol-vectors.json.
 
 export const MSG_STREAM_INFO = 0x01;
@@ -8,11 +8,15 @@ export const MSG_ACCESS_UNIT = 0x02;
 export const MSG_SKIPPED = 0x03;
 export const MSG_STATUS = 0x04;
 export const MSG_PONG = 0x05;
+/** /ws/fmp4 only: ftyp + moov for the Media Source Extensions path. */
+export const MSG_INIT_SEGMENT = 0x06;
+/** /ws/fmp4 only: one moof + mdat (one access unit), with the access unit's header. */
+export const MSG_FRAGMENT = 0x07;
 
 export const FLAG_KEYFRAME = 0x01;
 export const FLAG_CATCH_UP = 0x02;
 
-/** Type, flags, sequence number, capture time: the bytes before an access unit's data. */
+/** Type, flags, sequence number, capture time: the bytes before an access unit's (or a fragment's) data. */
 export const AU_HEADER_LEN = 14;
 const SKIPPED_LEN = 5;
 const PONG_LEN = 17;
@@ -23,6 +27,8 @@ const utf8 = new TextDecoder();
  * Decodes one binary message from the server (`bytes`: a Uint8Array). Returns one of
  *   {type: 'stream-info', info}   info: the JSON object ({codec, width, height, fps, source, baseline})
  *   {type: 'access-unit', seq, captureUs, key, catchUp, data}   data: a view into `bytes`
+ *   {type: 'init-segment', data}  data: ftyp + moov, a view into `bytes`
+ *   {type: 'fragment', seq, captureUs, key, catchUp, data}   data: moof + mdat, a view into `bytes`
  *   {type: 'skipped', frames}
  *   {type: 'status', status}      status: the JSON object ({state, reason?})
  *   {type: 'pong', t, serverUs}
@@ -38,11 +44,13 @@ export function decodeServerMessage(bytes) {
       const info = readJson(bytes);
       return info ? { type: 'stream-info', info } : invalid('bad-json');
     }
-    case MSG_ACCESS_UNIT: {
+    case MSG_ACCESS_UNIT:
+    case MSG_FRAGMENT: {
+      // A fragment carries the same header as an access unit; only its data differs.
       if (bytes.length < AU_HEADER_LEN) return invalid('too-short');
       const flags = bytes[1];
       return {
-        type: 'access-unit',
+        type: bytes[0] === MSG_FRAGMENT ? 'fragment' : 'access-unit',
         seq: view.getUint32(2, true),
         // Microseconds since the epoch stay exact in a double until the year 2255.
         captureUs: Number(view.getBigUint64(6, true)),
@@ -51,6 +59,8 @@ export function decodeServerMessage(bytes) {
         data: bytes.subarray(AU_HEADER_LEN),
       };
     }
+    case MSG_INIT_SEGMENT:
+      return { type: 'init-segment', data: bytes.subarray(1) };
     case MSG_SKIPPED:
       if (bytes.length < SKIPPED_LEN) return invalid('too-short');
       return { type: 'skipped', frames: view.getUint32(1, true) };

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  parseAvcCodec, profileName, broadwayCanPlay, chooseDecoder, explainUnplayable,
+  parseAvcCodec, profileName, broadwayCanPlay, chooseDecoder, explainUnplayable, firstEndpoint, endpointOf,
 } from '../public/decoder-choice.js';
 
 // The profiles of issue 13's table, as cameras and encoders send them.
@@ -90,4 +90,60 @@ test('the explanation says why and what to do, for the case at hand', () => {
   assert.match(refused.why, /WebCodecs cannot decode it/);
   assert.match(refused.todo[0], /^Make the camera send Baseline/);
   assert.match(explainUnplayable({}, { secure: false, hasWebCodecs: false }).why, /unknown profile \(unknown codec\)/);
+});
+
+test('the choice table: secure or not, MSE or not, Baseline or Main, and what the page asked for', () => {
+  const main = { codec: 'avc1.4D401F', baseline: false };
+  const base = { codec: 'avc1.42E01F', baseline: true };
+  // [page, stream, ?decoder=, expected]; a secure page has WebCodecs (Chromium),
+  // a plain-HTTP one has not; MSE may play the codec or not.
+  const pages = {
+    'secure, MSE': { webcodecs: true, mse: true },
+    'secure, no MSE': { webcodecs: true, mse: false },
+    'plain HTTP, MSE': { webcodecs: false, mse: true },
+    'plain HTTP, no MSE': { webcodecs: false, mse: false },
+  };
+  const table = [
+    ['secure, MSE', main, 'auto', 'webcodecs'],
+    ['secure, MSE', base, 'auto', 'webcodecs'],
+    ['secure, MSE', main, 'mse', 'mse'],
+    ['secure, MSE', base, 'broadway', 'broadway'],
+    ['secure, no MSE', main, 'mse', 'webcodecs'],
+    ['plain HTTP, MSE', main, 'auto', 'mse'],
+    ['plain HTTP, MSE', base, 'auto', 'mse'],
+    ['plain HTTP, MSE', main, 'webcodecs', 'mse'],
+    ['plain HTTP, MSE', main, 'broadway', 'mse'],
+    ['plain HTTP, MSE', base, 'broadway', 'broadway'],
+    ['plain HTTP, no MSE', base, 'auto', 'broadway'],
+    ['plain HTTP, no MSE', base, 'mse', 'broadway'],
+    ['plain HTTP, no MSE', main, 'auto', null],
+    ['plain HTTP, no MSE', main, 'mse', null],
+  ];
+  for (const [page, info, wanted, want] of table) {
+    assert.equal(chooseDecoder(info, { wanted, ...pages[page] }).decoder, want, `${page}, ${info.codec}, ?decoder=${wanted}`);
+  }
+  const note = (info, wanted, page) => chooseDecoder(info, { wanted, ...pages[page] }).note;
+  assert.equal(note(main, 'broadway', 'plain HTTP, MSE'), 'Broadway.js cannot decode Main profile; using Media Source Extensions');
+  assert.equal(note(main, 'webcodecs', 'plain HTTP, MSE'), 'WebCodecs is not available here (it needs https or localhost); using Media Source Extensions');
+  assert.equal(note(base, 'mse', 'plain HTTP, no MSE'), 'Media Source Extensions cannot play avc1.42E01F here; using Broadway.js');
+  assert.equal(note(main, 'auto', 'plain HTTP, MSE'), null);
+  // MSE, like WebCodecs, needs a codec string.
+  assert.equal(chooseDecoder({ baseline: true }, { mse: true }).decoder, 'broadway');
+});
+
+test('the first endpoint: /ws/fmp4 where MSE will likely play, else /ws', () => {
+  assert.equal(firstEndpoint({ wanted: 'auto', webcodecs: false, mse: true }), 'ws/fmp4', 'plain HTTP with MSE');
+  assert.equal(firstEndpoint({ wanted: 'auto', webcodecs: true, mse: true }), 'ws', 'secure: WebCodecs');
+  assert.equal(firstEndpoint({ wanted: 'mse', webcodecs: true, mse: true }), 'ws/fmp4', '?decoder=mse');
+  assert.equal(firstEndpoint({ wanted: 'webcodecs', webcodecs: false, mse: true }), 'ws/fmp4', 'no WebCodecs to grant');
+  assert.equal(firstEndpoint({ wanted: 'broadway', webcodecs: false, mse: true }), 'ws');
+  assert.equal(firstEndpoint({ wanted: 'auto', webcodecs: false, mse: false }), 'ws', 'no MSE');
+  assert.equal(firstEndpoint({ wanted: 'mse', webcodecs: false, mse: false }), 'ws');
+  assert.deepEqual(['webcodecs', 'mse', 'broadway'].map(endpointOf), ['ws', 'ws/fmp4', 'ws']);
+});
+
+test('on plain HTTP with MSE that refuses the codec, the explanation says so', () => {
+  const e = explainUnplayable({ codec: 'avc1.F4001F' }, { secure: false, hasWebCodecs: false, hasMse: true });
+  assert.match(e.why, /Media Source Extensions, which cannot play this stream/);
+  assert.match(e.todo[0], /--tls self-signed/);
 });

@@ -399,3 +399,132 @@ test('the latency to paint comes from the stamp on screen, else from the capture
   assert.equal(player.report().latencyMs, 120);
   assert.equal(player.stats.lastFrameNumber, 7);
 });
+
+// The MSE path: a plain-HTTP page with MSE connects to ws/fmp4.
+function fragment({ seq, key = false, catchUp = false }) {
+  const out = accessUnit({ seq, key, catchUp });
+  out[0] = 7;
+  return out;
+}
+const initSegment = () => Uint8Array.from([6, 0, 0, 0, 8, 0x66, 0x74, 0x79, 0x70]);
+
+function plainHttp(over = {}) {
+  return setup({
+    secure: false,
+    webcodecs: () => false,
+    hasMse: () => true,
+    mse: (codec) => codec !== 'avc1.F4001F',
+    ...over,
+  });
+}
+
+test('plain HTTP with MSE: ws/fmp4 from the start; init segment and fragments go to the MSE decoder', () => {
+  const { player, socket, sockets, decoder } = plainHttp();
+  assert.equal(player.stats.endpoint, 'ws/fmp4');
+  socket().open();
+  socket().receive(streamInfo(MAIN));
+  assert.equal(player.stats.decoder, 'mse');
+  const d = decoder();
+  d.init = (bytes) => { d.initBytes = bytes; };
+  socket().receive(initSegment());
+  assert.deepEqual([...d.initBytes], [0, 0, 0, 8, 0x66, 0x74, 0x79, 0x70]);
+  socket().receive(fragment({ seq: 1, key: true, catchUp: true }));
+  socket().receive(fragment({ seq: 2 }));
+  socket().receive(accessUnit({ seq: 3 })); // an Annex-B unit is not for MSE
+  assert.deepEqual(d.decoded, [1, 2]);
+  assert.equal(sockets.length, 1, 'no reconnect');
+});
+
+test('a codec MSE cannot play on ws/fmp4: straight back to ws, where Broadway plays Baseline', () => {
+  const { player, socket, sockets } = plainHttp({ mse: () => false });
+  socket().open();
+  socket().receive(streamInfo(BASELINE));
+  assert.equal(sockets.length, 2, 'reconnected at once');
+  assert.equal(sockets[0].readyState, 3, 'the first socket is closed');
+  assert.equal(player.stats.endpoint, 'ws');
+  assert.equal(player.stats.endpointSwitches, 1);
+  assert.equal(player.stats.reconnects, 0, 'a switch is no reconnect');
+  socket().open();
+  socket().receive(streamInfo(BASELINE));
+  assert.equal(player.stats.decoder, 'broadway');
+  assert.equal(sockets.length, 2);
+});
+
+test('MSE failing before its first picture (e.g. a Content-Security-Policy without media-src blob:) falls back to ws', (t) => {
+  t.mock.method(console, 'warn', () => {});
+  const { player, socket, sockets, decoder } = plainHttp();
+  socket().open();
+  socket().receive(streamInfo(BASELINE));
+  const err = new Error('Media load rejected by URL safety check');
+  err.beforeFirstPicture = true;
+  decoder().onError(err);
+  assert.equal(player.stats.endpoint, 'ws');
+  assert.match(player.stats.error, /Media Source Extensions failed: Media load rejected/);
+  socket().open();
+  socket().receive(streamInfo(BASELINE));
+  assert.equal(player.stats.decoder, 'broadway', 'MSE is not tried again for this codec');
+  assert.equal(sockets.length, 2);
+});
+
+test('a server without ws/fmp4: after three attempts that never open, ws; once it opens, MSE is off', () => {
+  const { player, socket, sockets, time } = plainHttp();
+  for (let i = 0; i < 3; i++) {
+    assert.equal(player.stats.endpoint, 'ws/fmp4');
+    socket().close();
+    time.advance(10000);
+  }
+  assert.equal(player.stats.endpoint, 'ws');
+  socket().open();
+  socket().receive(streamInfo(BASELINE));
+  assert.equal(player.stats.decoder, 'broadway');
+  assert.equal(sockets.length, 4, 'no switch back to the missing endpoint');
+});
+
+test('a server that is down: ws/fmp4 again after a failed try at ws', () => {
+  const { player, socket, time } = plainHttp();
+  for (let i = 0; i < 3; i++) {
+    socket().close();
+    time.advance(10000);
+  }
+  assert.equal(player.stats.endpoint, 'ws');
+  socket().close();
+  time.advance(10000);
+  assert.equal(player.stats.endpoint, 'ws/fmp4');
+  socket().open();
+  socket().receive(streamInfo(MAIN));
+  assert.equal(player.stats.decoder, 'mse');
+});
+
+test('a secure page asked for MSE (?decoder=mse) connects to ws/fmp4; pictures MSE presents count as painted at once', () => {
+  const { player, socket, decoder, painted } = setup({ wanted: 'mse', hasMse: () => true, mse: () => true });
+  assert.equal(player.stats.endpoint, 'ws/fmp4');
+  socket().open();
+  socket().receive(streamInfo(MAIN));
+  const d = decoder();
+  assert.equal(d.name, 'mse');
+  d.presents = true;
+  d.init = () => {};
+  socket().receive(initSegment());
+  socket().receive(fragment({ seq: 1, key: true, catchUp: true }));
+  // Even a catch-up picture: the video element has already shown it.
+  d.output({ seq: 1, catchUp: true, captureUs: TIME_ORIGIN * 1000 });
+  assert.equal(painted.length, 1);
+  assert.equal(player.stats.state, 'live');
+});
+
+test('a decoder reset on ws/fmp4 hands the new decoder the last init segment', (t) => {
+  t.mock.method(console, 'warn', () => {});
+  const { socket, decoders } = plainHttp();
+  socket().open();
+  socket().receive(streamInfo(MAIN));
+  decoders[0].init = () => {};
+  socket().receive(initSegment());
+  FakeDecoder.prototype.init = function (bytes) { this.initBytes = bytes; };
+  try {
+    decoders[0].onError(new Error('decode failed'));
+    assert.equal(decoders.length, 2);
+    assert.equal(decoders[1].initBytes.length, 8);
+  } finally {
+    delete FakeDecoder.prototype.init;
+  }
+});

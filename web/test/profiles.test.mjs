@@ -39,6 +39,13 @@ const countCatchUp = () => {
   };
 };
 
+// A browser without Media Source Extensions (as Safari on older iPhones): on plain HTTP
+// only Broadway.js is left. (With MSE the page plays these streams: mse.test.mjs.)
+const withoutMse = () => {
+  delete window.MediaSource;
+  delete window.ManagedMediaSource;
+};
+
 let server;
 before(async () => { server = await startServer(['--source', MAIN_PROFILE]); });
 after(async () => { await server?.stop(); });
@@ -88,7 +95,7 @@ test('a Main profile stream plays with WebCodecs on a secure page, even with ?de
   }
 });
 
-test('a Main profile stream on a plain-HTTP LAN name: the explanation, not garbage, not a reconnect loop', async (t) => {
+test('a Main profile stream on a plain-HTTP LAN name without MSE: the explanation, not garbage, not a reconnect loop', async (t) => {
   // camera.lan resolves to loopback, but unlike 127.0.0.1 it is not a secure
   // context: no WebCodecs, only Broadway.js.
   const browser = await launchBrowser(['--host-resolver-rules=MAP camera.lan 127.0.0.1']);
@@ -96,6 +103,7 @@ test('a Main profile stream on a plain-HTTP LAN name: the explanation, not garba
     for (const query of ['/', '/?decoder=broadway']) {
       const page = await browser.newPage();
       await page.addInitScript(countWorkers);
+      await page.addInitScript(withoutMse);
       await page.goto(`http://camera.lan:${server.port}${query}`);
       assert.equal(await page.evaluate(() => window.isSecureContext), false);
       // Two seconds of frames arrive over the same connection, none is decoded.
@@ -122,13 +130,14 @@ test('a Main profile stream on a plain-HTTP LAN name: the explanation, not garba
   }
 });
 
-test('the page stays connected and plays when the camera switches from Main to Baseline', async (t) => {
+test('without MSE, the page stays connected and plays when the camera switches from Main to Baseline', async (t) => {
   // One camera process: 4 s of Main profile, then Baseline (a camera restarted with
   // --profile baseline looks the same to the page: a new stream-info).
   const camera = await startServer(['--source', `exec:${x264('main', '320x180', '-t 4')}; exec ${x264('baseline', '320x180')}`]);
   const browser = await launchBrowser(['--host-resolver-rules=MAP camera.lan 127.0.0.1']);
   try {
     const page = await browser.newPage();
+    await page.addInitScript(withoutMse);
     await page.goto(`http://camera.lan:${camera.port}/`);
     const before = await waitForStats(page, (s) => s.state === 'unsupported', 'the unsupported state');
     assert.match(before.codec, /^avc1\.4D/i);

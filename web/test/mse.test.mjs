@@ -1,0 +1,239 @@
+// The Media Source Extensions path end to end: the real nalcast binary's /ws/fmp4 and
+// the page in Chromium on a plain-HTTP LAN name (camera.lan mapped to loopback: not a
+// secure context, so no WebCodecs), checked by reading the test pattern's frame stamp
+// back from the <video> and by the video element's own counters.
+//
+// The server's Content-Security-Policy (crates/nalcast/src/server/assets.rs) has no
+// `media-src`, so `default-src 'self'` refuses the blob: URL a MediaSource plays from,
+// and the page falls back to /ws (tested below). Until it says `media-src 'self' blob:`
+// these tests run the page with the CSP bypassed; the todo test turns green then.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { startServer, launchBrowser, waitForStats, screenshotPath } from './helpers.mjs';
+
+const LAN = ['--host-resolver-rules=MAP camera.lan 127.0.0.1'];
+const x264 = (profile, size, extra = '') => 'ffmpeg -hide_banner -loglevel error -re -f lavfi '
+  + `-i testsrc2=size=${size}:rate=30 ${extra} -c:v libx264 -profile:v ${profile} -tune zerolatency -g 60 -f h264 -`;
+
+// Records, in the page, the fMP4 messages and every picture the video presents.
+const watch = () => {
+  window.mseLog = { catchUp: 0, fragments: 0, firstFragmentMs: null, frames: [] };
+  const Native = window.WebSocket;
+  window.WebSocket = class extends Native {
+    constructor(...args) {
+      super(...args);
+      this.addEventListener('message', (ev) => {
+        const b = new Uint8Array(ev.data);
+        if (b[0] !== 7) return;
+        window.mseLog.fragments++;
+        window.mseLog.firstFragmentMs ??= performance.now();
+        if (b[1] & 2) window.mseLog.catchUp++;
+      });
+    }
+  };
+  const rvfc = HTMLVideoElement.prototype.requestVideoFrameCallback;
+  HTMLVideoElement.prototype.requestVideoFrameCallback = function (cb) {
+    return rvfc.call(this, (now, meta) => {
+      const log = window.mseLog;
+      if (log.frames.length < 2000) log.frames.push({ at: performance.now(), mediaTime: meta.mediaTime, presented: meta.presentedFrames });
+      cb(now, meta);
+    });
+  };
+};
+
+let browser;
+before(async () => { browser = await launchBrowser(LAN, { bypassCSP: true }); });
+after(async () => { await browser?.close(); });
+
+async function open(server, query = '/?stats=1') {
+  const page = await browser.newPage();
+  await page.addInitScript(watch);
+  await page.goto(`http://camera.lan:${server.port}${query}`);
+  return page;
+}
+
+test('plain HTTP on a LAN name: the page picks MSE by itself and plays the live 1280x720 test pattern', async (t) => {
+  const server = await startServer(['--width', '1280', '--height', '720']);
+  try {
+    const page = await open(server);
+    assert.equal(await page.evaluate(() => window.isSecureContext), false);
+    const first = await waitForStats(page, (s) => s.framesPainted > 0 && s.lastFrameNumber !== null, 'a first picture with a stamp');
+    assert.equal(first.decoder, 'mse');
+    assert.equal(first.endpoint, 'ws/fmp4');
+    assert.equal(first.endpointSwitches, 0);
+    const later = await waitForStats(page, (s) => s.lastFrameNumber >= first.lastFrameNumber + 30 && s.latencyMs !== null && s.latencyMs < 1000,
+      'the stamp to advance, live');
+    assert.equal(later.state, 'live');
+    assert.equal(later.canvasWidth, 1280);
+    assert.equal(later.canvasHeight, 720);
+    assert.equal(await page.evaluate(() => document.getElementById('video').tagName), 'VIDEO');
+    // A few seconds on: still live, the buffer small, few frames dropped.
+    await page.waitForTimeout(3000);
+    const s = await page.evaluate(() => window.nalcast.stats());
+    assert.ok(s.lastFrameNumber > later.lastFrameNumber + 45, `frame #${s.lastFrameNumber} after #${later.lastFrameNumber}`);
+    assert.ok(s.latencyMs < 1000, `latency ${s.latencyMs} ms`);
+    assert.ok(s.bufferedAheadS < 1, `${s.bufferedAheadS} s buffered ahead`);
+    assert.ok(s.videoFramesDropped <= s.videoFramesTotal / 4, `${s.videoFramesDropped} of ${s.videoFramesTotal} dropped`);
+    await page.screenshot({ path: screenshotPath('mse-1280x720') });
+    t.diagnostic(`first picture ${first.firstPaintMs} ms; latency ${s.latencyMs} ms, ${s.bufferedAheadS} s ahead, `
+      + `dropped ${s.videoFramesDropped}/${s.videoFramesTotal}, ${s.liveSeeks} seeks, ${s.liveStalls} stalls, cushion ${s.cushionS} s`);
+    await page.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a Main profile stream with B-frames plays in order', async (t) => {
+  const server = await startServer(['--source', `exec:${x264('main', '640x360', '-bf 2')}`]);
+  try {
+    const page = await open(server);
+    const first = await waitForStats(page, (s) => s.framesPainted > 0, 'a first picture');
+    assert.equal(first.decoder, 'mse');
+    assert.match(first.codec, /^avc1\.4D/i);
+    const s = await waitForStats(page, (st) => st.framesPainted >= first.framesPainted + 60, 'two seconds of pictures', 10000);
+    const log = await page.evaluate(() => window.mseLog);
+    // Presentation order: the media time of the pictures shown only goes forward,
+    // except where the page jumped to the live edge.
+    const frames = log.frames.slice(5);
+    const back = frames.filter((f, i) => i > 0 && f.mediaTime < frames[i - 1].mediaTime);
+    assert.ok(back.length <= s.liveSeeks, `${back.length} steps back, ${s.liveSeeks} seeks`);
+    assert.ok(s.videoFramesDropped <= s.videoFramesTotal / 4, `${s.videoFramesDropped} of ${s.videoFramesTotal} dropped`);
+    // testsrc2 moves: two pictures a second apart differ, and are colourful.
+    const grab = () => page.evaluate(() => {
+      const v = document.getElementById('video');
+      const ctx = document.createElement('canvas').getContext('2d', { willReadFrequently: true });
+      ctx.canvas.width = v.videoWidth;
+      ctx.canvas.height = v.videoHeight;
+      ctx.drawImage(v, 0, 0);
+      const data = ctx.getImageData(0, 0, v.videoWidth, v.videoHeight).data;
+      const seen = new Set();
+      let sum = 0;
+      for (let i = 0; i < data.length; i += 4 * 97) {
+        seen.add((data[i] >> 4) << 8 | (data[i + 1] >> 4) << 4 | (data[i + 2] >> 4));
+        sum = (sum * 31 + data[i] + data[i + 1]) % 1e9;
+      }
+      return { colours: seen.size, sum };
+    });
+    const a = await grab();
+    await page.waitForTimeout(1000);
+    const b = await grab();
+    assert.ok(a.colours > 50, `${a.colours} colours`);
+    assert.notEqual(a.sum, b.sum, 'the picture changes');
+    assert.equal(s.canvasWidth, 640);
+    await page.screenshot({ path: screenshotPath('mse-main-bframes') });
+    t.diagnostic(`${s.codec}: ${s.framesPainted} painted, dropped ${s.videoFramesDropped}/${s.videoFramesTotal}, latency ${s.latencyMs} ms, ${back.length} steps back`);
+    await page.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a join in the second half of a GOP shows a picture at once', async (t) => {
+  // A keyframe every 2 s that the page cannot hurry (an x264 camera), Baseline so the
+  // fragments are cheap: a join lands anywhere in the GOP.
+  const server = await startServer(['--source', `exec:${x264('baseline', '640x360')}`]);
+  try {
+    // A first page warms the browser's caches (the first page of a fresh profile is slower).
+    const warm = await open(server, '/');
+    await waitForStats(warm, (s) => s.framesPainted > 0, 'a first picture');
+    await warm.close();
+    const joins = [];
+    for (let i = 0; i < 10 && !joins.some((j) => j.catchUp >= 30); i++) {
+      const page = await open(server, '/');
+      await waitForStats(page, (s) => s.framesPainted > 0, 'a first picture');
+      const log = await page.evaluate(() => window.mseLog);
+      const s = await page.evaluate(() => window.nalcast.stats());
+      joins.push({
+        catchUp: log.catchUp,
+        firstPictureMs: Math.round(log.frames[0].at),
+        afterDataMs: Math.round(log.frames[0].at - log.firstFragmentMs),
+        firstFragmentMs: Math.round(log.firstFragmentMs),
+        decoder: s.decoder,
+      });
+      await page.close();
+    }
+    t.diagnostic(joins.map((j) => `${j.catchUp} catch-up: first fragment at ${j.firstFragmentMs} ms, first picture at ${j.firstPictureMs} ms (${j.afterDataMs} ms after the data)`).join('; '));
+    const late = joins.find((j) => j.catchUp >= 30);
+    assert.ok(late, 'one join came in the second half of a GOP');
+    assert.equal(late.decoder, 'mse');
+    // The page's own part: from the first fragment to the first picture on screen.
+    assert.ok(late.afterDataMs < 300, `first picture ${late.afterDataMs} ms after the first fragment`);
+    assert.ok(late.firstPictureMs < 300, `first picture ${late.firstPictureMs} ms after navigation`);
+  } finally {
+    await server.stop();
+  }
+});
+
+test('a resolution change and a source restart play on without a reload', async (t) => {
+  // 3 s at 640x360, then 320x180; the command then exits and is restarted by nalcast.
+  const server = await startServer(['--source', `exec:${x264('main', '640x360', '-t 3')}; exec ${x264('main', '320x180', '-t 3')}`]);
+  try {
+    const page = await open(server);
+    await page.evaluate(() => { window.notReloaded = true; });
+    const big = await waitForStats(page, (s) => s.framesPainted > 10 && s.canvasWidth === 640, 'pictures at 640x360');
+    assert.equal(big.decoder, 'mse');
+    const small = await waitForStats(page, (s) => s.canvasWidth === 320 && s.framesPainted > big.framesPainted + 10, 'pictures at 320x180');
+    assert.equal(small.width, 320);
+    // The command ends; nalcast restarts it: 640x360 again, a new stream-info and init segment.
+    const again = await waitForStats(page, (s) => s.canvasWidth === 640 && s.framesPainted > small.framesPainted + 10, 'pictures after the restart', 20000);
+    const more = await waitForStats(page, (s) => s.framesPainted > again.framesPainted + 20, 'the picture to keep moving');
+    assert.equal(more.state, 'live');
+    assert.equal(more.reconnects, 0, 'the same connection');
+    assert.equal(more.decoder, 'mse');
+    assert.equal(await page.evaluate(() => window.notReloaded), true, 'the page was not reloaded');
+    t.diagnostic(`640 -> 320 -> restart -> 640: ${more.framesPainted} painted, ${more.liveSeeks} seeks, dropped ${more.videoFramesDropped}/${more.videoFramesTotal}`);
+    await page.close();
+  } finally {
+    await server.stop();
+  }
+});
+
+test('the page reconnects to /ws/fmp4 after a server restart', async () => {
+  let server = await startServer(['--width', '640', '--height', '360']);
+  const port = server.port;
+  const page = await open(server);
+  try {
+    const before = await waitForStats(page, (s) => s.decoder === 'mse' && s.lastFrameNumber !== null && s.lastFrameNumber > 30, 'frames before the restart');
+    await server.stop('SIGKILL');
+    await waitForStats(page, (s) => s.state === 'reconnecting', 'the reconnecting state');
+    server = await startServer(['--width', '640', '--height', '360'], port);
+    // The new process numbers frames from 0 and starts a new timeline.
+    const after = await waitForStats(page, (s) => s.state === 'live' && s.lastFrameNumber !== null && s.lastFrameNumber < before.lastFrameNumber, 'frames from the restarted server');
+    await waitForStats(page, (s) => s.lastFrameNumber > after.lastFrameNumber + 15, 'frames to keep advancing');
+    assert.equal(after.decoder, 'mse');
+  } finally {
+    await page.close();
+    await server.stop();
+  }
+});
+
+test('under the server\'s own Content-Security-Policy the page still plays', async (t) => {
+  // No CSP bypass: if the server does not allow blob: media, MSE fails before its first
+  // picture and the page falls back to /ws (Broadway.js for this Baseline stream).
+  const server = await startServer(['--width', '640', '--height', '360', '--bitrate', '1000000']);
+  const strict = await launchBrowser(LAN);
+  try {
+    const page = await strict.newPage();
+    await page.goto(`http://camera.lan:${server.port}/?stats=1`);
+    const s = await waitForStats(page, (st) => st.framesPainted > 5 && st.state === 'live', 'pictures');
+    t.diagnostic(`decoder ${s.decoder} on ${s.endpoint}${s.error ? ` (${s.error})` : ''}`);
+    assert.ok(s.decoder === 'mse' || (s.decoder === 'broadway' && /Media Source Extensions failed/.test(s.error)), s.decoder);
+  } finally {
+    await strict.close();
+    await server.stop();
+  }
+});
+
+test('MSE plays under the server\'s own Content-Security-Policy', { todo: 'the server\'s CSP needs media-src \'self\' blob: (assets.rs)' }, async () => {
+  const server = await startServer(['--width', '640', '--height', '360']);
+  const strict = await launchBrowser(LAN);
+  try {
+    const page = await strict.newPage();
+    await page.goto(`http://camera.lan:${server.port}/`);
+    const s = await waitForStats(page, (st) => st.framesPainted > 5, 'pictures', 8000);
+    assert.equal(s.decoder, 'mse');
+  } finally {
+    await strict.close();
+    await server.stop();
+  }
+});
