@@ -19,7 +19,7 @@ const pct = (v, p) => {
 
 // The CSP is bypassed for MSE's blob: URL until the server's policy allows media-src
 // blob: (without it the page falls back from MSE to /ws; `decoder` below says which played).
-const browser = await launchBrowser([], { bypassCSP: true });
+const browser = await launchBrowser([]);
 try {
   for (const decoder of ['webcodecs', 'mse', 'broadway']) {
     const page = await browser.newPage();

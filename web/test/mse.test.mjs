@@ -3,10 +3,9 @@
 // secure context, so no WebCodecs), checked by reading the test pattern's frame stamp
 // back from the <video> and by the video element's own counters.
 //
-// The server's Content-Security-Policy (crates/nalcast/src/server/assets.rs) has no
-// `media-src`, so `default-src 'self'` refuses the blob: URL a MediaSource plays from,
-// and the page falls back to /ws (tested below). Until it says `media-src 'self' blob:`
-// these tests run the page with the CSP bypassed; the todo test turns green then.
+// The server's Content-Security-Policy allows `media-src 'self' blob:` (the blob: URL
+// a MediaSource plays from); a stricter policy makes the page fall back to /ws
+// (tested below). These tests run under the server's own policy.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { startServer, launchBrowser, waitForStats, screenshotPath } from './helpers.mjs';
@@ -42,7 +41,7 @@ const watch = () => {
 };
 
 let browser;
-before(async () => { browser = await launchBrowser(LAN, { bypassCSP: true }); });
+before(async () => { browser = await launchBrowser(LAN); });
 after(async () => { await browser?.close(); });
 
 async function open(server, query = '/?stats=1') {
@@ -207,24 +206,7 @@ test('the page reconnects to /ws/fmp4 after a server restart', async () => {
   }
 });
 
-test('under the server\'s own Content-Security-Policy the page still plays', async (t) => {
-  // No CSP bypass: if the server does not allow blob: media, MSE fails before its first
-  // picture and the page falls back to /ws (Broadway.js for this Baseline stream).
-  const server = await startServer(['--width', '640', '--height', '360', '--bitrate', '1000000']);
-  const strict = await launchBrowser(LAN);
-  try {
-    const page = await strict.newPage();
-    await page.goto(`http://camera.lan:${server.port}/?stats=1`);
-    const s = await waitForStats(page, (st) => st.framesPainted > 5 && st.state === 'live', 'pictures');
-    t.diagnostic(`decoder ${s.decoder} on ${s.endpoint}${s.error ? ` (${s.error})` : ''}`);
-    assert.ok(s.decoder === 'mse' || (s.decoder === 'broadway' && /Media Source Extensions failed/.test(s.error)), s.decoder);
-  } finally {
-    await strict.close();
-    await server.stop();
-  }
-});
-
-test('MSE plays under the server\'s own Content-Security-Policy', { todo: 'the server\'s CSP needs media-src \'self\' blob: (assets.rs)' }, async () => {
+test('MSE plays under the server\'s own Content-Security-Policy', async () => {
   const server = await startServer(['--width', '640', '--height', '360']);
   const strict = await launchBrowser(LAN);
   try {

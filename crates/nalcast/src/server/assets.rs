@@ -19,9 +19,11 @@ struct Broadway;
 
 /// The page loads only its own scripts (no inline code, no eval: Broadway.js's
 /// asm.js decoder runs without 'unsafe-eval', checked by the browser tests), talks
-/// only to its own origin, and cannot be framed by other sites.
+/// only to its own origin, and cannot be framed by other sites. `media-src blob:`:
+/// the Media Source Extensions player plays from a MediaSource's blob: URL.
 const CSP: &str = "default-src 'self'; script-src 'self'; worker-src 'self'; style-src 'self'; \
-                   img-src 'self' data: blob:; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+                   img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; \
+                   object-src 'none'; base-uri 'none'; \
                    frame-ancestors 'self'";
 
 fn respond(file: EmbeddedFile, headers: &HeaderMap) -> Response {
