@@ -17,8 +17,8 @@ const pct = (v, p) => {
   return s.length ? s[Math.max(0, Math.ceil((p / 100) * s.length) - 1)] : null;
 };
 
-// The CSP is bypassed for MSE's blob: URL until the server's policy allows media-src
-// blob: (without it the page falls back from MSE to /ws; `decoder` below says which played).
+// `decoder` in the output says which decoder really played (MSE falls back to /ws when
+// it fails before its first picture).
 const browser = await launchBrowser([]);
 try {
   for (const decoder of ['webcodecs', 'mse', 'broadway']) {

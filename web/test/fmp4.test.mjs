@@ -20,7 +20,7 @@ const u64 = (v) => [...u32(Math.floor(v / 2 ** 32)), ...u32(v % 2 ** 32)];
 const full = (type, version, flags, ...parts) => box(type, [version, (flags >>> 16) & 255, (flags >>> 8) & 255, flags & 255], ...parts);
 
 test('the vectors: the init segment says 90 kHz, the fragment its decode time, duration and offset', () => {
-  const [init, frag] = vectors.page_only.server;
+  const [init, frag] = vectors.fmp4.server;
   const initMsg = decodeServerMessage(fromHex(init.hex));
   assert.equal(readTimescale(initMsg.data), 90000);
   const fragMsg = decodeServerMessage(fromHex(frag.hex));

@@ -10,8 +10,8 @@ import {
 
 const vectors = JSON.parse(readFileSync(new URL('../../docs/protocol-vectors.json', import.meta.url), 'utf8'));
 // /ws/fmp4's messages: checked here only until the Rust side takes them (see its `about`).
-const server = [...vectors.server, ...vectors.page_only.server];
-const invalidVectors = [...vectors.invalid, ...vectors.page_only.invalid];
+const server = [...vectors.server, ...vectors.fmp4.server];
+const invalidVectors = [...vectors.invalid, ...vectors.fmp4.invalid];
 
 function fromHex(hex) {
   const clean = hex.replace(/\s+/g, '');

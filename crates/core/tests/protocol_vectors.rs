@@ -4,9 +4,9 @@
 //! refused for its reason, every client message the page sends parses.
 use bytes::Bytes;
 use nalcast_core::protocol::{
-    decode, encode_access_unit, encode_pong, encode_skipped, encode_status, encode_stream_info,
-    parse_client, ClientMessage, ProtocolError, ServerMessage, StatusMsg, StreamInfoMsg,
-    FLAG_CATCH_UP, FLAG_KEYFRAME,
+    decode, encode_access_unit, encode_fragment, encode_init_segment, encode_pong, encode_skipped,
+    encode_status, encode_stream_info, parse_client, ClientMessage, ProtocolError, ServerMessage,
+    StatusMsg, StreamInfoMsg, FLAG_CATCH_UP, FLAG_KEYFRAME,
 };
 use serde::Deserialize;
 
@@ -18,6 +18,14 @@ struct Vectors {
     server: Vec<ServerVector>,
     invalid: Vec<InvalidVector>,
     client: Vec<ClientVector>,
+    /// The messages only `/ws/fmp4` sends.
+    fmp4: Fmp4Vectors,
+}
+
+#[derive(Deserialize)]
+struct Fmp4Vectors {
+    server: Vec<ServerVector>,
+    invalid: Vec<InvalidVector>,
 }
 
 #[derive(Deserialize)]
@@ -50,6 +58,16 @@ enum Fields {
     Pong {
         t: f64,
         server_us: u64,
+    },
+    InitSegment {
+        data: String,
+    },
+    Fragment {
+        keyframe: bool,
+        catch_up: bool,
+        seq: u32,
+        capture_us: u64,
+        data: String,
     },
 }
 
@@ -129,6 +147,35 @@ fn encode(fields: Fields) -> (Bytes, ServerMessage) {
                 },
             )
         }
+        Fields::InitSegment { data } => {
+            let data = Bytes::from(from_hex(&data));
+            (encode_init_segment(&data), ServerMessage::InitSegment(data))
+        }
+        Fields::Fragment {
+            keyframe,
+            catch_up,
+            seq,
+            capture_us,
+            data,
+        } => {
+            let mut flags = 0;
+            if keyframe {
+                flags |= FLAG_KEYFRAME;
+            }
+            if catch_up {
+                flags |= FLAG_CATCH_UP;
+            }
+            let data = Bytes::from(from_hex(&data));
+            (
+                encode_fragment(flags, seq, capture_us, &data),
+                ServerMessage::Fragment {
+                    flags,
+                    seq,
+                    capture_us,
+                    data,
+                },
+            )
+        }
         Fields::Skipped { frames } => (encode_skipped(frames), ServerMessage::Skipped(frames)),
         Fields::Status { status } => (encode_status(&status), ServerMessage::Status(status)),
         Fields::Pong { t, server_us } => (
@@ -151,8 +198,8 @@ fn error_name(e: &ProtocolError) -> &'static str {
 #[test]
 fn server_messages_encode_to_their_bytes_and_decode_to_their_fields() {
     let vectors = vectors();
-    assert!(!vectors.server.is_empty());
-    for v in vectors.server {
+    assert!(!vectors.server.is_empty() && !vectors.fmp4.server.is_empty());
+    for v in vectors.server.into_iter().chain(vectors.fmp4.server) {
         let bytes = Bytes::from(from_hex(&v.hex));
         let (encoded, message) = encode(v.message);
         assert_eq!(encoded, bytes, "encoding {}", v.name);
@@ -164,7 +211,7 @@ fn server_messages_encode_to_their_bytes_and_decode_to_their_fields() {
 fn invalid_messages_are_refused_for_their_reason() {
     let vectors = vectors();
     assert!(!vectors.invalid.is_empty());
-    for v in vectors.invalid {
+    for v in vectors.invalid.into_iter().chain(vectors.fmp4.invalid) {
         let bytes = Bytes::from(from_hex(&v.hex));
         match decode(&bytes) {
             Err(e) => assert_eq!(error_name(&e), v.error, "{}: {e}", v.name),
