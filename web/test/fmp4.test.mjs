@@ -1,5 +1,5 @@
 // The page's own reading of fMP4 boxes (fmp4.js): an init segment's timescale and a
-// fragment's timing, on the page-only vectors and on boxes built here.
+// fragment's timing, on the fmp4 vectors of docs/protocol-vectors.json and on boxes built here.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
