@@ -81,9 +81,10 @@ impl StreamInfo {
             return None;
         }
         Some(format!(
-            "the stream uses {} profile ({}): browsers without WebCodecs (plain HTTP, Broadway.js) cannot play it; \
-             viewers need the HTTPS address (start nalcast with --tls self-signed), or make the camera send \
-             Baseline (rpicam-vid --profile baseline, ffmpeg -profile:v baseline)",
+            "the stream uses {} profile ({}): browsers with neither WebCodecs nor Media Source Extensions \
+             (Broadway.js) cannot play it; such viewers need the HTTPS address (start nalcast with \
+             --tls self-signed), or make the camera send Baseline (rpicam-vid --profile baseline, \
+             ffmpeg -profile:v baseline)",
             self.profile_name(),
             self.codec
         ))
