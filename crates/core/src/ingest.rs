@@ -161,7 +161,7 @@ impl Ingest {
         }
         if !self.warned_b_frames && self.splitter.b_slices() > 0 {
             self.warned_b_frames = true;
-            warn!("the source sends B-frames: Broadway.js (plain-HTTP viewers) cannot play them; configure the encoder for Baseline profile");
+            warn!("the source sends B-frames: Broadway.js (browsers with neither WebCodecs nor MSE) cannot play them; configure the encoder for Baseline profile if such viewers matter");
         }
     }
 }

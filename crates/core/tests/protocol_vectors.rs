@@ -39,36 +39,42 @@ struct ServerVector {
 #[derive(Deserialize)]
 #[serde(tag = "type", rename_all = "kebab-case")]
 enum Fields {
-    StreamInfo {
-        info: StreamInfoMsg,
-    },
-    AccessUnit {
-        keyframe: bool,
-        catch_up: bool,
-        seq: u32,
-        capture_us: u64,
-        data: String,
-    },
-    Skipped {
-        frames: u32,
-    },
-    Status {
-        status: StatusMsg,
-    },
-    Pong {
-        t: f64,
-        server_us: u64,
-    },
-    InitSegment {
-        data: String,
-    },
-    Fragment {
-        keyframe: bool,
-        catch_up: bool,
-        seq: u32,
-        capture_us: u64,
-        data: String,
-    },
+    StreamInfo { info: StreamInfoMsg },
+    AccessUnit(Unit),
+    Skipped { frames: u32 },
+    Status { status: StatusMsg },
+    Pong { t: f64, server_us: u64 },
+    InitSegment { data: String },
+    Fragment(Unit),
+}
+
+/// The fields of an access-unit or fragment message.
+#[derive(Deserialize)]
+struct Unit {
+    keyframe: bool,
+    catch_up: bool,
+    seq: u32,
+    capture_us: u64,
+    data: String,
+}
+
+impl Unit {
+    /// (flags, seq, capture time, payload)
+    fn parts(self) -> (u8, u32, u64, Bytes) {
+        let mut flags = 0;
+        if self.keyframe {
+            flags |= FLAG_KEYFRAME;
+        }
+        if self.catch_up {
+            flags |= FLAG_CATCH_UP;
+        }
+        (
+            flags,
+            self.seq,
+            self.capture_us,
+            Bytes::from(from_hex(&self.data)),
+        )
+    }
 }
 
 #[derive(Deserialize)]
@@ -122,59 +128,29 @@ fn from_hex(hex: &str) -> Vec<u8> {
 fn encode(fields: Fields) -> (Bytes, ServerMessage) {
     match fields {
         Fields::StreamInfo { info } => (encode_stream_info(&info), ServerMessage::StreamInfo(info)),
-        Fields::AccessUnit {
-            keyframe,
-            catch_up,
-            seq,
-            capture_us,
-            data,
-        } => {
-            let mut flags = 0;
-            if keyframe {
-                flags |= FLAG_KEYFRAME;
-            }
-            if catch_up {
-                flags |= FLAG_CATCH_UP;
-            }
-            let data = Bytes::from(from_hex(&data));
-            (
-                encode_access_unit(flags, seq, capture_us, &data),
-                ServerMessage::AccessUnit {
-                    flags,
-                    seq,
-                    capture_us,
-                    data,
-                },
-            )
+        Fields::AccessUnit(unit) => {
+            let (flags, seq, capture_us, data) = unit.parts();
+            let message = ServerMessage::AccessUnit {
+                flags,
+                seq,
+                capture_us,
+                data: data.clone(),
+            };
+            (encode_access_unit(flags, seq, capture_us, &data), message)
         }
         Fields::InitSegment { data } => {
             let data = Bytes::from(from_hex(&data));
             (encode_init_segment(&data), ServerMessage::InitSegment(data))
         }
-        Fields::Fragment {
-            keyframe,
-            catch_up,
-            seq,
-            capture_us,
-            data,
-        } => {
-            let mut flags = 0;
-            if keyframe {
-                flags |= FLAG_KEYFRAME;
-            }
-            if catch_up {
-                flags |= FLAG_CATCH_UP;
-            }
-            let data = Bytes::from(from_hex(&data));
-            (
-                encode_fragment(flags, seq, capture_us, &data),
-                ServerMessage::Fragment {
-                    flags,
-                    seq,
-                    capture_us,
-                    data,
-                },
-            )
+        Fields::Fragment(unit) => {
+            let (flags, seq, capture_us, data) = unit.parts();
+            let message = ServerMessage::Fragment {
+                flags,
+                seq,
+                capture_us,
+                data: data.clone(),
+            };
+            (encode_fragment(flags, seq, capture_us, &data), message)
         }
         Fields::Skipped { frames } => (encode_skipped(frames), ServerMessage::Skipped(frames)),
         Fields::Status { status } => (encode_status(&status), ServerMessage::Status(status)),
