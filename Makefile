@@ -1,7 +1,8 @@
 # nalcast: two commands on a fresh Debian/Ubuntu machine.
 #   make run   install what is missing, build, start on the built-in test pattern
 #   make test  install what is missing, run every test
-.PHONY: run test setup setup-test build lint bench fuzz soak clean
+#   make dist  cross-build the Raspberry Pi binaries and .debs into dist/ (make dist-check checks them)
+.PHONY: run test setup setup-test build lint bench fuzz soak clean dist dist-check setup-dist
 
 ARGS ?=
 
@@ -17,6 +18,15 @@ setup:
 
 setup-test:
 	@scripts/setup.sh --test
+
+setup-dist:
+	@scripts/setup.sh --dist
+
+dist: setup-dist
+	scripts/dist.sh
+
+dist-check: setup-dist
+	scripts/dist-check.sh
 
 build: setup
 	cargo build --release -p nalcast

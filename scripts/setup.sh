@@ -2,12 +2,19 @@
 # Installs what nalcast needs, only what is missing, quietly when all is present.
 #   scripts/setup.sh          for building and running (nasm, Node.js packages)
 #   scripts/setup.sh --test   also what the tests need (Chromium)
+#   scripts/setup.sh --dist   also what `make dist` / `make dist-check` need (Rust
+#                             targets, zig, cargo-zigbuild, cargo-deb, qemu-user)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 want=(nasm nodejs npm pkg-config)
 if [[ "${1:-}" == "--test" ]]; then
     want+=(chromium ffmpeg)
+fi
+if [[ "${1:-}" == "--dist" ]]; then
+    # qemu-user and the ARM C libraries run the ARM binaries in `make dist-check`;
+    # the build itself needs no cross compiler (zig is one), pip installs zig.
+    want+=(python3 python3-pip binutils file ffmpeg qemu-user libc6-arm64-cross libc6-armhf-cross)
 fi
 
 missing=()
@@ -43,6 +50,33 @@ done
 if [[ "${1:-}" == "--test" ]] && ! cargo deny --version >/dev/null 2>&1; then
     echo "setup: installing cargo-deny (one-time build, a few minutes)"
     cargo install cargo-deny --locked --quiet
+fi
+
+if [[ "${1:-}" == "--dist" ]]; then
+    # Versions known to work together: zig links against an old glibc
+    # (TARGET.2.31) where Debian's cross compilers could only use their own 2.36.
+    # zig lives in a folder of its own, so no Python environment is touched.
+    zig_dir="${XDG_CACHE_HOME:-$HOME/.cache}/nalcast/zig-0.17.1"
+    if [[ ! -x "$zig_dir/ziglang/zig" ]]; then
+        echo "setup: installing zig 0.17.1 (PyPI package ziglang) into $zig_dir"
+        python3 -m pip install --quiet --disable-pip-version-check --no-warn-script-location \
+            --target "$zig_dir" ziglang==0.17.1 2>&1 | grep -v "Running pip as the 'root' user" >&2 || true
+        [[ -x "$zig_dir/ziglang/zig" ]] || { echo "setup: zig did not install" >&2; exit 1; }
+    fi
+    installed_targets=$(rustup target list --installed)
+    for target in aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf; do
+        if ! grep -qx "$target" <<<"$installed_targets"; then
+            echo "setup: adding rustup target $target"
+            rustup target add "$target" >/dev/null
+        fi
+    done
+    for tool in "cargo-zigbuild 0.24.1" "cargo-deb 3.8.0"; do
+        read -r name version <<<"$tool"
+        if ! "$name" --version 2>/dev/null | grep -qF "$version"; then
+            echo "setup: installing $name $version (one-time build, a few minutes)"
+            cargo install "$name" --version "$version" --locked --quiet
+        fi
+    done
 fi
 
 # Node.js packages (Broadway.js for the page, playwright-core for the browser tests),

@@ -1,0 +1,91 @@
+#!/usr/bin/env python3
+"""Writes /etc/nalcast/nalcast.toml for the .deb from the options table in
+docs/configuration.md (itself checked against the flags by nalcast's tests), so
+the packaged file names every option nalcast has: each commented out, at its
+default, with what it does.
+
+    packaging/tools/conffile.py            print the file
+    packaging/tools/conffile.py --check    fail if packaging/nalcast.toml is stale
+"""
+import pathlib
+import re
+import sys
+import textwrap
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs" / "configuration.md"
+OUT = ROOT / "packaging" / "nalcast.toml"
+
+# Keys whose default is not a value a file can hold: the line shows an example.
+EXAMPLES = {
+    "legacy-listen": '"off"',
+    "max-connections": "4096",
+    "max-connections-per-ip": "256",
+    "viewer-threads": "4",
+    "allow-origin": '["http://dashboard.lan:3000"]',
+    "public-host": '["camera.example.com"]',
+    "trusted-proxy": '["127.0.0.1"]',
+    "tls": '"off"',
+    "tls-cert": '"/etc/nalcast/cert.pem"',
+    "tls-key": '"/etc/nalcast/key.pem"',
+    "data-dir": '"/var/lib/nalcast"',
+    "auth": '"ann:$argon2id$v=19$..."',
+    "token": '"a-token-of-16-or-more-characters"',
+}
+# A line more for the settings a Pi owner changes first.
+HINTS = {
+    "source": 'With a Raspberry Pi camera: source = "rpicam"',
+    "tls": 'For WebCodecs (hardware decoding) in browsers on other machines: tls = "self-signed"',
+    "auth": "Make the hash with: echo 'my password' | nalcast --hash-password",
+    "data-dir": "The service sets it to /var/lib/nalcast (systemd's StateDirectory).",
+}
+
+HEADER = """\
+# nalcast settings for the nalcast service (/usr/bin/nalcast --config this file).
+#
+# Each key is a flag of `nalcast --help` without the dashes. Every option is listed
+# below, commented out at its default (or, marked "e.g.", with an example); remove
+# the '#' to set one, then: sudo systemctl restart nalcast
+# An unknown key or a bad value stops nalcast with one line naming it:
+# journalctl -u nalcast shows it. This file is kept as it is on upgrades."""
+
+
+def rows():
+    text = DOCS.read_text()
+    table = text.split("<!-- options:start -->")[1].split("<!-- options:end -->")[0]
+    for line in table.splitlines():
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
+        if len(cells) != 4 or not cells[1].startswith("`"):
+            continue  # header, separator, and flags with no file key
+        key = cells[1].strip("`")
+        yield key, cells[2], cells[3].replace("\\|", "|").replace("\\*", "*")
+
+
+def render():
+    out = [HEADER]
+    for key, default, what in rows():
+        literal = re.fullmatch(r"`([^`]*)`", default)
+        if literal:
+            value = literal.group(1)
+            line = f"#{key} = {value if re.fullmatch(r'[0-9]+', value) else chr(34) + value + chr(34)}"
+        elif key in EXAMPLES:
+            note = "" if default == "—" else f" (default: {default})"
+            line = f"#{key} = {EXAMPLES[key]}   # e.g.{note}"
+        else:
+            sys.exit(f"conffile: no example for '{key}' (default {default!r}): add one to EXAMPLES in {__file__}")
+        what = re.sub(r"`([^`]*)`", r"\1", what)
+        out.append("")
+        out += textwrap.wrap(what, 84, initial_indent="# ", subsequent_indent="# ")
+        if key in HINTS:
+            out.append(f"# {HINTS[key]}")
+        out.append(line)
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    text = render()
+    if sys.argv[1:] == ["--check"]:
+        if OUT.read_text() != text:
+            sys.exit(f"conffile: {OUT.relative_to(ROOT)} is out of date: run packaging/tools/conffile.py > {OUT.relative_to(ROOT)}")
+    else:
+        sys.stdout.write(text)

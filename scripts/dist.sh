@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Release artefacts for the Raspberry Pi (and x86-64), built on this machine:
+#   dist/nalcast-VERSION-linux-{arm64,armhf,amd64}   stripped binaries
+#   dist/nalcast_VERSION-1_{arm64,armhf,amd64}.deb   Debian packages (systemd service)
+# cargo-zigbuild links against glibc 2.31 (TARGET.2.31), so the binaries run on
+# Raspberry Pi OS Bullseye (glibc 2.31) and Bookworm (2.36) alike; `make dist-check`
+# checks that and streams from each. Run through `make dist` (installs the tools).
+#   DIST_ARCHES="arm64 armhf"   build only these
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export PATH="${XDG_CACHE_HOME:-$HOME/.cache}/nalcast/zig-0.17.1/ziglang:$PATH"
+# Stripped by the linker (cargo-deb then knows not to strip again, which it
+# could not do for ARM here); no debug info is built at all.
+export CARGO_PROFILE_RELEASE_STRIP=symbols CARGO_PROFILE_RELEASE_DEBUG=false
+target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(json.load(sys.stdin)["target_directory"])')
+version=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "nalcast"))')
+glibc=2.31
+
+packaging/tools/conffile.py --check
+
+declare -A triple=(
+    [arm64]=aarch64-unknown-linux-gnu
+    [armhf]=armv7-unknown-linux-gnueabihf
+    [amd64]=x86_64-unknown-linux-gnu
+)
+mkdir -p dist
+for arch in ${DIST_ARCHES:-arm64 armhf amd64}; do
+    target=${triple[$arch]:?"unknown arch $arch (arm64, armhf, amd64)"}
+    echo "== $arch: cargo zigbuild --target $target.$glibc"
+    cargo zigbuild --release --locked --quiet -p nalcast --target "$target.$glibc"
+    cp "$target_dir/$target/release/nalcast" "dist/nalcast-$version-linux-$arch"
+    rm -f dist/nalcast_*_"$arch".deb
+    cargo deb --locked --quiet -p nalcast --target "$target" --no-build --output dist/ >/dev/null
+done
+(cd dist && sha256sum nalcast-* nalcast_*.deb > SHA256SUMS)
+ls -l dist
