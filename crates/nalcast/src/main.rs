@@ -108,6 +108,10 @@ fn hash_password() -> ExitCode {
 /// force, if it can be read.
 fn raise_fd_limit() -> Option<u64> {
     use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // rlim_t is u64 on 64-bit Linux and u32 on 32-bit ARM (armhf).
+    fn widen<T: Into<u64>>(v: T) -> u64 {
+        v.into()
+    }
     let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
         Ok(limits) => limits,
         Err(e) => {
@@ -117,16 +121,16 @@ fn raise_fd_limit() -> Option<u64> {
     };
     if soft >= hard {
         info!("open-file limit {soft}");
-        return Some(soft);
+        return Some(widen(soft));
     }
     match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
         Ok(()) => {
             info!("open-file limit raised from {soft} to {hard}");
-            Some(hard)
+            Some(widen(hard))
         }
         Err(e) => {
             warn!("open-file limit stays at {soft}: cannot raise it to {hard}: {e}");
-            Some(soft)
+            Some(widen(soft))
         }
     }
 }
