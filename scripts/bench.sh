@@ -114,10 +114,10 @@ stop
     echo
     echo "## Glass-to-glass (test source 1280x720 30 fps, headless Chromium, same machine)"
     echo
-    echo "| decoder | samples | p50 ms | p95 ms | max ms | fps | dropped |"
-    echo "|---|---|---|---|---|---|---|"
+    echo "| decoder (played by) | first picture ms | samples | p50 ms | p95 ms | max ms | fps | dropped |"
+    echo "|---|---|---|---|---|---|---|---|"
     echo "$glass" | while read -r line; do
-        node -e 'const j = JSON.parse(process.argv[1]); console.log(`| ${j.decoder} | ${j.samples} | ${j.p50_ms} | ${j.p95_ms} | ${j.max_ms} | ${j.fps} | ${j.framesDropped} |`)' "$line"
+        node -e 'const j = JSON.parse(process.argv[1]); console.log(`| ${j.decoder} (${j.played_by}) | ${j.first_picture_ms} | ${j.samples} | ${j.p50_ms} | ${j.p95_ms} | ${j.max_ms} | ${j.fps} | ${j.framesDropped} |`)' "$line"
     done
     echo
     echo "## Kernel floor"
