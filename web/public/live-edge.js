@@ -2,22 +2,35 @@
 // the end of what has been appended. A video element plays what it is given at its own
 // pace, however late; for a camera feed only the newest picture matters. So: seek
 // onto the newest data when the playhead is outside it (after a join, a skip or a
-// gap) or far behind it, speed up a little while slightly behind (a seek stalls the
-// picture for a moment, a faster rate does not), and drop what lies well behind the
-// playhead so the buffer stays small. Pure: times in, decisions out.
+// gap) or far behind it, else steer the rate toward the aim (a seek stalls the picture
+// while the decoder works from the keyframe, a changed rate does not), and drop what
+// lies well behind the playhead, up to a keyframe, so the buffer stays small. Pure:
+// times in, decisions out.
 
-/** Aim: this far behind the live edge after a seek, in seconds (a few frames to play into). */
-export const TARGET_BEHIND_S = 0.06;
 /**
- * Behind the live edge by more than the cushion plus this: play faster until back
- * within the cushion. The cushion is how close to the edge the video plays without
- * running dry (see Cushion): Chromium's software decoder with B-frames needs about
- * 0.25 s, and nudging it closer dropped a quarter of the frames in stalls.
+ * How far behind the live edge the playhead aims: one picture (the newest on screen
+ * ends at the edge) plus a cushion for the irregular arrival of the next one (see
+ * Cushion). Closer than that the video runs dry and Chromium drops the picture that
+ * ends the stall; further, every picture is shown later than it must be.
+ *
+ * The rate steers toward that aim: a little faster while behind it, a little slower
+ * while too close (a video slowed by 5 % for a moment is not seen; a stall is).
  */
-export const NUDGE_MARGIN_S = 0.07;
-/** How much faster: 10 % gains 100 ms a second and is not seen in a camera picture. */
-export const NUDGE_RATE = 1.1;
-/** Behind by more than this: seek instead (catching up at NUDGE_RATE would take 10 s). */
+/** The rate moves in steps of this much (fewer changes of the video's clock). */
+export const RATE_STEP = 0.05;
+/**
+ * Per second away from the aim, this much faster or slower: 0.1 s behind plays 15 %
+ * faster, 0.5 s (a join: the decoder worked through the catch-up burst while new
+ * pictures came in) plays 1.75 times as fast, live again within a second.
+ */
+export const RATE_GAIN = 1.5;
+export const MIN_RATE = 0.9;
+export const MAX_RATE = 2;
+/** Within this of the aim, play at the normal rate. */
+export const DEADBAND_S = 0.012;
+/** After a catch-up burst: behind the aim by more than this, seek there instead of nudging. */
+export const BURST_SEEK_S = 0.1;
+/** Behind by more than this: seek (catching up at MAX_RATE would take seconds). */
 export const SEEK_BEHIND_S = 1.0;
 /** Once the buffer reaches this far behind the playhead, remove all but KEEP_BEHIND_S of it. */
 export const TRIM_AT_S = 3;
@@ -25,18 +38,38 @@ export const KEEP_BEHIND_S = 2;
 /** A playhead this close to a range's start or end counts as inside (timestamps round). */
 const EPSILON_S = 0.002;
 
+/** The rate that steers a playhead `error` seconds behind its aim (negative: too close) back to it. */
+export function steeringRate(error) {
+  if (Math.abs(error) <= DEADBAND_S) return 1;
+  // At least one step, so that a small error still closes.
+  const steps = Math.max(1, Math.round((Math.abs(error) * RATE_GAIN) / RATE_STEP));
+  const rate = 1 + Math.sign(error) * steps * RATE_STEP;
+  return Math.round(Math.min(MAX_RATE, Math.max(MIN_RATE, rate)) * 100) / 100;
+}
+
 /**
  * Decides what to do now.
  *  currentTime   the video's playhead (s)
  *  ranges        buffered ranges, [[start, end], ...] in order (s)
  *  newest        presentation time of the newest sample appended (s); null before the first
- *  playbackRate  the rate now
- *  burstOver     the catch-up burst after a join or a skip has just ended: go live now,
- *                even if within SEEK_BEHIND_S
- * Returns {seekTo: s | null, playbackRate, trimBefore: s | null, behind: s | null}.
+ *  frame         duration of the newest sample (s)
+ *  reorder       how far behind the live edge a sample may still arrive (s): with
+ *                B-frames, a picture is sent after the later one it refers to; 0 without.
+ *                Counted twice: the picture must arrive, and the decoder gives a picture
+ *                out only once it holds as many after it as the stream reorders
+ *  cushion       the margin for late arrivals (s, from Cushion)
+ *  burstOver     the catch-up burst after a join or a skip has been appended: go live
+ *                now, even if within SEEK_BEHIND_S
+ *  steer         whether to set the rate: only right after a sample was appended, when
+ *                the distance to the edge is at its largest (between appends it shrinks
+ *                as the video plays; steering on that would slow the video for nothing)
+ *  playbackRate  the rate now, kept when not steering
+ * Returns {seekTo: s | null, playbackRate, trimBefore: s | null, behind: s | null}:
+ * `behind` is how far the playhead is (or will be, after the seek) from the live edge.
  */
 export function liveEdgeAction({
-  currentTime, ranges, newest, playbackRate = 1, burstOver = false, cushion = Cushion.START_S,
+  currentTime, ranges, newest, frame = 1 / 30, reorder = 0, burstOver = false, cushion = Cushion.START_S,
+  steer = true, playbackRate = 1,
 }) {
   const none = { seekTo: null, playbackRate, trimBefore: null, behind: null };
   if (!ranges.length || newest === null || newest === undefined) return none;
@@ -46,42 +79,47 @@ export function liveEdgeAction({
   const edge = live[1];
   const inside = currentTime >= live[0] - EPSILON_S && currentTime <= live[1] + EPSILON_S;
   const behind = edge - currentTime;
-  const goLive = Math.max(live[0], edge - TARGET_BEHIND_S);
+  const aim = frame + 2 * reorder + cushion;
   let seekTo = null;
-  const nudgeAbove = cushion + NUDGE_MARGIN_S;
-  if (!inside || behind > SEEK_BEHIND_S || (burstOver && behind > nudgeAbove)) seekTo = goLive;
-
-  let rate = playbackRate;
+  if (!inside || behind > SEEK_BEHIND_S || (burstOver && behind > aim + BURST_SEEK_S)) {
+    seekTo = Math.max(live[0], edge - aim);
+  }
   const after = seekTo === null ? behind : edge - seekTo;
-  if (after > nudgeAbove) rate = NUDGE_RATE;
-  else if (after < cushion) rate = 1;
-
+  // Right after a seek the video waits for its decoder: no steering yet.
+  let rate = playbackRate;
+  if (seekTo !== null) rate = 1;
+  else if (steer) rate = steeringRate(after - aim);
   const head = seekTo ?? currentTime;
   const trimBefore = ranges[0][0] < head - TRIM_AT_S ? head - KEEP_BEHIND_S : null;
   return { seekTo, playbackRate: rate, trimBefore, behind: after };
 }
 
 /**
- * How far behind the live edge the video should play: as close as it goes without
- * running dry. Every stall (the element waits for data while live) widens it; a
- * stretch without one narrows it again. Time is passed in (ms).
+ * The margin for late arrivals: as small as it goes without the video running dry.
+ * Every stall (the element waits for data while live) widens it; a stretch without
+ * one narrows it again. Time is passed in (ms).
  */
 export class Cushion {
-  static START_S = 0.1;
-  static MIN_S = 0.04;
-  static MAX_S = 0.6;
-  static WIDEN_S = 0.04;
-  static NARROW_S = 0.01;
-  static CALM_MS = 5000;
+  static START_S = 0.02;
+  static MIN_S = 0.005;
+  static MAX_S = 0.5;
+  static WIDEN_S = 0.01;
+  static WIDEN_EVERY_MS = 500;
+  static NARROW_S = 0.005;
+  static CALM_MS = 2000;
 
   constructor(nowMs) {
     this.s = Cushion.START_S;
     this.since = nowMs;
   }
 
-  /** The video ran dry. */
+  /** The video ran dry. Stalls within WIDEN_EVERY_MS of a widening count as one: the
+   * wider cushion takes that long to come into effect. */
   stalled(nowMs) {
-    this.s = Math.min(Cushion.MAX_S, this.s + Cushion.WIDEN_S);
+    if (this.widened === undefined || nowMs - this.widened >= Cushion.WIDEN_EVERY_MS) {
+      this.s = Math.min(Cushion.MAX_S, this.s + Cushion.WIDEN_S);
+      this.widened = nowMs;
+    }
     this.since = nowMs;
   }
 
@@ -93,6 +131,53 @@ export class Cushion {
     }
     return this.s;
   }
+}
+
+/**
+ * How far behind the live edge samples arrive: 0 for pictures sent in presentation
+ * order, a picture or more for B-frames (sent after the picture they precede). The
+ * largest over the last `window` samples, so one reordered stretch is remembered for
+ * a while and a stream without B-frames returns to 0.
+ */
+export class Reorder {
+  constructor(window = 90) {
+    this.window = window;
+    this.leads = [];
+    this.edge = null;
+  }
+
+  clear() {
+    this.leads = [];
+    this.edge = null;
+  }
+
+  /** A sample presented from `start` to `end` (s) was appended; returns the lead now. */
+  add(start, end) {
+    this.leads.push(this.edge === null ? 0 : Math.max(0, this.edge - end));
+    if (this.leads.length > this.window) this.leads.shift();
+    this.edge = this.edge === null ? end : Math.max(this.edge, end);
+    return this.s;
+  }
+
+  /** Seconds: the largest lead in the window. */
+  get s() {
+    return this.leads.length ? Math.max(...this.leads) : 0;
+  }
+}
+
+/**
+ * Where a removal of old data may end: at a keyframe. MSE removes with a sample every
+ * sample that depends on it up to the next keyframe, so ending a removal inside a GOP
+ * would empty the buffer up to the live edge, playhead and all. `keyTimes`: the
+ * presentation times of the keyframes appended, in order (s). Null: nothing to remove.
+ */
+export function trimPoint(trimBefore, keyTimes) {
+  let at = null;
+  for (const t of keyTimes) {
+    if (t > trimBefore) break;
+    at = t;
+  }
+  return at;
 }
 
 /** A TimeRanges as [[start, end], ...]. */

@@ -15,13 +15,17 @@
 // (requestVideoFrameCallback); `unit` is the fragment it came from, found by its
 // presentation time. The player's latency to paint is computed from that unit.
 import { readFragmentTiming, readTimescale } from './fmp4.js';
-import { CaptureTimes, Cushion, liveEdgeAction, rangesOf } from './live-edge.js';
+import { CaptureTimes, Cushion, Reorder, liveEdgeAction, rangesOf, trimPoint } from './live-edge.js';
 
 const DEFAULT_TIMESCALE = 90000;
 /** A decode time this far beyond the expected one means a new timeline (a reconnect to a restarted server). */
 const TIMELINE_JUMP_S = 5;
 /** Keep the playhead live between appends too (a stalled or paused video). */
 const POLICY_EVERY_MS = 250;
+/** After a seek the video waits for its decoder this long without it counting as a stall. */
+const SETTLE_MS = 1000;
+/** Keyframe times kept (more than the buffer ever holds). */
+const MAX_KEY_TIMES = 64;
 
 /** The MediaSource constructor here: ManagedMediaSource (Safari iOS) or MediaSource; null without MSE. */
 export function mediaSourceClass(scope = globalThis) {
@@ -66,11 +70,15 @@ export class MseDecoder {
     this.initSegment = null;
     this.timescale = DEFAULT_TIMESCALE;
     this.ops = []; // {kind: 'append', data} | {kind: 'remove', start, end} | {kind: 'type', codec}
+    this.current = null; // the op the SourceBuffer is working on
     this.captures = new CaptureTimes();
+    this.reorder = new Reorder();
+    this.keyTimes = []; // s: presentation times of the keyframes appended, where a trim may end
     this.nextDecodeTime = null; // ticks: where the next fragment should start
     this.newest = null; // s: presentation time of the newest sample appended
     this.inBurst = false;
     this.burstOver = false;
+    this.frame = 1 / 30; // s: duration of the newest sample
     this.trimming = false;
     this.presented = 0;
     this.seeks = 0;
@@ -78,12 +86,15 @@ export class MseDecoder {
     this.closed = false;
     this.cushion = new Cushion(performance.now());
     this.stalls = 0;
+    this.lastSeekAt = -Infinity;
     video.addEventListener('error', () => this.fail(video.error));
     video.addEventListener('waiting', () => {
-      // Ran dry while live (not a seek's wait): play further from the edge.
+      // Ran dry while live: play further from the edge. Not for a seek's wait, nor
+      // while catching up (the decoder working through a burst is not a late arrival).
+      const now = performance.now();
       if (this.presented > 0 && !video.seeking) {
         this.stalls++;
-        this.cushion.stalled(performance.now());
+        if (video.playbackRate <= 1 && now - this.lastSeekAt > SETTLE_MS) this.cushion.stalled(now);
       }
       this.keepLive();
     });
@@ -115,6 +126,8 @@ export class MseDecoder {
     this.sb = null;
     this.ops = [];
     this.captures.clear();
+    this.reorder.clear();
+    this.keyTimes = [];
     this.nextDecodeTime = null;
     this.newest = null;
     ms.addEventListener('sourceopen', () => {
@@ -125,7 +138,9 @@ export class MseDecoder {
         sb.addEventListener('updateend', () => {
           if (this.sb !== sb) return;
           this.trimming = false;
-          if (!this.inBurst) this.keepLive();
+          const appended = this.current?.kind === 'append';
+          this.current = null;
+          if (!this.inBurst) this.keepLive(appended);
           this.pump();
         });
         sb.addEventListener('error', () => this.fail(new Error('SourceBuffer append failed')));
@@ -173,13 +188,21 @@ export class MseDecoder {
       // belongs to another time, so drop it; the playhead follows the new data.
       this.enqueue({ kind: 'remove', start: 0, end: Infinity });
       this.captures.clear();
+      this.reorder.clear();
+      this.keyTimes = [];
       this.newest = null;
     }
     const duration = timing.duration ?? Math.round(ts / 30);
     this.nextDecodeTime = timing.decodeTime + duration;
+    this.frame = duration / ts;
     const start = timing.presentationTime / ts;
     this.captures.add(start, start + duration / ts, unit);
+    this.reorder.add(start, start + duration / ts);
     this.newest = Math.max(this.newest ?? start, start);
+    if (unit.key) {
+      this.keyTimes.push(start);
+      if (this.keyTimes.length > MAX_KEY_TIMES) this.keyTimes.shift();
+    }
     if (unit.catchUp) {
       this.inBurst = true;
     } else if (this.inBurst) {
@@ -201,6 +224,7 @@ export class MseDecoder {
     if (!sb || sb.updating || this.closed || this.ms.readyState !== 'open') return;
     const op = this.ops.shift();
     if (!op) return;
+    this.current = op;
     try {
       if (op.kind === 'append') {
         sb.appendBuffer(op.data);
@@ -214,12 +238,13 @@ export class MseDecoder {
       }
     } catch (e) {
       if (e.name === 'QuotaExceededError' && op.kind === 'append') {
-        // The buffer is full: drop all but the last half second behind the playhead,
-        // then try the append again.
-        const keep = this.element.currentTime - 0.5;
+        // The buffer is full: drop what lies before the last keyframe at least half a
+        // second behind the playhead, then try the append again.
+        const keep = trimPoint(this.element.currentTime - 0.5, this.keyTimes);
         this.ops.unshift(op);
-        if (keep > 0 && !this.trimming) {
+        if (keep !== null && keep > 0 && !this.trimming) {
           this.trimming = true;
+          this.current = { kind: 'remove' };
           sb.remove(0, keep);
           return;
         }
@@ -229,8 +254,16 @@ export class MseDecoder {
     }
   }
 
-  /** Keeps the playhead at the live edge (live-edge.js), the buffer trimmed, the video playing. */
-  keepLive() {
+  /** Whether appends are queued or under way. */
+  appending() {
+    return this.ops.some((o) => o.kind === 'append') || (this.sb?.updating && this.current?.kind === 'append');
+  }
+
+  /**
+   * Keeps the playhead at the live edge (live-edge.js), the buffer trimmed, the video
+   * playing; `steer`: a sample was just appended, set the rate.
+   */
+  keepLive(steer = false) {
     const sb = this.sb;
     const video = this.element;
     if (!sb || this.closed || this.ms.readyState !== 'open') return;
@@ -244,20 +277,26 @@ export class MseDecoder {
       currentTime: video.currentTime,
       ranges,
       newest: this.newest,
+      frame: this.frame,
+      reorder: this.reorder.s,
+      steer,
       playbackRate: video.playbackRate,
-      burstOver: this.burstOver,
+      // Only once the whole burst is in the buffer: its end is the live edge.
+      burstOver: this.burstOver && !this.appending(),
       cushion: this.cushion.at(performance.now()),
     });
-    if (ranges.length) this.burstOver = false;
+    if (ranges.length && !this.appending()) this.burstOver = false;
     this.behind = act.behind;
     if (act.seekTo !== null) {
       video.currentTime = act.seekTo;
       this.seeks++;
+      this.lastSeekAt = performance.now();
     }
     if (act.playbackRate !== video.playbackRate) video.playbackRate = act.playbackRate;
-    if (act.trimBefore !== null && !this.trimming && !this.ops.some((o) => o.kind === 'remove')) {
+    const trimTo = act.trimBefore === null ? null : trimPoint(act.trimBefore, this.keyTimes);
+    if (trimTo !== null && trimTo > ranges[0][0] && !this.trimming && !this.ops.some((o) => o.kind === 'remove')) {
       this.trimming = true;
-      this.enqueue({ kind: 'remove', start: 0, end: act.trimBefore });
+      this.enqueue({ kind: 'remove', start: 0, end: trimTo });
     }
     if (video.paused && ranges.length) video.play().catch(() => {});
   }
@@ -311,6 +350,7 @@ export class MseDecoder {
       liveSeeks: this.seeks,
       liveStalls: this.stalls,
       cushionS: this.cushion.s,
+      reorderS: Math.round(this.reorder.s * 1000) / 1000,
     };
   }
 
