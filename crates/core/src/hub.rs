@@ -12,6 +12,7 @@ use bytes::Bytes;
 
 use crate::fmp4::Packager;
 use crate::gop::GopCache;
+use crate::hls::{Hls, HlsConfig};
 use crate::protocol::{self, StatusMsg, FLAG_KEYFRAME};
 use crate::shared::Fmp4Unit;
 use crate::viewer::{Pushed, QueueLimits, ViewerQueue};
@@ -28,6 +29,8 @@ pub struct HubConfig {
     pub keyframe_min_interval: Duration,
     /// A joining viewer asks for a keyframe when the GOP cache holds more frames than this.
     pub keyframe_on_join_after: usize,
+    /// The LL-HLS stream's settings; None: no HLS.
+    pub hls: Option<HlsConfig>,
 }
 
 impl Default for HubConfig {
@@ -37,6 +40,7 @@ impl Default for HubConfig {
             gop_max_bytes: 32 << 20,
             keyframe_min_interval: Duration::from_millis(1000),
             keyframe_on_join_after: 10,
+            hls: Some(HlsConfig::default()),
         }
     }
 }
@@ -119,6 +123,8 @@ struct HubState {
     maker: Maker,
     /// Packages every access unit for /ws/fmp4 viewers.
     fmp4: Fmp4Stream,
+    /// LL-HLS parts and segments, made from the same fragments.
+    hls: Option<Hls>,
     last_frame: Option<Instant>,
 }
 
@@ -130,6 +136,8 @@ pub struct Hub {
     /// Counters.
     pub counters: HubCounters,
     started: Instant,
+    /// The HLS stream's version: changes when a part is published.
+    hls_version: tokio::sync::watch::Sender<u64>,
 }
 
 /// A snapshot of the hub's state.
@@ -156,28 +164,36 @@ struct Fmp4Stream {
     packager: Packager,
     /// The init-segment message, when the parameter sets could be packaged.
     init: Option<Bytes>,
+    /// The init segment itself (ftyp + moov), for HLS.
+    init_raw: Option<Bytes>,
     /// Failures logged so far (the first few, then one per thousand).
     failures: u64,
 }
 
 impl Fmp4Stream {
     fn new_params(&mut self, params: &ParamSets) {
-        self.init = match Packager::init_segment(params) {
-            Ok(init) => Some(protocol::encode_init_segment(&init)),
+        self.init_raw = match Packager::init_segment(params) {
+            Ok(init) => Some(init),
             Err(e) => {
-                warn!("cannot make an fMP4 init segment (no /ws/fmp4 picture until the parameters change): {e}");
+                warn!("cannot make an fMP4 init segment (no /ws/fmp4 or HLS picture until the parameters change): {e}");
                 None
             }
         };
+        self.init = self
+            .init_raw
+            .as_ref()
+            .map(|i| protocol::encode_init_segment(i));
     }
 
-    fn package(&mut self, au: &AccessUnit, seq: u32) -> Option<Fmp4Unit> {
+    /// The fragment as a /ws/fmp4 unit, and the fragment itself with its duration (ticks).
+    fn package(&mut self, au: &AccessUnit, seq: u32) -> Option<(Fmp4Unit, Bytes, u32)> {
         let init = self.init.clone()?;
         match self.packager.fragment(au) {
             Ok(fragment) => {
                 let flags = if au.keyframe { FLAG_KEYFRAME } else { 0 };
                 let message = protocol::encode_fragment(flags, seq, au.timestamp_us, &fragment);
-                Some(Fmp4Unit { init, message })
+                let duration = self.packager.last_timing().map_or(0, |t| t.duration);
+                Some((Fmp4Unit { init, message }, fragment, duration))
             }
             Err(e) => {
                 self.failures += 1;
@@ -191,6 +207,22 @@ impl Fmp4Stream {
             }
         }
     }
+}
+
+/// A run id for HLS file names: unique per start of the server (its start time), so
+/// a cache in front never mixes two runs' segments of the same sequence number.
+fn run_id() -> String {
+    let ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let mut n = ms;
+    let mut id = String::new();
+    while n > 0 {
+        let d = (n % 36) as u32;
+        id.insert(0, char::from_digit(d, 36).unwrap_or('0'));
+        n /= 36;
+    }
+    id
 }
 
 /// Logs new stream parameters; the warning about browsers that cannot play the
@@ -232,12 +264,14 @@ impl Hub {
                 keyframe_pending: false,
                 maker: Maker::NoSource,
                 fmp4: Fmp4Stream::default(),
+                hls: config.hls.clone().map(|c| Hls::new(c, run_id())),
                 last_frame: None,
             }),
             config,
             keyframe_wanted: AtomicBool::new(false),
             counters: HubCounters::default(),
             started: Instant::now(),
+            hls_version: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -270,7 +304,16 @@ impl Hub {
         }
         let fmp4 = state.fmp4.package(&au, seq);
         let mut shared = SharedAu::new(seq, au, now);
-        if let Some(fmp4) = fmp4 {
+        if let Some((fmp4, fragment, duration)) = fmp4 {
+            let HubState {
+                hls, fmp4: stream, ..
+            } = &mut *state;
+            if let (Some(hls), Some(init)) = (hls.as_mut(), stream.init_raw.as_ref()) {
+                let au = &shared.au;
+                if hls.push(init, &fragment, duration, au.keyframe, au.timestamp_us) {
+                    self.hls_version.send_replace(hls.version());
+                }
+            }
             shared = shared.with_fmp4(fmp4);
         }
         let au = Arc::new(shared);
@@ -373,6 +416,16 @@ impl Hub {
             .fetch_add(1, Ordering::Relaxed);
         KeyframeOutcome::Sent.count();
         true
+    }
+
+    /// Reads the LL-HLS stream (None when HLS is off).
+    pub fn with_hls<R>(&self, f: impl FnOnce(&Hls) -> R) -> Option<R> {
+        self.lock().hls.as_ref().map(f)
+    }
+
+    /// Changes whenever the HLS stream has a new part.
+    pub fn hls_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.hls_version.subscribe()
     }
 
     /// Asks the source for a keyframe (rate-limited; see [`KeyframeOutcome`]).

@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod fmp4;
 pub mod gop;
+pub mod hls;
 pub mod hub;
 pub mod ingest;
 pub mod protocol;

@@ -41,6 +41,9 @@ pub struct Options {
     /// Address of the legacy raw WebSocket listener (any path, one NAL unit per message; always plain ws://), or "off". [default: the --listen host, port 9000]
     #[arg(long, value_name = "HOST:PORT|off")]
     pub legacy_listen: Option<String>,
+    /// Low-Latency HLS at /hls/index.m3u8 on the main port (Safari and iPhones, VLC, ffplay, hls.js; an HTTP cache or CDN in front: docs/scale-out.md): on or off.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
+    pub hls: String,
     /// Picture width for test and rpicam sources (even).
     #[arg(long, default_value_t = VideoSettings::default().width)]
     pub width: u32,
@@ -268,6 +271,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Legacy raw listener, if enabled.
     pub legacy_listen: Option<SocketAddr>,
+    /// LL-HLS at /hls/.
+    pub hls: bool,
     /// Source options.
     pub source_options: SourceOptions,
     /// Per-viewer queue limits.
@@ -503,6 +508,7 @@ impl Config {
             source,
             listen,
             legacy_listen,
+            hls: o.hls == "on",
             source_options,
             queue,
             viewer_timeout,

@@ -206,6 +206,11 @@ async fn run(
     });
     let hub = Hub::new(HubConfig {
         queue: config.queue,
+        hls: if config.hls {
+            HubConfig::default().hls
+        } else {
+            None
+        },
         ..HubConfig::default()
     });
     let (shutdown_tx, shutdown_rx) = watch::channel(false);

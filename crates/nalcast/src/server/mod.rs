@@ -14,6 +14,7 @@ use tokio::sync::watch;
 mod api;
 mod assets;
 pub mod auth;
+mod hls;
 pub mod host;
 pub mod limits;
 pub mod listen;
@@ -114,6 +115,8 @@ pub fn router(state: AppState, front: &Front) -> Router {
         .route("/ws", get(viewer::routes::framed))
         .route("/ws/raw", get(viewer::routes::raw))
         .route("/ws/fmp4", get(viewer::routes::fmp4))
+        .route("/hls/index.m3u8", get(hls::playlist))
+        .route("/hls/{run}/{file}", get(hls::file))
         .route("/api/stream", get(api::stream))
         .route("/metrics", get(api::metrics))
         .route("/vendor/broadway/{file}", get(assets::broadway))
