@@ -290,7 +290,7 @@ impl Hls {
     /// its part `part`: the blocking reload's `_HLS_msn`/`_HLS_part`.
     pub fn has(&self, msn: u64, part: Option<usize>) -> Wait {
         let Some((last_msn, last_part)) = self.last_part() else {
-            return if msn <= 1 { Wait::Later } else { Wait::Never };
+            return if msn <= 2 { Wait::Later } else { Wait::Never };
         };
         // The spec: a request more than two segments ahead is refused.
         if msn > last_msn + 2 {
