@@ -311,6 +311,7 @@ impl Hub {
             if let (Some(hls), Some(init)) = (hls.as_mut(), stream.init_raw.as_ref()) {
                 let au = &shared.au;
                 if hls.push(init, &fragment, duration, au.keyframe, au.timestamp_us) {
+                    metrics::counter!("nalcast_hls_playlist_versions_total").increment(1);
                     self.hls_version.send_replace(hls.version());
                 }
             }

@@ -437,6 +437,8 @@ async fn every_metric_series_is_there_at_zero_before_anything_happens() {
         "nalcast_connections_rejected_total{reason=\"max-connections-per-ip\"} 0",
         "nalcast_queue_delay_seconds_count 0",
         "nalcast_server_latency_seconds_count{frame=\"key\"} 0",
+        "nalcast_hls_requests_total{file=\"part\"} 0",
+        "nalcast_hls_playlist_versions_total 0",
         "# HELP nalcast_viewers ",
     ] {
         assert!(

@@ -25,6 +25,9 @@ const VERSIONED_PLAYLIST: &str = "public, max-age=6";
 /// The plain playlist changes with every part.
 const LIVE_PLAYLIST: &str = "public, max-age=1";
 
+/// The `file` label values of `nalcast_hls_requests_total`.
+pub const FILES: [&str; 4] = ["playlist", "part", "segment", "init"];
+
 /// The blocking reload's query (RFC 8216bis 6.2.5.2).
 #[derive(Debug, Deserialize)]
 pub struct Reload {
@@ -82,6 +85,7 @@ pub async fn playlist(State(s): State<AppState>, Query(q): Query<Reload>) -> Res
         hls.playlist().ok_or(Wait::Later)
     })
     .await;
+    metrics::counter!("nalcast_hls_requests_total", "file" => "playlist").increment(1);
     match result {
         Ok(body) => {
             let cache = if q.msn.is_some() {
@@ -144,6 +148,12 @@ pub async fn file(
     let Some(file) = parse_file(&name) else {
         return text(StatusCode::NOT_FOUND, "no such HLS file\n");
     };
+    let label = match file {
+        File::Init(_) => "init",
+        File::Segment(_) => "segment",
+        File::Part(..) => "part",
+    };
+    metrics::counter!("nalcast_hls_requests_total", "file" => label).increment(1);
     let result: Result<Bytes, Response> = wait_for(&s, |hls| {
         if hls.run() != run {
             return Err(Wait::Never);

@@ -14,7 +14,7 @@ use tokio::sync::watch;
 mod api;
 mod assets;
 pub mod auth;
-mod hls;
+pub mod hls;
 pub mod host;
 pub mod limits;
 pub mod listen;

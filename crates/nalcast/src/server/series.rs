@@ -90,6 +90,20 @@ pub fn register() {
         counter!("nalcast_keyframe_requests_total", "outcome" => outcome).increment(0);
     }
 
+    describe_counter!(
+        "nalcast_hls_requests_total",
+        "HLS requests answered, by file: playlist, part, segment, init (with a cache in \
+         front, about one per part and playlist version whatever the number of viewers)"
+    );
+    for file in super::hls::FILES {
+        counter!("nalcast_hls_requests_total", "file" => file).increment(0);
+    }
+    describe_counter!(
+        "nalcast_hls_playlist_versions_total",
+        "LL-HLS playlist versions: each a new part (or a segment closed)"
+    );
+    counter!("nalcast_hls_playlist_versions_total").increment(0);
+
     describe_histogram!(
         "nalcast_queue_delay_seconds",
         "time an item waited in a viewer's queue"
