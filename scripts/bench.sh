@@ -9,6 +9,7 @@ cargo build --release --quiet -p nalcast -p nalcast-bench
 NALCAST=target/release/nalcast
 BENCH=target/release/nalcast-bench
 FLOOR=target/release/nalcast-floor
+HLS_LOAD=target/release/nalcast-hls-load
 # The load generator stands in for viewers on other machines: at idle priority it
 # gets only the CPU nalcast leaves, instead of preempting nalcast in the middle of
 # a fan-out. (Two scenarios are repeated at normal priority, for comparison.)
@@ -109,6 +110,12 @@ source_pct=$(awk -v a="$idle_cpu" -v b="$idle_cpu2" -v s="$secs" 'BEGIN {printf 
 glass=$(cd web && node bench/glass.mjs "http://127.0.0.1:$port/" "$(long 8 20)")
 stop
 
+# LL-HLS behind real HTTP caches: does nalcast's work stay flat as clients grow?
+hls_cache=$(
+    HEADER=1 CACHE=nginx scripts/hls-cache.sh "$NALCAST" "$HLS_LOAD" "$(long 5 20)" 10 100 300
+    CACHE=varnish scripts/hls-cache.sh "$NALCAST" "$HLS_LOAD" "$(long 5 20)" 10 100 300
+)
+
 {
     cat "$out.tmp"
     echo
@@ -119,6 +126,12 @@ stop
     echo "$glass" | while read -r line; do
         node -e 'const j = JSON.parse(process.argv[1]); console.log(`| ${j.decoder} (${j.played_by}) | ${j.first_picture_ms} | ${j.samples} | ${j.p50_ms} | ${j.p95_ms} | ${j.max_ms} | ${j.fps} | ${j.framesDropped} |`)' "$line"
     done
+    echo
+    echo "## LL-HLS behind an HTTP cache (scripts/hls-cache.sh, test source 1280x720 30 fps, parts of 0.2 s)"
+    echo
+    echo "Lateness: when a client had a part, minus the wall-clock end of its last picture (EXT-X-PROGRAM-DATE-TIME); \"2 parts\" = 0.4 s. nalcast requests: from its /metrics (nalcast_hls_requests_total) over the run."
+    echo
+    echo "$hls_cache"
     echo
     echo "## Kernel floor"
     echo

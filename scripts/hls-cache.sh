@@ -1,21 +1,25 @@
 #!/usr/bin/env bash
-# LL-HLS behind a real nginx cache (docs/scale-out.md): nalcast on the test pattern,
-# nginx in front as a caching reverse proxy (proxy_cache_lock on, nalcast's own
-# Cache-Control), and nalcast-hls-load's clients on nginx. For each client count it
+# LL-HLS behind a real HTTP cache (docs/scale-out.md): nalcast on the test pattern,
+# a cache in front (CACHE=nginx: proxy_cache with proxy_cache_lock; CACHE=varnish:
+# its request coalescing; both keep nalcast's own Cache-Control), and
+# nalcast-hls-load's clients on the cache. For each client count it
 # prints what the clients saw (how late each part arrived) and what nalcast
 # answered (requests per playlist version, from its /metrics): with the cache,
 # nalcast's work must not grow with the number of clients.
 #   scripts/hls-cache.sh NALCAST LOAD SECONDS CLIENTS...
-# Prints a markdown table; exit status 0. Needs nginx (Debian package nginx-light).
+#   CACHE=nginx|varnish (default nginx)
+# Prints markdown table rows (the header with HEADER=1). Needs the cache's Debian package (nginx or varnish: scripts/setup.sh --test).
 set -euo pipefail
+cache=${CACHE:-nginx}
 
 nalcast=$1
 load=$2
 seconds=$3
 shift 3
 
-if ! command -v nginx >/dev/null; then
-    echo "hls-cache: nginx is not installed (scripts/setup.sh --test installs it)" >&2
+daemon=$([[ $cache == varnish ]] && echo varnishd || echo nginx)
+if ! command -v "$daemon" >/dev/null; then
+    echo "hls-cache: $daemon is not installed (scripts/setup.sh --test installs it)" >&2
     exit 1
 fi
 dir=$(mktemp -d /tmp/nalcast-hls-cache.XXXXXX)
@@ -34,6 +38,7 @@ cache_port=$(free_port)
 "$nalcast" --source test --listen "127.0.0.1:$up_port" --legacy-listen off >"$dir/nalcast.log" 2>&1 &
 pids+=($!)
 
+start_nginx() {
 mkdir -p "$dir/cache" "$dir/temp"
 cat >"$dir/nginx.conf" <<EOF
 daemon off;
@@ -77,6 +82,35 @@ http {
 EOF
 nginx -c "$dir/nginx.conf" -p "$dir" &
 pids+=($!)
+}
+
+start_varnish() {
+cat >"$dir/nalcast.vcl" <<EOF
+vcl 4.1;
+backend nalcast {
+    .host = "127.0.0.1";
+    .port = "$up_port";
+    # Blocking reloads and preload hints are held up to 12 s by nalcast.
+    .first_byte_timeout = 20s;
+    .between_bytes_timeout = 20s;
+}
+sub vcl_recv {
+    if (req.url !~ "^/hls/") { return (pass); }
+    # Requests for the same URL wait for the first one's answer (Varnish's waiting
+    # list), woken the moment it arrives.
+    return (hash);
+}
+sub vcl_backend_response {
+    # A playlist is never served stale: a client that asked for a version gets it.
+    set beresp.grace = 0s;
+}
+EOF
+varnishd -F -j none -n "$dir/varnish" -a "127.0.0.1:$cache_port" -f "$dir/nalcast.vcl" -s malloc,128m \
+    -p thread_pool_min=50 -p thread_pool_max=2000 >"$dir/varnish.log" 2>&1 &
+pids+=($!)
+}
+
+"start_$cache"
 
 url_up="http://127.0.0.1:$up_port"
 for _ in $(seq 100); do
@@ -94,8 +128,8 @@ counts() {
         END { printf "%d %d\n", r, v }'
 }
 
-echo "| clients | parts fetched | lateness p50 / p95 / p99 / max ms | clients with p95 <= 2 parts | nalcast requests | playlist versions | nalcast requests per version | client requests per nalcast request | errors |"
-echo "|---|---|---|---|---|---|---|---|---|"
+[[ ${HEADER:-0} == 1 ]] && echo "| cache | clients | parts fetched | lateness p50 / p95 / p99 / max ms | clients with p95 <= 2 parts | nalcast requests | playlist versions | nalcast requests per version | client requests per nalcast request | errors |"
+[[ ${HEADER:-0} == 1 ]] && echo "|---|---|---|---|---|---|---|---|---|---|"
 for clients in "$@"; do
     read -r r0 v0 < <(counts)
     out=$("$load" --url "http://127.0.0.1:$cache_port/hls/index.m3u8" --clients "$clients" --duration "$seconds")
@@ -104,6 +138,6 @@ for clients in "$@"; do
     node -e '
         const [j, r, v] = [JSON.parse(process.argv[1]), Number(process.argv[2]), Number(process.argv[3])];
         const l = j.lateness_ms;
-        console.log(`| ${j.clients} | ${j.parts_fetched} | ${l.p50} / ${l.p95} / ${l.p99} / ${l.max} | ${j.clients_p95_within_2_parts} of ${j.clients} | ${r} | ${v} | ${(r / v).toFixed(2)} | ${(j.requests / r).toFixed(1)} | ${j.errors}${j.first_error ? ` (${j.first_error})` : ""} |`);
-    ' "$out" "$((r1 - r0))" "$((v1 - v0))"
+        console.log(`| ${process.argv[4]} | ${j.clients} | ${j.parts_fetched} | ${l.p50} / ${l.p95} / ${l.p99} / ${l.max} | ${j.clients_p95_within_2_parts} of ${j.clients} | ${r} | ${v} | ${(r / v).toFixed(2)} | ${(j.requests / r).toFixed(1)} | ${j.errors}${j.first_error ? ` (${j.first_error})` : ""} |`);
+    ' "$out" "$((r1 - r0))" "$((v1 - v0))" "$cache"
 done

@@ -10,6 +10,8 @@ cd "$(dirname "$0")/.."
 want=(nasm nodejs npm pkg-config)
 if [[ "${1:-}" == "--test" ]]; then
     want+=(chromium ffmpeg)
+    # HTTP caches in front of LL-HLS (scripts/hls-cache.sh, in `make bench` and tests)
+    want+=(nginx varnish curl)
 fi
 if [[ "${1:-}" == "--dist" ]]; then
     # qemu-user and the ARM C libraries run the ARM binaries in `make dist-check`;
@@ -33,6 +35,13 @@ if ((${#missing[@]})); then
     [[ $(id -u) -eq 0 ]] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    # The tests start their own nginx and Varnish on free ports: the system services
+    # the packages just started (ports 80 and 6081) are not wanted.
+    for svc in nginx varnish; do
+        if [[ " ${missing[*]} " == *" $svc"* ]] && [[ -d /run/systemd/system ]]; then
+            $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
+        fi
+    done
 fi
 
 if ! command -v cargo >/dev/null; then
