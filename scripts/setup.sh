@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what nalcast needs, only what is missing, quietly when all is present.
 #   scripts/setup.sh          for building and running (nasm, Node.js packages)
-#   scripts/setup.sh --test   also what the tests need (Chromium)
+#   scripts/setup.sh --test   also what the tests need (Chromium, ffmpeg, GStreamer's RTSP server)
 #   scripts/setup.sh --dist   also what `make dist` / `make dist-check` need (Rust
 #                             targets, zig, cargo-zigbuild, cargo-deb, qemu-user)
 set -euo pipefail
@@ -10,6 +10,10 @@ cd "$(dirname "$0")/.."
 want=(nasm nodejs npm pkg-config)
 if [[ "${1:-}" == "--test" ]]; then
     want+=(chromium ffmpeg)
+    # The RTSP tests run GStreamer's RTSP server (Python bindings) as the camera;
+    # x264enc is in -ugly.
+    want+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
+        gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad)
 fi
 if [[ "${1:-}" == "--dist" ]]; then
     # qemu-user and the ARM C libraries run the ARM binaries in `make dist-check`;
