@@ -321,6 +321,12 @@ async fn wrong_credentials_are_one_clear_line_and_no_password_shows_anywhere() {
     let mut ws = connect(&server.url("/ws")).await;
     let (messages, _) = watch(&mut ws, 30, Duration::from_secs(20)).await;
     assert_decodes("credentials", &messages);
+    for msg in &messages {
+        for secret in secrets {
+            let leaked = msg.windows(secret.len()).any(|w| w == secret.as_bytes());
+            assert!(!leaked, "a /ws message (stream-info?) shows {secret:?}");
+        }
+    }
     drop(ws);
     drop(server);
     let text = std::fs::read_to_string(&log).expect("log");
