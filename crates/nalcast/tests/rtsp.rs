@@ -379,3 +379,61 @@ async fn cameras_that_cannot_play_say_why_in_one_line() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_server_answering_garbage_is_a_clear_error_not_a_crash() {
+    // No GStreamer needed: a TCP server that answers every request with rubbish.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = tcp.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    let rubbish = b"\x00\xffRTSP/7.3 banana\r\n\xfe\xfe: \x01\r\n\r\n$\x09\xff\xff";
+                    if tcp.write_all(rubbish).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    let dir = temp_dir("rtsp-garbage");
+    let url = format!("rtsp://user:pw@127.0.0.1:{port}/live");
+    let server = start_nalcast(&["--source", &url], &dir.join("log"));
+    let api = await_body(&server, "/api/stream", |b| b.contains("source-lost")).await;
+    let api: serde_json::Value = serde_json::from_str(&api).expect("json");
+    let reason = api["reason"].as_str().unwrap_or_default();
+    assert!(reason.starts_with("RTSP camera error: "), "{reason}");
+    assert!(!reason.contains('\n'), "{reason}");
+    // Still serving, and still trying.
+    let (status, _) = http_get(server.addr, "/healthz").await.expect("healthz");
+    assert_eq!(status, 503);
+    let text = await_log(&dir.join("log"), |t| {
+        t.matches("starting source").count() >= 2
+    })
+    .await;
+    assert!(
+        !text.contains("panicked") && !text.contains("pw@"),
+        "{text}"
+    );
+}
+
+/// Polls a log file until `done` holds for its text.
+async fn await_log(path: &Path, done: impl Fn(&str) -> bool) -> String {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if done(&text) {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "log never got there: {text}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -266,7 +266,11 @@ fn explain(e: &retina::Error, had_credentials: bool) -> SourceError {
         });
     }
     let text = e.to_string();
-    let first = text.lines().next().unwrap_or("unknown error").trim();
+    let mut first = text.lines().next().unwrap_or("unknown error").trim();
+    // A first line ending in "; buffered:" announces a hex dump on the next lines.
+    if let Some((head, _)) = first.strip_suffix(':').and_then(|f| f.rsplit_once("; ")) {
+        first = head;
+    }
     // "Unable to connect to RTSP server: <io error>" covers DNS and TCP failures.
     match first.strip_prefix("Unable to connect to RTSP server: ") {
         Some(why) => SourceError::Retry(format!("cannot reach the RTSP camera: {why}")),
