@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what nalcast needs, only what is missing, quietly when all is present.
 #   scripts/setup.sh          for building and running (nasm, Node.js packages)
-#   scripts/setup.sh --test   also what the tests need (Chromium)
+#   scripts/setup.sh --test   also what the tests need (Chromium, ffmpeg, GStreamer's RTSP server,
+#                             nginx and Varnish)
 #   scripts/setup.sh --dist   also what `make dist` / `make dist-check` need (Rust
 #                             targets, zig, cargo-zigbuild, cargo-deb, qemu-user)
 set -euo pipefail
@@ -12,6 +13,10 @@ if [[ "${1:-}" == "--test" ]]; then
     want+=(chromium ffmpeg)
     # HTTP caches in front of LL-HLS (scripts/hls-cache.sh, in `make bench` and tests)
     want+=(nginx varnish curl)
+    # The RTSP tests run GStreamer's RTSP server (Python bindings) as the camera;
+    # x264enc is in -ugly.
+    want+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
+        gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad)
 fi
 if [[ "${1:-}" == "--dist" ]]; then
     # qemu-user and the ARM C libraries run the ARM binaries in `make dist-check`;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, Command, CommandFactory, FromArgMatches, Parser};
-use nalcast_core::source::{SourceOptions, SourceSpec, VideoSettings};
+use nalcast_core::source::{RtspTransport, SourceOptions, SourceSpec, VideoSettings};
 use nalcast_core::viewer::QueueLimits;
 
 use crate::server::tls::TlsMode;
@@ -32,9 +32,12 @@ pub struct Options {
     /// TOML config file whose keys are these flags' names without the dashes (e.g. `keyframe-interval = 60`, `allow-origin = ["http://a.lan"]`); flags and their environment variables win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Video source: test (built-in test pattern), rpicam (Raspberry Pi camera), file:PATH (Annex-B .h264, looped), exec:COMMAND (stdout of a shell command), stdin.
+    /// Video source: test (built-in test pattern), rpicam (Raspberry Pi camera), rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH (an IP camera's H.264; the user and password never appear in logs, the API or the page), file:PATH (Annex-B .h264, looped), exec:COMMAND (stdout of a shell command), stdin.
     #[arg(long, value_name = "SPEC", default_value = "test")]
     pub source: String,
+    /// How an rtsp:// camera sends its video: tcp (interleaved in the RTSP connection; passes firewalls and NAT, nothing lost) or udp (separate ports; for a clean LAN, lost packets stay lost).
+    #[arg(long, value_name = "tcp|udp", default_value_t = SourceOptions::default().rtsp_transport)]
+    pub rtsp_transport: RtspTransport,
     /// Address for the page, API and WebSocket endpoints.
     #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:8000")]
     pub listen: String,
@@ -400,6 +403,7 @@ impl Config {
             video,
             max_nal_size: range("max-nal-size", o.max_nal_size, 1024, 256 << 20)?,
             stall_timeout: seconds("stall-timeout", o.stall_timeout)?,
+            rtsp_transport: o.rtsp_transport,
             ..SourceOptions::default()
         };
         let queue = QueueLimits {
@@ -697,6 +701,23 @@ mod tests {
     }
 
     #[test]
+    fn rtsp_sources_take_their_transport_from_flag_or_file() {
+        let c = parse(&["--source", "rtsp://u:p%40ss@cam:8554/live"]).expect("valid");
+        assert_eq!(c.source.kind(), "rtsp");
+        assert_eq!(c.source.to_string(), "rtsp://***@cam:8554/live");
+        assert!(
+            !format!("{c:?}").contains("p%40ss"),
+            "Debug leaks the password"
+        );
+        assert_eq!(c.source_options.rtsp_transport, RtspTransport::Tcp);
+        let path = temp_file("rtsp.toml", "rtsp-transport = \"udp\"\n");
+        let c = parse(&["--config", path.to_str().expect("utf-8")]).expect("valid");
+        assert_eq!(c.source_options.rtsp_transport, RtspTransport::Udp);
+        let err = parse(&["--rtsp-transport", "quic"]).unwrap_err();
+        assert!(err.contains("expected tcp or udp"), "{err}");
+    }
+
+    #[test]
     fn bad_config_files_are_one_line_errors_naming_the_file() {
         for (text, needle) in [
             ("frames = 3\n", "unknown key 'frames'"),
@@ -726,6 +747,10 @@ mod tests {
             (&["--listen", "nowhere"][..], "--listen 'nowhere'"),
             (&["--source", "camera"][..], "unknown source 'camera'"),
             (&["--stall-timeout=-1"][..], "--stall-timeout"),
+            (
+                &["--source", "rtsps://admin:hunter2@cam/live"][..],
+                "bad RTSP source 'rtsps://admin:***@cam/live': rtsps://",
+            ),
             (
                 &["--allow-origin", "evil.example/x"][..],
                 "--allow-origin 'evil.example/x'",

@@ -17,7 +17,10 @@ pub mod exec;
 pub mod file;
 pub mod pattern;
 pub mod rpicam;
+pub mod rtsp;
 pub mod test_pattern;
+
+pub use rtsp::{RtspTransport, RtspUrl};
 
 /// Where video comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -32,18 +35,27 @@ pub enum SourceSpec {
     Stdin,
     /// The Raspberry Pi camera app found on this machine.
     Rpicam,
+    /// An IP camera over RTSP (its credentials never print).
+    Rtsp(RtspUrl),
 }
 
-/// A `--source` value that could not be understood.
+/// A `--source` value that could not be understood. Its text is masked: an
+/// address that fails to parse may still hold a password.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown source '{0}': expected test, file:PATH, exec:COMMAND, stdin or rpicam")]
-pub struct BadSourceSpec(String);
+pub enum BadSourceSpec {
+    /// Not a kind of source nalcast knows.
+    #[error("unknown source '{0}': expected test, file:PATH, exec:COMMAND, stdin, rpicam or rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH")]
+    Unknown(String),
+    /// An `rtsp://` address that cannot be used.
+    #[error("bad RTSP source '{0}': {1}")]
+    Rtsp(String, rtsp::BadRtspUrl),
+}
 
 impl FromStr for SourceSpec {
     type Err = BadSourceSpec;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let bad = || BadSourceSpec(s.to_owned());
+        let bad = || BadSourceSpec::Unknown(mask_credentials(s));
         match s {
             "test" => Ok(SourceSpec::Test),
             "stdin" | "-" => Ok(SourceSpec::Stdin),
@@ -59,6 +71,10 @@ impl FromStr for SourceSpec {
                         return Err(bad());
                     }
                     Ok(SourceSpec::Exec(cmd.to_owned()))
+                } else if s.starts_with("rtsp://") || s.starts_with("rtsps://") {
+                    RtspUrl::parse(s)
+                        .map(SourceSpec::Rtsp)
+                        .map_err(|e| BadSourceSpec::Rtsp(mask_credentials(s), e))
                 } else {
                     Err(bad())
                 }
@@ -77,6 +93,7 @@ impl fmt::Display for SourceSpec {
             SourceSpec::Exec(c) => write!(f, "exec:{}", mask_credentials(c)),
             SourceSpec::Stdin => write!(f, "stdin"),
             SourceSpec::Rpicam => write!(f, "rpicam"),
+            SourceSpec::Rtsp(url) => write!(f, "{url}"),
         }
     }
 }
@@ -91,6 +108,7 @@ impl SourceSpec {
             SourceSpec::Exec(_) => "exec",
             SourceSpec::Stdin => "stdin",
             SourceSpec::Rpicam => "rpicam",
+            SourceSpec::Rtsp(_) => "rtsp",
         }
     }
 
@@ -170,6 +188,8 @@ pub struct SourceOptions {
     pub min_backoff: Duration,
     /// Longest restart delay.
     pub max_backoff: Duration,
+    /// How an RTSP camera sends its packets.
+    pub rtsp_transport: RtspTransport,
 }
 
 impl Default for SourceOptions {
@@ -180,6 +200,7 @@ impl Default for SourceOptions {
             stall_timeout: Duration::from_secs(5),
             min_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),
+            rtsp_transport: RtspTransport::default(),
         }
     }
 }
@@ -193,6 +214,11 @@ pub enum SourceError {
     /// Restarting cannot help (stdin ended).
     #[error("{0}")]
     Final(String),
+    /// Refused by the other side (a camera rejecting the credentials): retried at
+    /// the longest backoff only, since it will not change its mind soon and cameras
+    /// lock accounts out after a burst of failed logins.
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl From<std::io::Error> for SourceError {
@@ -245,6 +271,9 @@ async fn run_once(
         SourceSpec::Test => until_shutdown(test_pattern::run(opts, hub), &mut stop).await,
         SourceSpec::File(path) => until_shutdown(file::run(path, opts, hub), &mut stop).await,
         SourceSpec::Stdin => until_shutdown(exec::run_stdin(opts, hub), &mut stop).await,
+        SourceSpec::Rtsp(url) => {
+            until_shutdown(rtsp::run(url, opts.rtsp_transport, opts, hub), &mut stop).await
+        }
     }
 }
 
@@ -285,6 +314,10 @@ pub async fn supervise(
             Ok(()) => ("source ended".to_owned(), false),
             Err(SourceError::Retry(r)) => (r, false),
             Err(SourceError::Final(r)) => (r, true),
+            Err(SourceError::Refused(r)) => {
+                backoff = opts.max_backoff;
+                (r, false)
+            }
         };
         metrics::counter!("nalcast_source_restarts_total").increment(1);
         hub.source_lost(&reason);
@@ -351,6 +384,42 @@ mod tests {
             .expect("spec");
         assert!(!spec.to_string().contains("pass@"), "{spec}");
         assert_eq!(spec.kind(), "exec");
+    }
+
+    #[test]
+    fn rtsp_sources_parse_and_never_print_credentials() {
+        let spec: SourceSpec = "rtsp://admin:p%40ss%25w0rd!@cam.lan:8554/live"
+            .parse()
+            .expect("valid spec");
+        assert_eq!(spec.kind(), "rtsp");
+        assert!(!spec.keyframes_on_demand());
+        for shown in [spec.to_string(), format!("{spec:?}")] {
+            assert!(shown.contains("***@cam.lan:8554/live"), "{shown}");
+            assert!(
+                !shown.contains("admin") && !shown.contains("p%40ss") && !shown.contains("p@ss"),
+                "{shown}"
+            );
+        }
+        let plain: SourceSpec = "rtsp://cam.lan/live".parse().expect("valid spec");
+        assert_eq!(plain.to_string(), "rtsp://cam.lan/live");
+        for bad in [
+            "rtsps://admin:secret@cam/live",
+            "rtsp://admin:secret@/live",
+            "rtsp://admin:secret@[::1/live",
+            "rtsp://admin:%FFsecret@cam/live",
+        ] {
+            let e = bad.parse::<SourceSpec>().expect_err(bad).to_string();
+            assert!(e.starts_with("bad RTSP source"), "{e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+        let e = "rtspx://admin:secret@cam"
+            .parse::<SourceSpec>()
+            .expect_err("unknown")
+            .to_string();
+        assert!(
+            e.starts_with("unknown source") && !e.contains("secret"),
+            "{e}"
+        );
     }
 
     #[test]
