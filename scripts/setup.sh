@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what nalcast needs, only what is missing, quietly when all is present.
 #   scripts/setup.sh          for building and running (nasm, Node.js packages)
-#   scripts/setup.sh --test   also what the tests need (Chromium)
+#   scripts/setup.sh --test   also what the tests need (Chromium, ffmpeg, nginx with
+#                             its RTMP module for the --publish tests)
 #   scripts/setup.sh --dist   also what `make dist` / `make dist-check` need (Rust
 #                             targets, zig, cargo-zigbuild, cargo-deb, qemu-user)
 set -euo pipefail
@@ -9,7 +10,9 @@ cd "$(dirname "$0")/.."
 
 want=(nasm nodejs npm pkg-config)
 if [[ "${1:-}" == "--test" ]]; then
-    want+=(chromium ffmpeg)
+    # nginx and its RTMP module: the media server the --publish tests push to (run
+    # by the tests themselves as a child with their own config, never as a service).
+    want+=(chromium ffmpeg nginx libnginx-mod-rtmp)
 fi
 if [[ "${1:-}" == "--dist" ]]; then
     # qemu-user and the ARM C libraries run the ARM binaries in `make dist-check`;
