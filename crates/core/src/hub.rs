@@ -639,7 +639,11 @@ mod tests {
         assert_eq!(hub.status().viewers, 0);
         let again = hub.subscribe();
         drop(publisher);
-        assert_eq!(hub.status().viewers, 1, "the publisher leaving frees no viewer");
+        assert_eq!(
+            hub.status().viewers,
+            1,
+            "the publisher leaving frees no viewer"
+        );
         drop(again);
         assert_eq!(hub.status().viewers, 0);
     }

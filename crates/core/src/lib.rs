@@ -10,6 +10,7 @@ pub mod fmp4;
 pub mod gop;
 pub mod hub;
 pub mod ingest;
+pub mod outlet;
 pub mod protocol;
 pub mod shared;
 pub mod source;
