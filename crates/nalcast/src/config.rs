@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, Command, CommandFactory, FromArgMatches, Parser};
+use nalcast_core::outlet::PublishTarget;
 use nalcast_core::source::{SourceOptions, SourceSpec, VideoSettings};
 use nalcast_core::viewer::QueueLimits;
 
@@ -35,6 +36,9 @@ pub struct Options {
     /// Video source: test (built-in test pattern), rpicam (Raspberry Pi camera), file:PATH (Annex-B .h264, looped), exec:COMMAND (stdout of a shell command), stdin.
     #[arg(long, value_name = "SPEC", default_value = "test")]
     pub source: String,
+    /// Also send the stream, unchanged (copied, never re-encoded), to a media server at this URL: rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam); repeatable. An ffmpeg process per URL does it and is restarted when it fails; /api/stream shows its state without the URL's user, password, query string or RTMP stream key.
+    #[arg(long, value_name = "URL")]
+    pub publish: Vec<String>,
     /// Address for the page, API and WebSocket endpoints.
     #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:8000")]
     pub listen: String,
@@ -264,6 +268,8 @@ fn file_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
 pub struct Config {
     /// Where video comes from.
     pub source: SourceSpec,
+    /// Media servers the stream is sent on to (`--publish`).
+    pub publish: Vec<PublishTarget>,
     /// Main listener.
     pub listen: SocketAddr,
     /// Legacy raw listener, if enabled.
@@ -369,6 +375,11 @@ impl Config {
     /// Checks every option and applies the defaults that are rules.
     pub fn resolve(o: Options) -> Result<Config, String> {
         let source: SourceSpec = o.source.parse().map_err(|e| format!("--source: {e}"))?;
+        let publish = o
+            .publish
+            .iter()
+            .map(|url| url.parse::<PublishTarget>().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
         let listen = parse_addr("listen", &o.listen)?;
         // The legacy port follows the main one's host: `--listen 127.0.0.1:8000`
         // behind a proxy must not leave video open to the network on port 9000.
@@ -501,6 +512,7 @@ impl Config {
             trusted_proxies,
             send_buffer,
             source,
+            publish,
             listen,
             legacy_listen,
             source_options,
@@ -642,6 +654,24 @@ mod tests {
     }
 
     #[test]
+    fn publish_targets_come_from_flags_or_the_file() {
+        assert!(parse(&[]).expect("valid").publish.is_empty());
+        let c = parse(&[
+            "--publish",
+            "rtmp://u:pw@a/live/key",
+            "--publish",
+            "srt://b:8890?streamid=x",
+        ])
+        .expect("valid");
+        let shown: Vec<_> = c.publish.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["rtmp://***@a/live/***", "srt://b:8890?***"]);
+        assert!(!format!("{c:?}").contains("pw"), "a config may be logged");
+        let path = temp_file("p.toml", "publish = [\"rtsp://m:8554/cam\"]\n");
+        let c = parse(&["--config", path.to_str().expect("utf-8")]).expect("valid");
+        assert_eq!(c.publish[0].url(), "rtsp://m:8554/cam");
+    }
+
+    #[test]
     fn defaults() {
         let c = parse(&[]).expect("defaults are valid");
         assert_eq!(c.source, SourceSpec::Test);
@@ -723,6 +753,10 @@ mod tests {
             (
                 &["--allow-origin", "evil.example/x"][..],
                 "--allow-origin 'evil.example/x'",
+            ),
+            (
+                &["--publish", "http://u:pw@host/live"][..],
+                "--publish 'http://…': unknown scheme 'http'",
             ),
         ] {
             let err = parse(args).unwrap_err();
