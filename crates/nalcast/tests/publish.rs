@@ -13,6 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{http_get, Server};
+use nalcast_core::protocol::ServerMessage;
 use serde_json::Value;
 
 const NGINX: &str = "/usr/sbin/nginx";
@@ -127,16 +128,25 @@ async fn api(server: &Server) -> Value {
 
 /// Waits until the first publish target's state is `state`; returns it.
 async fn publish_state(server: &Server, state: &str, within: Duration) -> Value {
+    publish_until(server, within, |p| p["state"] == state).await
+}
+
+/// Waits until the first publish target's entry in /api/stream is `wanted`.
+async fn publish_until(
+    server: &Server,
+    within: Duration,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
     let deadline = Instant::now() + within;
     loop {
         let api = api(server).await;
         let publish = api["publish"][0].clone();
-        if publish["state"] == state {
+        if wanted(&publish) {
             return publish;
         }
         assert!(
             Instant::now() < deadline,
-            "publish state never became {state} within {within:?}: {publish}"
+            "publish state not as awaited within {within:?}: {publish}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -419,4 +429,64 @@ async fn publish_series_are_there_at_zero_and_bad_urls_are_refused() {
         assert_eq!(err.trim().lines().count(), 1, "{err}");
         assert!(!err.contains("hunter2"), "{err}");
     }
+}
+
+#[tokio::test]
+async fn a_stuck_server_costs_its_publisher_pictures_never_the_viewers() {
+    let test = "a_stuck_server_costs_its_publisher_pictures_never_the_viewers";
+    if !nginx_available(test) {
+        return;
+    }
+    let dir = common::temp_dir("publish-stuck");
+    let nginx = Nginx::start(&dir, None).await;
+    let server = nalcast(&nginx.url("live/cam"), &dir.join("nalcast.log"));
+    publish_state(&server, "live", Duration::from_secs(20)).await;
+    let mut ws = common::connect(&server.url("/ws")).await;
+    // The viewer's first pictures (its catch-up burst) come before the server sticks.
+    loop {
+        match common::next_framed(&mut ws, Duration::from_secs(10)).await {
+            Some(ServerMessage::AccessUnit { .. }) => break,
+            Some(_) => {}
+            None => panic!("no picture for the viewer"),
+        }
+    }
+
+    // nginx stops reading (SIGSTOP): ffmpeg's socket and pipe fill up.
+    let status = Command::new("kill")
+        .args(["-STOP", &nginx.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let viewer = tokio::spawn(async move {
+        let (mut pictures, mut longest_gap, mut last) = (0u32, Duration::ZERO, Instant::now());
+        while let Some(message) = common::next_framed(&mut ws, Duration::from_secs(5)).await {
+            if let ServerMessage::AccessUnit { .. } = message {
+                pictures += 1;
+                longest_gap = longest_gap.max(last.elapsed());
+                last = Instant::now();
+            }
+        }
+        (pictures, longest_gap)
+    });
+    let started = Instant::now();
+    let stuck = publish_until(&server, Duration::from_secs(30), |p| {
+        p["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("took nothing"))
+    })
+    .await;
+    let stuck_for = started.elapsed();
+    assert!(stuck["restarts"].as_u64() >= Some(1), "{stuck}");
+    // Meanwhile the viewer got every picture, on time.
+    drop(server);
+    let (pictures, longest_gap) = viewer.await.expect("viewer task");
+    let expected = stuck_for.as_secs_f64() * 30.0;
+    assert!(
+        f64::from(pictures) > expected * 0.9,
+        "the viewer got {pictures} pictures in {stuck_for:?}"
+    );
+    assert!(
+        longest_gap < Duration::from_millis(500),
+        "the viewer waited {longest_gap:?} for a picture"
+    );
 }
