@@ -1,5 +1,6 @@
 //! One ffmpeg run of an outlet: wait for a keyframe, start ffmpeg, feed it until
 //! it fails, the parameters change or nalcast shuts down; then stop and reap it.
+use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -22,6 +23,10 @@ use crate::Hub;
 const LOG_LINES_PER_MINUTE: u32 = 20;
 /// Longest ffmpeg line kept, in characters.
 const MAX_LINE: usize = 300;
+/// ffmpeg's last lines kept as the reason it failed: its very last is often a
+/// generic epilogue ("Error initializing output stream 0:0 --") after the cause
+/// ("Connection refused").
+const REASON_LINES: usize = 3;
 /// How long ffmpeg has to finish by itself once its input ends (it then closes the
 /// stream on the server properly) before it is killed.
 const GRACE: Duration = Duration::from_millis(500);
@@ -155,7 +160,7 @@ pub(super) async fn run_once(
     let reaped = child.wait().await.ok();
     let status = status.or(reaped);
     // Both end with ffmpeg's pipes.
-    let last_line = match stderr {
+    let last_lines = match stderr {
         Some(task) => joined(task).await.flatten(),
         None => None,
     };
@@ -165,14 +170,14 @@ pub(super) async fn run_once(
     match outcome {
         Outcome::Shutdown => Ended::Shutdown,
         Outcome::NewParameters => Ended::NewParameters,
-        Outcome::Broken(why) => Ended::Failed(match (last_line, status) {
+        Outcome::Broken(why) => Ended::Failed(match (last_lines, status) {
             // It died first: what it said is the reason, not our broken pipe.
             (Some(line), Some(s)) if !s.success() => format!("{}: {line}", exited(s)),
             _ => why,
         }),
         Outcome::Exited(_) => {
             let how = status.map_or_else(|| "ffmpeg ended".to_owned(), exited);
-            Ended::Failed(match last_line {
+            Ended::Failed(match last_lines {
                 Some(line) => format!("{how}: {line}"),
                 None => how,
             })
@@ -213,16 +218,19 @@ async fn write(stdin: &mut ChildStdin, bufs: Vec<Bytes>, stall: Duration) -> Res
 }
 
 /// Reads ffmpeg's standard error to its end: each line logged (scrubbed of the
-/// URL's secrets, rate-limited); returns the last line.
+/// URL's secrets, rate-limited); returns its last lines, joined.
 async fn log_stderr(stderr: impl AsyncRead + Unpin, target: PublishTarget) -> Option<String> {
     let mut reader = BufReader::new(stderr);
     let mut budget = LineBudget::new(LOG_LINES_PER_MINUTE, Duration::from_secs(60));
     let mut raw = Vec::new();
-    let mut last = None;
+    let mut last = VecDeque::with_capacity(REASON_LINES);
     loop {
         raw.clear();
         match reader.read_until(b'\n', &mut raw).await {
-            Ok(0) | Err(_) => return last,
+            Ok(0) | Err(_) => {
+                let lines: Vec<String> = last.into();
+                return (!lines.is_empty()).then(|| lines.join(" | "));
+            }
             Ok(_) => {}
         }
         let text = String::from_utf8_lossy(&raw);
@@ -238,7 +246,10 @@ async fn log_stderr(stderr: impl AsyncRead + Unpin, target: PublishTarget) -> Op
                 warn!(publish = %target, "ffmpeg: {line}");
             }
         }
-        last = Some(line);
+        if last.len() == REASON_LINES {
+            last.pop_front();
+        }
+        last.push_back(line);
     }
 }
 
