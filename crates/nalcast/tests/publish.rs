@@ -35,6 +35,7 @@ fn nginx_available(test: &str) -> bool {
 }
 
 /// An nginx RTMP server run as our child, with its own config in a temp dir.
+/// Players start at a keyframe (`wait_key`), as a viewer's page would want.
 struct Nginx {
     child: Child,
     dir: PathBuf,
@@ -56,7 +57,7 @@ impl Nginx {
                  daemon off;\nmaster_process off;\nworker_processes 1;\n\
                  pid {dir}/nginx.pid;\nerror_log {dir}/error.log info;\n\
                  events {{ worker_connections 64; }}\n\
-                 rtmp {{ server {{ listen {addr}; application live {{ live on; }} }} }}\n",
+                 rtmp {{ server {{ listen {addr}; application live {{ live on; wait_key on; }} }} }}\n",
                 dir = dir.display()
             ),
         )
@@ -324,10 +325,11 @@ async fn the_stream_reaches_nginx_with_camera_timing_and_returns_after_nginx_res
     let back = Instant::now();
     let nginx = nginx.restart().await;
     publish_state(&server, "live", Duration::from_secs(30)).await;
+    eprintln!("publishing live {:?} after nginx restarted", back.elapsed());
     let pulled = pull(&nginx.url("live/cam")).await;
     assert_eq!((pulled.width, pulled.height), (1280, 720));
     assert!(!pulled.pts_ms.is_empty());
-    eprintln!("live again {:?} after nginx restarted", back.elapsed());
+    eprintln!("pulled again {:?} after nginx restarted", back.elapsed());
     let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
     assert!(
         !metrics.contains("nalcast_publish_restarts_total{target=\"0\"} 0"),
