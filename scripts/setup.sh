@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Installs what nalcast needs, only what is missing, quietly when all is present.
 #   scripts/setup.sh          for building and running (nasm, Node.js packages)
-#   scripts/setup.sh --test   also what the tests need (Chromium, ffmpeg, GStreamer's RTSP server,
-#                             nginx and Varnish)
+#   scripts/setup.sh --test   also what the tests need (Chromium, ffmpeg, GStreamer's
+#                             RTSP server, nginx with its RTMP module, Varnish)
 #   scripts/setup.sh --dist   also what `make dist` / `make dist-check` need (Rust
 #                             targets, zig, cargo-zigbuild, cargo-deb, qemu-user)
 set -euo pipefail
@@ -10,9 +10,11 @@ cd "$(dirname "$0")/.."
 
 want=(nasm nodejs npm pkg-config)
 if [[ "${1:-}" == "--test" ]]; then
-    want+=(chromium ffmpeg)
+    # nginx and its RTMP module: the media server the --publish tests push to (run
+    # by the tests themselves as a child with their own config, never as a service).
+    want+=(chromium ffmpeg nginx libnginx-mod-rtmp)
     # HTTP caches in front of LL-HLS (scripts/hls-cache.sh, in `make bench` and tests)
-    want+=(nginx varnish curl)
+    want+=(varnish curl)
     # The RTSP tests run GStreamer's RTSP server (Python bindings) as the camera;
     # x264enc is in -ugly.
     want+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base

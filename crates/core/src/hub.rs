@@ -112,7 +112,10 @@ struct HubState {
     gop: GopCache,
     params: Option<Arc<ParamSets>>,
     status: StatusMsg,
-    viewers: HashMap<u64, Arc<ViewerQueue>>,
+    /// Every subscriber: viewers and internal ones (publishers).
+    viewers: HashMap<u64, Member>,
+    /// How many of `viewers` are internal: not counted as viewers anywhere.
+    internal: usize,
     next_viewer: u64,
     /// When the source was last asked for a keyframe.
     last_keyframe_request: Option<Instant>,
@@ -126,6 +129,20 @@ struct HubState {
     /// LL-HLS parts and segments, made from the same fragments.
     hls: Option<Hls>,
     last_frame: Option<Instant>,
+}
+
+/// A subscriber's queue, and whether it is one of nalcast's own (not a viewer).
+struct Member {
+    queue: Arc<ViewerQueue>,
+    internal: bool,
+}
+
+impl HubState {
+    /// Subscribers that are viewers (internal ones left out).
+    fn viewer_count(&self) -> usize {
+        debug_assert!(self.internal <= self.viewers.len());
+        self.viewers.len() - self.internal
+    }
 }
 
 /// One stream's hub.
@@ -259,6 +276,7 @@ impl Hub {
                     reason: None,
                 },
                 viewers: HashMap::new(),
+                internal: 0,
                 next_viewer: 0,
                 last_keyframe_request: None,
                 keyframe_pending: false,
@@ -331,19 +349,25 @@ impl Hub {
                 reason: None,
             };
             state.status = live.clone();
-            for viewer in state.viewers.values() {
-                viewer.push_status(live.clone(), now);
+            for member in state.viewers.values() {
+                member.queue.push_status(live.clone(), now);
             }
         }
-        let mut overflowed = 0;
-        for viewer in state.viewers.values() {
-            if viewer.push_au(au.clone(), false, now) == Pushed::Overflowed {
-                overflowed += 1;
+        let (mut overflowed, mut internal_overflowed) = (0, false);
+        for member in state.viewers.values() {
+            if member.queue.push_au(au.clone(), false, now) == Pushed::Overflowed {
+                if member.internal {
+                    internal_overflowed = true;
+                } else {
+                    overflowed += 1;
+                }
             }
         }
         if overflowed > 0 {
             self.counters.skips.fetch_add(overflowed, Ordering::Relaxed);
             metrics::counter!("nalcast_viewer_skips_total").increment(overflowed);
+        }
+        if overflowed > 0 || internal_overflowed {
             self.request_keyframe_locked(&mut state, now);
         }
         au
@@ -357,6 +381,18 @@ impl Hub {
     /// Registers a viewer: its queue starts with the status and the GOP cache
     /// (keyframe first), so it can decode at once.
     pub fn subscribe(self: &Arc<Self>) -> Subscription {
+        self.join(false)
+    }
+
+    /// Registers a subscriber of nalcast's own (a publisher to a media server): it
+    /// gets what a viewer gets, with the same bounded queue (an overflow asks for a
+    /// keyframe too), but it is no viewer: `nalcast_viewers`, `/api/stream`, the
+    /// viewer limits and the viewer skip and loss counters leave it out.
+    pub fn subscribe_internal(self: &Arc<Self>) -> Subscription {
+        self.join(true)
+    }
+
+    fn join(self: &Arc<Self>, internal: bool) -> Subscription {
         let now = Instant::now();
         let queue = Arc::new(ViewerQueue::new(self.config.queue));
         let mut state = self.lock();
@@ -371,8 +407,17 @@ impl Hub {
         }
         let id = state.next_viewer;
         state.next_viewer += 1;
-        state.viewers.insert(id, queue.clone());
-        metrics::gauge!("nalcast_viewers").set(state.viewers.len() as f64);
+        state.viewers.insert(
+            id,
+            Member {
+                queue: queue.clone(),
+                internal,
+            },
+        );
+        if internal {
+            state.internal += 1;
+        }
+        metrics::gauge!("nalcast_viewers").set(state.viewer_count() as f64);
         Subscription {
             hub: self.clone(),
             id,
@@ -469,15 +514,15 @@ impl Hub {
         let mut state = self.lock();
         state.maker = Maker::NoSource;
         state.status = lost.clone();
-        for viewer in state.viewers.values() {
-            viewer.push_status(lost.clone(), now);
+        for member in state.viewers.values() {
+            member.queue.push_status(lost.clone(), now);
         }
     }
 
     /// Closes every viewer's queue (shutdown): their tasks end and close their sockets.
     pub fn close_all(&self) {
-        for viewer in self.lock().viewers.values() {
-            viewer.close();
+        for member in self.lock().viewers.values() {
+            member.queue.close();
         }
     }
 
@@ -487,7 +532,7 @@ impl Hub {
         HubStatus {
             params: state.params.clone(),
             status: state.status.clone(),
-            viewers: state.viewers.len(),
+            viewers: state.viewer_count(),
             gop_frames: state.gop.frames().len(),
             uptime: self.started.elapsed(),
             since_last_frame: state.last_frame.map(|t| t.elapsed()),
@@ -496,13 +541,17 @@ impl Hub {
 
     fn unsubscribe(&self, id: u64) {
         let mut state = self.lock();
-        if let Some(queue) = state.viewers.remove(&id) {
-            let q = queue.lock();
-            self.counters
-                .frames_lost
-                .fetch_add(q.total_lost, Ordering::Relaxed);
+        if let Some(member) = state.viewers.remove(&id) {
+            if member.internal {
+                state.internal -= 1;
+            } else {
+                let q = member.queue.lock();
+                self.counters
+                    .frames_lost
+                    .fetch_add(q.total_lost, Ordering::Relaxed);
+            }
         }
-        metrics::gauge!("nalcast_viewers").set(state.viewers.len() as f64);
+        metrics::gauge!("nalcast_viewers").set(state.viewer_count() as f64);
     }
 }
 
@@ -625,6 +674,32 @@ mod tests {
         hub.publish_at(access_unit(true, 10), t + Duration::from_millis(500));
         hub.publish_at(access_unit(false, 10), t + Duration::from_millis(1500));
         assert!(!hub.take_keyframe_request());
+    }
+
+    #[test]
+    fn an_internal_subscriber_gets_the_stream_but_is_no_viewer() {
+        let hub = Hub::new(HubConfig::default());
+        hub.publish(access_unit(true, 100));
+        hub.publish(access_unit(false, 100));
+        let publisher = hub.subscribe_internal();
+        assert_eq!(hub.status().viewers, 0);
+        let viewer = hub.subscribe();
+        assert_eq!(hub.status().viewers, 1);
+        hub.publish(access_unit(false, 100));
+        let expected = [(0, true, true), (1, false, false), (2, false, false)];
+        assert_eq!(drain(&publisher), expected);
+        assert_eq!(drain(&viewer), expected);
+        drop(viewer);
+        assert_eq!(hub.status().viewers, 0);
+        let again = hub.subscribe();
+        drop(publisher);
+        assert_eq!(
+            hub.status().viewers,
+            1,
+            "the publisher leaving frees no viewer"
+        );
+        drop(again);
+        assert_eq!(hub.status().viewers, 0);
     }
 
     #[test]

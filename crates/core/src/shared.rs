@@ -40,6 +40,21 @@ pub struct Fmp4Unit {
     pub message: Bytes,
 }
 
+impl Fmp4Unit {
+    /// The init segment itself (ftyp + moov), without the message header: a slice
+    /// of the shared message, not a copy.
+    pub fn init_segment(&self) -> Bytes {
+        self.init.slice(self.init.len().min(1)..)
+    }
+
+    /// The fragment itself (moof + mdat), without the message header: a slice of
+    /// the shared message, not a copy.
+    pub fn fragment(&self) -> Bytes {
+        self.message
+            .slice(self.message.len().min(protocol::AU_HEADER_LEN)..)
+    }
+}
+
 impl SharedAu {
     /// Wraps an access unit, building its framed message.
     pub fn new(seq: u32, au: AccessUnit, published: Instant) -> Self {

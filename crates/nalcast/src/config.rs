@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, Command, CommandFactory, FromArgMatches, Parser};
+use nalcast_core::outlet::PublishTarget;
 use nalcast_core::source::{RtspTransport, SourceOptions, SourceSpec, VideoSettings};
 use nalcast_core::viewer::QueueLimits;
 
@@ -38,6 +39,9 @@ pub struct Options {
     /// How an rtsp:// camera sends its video: tcp (interleaved in the RTSP connection; passes firewalls and NAT, nothing lost) or udp (separate ports; for a clean LAN, lost packets stay lost).
     #[arg(long, value_name = "tcp|udp", default_value_t = SourceOptions::default().rtsp_transport)]
     pub rtsp_transport: RtspTransport,
+    /// Also send the stream, unchanged (copied, never re-encoded), to a media server at this URL: rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam); repeatable. An ffmpeg process per URL does it and is restarted when it fails; /api/stream shows its state without the URL's user, password, query string or RTMP stream key.
+    #[arg(long, value_name = "URL")]
+    pub publish: Vec<String>,
     /// Address for the page, API and WebSocket endpoints.
     #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:8000")]
     pub listen: String,
@@ -270,6 +274,8 @@ fn file_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
 pub struct Config {
     /// Where video comes from.
     pub source: SourceSpec,
+    /// Media servers the stream is sent on to (`--publish`).
+    pub publish: Vec<PublishTarget>,
     /// Main listener.
     pub listen: SocketAddr,
     /// Legacy raw listener, if enabled.
@@ -377,6 +383,11 @@ impl Config {
     /// Checks every option and applies the defaults that are rules.
     pub fn resolve(o: Options) -> Result<Config, String> {
         let source: SourceSpec = o.source.parse().map_err(|e| format!("--source: {e}"))?;
+        let publish = o
+            .publish
+            .iter()
+            .map(|url| url.parse::<PublishTarget>().map_err(|e| e.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
         let listen = parse_addr("listen", &o.listen)?;
         // The legacy port follows the main one's host: `--listen 127.0.0.1:8000`
         // behind a proxy must not leave video open to the network on port 9000.
@@ -510,6 +521,7 @@ impl Config {
             trusted_proxies,
             send_buffer,
             source,
+            publish,
             listen,
             legacy_listen,
             hls: o.hls == "on",
@@ -652,6 +664,24 @@ mod tests {
     }
 
     #[test]
+    fn publish_targets_come_from_flags_or_the_file() {
+        assert!(parse(&[]).expect("valid").publish.is_empty());
+        let c = parse(&[
+            "--publish",
+            "rtmp://u:pw@a/live/key",
+            "--publish",
+            "srt://b:8890?streamid=x",
+        ])
+        .expect("valid");
+        let shown: Vec<_> = c.publish.iter().map(ToString::to_string).collect();
+        assert_eq!(shown, ["rtmp://***@a/live/***", "srt://b:8890?***"]);
+        assert!(!format!("{c:?}").contains("pw"), "a config may be logged");
+        let path = temp_file("p.toml", "publish = [\"rtsp://m:8554/cam\"]\n");
+        let c = parse(&["--config", path.to_str().expect("utf-8")]).expect("valid");
+        assert_eq!(c.publish[0].url(), "rtsp://m:8554/cam");
+    }
+
+    #[test]
     fn defaults() {
         let c = parse(&[]).expect("defaults are valid");
         assert_eq!(c.source, SourceSpec::Test);
@@ -754,6 +784,10 @@ mod tests {
             (
                 &["--allow-origin", "evil.example/x"][..],
                 "--allow-origin 'evil.example/x'",
+            ),
+            (
+                &["--publish", "http://u:pw@host/live"][..],
+                "--publish 'http://…': unknown scheme 'http'",
             ),
         ] {
             let err = parse(args).unwrap_err();

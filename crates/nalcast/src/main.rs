@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use nalcast_core::hub::{Hub, HubConfig};
-use nalcast_core::source;
+use nalcast_core::{outlet, source};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -44,6 +44,16 @@ fn main() -> ExitCode {
         eprintln!("nalcast: error: {e}");
         return ExitCode::from(2);
     }
+    let outlet_options = match outlet::preflight(&config.publish) {
+        Ok(ffmpeg) => outlet::OutletOptions {
+            ffmpeg,
+            ..outlet::OutletOptions::default()
+        },
+        Err(e) => {
+            eprintln!("nalcast: error: {e}");
+            return ExitCode::from(2);
+        }
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -75,7 +85,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, auth, tls, fd_limit)) {
+    match runtime.block_on(run(config, auth, tls, fd_limit, outlet_options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nalcast: error: {e:#}");
@@ -182,6 +192,7 @@ async fn run(
     auth: Option<std::sync::Arc<Auth>>,
     tls: Option<server::tls::Tls>,
     fd_limit: Option<u64>,
+    outlet_options: outlet::OutletOptions,
 ) -> anyhow::Result<()> {
     // Fine steps below 5 ms: the server-added delay targets are 1 ms and 5 ms.
     let latency_buckets = [
@@ -193,7 +204,7 @@ async fn run(
         .context("metrics buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    server::series::register();
+    server::series::register(config.publish.len());
     // Histograms keep every recorded sample until upkeep folds them in: without it
     // an unscraped nalcast grew by about 1 KB per viewer every second.
     let upkeep = metrics.clone();
@@ -252,6 +263,14 @@ async fn run(
             .holding_connections(&connections),
         viewer_threads,
         auth,
+        outlets: std::sync::Arc::new(
+            config
+                .publish
+                .iter()
+                .enumerate()
+                .map(|(i, target)| outlet::Outlet::new(target.clone(), i))
+                .collect(),
+        ),
     };
     if state.auth.is_some() && config.tls.is_none() {
         warn!("credentials are checked but travel unencrypted: add --tls self-signed or --tls-cert/--tls-key");
@@ -263,6 +282,18 @@ async fn run(
         hub.clone(),
         shutdown_rx.clone(),
     ));
+
+    // Publishers read the hub like viewers: started with it, stopped (their ffmpeg
+    // reaped) at shutdown.
+    let mut publishers = tokio::task::JoinSet::new();
+    for o in state.outlets.iter() {
+        publishers.spawn(outlet::supervise(
+            o.clone(),
+            hub.clone(),
+            outlet_options.clone(),
+            shutdown_rx.clone(),
+        ));
+    }
 
     let mut servers = tokio::task::JoinSet::new();
     let options = server::listen::ListenOptions {
@@ -330,10 +361,19 @@ async fn run(
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
         }
     });
-    let (viewers_gone, source_stopped) = tokio::join!(
+    let publishers_stopped = tokio::time::timeout_at(deadline, async {
+        while publishers.join_next().await.is_some() {}
+    });
+    let (viewers_gone, source_stopped, publishers_stopped) = tokio::join!(
         viewers_gone,
-        tokio::time::timeout_at(deadline, &mut source_task)
+        tokio::time::timeout_at(deadline, &mut source_task),
+        publishers_stopped
     );
+    if publishers_stopped.is_err() {
+        // Dropping them kills their ffmpeg (kill_on_drop, process group).
+        warn!("some publishers did not stop in time");
+        publishers.shutdown().await;
+    }
     if viewers_gone.is_err() {
         warn!("some connections did not close in time");
     }

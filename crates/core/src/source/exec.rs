@@ -137,11 +137,12 @@ pub async fn run_child(
     Err(SourceError::Retry(reason))
 }
 
-/// Kills a child's whole process group when dropped (shutdown, restart).
-struct GroupKiller(u32);
+/// Kills a child's whole process group when dropped (shutdown, restart); the
+/// outlets' ffmpeg children use it too.
+pub(crate) struct GroupKiller(pub(crate) u32);
 
 impl GroupKiller {
-    fn kill(&self) {
+    pub(crate) fn kill(&self) {
         if let Ok(pid) = i32::try_from(self.0) {
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pid),

@@ -1,11 +1,12 @@
 //! `/api/stream`, `/healthz`, `/metrics`.
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, UNIX_EPOCH};
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use nalcast_core::outlet::Outlet;
 use serde_json::json;
 
 use super::AppState;
@@ -36,7 +37,24 @@ pub async fn stream(State(s): State<AppState>) -> Json<serde_json::Value> {
         "bytes_in": c.bytes_in.load(Ordering::Relaxed),
         "skips": c.skips.load(Ordering::Relaxed),
         "gop_frames": status.gop_frames,
+        "publish": s.outlets.iter().map(|o| outlet(o)).collect::<Vec<_>>(),
     }))
+}
+
+/// A `--publish` target's state; its URL without secrets.
+fn outlet(o: &Outlet) -> serde_json::Value {
+    let status = o.status();
+    let since = status
+        .since
+        .duration_since(UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    json!({
+        "url": o.target.shown(),
+        "state": status.state.label(),
+        "since": since,
+        "restarts": status.restarts,
+        "last_error": status.last_error,
+    })
 }
 
 /// `GET /healthz`: 200 while frames flow, 503 with the reason otherwise.

@@ -7,6 +7,7 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
+use nalcast_core::outlet::Outlet;
 use nalcast_core::source::VideoSettings;
 use nalcast_core::Hub;
 use tokio::sync::watch;
@@ -50,6 +51,8 @@ pub struct AppState {
     pub viewer_threads: Arc<threads::ViewerThreads>,
     /// Credentials every request but the main port's /healthz must show, when configured.
     pub auth: Option<Arc<auth::Auth>>,
+    /// The `--publish` targets and their state.
+    pub outlets: Arc<Vec<Arc<Outlet>>>,
 }
 
 impl AppState {
@@ -71,6 +74,7 @@ impl AppState {
             limits: limits::ViewerLimits::new(100, 100),
             viewer_threads: Arc::new(threads::ViewerThreads::none()),
             auth: None,
+            outlets: Arc::default(),
         };
         (state, stop)
     }

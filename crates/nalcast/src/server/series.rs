@@ -10,9 +10,10 @@ const WS_REJECT_REASONS: [&str; 3] = ["origin", "max-viewers", "max-viewers-per-
 const CONNECTION_REJECT_REASONS: [&str; 2] = ["max-connections", "max-connections-per-ip"];
 const AUTH_REFUSE_REASONS: [&str; 2] = ["busy", "locked-out"];
 
-/// Describes every series and creates it at zero. Call once, after the recorder
-/// is installed.
-pub fn register() {
+/// Describes every series and creates it at zero, the publish series for each of
+/// `publish_targets` (`target="0"`, `"1"`, …). Call once, after the recorder is
+/// installed.
+pub fn register(publish_targets: usize) {
     describe_gauge!("nalcast_viewers", "viewers connected");
     gauge!("nalcast_viewers").set(0.0);
     describe_gauge!("nalcast_connections_open", "TCP connections open");
@@ -103,6 +104,18 @@ pub fn register() {
         "LL-HLS playlist versions: each a new part (or a segment closed)"
     );
     counter!("nalcast_hls_playlist_versions_total").increment(0);
+    describe_gauge!(
+        "nalcast_publish_up",
+        "1 while a --publish target receives the stream, by target (its place among the --publish URLs, from 0)"
+    );
+    describe_counter!(
+        "nalcast_publish_restarts_total",
+        "times a --publish target's ffmpeg was restarted (failures and parameter changes), by target"
+    );
+    for target in 0..publish_targets {
+        gauge!("nalcast_publish_up", "target" => target.to_string()).set(0.0);
+        counter!("nalcast_publish_restarts_total", "target" => target.to_string()).increment(0);
+    }
 
     describe_histogram!(
         "nalcast_queue_delay_seconds",

@@ -1,0 +1,287 @@
+//! One ffmpeg run of an outlet: wait for a keyframe, start ffmpeg, feed it until
+//! it fails, the parameters change or nalcast shuts down; then stop and reap it.
+use std::collections::VecDeque;
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use std::os::unix::process::ExitStatusExt;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWriteExt, BufReader};
+use tokio::process::{ChildStdin, Command};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::warn;
+
+use super::feed::{progress_frames, Admit, Feed, LineBudget, Step};
+use super::{Ended, Outlet, OutletOptions, PublishTarget, Scheme, State};
+use crate::clock::shutdown_requested;
+use crate::source::exec::GroupKiller;
+use crate::Hub;
+
+/// ffmpeg lines logged per minute and outlet.
+const LOG_LINES_PER_MINUTE: u32 = 20;
+/// Longest ffmpeg line kept, in characters.
+const MAX_LINE: usize = 300;
+/// ffmpeg's last lines kept as the reason it failed: its very last is often a
+/// generic epilogue ("Error initializing output stream 0:0 --") after the cause
+/// ("Connection refused").
+const REASON_LINES: usize = 3;
+/// How long ffmpeg has to finish by itself once its input ends (it then closes the
+/// stream on the server properly) before it is killed.
+const GRACE: Duration = Duration::from_millis(500);
+
+/// ffmpeg's arguments: fMP4 on standard input, copied (never re-encoded) to the
+/// target in the format its protocol carries; progress on standard output.
+pub(super) fn ffmpeg_args(target: &PublishTarget) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "-hide_banner",
+        "-nostdin",
+        "-nostats",
+        "-loglevel",
+        "warning",
+        "-progress",
+        "pipe:1",
+        "-f",
+        "mp4",
+        "-i",
+        "pipe:0",
+        "-map",
+        "0:v:0",
+        "-c",
+        "copy",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let output: &[&str] = match target.scheme() {
+        // No duration or size to patch in at the end of a live stream.
+        Scheme::Rtmp | Scheme::Rtmps => &["-f", "flv", "-flvflags", "no_duration_filesize"],
+        Scheme::Rtsp => &["-f", "rtsp", "-rtsp_transport", "tcp"],
+        Scheme::Srt => &["-f", "mpegts"],
+    };
+    args.extend(output.iter().map(|s| (*s).to_owned()));
+    args.push(target.url().to_owned());
+    args
+}
+
+/// How the feeding ended.
+enum Outcome {
+    Shutdown,
+    NewParameters,
+    /// Writing failed or stalled: why.
+    Broken(String),
+    Exited(std::io::Result<ExitStatus>),
+}
+
+pub(super) async fn run_once(
+    outlet: &Arc<Outlet>,
+    hub: &Arc<Hub>,
+    opts: &OutletOptions,
+    mut shutdown: watch::Receiver<bool>,
+) -> Ended {
+    let subscription = hub.subscribe_internal();
+    let queue = &subscription.queue;
+    let mut feed = Feed::new();
+    // ffmpeg starts once there is something to give it: a keyframe and its init
+    // segment (it would otherwise sit on a connection with nothing to send).
+    let first = loop {
+        let item = tokio::select! {
+            item = queue.next() => item,
+            _ = shutdown_requested(&mut shutdown) => return Ended::Shutdown,
+        };
+        // The hub closes every queue at shutdown.
+        let Some((item, _)) = item else {
+            return Ended::Shutdown;
+        };
+        match feed.next(&item) {
+            Step::Write(bufs) => break bufs,
+            Step::Wait => {}
+            Step::Restart => return Ended::NewParameters,
+        }
+    };
+
+    let mut command = Command::new(&opts.ffmpeg);
+    command
+        .args(ffmpeg_args(&outlet.target))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group, killed whole; and killed if this future is dropped.
+        .process_group(0)
+        .kill_on_drop(true);
+    let mut child = match command.spawn() {
+        Ok(child) => child,
+        Err(e) => return Ended::Failed(format!("cannot start ffmpeg: {e}")),
+    };
+    let _group = child.id().map(GroupKiller);
+    let stderr = child
+        .stderr
+        .take()
+        .map(|s| tokio::spawn(log_stderr(s, outlet.target.clone())));
+    let progress = child
+        .stdout
+        .take()
+        .map(|s| tokio::spawn(watch_progress(s, outlet.clone())));
+    let Some(mut stdin) = child.stdin.take() else {
+        return Ended::Failed("ffmpeg has no standard input".into());
+    };
+
+    let pump = async {
+        write(&mut stdin, first, opts.stall_timeout).await?;
+        loop {
+            let Some((item, _)) = queue.next().await else {
+                return Ok(Outcome::Shutdown);
+            };
+            match feed.next(&item) {
+                Step::Write(bufs) => write(&mut stdin, bufs, opts.stall_timeout).await?,
+                Step::Wait => {}
+                Step::Restart => return Ok(Outcome::NewParameters),
+            }
+        }
+    };
+    let outcome = tokio::select! {
+        r = pump => r.unwrap_or_else(Outcome::Broken),
+        status = child.wait() => Outcome::Exited(status),
+        _ = shutdown_requested(&mut shutdown) => Outcome::Shutdown,
+    };
+    // Ending its input lets ffmpeg close the stream on the server; then it goes.
+    drop(stdin);
+    let status = match &outcome {
+        Outcome::Exited(status) => status.as_ref().ok().copied(),
+        _ => tokio::time::timeout(GRACE, child.wait())
+            .await
+            .ok()
+            .and_then(Result::ok),
+    };
+    if let Some(pid) = child.id() {
+        GroupKiller(pid).kill();
+    }
+    let _ = child.start_kill();
+    let reaped = child.wait().await.ok();
+    let status = status.or(reaped);
+    // Both end with ffmpeg's pipes.
+    let last_lines = match stderr {
+        Some(task) => joined(task).await.flatten(),
+        None => None,
+    };
+    if let Some(task) = progress {
+        joined(task).await;
+    }
+    match outcome {
+        Outcome::Shutdown => Ended::Shutdown,
+        Outcome::NewParameters => Ended::NewParameters,
+        Outcome::Broken(why) => Ended::Failed(match (last_lines, status) {
+            // It died first: what it said is the reason, not our broken pipe.
+            (Some(line), Some(s)) if !s.success() => format!("{}: {line}", exited(s)),
+            _ => why,
+        }),
+        Outcome::Exited(_) => {
+            let how = status.map_or_else(|| "ffmpeg ended".to_owned(), exited);
+            Ended::Failed(match last_lines {
+                Some(line) => format!("{how}: {line}"),
+                None => how,
+            })
+        }
+    }
+}
+
+/// Waits for a reader task that ends with ffmpeg's pipe.
+async fn joined<T>(task: JoinHandle<T>) -> Option<T> {
+    tokio::time::timeout(Duration::from_secs(1), task)
+        .await
+        .ok()
+        .and_then(Result::ok)
+}
+
+fn exited(status: ExitStatus) -> String {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => format!("ffmpeg exited with status {code}"),
+        (None, Some(signal)) => format!("ffmpeg was killed by signal {signal}"),
+        (None, None) => "ffmpeg ended".to_owned(),
+    }
+}
+
+async fn write(stdin: &mut ChildStdin, bufs: Vec<Bytes>, stall: Duration) -> Result<(), String> {
+    for buf in bufs {
+        match tokio::time::timeout(stall, stdin.write_all(&buf)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => return Err(format!("ffmpeg stopped reading: {e}")),
+            Err(_) => {
+                return Err(format!(
+                    "ffmpeg took nothing for {} s (the server does not take the stream)",
+                    stall.as_secs_f32()
+                ))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Reads ffmpeg's standard error to its end: each line logged (scrubbed of the
+/// URL's secrets, rate-limited); returns its last lines, joined.
+async fn log_stderr(stderr: impl AsyncRead + Unpin, target: PublishTarget) -> Option<String> {
+    let mut reader = BufReader::new(stderr);
+    let mut budget = LineBudget::new(LOG_LINES_PER_MINUTE, Duration::from_secs(60));
+    let mut raw = Vec::new();
+    let mut last = VecDeque::with_capacity(REASON_LINES);
+    loop {
+        raw.clear();
+        match reader.read_until(b'\n', &mut raw).await {
+            Ok(0) | Err(_) => {
+                let lines: Vec<String> = last.into();
+                return (!lines.is_empty()).then(|| lines.join(" | "));
+            }
+            Ok(_) => {}
+        }
+        let text = String::from_utf8_lossy(&raw);
+        let text: String = text.trim().chars().take(MAX_LINE).collect();
+        if text.is_empty() {
+            continue;
+        }
+        let line = target.scrub(&text);
+        if let Admit::Log { suppressed } = budget.admit(Instant::now()) {
+            if suppressed > 0 {
+                warn!(publish = %target, suppressed, "ffmpeg: {line}");
+            } else {
+                warn!(publish = %target, "ffmpeg: {line}");
+            }
+        }
+        if last.len() == REASON_LINES {
+            last.pop_front();
+        }
+        last.push_back(line);
+    }
+}
+
+/// Reads ffmpeg's `-progress` output: the outlet is live once pictures go out.
+async fn watch_progress(stdout: impl AsyncRead + Unpin, outlet: Arc<Outlet>) {
+    let mut lines = BufReader::new(stdout).lines();
+    let mut live = false;
+    while let Ok(Some(line)) = lines.next_line().await {
+        if !live && progress_frames(&line).is_some_and(|n| n > 0) {
+            live = true;
+            outlet.set_state(State::Live);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ffmpeg_copies_the_stream_in_the_targets_format() {
+        let args = |url: &str| ffmpeg_args(&url.parse().expect("valid")).join(" ");
+        let rtmp = args("rtmp://host/live/cam");
+        assert!(
+            rtmp.contains("-f mp4 -i pipe:0 -map 0:v:0 -c copy"),
+            "{rtmp}"
+        );
+        assert!(rtmp.ends_with("-f flv -flvflags no_duration_filesize rtmp://host/live/cam"));
+        assert!(
+            args("rtsp://m:8554/cam").ends_with("-f rtsp -rtsp_transport tcp rtsp://m:8554/cam")
+        );
+        assert!(args("srt://m:8890?streamid=x").ends_with("-f mpegts srt://m:8890?streamid=x"));
+        assert!(!rtmp.contains("-c:v libx264"), "never re-encodes");
+    }
+}

@@ -1,0 +1,261 @@
+//! Outlets: the stream sent on, unchanged, to media servers (`--publish URL`).
+//!
+//! Named so as not to be confused with [`Hub::publish`], which takes an access unit
+//! *into* the hub. Each outlet is an ffmpeg child fed the fMP4 the hub makes anyway
+//! (init segment, then one `moof`+`mdat` per access unit, 90 kHz decode times from
+//! capture times) on its standard input, copying it (`-c copy`, no re-encoding) to
+//! the server as FLV over RTMP, RTSP, or MPEG-TS over SRT. It reads the hub through
+//! an internal subscription ([`Hub::subscribe_internal`]): the same bounded queue a
+//! viewer has, so a slow or stuck server costs it pictures (it resumes at the next
+//! keyframe), never the hub or the viewers; and it is not counted as a viewer.
+//!
+//! A supervisor per outlet restarts ffmpeg with capped exponential backoff, like
+//! the source's, and at once when the stream's parameters change (ffmpeg reads one
+//! init segment per run). Its state (`connecting`, `live`, `retrying`) and the last
+//! failure are shown by `/api/stream` and `nalcast_publish_up`; the URL's user,
+//! password, query string and RTMP stream key are not ([`PublishTarget`]).
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::clock::shutdown_requested;
+use crate::Hub;
+
+mod child;
+pub mod feed;
+mod target;
+
+pub use target::{BadTarget, PublishTarget, Scheme};
+
+/// What an outlet is doing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum State {
+    /// ffmpeg is starting, or waits for the stream or the server.
+    Connecting,
+    /// ffmpeg is sending pictures to the server.
+    Live,
+    /// ffmpeg failed; a new one starts after the backoff.
+    Retrying,
+}
+
+impl State {
+    /// As `/api/stream` names it.
+    pub fn label(self) -> &'static str {
+        match self {
+            State::Connecting => "connecting",
+            State::Live => "live",
+            State::Retrying => "retrying",
+        }
+    }
+}
+
+/// An outlet's state, for `/api/stream`.
+#[derive(Clone, Debug)]
+pub struct OutletStatus {
+    /// What it is doing.
+    pub state: State,
+    /// Since when.
+    pub since: SystemTime,
+    /// ffmpeg processes started after the first.
+    pub restarts: u64,
+    /// Why the last one ended (secrets scrubbed), once one has failed.
+    pub last_error: Option<String>,
+}
+
+/// One `--publish` target and its state, shared by its supervisor and the API.
+#[derive(Debug)]
+pub struct Outlet {
+    /// Where to.
+    pub target: PublishTarget,
+    /// Its number among the targets (the metrics' `target` label).
+    pub index: usize,
+    status: Mutex<OutletStatus>,
+}
+
+impl Outlet {
+    /// An outlet that has not started.
+    pub fn new(target: PublishTarget, index: usize) -> Arc<Outlet> {
+        Arc::new(Outlet {
+            target,
+            index,
+            status: Mutex::new(OutletStatus {
+                state: State::Connecting,
+                since: SystemTime::now(),
+                restarts: 0,
+                last_error: None,
+            }),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, OutletStatus> {
+        self.status.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A snapshot of its state.
+    pub fn status(&self) -> OutletStatus {
+        self.lock().clone()
+    }
+
+    fn label(&self) -> String {
+        self.index.to_string()
+    }
+
+    /// Moves to `state` (the time only when it changes), with `nalcast_publish_up`.
+    fn set_state(&self, state: State) {
+        let mut status = self.lock();
+        if status.state != state {
+            status.state = state;
+            status.since = SystemTime::now();
+        }
+        let up = if state == State::Live { 1.0 } else { 0.0 };
+        metrics::gauge!("nalcast_publish_up", "target" => self.label()).set(up);
+    }
+
+    fn failed(&self, reason: String) {
+        {
+            let mut status = self.lock();
+            status.restarts += 1;
+            status.last_error = Some(reason);
+        }
+        metrics::counter!("nalcast_publish_restarts_total", "target" => self.label()).increment(1);
+        self.set_state(State::Retrying);
+    }
+
+    fn restarted(&self) {
+        self.lock().restarts += 1;
+        metrics::counter!("nalcast_publish_restarts_total", "target" => self.label()).increment(1);
+        self.set_state(State::Connecting);
+    }
+}
+
+/// How outlets run.
+#[derive(Clone, Debug)]
+pub struct OutletOptions {
+    /// The ffmpeg to run ([`preflight`] finds it).
+    pub ffmpeg: PathBuf,
+    /// First restart delay; doubles up to `max_backoff`.
+    pub min_backoff: Duration,
+    /// Longest restart delay.
+    pub max_backoff: Duration,
+    /// ffmpeg that takes nothing from its input for this long is restarted (a
+    /// server that accepted the connection but stopped reading).
+    pub stall_timeout: Duration,
+}
+
+impl Default for OutletOptions {
+    fn default() -> Self {
+        OutletOptions {
+            ffmpeg: PathBuf::from("ffmpeg"),
+            min_backoff: Duration::from_millis(250),
+            max_backoff: Duration::from_secs(10),
+            stall_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Checks before start-up that ffmpeg is there and can write every target's
+/// protocol; returns the ffmpeg to run. The message is one line for the user.
+pub fn preflight(targets: &[PublishTarget]) -> Result<PathBuf, String> {
+    let ffmpeg = PathBuf::from("ffmpeg");
+    if targets.is_empty() {
+        return Ok(ffmpeg);
+    }
+    let listing = protocols_of(&ffmpeg)?;
+    let protocols = feed::output_protocols(&listing);
+    for target in targets {
+        if let Some(needed) = target.scheme().ffmpeg_protocol() {
+            if !protocols.iter().any(|p| p == needed) {
+                return Err(format!(
+                    "--publish {target}: this ffmpeg cannot write {needed}:// (not in `ffmpeg -protocols`); use an ffmpeg built with it, or another protocol"
+                ));
+            }
+        }
+    }
+    Ok(ffmpeg)
+}
+
+fn protocols_of(ffmpeg: &Path) -> Result<String, String> {
+    let out = std::process::Command::new(ffmpeg)
+        .args(["-hide_banner", "-protocols"])
+        .stdin(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                "--publish needs ffmpeg, which is not on the PATH: install it (e.g. apt install ffmpeg)"
+                    .to_owned()
+            }
+            _ => format!("--publish needs ffmpeg, which cannot be run: {e}"),
+        })?;
+    if !out.status.success() {
+        return Err(format!(
+            "--publish needs ffmpeg, and `{} -protocols` failed ({})",
+            ffmpeg.display(),
+            out.status
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// How one ffmpeg run ended.
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// Shutdown: ffmpeg was stopped and reaped.
+    Shutdown,
+    /// The stream's parameters changed: start a new ffmpeg at once.
+    NewParameters,
+    /// ffmpeg failed or was stopped for stalling; why (secrets scrubbed).
+    Failed(String),
+}
+
+/// Runs an outlet until `shutdown` turns true: ffmpeg after ffmpeg, with capped
+/// exponential backoff between failures. Every ffmpeg is reaped before this returns.
+pub async fn supervise(
+    outlet: Arc<Outlet>,
+    hub: Arc<Hub>,
+    opts: OutletOptions,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut backoff = opts.min_backoff;
+    loop {
+        if *shutdown.borrow() {
+            break;
+        }
+        let started = Instant::now();
+        info!(publish = %outlet.target, "publishing");
+        let ended = child::run_once(&outlet, &hub, &opts, shutdown.clone()).await;
+        // A run that lasted earns a fresh backoff.
+        if started.elapsed() > Duration::from_secs(10) {
+            backoff = opts.min_backoff;
+        }
+        match ended {
+            Ended::Shutdown => break,
+            Ended::NewParameters => {
+                info!(publish = %outlet.target, "new stream parameters: restarting ffmpeg");
+                outlet.restarted();
+                continue;
+            }
+            Ended::Failed(reason) => {
+                if *shutdown.borrow() {
+                    break;
+                }
+                warn!(
+                    publish = %outlet.target,
+                    retry_in_ms = backoff.as_millis() as u64,
+                    "publishing stopped: {reason}"
+                );
+                outlet.failed(reason);
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {}
+            _ = shutdown_requested(&mut shutdown) => break,
+        }
+        backoff = (backoff * 2).min(opts.max_backoff);
+        outlet.set_state(State::Connecting);
+    }
+    metrics::gauge!("nalcast_publish_up", "target" => outlet.label()).set(0.0);
+}

@@ -1,0 +1,299 @@
+//! A `--publish` URL: its scheme, the form that may be shown, and the secrets in it
+//! that must never be (pure: text in, text out).
+use std::fmt;
+use std::str::FromStr;
+
+/// What the media server speaks, which decides ffmpeg's output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    /// RTMP (nginx-rtmp, MediaMTX, SRS, YouTube, Twitch): FLV over RTMP.
+    Rtmp,
+    /// RTMP over TLS.
+    Rtmps,
+    /// RTSP (MediaMTX): announce and record, over TCP.
+    Rtsp,
+    /// SRT (MediaMTX, SRS): MPEG-TS over SRT.
+    Srt,
+}
+
+impl Scheme {
+    /// The URL scheme, without `://`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Rtmp => "rtmp",
+            Scheme::Rtmps => "rtmps",
+            Scheme::Rtsp => "rtsp",
+            Scheme::Srt => "srt",
+        }
+    }
+
+    /// The ffmpeg protocol it needs among `ffmpeg -protocols`' outputs (RTSP is a
+    /// muxer over TCP, which every ffmpeg has).
+    pub fn ffmpeg_protocol(self) -> Option<&'static str> {
+        match self {
+            Scheme::Rtmp => Some("rtmp"),
+            Scheme::Rtmps => Some("rtmps"),
+            Scheme::Srt => Some("srt"),
+            Scheme::Rtsp => None,
+        }
+    }
+
+    fn parse(name: &str) -> Option<Scheme> {
+        match name.to_ascii_lowercase().as_str() {
+            "rtmp" => Some(Scheme::Rtmp),
+            "rtmps" => Some(Scheme::Rtmps),
+            "rtsp" => Some(Scheme::Rtsp),
+            "srt" => Some(Scheme::Srt),
+            _ => None,
+        }
+    }
+}
+
+/// Where to publish: the URL as given (for ffmpeg only), and its shown form.
+///
+/// Shown, a URL loses what may be a secret: the user and password
+/// (`rtmp://***@host/…`), the query string (`?***`: SRT passphrases, MediaMTX and
+/// SRS keys), and for RTMP everything after the application (`rtmp://host/live2/***`:
+/// YouTube, Twitch and most services take the stream key as the stream name).
+/// `Display` and `Debug` print the shown form, so a config can be logged.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PublishTarget {
+    url: String,
+    scheme: Scheme,
+    shown: String,
+    secrets: Vec<String>,
+}
+
+/// A `--publish` value that cannot be used. Its message shows the URL in its shown
+/// form only.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("--publish {shown}: {why}")]
+pub struct BadTarget {
+    shown: String,
+    why: String,
+}
+
+impl FromStr for PublishTarget {
+    type Err = BadTarget;
+
+    fn from_str(url: &str) -> Result<Self, Self::Err> {
+        let (scheme_name, rest) = url.split_once("://").unwrap_or(("", url));
+        // Until the URL is understood, nothing of it but the scheme is shown.
+        let bad = |why: String| BadTarget {
+            shown: if scheme_name.is_empty() {
+                "'…'".to_owned()
+            } else {
+                format!("'{scheme_name}://…'")
+            },
+            why,
+        };
+        if scheme_name.is_empty() {
+            return Err(bad(
+                "not a URL; expected rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam)"
+                    .into(),
+            ));
+        }
+        let scheme = Scheme::parse(scheme_name).ok_or_else(|| {
+            bad(format!(
+                "unknown scheme '{scheme_name}'; expected rtmp://, rtmps://, rtsp:// or srt://"
+            ))
+        })?;
+        if url.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(bad("a URL has no spaces or control characters".into()));
+        }
+        let (before_query, query) = match rest.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (rest, None),
+        };
+        let (authority, path) = match before_query.split_once('/') {
+            Some((a, p)) => (a, p),
+            None => (before_query, ""),
+        };
+        let (userinfo, host) = match authority.rsplit_once('@') {
+            Some((u, h)) => (Some(u), h),
+            None => (None, authority),
+        };
+        if host.is_empty() || host.starts_with(':') {
+            return Err(bad("no host name".into()));
+        }
+        if scheme == Scheme::Srt && !host.contains(':') {
+            return Err(bad(
+                "srt:// needs a port (e.g. srt://host:8890?streamid=…)".into()
+            ));
+        }
+        if matches!(scheme, Scheme::Rtmp | Scheme::Rtmps | Scheme::Rtsp) && path.is_empty() {
+            return Err(bad(format!(
+                "no stream path (e.g. {}://host/live/cam)",
+                scheme.name()
+            )));
+        }
+
+        let mut secrets = Vec::new();
+        let mut shown = format!("{}://", scheme.name());
+        if let Some(userinfo) = userinfo {
+            shown.push_str("***@");
+            secrets.push(userinfo.to_owned());
+            if let Some((user, password)) = userinfo.split_once(':') {
+                secrets.push(user.to_owned());
+                secrets.push(password.to_owned());
+            }
+        }
+        shown.push_str(host);
+        if !path.is_empty() {
+            shown.push('/');
+            match scheme {
+                Scheme::Rtmp | Scheme::Rtmps => match path.split_once('/') {
+                    Some((app, key)) if !key.is_empty() => {
+                        shown.push_str(app);
+                        shown.push_str("/***");
+                        secrets.push(key.to_owned());
+                    }
+                    _ => shown.push_str(path),
+                },
+                _ => shown.push_str(path),
+            }
+        }
+        if let Some(query) = query.filter(|q| !q.is_empty()) {
+            shown.push_str("?***");
+            secrets.push(query.to_owned());
+            // Each value alone too: ffmpeg may quote one (a streamid) by itself.
+            for pair in query.split('&') {
+                if let Some((_, value)) = pair.split_once('=') {
+                    secrets.push(value.to_owned());
+                }
+            }
+        }
+        secrets.retain(|s| !s.is_empty());
+        // Longest first, so that a secret holding another is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.dedup();
+        Ok(PublishTarget {
+            url: url.to_owned(),
+            scheme,
+            shown,
+            secrets,
+        })
+    }
+}
+
+impl PublishTarget {
+    /// The URL as given, secrets and all: for ffmpeg's command line only.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The media server's protocol.
+    pub fn scheme(&self) -> Scheme {
+        self.scheme
+    }
+
+    /// The URL without its secrets, for the API, logs and errors.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// `text` (a line ffmpeg wrote, an error) with every secret of this URL
+    /// replaced by `***`, and any other URL's password masked too.
+    pub fn scrub(&self, text: &str) -> String {
+        let mut out = text.replace(&self.url, &self.shown);
+        for secret in &self.secrets {
+            out = out.replace(secret.as_str(), "***");
+        }
+        crate::source::mask_credentials(&out)
+    }
+}
+
+impl fmt::Display for PublishTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.shown)
+    }
+}
+
+impl fmt::Debug for PublishTarget {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "PublishTarget({})", self.shown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(url: &str) -> String {
+        url.parse::<PublishTarget>().expect(url).shown().to_owned()
+    }
+
+    #[test]
+    fn secrets_are_left_out_of_the_shown_url() {
+        for (url, expected) in [
+            (
+                "rtmp://127.0.0.1:1935/live/cam",
+                "rtmp://127.0.0.1:1935/live/***",
+            ),
+            ("rtmp://mediamtx/cam", "rtmp://mediamtx/cam"),
+            (
+                "rtmps://a.rtmps.youtube.com/live2/abcd-efgh-ijkl",
+                "rtmps://a.rtmps.youtube.com/live2/***",
+            ),
+            (
+                "rtmp://user:pw@srs/live/cam?secret=k",
+                "rtmp://***@srs/live/***?***",
+            ),
+            ("rtsp://mediamtx:8554/cam", "rtsp://mediamtx:8554/cam"),
+            (
+                "rtsp://admin:hunter2@mediamtx:8554/cam",
+                "rtsp://***@mediamtx:8554/cam",
+            ),
+            (
+                "srt://mediamtx:8890?streamid=publish:cam&passphrase=longsecret1",
+                "srt://mediamtx:8890?***",
+            ),
+            ("RTMP://host/app", "rtmp://host/app"),
+        ] {
+            assert_eq!(shown(url), expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn bad_urls_are_refused_without_showing_their_secrets() {
+        for (url, needle) in [
+            ("http://user:pw@host/x", "unknown scheme 'http'"),
+            ("host/live/k3y", "not a URL"),
+            ("rtmp://", "no host name"),
+            ("rtmp://user:pw@/live/k3y", "no host name"),
+            ("rtmp://host", "no stream path"),
+            ("srt://host?streamid=x", "needs a port"),
+            ("rtmp://host/live/k3 y", "no spaces"),
+        ] {
+            let err = url.parse::<PublishTarget>().unwrap_err().to_string();
+            assert!(err.contains(needle), "{url}: {err}");
+            assert!(!err.contains("pw") && !err.contains("k3y"), "{url}: {err}");
+        }
+    }
+
+    #[test]
+    fn scrubbing_removes_every_secret_from_ffmpeg_lines() {
+        let t: PublishTarget = "rtmp://bob:s3cret@10.0.0.2/live/streamkey?token=t0k3n"
+            .parse()
+            .expect("valid");
+        for line in [
+            "[rtmp @ 0x55] Cannot open connection tcp://10.0.0.2:1935",
+            "rtmp://bob:s3cret@10.0.0.2/live/streamkey?token=t0k3n: Connection refused",
+            "[rtmp @ 0x55] Server error: unknown stream streamkey?token=t0k3n",
+            "[rtmp @ 0x55] auth as bob with s3cret failed, token t0k3n",
+        ] {
+            let scrubbed = t.scrub(line);
+            for secret in ["s3cret", "streamkey", "t0k3n", "bob"] {
+                assert!(!scrubbed.contains(secret), "{line} → {scrubbed}");
+            }
+        }
+        assert_eq!(
+            t.scrub("rtmp://bob:s3cret@10.0.0.2/live/streamkey?token=t0k3n: I/O error"),
+            "rtmp://***@10.0.0.2/live/***?***: I/O error"
+        );
+        assert_eq!(
+            format!("{t:?}"),
+            "PublishTarget(rtmp://***@10.0.0.2/live/***?***)"
+        );
+    }
+}

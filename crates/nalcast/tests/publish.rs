@@ -1,0 +1,510 @@
+//! `--publish`: the stream reaches a real media server (nginx with its RTMP module),
+//! with the camera's timing, comes back after the server restarts, and the URL's
+//! secrets reach no one.
+//!
+//! The nginx tests are skipped (with a message) when nginx or its RTMP module is
+//! missing, unless NALCAST_REQUIRE_ALL is set; `scripts/setup.sh --test` installs
+//! both.
+mod common;
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{http_get, Server};
+use nalcast_core::protocol::ServerMessage;
+use serde_json::Value;
+
+const NGINX: &str = "/usr/sbin/nginx";
+const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
+
+/// Whether nginx with RTMP is here; without it, the test says so and is skipped,
+/// unless NALCAST_REQUIRE_ALL asks for every test to run.
+fn nginx_available(test: &str) -> bool {
+    if Path::new(NGINX).exists() && Path::new(RTMP_MODULE).exists() {
+        return true;
+    }
+    if std::env::var_os("NALCAST_REQUIRE_ALL").is_some() {
+        panic!("{test}: needs {NGINX} and {RTMP_MODULE} (scripts/setup.sh --test installs them)");
+    }
+    eprintln!(
+        "SKIPPED {test}: needs {NGINX} and {RTMP_MODULE} (scripts/setup.sh --test installs them)"
+    );
+    false
+}
+
+/// An nginx RTMP server run as our child, with its own config in a temp dir.
+/// Players start at a keyframe (`wait_key`), as a viewer's page would want.
+struct Nginx {
+    child: Child,
+    dir: PathBuf,
+    addr: SocketAddr,
+}
+
+impl Nginx {
+    /// Starts nginx on `addr` (or a free loopback port) and waits until it accepts.
+    async fn start(dir: &Path, addr: Option<SocketAddr>) -> Nginx {
+        let addr = addr.unwrap_or_else(|| {
+            let probe = TcpListener::bind("127.0.0.1:0").expect("free port");
+            probe.local_addr().expect("addr")
+        });
+        let conf = dir.join("nginx.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "load_module {RTMP_MODULE};\n\
+                 daemon off;\nmaster_process off;\nworker_processes 1;\n\
+                 pid {dir}/nginx.pid;\nerror_log {dir}/error.log info;\n\
+                 events {{ worker_connections 64; }}\n\
+                 rtmp {{ server {{ listen {addr}; application live {{ live on; wait_key on; }} }} }}\n",
+                dir = dir.display()
+            ),
+        )
+        .expect("nginx.conf");
+        let child = Command::new(NGINX)
+            .arg("-p")
+            .arg(dir)
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("nginx starts");
+        let mut nginx = Nginx {
+            child,
+            dir: dir.to_owned(),
+            addr,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+                panic!("nginx exited ({status}): {log}");
+            }
+            assert!(Instant::now() < deadline, "nginx does not listen on {addr}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        nginx
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("rtmp://{}/{path}", self.addr)
+    }
+
+    fn stop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    async fn restart(mut self) -> Nginx {
+        self.stop();
+        let (dir, addr) = (self.dir.clone(), self.addr);
+        Nginx::start(&dir, Some(addr)).await
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// nalcast with the test pattern, publishing to `url`, its log in `log`.
+fn nalcast(url: &str, log: &Path) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
+    cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "off"])
+        .args(["--source", "test", "--publish", url])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("log file"));
+    Server::from_command(cmd)
+}
+
+async fn api(server: &Server) -> Value {
+    let (status, body) = http_get(server.addr, "/api/stream").await.expect("api");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).expect("json")
+}
+
+/// Waits until the first publish target's state is `state`; returns it.
+async fn publish_state(server: &Server, state: &str, within: Duration) -> Value {
+    publish_until(server, within, |p| p["state"] == state).await
+}
+
+/// Waits until the first publish target's entry in /api/stream is `wanted`.
+async fn publish_until(
+    server: &Server,
+    within: Duration,
+    wanted: impl Fn(&Value) -> bool,
+) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let api = api(server).await;
+        let publish = api["publish"][0].clone();
+        if wanted(&publish) {
+            return publish;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "publish state not as awaited within {within:?}: {publish}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Runs a tool with a deadline: (success, stdout, stderr).
+async fn run(program: &str, args: &[&str], within: Duration) -> (bool, String, String) {
+    let out = tokio::time::timeout(
+        within,
+        tokio::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{program} {args:?} took more than {within:?}"))
+    .expect("runs");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// What a player pulling the stream back sees: size, and pts of 2 s of packets.
+struct Pulled {
+    width: u64,
+    height: u64,
+    pts_ms: Vec<f64>,
+}
+
+async fn pull(url: &str) -> Pulled {
+    let (ok, out, err) = run(
+        "ffprobe",
+        &[
+            "-v",
+            "error",
+            "-select_streams",
+            "v:0",
+            "-show_entries",
+            "stream=width,height:packet=pts_time",
+            "-read_intervals",
+            "%+2",
+            "-of",
+            "json",
+            url,
+        ],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(ok && err.trim().is_empty(), "ffprobe {url}: {err}");
+    let v: Value = serde_json::from_str(&out).expect("ffprobe json");
+    let stream = &v["streams"][0];
+    let pts_ms = v["packets"]
+        .as_array()
+        .expect("packets")
+        .iter()
+        .filter_map(|p| p["pts_time"].as_str()?.parse::<f64>().ok())
+        .map(|s| s * 1000.0)
+        .collect();
+    Pulled {
+        width: stream["width"].as_u64().unwrap_or(0),
+        height: stream["height"].as_u64().unwrap_or(0),
+        pts_ms,
+    }
+}
+
+/// The median time between pictures, ms.
+fn median_interval(pts_ms: &[f64]) -> f64 {
+    let mut deltas: Vec<f64> = pts_ms.windows(2).map(|w| w[1] - w[0]).collect();
+    deltas.sort_by(f64::total_cmp);
+    deltas.get(deltas.len() / 2).copied().unwrap_or(0.0)
+}
+
+#[tokio::test]
+async fn the_stream_reaches_nginx_with_camera_timing_and_returns_after_nginx_restarts() {
+    let test = "the_stream_reaches_nginx_with_camera_timing_and_returns_after_nginx_restarts";
+    if !nginx_available(test) {
+        return;
+    }
+    let dir = common::temp_dir("publish-restart");
+    let nginx = Nginx::start(&dir, None).await;
+    let url = nginx.url("live/cam");
+    let started = Instant::now();
+    let server = nalcast(&url, &dir.join("nalcast.log"));
+    publish_state(&server, "live", Duration::from_secs(20)).await;
+    eprintln!("publishing live {:?} after start", started.elapsed());
+
+    // A publisher is no viewer.
+    assert_eq!(api(&server).await["viewers"], 0);
+    let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains("nalcast_publish_up{target=\"0\"} 1"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("nalcast_viewers 0"), "{metrics}");
+
+    // Pulled back: 1280x720 at the test pattern's 30 fps, not ffmpeg's invented 25.
+    let pulled = pull(&url).await;
+    assert_eq!((pulled.width, pulled.height), (1280, 720));
+    assert!(
+        pulled.pts_ms.len() >= 40,
+        "{} packets in 2 s",
+        pulled.pts_ms.len()
+    );
+    let interval = median_interval(&pulled.pts_ms);
+    assert!(
+        (31.0..=36.0).contains(&interval),
+        "median picture interval {interval} ms, not 1/30 s: {:?}",
+        pulled.pts_ms
+    );
+    // It decodes without an error, and the picture moves. (Pictures keep their own
+    // times, capture jitter and all: without passthrough the null muxer would
+    // round them onto a 30 fps grid and complain when two land on one tick.)
+    let (ok, _, err) = run(
+        "ffmpeg",
+        &[
+            "-v",
+            "error",
+            "-i",
+            &url,
+            "-t",
+            "2",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "null",
+            "-",
+        ],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(ok && err.trim().is_empty(), "decoding errors: {err}");
+    let (ok, hashes, err) = run(
+        "ffmpeg",
+        &[
+            "-v",
+            "error",
+            "-i",
+            &url,
+            "-frames:v",
+            "10",
+            "-fps_mode",
+            "passthrough",
+            "-f",
+            "framemd5",
+            "-",
+        ],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(ok, "{err}");
+    let mut pictures: Vec<&str> = hashes
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(',').next())
+        .collect();
+    assert_eq!(pictures.len(), 10, "{hashes}");
+    pictures.sort_unstable();
+    pictures.dedup();
+    assert!(pictures.len() > 1, "the picture never changes: {hashes}");
+
+    // The server goes away: nalcast says so, with why, and keeps trying.
+    let mut nginx = nginx;
+    nginx.stop();
+    let retrying = publish_state(&server, "retrying", Duration::from_secs(20)).await;
+    let error = retrying["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("ffmpeg"), "{retrying}");
+    assert!(retrying["restarts"].as_u64() >= Some(1), "{retrying}");
+    let (status, _) = http_get(server.addr, "/healthz").await.expect("healthz");
+    assert_eq!(status, 200, "a publisher's failure is not the camera's");
+
+    // It comes back on the same port: the stream is there again.
+    let back = Instant::now();
+    let nginx = nginx.restart().await;
+    publish_state(&server, "live", Duration::from_secs(30)).await;
+    eprintln!("publishing live {:?} after nginx restarted", back.elapsed());
+    let pulled = pull(&nginx.url("live/cam")).await;
+    assert_eq!((pulled.width, pulled.height), (1280, 720));
+    assert!(!pulled.pts_ms.is_empty());
+    eprintln!("pulled again {:?} after nginx restarted", back.elapsed());
+    let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
+    assert!(
+        !metrics.contains("nalcast_publish_restarts_total{target=\"0\"} 0"),
+        "{metrics}"
+    );
+
+    // Shut down: ffmpeg goes with nalcast (reaped before it exits).
+    drop(server);
+    assert!(
+        !ffmpeg_publishing_to(&url),
+        "an ffmpeg still publishes to {url} after nalcast stopped"
+    );
+}
+
+/// Whether any ffmpeg process on this machine has `url` on its command line.
+fn ffmpeg_publishing_to(url: &str) -> bool {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    procs.flatten().any(|p| {
+        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        cmdline.starts_with("ffmpeg\0") && cmdline.contains(url)
+    })
+}
+
+#[tokio::test]
+async fn the_urls_user_password_and_keys_reach_no_api_page_metric_or_log() {
+    let test = "the_urls_user_password_and_keys_reach_no_api_page_metric_or_log";
+    if !nginx_available(test) {
+        return;
+    }
+    let secrets = ["alice", "pa55word", "s3cr3tkey", "str3amname"];
+    let dir = common::temp_dir("publish-secrets");
+    let nginx = Nginx::start(&dir, None).await;
+    let log = dir.join("nalcast.log");
+    let url = format!(
+        "rtmp://alice:pa55word@{}/live/str3amname?key=s3cr3tkey",
+        nginx.addr
+    );
+    let server = nalcast(&url, &log);
+    let live = publish_state(&server, "live", Duration::from_secs(20)).await;
+    assert_eq!(
+        live["url"],
+        format!("rtmp://***@{}/live/***?***", nginx.addr)
+    );
+    // nginx takes the stream under its name (the query string is its arguments).
+    let pulled = pull(&nginx.url("live/str3amname")).await;
+    assert!(!pulled.pts_ms.is_empty());
+
+    // Failing, ffmpeg prints the URL: that must not get through either.
+    let mut nginx = nginx;
+    nginx.stop();
+    let retrying = publish_state(&server, "retrying", Duration::from_secs(20)).await;
+    assert!(
+        retrying["last_error"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("rtmp://***@"),
+        "{retrying}"
+    );
+    let mut seen = Vec::new();
+    for path in ["/api/stream", "/healthz", "/metrics", "/"] {
+        let (_, body) = http_get(server.addr, path).await.expect(path);
+        seen.push((path.to_owned(), body));
+    }
+    drop(server);
+    let log = std::fs::read_to_string(&log).expect("log");
+    assert!(log.contains("ffmpeg: "), "ffmpeg's lines are logged: {log}");
+    seen.push(("the log".to_owned(), log));
+    for (what, text) in &seen {
+        for secret in secrets {
+            assert!(!text.contains(secret), "{secret} in {what}: {text}");
+        }
+    }
+}
+
+#[tokio::test]
+async fn publish_series_are_there_at_zero_and_bad_urls_are_refused() {
+    // No picture ever comes, so ffmpeg is never started.
+    let server = Server::start(&[
+        "--source",
+        "exec:sleep 60",
+        "--publish",
+        "rtmp://127.0.0.1:9/live/a",
+        "--publish",
+        "srt://127.0.0.1:9?streamid=b",
+    ]);
+    let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
+    for series in [
+        "nalcast_publish_up{target=\"0\"} 0",
+        "nalcast_publish_up{target=\"1\"} 0",
+        "nalcast_publish_restarts_total{target=\"0\"} 0",
+        "nalcast_publish_restarts_total{target=\"1\"} 0",
+    ] {
+        assert!(metrics.contains(series), "{series} missing:\n{metrics}");
+    }
+    let publish = api(&server).await["publish"].clone();
+    assert_eq!(publish[0]["state"], "connecting", "{publish}");
+    assert_eq!(publish[1]["url"], "srt://127.0.0.1:9?***", "{publish}");
+    assert_eq!(publish[0]["last_error"], Value::Null);
+
+    for (url, needle) in [
+        ("http://bob:hunter2@host/live", "unknown scheme 'http'"),
+        ("rtmp://host", "no stream path"),
+        ("live/cam", "not a URL"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_nalcast"))
+            .args(["--publish", url])
+            .output()
+            .expect("runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{url}: {err}");
+        assert!(err.contains(needle), "{url}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn a_stuck_server_costs_its_publisher_pictures_never_the_viewers() {
+    let test = "a_stuck_server_costs_its_publisher_pictures_never_the_viewers";
+    if !nginx_available(test) {
+        return;
+    }
+    let dir = common::temp_dir("publish-stuck");
+    let nginx = Nginx::start(&dir, None).await;
+    let server = nalcast(&nginx.url("live/cam"), &dir.join("nalcast.log"));
+    publish_state(&server, "live", Duration::from_secs(20)).await;
+    let mut ws = common::connect(&server.url("/ws")).await;
+    // The viewer's first pictures (its catch-up burst) come before the server sticks.
+    loop {
+        match common::next_framed(&mut ws, Duration::from_secs(10)).await {
+            Some(ServerMessage::AccessUnit { .. }) => break,
+            Some(_) => {}
+            None => panic!("no picture for the viewer"),
+        }
+    }
+
+    // nginx stops reading (SIGSTOP): ffmpeg's socket and pipe fill up.
+    let status = Command::new("kill")
+        .args(["-STOP", &nginx.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let viewer = tokio::spawn(async move {
+        let (mut pictures, mut longest_gap, mut last) = (0u32, Duration::ZERO, Instant::now());
+        while let Some(message) = common::next_framed(&mut ws, Duration::from_secs(5)).await {
+            if let ServerMessage::AccessUnit { .. } = message {
+                pictures += 1;
+                longest_gap = longest_gap.max(last.elapsed());
+                last = Instant::now();
+            }
+        }
+        (pictures, longest_gap)
+    });
+    let started = Instant::now();
+    let stuck = publish_until(&server, Duration::from_secs(30), |p| {
+        p["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("took nothing"))
+    })
+    .await;
+    let stuck_for = started.elapsed();
+    assert!(stuck["restarts"].as_u64() >= Some(1), "{stuck}");
+    // Meanwhile the viewer got every picture, on time.
+    drop(server);
+    let (pictures, longest_gap) = viewer.await.expect("viewer task");
+    let expected = stuck_for.as_secs_f64() * 30.0;
+    assert!(
+        f64::from(pictures) > expected * 0.9,
+        "the viewer got {pictures} pictures in {stuck_for:?}"
+    );
+    assert!(
+        longest_gap < Duration::from_millis(500),
+        "the viewer waited {longest_gap:?} for a picture"
+    );
+}
