@@ -189,6 +189,12 @@ impl Hls {
             self.building = true;
             self.trim();
         }
+        // This picture would make the open part longer than the target: close it first.
+        if !self.open.is_empty()
+            && u64::from(self.open_ticks) + u64::from(duration) > u64::from(self.config.part_target)
+        {
+            published |= self.close_part();
+        }
         if self.open.is_empty() {
             self.open_independent = keyframe;
         }
@@ -580,6 +586,26 @@ mod tests {
             1,
             "only the first part starts with a keyframe"
         );
+    }
+
+    #[test]
+    fn a_part_never_outgrows_the_target_when_pictures_run_long() {
+        let mut hls = Hls::new(HlsConfig::default(), "r");
+        let init = Bytes::from_static(b"a");
+        // Capture jitter: some pictures a little longer than 1/30 s.
+        for i in 0..200u32 {
+            let duration = if i % 3 == 0 { FRAME + 2 } else { FRAME };
+            hls.push(&init, b"x", duration, i % 60 == 0, u64::from(i) * 33_333);
+        }
+        let pl = hls.playlist().expect("playlist");
+        for line in pl.lines().filter(|l| l.starts_with("#EXT-X-PART:")) {
+            let d: f64 = line[22..]
+                .split(',')
+                .next()
+                .and_then(|d| d.parse().ok())
+                .expect("duration");
+            assert!(d <= 0.2, "{line}");
+        }
     }
 
     #[test]
