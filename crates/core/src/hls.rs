@@ -66,8 +66,8 @@ struct Segment {
     /// Capture time of its first picture, µs since the epoch.
     start_us: u64,
     parts: Vec<Part>,
-    /// The parts concatenated, once the segment is complete.
-    data: Option<Bytes>,
+    /// No more parts will come.
+    complete: bool,
 }
 
 impl Segment {
@@ -183,7 +183,7 @@ impl Hls {
                 discontinuity,
                 start_us: capture_us,
                 parts: Vec::new(),
-                data: None,
+                complete: false,
             });
             self.next_msn += 1;
             self.building = true;
@@ -242,11 +242,9 @@ impl Hls {
                 self.next_msn -= 1;
                 return published;
             }
-            let mut all = BytesMut::with_capacity(s.parts.iter().map(|p| p.data.len()).sum());
-            for p in &s.parts {
-                all.extend_from_slice(&p.data);
-            }
-            s.data = Some(all.freeze());
+            // The segment's bytes are its parts': nothing is copied here, under the
+            // hub's lock; a request joins them (`segment`).
+            s.complete = true;
         }
         true
     }
@@ -302,7 +300,7 @@ impl Hls {
         if msn > last_msn + 2 {
             return Wait::Never;
         }
-        let complete = |m: u64| self.segments.iter().any(|s| s.msn == m && s.data.is_some());
+        let complete = |m: u64| self.segments.iter().any(|s| s.msn == m && s.complete);
         match part {
             None if complete(msn) || msn < last_msn => Wait::Ready,
             None => Wait::Later,
@@ -311,7 +309,7 @@ impl Hls {
                 if self
                     .segments
                     .iter()
-                    .any(|s| s.msn == msn && s.data.is_some() && p >= s.parts.len()) =>
+                    .any(|s| s.msn == msn && s.complete && p >= s.parts.len()) =>
             {
                 // Past the last part of a complete segment: that is the next segment's first.
                 self.has(msn + 1, Some(0))
@@ -325,7 +323,7 @@ impl Hls {
         match self.segments.iter().find(|s| s.msn == msn) {
             Some(s) => match s.parts.get(index) {
                 Some(p) => Ok(p.data.clone()),
-                None if s.data.is_none() && self.building && s.msn + 1 == self.next_msn => {
+                None if !s.complete && self.building && s.msn + 1 == self.next_msn => {
                     Err(Wait::Later)
                 }
                 None => Err(Wait::Never),
@@ -335,10 +333,11 @@ impl Hls {
         }
     }
 
-    /// A complete segment's bytes, or whether it may still come.
-    pub fn segment(&self, msn: u64) -> Result<Bytes, Wait> {
+    /// A complete segment's parts (its bytes, in order; cheap to clone, joined by
+    /// the caller outside the hub's lock), or whether it may still come.
+    pub fn segment(&self, msn: u64) -> Result<Vec<Bytes>, Wait> {
         match self.segments.iter().find(|s| s.msn == msn) {
-            Some(Segment { data: Some(d), .. }) => Ok(d.clone()),
+            Some(s) if s.complete => Ok(s.parts.iter().map(|p| p.data.clone()).collect()),
             Some(_) => Err(Wait::Later),
             None if msn == self.next_msn => Err(Wait::Later),
             None => Err(Wait::Never),
@@ -418,7 +417,7 @@ impl Hls {
                     );
                 }
             }
-            if s.data.is_some() {
+            if s.complete {
                 let _ = writeln!(out, "#EXTINF:{:.5},", secs(s.duration()));
                 let _ = writeln!(out, "{}/s{}.m4s", self.run, s.msn);
             }
@@ -504,11 +503,11 @@ mod tests {
             "{pl}"
         );
         // A segment is its parts, concatenated; parts hold whole fragments in order.
-        let seg = hls.segment(0).expect("segment 0");
+        let seg: Vec<u8> = hls.segment(0).expect("segment 0").concat();
         let parts: Vec<u8> = (0..10)
             .flat_map(|i| hls.part(0, i).expect("part").to_vec())
             .collect();
-        assert_eq!(seg.to_vec(), parts);
+        assert_eq!(seg, parts);
         assert_eq!(&hls.part(0, 0).expect("part")[..], b"f0;f1;f2;f3;f4;f5;");
         assert_eq!(hls.init(0).as_deref(), Some(&b"init-a"[..]));
     }

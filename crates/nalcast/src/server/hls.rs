@@ -75,6 +75,9 @@ pub async fn playlist(State(s): State<AppState>, Query(q): Query<Reload>) -> Res
     if q.part.is_some() && q.msn.is_none() {
         return text(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn\n");
     }
+    if s.hub.with_hls(|_| ()).is_none() {
+        return text(StatusCode::NOT_FOUND, "HLS is off (--hls off)\n");
+    }
     let result = wait_for(&s, |hls| {
         if let Some(msn) = q.msn {
             match hls.has(msn, q.part) {
@@ -159,12 +162,17 @@ pub async fn file(
             return Err(Wait::Never);
         }
         match file {
-            File::Init(id) => hls.init(id).ok_or(Wait::Never),
+            File::Init(id) => hls.init(id).map(|b| vec![b]).ok_or(Wait::Never),
             File::Segment(msn) => hls.segment(msn),
-            File::Part(msn, i) => hls.part(msn, i),
+            File::Part(msn, i) => hls.part(msn, i).map(|b| vec![b]),
         }
     })
-    .await;
+    .await
+    // A segment's parts are joined here, outside the hub's lock.
+    .map(|pieces| match <[Bytes; 1]>::try_from(pieces) {
+        Ok([one]) => one,
+        Err(pieces) => Bytes::from(pieces.concat()),
+    });
     match result {
         Ok(bytes) => (
             [
