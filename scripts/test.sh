@@ -3,6 +3,9 @@
 # and the end-to-end tests in a real headless Chromium.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# `make test` installed everything (scripts/setup.sh --test): a test that would skip
+# for a missing tool (nginx-rtmp, GStreamer's RTSP server) fails instead.
+export NALCAST_REQUIRE_ALL=1
 
 echo "== cargo fmt"
 cargo fmt --all -- --check
