@@ -111,12 +111,13 @@ export class Cushion {
   constructor(nowMs) {
     this.s = Cushion.START_S;
     this.since = nowMs;
+    this.widened = -Infinity; // when it last widened (ms)
   }
 
   /** The video ran dry. Stalls within WIDEN_EVERY_MS of a widening count as one: the
    * wider cushion takes that long to come into effect. */
   stalled(nowMs) {
-    if (this.widened === undefined || nowMs - this.widened >= Cushion.WIDEN_EVERY_MS) {
+    if (nowMs - this.widened >= Cushion.WIDEN_EVERY_MS) {
       this.s = Math.min(Cushion.MAX_S, this.s + Cushion.WIDEN_S);
       this.widened = nowMs;
     }
