@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crate::fmp4::Packager;
 use crate::gop::GopCache;
 use crate::hls::{Hls, HlsConfig};
+use crate::join::JoinFacts;
 use crate::protocol::{self, StatusMsg, FLAG_KEYFRAME};
 use crate::shared::Fmp4Unit;
 use crate::viewer::{Pushed, QueueLimits, ViewerQueue};
@@ -129,6 +130,10 @@ struct HubState {
     /// LL-HLS parts and segments, made from the same fragments.
     hls: Option<Hls>,
     last_frame: Option<Instant>,
+    /// When the last keyframe came, and the length and bytes of the GOP before it:
+    /// what a joining viewer's catch-up is weighed against (join.rs).
+    last_keyframe_at: Option<Instant>,
+    last_gop: Option<(Duration, usize)>,
 }
 
 /// A subscriber's queue, and whether it is one of nalcast's own (not a viewer).
@@ -284,6 +289,8 @@ impl Hub {
                 fmp4: Fmp4Stream::default(),
                 hls: config.hls.clone().map(|c| Hls::new(c, run_id())),
                 last_frame: None,
+                last_keyframe_at: None,
+                last_gop: None,
             }),
             config,
             keyframe_wanted: AtomicBool::new(false),
@@ -336,6 +343,15 @@ impl Hub {
             shared = shared.with_fmp4(fmp4);
         }
         let au = Arc::new(shared);
+        if au.keyframe() {
+            if let Some(prev) = state.last_keyframe_at {
+                let length = now.saturating_duration_since(prev);
+                if !length.is_zero() {
+                    state.last_gop = Some((length, state.gop.bytes()));
+                }
+            }
+            state.last_keyframe_at = Some(now);
+        }
         state.gop.push(au.clone());
         state.last_frame = Some(now);
         if au.keyframe() {
@@ -418,10 +434,12 @@ impl Hub {
             state.internal += 1;
         }
         metrics::gauge!("nalcast_viewers").set(state.viewer_count() as f64);
+        let join = join_facts(&state);
         Subscription {
             hub: self.clone(),
             id,
             queue,
+            join,
         }
     }
 
@@ -561,6 +579,19 @@ pub struct Subscription {
     id: u64,
     /// The viewer's queue.
     pub queue: Arc<ViewerQueue>,
+    /// What its catch-up is weighed against.
+    pub join: JoinFacts,
+}
+
+/// The next keyframe's expected time and the stream's rate, from the last GOP.
+fn join_facts(state: &HubState) -> JoinFacts {
+    let Some((length, bytes)) = state.last_gop else {
+        return JoinFacts::default();
+    };
+    JoinFacts {
+        next_keyframe_at: state.last_keyframe_at.map(|at| at + length),
+        stream_rate: Some(bytes as f64 / length.as_secs_f64()),
+    }
 }
 
 impl Drop for Subscription {
@@ -600,6 +631,27 @@ mod tests {
         );
         hub.publish(access_unit(false, 100));
         assert_eq!(drain(&sub), [(4, false, false)]);
+    }
+
+    #[test]
+    fn a_joining_viewer_learns_when_the_next_keyframe_is_due() {
+        let hub = Hub::new(HubConfig::default());
+        let t0 = Instant::now();
+        hub.publish_at(access_unit(true, 1000), t0);
+        assert_eq!(
+            hub.subscribe().join,
+            JoinFacts::default(),
+            "one GOP: unknown"
+        );
+        for i in 1..60u32 {
+            hub.publish_at(access_unit(false, 100), t0 + Duration::from_millis(33) * i);
+        }
+        let t1 = t0 + Duration::from_secs(2);
+        hub.publish_at(access_unit(true, 1000), t1);
+        let facts = hub.subscribe().join;
+        assert_eq!(facts.next_keyframe_at, Some(t1 + Duration::from_secs(2)));
+        let rate = facts.stream_rate.expect("a whole GOP was seen");
+        assert!((rate - (1000.0 + 59.0 * 100.0) / 2.0).abs() < 1.0, "{rate}");
     }
 
     #[test]

@@ -11,6 +11,7 @@ pub mod gop;
 pub mod hls;
 pub mod hub;
 pub mod ingest;
+pub mod join;
 pub mod outlet;
 pub mod protocol;
 pub mod shared;

@@ -60,6 +60,10 @@ pub enum Pushed {
 pub struct QueueState {
     items: VecDeque<(Item, Instant)>,
     bytes: usize,
+    /// Bytes of catch-up access units queued (the GOP cache sent on join).
+    catch_up_bytes: usize,
+    /// A live keyframe came while catch-up was still queued, and replaced it.
+    catch_up_overtaken: bool,
     waiting_for_keyframe: bool,
     lost: u32,
     closed: bool,
@@ -90,6 +94,14 @@ impl QueueState {
             self.overflows += 1;
             outcome = Pushed::Overflowed;
         }
+        if au.keyframe() && !catch_up && self.catch_up_bytes > 0 {
+            // A new keyframe while the join's burst is still queued: the viewer
+            // is live sooner from here than after the rest of the burst.
+            let dropped = self.drop_catch_up();
+            self.lost = self.lost.saturating_add(dropped);
+            self.waiting_for_keyframe = true;
+            self.catch_up_overtaken = true;
+        }
         if self.waiting_for_keyframe {
             if !au.keyframe() {
                 self.lost = self.lost.saturating_add(1);
@@ -107,8 +119,43 @@ impl QueueState {
             }
         }
         self.bytes += au.len();
+        if catch_up {
+            self.catch_up_bytes += au.len();
+        }
         self.items.push_back((Item::Au { au, catch_up }, now));
         outcome
+    }
+
+    /// Drops every queued access unit (keeps status items) because the viewer's
+    /// catch-up gives way to the next keyframe: not a loss of live frames, so not
+    /// counted in `total_lost`; returns how many, for the skipped message.
+    fn drop_catch_up(&mut self) -> u32 {
+        let before = self.items.len();
+        self.items
+            .retain(|(item, _)| matches!(item, Item::Status(_)));
+        self.bytes = 0;
+        self.catch_up_bytes = 0;
+        (before - self.items.len()) as u32
+    }
+
+    /// Ends the viewer's catch-up early: what is queued of it (and any live frame
+    /// behind it) is dropped, and the viewer resumes at the next keyframe with a
+    /// skipped message first. Returns how many access units were dropped.
+    pub fn skip_catch_up(&mut self) -> u32 {
+        let dropped = self.drop_catch_up();
+        self.lost = self.lost.saturating_add(dropped);
+        self.waiting_for_keyframe = true;
+        dropped
+    }
+
+    /// Bytes of the join's catch-up burst still queued.
+    pub fn catch_up_bytes(&self) -> usize {
+        self.catch_up_bytes
+    }
+
+    /// Whether a live keyframe replaced what was still queued of the catch-up.
+    pub fn catch_up_overtaken(&self) -> bool {
+        self.catch_up_overtaken
     }
 
     /// Drops all queued frames (keeps status items), returning how many.
@@ -119,6 +166,7 @@ impl QueueState {
         let dropped = (before - self.items.len()) as u32;
         self.total_lost += u64::from(dropped);
         self.bytes = 0;
+        self.catch_up_bytes = 0;
         dropped
     }
 
@@ -130,8 +178,11 @@ impl QueueState {
     /// Takes the oldest item and when it was queued.
     pub fn pop(&mut self) -> Option<(Item, Instant)> {
         let (item, at) = self.items.pop_front()?;
-        if let Item::Au { au, .. } = &item {
+        if let Item::Au { au, catch_up } = &item {
             self.bytes -= au.len();
+            if *catch_up {
+                self.catch_up_bytes -= au.len();
+            }
         }
         Some((item, at))
     }
@@ -140,9 +191,22 @@ impl QueueState {
     /// how many; whatever does not fit stays queued for the next call. A viewer
     /// that is behind writes what is queued in one go, and the batch size decides
     /// only how many system calls that takes, never which frames arrive.
-    pub fn drain_into(&mut self, max: usize, out: &mut Vec<(Item, Instant)>) -> usize {
+    /// `max_bytes` bounds the access units' bytes too (one unit always goes).
+    pub fn drain_into(
+        &mut self,
+        max: usize,
+        max_bytes: usize,
+        out: &mut Vec<(Item, Instant)>,
+    ) -> usize {
         let before = out.len();
+        let mut bytes = 0;
         while out.len() - before < max {
+            if let Some((Item::Au { au, .. }, _)) = self.items.front() {
+                if bytes > 0 && bytes + au.len() > max_bytes {
+                    break;
+                }
+                bytes += au.len();
+            }
             match self.pop() {
                 Some(item) => out.push(item),
                 None => break,
@@ -245,9 +309,15 @@ impl ViewerQueue {
     }
 
     /// Waits until something is queued, then moves up to `max` of the oldest items
-    /// into `out` (see [`QueueState::drain_into`]); `false` once the queue is closed.
+    /// (and at most `max_bytes` of access units, one at least) into `out` (see
+    /// [`QueueState::drain_into`]); `false` once the queue is closed.
     /// Cancel-safe: items leave the queue only in the poll that returns them.
-    pub async fn next_batch(&self, max: usize, out: &mut Vec<(Item, Instant)>) -> bool {
+    pub async fn next_batch(
+        &self,
+        max: usize,
+        max_bytes: usize,
+        out: &mut Vec<(Item, Instant)>,
+    ) -> bool {
         debug_assert!(max > 0, "a batch holds at least one item");
         loop {
             {
@@ -255,7 +325,7 @@ impl ViewerQueue {
                 if state.closed {
                     return false;
                 }
-                if state.drain_into(max, out) > 0 {
+                if state.drain_into(max, max_bytes, out) > 0 {
                     return true;
                 }
             }
@@ -266,7 +336,7 @@ impl ViewerQueue {
     /// Waits for the next item; `None` once the queue is closed.
     pub async fn next(&self) -> Option<(Item, Instant)> {
         let mut one = Vec::with_capacity(1);
-        if self.next_batch(1, &mut one).await {
+        if self.next_batch(1, usize::MAX, &mut one).await {
             one.pop()
         } else {
             None
@@ -298,6 +368,93 @@ mod tests {
             });
         }
         out
+    }
+
+    fn roomy() -> QueueLimits {
+        QueueLimits {
+            max_bytes: 1 << 20,
+            max_delay: Duration::from_secs(60),
+        }
+    }
+
+    #[test]
+    fn a_keyframe_overtakes_a_catch_up_still_queued() {
+        let t = Instant::now();
+        let mut q = QueueState::default();
+        for seq in 1..=4 {
+            q.push_au(unit(seq, seq == 1, 100), true, t, &roomy());
+        }
+        assert_eq!(q.catch_up_bytes(), 400);
+        // The keyframe and one catch-up frame went out; two are still queued.
+        q.pop();
+        q.pop();
+        q.push_au(unit(5, false, 100), false, t, &roomy());
+        assert_eq!(q.catch_up_bytes(), 200);
+        q.push_au(unit(6, true, 100), false, t, &roomy());
+        q.push_au(unit(7, false, 100), false, t, &roomy());
+        assert_eq!(frames(&mut q), ["skip3", "K6", "P7"]);
+        assert!(q.catch_up_overtaken());
+        assert_eq!(
+            q.total_lost, 0,
+            "a shortened catch-up is no loss of live frames"
+        );
+        assert_eq!(q.catch_up_bytes(), 0);
+    }
+
+    #[test]
+    fn a_keyframe_after_the_catch_up_went_out_changes_nothing() {
+        let t = Instant::now();
+        let mut q = QueueState::default();
+        for seq in 1..=3 {
+            q.push_au(unit(seq, seq == 1, 100), true, t, &roomy());
+        }
+        let mut out = Vec::new();
+        q.drain_into(32, usize::MAX, &mut out);
+        q.push_au(unit(4, false, 100), false, t, &roomy());
+        q.push_au(unit(5, true, 100), false, t, &roomy());
+        assert_eq!(frames(&mut q), ["P4", "K5"]);
+    }
+
+    #[test]
+    fn skipping_the_catch_up_resumes_at_the_next_keyframe() {
+        let t = Instant::now();
+        let mut q = QueueState::default();
+        q.push_status(
+            StatusMsg {
+                state: "live".into(),
+                reason: None,
+            },
+            t,
+        );
+        for seq in 1..=5 {
+            q.push_au(unit(seq, seq == 1, 100), true, t, &roomy());
+        }
+        q.push_au(unit(6, false, 100), false, t, &roomy());
+        assert_eq!(q.skip_catch_up(), 6);
+        assert_eq!(
+            q.push_au(unit(7, false, 100), false, t, &roomy()),
+            Pushed::Dropped
+        );
+        q.push_au(unit(8, true, 100), false, t, &roomy());
+        assert_eq!(frames(&mut q), ["live", "skip7", "K8"]);
+        assert_eq!(q.bytes(), 0);
+    }
+
+    #[test]
+    fn batches_are_bounded_in_bytes_but_hold_one_unit_at_least() {
+        let t = Instant::now();
+        let mut q = QueueState::default();
+        q.push_au(unit(1, true, 50_000), true, t, &roomy());
+        for seq in 2..=5 {
+            q.push_au(unit(seq, false, 10_000), true, t, &roomy());
+        }
+        let mut out = Vec::new();
+        assert_eq!(q.drain_into(32, 20_000, &mut out), 1, "the keyframe alone");
+        out.clear();
+        assert_eq!(q.drain_into(32, 20_000, &mut out), 2);
+        out.clear();
+        assert_eq!(q.drain_into(32, usize::MAX, &mut out), 2);
+        assert_eq!(q.catch_up_bytes(), 0);
     }
 
     #[test]
@@ -349,7 +506,7 @@ mod tests {
         let (mut out, mut batches) = (Vec::new(), 0);
         loop {
             let mut batch = Vec::new();
-            let n = q.drain_into(max, &mut batch);
+            let n = q.drain_into(max, usize::MAX, &mut batch);
             assert_eq!(n, batch.len());
             assert!(n <= max, "a batch of {n} where {max} fit");
             if n == 0 {
@@ -402,10 +559,10 @@ mod tests {
             q.push_au(unit(seq, seq == 1, 10), true, Instant::now());
         }
         let mut batch = Vec::new();
-        assert!(q.next_batch(32, &mut batch).await);
+        assert!(q.next_batch(32, usize::MAX, &mut batch).await);
         assert_eq!(batch.len(), 32);
         batch.clear();
-        assert!(q.next_batch(32, &mut batch).await);
+        assert!(q.next_batch(32, usize::MAX, &mut batch).await);
         let seqs: Vec<u32> = batch
             .iter()
             .filter_map(|(item, _)| match item {
@@ -415,7 +572,7 @@ mod tests {
             .collect();
         assert_eq!(seqs, [33], "the 33rd au waits for the second batch");
         q.close();
-        assert!(!q.next_batch(32, &mut batch).await);
+        assert!(!q.next_batch(32, usize::MAX, &mut batch).await);
     }
 
     #[test]

@@ -132,9 +132,9 @@ fn note_refusal(peer: SocketAddr, reason: &str) {
 }
 
 /// Every connection: no Nagle delay (frames go out at once), a bounded kernel
-/// send buffer, so a slow viewer shows up in its queue (and gets skipped to the
-/// next keyframe) instead of hiding seconds of video in the kernel, and a
-/// write-progress deadline.
+/// send buffer with little of it unsent, so a slow viewer shows up in its queue
+/// (and gets skipped to the next keyframe) instead of hiding seconds of video in
+/// the kernel, and a write-progress deadline.
 fn tune_socket(tcp: &TcpStream, opts: &ListenOptions) {
     if let Err(e) = tcp.set_nodelay(true) {
         debug!("cannot set TCP_NODELAY: {e}");
@@ -153,7 +153,19 @@ fn tune_socket(tcp: &TcpStream, opts: &ListenOptions) {
     if let Err(e) = sock.set_tcp_user_timeout(Some(opts.write_timeout)) {
         debug!("cannot set TCP_USER_TIMEOUT: {e}");
     }
+    // Of the send buffer, at most this much may wait unsent (TCP_NOTSENT_LOWAT): a
+    // write then returns as the link takes bytes, which is how a joining viewer's
+    // session measures a slow link, and what is still queued in nalcast (not in
+    // the kernel) can give way to a newer keyframe. In-flight data is not limited.
+    #[cfg(target_os = "linux")]
+    if let Err(e) = sock.set_tcp_notsent_lowat(NOTSENT_LOWAT) {
+        debug!("cannot set TCP_NOTSENT_LOWAT: {e}");
+    }
 }
+
+/// Most bytes a connection's kernel buffer holds unsent.
+#[cfg(target_os = "linux")]
+const NOTSENT_LOWAT: u32 = 32 * 1024;
 
 /// One accepted connection; `_slot` is held until it closes or becomes a viewer
 /// (which holds a slot of its own, see limits.rs).

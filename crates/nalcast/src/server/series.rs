@@ -92,6 +92,16 @@ pub fn register(publish_targets: usize) {
     }
 
     describe_counter!(
+        "nalcast_joins_total",
+        "viewers' starts, by how their catch-up (the GOP so far) ended: gop (sent whole), \
+         next_keyframe (the link was too slow to finish it before the next keyframe), \
+         overtaken (a new keyframe came while some of it was still queued)"
+    );
+    for start in nalcast_core::join::JOIN_STARTS {
+        counter!("nalcast_joins_total", "start" => start).increment(0);
+    }
+
+    describe_counter!(
         "nalcast_hls_requests_total",
         "HLS requests answered, by file: playlist, part, segment, init (with a cache in \
          front, about one per part and playlist version whatever the number of viewers)"

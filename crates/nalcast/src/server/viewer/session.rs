@@ -5,6 +5,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nalcast_core::clock::{shutdown_requested, wall_us};
+use nalcast_core::join::{CatchUp, Plan, CATCH_UP_BATCH_BYTES};
+use nalcast_core::viewer::ViewerQueue;
 use nalcast_h264::ParamSets;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info};
@@ -53,6 +55,36 @@ impl ViewerMetrics {
             h.record(now.saturating_duration_since(published).as_secs_f64());
         }
     }
+}
+
+/// After a write of the join's burst (`bytes` in `took`): goes on with it, or drops
+/// the rest for the next keyframe when the link is too slow to finish it sooner;
+/// counts how the catch-up ended once it has.
+fn weigh_catch_up(
+    catch_up: &mut CatchUp,
+    queue: &ViewerQueue,
+    bytes: u64,
+    took: Duration,
+    now: Instant,
+) {
+    let mut queue = queue.lock();
+    let remaining = queue.catch_up_bytes() as u64;
+    let start = match catch_up.after_write(bytes, took, remaining, now) {
+        Plan::WaitForKeyframe => {
+            let dropped = queue.skip_catch_up();
+            debug!(
+                dropped,
+                link_kbit_s = catch_up.link_rate().map(|r| (r * 8.0 / 1000.0) as u64),
+                "slow link: the viewer starts at the next keyframe, not after the rest of the catch-up"
+            );
+            "next_keyframe"
+        }
+        Plan::Burst if catch_up.active() => return,
+        Plan::Burst if queue.catch_up_overtaken() => "overtaken",
+        Plan::Burst => "gop",
+    };
+    drop(queue);
+    metrics::counter!("nalcast_joins_total", "start" => start).increment(1);
 }
 
 /// Sends `batch` within the viewer timeout.
@@ -117,9 +149,17 @@ pub async fn serve_viewer<IO>(
     let mut early = early;
     let mut read_buf = [0u8; 1024];
     let mut rate = MessageRate::new(Instant::now());
+    // The join's burst goes out in small batches, each timed: on a slow link the
+    // rest of it may give way to the next keyframe (core/src/join.rs).
+    let mut catch_up = CatchUp::new(sub.join);
     let ended = 'serve: loop {
+        let max_bytes = if catch_up.active() {
+            CATCH_UP_BATCH_BYTES
+        } else {
+            usize::MAX
+        };
         tokio::select! {
-            more = sub.queue.next_batch(MAX_BATCH_ITEMS, &mut items) => {
+            more = sub.queue.next_batch(MAX_BATCH_ITEMS, max_bytes, &mut items) => {
                 if !more { break Ended::Shutdown }
                 batch.clear();
                 let now = Instant::now();
@@ -132,7 +172,11 @@ pub async fn serve_viewer<IO>(
                 if let Err(e) = send(&mut io, &batch, &state).await {
                     break e;
                 }
-                m.sent(&batch, Instant::now());
+                let done = Instant::now();
+                m.sent(&batch, done);
+                if catch_up.active() {
+                    weigh_catch_up(&mut catch_up, &sub.queue, batch.bytes(), done.saturating_duration_since(now), done);
+                }
             }
             read = read_some(&mut io, &mut read_buf, &mut early) => {
                 let n = match read {
