@@ -46,7 +46,8 @@ pub enum Plan {
 /// picture moving.
 pub fn plan(remaining: u64, link_rate: f64, stream_rate: f64, until_keyframe: Duration) -> Plan {
     let spare = link_rate - stream_rate;
-    if !(spare > 0.0) {
+    // Also a NaN rate: nothing known to be spare.
+    if spare.is_nan() || spare <= 0.0 {
         return Plan::WaitForKeyframe;
     }
     let burst = remaining as f64 / spare;
