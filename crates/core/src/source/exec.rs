@@ -18,6 +18,9 @@ use crate::Hub;
 /// Lines of a child's stderr kept for the log when it ends.
 const STDERR_LINES: usize = 5;
 
+/// How long the stderr of a child that ended may take to be read to its end.
+const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Reads Annex-B bytes until end of stream, publishing frames as they complete.
 /// Returns `Ok(())` at end of stream; an error when nothing arrives for the stall timeout.
 async fn pump(
@@ -57,16 +60,49 @@ async fn pump(
     }
 }
 
+/// How a child's run ended when nobody asked it to stop.
+#[derive(Debug)]
+pub struct ChildEnd {
+    /// The kind of ending, fit for viewers: "camera process exited with status 1",
+    /// "no data for 5 s".
+    pub reason: String,
+    /// Its last lines on stderr (oldest first), URL passwords masked.
+    pub stderr: Vec<String>,
+}
+
 /// Runs a child process and ingests its stdout until it ends, stalls or `shutdown`
 /// turns true (then `Ok`). The child's process group is killed and the child reaped
 /// before this returns; if the future is dropped instead, the group is still killed.
 pub async fn run_child(
+    command: Command,
+    description: &str,
+    opts: &SourceOptions,
+    hub: &Arc<Hub>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    let Some(end) = run_child_to_end(command, description, opts, hub, shutdown).await? else {
+        return Ok(());
+    };
+    // Viewers, /healthz and the API get the kind of failure only; the command line
+    // and what the process said (addresses, passwords) stay in the log, masked.
+    warn!(
+        command = %mask_credentials(description),
+        stderr = %end.stderr.join(" | "),
+        "{}",
+        end.reason
+    );
+    Err(SourceError::Retry(end.reason))
+}
+
+/// [`run_child`] for callers that explain the ending themselves: `None` when
+/// `shutdown` stopped it, else how it ended (nothing logged).
+pub async fn run_child_to_end(
     mut command: Command,
     description: &str,
     opts: &SourceOptions,
     hub: &Arc<Hub>,
     mut shutdown: watch::Receiver<bool>,
-) -> Result<(), SourceError> {
+) -> Result<Option<ChildEnd>, SourceError> {
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -85,7 +121,7 @@ pub async fn run_child(
         .take()
         .ok_or_else(|| SourceError::Retry("child has no stdout".into()))?;
     let tail = Arc::new(Mutex::new(VecDeque::new()));
-    if let Some(stderr) = child.stderr.take() {
+    let reader = child.stderr.take().map(|stderr| {
         let tail = tail.clone();
         tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
@@ -97,8 +133,8 @@ pub async fn run_child(
                 }
                 t.push_back(line);
             }
-        });
-    }
+        })
+    });
     let pumped = tokio::select! {
         r = pump(stdout, opts, hub) => Some(r),
         _ = shutdown_requested(&mut shutdown) => None,
@@ -111,16 +147,19 @@ pub async fn run_child(
     let _ = child.start_kill();
     let status = child.wait().await?;
     let Some(pumped) = pumped else {
-        return Ok(());
+        return Ok(None);
     };
+    // Its last words: stderr ends with the group gone (a grandchild holding it open
+    // was killed with it), so the reader finishes; bounded all the same.
+    if let Some(reader) = reader {
+        let _ = tokio::time::timeout(STDERR_DRAIN, reader).await;
+    }
     let stderr: Vec<String> = tail
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .iter()
         .map(|line| mask_credentials(line))
         .collect();
-    // Viewers, /healthz and the API get the kind of failure only; the command line
-    // and what the process said (addresses, passwords) stay in the log, masked.
     let reason = match pumped {
         Err(e) => e.to_string(),
         Ok(()) => match (status.code(), status.signal()) {
@@ -129,12 +168,7 @@ pub async fn run_child(
             (None, None) => "camera process exited".to_owned(),
         },
     };
-    warn!(
-        command = %mask_credentials(description),
-        stderr = %stderr.join(" | "),
-        "{reason}"
-    );
-    Err(SourceError::Retry(reason))
+    Ok(Some(ChildEnd { reason, stderr }))
 }
 
 /// Kills a child's whole process group when dropped (shutdown, restart); the

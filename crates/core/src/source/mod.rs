@@ -252,6 +252,7 @@ async fn run_once(
     opts: &SourceOptions,
     hub: &Arc<Hub>,
     shutdown: &watch::Receiver<bool>,
+    camera: &mut rpicam::Camera,
 ) -> Result<(), SourceError> {
     let mut stop = shutdown.clone();
     match spec {
@@ -260,14 +261,7 @@ async fn run_once(
             c.arg("-c").arg(cmd);
             exec::run_child(c, cmd, opts, hub, stop).await
         }
-        SourceSpec::Rpicam => {
-            let app = rpicam::find_camera_app().map_err(SourceError::Retry)?;
-            let args = rpicam::camera_args(&app, &opts.video);
-            let description = format!("{} {}", app.display(), args.join(" "));
-            let mut c = tokio::process::Command::new(&app);
-            c.args(&args);
-            exec::run_child(c, &description, opts, hub, stop).await
-        }
+        SourceSpec::Rpicam => camera.run(opts, hub, stop).await,
         SourceSpec::Test => until_shutdown(test_pattern::run(opts, hub), &mut stop).await,
         SourceSpec::File(path) => until_shutdown(file::run(path, opts, hub), &mut stop).await,
         SourceSpec::Stdin => until_shutdown(exec::run_stdin(opts, hub), &mut stop).await,
@@ -298,11 +292,13 @@ pub async fn supervise(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = opts.min_backoff;
+    // What the camera app accepts, learnt at its first start.
+    let mut camera = rpicam::Camera::default();
     loop {
         let started = Instant::now();
         info!(source = %spec, "starting source");
         hub.source_started(spec.keyframes_on_demand());
-        let result = run_once(&spec, &opts, &hub, &shutdown).await;
+        let result = run_once(&spec, &opts, &hub, &shutdown, &mut camera).await;
         if *shutdown.borrow() {
             return;
         }
