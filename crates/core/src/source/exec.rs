@@ -18,6 +18,10 @@ use crate::Hub;
 /// Lines of a child's stderr kept for the log when it ends.
 const STDERR_LINES: usize = 5;
 
+/// How long the last of a dead child's stderr may take to be read (a grandchild
+/// that escaped the process group could hold the pipe open).
+const STDERR_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Reads Annex-B bytes until end of stream, publishing frames as they complete.
 /// Returns `Ok(())` at end of stream; an error when nothing arrives for the stall timeout.
 async fn pump(
@@ -61,11 +65,25 @@ async fn pump(
 /// turns true (then `Ok`). The child's process group is killed and the child reaped
 /// before this returns; if the future is dropped instead, the group is still killed.
 pub async fn run_child(
+    command: Command,
+    description: &str,
+    opts: &SourceOptions,
+    hub: &Arc<Hub>,
+    shutdown: watch::Receiver<bool>,
+) -> Result<(), SourceError> {
+    run_child_explained(command, description, opts, hub, shutdown, &|_| None).await
+}
+
+/// [`run_child`], with `explain` reading the child's last stderr lines for the
+/// reason it failed ("camera /dev/video0 is busy …" rather than "camera process
+/// exited with status 1"). Its answer goes where the reason goes: to viewers too.
+pub async fn run_child_explained(
     mut command: Command,
     description: &str,
     opts: &SourceOptions,
     hub: &Arc<Hub>,
     mut shutdown: watch::Receiver<bool>,
+    explain: &(dyn Fn(&[String]) -> Option<String> + Sync),
 ) -> Result<(), SourceError> {
     command
         .stdin(Stdio::null())
@@ -85,9 +103,10 @@ pub async fn run_child(
         .take()
         .ok_or_else(|| SourceError::Retry("child has no stdout".into()))?;
     let tail = Arc::new(Mutex::new(VecDeque::new()));
+    let mut stderr_read = None;
     if let Some(stderr) = child.stderr.take() {
         let tail = tail.clone();
-        tokio::spawn(async move {
+        stderr_read = Some(tokio::spawn(async move {
             let mut lines = BufReader::new(stderr).lines();
             while let Ok(Some(line)) = lines.next_line().await {
                 debug!(target: "nalcast::source::stderr", "{line}");
@@ -97,7 +116,7 @@ pub async fn run_child(
                 }
                 t.push_back(line);
             }
-        });
+        }));
     }
     let pumped = tokio::select! {
         r = pump(stdout, opts, hub) => Some(r),
@@ -113,6 +132,11 @@ pub async fn run_child(
     let Some(pumped) = pumped else {
         return Ok(());
     };
+    // The child is gone, so its stderr ends: read what it said last, which often
+    // is why it stopped.
+    if let Some(reading) = stderr_read {
+        let _ = tokio::time::timeout(STDERR_GRACE, reading).await;
+    }
     let stderr: Vec<String> = tail
         .lock()
         .unwrap_or_else(|p| p.into_inner())
@@ -129,6 +153,7 @@ pub async fn run_child(
             (None, None) => "camera process exited".to_owned(),
         },
     };
+    let reason = explain(&stderr).unwrap_or(reason);
     warn!(
         command = %mask_credentials(description),
         stderr = %stderr.join(" | "),
