@@ -33,7 +33,7 @@ pub struct Options {
     /// TOML config file whose keys are these flags' names without the dashes (e.g. `keyframe-interval = 60`, `allow-origin = ["http://a.lan"]`); flags and their environment variables win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Video source: test (built-in test pattern), rpicam (Raspberry Pi camera), rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH (an IP camera's H.264; the user and password never appear in logs, the API or the page), file:PATH (Annex-B .h264, looped), exec:COMMAND (stdout of a shell command), stdin.
+    /// Video source: test (built-in test pattern), rpicam (Raspberry Pi camera), usb (the first USB webcam), v4l2:DEVICE (a V4L2 camera such as /dev/video0; its H.264 is sent as it is, MJPEG or raw video is encoded: docs/raspberry-pi.md), rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH (an IP camera's H.264; the user and password never appear in logs, the API or the page), file:PATH (Annex-B .h264, looped), exec:COMMAND (stdout of a shell command), stdin.
     #[arg(long, value_name = "SPEC", default_value = "test")]
     pub source: String,
     /// How an rtsp:// camera sends its video: tcp (interleaved in the RTSP connection; passes firewalls and NAT, nothing lost) or udp (separate ports; for a clean LAN, lost packets stay lost).
@@ -51,19 +51,19 @@ pub struct Options {
     /// Low-Latency HLS at /hls/index.m3u8 on the main port (Safari and iPhones, VLC, ffplay, hls.js; an HTTP cache or CDN in front: docs/scale-out.md): on or off.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
     pub hls: String,
-    /// Picture width for test and rpicam sources (even).
+    /// Picture width for test, rpicam and v4l2 sources (even).
     #[arg(long, default_value_t = VideoSettings::default().width)]
     pub width: u32,
-    /// Picture height for test and rpicam sources (even).
+    /// Picture height for test, rpicam and v4l2 sources (even).
     #[arg(long, default_value_t = VideoSettings::default().height)]
     pub height: u32,
-    /// Frames per second (test and rpicam sources encode at it, file sources are paced at it).
+    /// Frames per second (test, rpicam and v4l2 sources capture or encode at it, file sources are paced at it).
     #[arg(long, default_value_t = VideoSettings::default().fps)]
     pub fps: u32,
-    /// Target bitrate in bits per second for test and rpicam sources.
+    /// Target bitrate in bits per second for test and rpicam sources, and v4l2 cameras nalcast encodes.
     #[arg(long, default_value_t = VideoSettings::default().bitrate)]
     pub bitrate: u32,
-    /// Frames between keyframes for test and rpicam sources.
+    /// Frames between keyframes for test and rpicam sources, and v4l2 cameras nalcast encodes.
     #[arg(long, default_value_t = VideoSettings::default().keyframe_interval)]
     pub keyframe_interval: u32,
     /// Largest accepted NAL unit in bytes; larger ones are dropped and counted.
@@ -144,6 +144,9 @@ pub struct Options {
     /// Read a password from standard input, print its argon2 hash (for --auth or the config file) and exit.
     #[arg(long)]
     pub hash_password: bool,
+    /// List the cameras (V4L2 capture devices such as USB webcams) with their formats and sizes, and what nalcast would stream from each with --width, --height and --fps, then exit; the exit status is 1 when there is none.
+    #[arg(long)]
+    pub list_cameras: bool,
 }
 
 /// A duration in whole milliseconds, for a default shown in `--help`.
@@ -189,8 +192,8 @@ impl Options {
 }
 
 /// The config-file key for a flag: its long name, for every flag that takes a value
-/// except `--config` itself: `--hash-password`, `--help` and `--version` are
-/// actions, not settings.
+/// except `--config` itself: `--hash-password`, `--list-cameras`, `--help` and
+/// `--version` are actions, not settings.
 pub fn file_key(arg: &Arg) -> Option<&str> {
     let key = arg.get_long()?;
     (arg.get_action().takes_values() && key != "config").then_some(key)
@@ -573,7 +576,7 @@ mod tests {
         // (--help and --version are clap's, added when the command is built.)
         assert_eq!(
             flag_only,
-            ["config", "hash-password"],
+            ["config", "hash-password", "list-cameras"],
             "only these flags stay out of the config file"
         );
         for arg in command.get_arguments() {
@@ -753,6 +756,7 @@ mod tests {
             ("frames = 3\n", "unknown key 'frames'"),
             ("config = \"other.toml\"\n", "unknown key 'config'"),
             ("hash-password = true\n", "unknown key 'hash-password'"),
+            ("list-cameras = true\n", "unknown key 'list-cameras'"),
             ("fps = \"fast\"\n", "fps = \"fast\": not a valid value"),
             ("fps = [30]\n", "fps = [30]: expected one value, not a list"),
             ("tls = true\n", "tls = true: expected a string or a number"),

@@ -26,6 +26,9 @@ fn main() -> ExitCode {
     if options.hash_password {
         return hash_password();
     }
+    if options.list_cameras {
+        return list_cameras(&options);
+    }
     let config = match Config::resolve(options) {
         Ok(c) => c,
         Err(e) => {
@@ -109,6 +112,28 @@ fn hash_password() -> ExitCode {
         Err(e) => {
             eprintln!("nalcast: error: {e}");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// `--list-cameras`: the cameras and what nalcast would take from each, at the
+/// size and rate the options ask for; status 1 when there is none.
+fn list_cameras(options: &Options) -> ExitCode {
+    let want = source::VideoSettings {
+        width: options.width,
+        height: options.height,
+        fps: options.fps,
+        bitrate: options.bitrate,
+        keyframe_interval: options.keyframe_interval,
+    };
+    match source::v4l2::list_cameras(&want) {
+        Ok(listing) => {
+            print!("{listing}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("nalcast: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -80,18 +80,33 @@ pub async fn run_child(
     hub: &Arc<Hub>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), SourceError> {
+    run_child_explained(command, description, opts, hub, shutdown, &|_| None).await
+}
+
+/// [`run_child`], with `explain` reading the child's last stderr lines for the
+/// reason it failed ("camera /dev/video0 is busy …" rather than "camera process
+/// exited with status 1"). Its answer goes where the reason goes: to viewers too.
+pub async fn run_child_explained(
+    command: Command,
+    description: &str,
+    opts: &SourceOptions,
+    hub: &Arc<Hub>,
+    shutdown: watch::Receiver<bool>,
+    explain: &(dyn Fn(&[String]) -> Option<String> + Sync),
+) -> Result<(), SourceError> {
     let Some(end) = run_child_to_end(command, description, opts, hub, shutdown).await? else {
         return Ok(());
     };
-    // Viewers, /healthz and the API get the kind of failure only; the command line
-    // and what the process said (addresses, passwords) stay in the log, masked.
+    let reason = explain(&end.stderr).unwrap_or(end.reason);
+    // Viewers, /healthz and the API get the kind of failure only (or what
+    // `explain` made of it); the command line and what the process said
+    // (addresses, passwords) stay in the log, masked.
     warn!(
         command = %mask_credentials(description),
         stderr = %end.stderr.join(" | "),
-        "{}",
-        end.reason
+        "{reason}"
     );
-    Err(SourceError::Retry(end.reason))
+    Err(SourceError::Retry(reason))
 }
 
 /// [`run_child`] for callers that explain the ending themselves: `None` when

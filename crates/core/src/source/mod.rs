@@ -19,6 +19,7 @@ pub mod pattern;
 pub mod rpicam;
 pub mod rtsp;
 pub mod test_pattern;
+pub mod v4l2;
 
 pub use rtsp::{RtspTransport, RtspUrl};
 
@@ -37,6 +38,8 @@ pub enum SourceSpec {
     Rpicam,
     /// An IP camera over RTSP (its credentials never print).
     Rtsp(RtspUrl),
+    /// A USB webcam or other V4L2 capture device, read by ffmpeg.
+    V4l2(v4l2::Device),
 }
 
 /// A `--source` value that could not be understood. Its text is masked: an
@@ -44,7 +47,7 @@ pub enum SourceSpec {
 #[derive(Debug, thiserror::Error)]
 pub enum BadSourceSpec {
     /// Not a kind of source nalcast knows.
-    #[error("unknown source '{0}': expected test, file:PATH, exec:COMMAND, stdin, rpicam or rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH")]
+    #[error("unknown source '{0}': expected test, file:PATH, exec:COMMAND, stdin, rpicam, usb, v4l2:DEVICE or rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH")]
     Unknown(String),
     /// An `rtsp://` address that cannot be used.
     #[error("bad RTSP source '{0}': {1}")]
@@ -60,6 +63,7 @@ impl FromStr for SourceSpec {
             "test" => Ok(SourceSpec::Test),
             "stdin" | "-" => Ok(SourceSpec::Stdin),
             "rpicam" => Ok(SourceSpec::Rpicam),
+            "usb" => Ok(SourceSpec::V4l2(v4l2::Device::FirstUsb)),
             _ => {
                 if let Some(path) = s.strip_prefix("file:") {
                     if path.is_empty() {
@@ -71,6 +75,11 @@ impl FromStr for SourceSpec {
                         return Err(bad());
                     }
                     Ok(SourceSpec::Exec(cmd.to_owned()))
+                } else if let Some(device) = s.strip_prefix("v4l2:") {
+                    if device.is_empty() {
+                        return Err(bad());
+                    }
+                    Ok(SourceSpec::V4l2(v4l2::Device::Path(PathBuf::from(device))))
                 } else if s.starts_with("rtsp://") || s.starts_with("rtsps://") {
                     RtspUrl::parse(s)
                         .map(SourceSpec::Rtsp)
@@ -94,6 +103,7 @@ impl fmt::Display for SourceSpec {
             SourceSpec::Stdin => write!(f, "stdin"),
             SourceSpec::Rpicam => write!(f, "rpicam"),
             SourceSpec::Rtsp(url) => write!(f, "{url}"),
+            SourceSpec::V4l2(device) => write!(f, "{device}"),
         }
     }
 }
@@ -109,6 +119,7 @@ impl SourceSpec {
             SourceSpec::Stdin => "stdin",
             SourceSpec::Rpicam => "rpicam",
             SourceSpec::Rtsp(_) => "rtsp",
+            SourceSpec::V4l2(_) => "v4l2",
         }
     }
 
@@ -240,6 +251,7 @@ pub fn preflight(spec: &SourceSpec) -> Result<(), String> {
             Err(e) => Err(format!("cannot open source file {}: {e}", path.display())),
         },
         SourceSpec::Rpicam => rpicam::find_camera_app().map(|_| ()),
+        SourceSpec::V4l2(device) => v4l2::preflight(device),
         _ => Ok(()),
     }
 }
@@ -268,6 +280,7 @@ async fn run_once(
         SourceSpec::Rtsp(url) => {
             until_shutdown(rtsp::run(url, opts.rtsp_transport, opts, hub), &mut stop).await
         }
+        SourceSpec::V4l2(device) => v4l2::run(device, opts, hub, stop).await,
     }
 }
 
@@ -342,11 +355,16 @@ mod tests {
             "exec:ffmpeg -i x -f h264 -",
             "stdin",
             "rpicam",
+            "usb",
+            "v4l2:/dev/video0",
         ] {
             let spec: SourceSpec = s.parse().expect("valid spec");
             assert_eq!(spec.to_string(), s);
         }
-        for bad in ["", "camera", "file:", "exec:  ", "http://x"] {
+        assert_eq!("usb".parse::<SourceSpec>().expect("usb").kind(), "v4l2");
+        for bad in [
+            "", "camera", "file:", "exec:  ", "http://x", "v4l2:", "v4l2",
+        ] {
             assert!(bad.parse::<SourceSpec>().is_err(), "{bad}");
         }
     }
