@@ -36,6 +36,8 @@ fi
 echo "ok: $(grep -o 'Broadway.js is missing.*' "$clone/err")"
 echo "== cargo test"
 cargo test --workspace
+echo "== the packaged settings file names every option (packaging/nalcast.toml)"
+packaging/tools/conffile.py --check
 echo "== browser end-to-end tests"
 cargo build --quiet -p nalcast -p nalcast-bench
 mkdir -p test-output

@@ -31,10 +31,11 @@ EXAMPLES = {
     "data-dir": '"/var/lib/nalcast"',
     "auth": '"ann:$argon2id$v=19$..."',
     "token": '"a-token-of-16-or-more-characters"',
+    "publish": '["rtmp://media.lan/live/camera"]',
 }
 # A line more for the settings a Pi owner changes first.
 HINTS = {
-    "source": 'With a Raspberry Pi camera: source = "rpicam"',
+    "source": 'With a Raspberry Pi camera: source = "rpicam"; a USB webcam: source = "usb" (nalcast --list-cameras shows them)',
     "tls": 'For WebCodecs (hardware decoding) in browsers on other machines: tls = "self-signed"',
     "auth": "Make the hash with: echo 'my password' | nalcast --hash-password",
     "data-dir": "The service sets it to /var/lib/nalcast (systemd's StateDirectory).",
