@@ -10,7 +10,7 @@ use serde::Serialize;
 pub const TCP_GOODPUT_SHARE: f64 = (2.0 * 1448.0) / (2.0 * 1514.0 + 66.0);
 
 /// One access unit as a viewer received it.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
 pub struct Received {
     /// Arrival, ms since the viewer started connecting.
     pub at_ms: f64,
@@ -25,6 +25,8 @@ pub struct Received {
     pub bytes: u64,
     /// An IDR access unit.
     pub keyframe: bool,
+    /// Sent from the GOP cache on join or resume.
+    pub catch_up: bool,
     /// Frames missing from the sequence just before this one.
     pub missing_before: u32,
 }
@@ -40,6 +42,16 @@ pub fn arrivals(frames: &[Received]) -> Vec<(f64, f64)> {
         out.push((f.at_ms, f.latency_ms));
     }
     out
+}
+
+/// The last arrival later than `within_ms` (arrival ms, capture-to-arrival ms; a
+/// missing frame's is infinite), to see what kept a viewer from being live sooner.
+pub fn last_late(arrivals: &[(f64, f64)], within_ms: f64) -> Option<(f64, f64)> {
+    arrivals
+        .iter()
+        .rev()
+        .find(|&&(_, latency)| latency.is_nan() || latency > within_ms)
+        .copied()
 }
 
 /// When the viewer went live: the arrival of the first frame from which every later
@@ -173,6 +185,8 @@ mod tests {
         // The stretch must last: 50 → 70 is 20 ms.
         assert_eq!(live_after(&a, 100.0, 20.0), Some(50.0));
         assert_eq!(live_after(&a, 100.0, 21.0), None);
+        assert_eq!(last_late(&a, 100.0), Some((40.0, 120.0)));
+        assert_eq!(last_late(&a, 1000.0), None);
     }
 
     #[test]
@@ -190,6 +204,7 @@ mod tests {
             capture_us: capture_ms * 1000,
             bytes,
             keyframe,
+            catch_up: false,
             missing_before: 0,
         }
     }

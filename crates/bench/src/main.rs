@@ -77,6 +77,10 @@ struct Args {
     /// the same shaper) less the stream's rate measured over whole GOPs.
     #[arg(long, value_name = "MBIT")]
     link_mbit: Option<f64>,
+    /// Put every access unit each viewer received (arrival, capture-to-arrival,
+    /// size, flags) into the JSON, for a closer look at joins.
+    #[arg(long)]
+    frame_log: bool,
     /// Source frame rate, to judge each viewer's frame rate against.
     #[arg(long, default_value_t = 30.0)]
     fps: f64,
@@ -111,6 +115,12 @@ pub struct ViewerResult {
     pub live_bound: Option<JoinBound>,
     /// Whether `live_after_ms` met `live_bound` (never live: no).
     pub live_in_bound: Option<bool>,
+    /// The last frame later than `--live-within-ms`: [arrival ms, capture-to-arrival
+    /// ms] (a missing frame's is infinite: null).
+    pub last_late: Option<[f64; 2]>,
+    /// Every access unit received (with `--frame-log`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub frame_log: Vec<Received>,
     /// Frames received.
     pub frames: u64,
     /// Frames received after the first decodable one, per second.
@@ -135,6 +145,8 @@ struct LiveOpts {
     hold_ms: f64,
     /// TCP payload rate of a shaped link, bit/s.
     goodput_bps: Option<f64>,
+    /// Keep what was received in the result.
+    frame_log: bool,
 }
 
 struct Tracker {
@@ -215,6 +227,7 @@ impl Tracker {
                         capture_us,
                         bytes: msg.len() as u64 + live::ws_header_len(msg.len()),
                         keyframe: flags & FLAG_KEYFRAME != 0,
+                        catch_up: flags & FLAG_CATCH_UP != 0,
                         missing_before: missing,
                     });
                 }
@@ -258,6 +271,8 @@ impl Tracker {
             let arrivals = live::arrivals(&self.received);
             let live_after = live::live_after(&arrivals, self.live.within_ms, self.live.hold_ms);
             self.result.live_after_ms = live_after;
+            self.result.last_late =
+                live::last_late(&arrivals, self.live.within_ms).map(|(at, late)| [at, late]);
             if let Some(goodput) = self.live.goodput_bps {
                 let bound = live::join_bound(
                     self.start_wall_us,
@@ -269,6 +284,9 @@ impl Tracker {
                     .as_ref()
                     .map(|b| live_after.is_some_and(|t| t <= b.bound_ms));
                 self.result.live_bound = bound;
+            }
+            if self.live.frame_log {
+                self.result.frame_log = self.received;
             }
         }
         self.result
@@ -422,6 +440,7 @@ async fn main() -> anyhow::Result<()> {
         within_ms: args.live_within_ms,
         hold_ms: args.live_hold_ms,
         goodput_bps: args.link_mbit.map(|r| r * 1e6 * live::TCP_GOODPUT_SHARE),
+        frame_log: args.frame_log,
     };
     let duration = Duration::from_secs_f64(args.duration);
     let ramp = Duration::from_secs_f64(args.ramp);
