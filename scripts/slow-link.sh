@@ -118,23 +118,27 @@ for rate in $rates; do
     # once instead of after the bench.
     in_ns "$bench" --name "slow-${rate}mbit" --url "ws://127.0.0.1:$port/ws" \
         --viewers "$joins" --sequential --ramp "$gop_s" --duration "$stay" --fps "$fps" \
-        --live-within-ms 100 --live-hold-ms 2500 --link-mbit "$rate" \
+        --live-within-ms 100 --live-hold-ms 2500 --link-mbit "$rate" --frame-log \
         --pid "$server_pid" --json "$json" >"$out/slow-${rate}mbit.txt" &
     wait $!
     rows+=("$(node -e '
         const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
-        const [rate, gop] = [process.argv[2], process.argv[3]];
+        const [rate, gop, stay] = [process.argv[2], process.argv[3], Number(process.argv[4])];
         const s = j.summary, v = j.per_viewer;
         const ms = (x) => (x === null || x === undefined ? "never" : x.toFixed(0));
-        const med = (a) => { const b = a.slice().sort((x, y) => x - y); return b.length ? b[Math.floor((b.length - 1) / 2)] : null; };
+        const pct = (a, p) => { const b = a.slice().sort((x, y) => x - y); return b.length ? b[Math.max(0, Math.ceil((p / 100) * b.length) - 1)] : null; };
+        const med = (a) => pct(a, 50);
+        // The last 3 s of each stay: every join has caught up by then (or never will).
+        const steady = v.flatMap((r) => (r.frame_log || []).filter((f) => !f.catch_up && f.at_ms >= (stay - 3) * 1000));
+        const lat = steady.map((f) => f.latency_ms), keys = steady.filter((f) => f.keyframe).map((f) => f.latency_ms);
         const bounds = v.map((r) => r.live_bound).filter(Boolean);
         const wire = med(bounds.map((b) => b.stream_mbit));
         const gopKb = med(bounds.map((b) => b.gop_bytes / 1000));
         const first150 = v.filter((r) => r.ttff_ms !== null && r.ttff_ms <= 150).length;
         const [met, judged] = s.live_in_bound || [0, 0];
         const cpu = s.cpu_pct[0] === null ? "-" : s.cpu_pct[0].toFixed(1);
-        console.log(`| ${rate} Mbit/s | 720p30, ${gop} s GOP, 3 Mbit/s (${wire === null ? "-" : wire.toFixed(2)} on the wire; GOP so far at join: median ${gopKb === null ? "-" : gopKb.toFixed(0)} kB) | ${s.viewers} (${s.started} started, ${s.errors} errors) | ${ms(s.ttff_ms[0])} / ${ms(s.ttff_ms[1])} | ${first150} of ${s.viewers} | ${ms(s.live_after_ms[0])} / ${ms(s.live_after_ms[1])} / ${ms(s.live_after_ms[2])} | ${s.not_live} | ${met} of ${judged} | ${s.lost} | ${cpu} |`);
-    ' "$json" "$rate" "$gop_s")")
+        console.log(`| ${rate} Mbit/s | 720p30, ${gop} s GOP, 3 Mbit/s (${wire === null ? "-" : wire.toFixed(2)} on the wire; GOP so far at join: median ${gopKb === null ? "-" : gopKb.toFixed(0)} kB) | ${s.viewers} (${s.started} started, ${s.errors} errors) | ${ms(s.ttff_ms[0])} / ${ms(s.ttff_ms[1])} | ${first150} of ${s.viewers} | ${ms(s.live_after_ms[0])} / ${ms(s.live_after_ms[1])} / ${ms(s.live_after_ms[2])} | ${s.not_live} | ${met} of ${judged} | ${ms(pct(lat, 50))} / ${ms(pct(lat, 99))} | ${ms(pct(keys, 50))} / ${ms(pct(keys, 100))} | ${s.lost} | ${cpu} |`);
+    ' "$json" "$rate" "$gop_s" "$stay")")
     if [[ ${SLOW_DETAIL:-0} == 1 ]]; then
         details+=("$(node -e '
             const j = JSON.parse(require("fs").readFileSync(process.argv[1], "utf8"));
@@ -151,12 +155,12 @@ load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
 echo "## Slow links"
 echo
-echo "nalcast and one viewer at a time (\`nalcast-bench --sequential\`) in a network namespace whose loopback (MTU 1500, segmentation offloads off) is shaped with \`tc qdisc tbf rate R burst 32kbit latency 50ms\`; data and ACKs share the shaper. Source: \`$source\` (an exec source makes no keyframe on demand). Each viewer stays ${stay} s; the joins fall at spread phases of the GOP. *Live after*: connect to the first frame from which every frame arrived within 100 ms of its capture, for at least 2.5 s; never-live joins count as infinitely late in the percentiles. Load average before/after: $load_before / $load_after ($(nproc) cores). Command: \`scripts/slow-link.sh\` (JSON: $out)."
+echo "nalcast and one viewer at a time (\`nalcast-bench --sequential\`) in a network namespace whose loopback (MTU 1500, segmentation offloads off) is shaped with \`tc qdisc tbf rate R burst 32kbit latency 50ms\`; data and ACKs share the shaper. Source: \`$source\` (an exec source makes no keyframe on demand). Each viewer stays ${stay} s; the joins fall at spread phases of the GOP. *Live after*: connect to the first frame from which every frame arrived within 100 ms of its capture, for at least 2.5 s; never-live joins count as infinitely late in the percentiles. *Steady*: live frames in the last 3 s of each stay, when every join has caught up: the floor under the 100 ms (the link's time for a frame, and for a byte source's access unit the wait for the next one's start code in ingest). Load average before/after: $load_before / $load_after ($(nproc) cores). Command: \`scripts/slow-link.sh\` (JSON: $out)."
 echo
 echo "Target (issue 17): first picture ≤ 150 ms at 20 Mbit/s; live within min(the join's GOP bytes so far / the link's spare rate, time to the next keyframe) + 150 ms, per join. Spare rate: the link's TCP goodput (93.6 %: headers, and ACKs through the same shaper) less the stream's rate on the wire; GOP phase and bytes from the catch-up received (estimated from the next GOP when the join did not get its own whole); next keyframe from its capture time."
 echo
-echo "| link | stream | joins | first picture p50 / p95 ms | first picture ≤ 150 ms | live after p50 / p95 / max ms | never live | live within target | frames lost | nalcast CPU % (ffmpeg apart) |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| link | stream | joins | first picture p50 / p95 ms | first picture ≤ 150 ms | live after p50 / p95 / max ms | never live | live within target | steady capture→arrival p50 / p99 ms | steady keyframes p50 / max ms | frames lost | nalcast CPU % (ffmpeg apart) |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 printf '%s\n' "${rows[@]}"
 if ((${#details[@]})); then
     echo
