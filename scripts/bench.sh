@@ -116,6 +116,11 @@ hls_cache=$(
     CACHE=varnish scripts/hls-cache.sh "$NALCAST" "$HLS_LOAD" "$(long 5 20)" 10 100 300
 )
 
+# Joins over shaped links (20 and 5 Mbit/s) in a network namespace of their own, with
+# a camera-like source that makes no keyframe on demand; one line instead when the
+# machine cannot make namespaces (not root).
+slow_links=$(SLOW_JOINS=$(long 6 20) SLOW_OUT="$raw/slow-link" scripts/slow-link.sh "$NALCAST" "$BENCH")
+
 {
     cat "$out.tmp"
     echo
@@ -132,6 +137,12 @@ hls_cache=$(
     echo "Lateness: when a client had a part, minus the wall-clock end of its last picture (EXT-X-PROGRAM-DATE-TIME); \"2 parts\" = 0.4 s. nalcast requests: from its /metrics (nalcast_hls_requests_total) over the run."
     echo
     echo "$hls_cache"
+    echo
+    if [[ $slow_links != "## "* ]]; then
+        echo "## Slow links"
+        echo
+    fi
+    echo "$slow_links"
     echo
     echo "## Kernel floor"
     echo

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what nalcast needs, only what is missing, quietly when all is present.
 #   scripts/setup.sh          for building and running (nasm, Node.js packages)
-#   scripts/setup.sh --test   also what the tests need (Chromium, ffmpeg, GStreamer's
-#                             RTSP server, nginx with its RTMP module, Varnish)
+#   scripts/setup.sh --test   also what the tests and benchmarks need (Chromium, ffmpeg,
+#                             GStreamer's RTSP server, nginx with its RTMP module,
+#                             Varnish, ethtool)
 #   scripts/setup.sh --dist   also what `make dist` / `make dist-check` need (Rust
 #                             targets, zig, cargo-zigbuild, cargo-deb, qemu-user)
 set -euo pipefail
@@ -15,6 +16,9 @@ if [[ "${1:-}" == "--test" ]]; then
     want+=(chromium ffmpeg nginx libnginx-mod-rtmp)
     # HTTP caches in front of LL-HLS (scripts/hls-cache.sh, in `make bench` and tests)
     want+=(varnish curl)
+    # scripts/slow-link.sh turns segmentation offloads off on its namespace's
+    # loopback, so the shaper sees packets of one MTU (iproute2 is there already).
+    want+=(ethtool)
     # The RTSP tests run GStreamer's RTSP server (Python bindings) as the camera;
     # x264enc is in -ugly.
     want+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base

@@ -15,11 +15,16 @@ use serde::Serialize;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
 
+mod live;
 mod metrics;
 mod proc_sampler;
 mod stats;
 
+use live::{JoinBound, Received};
 use stats::Summary;
+
+/// The margin the slow-link target adds to a join's best possible time to live.
+const LIVE_BOUND_MARGIN_MS: f64 = 150.0;
 
 /// Which wire format the endpoint speaks.
 #[derive(Clone, Copy, Debug, ValueEnum, Serialize, PartialEq, Eq)]
@@ -53,6 +58,29 @@ struct Args {
     /// Spread viewer connections over this many seconds (random join points).
     #[arg(long, default_value_t = 0.0)]
     ramp: f64,
+    /// Viewers join one after another, each alone: viewer i connects at
+    /// i × (duration + ramp) plus its random point within the ramp.
+    #[arg(long)]
+    sequential: bool,
+    /// A viewer is live once every frame from then on arrives within this many
+    /// milliseconds of its capture (framed dialect).
+    #[arg(long, value_name = "MS", default_value_t = 100.0)]
+    live_within_ms: f64,
+    /// ...and that stretch lasted at least this long, to the last frame received, so
+    /// a viewer that got only its last few frames in time before the end is not live.
+    #[arg(long, value_name = "MS", default_value_t = 1000.0)]
+    live_hold_ms: f64,
+    /// The rate, Mbit/s, of the shaped loopback the viewers and the server share
+    /// (scripts/slow-link.sh): judge each join's time to live against min(its GOP's
+    /// bytes so far / the link's spare rate, time to the next keyframe) + 150 ms. The
+    /// spare rate is the link's TCP goodput (93.6 % of it: headers, and ACKs through
+    /// the same shaper) less the stream's rate measured over whole GOPs.
+    #[arg(long, value_name = "MBIT")]
+    link_mbit: Option<f64>,
+    /// Put every access unit each viewer received (arrival, capture-to-arrival,
+    /// size, flags) into the JSON, for a closer look at joins.
+    #[arg(long)]
+    frame_log: bool,
     /// Source frame rate, to judge each viewer's frame rate against.
     #[arg(long, default_value_t = 30.0)]
     fps: f64,
@@ -76,8 +104,23 @@ struct Args {
 /// What one viewer saw.
 #[derive(Debug, Default, Serialize, Clone)]
 pub struct ViewerResult {
+    /// When the viewer started connecting, seconds after the first viewer's schedule began.
+    pub joined_at_s: f64,
     /// TCP connect to first decodable frame (SPS+PPS+IDR), ms.
     pub ttff_ms: Option<f64>,
+    /// TCP connect to the first frame from which every later one arrived within
+    /// `--live-within-ms` of its capture (framed dialect); `None`: never.
+    pub live_after_ms: Option<f64>,
+    /// What the join could have achieved (with `--link-mbit`).
+    pub live_bound: Option<JoinBound>,
+    /// Whether `live_after_ms` met `live_bound` (never live: no).
+    pub live_in_bound: Option<bool>,
+    /// The last frame later than `--live-within-ms`: [arrival ms, capture-to-arrival
+    /// ms] (a missing frame's is infinite: null).
+    pub last_late: Option<[f64; 2]>,
+    /// Every access unit received (with `--frame-log`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub frame_log: Vec<Received>,
     /// Frames received.
     pub frames: u64,
     /// Frames received after the first decodable one, per second.
@@ -95,9 +138,23 @@ pub struct ViewerResult {
     pub error: Option<String>,
 }
 
+/// How a viewer judges when it is live.
+#[derive(Clone, Copy, Debug)]
+struct LiveOpts {
+    within_ms: f64,
+    hold_ms: f64,
+    /// TCP payload rate of a shaped link, bit/s.
+    goodput_bps: Option<f64>,
+    /// Keep what was received in the result.
+    frame_log: bool,
+}
+
 struct Tracker {
     start: Instant,
+    start_wall_us: u64,
     dialect: Dialect,
+    live: LiveOpts,
+    received: Vec<Received>,
     result: ViewerResult,
     first_at: Option<Instant>,
     last_frame_at: Option<Instant>,
@@ -106,10 +163,13 @@ struct Tracker {
 }
 
 impl Tracker {
-    fn new(start: Instant, dialect: Dialect) -> Self {
+    fn new(start: Instant, dialect: Dialect, live: LiveOpts) -> Self {
         Tracker {
             start,
+            start_wall_us: wall_us(),
             dialect,
+            live,
+            received: Vec::new(),
             result: ViewerResult::default(),
             first_at: None,
             last_frame_at: None,
@@ -150,15 +210,26 @@ impl Tracker {
                     if self.first_at.is_none() {
                         return Ok(());
                     }
-                    if let Some(prev) = self.last_seq {
-                        self.result.lost += u64::from(seq.wrapping_sub(prev).saturating_sub(1));
-                    }
+                    let missing = self
+                        .last_seq
+                        .map_or(0, |prev| seq.wrapping_sub(prev).saturating_sub(1));
+                    self.result.lost += u64::from(missing);
                     self.last_seq = Some(seq);
                     self.frame(now);
+                    let delay = wall_us().saturating_sub(capture_us) as f64 / 1000.0;
                     if flags & FLAG_CATCH_UP == 0 {
-                        let delay = wall_us().saturating_sub(capture_us) as f64 / 1000.0;
                         self.result.latencies_ms.push(delay);
                     }
+                    self.received.push(Received {
+                        at_ms: now.duration_since(self.start).as_secs_f64() * 1000.0,
+                        latency_ms: delay,
+                        seq,
+                        capture_us,
+                        bytes: msg.len() as u64 + live::ws_header_len(msg.len()),
+                        keyframe: flags & FLAG_KEYFRAME != 0,
+                        catch_up: flags & FLAG_CATCH_UP != 0,
+                        missing_before: missing,
+                    });
                 }
                 ServerMessage::Skipped(_) => {
                     // Counted through the sequence gap when the stream resumes.
@@ -196,13 +267,42 @@ impl Tracker {
                 self.result.fps = self.result.frames.saturating_sub(1) as f64 / secs;
             }
         }
+        if self.dialect == Dialect::Framed {
+            let arrivals = live::arrivals(&self.received);
+            let live_after = live::live_after(&arrivals, self.live.within_ms, self.live.hold_ms);
+            self.result.live_after_ms = live_after;
+            self.result.last_late =
+                live::last_late(&arrivals, self.live.within_ms).map(|(at, late)| [at, late]);
+            if let Some(goodput) = self.live.goodput_bps {
+                let bound = live::join_bound(
+                    self.start_wall_us,
+                    &self.received,
+                    goodput,
+                    LIVE_BOUND_MARGIN_MS,
+                );
+                self.result.live_in_bound = bound
+                    .as_ref()
+                    .map(|b| live_after.is_some_and(|t| t <= b.bound_ms));
+                self.result.live_bound = bound;
+            }
+            if self.live.frame_log {
+                self.result.frame_log = self.received;
+            }
+        }
         self.result
     }
 }
 
-async fn run_viewer(url: String, dialect: Dialect, duration: Duration) -> ViewerResult {
+async fn run_viewer(
+    url: String,
+    dialect: Dialect,
+    duration: Duration,
+    live: LiveOpts,
+    run_start: Instant,
+) -> ViewerResult {
     let start = Instant::now();
-    let mut tracker = Tracker::new(start, dialect);
+    let mut tracker = Tracker::new(start, dialect, live);
+    tracker.result.joined_at_s = start.duration_since(run_start).as_secs_f64();
     let connected = tokio::time::timeout(
         Duration::from_secs(10),
         tokio_tungstenite::connect_async(&url),
@@ -309,10 +409,14 @@ async fn stalled_viewer(url: String, duration: Duration) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Spreads `n` joins over `ramp`, deterministic but irregular (golden-ratio sequence).
-fn join_offsets(n: usize, ramp: Duration) -> Vec<Duration> {
+/// Spreads `n` joins over `ramp`, deterministic but irregular (golden-ratio
+/// sequence); join i within a slot of its own that starts at i × `slot` (zero: all
+/// joins within the same ramp).
+fn join_offsets(n: usize, ramp: Duration, slot: Duration) -> Vec<Duration> {
     (0..n)
-        .map(|i| ramp.mul_f64((i as f64 * 0.618_033_988_75).fract()))
+        .map(|i| {
+            slot.saturating_mul(i as u32) + ramp.mul_f64((i as f64 * 0.618_033_988_75).fract())
+        })
         .collect()
 }
 
@@ -326,8 +430,28 @@ async fn main() -> anyhow::Result<()> {
     {
         bail!("--duration must be > 0 and --ramp >= 0");
     }
+    if !(args.live_within_ms >= 0.0 && args.live_hold_ms >= 0.0) {
+        bail!("--live-within-ms and --live-hold-ms must be >= 0");
+    }
+    if args.link_mbit.is_some_and(|r| !(r.is_finite() && r > 0.0)) {
+        bail!("--link-mbit must be > 0");
+    }
+    let live = LiveOpts {
+        within_ms: args.live_within_ms,
+        hold_ms: args.live_hold_ms,
+        goodput_bps: args.link_mbit.map(|r| r * 1e6 * live::TCP_GOODPUT_SHARE),
+        frame_log: args.frame_log,
+    };
     let duration = Duration::from_secs_f64(args.duration);
     let ramp = Duration::from_secs_f64(args.ramp);
+    let slot = if args.sequential {
+        duration + ramp
+    } else {
+        Duration::ZERO
+    };
+    let offsets = join_offsets(args.viewers, ramp, slot);
+    // Until the last viewer has joined (the whole run, less one viewer's stay).
+    let joins_until = offsets.iter().copied().max().unwrap_or_default().max(ramp);
     if let Some(path) = &args.record {
         return record(&args.url, path, duration).await;
     }
@@ -338,8 +462,8 @@ async fn main() -> anyhow::Result<()> {
     // The server's histogram again once every viewer has joined and caught up
     // (a quarter into the run, at least 2 s after the last join), for steady-state
     // figures without the joins' catch-up bursts.
-    let steady_at = ramp + Duration::from_secs(2).max(duration / 4);
-    let metrics_steady = match (&args.metrics, steady_at < ramp + duration) {
+    let steady_at = joins_until + Duration::from_secs(2).max(duration / 4);
+    let metrics_steady = match (&args.metrics, steady_at < joins_until + duration) {
         (Some(url), true) => {
             let url = url.clone();
             Some(tokio::spawn(async move {
@@ -356,15 +480,16 @@ async fn main() -> anyhow::Result<()> {
     for _ in 0..args.stalled {
         stalled.push(tokio::spawn(stalled_viewer(
             args.url.clone(),
-            duration + ramp,
+            duration + joins_until,
         )));
     }
     let mut viewers = Vec::new();
-    for offset in join_offsets(args.viewers, ramp) {
+    let run_start = Instant::now();
+    for offset in offsets {
         let (url, dialect) = (args.url.clone(), args.dialect);
         viewers.push(tokio::spawn(async move {
             tokio::time::sleep(offset).await;
-            run_viewer(url, dialect, duration).await
+            run_viewer(url, dialect, duration, live, run_start).await
         }));
     }
     let mut results = Vec::new();
@@ -398,6 +523,11 @@ async fn main() -> anyhow::Result<()> {
         summary.server_within_1ms_pct = metrics::share_within_ms(&steady, &after, 1.0);
     }
     println!("{}", summary.markdown());
+    if let (Some(rate), Some([met, judged])) = (args.link_mbit, summary.live_in_bound) {
+        println!(
+            "live within min(GOP bytes so far / spare rate, next keyframe) + {LIVE_BOUND_MARGIN_MS} ms on {rate} Mbit/s: {met} of {judged} joins"
+        );
+    }
     if let Some(path) = &args.json {
         let doc = serde_json::json!({
             "name": args.name,

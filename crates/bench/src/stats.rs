@@ -30,6 +30,15 @@ pub struct Summary {
     pub stalled_errors: usize,
     /// Time to first decodable frame, ms: p50, p95, max.
     pub ttff_ms: [Option<f64>; 3],
+    /// Time until live (every later frame within `--live-within-ms` of its capture),
+    /// ms: p50, p95, max over the viewers that started; a viewer never live counts as
+    /// infinitely late (null in JSON, "never" in the table).
+    pub live_after_ms: [Option<f64>; 3],
+    /// Viewers that started but were never live.
+    pub not_live: usize,
+    /// With `--link-mbit`: joins live within their bound, and joins that could be
+    /// judged (two keyframes seen after the join).
+    pub live_in_bound: Option<[usize; 2]>,
     /// Share of viewers at ≥ 95 % of the source frame rate.
     pub share_at_95pct_fps: f64,
     /// Viewer frame rate: p5 and p50.
@@ -64,6 +73,12 @@ impl Summary {
         stalled_errors: usize,
     ) -> Self {
         let ttff: Vec<f64> = results.iter().filter_map(|r| r.ttff_ms).collect();
+        let live: Vec<f64> = results
+            .iter()
+            .filter(|r| r.ttff_ms.is_some())
+            .map(|r| r.live_after_ms.unwrap_or(f64::INFINITY))
+            .collect();
+        let judged: Vec<bool> = results.iter().filter_map(|r| r.live_in_bound).collect();
         let rates: Vec<f64> = results
             .iter()
             .filter(|r| r.ttff_ms.is_some())
@@ -87,6 +102,14 @@ impl Summary {
                 percentile(&ttff, 95.0),
                 percentile(&ttff, 100.0),
             ],
+            live_after_ms: [
+                percentile(&live, 50.0),
+                percentile(&live, 95.0),
+                percentile(&live, 100.0),
+            ],
+            not_live: live.iter().filter(|t| t.is_infinite()).count(),
+            live_in_bound: (!judged.is_empty())
+                .then(|| [judged.iter().filter(|&&met| met).count(), judged.len()]),
             share_at_95pct_fps: if results.is_empty() {
                 0.0
             } else {
@@ -129,17 +152,23 @@ impl Summary {
     /// A markdown table row set.
     pub fn markdown(&self) -> String {
         fn f(v: Option<f64>) -> String {
-            v.map_or("-".into(), |x| format!("{x:.1}"))
+            match v {
+                None => "-".into(),
+                Some(x) if x.is_infinite() => "never".into(),
+                Some(x) => format!("{x:.1}"),
+            }
         }
         fn f2(v: Option<f64>) -> String {
             v.map_or("-".into(), |x| format!("{x:.2}"))
         }
         format!(
-            "| scenario | viewers | started | errors | ttff p50/p95/max ms | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added steady p50/p99, whole-run p99 ms (≤) | steady ≤ 1 ms | CPU mean/max % | RSS first/warm/last/max MiB | Mbit/s |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
-             | {} | {} | {} | {} | {}/{}/{} | {:.1}% | {}/{} | {:.0} | {} | {}/{}/{} | {}/{}, {} | {}% | {}/{} | {}/{}/{}/{} | {:.1} |",
+            "| scenario | viewers | started | errors | ttff p50/p95/max ms | live after p50/p95/max ms | not live | ≥95% fps | fps p5/p50 | max gap ms | lost | capture→arrival p50/p95/p99 ms | server-added steady p50/p99, whole-run p99 ms (≤) | steady ≤ 1 ms | CPU mean/max % | RSS first/warm/last/max MiB | Mbit/s |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
+             | {} | {} | {} | {} | {}/{}/{} | {}/{}/{} | {} | {:.1}% | {}/{} | {:.0} | {} | {}/{}/{} | {}/{}, {} | {}% | {}/{} | {}/{}/{}/{} | {:.1} |",
             self.name, self.viewers, self.started, self.errors,
             f(self.ttff_ms[0]), f(self.ttff_ms[1]), f(self.ttff_ms[2]),
+            f(self.live_after_ms[0]), f(self.live_after_ms[1]), f(self.live_after_ms[2]),
+            self.not_live,
             self.share_at_95pct_fps * 100.0,
             f(self.fps[0]), f(self.fps[1]),
             self.max_gap_ms, self.lost,
