@@ -30,6 +30,7 @@ modes=("$@")
 viewers_list=${VIEWERS:-0 1 10 50}
 clips=${CLIPS:-720p 480p}
 window=${WINDOW:-15}
+sample_window=${SAMPLE_WINDOW:-8}
 warm=${WARM:-5}
 port=${PORT:-18610}
 day=$(date -u +%Y-%m-%d)
@@ -231,6 +232,7 @@ run_one() {
     healthy "$scheme"
     local vpid=""
     local secs=$((warm + window + 3))
+    [[ $mode == native ]] && secs=$((secs + sample_window))
     if [[ $n -gt 0 ]]; then
         if [[ $client == bench ]]; then
             "${idle[@]}" "$BENCH" --name "$tag" --url "ws://127.0.0.1:$port/ws" --viewers "$n" --duration "$secs" \
@@ -248,11 +250,7 @@ run_one() {
     case $mode in
         native)
             stat0=$(awk '{print $14, $15}' "/proc/$server_pid/stat")
-            # CPU-time samples every 20 us of the server's CPU time: user vs kernel share
-            perf record -q -e cpu-clock -c 20000 -p "$server_pid" -o "$raw/perf-$tag.data" -- sleep "$window" 2>/dev/null &
-            local rec=$!
             perf stat -x, -e task-clock,context-switches -p "$server_pid" -o "$raw/perf-$tag.csv" -- sleep "$window"
-            wait $rec
             stat1=$(awk '{print $14, $15}' "/proc/$server_pid/stat")
             ;;
         callgrind)
@@ -271,9 +269,12 @@ run_one() {
             local tc cs
             tc=$(awk -F, '$3 == "task-clock" {print $1}' "$raw/perf-$tag.csv")
             cs=$(awk -F, '$3 == "context-switches" {print $1}' "$raw/perf-$tag.csv")
+            # Then, in a window of its own (sampling adds to the CPU time it measures):
+            # a sample every 100 us of the server's CPU time, user vs kernel.
+            perf record -q -e cpu-clock -c 100000 -p "$server_pid" -o "$raw/perf-$tag.data" -- sleep "$sample_window" 2>/dev/null
             local split
-            split=$(perf script -i "$raw/perf-$tag.data" -F dso 2>/dev/null |
-                awk '{ if ($0 ~ /kernel/) k++; else u++ } END { printf "samples_user=%d samples_kernel=%d kernel_share=%.3f", u, k, k / (u + k) }')
+            split=$(perf report -i "$raw/perf-$tag.data" --stdio --sort dso 2>/dev/null |
+                awk '/^# Samples/ { n = $3 } $2 == "[kernel.kallsyms]" { k = $1 } END { sub("%", "", k); printf "samples=%s kernel_share=%.3f", n, k / 100 }')
             extra=$(echo "$stat0 $stat1" | awk -v tc="$tc" -v cs="$cs" -v hz="$(getconf CLK_TCK)" -v sp="$split" \
                 '{printf "task_clock_ms=%s utime_s=%.2f stime_s=%.2f ctx_switches=%s %s", tc, ($3-$1)/hz, ($4-$2)/hz, cs, sp}')
             ;;
@@ -295,8 +296,8 @@ run_one() {
     [[ -n $vpid ]] && wait "$vpid"
     stop
     local line
-    line=$(printf '%s\tclip=%s\tviewers=%s\tclient=%s\tscheme=%s\tframes=%s\tseconds=%.3f\tbytes_out=%s\t%s' \
-        "$mode" "$clip" "$n" "$client" "$scheme" "$((f1 - f0))" "$(echo "$t1 - $t0" | bc)" "$((b1 - b0))" "$extra")
+    line=$(printf '%s\tclip=%s\tviewers=%s\tclient=%s\tscheme=%s\tvariant=%s\tframes=%s\tseconds=%.3f\tbytes_out=%s\t%s' \
+        "$mode" "$clip" "$n" "$client" "$scheme" "${variant:--}" "$((f1 - f0))" "$(echo "$t1 - $t0" | bc)" "$((b1 - b0))" "$extra")
     echo "$line" | tee -a "$tsv"
 }
 
