@@ -151,6 +151,34 @@ slow_links=$(SLOW_JOINS=$(long 6 20) SLOW_OUT="$raw/slow-link" scripts/slow-link
     echo "- $floor100"
     echo "- $floor1000"
     echo
+    echo "## Server-added delay against the kernel floor"
+    echo
+    echo "nalcast's server-added delay (steady p99, from its /metrics histogram, so the upper edge of a bucket: 1, 1.5, 2, 3, 4, 5, 7.5, 10, 15, 20, 30 ms) over nalcast-floor's p99 for the same number of connections, both measured in this run. Target (issue 17): ≤ 1.5×."
+    echo
+    echo "| scenario | viewers | nalcast p99 ms (≤) | floor p99 ms | ratio | ≤ 1.5× |"
+    echo "|---|---|---|---|---|---|"
+    for pair in fanout-100:100 file-fanout-100:100 fanout-1000:1000 file-fanout-1000:1000; do
+        name=${pair%%:*}
+        n=${pair##*:}
+        floor_line=$floor100
+        [[ $n == 1000 ]] && floor_line=$floor1000
+        python3 - "$raw/$name.json" "$floor_line" "$name" "$n" <<'PY'
+import json, re, sys
+path, floor_line, name, n = sys.argv[1:]
+try:
+    ours = json.load(open(path))["summary"]["server_latency_ms"][1]
+except (OSError, KeyError, IndexError, TypeError, ValueError):
+    ours = None
+m = re.search(r"p99 ([0-9.]+)", floor_line)
+floor = float(m.group(1)) if m else None
+if ours is None or not floor:
+    print(f"| {name} | {n} | {ours if ours is not None else '–'} | {floor or '–'} | – | – |")
+else:
+    ratio = ours / floor
+    print(f"| {name} | {n} | {ours:g} | {floor:g} | {ratio:.2f} | {'yes' if ratio <= 1.5 else 'no'} |")
+PY
+    done
+    echo
     echo "## Test source cost"
     echo
     echo "nalcast with the test source at 1280x720 30 fps 3 Mbit/s and no viewers: $source_pct % of one core (from /proc/PID/stat over $secs s)."
