@@ -184,5 +184,7 @@ PY
     echo "nalcast with the test source at 1280x720 30 fps 3 Mbit/s and no viewers: $source_pct % of one core (from /proc/PID/stat over $secs s)."
 } > "$out"
 rm -f "$out.tmp"
-echo "bench: wrote $out"
+# The key figures of every committed run (and this one) as one chart (README).
+node web/bench/chart.mjs bench/results > bench/results/chart.svg
+echo "bench: wrote $out and bench/results/chart.svg"
 cat "$out"
