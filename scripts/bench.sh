@@ -47,6 +47,29 @@ stop() {
 }
 trap stop EXIT
 
+# The same server over TLS (--tls self-signed): the path browsers on a LAN take to
+# WebCodecs. Its certificate is made once in $tls_dir and pinned by the load generator.
+tls_dir=$raw/tls-data
+start_tls() {
+    stop
+    "$NALCAST" --listen 127.0.0.1:$port --legacy-listen off --max-viewers 5000 --max-viewers-per-ip 5000 \
+        --tls self-signed --data-dir "$tls_dir" "$@" > "$raw/server.log" 2>&1 &
+    server_pid=$!
+    for _ in $(seq 100); do
+        curl -skf "https://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    echo "bench: nalcast (TLS) did not become healthy" >&2
+    exit 1
+}
+run_wss() { # name, then nalcast-bench args
+    local name=$1
+    shift
+    echo "bench: $name" >&2
+    "${prio[@]}" "$BENCH" --name "$name" --url "wss://127.0.0.1:$port/ws" --ca "$tls_dir/tls/self-signed.crt" \
+        --pid "$server_pid" --metrics "https://127.0.0.1:$port/metrics" --json "$raw/$name.json" "$@" | tail -n 3
+}
+
 run() { # name, then nalcast-bench args
     local name=$1
     shift
@@ -75,6 +98,13 @@ run() { # name, then nalcast-bench args
     run fanout-1000 --viewers 1000 --duration "$(long 5 20)"
     start "${test_source[@]}"
     run isolation --viewers 75 --stalled 25 --duration "$(long 10 60)"
+    # WSS against plain at 200 and 1000 viewers (fanout-1000 above is the plain 1000).
+    start "${test_source[@]}"
+    run fanout-200 --viewers 200 --duration "$(long 5 20)"
+    start_tls "${test_source[@]}"
+    run_wss wss-fanout-200 --viewers 200 --duration "$(long 5 20)"
+    start_tls "${test_source[@]}"
+    run_wss wss-fanout-1000 --viewers 1000 --duration "$(long 5 20)"
     start "${test_source[@]}"
 
     # The same stream as a file source: record 10 s of /ws/raw, then play it back.
@@ -176,6 +206,28 @@ if ours is None or not floor:
 else:
     ratio = ours / floor
     print(f"| {name} | {n} | {ours:g} | {floor:g} | {ratio:.2f} | {'yes' if ratio <= 1.5 else 'no'} |")
+PY
+    done
+    echo
+    echo "## WSS against plain WebSocket"
+    echo
+    echo "nalcast's mean CPU with the same viewers over wss:// (TLS 1.3, the load generator pinning the self-signed certificate) and over ws://, same run. Target (issue 17): ≤ 1.5× at 1000 viewers."
+    echo
+    echo "| viewers | ws:// CPU % | wss:// CPU % | ratio |"
+    echo "|---|---|---|---|"
+    for pair in fanout-200:wss-fanout-200 fanout-1000:wss-fanout-1000; do
+        python3 - "$raw/${pair%%:*}.json" "$raw/${pair##*:}.json" <<'PY'
+import json, sys
+def cpu(path):
+    try:
+        s = json.load(open(path))["summary"]
+        return s["viewers"], s["cpu_pct"][0]
+    except (OSError, KeyError, IndexError, TypeError, ValueError):
+        return None, None
+n, plain = cpu(sys.argv[1])
+_, tls = cpu(sys.argv[2])
+ratio = f"{tls / plain:.2f}" if plain and tls else "–"
+print(f"| {n or '–'} | {plain if plain is not None else '–'} | {tls if tls is not None else '–'} | {ratio} |")
 PY
     done
     echo

@@ -99,6 +99,10 @@ struct Args {
     /// nalcast's /metrics URL, to report the server-added delay it measured during the run.
     #[arg(long)]
     metrics: Option<String>,
+    /// For wss:// and https:// URLs: trust exactly this certificate (PEM), e.g. the
+    /// one nalcast made in DATA_DIR/tls/self-signed.crt.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<PathBuf>,
 }
 
 /// What one viewer saw.
@@ -295,6 +299,7 @@ impl Tracker {
 
 async fn run_viewer(
     url: String,
+    tls: Option<tokio_rustls::TlsConnector>,
     dialect: Dialect,
     duration: Duration,
     live: LiveOpts,
@@ -303,13 +308,26 @@ async fn run_viewer(
     let start = Instant::now();
     let mut tracker = Tracker::new(start, dialect, live);
     tracker.result.joined_at_s = start.duration_since(run_start).as_secs_f64();
-    let connected = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokio_tungstenite::connect_async(&url),
-    )
-    .await;
-    let mut ws = match connected {
-        Ok(Ok((ws, _))) => ws,
+    let connected = match &tls {
+        None => tokio::time::timeout(
+            Duration::from_secs(10),
+            tokio_tungstenite::connect_async(&url),
+        )
+        .await
+        .map(|r| {
+            r.map(|(ws, _)| Viewer::Plain(Box::new(ws)))
+                .map_err(|e| e.to_string())
+        }),
+        Some(tls) => tokio::time::timeout(Duration::from_secs(10), wss_connect(&url, tls))
+            .await
+            .map(|r| {
+                r.map(|ws| Viewer::Tls(Box::new(ws)))
+                    .map_err(|e| format!("{e:#}"))
+            }),
+    };
+    match connected {
+        Ok(Ok(Viewer::Plain(ws))) => watch(*ws, &mut tracker, start + duration).await,
+        Ok(Ok(Viewer::Tls(ws))) => watch(*ws, &mut tracker, start + duration).await,
         Ok(Err(e)) => {
             tracker.result.error = Some(format!("connect: {e}"));
             return tracker.result;
@@ -318,8 +336,76 @@ async fn run_viewer(
             tracker.result.error = Some("connect timed out".into());
             return tracker.result;
         }
-    };
-    let end = start + duration;
+    }
+    tracker.finish(Instant::now())
+}
+
+/// A viewer's connection: plain `ws://` or `wss://`.
+enum Viewer {
+    Plain(Box<tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<TcpStream>>>),
+    Tls(Box<tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>>),
+}
+
+/// A TLS client that trusts exactly the certificate in `pem` (the server's
+/// self-signed one, pinned): what a browser does once the user accepted it.
+fn pinned_tls(pem: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsConnector> {
+    use rustls::pki_types::pem::PemObject;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(pem)
+        .with_context(|| format!("cannot read the certificate {}", pem.display()))?
+    {
+        roots
+            .add(cert.with_context(|| format!("bad PEM in {}", pem.display()))?)
+            .context("the certificate cannot be trusted")?;
+    }
+    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .context("TLS versions")?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Ok(tokio_rustls::TlsConnector::from(std::sync::Arc::new(
+        config,
+    )))
+}
+
+/// Opens a `wss://` URL over a TLS connection checked against the pinned certificate.
+async fn wss_connect(
+    url: &str,
+    tls: &tokio_rustls::TlsConnector,
+) -> anyhow::Result<tokio_tungstenite::WebSocketStream<tokio_rustls::client::TlsStream<TcpStream>>>
+{
+    let rest = url
+        .strip_prefix("wss://")
+        .context("--ca is for wss:// URLs")?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let addr: SocketAddr = tokio::net::lookup_host(authority)
+        .await?
+        .next()
+        .context("cannot resolve host")?;
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
+        .context("not a host name for TLS")?;
+    let tcp = TcpStream::connect(addr).await?;
+    tcp.set_nodelay(true)?;
+    let stream = tls.connect(name, tcp).await.context("TLS handshake")?;
+    let (ws, _) = tokio_tungstenite::client_async(url, stream).await?;
+    Ok(ws)
+}
+
+/// Reads a viewer's messages until `end` into `tracker`.
+async fn watch<S>(
+    mut ws: tokio_tungstenite::WebSocketStream<S>,
+    tracker: &mut Tracker,
+    end: Instant,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     loop {
         let now = Instant::now();
         if now >= end {
@@ -349,7 +435,6 @@ async fn run_viewer(
         }
     }
     let _ = ws.close(None).await;
-    tracker.finish(Instant::now())
 }
 
 /// Writes every binary message received for `duration` to `path` as it arrives
@@ -455,8 +540,12 @@ async fn main() -> anyhow::Result<()> {
     if let Some(path) = &args.record {
         return record(&args.url, path, duration).await;
     }
+    let tls = args.ca.as_deref().map(pinned_tls).transpose()?;
+    if args.url.starts_with("wss://") && tls.is_none() {
+        bail!("a wss:// URL needs --ca PEM (the server's certificate)");
+    }
     let metrics_before = match &args.metrics {
-        Some(url) => Some(metrics::fetch_metrics(url).await?),
+        Some(url) => Some(metrics::fetch_metrics(url, tls.as_ref()).await?),
         None => None,
     };
     // The server's histogram again once every viewer has joined and caught up
@@ -465,10 +554,10 @@ async fn main() -> anyhow::Result<()> {
     let steady_at = joins_until + Duration::from_secs(2).max(duration / 4);
     let metrics_steady = match (&args.metrics, steady_at < joins_until + duration) {
         (Some(url), true) => {
-            let url = url.clone();
+            let (url, tls) = (url.clone(), tls.clone());
             Some(tokio::spawn(async move {
                 tokio::time::sleep(steady_at).await;
-                metrics::fetch_metrics(&url).await
+                metrics::fetch_metrics(&url, tls.as_ref()).await
             }))
         }
         _ => None,
@@ -486,10 +575,10 @@ async fn main() -> anyhow::Result<()> {
     let mut viewers = Vec::new();
     let run_start = Instant::now();
     for offset in offsets {
-        let (url, dialect) = (args.url.clone(), args.dialect);
+        let (url, dialect, tls) = (args.url.clone(), args.dialect, tls.clone());
         viewers.push(tokio::spawn(async move {
             tokio::time::sleep(offset).await;
-            run_viewer(url, dialect, duration, live, run_start).await
+            run_viewer(url, tls, dialect, duration, live, run_start).await
         }));
     }
     let mut results = Vec::new();
@@ -509,7 +598,7 @@ async fn main() -> anyhow::Result<()> {
     let mut summary = Summary::new(&args.name, args.fps, &results, &samples, stalled_errors);
     if let (Some(url), Some(before)) = (&args.metrics, &metrics_before) {
         let latency = |text: &str| metrics::parse_histogram(text, "nalcast_server_latency_seconds");
-        let after = latency(&metrics::fetch_metrics(url).await?);
+        let after = latency(&metrics::fetch_metrics(url, tls.as_ref()).await?);
         let before = latency(before);
         let steady = match metrics_steady {
             Some(task) => latency(&task.await.context("metrics task")??),

@@ -9,22 +9,44 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 pub type Buckets = BTreeMap<u64, f64>;
 
 /// Fetches `url` (plain http) and returns the text of the page.
-pub async fn fetch_metrics(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("http://")
-        .context("--metrics needs an http:// URL")?;
+pub async fn fetch_metrics(
+    url: &str,
+    tls: Option<&tokio_rustls::TlsConnector>,
+) -> anyhow::Result<String> {
+    let (rest, secure) = match (url.strip_prefix("http://"), url.strip_prefix("https://")) {
+        (Some(rest), _) => (rest, false),
+        (_, Some(rest)) => (rest, true),
+        _ => anyhow::bail!("--metrics needs an http:// or https:// URL"),
+    };
     let (host, path) = rest.split_once('/').unwrap_or((rest, ""));
-    let mut stream = tokio::net::TcpStream::connect(host)
+    let tcp = tokio::net::TcpStream::connect(host)
         .await
         .with_context(|| format!("connect {host}"))?;
-    stream
-        .write_all(
-            format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body).await?;
-    Ok(body)
+    let request = format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    if !secure {
+        return exchange(tcp, &request).await;
+    }
+    let tls = tls.context("an https:// --metrics URL needs --ca")?;
+    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let name = rustls::pki_types::ServerName::try_from(name.to_owned())
+        .context("not a host name for TLS")?;
+    exchange(tls.connect(name, tcp).await?, &request).await
+}
+
+/// Sends `request` and reads the whole response.
+async fn exchange<S>(mut stream: S, request: &str) -> anyhow::Result<String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    stream.write_all(request.as_bytes()).await?;
+    let mut body = Vec::new();
+    // A TLS peer may close without close_notify after Connection: close: keep what came.
+    if let Err(e) = stream.read_to_end(&mut body).await {
+        if body.is_empty() {
+            return Err(e.into());
+        }
+    }
+    Ok(String::from_utf8_lossy(&body).into_owned())
 }
 
 /// Parses `name_bucket{...,le="x"} n` lines (upper bounds kept in nanoseconds),
