@@ -25,19 +25,29 @@ ulimit -n 65536 2>/dev/null || true
 
 port=18080
 server_pid=""
-start() {
+# Plain HTTP, or TLS (--tls self-signed): the path browsers on a LAN take to
+# WebCodecs. The certificate is made once in $tls_dir and pinned by the load generator.
+tls_dir=$raw/tls-data
+scheme=http
+launch() { # http|https, then nalcast args
     stop
+    scheme=$1
+    shift
+    local tls=()
+    [[ $scheme == https ]] && tls=(--tls self-signed --data-dir "$tls_dir")
     # Every load-generator viewer comes from 127.0.0.1: lift the per-address limit.
     "$NALCAST" --listen 127.0.0.1:$port --legacy-listen off --max-viewers 5000 --max-viewers-per-ip 5000 \
-        "$@" > "$raw/server.log" 2>&1 &
+        "${tls[@]}" "$@" > "$raw/server.log" 2>&1 &
     server_pid=$!
     for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
+        curl -skf "$scheme://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
         sleep 0.1
     done
-    echo "bench: nalcast did not become healthy" >&2
+    echo "bench: nalcast ($scheme) did not become healthy" >&2
     exit 1
 }
+start() { launch http "$@"; }
+start_tls() { launch https "$@"; }
 stop() {
     if [[ -n $server_pid ]]; then
         kill "$server_pid" 2>/dev/null || true
@@ -47,35 +57,14 @@ stop() {
 }
 trap stop EXIT
 
-# The same server over TLS (--tls self-signed): the path browsers on a LAN take to
-# WebCodecs. Its certificate is made once in $tls_dir and pinned by the load generator.
-tls_dir=$raw/tls-data
-start_tls() {
-    stop
-    "$NALCAST" --listen 127.0.0.1:$port --legacy-listen off --max-viewers 5000 --max-viewers-per-ip 5000 \
-        --tls self-signed --data-dir "$tls_dir" "$@" > "$raw/server.log" 2>&1 &
-    server_pid=$!
-    for _ in $(seq 100); do
-        curl -skf "https://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "bench: nalcast (TLS) did not become healthy" >&2
-    exit 1
-}
-run_wss() { # name, then nalcast-bench args
+run() { # name, then nalcast-bench args; ws:// or wss:// as the server was started
     local name=$1
     shift
+    local ws=ws tls=()
+    if [[ $scheme == https ]]; then ws=wss tls=(--ca "$tls_dir/tls/self-signed.crt"); fi
     echo "bench: $name" >&2
-    "${prio[@]}" "$BENCH" --name "$name" --url "wss://127.0.0.1:$port/ws" --ca "$tls_dir/tls/self-signed.crt" \
-        --pid "$server_pid" --metrics "https://127.0.0.1:$port/metrics" --json "$raw/$name.json" "$@" | tail -n 3
-}
-
-run() { # name, then nalcast-bench args
-    local name=$1
-    shift
-    echo "bench: $name" >&2
-    "${prio[@]}" "$BENCH" --name "$name" --url "ws://127.0.0.1:$port/ws" --pid "$server_pid" \
-        --metrics "http://127.0.0.1:$port/metrics" --json "$raw/$name.json" "$@" | tail -n 3
+    "${prio[@]}" "$BENCH" --name "$name" --url "$ws://127.0.0.1:$port/ws" "${tls[@]}" --pid "$server_pid" \
+        --metrics "$scheme://127.0.0.1:$port/metrics" --json "$raw/$name.json" "$@" | tail -n 3
 }
 
 {
@@ -102,9 +91,9 @@ run() { # name, then nalcast-bench args
     start "${test_source[@]}"
     run fanout-200 --viewers 200 --duration "$(long 5 20)"
     start_tls "${test_source[@]}"
-    run_wss wss-fanout-200 --viewers 200 --duration "$(long 5 20)"
+    run wss-fanout-200 --viewers 200 --duration "$(long 5 20)"
     start_tls "${test_source[@]}"
-    run_wss wss-fanout-1000 --viewers 1000 --duration "$(long 5 20)"
+    run wss-fanout-1000 --viewers 1000 --duration "$(long 5 20)"
     start "${test_source[@]}"
 
     # The same stream as a file source: record 10 s of /ws/raw, then play it back.
