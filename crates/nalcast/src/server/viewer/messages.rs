@@ -202,16 +202,16 @@ impl Batch {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use nalcast_core::protocol::{StatusMsg, MSG_SKIPPED, MSG_STATUS, MSG_STREAM_INFO};
     use nalcast_h264::{AccessUnit, StreamInfo};
 
     /// Baseline 1280x720 and Main 640x360, as x264 writes their SPS.
-    const BASELINE_720P: &str = "6742c01fd9005005bb0110000003001000000303c0f1832480";
+    pub(crate) const BASELINE_720P: &str = "6742c01fd9005005bb0110000003001000000303c0f1832480";
     const MAIN_360P: &str = "674d401eeca05017fcb80880000003008000001e078b16cb";
 
-    fn params(sps_hex: &str) -> Arc<ParamSets> {
+    pub(crate) fn params(sps_hex: &str) -> Arc<ParamSets> {
         let sps: Vec<u8> = (0..sps_hex.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&sps_hex[i..i + 2], 16).expect("hex"))

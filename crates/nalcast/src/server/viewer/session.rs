@@ -280,6 +280,117 @@ mod tests {
         read_server_frame(io).await.expect("a server frame")
     }
 
+    /// An access unit of `len` bytes: SPS + PPS + IDR slice, or a P slice.
+    fn access_unit(
+        keyframe: bool,
+        len: usize,
+        params: &Arc<ParamSets>,
+    ) -> nalcast_h264::AccessUnit {
+        let mut data = Vec::with_capacity(len + 64);
+        let mut nals = Vec::new();
+        let mut nal = |bytes: &[u8]| {
+            let start = data.len() as u32;
+            data.extend_from_slice(&[0, 0, 0, 1]);
+            data.extend_from_slice(bytes);
+            nals.push(start..data.len() as u32);
+        };
+        let mut slice = if keyframe {
+            vec![0x65, 0x88, 0x80]
+        } else {
+            vec![0x41, 0x9a, 0x02]
+        };
+        slice.resize(len, 0x55);
+        if keyframe {
+            nal(&params.sps);
+            nal(&params.pps[0]);
+        }
+        nal(&slice);
+        nalcast_h264::AccessUnit {
+            data: bytes::Bytes::from(data),
+            nals: nals.into_iter().collect(),
+            keyframe,
+            params: params.clone(),
+            timestamp_us: wall_us(),
+        }
+    }
+
+    #[tokio::test]
+    async fn on_a_link_slower_than_the_stream_a_joiner_waits_for_the_next_keyframe() {
+        use crate::server::viewer::messages::tests::{params, BASELINE_720P};
+        let hub = nalcast_core::Hub::new(nalcast_core::HubConfig {
+            hls: None,
+            ..Default::default()
+        });
+        let params = params(BASELINE_720P);
+        // A 2 s GOP of 10 KB frames (300 KB/s), then 1.5 s of the next one: the
+        // next keyframe is due in 0.5 s, and 450 KB of catch-up are cached.
+        let frame = Duration::from_millis(33);
+        let now = Instant::now();
+        let first = now - Duration::from_millis(3500);
+        hub.publish_at(access_unit(true, 10_000, &params), first);
+        for i in 1..60 {
+            hub.publish_at(access_unit(false, 10_000, &params), first + frame * i);
+        }
+        let second = first + Duration::from_secs(2);
+        hub.publish_at(access_unit(true, 10_000, &params), second);
+        for i in 1..45 {
+            hub.publish_at(access_unit(false, 10_000, &params), second + frame * i);
+        }
+        let (mut client, server) = tokio::io::duplex(16 * 1024);
+        let (mut state, _shutdown) = state();
+        state.hub = hub.clone();
+        // The source goes on: frames every 33 ms, the next keyframe 2 s late (so a
+        // keyframe overtaking the catch-up is not what ends it here).
+        let source = tokio::spawn({
+            let (hub, params) = (hub.clone(), params.clone());
+            async move {
+                for i in 0..300 {
+                    tokio::time::sleep(frame).await;
+                    hub.publish(access_unit(i == 60, 10_000, &params));
+                }
+            }
+        });
+        let viewer = tokio::spawn(serve_viewer(server, state, Dialect::Framed, &[], None));
+        // The link: 8 KB every 80 ms, 100 KB/s, a third of the stream's rate.
+        let mut catch_up = 0;
+        let skipped = loop {
+            let (op, payload) = tokio::time::timeout(Duration::from_secs(20), async {
+                tokio::time::sleep(Duration::from_millis(80)).await;
+                read_frame(&mut client).await
+            })
+            .await
+            .expect("the server keeps sending");
+            assert_eq!(op, wsf::OP_BINARY);
+            match payload[0] {
+                protocol::MSG_ACCESS_UNIT => {
+                    catch_up += 1;
+                    assert!(
+                        catch_up < 45,
+                        "the whole catch-up went out on a link slower than the stream"
+                    );
+                }
+                protocol::MSG_SKIPPED => {
+                    break u32::from_le_bytes(payload[1..5].try_into().expect("u32"))
+                }
+                _ => {}
+            }
+        };
+        assert!(
+            catch_up >= 1,
+            "the cached keyframe (the first picture) comes first"
+        );
+        // The link is measured over the first ~48 KB, and then the rest is dropped:
+        // far fewer than the 20 frames the link carries until the keyframe comes.
+        assert!(catch_up <= 12, "{catch_up} catch-up frames before the skip");
+        assert!(
+            skipped + catch_up >= 45,
+            "{skipped} skipped after {catch_up} sent"
+        );
+        drop(client);
+        source.abort();
+        let _ = viewer.await;
+    }
+
     #[tokio::test]
     async fn pings_are_answered_and_binary_messages_close_the_connection() {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
