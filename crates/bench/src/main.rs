@@ -384,13 +384,7 @@ async fn wss_connect(
         .await?
         .next()
         .context("cannot resolve host")?;
-    let host = authority
-        .rsplit_once(':')
-        .map_or(authority, |(h, _)| h)
-        .trim_start_matches('[')
-        .trim_end_matches(']');
-    let name = rustls::pki_types::ServerName::try_from(host.to_owned())
-        .context("not a host name for TLS")?;
+    let name = metrics::tls_name(authority)?;
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
     let stream = tls.connect(name, tcp).await.context("TLS handshake")?;

@@ -27,10 +27,18 @@ pub async fn fetch_metrics(
         return exchange(tcp, &request).await;
     }
     let tls = tls.context("an https:// --metrics URL needs --ca")?;
-    let name = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    let name = rustls::pki_types::ServerName::try_from(name.to_owned())
-        .context("not a host name for TLS")?;
-    exchange(tls.connect(name, tcp).await?, &request).await
+    exchange(tls.connect(tls_name(host)?, tcp).await?, &request).await
+}
+
+/// The name a TLS certificate is checked for: the host of `authority` (HOST:PORT,
+/// [IPV6]:PORT), a DNS name or an IP address.
+pub fn tls_name(authority: &str) -> anyhow::Result<rustls::pki_types::ServerName<'static>> {
+    let host = authority
+        .rsplit_once(':')
+        .map_or(authority, |(h, _)| h)
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    rustls::pki_types::ServerName::try_from(host.to_owned()).context("not a host name for TLS")
 }
 
 /// Sends `request` and reads the whole response.

@@ -223,9 +223,15 @@ pub(crate) mod tests {
         })
     }
 
-    /// An access unit of SEI + slice (with SPS + PPS before a keyframe's IDR).
-    fn unit(seq: u32, keyframe: bool, params: &Arc<ParamSets>) -> Item {
-        let mut data = Vec::new();
+    /// An access unit of SEI + slice (with SPS + PPS before a keyframe's IDR), its
+    /// slice padded to `slice_len` bytes.
+    pub(crate) fn access_unit(
+        keyframe: bool,
+        slice_len: usize,
+        params: &Arc<ParamSets>,
+        timestamp_us: u64,
+    ) -> AccessUnit {
+        let mut data = Vec::with_capacity(slice_len + 64);
         let mut nals = Vec::new();
         let mut nal = |bytes: &[u8]| {
             let start = data.len() as u32;
@@ -234,20 +240,26 @@ pub(crate) mod tests {
             nals.push(start..data.len() as u32);
         };
         nal(&[0x06, 0x05, 0x01, 0x80]);
-        if keyframe {
+        let mut slice = if keyframe {
             nal(&params.sps);
             nal(&params.pps[0]);
-            nal(&[0x65, 0x88, 0x80]);
+            vec![0x65, 0x88, 0x80]
         } else {
-            nal(&[0x41, 0x9a, 0x02]);
-        }
-        let au = AccessUnit {
+            vec![0x41, 0x9a, 0x02]
+        };
+        slice.resize(slice_len.max(3), 0x55);
+        nal(&slice);
+        AccessUnit {
             data: Bytes::from(data),
             nals: nals.into_iter().collect(),
             keyframe,
             params: params.clone(),
-            timestamp_us: 1000 * u64::from(seq),
-        };
+            timestamp_us,
+        }
+    }
+
+    fn unit(seq: u32, keyframe: bool, params: &Arc<ParamSets>) -> Item {
+        let au = access_unit(keyframe, 3, params, 1000 * u64::from(seq));
         Item::Au {
             au: Arc::new(SharedAu::new(seq, au, Instant::now())),
             catch_up: seq == 1,

@@ -280,38 +280,9 @@ mod tests {
         read_server_frame(io).await.expect("a server frame")
     }
 
-    /// An access unit of `len` bytes: SPS + PPS + IDR slice, or a P slice.
-    fn access_unit(
-        keyframe: bool,
-        len: usize,
-        params: &Arc<ParamSets>,
-    ) -> nalcast_h264::AccessUnit {
-        let mut data = Vec::with_capacity(len + 64);
-        let mut nals = Vec::new();
-        let mut nal = |bytes: &[u8]| {
-            let start = data.len() as u32;
-            data.extend_from_slice(&[0, 0, 0, 1]);
-            data.extend_from_slice(bytes);
-            nals.push(start..data.len() as u32);
-        };
-        let mut slice = if keyframe {
-            vec![0x65, 0x88, 0x80]
-        } else {
-            vec![0x41, 0x9a, 0x02]
-        };
-        slice.resize(len, 0x55);
-        if keyframe {
-            nal(&params.sps);
-            nal(&params.pps[0]);
-        }
-        nal(&slice);
-        nalcast_h264::AccessUnit {
-            data: bytes::Bytes::from(data),
-            nals: nals.into_iter().collect(),
-            keyframe,
-            params: params.clone(),
-            timestamp_us: wall_us(),
-        }
+    /// A 10 KB access unit captured now.
+    fn access_unit(keyframe: bool, params: &Arc<ParamSets>) -> nalcast_h264::AccessUnit {
+        super::super::messages::tests::access_unit(keyframe, 10_000, params, wall_us())
     }
 
     #[tokio::test]
@@ -327,14 +298,14 @@ mod tests {
         let frame = Duration::from_millis(33);
         let now = Instant::now();
         let first = now - Duration::from_millis(3500);
-        hub.publish_at(access_unit(true, 10_000, &params), first);
+        hub.publish_at(access_unit(true, &params), first);
         for i in 1..60 {
-            hub.publish_at(access_unit(false, 10_000, &params), first + frame * i);
+            hub.publish_at(access_unit(false, &params), first + frame * i);
         }
         let second = first + Duration::from_secs(2);
-        hub.publish_at(access_unit(true, 10_000, &params), second);
+        hub.publish_at(access_unit(true, &params), second);
         for i in 1..45 {
-            hub.publish_at(access_unit(false, 10_000, &params), second + frame * i);
+            hub.publish_at(access_unit(false, &params), second + frame * i);
         }
         let (mut client, server) = tokio::io::duplex(16 * 1024);
         let (mut state, _shutdown) = state();
@@ -346,7 +317,7 @@ mod tests {
             async move {
                 for i in 0..300 {
                     tokio::time::sleep(frame).await;
-                    hub.publish(access_unit(i == 60, 10_000, &params));
+                    hub.publish(access_unit(i == 60, &params));
                 }
             }
         });
