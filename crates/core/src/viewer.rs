@@ -97,9 +97,7 @@ impl QueueState {
         if au.keyframe() && !catch_up && self.catch_up_bytes > 0 {
             // A new keyframe while the join's burst is still queued: the viewer
             // is live sooner from here than after the rest of the burst.
-            let dropped = self.drop_catch_up();
-            self.lost = self.lost.saturating_add(dropped);
-            self.waiting_for_keyframe = true;
+            self.skip_catch_up();
             self.catch_up_overtaken = true;
         }
         if self.waiting_for_keyframe {
@@ -126,10 +124,8 @@ impl QueueState {
         outcome
     }
 
-    /// Drops every queued access unit (keeps status items) because the viewer's
-    /// catch-up gives way to the next keyframe: not a loss of live frames, so not
-    /// counted in `total_lost`; returns how many, for the skipped message.
-    fn drop_catch_up(&mut self) -> u32 {
+    /// Drops every queued access unit (keeps status items), returning how many.
+    fn drop_units(&mut self) -> u32 {
         let before = self.items.len();
         self.items
             .retain(|(item, _)| matches!(item, Item::Status(_)));
@@ -141,8 +137,9 @@ impl QueueState {
     /// Ends the viewer's catch-up early: what is queued of it (and any live frame
     /// behind it) is dropped, and the viewer resumes at the next keyframe with a
     /// skipped message first. Returns how many access units were dropped.
+    /// A catch-up giving way is no loss of live frames: not counted in `total_lost`.
     pub fn skip_catch_up(&mut self) -> u32 {
-        let dropped = self.drop_catch_up();
+        let dropped = self.drop_units();
         self.lost = self.lost.saturating_add(dropped);
         self.waiting_for_keyframe = true;
         dropped
@@ -158,15 +155,10 @@ impl QueueState {
         self.catch_up_overtaken
     }
 
-    /// Drops all queued frames (keeps status items), returning how many.
+    /// Drops all queued frames (keeps status items), counted as lost; returns how many.
     fn drop_frames(&mut self) -> u32 {
-        let before = self.items.len();
-        self.items
-            .retain(|(item, _)| matches!(item, Item::Status(_)));
-        let dropped = (before - self.items.len()) as u32;
+        let dropped = self.drop_units();
         self.total_lost += u64::from(dropped);
-        self.bytes = 0;
-        self.catch_up_bytes = 0;
         dropped
     }
 
