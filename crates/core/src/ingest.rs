@@ -81,6 +81,14 @@ impl Splitter {
         self.parser.stats().errors + self.assembler.stats().errors
     }
 
+    /// Signs that a frame was cut short: bytes with no start code before them, or a
+    /// picture's later slice with no first slice before it. A source whose frames
+    /// were ended by a quiet pipe (see `source::exec`) shows them when it had not
+    /// finished writing its frame after all.
+    pub fn cut_frame_signs(&self) -> u64 {
+        self.parser.stats().errors + self.assembler.stats().orphan_slices
+    }
+
     /// Number of B-slices seen (a Baseline-only decoder cannot play them).
     pub fn b_slices(&self) -> u64 {
         self.assembler.stats().b_slices

@@ -98,6 +98,9 @@ pub struct AssemblerStats {
     pub truncated: u64,
     /// Times the parameter sets changed.
     pub param_changes: u64,
+    /// Slices that began an access unit but were not its first (first_mb_in_slice
+    /// not 0): the rest of a picture whose first part was taken as complete.
+    pub orphan_slices: u64,
     /// All errors.
     pub errors: u64,
 }
@@ -179,6 +182,8 @@ impl AuAssembler {
                     };
                     if start.first_mb == 0 && self.current_has_vcl {
                         self.finish(out);
+                    } else if start.first_mb != 0 && !self.current_has_vcl {
+                        self.stats.orphan_slices += 1;
                     }
                     if start.slice_type % 5 == 1 {
                         self.stats.b_slices += 1;

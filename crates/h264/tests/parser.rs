@@ -309,6 +309,37 @@ fn multiple_slices_aud_and_sei_group_correctly() {
 }
 
 #[test]
+fn a_picture_ended_early_shows_its_later_slices_as_orphans() {
+    let (sps, pps) = real_params();
+    let mut p = AnnexBParser::new(1 << 20);
+    let mut a = AuAssembler::new();
+    let (mut nals, mut aus) = (Vec::new(), Vec::new());
+    let mut feed = |stream: &[u8], end: bool, a: &mut AuAssembler| {
+        p.push(stream, &mut nals);
+        if end {
+            p.flush(&mut nals);
+        }
+        for n in nals.drain(..) {
+            a.push(n.expect("no parse error"), 0, &mut aus);
+        }
+        if end {
+            a.end_of_access_unit(&mut aus);
+        }
+    };
+    // A whole two-slice picture: no orphans.
+    feed(
+        &annexb(&[sps, pps, slice(0x65, 0, 7), slice(0x65, 40, 7)]),
+        true,
+        &mut a,
+    );
+    assert_eq!(a.stats().orphan_slices, 0);
+    // A picture taken as complete after its first slice: its second begins the next.
+    feed(&annexb(&[slice(0x41, 0, 5)]), true, &mut a);
+    feed(&annexb(&[slice(0x41, 40, 5)]), true, &mut a);
+    assert_eq!(a.stats().orphan_slices, 1);
+}
+
+#[test]
 fn frames_before_the_first_keyframe_are_dropped() {
     let (sps, pps) = real_params();
     let stream = annexb(&[

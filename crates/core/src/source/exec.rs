@@ -2,6 +2,7 @@
 use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use std::os::unix::process::ExitStatusExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
@@ -21,6 +22,36 @@ const STDERR_LINES: usize = 5;
 /// How long the stderr of a child that ended may take to be read to its end.
 const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
+/// An encoder writes each frame at once: once its pipe has been quiet this long after
+/// bytes came, the frame is taken as complete, rather than when the next frame's
+/// start code arrives one frame interval later (33 ms at 30 fps).
+const QUIET_END: Duration = Duration::from_millis(2);
+
+/// Whether a quiet pipe may end a frame: yes until the stream shows that a frame
+/// ended that way was not complete (see [`crate::ingest::Splitter::cut_frame_signs`]).
+struct QuietEnds {
+    enabled: bool,
+    /// The stream's cut-frame signs when the last quiet end published a frame.
+    signs_at_end: Option<u64>,
+}
+
+impl QuietEnds {
+    /// Checks the stream after a quiet end; false (and a warning, once) when a
+    /// frame ended by a quiet pipe turns out to have had more to come.
+    fn still_trusted(&mut self, signs: u64) -> bool {
+        if self.enabled && self.signs_at_end.is_some_and(|at| signs > at) {
+            self.enabled = false;
+            warn!(
+                "the source paused for over {} ms inside a frame: frames now end at the next \
+                 frame's start code (one frame later); the frame cut short may show artefacts \
+                 until the next keyframe",
+                QUIET_END.as_millis()
+            );
+        }
+        self.enabled
+    }
+}
+
 /// Reads Annex-B bytes until end of stream, publishing frames as they complete.
 /// Returns `Ok(())` at end of stream; an error when nothing arrives for the stall timeout.
 async fn pump(
@@ -32,6 +63,12 @@ async fn pump(
     let mut buf = vec![0u8; 64 * 1024];
     // Bytes that never make a frame (rubbish, a stuck encoder) count as a stall too.
     let (mut frames, mut last_frame) = (0, tokio::time::Instant::now());
+    let mut quiet = QuietEnds {
+        enabled: true,
+        signs_at_end: None,
+    };
+    // When the last bytes came, if no frame end has been taken since.
+    let mut unended: Option<u64> = None;
     loop {
         if ingest.frames() != frames {
             frames = ingest.frames();
@@ -42,13 +79,31 @@ async fn pump(
                 opts.stall_timeout.as_secs_f32()
             )));
         }
-        let n = match tokio::time::timeout(opts.stall_timeout, input.read(&mut buf)).await {
+        let quiet_wait = unended.filter(|_| quiet.enabled);
+        let wait = if quiet_wait.is_some() {
+            QUIET_END
+        } else {
+            opts.stall_timeout
+        };
+        let n = match tokio::time::timeout(wait, input.read(&mut buf)).await {
             Ok(r) => r?,
             Err(_) => {
+                if let Some(arrived_us) = quiet_wait {
+                    let before = ingest.frames();
+                    ingest.end_of_access_unit(arrived_us);
+                    unended = None;
+                    let signs = ingest.splitter().cut_frame_signs();
+                    if quiet.still_trusted(signs) {
+                        // Watched from a frame this ended on (not rubbish before the
+                        // stream, nor parameter sets alone).
+                        quiet.signs_at_end = (ingest.frames() > before).then_some(signs);
+                    }
+                    continue;
+                }
                 return Err(SourceError::Retry(format!(
                     "no data for {} s",
                     opts.stall_timeout.as_secs_f32()
-                )))
+                )));
             }
         };
         if n == 0 {
@@ -56,7 +111,10 @@ async fn pump(
             ingest.end_of_access_unit(wall_us());
             return Ok(());
         }
-        ingest.push(&buf[..n], wall_us());
+        let now = wall_us();
+        ingest.push(&buf[..n], now);
+        unended = Some(now);
+        quiet.still_trusted(ingest.splitter().cut_frame_signs());
     }
 }
 
@@ -212,5 +270,123 @@ pub async fn run_stdin(opts: &SourceOptions, hub: &Arc<Hub>) -> Result<(), Sourc
     match pump(tokio::io::stdin(), opts, hub).await {
         Ok(()) => Err(SourceError::Final("standard input ended".into())),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncWriteExt;
+
+    use super::*;
+    use crate::hub::{HubConfig, Subscription};
+    use crate::source::test_pattern::TestPattern;
+    use crate::source::VideoSettings;
+    use crate::viewer::Item;
+
+    /// `count` frames of the test pattern (a keyframe first) as an encoder writes them.
+    fn encoded(count: usize) -> Vec<Vec<u8>> {
+        let mut pattern = TestPattern::new(&VideoSettings {
+            width: 320,
+            height: 240,
+            fps: 30,
+            bitrate: 500_000,
+            keyframe_interval: 60,
+        })
+        .expect("encoder");
+        (0..count)
+            .map(|i| {
+                pattern
+                    .next_frame(i as u64 * 33_333, false)
+                    .expect("frame")
+                    .to_vec()
+            })
+            .collect()
+    }
+
+    /// The NAL units of Annex-B bytes, without start codes.
+    fn nal_units(annexb: &[u8]) -> Vec<Vec<u8>> {
+        let mut parser = nalcast_h264::AnnexBParser::new(1 << 20);
+        let mut out = Vec::new();
+        parser.push(annexb, &mut out);
+        parser.flush(&mut out);
+        out.into_iter()
+            .map(|n| n.expect("nal").0.to_vec())
+            .collect()
+    }
+
+    /// The next frame published to `sub`, or a failure after 5 s.
+    async fn next_frame(sub: &Subscription) -> Vec<Vec<u8>> {
+        loop {
+            let item = tokio::time::timeout(Duration::from_secs(5), sub.queue.next())
+                .await
+                .expect("a frame within 5 s")
+                .expect("queue open");
+            if let (Item::Au { au, .. }, _) = item {
+                return (0..au.au.nals.len())
+                    .map(|i| au.au.nal(i)[4..].to_vec()) // after the start code
+                    .collect();
+            }
+        }
+    }
+
+    /// NAL unit sizes, for messages.
+    fn sizes(nals: &[Vec<u8>]) -> Vec<usize> {
+        nals.iter().map(Vec::len).collect()
+    }
+
+    /// The pump on one end of a pipe, the hub's first viewer on the other.
+    fn pumped() -> (tokio::io::DuplexStream, Subscription) {
+        let hub = crate::Hub::new(HubConfig::default());
+        let sub = hub.subscribe();
+        let (writer, reader) = tokio::io::duplex(1 << 20);
+        tokio::spawn(async move { pump(reader, &SourceOptions::default(), &hub).await });
+        (writer, sub)
+    }
+
+    #[tokio::test]
+    async fn a_frame_goes_out_when_the_encoder_has_written_it_not_at_the_next_one() {
+        let frames = encoded(3);
+        let (mut encoder, viewer) = pumped();
+        for frame in &frames {
+            // The next frame is not written until this one has been published.
+            encoder.write_all(frame).await.expect("write");
+            let published = next_frame(&viewer).await;
+            let written = nal_units(frame);
+            assert!(
+                published == written,
+                "published NAL units {:?}, written {:?}",
+                sizes(&published),
+                sizes(&written)
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_source_that_pauses_inside_frames_gets_whole_frames_after_the_first_cut() {
+        let frames = encoded(5);
+        let (mut encoder, viewer) = pumped();
+        encoder.write_all(&frames[0]).await.expect("write");
+        assert!(next_frame(&viewer).await == nal_units(&frames[0]));
+        // Every later frame comes in two halves, with a pause between them far longer
+        // than QUIET_END: the first one is cut (and shows it), the rest must not be.
+        for frame in &frames[1..] {
+            let (head, tail) = frame.split_at(frame.len() / 2);
+            encoder.write_all(head).await.expect("write");
+            tokio::time::sleep(QUIET_END * 20).await;
+            encoder.write_all(tail).await.expect("write");
+        }
+        drop(encoder); // end of stream ends the last frame
+        let cut = next_frame(&viewer).await;
+        assert!(cut != nal_units(&frames[1]), "the first pause cut frame 1");
+        for (i, frame) in frames.iter().enumerate().skip(2) {
+            let published = next_frame(&viewer).await;
+            let written = nal_units(frame);
+            assert!(
+                published == written,
+                "frame {i}: published NAL units {:?}, written {:?}",
+                sizes(&published),
+                sizes(&written)
+            );
+        }
     }
 }
