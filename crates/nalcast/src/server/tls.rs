@@ -104,13 +104,17 @@ pub fn setup(mode: &TlsMode, listen: SocketAddr) -> anyhow::Result<Tls> {
     let store = Arc::new(CertStore {
         current: RwLock::new(loaded.key),
     });
-    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .context("TLS protocol versions")?
-    .with_no_client_auth()
-    .with_cert_resolver(store.clone());
+    let mut provider = rustls::crypto::ring::default_provider();
+    provider.cipher_suites = cipher_order(&provider.cipher_suites, aes_in_hardware());
+    let mut config = rustls::ServerConfig::builder_with_provider(Arc::new(provider))
+        .with_safe_default_protocol_versions()
+        .context("TLS protocol versions")?
+        .with_no_client_auth()
+        .with_cert_resolver(store.clone());
+    // Every byte to every viewer is encrypted: the server picks the cipher that is
+    // cheapest here, not the client's first choice (rustls' own client offers
+    // AES-256 first, which costs more than AES-128 and buys a live picture nothing).
+    config.ignore_client_order = true;
     // WebSocket upgrades are HTTP/1.1; nalcast serves nothing else.
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Tls {
@@ -121,6 +125,62 @@ pub fn setup(mode: &TlsMode, listen: SocketAddr) -> anyhow::Result<Tls> {
         key,
         watch,
     })
+}
+
+/// `suites` in nalcast's order of preference: AES-128-GCM first where the CPU has
+/// AES instructions (x86, Raspberry Pi 5), ChaCha20-Poly1305 first where it has not
+/// (Raspberry Pi 4 and earlier, Zero 2 W: there AES-GCM in software costs about four
+/// times as much), AES-256-GCM last. The order within each cipher is kept.
+fn cipher_order(
+    suites: &[rustls::SupportedCipherSuite],
+    aes_in_hardware: bool,
+) -> Vec<rustls::SupportedCipherSuite> {
+    let rank = |suite: &rustls::SupportedCipherSuite| {
+        let name = format!("{:?}", suite.suite());
+        match (name.contains("AES_128"), name.contains("CHACHA20")) {
+            (true, _) if aes_in_hardware => 0,
+            (_, true) => 1,
+            (true, _) => 2,
+            _ => 3,
+        }
+    };
+    let mut ordered = suites.to_vec();
+    ordered.sort_by_key(rank);
+    ordered
+}
+
+/// Whether this CPU encrypts AES-GCM in hardware (AES and carry-less multiply).
+fn aes_in_hardware() -> bool {
+    #[cfg(any(target_arch = "x86_64", target_arch = "x86"))]
+    {
+        std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("pclmulqdq")
+    }
+    #[cfg(target_arch = "aarch64")]
+    {
+        std::arch::is_aarch64_feature_detected!("aes")
+            && std::arch::is_aarch64_feature_detected!("pmull")
+    }
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "x86", target_arch = "aarch64")))]
+    {
+        cpuinfo_has_aes(&std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default())
+    }
+}
+
+/// Whether /proc/cpuinfo's "Features" line (32-bit ARM) lists AES and PMULL.
+#[cfg_attr(
+    any(target_arch = "x86_64", target_arch = "x86", target_arch = "aarch64"),
+    allow(dead_code)
+)]
+fn cpuinfo_has_aes(cpuinfo: &str) -> bool {
+    cpuinfo
+        .lines()
+        .filter_map(|line| line.split_once(':'))
+        .filter(|(key, _)| key.trim() == "Features")
+        .any(|(_, flags)| {
+            let flags: Vec<&str> = flags.split_whitespace().collect();
+            flags.contains(&"aes") && flags.contains(&"pmull")
+        })
 }
 
 /// Reads a certificate chain and its key from PEM files.
@@ -339,5 +399,73 @@ mod tests {
             "{err:#}"
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn the_server_picks_the_cheapest_cipher_not_the_clients_first() {
+        use rustls::CipherSuite::{
+            TLS13_AES_128_GCM_SHA256 as AES128, TLS13_AES_256_GCM_SHA384 as AES256,
+            TLS13_CHACHA20_POLY1305_SHA256 as CHACHA,
+        };
+        let tls13 = |suites: Vec<rustls::SupportedCipherSuite>| -> Vec<rustls::CipherSuite> {
+            suites
+                .iter()
+                .map(|s| s.suite())
+                .filter(|s| [AES128, AES256, CHACHA].contains(s))
+                .collect()
+        };
+        let all = rustls::crypto::ring::default_provider().cipher_suites;
+        assert_eq!(
+            tls13(all.clone()),
+            [AES256, AES128, CHACHA],
+            "ring's own order"
+        );
+        assert_eq!(tls13(cipher_order(&all, true)), [AES128, CHACHA, AES256]);
+        assert_eq!(tls13(cipher_order(&all, false)), [CHACHA, AES128, AES256]);
+        assert_eq!(cipher_order(&all, true).len(), all.len(), "none left out");
+
+        // A real handshake with a client that asks for AES-256 first (rustls' default).
+        let dir = std::env::temp_dir().join(format!("nalcast-tls-cipher-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let listen: SocketAddr = "127.0.0.1:8443".parse().expect("addr");
+        let tls = setup(&TlsMode::SelfSigned { dir: dir.clone() }, listen).expect("made");
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in CertificateDer::pem_file_iter(&tls.cert).expect("pem") {
+            roots.add(cert.expect("cert")).expect("trusted");
+        }
+        let client_config = rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+        let name = rustls::pki_types::ServerName::try_from("127.0.0.1").expect("name");
+        let mut client =
+            rustls::ClientConnection::new(Arc::new(client_config), name).expect("client");
+        let mut server = rustls::ServerConnection::new(tls.config.clone()).expect("server");
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            client.write_tls(&mut wire).expect("client writes");
+            server.read_tls(&mut &wire[..]).expect("server reads");
+            server.process_new_packets().expect("server handshake");
+            wire.clear();
+            server.write_tls(&mut wire).expect("server writes");
+            client.read_tls(&mut &wire[..]).expect("client reads");
+            client.process_new_packets().expect("client handshake");
+        }
+        assert!(!client.is_handshaking() && !server.is_handshaking());
+        let chosen = server.negotiated_cipher_suite().expect("a suite").suite();
+        assert_eq!(chosen, if aes_in_hardware() { AES128 } else { CHACHA });
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn aes_instructions_are_read_from_a_32_bit_arm_cpuinfo() {
+        let pi4 = "processor\t: 0\nmodel name\t: ARMv7 Processor rev 3 (v7l)\nFeatures\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm crc32\n";
+        let pi5 = "processor\t: 0\nFeatures\t: half thumb fastmult vfp edsp neon vfpv3 tls vfpv4 idiva idivt vfpd32 lpae evtstrm aes pmull sha1 sha2 crc32\n";
+        assert!(!cpuinfo_has_aes(pi4));
+        assert!(cpuinfo_has_aes(pi5));
+        assert!(!cpuinfo_has_aes(""));
     }
 }
