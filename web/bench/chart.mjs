@@ -43,7 +43,8 @@ function column(table, prefix) {
 /**
  * The key figures of one run, by series name (a missing figure is left out):
  * time to first frame p95 and server-added p99 at 100 and 1000 viewers, CPU at 1000
- * viewers, glass-to-glass p95 per decoder, time until live p95 per slow link.
+ * viewers (and over ws:// and wss:// with a core of its own), glass-to-glass p95 per
+ * decoder, time until live p95 per slow link.
  */
 export function figures(markdown) {
   const f = {};
@@ -62,6 +63,15 @@ export function figures(markdown) {
     } else if (t.header[0].startsWith('decoder')) {
       const p95 = column(t, 'p95');
       for (const row of t.rows) f[`glass-to-glass p95, ${row[0].split(' ')[0]}`] = part(row[p95], 0);
+    } else if (t.header[0] === 'viewers' && column(t, 'wss:// CPU') > 0) {
+      // WSS against plain: the pinned 1000-viewer row is nalcast's own CPU.
+      const plain = column(t, 'ws:// CPU');
+      const tls = column(t, 'wss:// CPU');
+      for (const row of t.rows) {
+        if (!/^1000, pinned/.test(row[0])) continue;
+        f['CPU %, 1000 viewers ws://, own core, file source'] = part(row[plain], 0);
+        f['CPU %, 1000 viewers wss://, own core, file source'] = part(row[tls], 0);
+      }
     } else if (t.header[0] === 'link') {
       const live = column(t, 'live after');
       for (const row of t.rows) {
@@ -96,7 +106,7 @@ export const PANELS = [
   { title: 'Time to first frame, p95', unit: 'ms', prefix: 'first frame' },
   { title: 'Server-added delay, p99 (bucket edge)', unit: 'ms', prefix: 'server-added' },
   { title: 'Glass-to-glass in Chromium, p95', unit: 'ms', prefix: 'glass-to-glass' },
-  { title: 'nalcast CPU at 1000 viewers, mean', unit: '% of a core', prefix: 'CPU' },
+  { title: 'nalcast CPU at 1000 viewers (ws:// and wss://), mean', unit: '% of a core', prefix: 'CPU' },
   { title: 'Slow links: time until live, p95', unit: 'ms', prefix: 'time to live' },
 ];
 

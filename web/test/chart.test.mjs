@@ -30,6 +30,11 @@ const NEW = `| scenario | viewers | ttff p50/p95/max ms | server-added steady p5
 | 20 Mbit/s | 720p30 | 20 | 14 / 15 | 20 of 20 | 145 / 299 / 308 |
 | 5 Mbit/s | 720p30 | 20 | 54 / 57 | 20 of 20 | 1782 / never / never |
 
+| viewers | ws:// CPU % | wss:// CPU % | ratio |
+|---|---|---|---|
+| 200 | 31.5 | 42.2 | 1.34 |
+| 1000, pinned: nalcast on core 0, load generator on core 1, file source | 46.5 | 66.0 | 1.42 |
+
 | link Mbit/s | join | GOP phase ms |
 |---|---|---|
 | 20 | 1 | 154 |
@@ -50,6 +55,8 @@ test('the figures are read by column name from old and new result tables', () =>
     'CPU %, 1000 viewers': 109.5,
     'glass-to-glass p95, mse': 117.1,
     'time to live p95, 20 Mbit/s': 299,
+    'CPU %, 1000 viewers ws://, own core, file source': 46.5,
+    'CPU %, 1000 viewers wss://, own core, file source': 66,
   }, 'a "never" is left out, the per-join table is not a summary');
 });
 
@@ -60,7 +67,7 @@ test('the chart draws one line per series over the runs, and says what is missin
   ]);
   assert.match(svg, /^<svg xmlns="http:\/\/www.w3.org\/2000\/svg"/);
   const lines = svg.match(/<polyline /g) ?? [];
-  assert.equal(lines.length, 8, 'one line per series seen in either run');
+  assert.equal(lines.length, 10, 'one line per series seen in either run');
   for (const p of PANELS) assert.ok(svg.includes(p.title), p.title);
   assert.match(svg, /1000 viewers: 572.6/, 'the latest value is written beside its line');
   assert.match(svg, /11-24[\s\S]*11-26/);
