@@ -16,8 +16,14 @@ HLS_LOAD=target/release/nalcast-hls-load
 idle=()
 if chrt --idle 0 true 2>/dev/null; then idle=(chrt --idle 0); fi
 day=$(date -u +%Y-%m-%d)
-out=bench/results/$day.md
-raw=bench/results/$day
+# A second run on one day is DAY-2 (and so on): every run stays in the chart's history.
+run_name=$day
+for n in $(seq 2 99); do
+    [[ -e bench/results/$run_name.md ]] || break
+    run_name=$day-$n
+done
+out=bench/results/$run_name.md
+raw=bench/results/$run_name
 mkdir -p "$raw"
 quick=${BENCH_QUICK:-0}
 long() { if [[ $quick == 1 ]]; then echo "$1"; else echo "$2"; fi; }
@@ -69,7 +75,7 @@ run() { # name, then nalcast-bench args; ws:// or wss:// as the server was start
 }
 
 {
-    echo "# nalcast benchmarks, $day"
+    echo "# nalcast benchmarks, $run_name"
     echo
     echo "Machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r); load generator on the same machine, loopback, at ${idle[*]:-normal} priority unless noted."
     echo "Command: \`make bench\` (scripts/bench.sh). Source: test pattern 1280x720, 30 fps, 3 Mbit/s unless noted."

@@ -85,17 +85,20 @@ export function figures(markdown) {
 }
 
 /**
- * Every dated result in `dir`, oldest first: [{date, figures}]. A day's
- * slow-link-DATE.md (scripts/slow-link.sh run alone) adds to that day's figures.
+ * Every dated result in `dir` (DATE.md, then DATE-2.md, … for later runs that day),
+ * oldest first: [{date, figures}]. A day's slow-link-DATE.md (scripts/slow-link.sh
+ * run alone) adds to that day's first run.
  */
 export function history(dir) {
   const names = readdirSync(dir);
   return names
-    .filter((name) => /^\d{4}-\d{2}-\d{2}\.md$/.test(name))
-    .sort()
-    .map((name) => {
-      const date = name.slice(0, 10);
-      let text = readFileSync(join(dir, name), 'utf8');
+    .filter((name) => /^\d{4}-\d{2}-\d{2}(-\d+)?\.md$/.test(name))
+    .map((name) => name.slice(0, -3))
+    .sort((a, b) => a.slice(0, 10).localeCompare(b.slice(0, 10)) || Number(a.slice(11) || 1) - Number(b.slice(11) || 1))
+    .map((date) => {
+      let text = readFileSync(join(dir, `${date}.md`), 'utf8');
+      // A day's slow-link file adds to the first run of that day (the later runs of
+      // make bench have their own "Slow links" section).
       if (names.includes(`slow-link-${date}.md`)) text += '\n' + readFileSync(join(dir, `slow-link-${date}.md`), 'utf8');
       return { date, figures: figures(text) };
     });
