@@ -241,7 +241,8 @@ n, plain = cpu(sys.argv[1])
 _, tls = cpu(sys.argv[2])
 ratio = f"{tls / plain:.2f}" if plain and tls else "–"
 how = ", pinned: nalcast on core 0, load generator on core 1, file source" if "pinned" in sys.argv[1] else ""
-print(f"| {n or '–'}{how} | {plain if plain is not None else '–'} | {tls if tls is not None else '–'} | {ratio} |")
+fmt = lambda x: f"{x:.1f}" if x is not None else "–"
+print(f"| {n or '–'}{how} | {fmt(plain)} | {fmt(tls)} | {ratio} |")
 PY
     done
     echo

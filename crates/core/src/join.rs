@@ -70,13 +70,19 @@ const MEASURE_AT_LEAST: u64 = 48 * 1024;
 /// the kernel holds when the burst is dropped stays small.
 pub const CATCH_UP_BATCH_BYTES: usize = 64 * 1024;
 
-/// One viewer's catch-up: measures the link from the burst's writes and decides.
+/// One viewer's catch-up: measures the link and decides. The measure is the peer's
+/// acknowledgements where the kernel reports them ([`CatchUp::acknowledged`]), else
+/// the time writes spent waiting for the link.
 #[derive(Clone, Debug)]
 pub struct CatchUp {
     facts: JoinFacts,
     /// Bytes and time of writes that had to wait for the link.
     blocked_bytes: u64,
     blocked_time: Duration,
+    /// The peer's acknowledged byte count at the first report, and when.
+    acked_from: Option<(u64, Instant)>,
+    /// Bytes acknowledged per second since then, once enough were.
+    acked_rate: Option<f64>,
     /// Over (burst sent or dropped): later writes are live frames.
     over: bool,
 }
@@ -88,6 +94,8 @@ impl CatchUp {
             facts,
             blocked_bytes: 0,
             blocked_time: Duration::ZERO,
+            acked_from: None,
+            acked_rate: None,
             over: false,
         }
     }
@@ -97,12 +105,33 @@ impl CatchUp {
         !self.over
     }
 
-    /// The link's delivery rate in bytes per second, once measured: the bytes of
-    /// writes that waited for the link over the time they waited. A write into a
-    /// full send buffer returns when the link has taken as many bytes out.
+    /// The link's delivery rate in bytes per second, once measured. Where the kernel
+    /// reports acknowledgements: the bytes the peer acknowledged since the first
+    /// report over the time since (the burst keeps the link busy all along). Else:
+    /// the bytes of writes that waited for the link over the time they waited (a
+    /// write into a full send buffer returns when the link has taken bytes out; it
+    /// reads high while TCP's window still grows and takes bytes into flight).
     pub fn link_rate(&self) -> Option<f64> {
+        if self.acked_from.is_some() {
+            return self.acked_rate;
+        }
         (self.blocked_bytes >= MEASURE_AT_LEAST && !self.blocked_time.is_zero())
             .then(|| self.blocked_bytes as f64 / self.blocked_time.as_secs_f64())
+    }
+
+    /// The kernel's count of bytes the peer has acknowledged on this connection
+    /// (TCP_INFO `tcpi_bytes_acked`) at `now`, reported after each write of the
+    /// burst. Once reported, it alone measures the link.
+    pub fn acknowledged(&mut self, acked: u64, now: Instant) {
+        let Some((from, since)) = self.acked_from else {
+            self.acked_from = Some((acked, now));
+            return;
+        };
+        let delivered = acked.saturating_sub(from);
+        let elapsed = now.saturating_duration_since(since);
+        if delivered >= MEASURE_AT_LEAST && !elapsed.is_zero() {
+            self.acked_rate = Some(delivered as f64 / elapsed.as_secs_f64());
+        }
     }
 
     /// A write of `bytes` took `took`; `remaining` bytes of the burst are still
@@ -275,5 +304,67 @@ mod tests {
         }
         assert!(c.link_rate().is_some());
         assert!(c.active());
+    }
+
+    #[test]
+    fn acknowledged_bytes_measure_the_link_where_write_times_read_high() {
+        // 5 Mbit/s, the keyframe 1 s away, 300 KB left: writes return after 10 ms
+        // each (64 KB: "52 Mbit/s", TCP's window still growing), but the peer
+        // acknowledges 5 Mbit/s. 300 KB at 2 Mbit/s spare take 1.2 s: wait.
+        let start = Instant::now();
+        let mut by_writes = CatchUp::new(facts(start, 1000));
+        let mut by_acks = CatchUp::new(facts(start, 1000));
+        let took = Duration::from_millis(10);
+        let mut plans = (Vec::new(), Vec::new());
+        for i in 1..=4u32 {
+            let now = start + Duration::from_millis(105) * i;
+            let acked = (5.0 * MBIT * (now - start).as_secs_f64()) as u64;
+            plans
+                .0
+                .push(by_writes.after_write(64 * 1024, took, 300_000, now));
+            by_acks.acknowledged(acked, now);
+            if by_acks.active() {
+                plans
+                    .1
+                    .push(by_acks.after_write(64 * 1024, took, 300_000, now));
+            }
+        }
+        assert_eq!(
+            plans.0,
+            [Plan::Burst; 4],
+            "write times alone overrate the link"
+        );
+        let rate = by_acks.link_rate().expect("measured");
+        assert!((rate / MBIT - 5.0).abs() < 0.1, "{} Mbit/s", rate / MBIT);
+        assert_eq!(
+            plans.1,
+            [Plan::Burst, Plan::WaitForKeyframe],
+            "decided once 48 KB were acknowledged"
+        );
+    }
+
+    #[test]
+    fn acknowledgements_from_a_fast_link_keep_the_burst_going() {
+        let start = Instant::now();
+        let mut c = CatchUp::new(facts(start, 300));
+        for i in 1..=5u32 {
+            let now = start + Duration::from_millis(5) * i;
+            c.acknowledged(u64::from(i) * 64 * 1024, now);
+            assert_eq!(
+                c.after_write(64 * 1024, Duration::from_millis(5), 400_000, now),
+                Plan::Burst
+            );
+        }
+        assert!(c.link_rate().expect("measured") > 90.0 * MBIT);
+        // Before enough is acknowledged, nothing is measured (and write times are not used).
+        let mut early = CatchUp::new(facts(start, 300));
+        early.acknowledged(0, start);
+        early.acknowledged(10_000, start + Duration::from_millis(50));
+        let blocked = Duration::from_millis(100);
+        assert_eq!(
+            early.after_write(64 * 1024, blocked, 700_000, start),
+            Plan::Burst
+        );
+        assert_eq!(early.link_rate(), None);
     }
 }

@@ -1,10 +1,12 @@
 //! Hands an upgraded connection to the task that serves it: plain TCP moves to a
 //! viewer thread (see threads.rs), TLS stays on the runtime that accepted it.
-use hyper::upgrade::OnUpgrade;
+use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
+use super::link::Link;
 use super::{session, Dialect};
 use crate::server::limits::Slot;
 use crate::server::AppState;
@@ -24,7 +26,7 @@ pub fn serve(connection: OnUpgrade, state: AppState, dialect: Dialect, slot: Slo
                 .into_std()
                 .map(|tcp| (tcp, parts.read_buf)),
             Err(upgraded) => {
-                session::serve_viewer(TokioIo::new(upgraded), state, dialect, &[], None).await;
+                serve_here(upgraded, state, dialect).await;
                 return drop(slot);
             }
         };
@@ -35,10 +37,28 @@ pub fn serve(connection: OnUpgrade, state: AppState, dialect: Dialect, slot: Slo
         let threads = state.viewer_threads.clone();
         threads.spawn(move |wake| async move {
             match TcpStream::from_std(tcp) {
-                Ok(tcp) => session::serve_viewer(tcp, state, dialect, &early, wake).await,
+                Ok(tcp) => {
+                    let link = Link::of(&tcp);
+                    session::serve_viewer(tcp, state, dialect, &early, wake, link).await;
+                }
                 Err(e) => debug!("cannot register the viewer's socket: {e}"),
             }
             drop(slot);
         });
     });
+}
+
+/// A connection that stays on this runtime: TLS (straight on the TLS stream, whose
+/// TCP socket the join measures), or any other kind hyper handed over.
+async fn serve_here(upgraded: Upgraded, state: AppState, dialect: Dialect) {
+    match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+        Ok(parts) => {
+            let tls = parts.io.into_inner();
+            let link = Link::of(tls.get_ref().0);
+            session::serve_viewer(tls, state, dialect, &parts.read_buf, None, link).await;
+        }
+        Err(upgraded) => {
+            session::serve_viewer(TokioIo::new(upgraded), state, dialect, &[], None, None).await;
+        }
+    }
 }

@@ -1,9 +1,11 @@
 //! Viewers on WebSocket, in the order a connection meets them:
 //! [`routes`] (Origin, viewer limit, handshake) → [`handover`] (onto a viewer
 //! thread) → [`session`] (the loop: queue → [`messages`] → socket, and the
-//! client's control messages through [`client`]).
+//! client's control messages through [`client`]; [`link`] asks the kernel how the
+//! connection is doing).
 pub mod client;
 pub mod handover;
+pub mod link;
 pub mod messages;
 pub mod routes;
 pub mod session;

@@ -12,6 +12,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info};
 
 use super::client::{on_client_frame, MessageRate, Reply, MAX_CLIENT_MESSAGE};
+use super::link::Link;
 use super::messages::{Batch, StreamFacts};
 use super::{Dialect, Ended};
 use crate::server::threads::WakeGroup;
@@ -117,13 +118,15 @@ async fn read_some<R: AsyncRead + Unpin>(
 
 /// Drives one viewer: queue → socket, and the client's few control messages.
 /// `early` holds what the client sent right behind its handshake; `wake` is the
-/// wake group of the viewer thread the task runs on.
+/// wake group of the viewer thread the task runs on; `link` the TCP socket under
+/// `io`, when there is one, asked how much the peer acknowledged during the join.
 pub async fn serve_viewer<IO>(
     mut io: IO,
     state: AppState,
     dialect: Dialect,
     early: &[u8],
     wake: Option<Arc<WakeGroup>>,
+    mut link: Option<Link>,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -149,8 +152,9 @@ pub async fn serve_viewer<IO>(
     let mut early = early;
     let mut read_buf = [0u8; 1024];
     let mut rate = MessageRate::new(Instant::now());
-    // The join's burst goes out in small batches, each timed: on a slow link the
-    // rest of it may give way to the next keyframe (core/src/join.rs).
+    // The join's burst goes out in small batches, each measured (the peer's
+    // acknowledgements, else the write's time): on a slow link the rest of it may
+    // give way to the next keyframe (core/src/join.rs).
     let mut catch_up = CatchUp::new(sub.join);
     let ended = 'serve: loop {
         let max_bytes = if catch_up.active() {
@@ -175,7 +179,13 @@ pub async fn serve_viewer<IO>(
                 let done = Instant::now();
                 m.sent(&batch, done);
                 if catch_up.active() {
+                    if let Some(acked) = link.as_ref().and_then(Link::bytes_acked) {
+                        catch_up.acknowledged(acked, done);
+                    }
                     weigh_catch_up(&mut catch_up, &sub.queue, batch.bytes(), done.saturating_duration_since(now), done);
+                    if !catch_up.active() {
+                        link = None; // its second descriptor is needed no more
+                    }
                 }
             }
             read = read_some(&mut io, &mut read_buf, &mut early) => {
@@ -321,7 +331,14 @@ mod tests {
                 }
             }
         });
-        let viewer = tokio::spawn(serve_viewer(server, state, Dialect::Framed, &[], None));
+        let viewer = tokio::spawn(serve_viewer(
+            server,
+            state,
+            Dialect::Framed,
+            &[],
+            None,
+            None,
+        ));
         // The link: 8 KB every 80 ms, 100 KB/s, a third of the stream's rate.
         let mut catch_up = 0;
         let skipped = loop {
@@ -366,7 +383,14 @@ mod tests {
     async fn pings_are_answered_and_binary_messages_close_the_connection() {
         let (mut client, server) = tokio::io::duplex(64 * 1024);
         let (state, _shutdown) = state();
-        let viewer = tokio::spawn(serve_viewer(server, state, Dialect::Framed, &[], None));
+        let viewer = tokio::spawn(serve_viewer(
+            server,
+            state,
+            Dialect::Framed,
+            &[],
+            None,
+            None,
+        ));
         // The status of the (not yet started) source comes first.
         let (op, payload) = read_frame(&mut client).await;
         assert_eq!((op, payload[0]), (wsf::OP_BINARY, protocol::MSG_STATUS));

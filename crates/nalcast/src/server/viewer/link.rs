@@ -1,0 +1,104 @@
+//! What the kernel knows of a viewer's TCP connection (TCP_INFO): how many bytes
+//! the peer has acknowledged, the measure of a slow link during a join's catch-up
+//! (core/src/join.rs).
+use std::os::fd::{AsFd, OwnedFd};
+
+/// The head of Linux's `struct tcp_info` (linux/tcp.h), up to `tcpi_bytes_acked`
+/// (Linux 4.1): the kernel fills what fits, so this also works on kernels whose
+/// struct has grown since, and on the 32-bit Pis (every field has a fixed size).
+/// Plain integers only, so any bytes the kernel writes make a valid value.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TcpInfoHead {
+    state: [u8; 8],
+    times_and_counts: [u32; 24],
+    pacing_rate: u64,
+    max_pacing_rate: u64,
+    /// Bytes the peer has acknowledged.
+    pub bytes_acked: u64,
+}
+
+#[cfg(target_os = "linux")]
+use nix::{getsockopt_impl, libc, sockopt_impl};
+
+#[cfg(target_os = "linux")]
+sockopt_impl!(
+    /// `getsockopt(IPPROTO_TCP, TCP_INFO)`, as far as [`TcpInfoHead`] reaches.
+    TcpInfo,
+    GetOnly,
+    libc::IPPROTO_TCP,
+    libc::TCP_INFO,
+    TcpInfoHead
+);
+
+/// A viewer's TCP socket, asked about its progress: a second descriptor of it,
+/// held while the join's catch-up is measured and then dropped.
+#[derive(Debug)]
+pub struct Link(OwnedFd);
+
+impl Link {
+    /// The link of `socket`; `None` when its descriptor cannot be duplicated (out
+    /// of descriptors: the join then measures write times instead).
+    pub fn of(socket: &impl AsFd) -> Option<Self> {
+        socket.as_fd().try_clone_to_owned().ok().map(Link)
+    }
+
+    /// Bytes the peer has acknowledged so far; `None` where the kernel does not say.
+    pub fn bytes_acked(&self) -> Option<u64> {
+        #[cfg(target_os = "linux")]
+        {
+            nix::sys::socket::getsockopt(&self.0, TcpInfo)
+                .ok()
+                .map(|i| i.bytes_acked)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            None
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::{Read, Write};
+
+    use super::*;
+
+    #[test]
+    fn the_kernel_counts_what_the_peer_acknowledged() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let mut client =
+            std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
+        let (mut server, _) = listener.accept().expect("accept");
+        let link = Link::of(&server).expect("a second descriptor");
+        let before = link.bytes_acked().expect("TCP_INFO on Linux");
+        let data = vec![7u8; 100_000];
+        server.write_all(&data).expect("write");
+        let mut got = vec![0u8; data.len()];
+        client.read_exact(&mut got).expect("read");
+        // The client has read it all, so its ACKs are on their way: await them.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while link.bytes_acked().expect("TCP_INFO") < before + data.len() as u64 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "acknowledged within 5 s"
+            );
+            std::thread::yield_now();
+        }
+        let not_tcp = std::fs::File::open("/dev/null").expect("file");
+        let file = Link::of(&not_tcp).expect("a second descriptor");
+        assert_eq!(file.bytes_acked(), None);
+    }
+
+    #[test]
+    fn the_head_lines_up_with_the_kernels_struct() {
+        assert_eq!(
+            std::mem::offset_of!(TcpInfoHead, bytes_acked),
+            std::mem::offset_of!(nix::libc::tcp_info, tcpi_bytes_acked)
+        );
+        assert_eq!(
+            std::mem::offset_of!(TcpInfoHead, pacing_rate),
+            std::mem::offset_of!(nix::libc::tcp_info, tcpi_pacing_rate)
+        );
+    }
+}
