@@ -79,8 +79,8 @@ pub struct CatchUp {
     /// Bytes and time of writes that had to wait for the link.
     blocked_bytes: u64,
     blocked_time: Duration,
-    /// The peer's acknowledged byte count at the first report, and when.
-    acked_from: Option<(u64, Instant)>,
+    /// The peer's acknowledged byte count and the link's busy time at the first report.
+    acked_from: Option<(u64, Duration)>,
     /// Bytes acknowledged per second since then, once enough were.
     acked_rate: Option<f64>,
     /// Over (burst sent or dropped): later writes are live frames.
@@ -107,10 +107,12 @@ impl CatchUp {
 
     /// The link's delivery rate in bytes per second, once measured. Where the kernel
     /// reports acknowledgements: the bytes the peer acknowledged since the first
-    /// report over the time since (the burst keeps the link busy all along). Else:
-    /// the bytes of writes that waited for the link over the time they waited (a
-    /// write into a full send buffer returns when the link has taken bytes out; it
-    /// reads high while TCP's window still grows and takes bytes into flight).
+    /// report over the time the link held data back since (the kernel's busy time,
+    /// less the time the peer's receive window did: a reader that paused is no slow
+    /// link, nor are the moments nalcast had nothing written yet). Else: the bytes
+    /// of writes that waited for the link over the time they waited (a write into a
+    /// full send buffer returns when the link has taken bytes out; it reads high
+    /// while TCP's window still grows and takes bytes into flight).
     pub fn link_rate(&self) -> Option<f64> {
         if self.acked_from.is_some() {
             return self.acked_rate;
@@ -120,15 +122,16 @@ impl CatchUp {
     }
 
     /// The kernel's count of bytes the peer has acknowledged on this connection
-    /// (TCP_INFO `tcpi_bytes_acked`) at `now`, reported after each write of the
-    /// burst. Once reported, it alone measures the link.
-    pub fn acknowledged(&mut self, acked: u64, now: Instant) {
+    /// (TCP_INFO `tcpi_bytes_acked`) and of the time the link held data back (see
+    /// [`CatchUp::link_rate`]), both since the connection began, reported after each
+    /// write of the burst. Once reported, they alone measure the link.
+    pub fn acknowledged(&mut self, acked: u64, link_time: Duration) {
         let Some((from, since)) = self.acked_from else {
-            self.acked_from = Some((acked, now));
+            self.acked_from = Some((acked, link_time));
             return;
         };
         let delivered = acked.saturating_sub(from);
-        let elapsed = now.saturating_duration_since(since);
+        let elapsed = link_time.saturating_sub(since);
         if delivered >= MEASURE_AT_LEAST && !elapsed.is_zero() {
             self.acked_rate = Some(delivered as f64 / elapsed.as_secs_f64());
         }
@@ -322,7 +325,7 @@ mod tests {
             plans
                 .0
                 .push(by_writes.after_write(64 * 1024, took, 300_000, now));
-            by_acks.acknowledged(acked, now);
+            by_acks.acknowledged(acked, now - start);
             if by_acks.active() {
                 plans
                     .1
@@ -349,7 +352,7 @@ mod tests {
         let mut c = CatchUp::new(facts(start, 300));
         for i in 1..=5u32 {
             let now = start + Duration::from_millis(5) * i;
-            c.acknowledged(u64::from(i) * 64 * 1024, now);
+            c.acknowledged(u64::from(i) * 64 * 1024, now - start);
             assert_eq!(
                 c.after_write(64 * 1024, Duration::from_millis(5), 400_000, now),
                 Plan::Burst
@@ -358,13 +361,27 @@ mod tests {
         assert!(c.link_rate().expect("measured") > 90.0 * MBIT);
         // Before enough is acknowledged, nothing is measured (and write times are not used).
         let mut early = CatchUp::new(facts(start, 300));
-        early.acknowledged(0, start);
-        early.acknowledged(10_000, start + Duration::from_millis(50));
+        early.acknowledged(0, Duration::ZERO);
+        early.acknowledged(10_000, Duration::from_millis(50));
         let blocked = Duration::from_millis(100);
         assert_eq!(
             early.after_write(64 * 1024, blocked, 700_000, start),
             Plan::Burst
         );
         assert_eq!(early.link_rate(), None);
+    }
+
+    #[test]
+    fn a_reader_that_paused_is_not_a_slow_link() {
+        // 200 kB acknowledged over 400 ms, but for 380 ms of them the peer's receive
+        // window was full (a busy client): the link itself took them in 20 ms.
+        let start = Instant::now();
+        let mut c = CatchUp::new(facts(start, 1000));
+        c.acknowledged(0, Duration::ZERO);
+        c.acknowledged(200_000, Duration::from_millis(20));
+        let now = start + Duration::from_millis(400);
+        let p = c.after_write(64 * 1024, Duration::from_millis(100), 700_000, now);
+        assert_eq!(p, Plan::Burst);
+        assert!(c.link_rate().expect("measured") > 70.0 * MBIT);
     }
 }

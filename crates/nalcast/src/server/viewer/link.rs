@@ -1,21 +1,39 @@
 //! What the kernel knows of a viewer's TCP connection (TCP_INFO): how many bytes
-//! the peer has acknowledged, the measure of a slow link during a join's catch-up
-//! (core/src/join.rs).
+//! the peer has acknowledged and for how long the link held data back, the measure
+//! of a slow link during a join's catch-up (core/src/join.rs).
 use std::os::fd::{AsFd, OwnedFd};
 
-/// The head of Linux's `struct tcp_info` (linux/tcp.h), up to `tcpi_bytes_acked`
-/// (Linux 4.1): the kernel fills what fits, so this also works on kernels whose
-/// struct has grown since, and on the 32-bit Pis (every field has a fixed size).
-/// Plain integers only, so any bytes the kernel writes make a valid value.
+/// The head of Linux's `struct tcp_info` (linux/tcp.h), up to `tcpi_rwnd_limited`
+/// (Linux 4.10; nalcast's builds need glibc 2.31, whose distributions run 5.4 and
+/// later): the kernel fills what fits, so this also works on kernels whose struct
+/// has grown since, and on the 32-bit Pis (every field has a fixed size). Plain
+/// integers only, so any bytes the kernel writes make a valid value.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TcpInfoHead {
     state: [u8; 8],
     times_and_counts: [u32; 24],
-    pacing_rate: u64,
-    max_pacing_rate: u64,
+    pacing_rates: [u64; 2],
     /// Bytes the peer has acknowledged.
     pub bytes_acked: u64,
+    bytes_received: u64,
+    segments: [u32; 6],
+    delivery_rate: u64,
+    /// Microseconds the connection had data to send (sending, or held back by the
+    /// peer's receive window or the send buffer).
+    pub busy_time: u64,
+    /// Of which, microseconds held back by the peer's receive window.
+    pub rwnd_limited: u64,
+}
+
+/// A viewer connection's progress, as the kernel counts it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Progress {
+    /// Bytes the peer has acknowledged.
+    pub acked: u64,
+    /// Time the link was what held the data back: busy, less the time the peer's
+    /// receive window did (a reader that did not read is not a slow link).
+    pub link_time: std::time::Duration,
 }
 
 #[cfg(target_os = "linux")]
@@ -43,13 +61,18 @@ impl Link {
         socket.as_fd().try_clone_to_owned().ok().map(Link)
     }
 
-    /// Bytes the peer has acknowledged so far; `None` where the kernel does not say.
-    pub fn bytes_acked(&self) -> Option<u64> {
+    /// The connection's progress so far; `None` where the kernel does not say.
+    pub fn progress(&self) -> Option<Progress> {
         #[cfg(target_os = "linux")]
         {
             nix::sys::socket::getsockopt(&self.0, TcpInfo)
                 .ok()
-                .map(|i| i.bytes_acked)
+                .map(|i| Progress {
+                    acked: i.bytes_acked,
+                    link_time: std::time::Duration::from_micros(
+                        i.busy_time.saturating_sub(i.rwnd_limited),
+                    ),
+                })
         }
         #[cfg(not(target_os = "linux"))]
         {
@@ -71,23 +94,29 @@ mod tests {
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (mut server, _) = listener.accept().expect("accept");
         let link = Link::of(&server).expect("a second descriptor");
-        let before = link.bytes_acked().expect("TCP_INFO on Linux");
+        let before = link.progress().expect("TCP_INFO on Linux");
         let data = vec![7u8; 100_000];
         server.write_all(&data).expect("write");
         let mut got = vec![0u8; data.len()];
         client.read_exact(&mut got).expect("read");
         // The client has read it all, so its ACKs are on their way: await them.
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while link.bytes_acked().expect("TCP_INFO") < before + data.len() as u64 {
+        let after = loop {
+            let now = link.progress().expect("TCP_INFO");
+            if now.acked >= before.acked + data.len() as u64 {
+                break now;
+            }
             assert!(
                 std::time::Instant::now() < deadline,
                 "acknowledged within 5 s"
             );
             std::thread::yield_now();
-        }
+        };
+        // Busy time is counted in jiffies (1-4 ms): a loopback transfer may add none.
+        assert!(after.link_time >= before.link_time);
         let not_tcp = std::fs::File::open("/dev/null").expect("file");
         let file = Link::of(&not_tcp).expect("a second descriptor");
-        assert_eq!(file.bytes_acked(), None);
+        assert_eq!(file.progress(), None);
     }
 
     #[test]
@@ -97,8 +126,12 @@ mod tests {
             std::mem::offset_of!(nix::libc::tcp_info, tcpi_bytes_acked)
         );
         assert_eq!(
-            std::mem::offset_of!(TcpInfoHead, pacing_rate),
-            std::mem::offset_of!(nix::libc::tcp_info, tcpi_pacing_rate)
+            std::mem::offset_of!(TcpInfoHead, busy_time),
+            std::mem::offset_of!(nix::libc::tcp_info, tcpi_busy_time)
+        );
+        assert_eq!(
+            std::mem::offset_of!(TcpInfoHead, rwnd_limited),
+            std::mem::offset_of!(nix::libc::tcp_info, tcpi_rwnd_limited)
         );
     }
 }

@@ -179,8 +179,8 @@ pub async fn serve_viewer<IO>(
                 let done = Instant::now();
                 m.sent(&batch, done);
                 if catch_up.active() {
-                    if let Some(acked) = link.as_ref().and_then(Link::bytes_acked) {
-                        catch_up.acknowledged(acked, done);
+                    if let Some(p) = link.as_ref().and_then(Link::progress) {
+                        catch_up.acknowledged(p.acked, p.link_time);
                     }
                     weigh_catch_up(&mut catch_up, &sub.queue, batch.bytes(), done.saturating_duration_since(now), done);
                     if !catch_up.active() {
