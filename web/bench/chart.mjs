@@ -49,7 +49,8 @@ function column(table, prefix) {
 export function figures(markdown) {
   const f = {};
   for (const t of tables(markdown)) {
-    if (t.header[0] === 'scenario') {
+    if (t.header[0] === 'scenario' && column(t, 'ttff') > 0) {
+      // (The floor-ratio table also starts with "scenario", without these columns.)
       const ttff = column(t, 'ttff');
       const server = column(t, 'server-added');
       const cpu = column(t, 'CPU');
@@ -69,8 +70,8 @@ export function figures(markdown) {
       const tls = column(t, 'wss:// CPU');
       for (const row of t.rows) {
         if (!/^1000, pinned/.test(row[0])) continue;
-        f['CPU %, 1000 viewers ws://, own core, file source'] = part(row[plain], 0);
-        f['CPU %, 1000 viewers wss://, own core, file source'] = part(row[tls], 0);
+        f['CPU %, ws:// 1000, own core'] = part(row[plain], 0);
+        f['CPU %, wss:// 1000, own core'] = part(row[tls], 0);
       }
     } else if (t.header[0] === 'link') {
       const live = column(t, 'live after');
@@ -112,7 +113,7 @@ export const PANELS = [
   { title: 'Time to first frame, p95', unit: 'ms', prefix: 'first frame' },
   { title: 'Server-added delay, p99 (bucket edge)', unit: 'ms', prefix: 'server-added' },
   { title: 'Glass-to-glass in Chromium, p95', unit: 'ms', prefix: 'glass-to-glass' },
-  { title: 'nalcast CPU at 1000 viewers (ws:// and wss://), mean', unit: '% of a core', prefix: 'CPU' },
+  { title: 'CPU at 1000 viewers, ws:// and wss://', unit: '% of a core', prefix: 'CPU' },
   { title: 'Slow links: time until live, p95', unit: 'ms', prefix: 'time to live' },
 ];
 
