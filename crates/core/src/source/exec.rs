@@ -329,9 +329,18 @@ mod tests {
         }
     }
 
-    /// NAL unit sizes, for messages.
-    fn sizes(nals: &[Vec<u8>]) -> Vec<usize> {
-        nals.iter().map(Vec::len).collect()
+    /// Awaits the next frame published to `viewer` and checks it holds the NAL units
+    /// of `frame` (sizes in the message when not).
+    async fn expect_frame(viewer: &Subscription, frame: &[u8], which: &str) {
+        let published = next_frame(viewer).await;
+        let written = nal_units(frame);
+        let sizes = |nals: &[Vec<u8>]| nals.iter().map(Vec::len).collect::<Vec<_>>();
+        assert!(
+            published == written,
+            "{which}: published NAL units {:?}, written {:?}",
+            sizes(&published),
+            sizes(&written)
+        );
     }
 
     /// The pump on one end of a pipe, the hub's first viewer on the other.
@@ -350,14 +359,7 @@ mod tests {
         for frame in &frames {
             // The next frame is not written until this one has been published.
             encoder.write_all(frame).await.expect("write");
-            let published = next_frame(&viewer).await;
-            let written = nal_units(frame);
-            assert!(
-                published == written,
-                "published NAL units {:?}, written {:?}",
-                sizes(&published),
-                sizes(&written)
-            );
+            expect_frame(&viewer, frame, "frame").await;
         }
     }
 
@@ -366,7 +368,7 @@ mod tests {
         let frames = encoded(5);
         let (mut encoder, viewer) = pumped();
         encoder.write_all(&frames[0]).await.expect("write");
-        assert!(next_frame(&viewer).await == nal_units(&frames[0]));
+        expect_frame(&viewer, &frames[0], "frame 0").await;
         // Every later frame comes in two halves, with a pause between them far longer
         // than QUIET_END: the first one is cut (and shows it), the rest must not be.
         for frame in &frames[1..] {
@@ -379,14 +381,7 @@ mod tests {
         let cut = next_frame(&viewer).await;
         assert!(cut != nal_units(&frames[1]), "the first pause cut frame 1");
         for (i, frame) in frames.iter().enumerate().skip(2) {
-            let published = next_frame(&viewer).await;
-            let written = nal_units(frame);
-            assert!(
-                published == written,
-                "frame {i}: published NAL units {:?}, written {:?}",
-                sizes(&published),
-                sizes(&written)
-            );
+            expect_frame(&viewer, frame, &format!("frame {i}")).await;
         }
     }
 }
