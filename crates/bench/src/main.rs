@@ -370,6 +370,16 @@ fn pinned_tls(pem: &std::path::Path) -> anyhow::Result<tokio_rustls::TlsConnecto
     )))
 }
 
+/// The HOST:PORT at the start of a URL without its scheme, and its first address.
+async fn resolve_authority(rest: &str) -> anyhow::Result<(&str, SocketAddr)> {
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let addr = tokio::net::lookup_host(authority)
+        .await?
+        .next()
+        .context("cannot resolve host")?;
+    Ok((authority, addr))
+}
+
 /// Opens a `wss://` URL over a TLS connection checked against the pinned certificate.
 async fn wss_connect(
     url: &str,
@@ -379,11 +389,7 @@ async fn wss_connect(
     let rest = url
         .strip_prefix("wss://")
         .context("--ca is for wss:// URLs")?;
-    let authority = rest.split('/').next().unwrap_or(rest);
-    let addr: SocketAddr = tokio::net::lookup_host(authority)
-        .await?
-        .next()
-        .context("cannot resolve host")?;
+    let (authority, addr) = resolve_authority(rest).await?;
     let name = metrics::tls_name(authority)?;
     let tcp = TcpStream::connect(addr).await?;
     tcp.set_nodelay(true)?;
@@ -470,11 +476,7 @@ async fn stalled_viewer(url: String, duration: Duration) -> anyhow::Result<()> {
     let rest = url
         .strip_prefix("ws://")
         .context("stalled viewers need a ws:// URL")?;
-    let host = rest.split('/').next().unwrap_or(rest);
-    let addr: SocketAddr = tokio::net::lookup_host(host)
-        .await?
-        .next()
-        .context("cannot resolve host")?;
+    let (_, addr) = resolve_authority(rest).await?;
     let socket = if addr.is_ipv4() {
         TcpSocket::new_v4()?
     } else {
