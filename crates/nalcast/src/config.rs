@@ -78,7 +78,7 @@ pub struct Options {
     /// Oldest frame queued for one viewer, in milliseconds, before it is reset to the next keyframe.
     #[arg(long, value_name = "MS", default_value_t = millis(QueueLimits::default().max_delay))]
     pub queue_max_delay: u64,
-    /// Disconnect a client whose socket accepts nothing for this many seconds: a viewer that cannot be written to, or any connection that leaves what it was sent unread (the kernel's TCP_USER_TIMEOUT).
+    /// Disconnect a client whose socket takes nothing of what it is sent for this many seconds: a viewer that cannot be written to, or any connection that leaves its responses unread. A client that reads slowly keeps its connection as long as its receive window reopens within this time (TCP reopens a window after about half of the client's receive buffer was read).
     #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
     pub viewer_timeout: f64,
     /// Most viewers at once; more are refused with HTTP 503.

@@ -306,10 +306,42 @@ fn server_side_exists(server: SocketAddr, client_port: u16) -> bool {
     })
 }
 
+/// A client that pipelines requests and reads the responses slowly.
+struct SteadyReader {
+    /// Its receive buffer.
+    bytes: u32,
+    /// Bytes it reads every 200 ms.
+    per_read: usize,
+    read: tokio::net::tcp::OwnedReadHalf,
+    port: u16,
+    writer: tokio::task::JoinHandle<tokio::net::tcp::OwnedWriteHalf>,
+    /// Bytes read so far.
+    got: usize,
+}
+
+/// Every steady reader reads what it reads per round; returns 200 ms after it began.
+async fn read_all_steadily(steady: &mut [SteadyReader]) {
+    let round = tokio::time::sleep(Duration::from_millis(200));
+    let reads = steady.iter_mut().map(|reader| async move {
+        let mut buf = vec![0u8; reader.per_read];
+        if let Ok(Ok(n)) =
+            tokio::time::timeout(Duration::from_millis(200), reader.read.read(&mut buf)).await
+        {
+            reader.got += n;
+        }
+    });
+    futures_util::future::join_all(reads).await;
+    round.await;
+}
+
 /// A client with a tiny receive buffer that pipelines requests and never reads
 /// the responses: hyper cannot write the next response and no header timer runs,
-/// so it used to be held forever. Now it is dropped once nothing could be written
-/// for --viewer-timeout; a client that reads slowly but steadily is not.
+/// so it used to be held forever. Now it is dropped once its socket has taken
+/// nothing for --viewer-timeout. Clients that read slowly but steadily are not:
+/// every byte they take is progress. One reads a kilobyte every 200 ms through a
+/// 1 KB receive buffer, so its window reopens a little at a time (the kernel's
+/// TCP_USER_TIMEOUT, used before, cut it at the deadline on Linux 6.18); the other
+/// reads 4 KB every 200 ms through 16 KB, so its window reopens seldom but wide.
 #[tokio::test]
 async fn a_client_that_never_reads_its_responses_is_dropped_after_the_write_deadline() {
     let server = Server::start(&[
@@ -324,44 +356,45 @@ async fn a_client_that_never_reads_its_responses_is_dropped_after_the_write_dead
     ]);
     server.wait_healthy().await;
     let pipelined = "GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n".repeat(3000);
-    let connect_small = || async {
-        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-        socket.set_recv_buffer_size(1024).expect("SO_RCVBUF");
-        socket.connect(server.addr).await.expect("connect")
+    // A connection with a receive buffer of `bytes` that pipelines the requests;
+    // its writes block too once the server stops reading, and end with it.
+    let connect = |bytes: u32| {
+        let requests = pipelined.clone();
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+            socket.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+            let tcp = socket.connect(server.addr).await.expect("connect");
+            let port = tcp.local_addr().expect("local").port();
+            let (read, mut write) = tcp.into_split();
+            let writer = tokio::spawn(async move {
+                let _ = write.write_all(requests.as_bytes()).await;
+                write
+            });
+            (read, port, writer)
+        }
     };
 
-    let stuck = connect_small().await;
-    let stuck_port = stuck.local_addr().expect("local").port();
-    let (mut stuck_read, mut stuck_write) = stuck.into_split();
-    let requests = pipelined.clone();
-    // The writes block too once the server stops reading; they end with the connection.
-    let writer = tokio::spawn(async move {
-        let _ = stuck_write.write_all(requests.as_bytes()).await;
-        stuck_write
-    });
-
-    let steady = connect_small().await;
-    let steady_port = steady.local_addr().expect("local").port();
-    let (mut steady_read, mut steady_write) = steady.into_split();
-    let requests = pipelined.clone();
-    let steady_writer = tokio::spawn(async move {
-        let _ = steady_write.write_all(requests.as_bytes()).await;
-        steady_write
-    });
+    let (mut stuck_read, stuck_port, stuck_writer) = connect(1024).await;
+    let mut steady = Vec::new();
+    for (bytes, per_read) in [(1024, 1024), (16384, 4096)] {
+        let (read, port, writer) = connect(bytes).await;
+        steady.push(SteadyReader {
+            bytes,
+            per_read,
+            read,
+            port,
+            writer,
+            got: 0,
+        });
+    }
 
     let started = Instant::now();
-    let (mut steady_bytes, mut buf) = (0usize, [0u8; 1024]);
     let dropped_after = loop {
         assert!(
             started.elapsed() < Duration::from_secs(30),
             "a client that reads nothing is still connected after 30 s"
         );
-        // The steady client reads a little every 200 ms: it makes progress.
-        if let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(200), steady_read.read(&mut buf)).await
-        {
-            steady_bytes += n;
-        }
+        read_all_steadily(&mut steady).await;
         if !server_side_exists(server.addr, stuck_port) {
             break started.elapsed();
         }
@@ -371,32 +404,33 @@ async fn a_client_that_never_reads_its_responses_is_dropped_after_the_write_dead
         dropped_after >= Duration::from_secs(1),
         "dropped before the deadline could pass ({dropped_after:?})"
     );
-    assert!(
-        server_side_exists(server.addr, steady_port),
-        "the steady reader is still served ({steady_bytes} bytes read)"
-    );
-    // nalcast let go of it too: only the steady reader's connection is open.
-    wait_open(server.addr, 1).await;
-    // It has been reading past the deadline; its responses keep coming.
-    let before = steady_bytes;
-    let until = Instant::now() + Duration::from_secs(3);
+    // nalcast let go of it: only the steady readers' connections are open.
+    wait_open(server.addr, steady.len()).await;
+    // They have been reading past the deadline; their responses keep coming, for
+    // more than twice the deadline.
+    let before: Vec<usize> = steady.iter().map(|s| s.got).collect();
+    let until = Instant::now() + Duration::from_secs(5);
     while Instant::now() < until {
-        if let Ok(Ok(n)) =
-            tokio::time::timeout(Duration::from_millis(200), steady_read.read(&mut buf)).await
-        {
-            steady_bytes += n;
-        }
+        read_all_steadily(&mut steady).await;
     }
-    assert!(
-        steady_bytes > before,
-        "the steady reader still gets responses"
-    );
-    assert!(server_side_exists(server.addr, steady_port));
+    for (reader, before) in steady.iter().zip(before) {
+        let (bytes, got) = (reader.bytes, reader.got);
+        assert!(
+            got > before,
+            "the steady reader with a {bytes}-byte receive buffer still gets responses ({got} bytes)"
+        );
+        assert!(
+            server_side_exists(server.addr, reader.port),
+            "the steady reader with a {bytes}-byte receive buffer is still served"
+        );
+    }
     // The stuck client learns it when it reads: its connection is gone.
     let mut rest = Vec::new();
     let ended =
         tokio::time::timeout(Duration::from_secs(10), stuck_read.read_to_end(&mut rest)).await;
     assert!(ended.is_ok(), "the stuck connection ends once read");
-    writer.abort();
-    steady_writer.abort();
+    stuck_writer.abort();
+    for reader in steady {
+        reader.writer.abort();
+    }
 }

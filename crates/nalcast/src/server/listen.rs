@@ -25,6 +25,7 @@ use tower::Service;
 use tracing::{debug, warn};
 
 use super::limits::{ConnectionLimits, ConnectionSlot, Refused};
+use super::progress::WriteDeadline;
 
 /// How connections on one listener are handled.
 #[derive(Clone)]
@@ -34,8 +35,8 @@ pub struct ListenOptions {
     /// Time a client has for the TLS handshake, and then for each request's headers
     /// (counted from the end of the previous response on a keep-alive connection).
     pub header_timeout: Duration,
-    /// Longest time data for a client may stay unacknowledged, or unsent because the
-    /// client reads nothing, before the connection is dropped.
+    /// Longest time a client's socket may take none of what nalcast has to send
+    /// before the connection is dropped (see progress.rs).
     pub write_timeout: Duration,
     /// TLS, when this listener speaks HTTPS.
     pub tls: Option<Arc<rustls::ServerConfig>>,
@@ -131,10 +132,11 @@ fn note_refusal(peer: SocketAddr, reason: &str) {
     }
 }
 
-/// Every connection: no Nagle delay (frames go out at once), a bounded kernel
+/// Every connection: no Nagle delay (frames go out at once), and a bounded kernel
 /// send buffer with little of it unsent, so a slow viewer shows up in its queue
 /// (and gets skipped to the next keyframe) instead of hiding seconds of video in
-/// the kernel, and a write-progress deadline.
+/// the kernel. The write-progress deadline is nalcast's own (progress.rs), not
+/// the kernel's TCP_USER_TIMEOUT, which cuts slow but steady readers.
 fn tune_socket(tcp: &TcpStream, opts: &ListenOptions) {
     if let Err(e) = tcp.set_nodelay(true) {
         debug!("cannot set TCP_NODELAY: {e}");
@@ -142,16 +144,6 @@ fn tune_socket(tcp: &TcpStream, opts: &ListenOptions) {
     let sock = socket2::SockRef::from(tcp);
     if let Err(e) = sock.set_send_buffer_size(opts.send_buffer) {
         debug!("cannot set the socket send buffer: {e}");
-    }
-    // The kernel drops a connection whose data stays unacknowledged, or unsent
-    // behind a zero receive window, this long (TCP_USER_TIMEOUT; enforced on a zero
-    // window since Linux 5.11). That covers a client that never reads its responses
-    // wherever the writer waits (hyper between pipelined responses, where no header
-    // timer runs; TLS; a viewer thread), with no wrapper around the socket: plain
-    // viewers move to their threads as the very TcpStream accepted here (ws.rs).
-    #[cfg(target_os = "linux")]
-    if let Err(e) = sock.set_tcp_user_timeout(Some(opts.write_timeout)) {
-        debug!("cannot set TCP_USER_TIMEOUT: {e}");
     }
     // Of the send buffer, at most this much may wait unsent (TCP_NOTSENT_LOWAT): a
     // write then returns as the link takes bytes, which is how a joining viewer's
@@ -177,11 +169,15 @@ async fn connection(
     shutdown: watch::Receiver<bool>,
     _slot: ConnectionSlot,
 ) {
+    // Every write, TLS records included, must make progress: a client that never
+    // reads its responses is dropped wherever the writer waits (hyper between
+    // pipelined responses, where no header timer runs; a TLS handshake; a viewer).
+    let deadline = |tcp| WriteDeadline::new(tcp, opts.write_timeout);
     let Some(tls) = opts.tls.clone() else {
-        return http(tcp, peer, app, opts.header_timeout, shutdown).await;
+        return http(deadline(tcp), peer, app, opts.header_timeout, shutdown).await;
     };
     enum Start {
-        Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>),
+        Tls(Box<tokio_rustls::server::TlsStream<WriteDeadline<TcpStream>>>),
         Plain(TcpStream),
     }
     let handshake = async move {
@@ -192,7 +188,9 @@ async fn connection(
         if first[0] != TLS_HANDSHAKE_RECORD {
             return Ok(Some(Start::Plain(tcp)));
         }
-        let stream = tokio_rustls::TlsAcceptor::from(tls).accept(tcp).await?;
+        let stream = tokio_rustls::TlsAcceptor::from(tls)
+            .accept(deadline(tcp))
+            .await?;
         Ok::<_, std::io::Error>(Some(Start::Tls(Box::new(stream))))
     };
     match tokio::time::timeout(opts.header_timeout, handshake).await {
@@ -202,7 +200,7 @@ async fn connection(
         // Plain HTTP on the HTTPS port: point the browser to the right address.
         Ok(Ok(Some(Start::Plain(tcp)))) => {
             let redirect = Router::new().fallback(to_https);
-            http(tcp, peer, redirect, opts.header_timeout, shutdown).await
+            http(deadline(tcp), peer, redirect, opts.header_timeout, shutdown).await
         }
         Ok(Ok(None)) => {}
         Ok(Err(e)) => debug!(%peer, "TLS handshake failed: {e}"),

@@ -20,6 +20,7 @@ pub mod host;
 pub mod limits;
 pub mod listen;
 pub mod origin;
+pub mod progress;
 pub mod proxy;
 pub mod series;
 pub mod threads;

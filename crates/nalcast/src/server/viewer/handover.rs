@@ -9,6 +9,7 @@ use tracing::debug;
 use super::link::Link;
 use super::{session, Dialect};
 use crate::server::limits::Slot;
+use crate::server::progress::WriteDeadline;
 use crate::server::AppState;
 
 /// Serves the connection `connection` yields once the 101 is sent; `slot` is held
@@ -19,9 +20,11 @@ pub fn serve(connection: OnUpgrade, state: AppState, dialect: Dialect, slot: Slo
             Ok(upgraded) => upgraded,
             Err(e) => return debug!("WebSocket upgrade failed: {e}"),
         };
-        let tcp = match upgraded.downcast::<TokioIo<TcpStream>>() {
+        let tcp = match upgraded.downcast::<TokioIo<WriteDeadline<TcpStream>>>() {
+            // The session keeps a deadline of its own (session.rs).
             Ok(parts) => parts
                 .io
+                .into_inner()
                 .into_inner()
                 .into_std()
                 .map(|tcp| (tcp, parts.read_buf)),
@@ -51,10 +54,10 @@ pub fn serve(connection: OnUpgrade, state: AppState, dialect: Dialect, slot: Slo
 /// A connection that stays on this runtime: TLS (straight on the TLS stream, whose
 /// TCP socket the join measures), or any other kind hyper handed over.
 async fn serve_here(upgraded: Upgraded, state: AppState, dialect: Dialect) {
-    match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
+    match upgraded.downcast::<TokioIo<TlsStream<WriteDeadline<TcpStream>>>>() {
         Ok(parts) => {
             let tls = parts.io.into_inner();
-            let link = Link::of(tls.get_ref().0);
+            let link = Link::of(tls.get_ref().0.get_ref());
             session::serve_viewer(tls, state, dialect, &parts.read_buf, None, link).await;
         }
         Err(upgraded) => {

@@ -15,6 +15,7 @@ use super::client::{on_client_frame, MessageRate, Reply, MAX_CLIENT_MESSAGE};
 use super::link::Link;
 use super::messages::{Batch, StreamFacts};
 use super::{Dialect, Ended};
+use crate::server::progress::WriteDeadline;
 use crate::server::threads::WakeGroup;
 use crate::server::websocket::framing::{self as wsf, ClientParser};
 use crate::server::AppState;
@@ -88,16 +89,13 @@ fn weigh_catch_up(
     metrics::counter!("nalcast_joins_total", "start" => start).increment(1);
 }
 
-/// Sends `batch` within the viewer timeout.
-async fn send<W: AsyncWrite + Unpin>(
-    w: &mut W,
-    batch: &Batch,
-    state: &AppState,
-) -> Result<(), Ended> {
-    match tokio::time::timeout(state.viewer_timeout, batch.write_to(w)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(_)) => Err(Ended::Error),
-        Err(_) => Err(Ended::Stuck),
+/// Sends `batch`; a socket that took nothing of it for the viewer timeout is stuck
+/// (`w` carries the deadline, see progress.rs).
+async fn send<W: AsyncWrite + Unpin>(w: &mut W, batch: &Batch) -> Result<(), Ended> {
+    match batch.write_to(w).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::TimedOut => Err(Ended::Stuck),
+        Err(_) => Err(Ended::Error),
     }
 }
 
@@ -121,7 +119,7 @@ async fn read_some<R: AsyncRead + Unpin>(
 /// wake group of the viewer thread the task runs on; `link` the TCP socket under
 /// `io`, when there is one, asked how much the peer acknowledged during the join.
 pub async fn serve_viewer<IO>(
-    mut io: IO,
+    io: IO,
     state: AppState,
     dialect: Dialect,
     early: &[u8],
@@ -130,6 +128,9 @@ pub async fn serve_viewer<IO>(
 ) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
+    // A viewer is stuck when its socket takes no byte for the viewer timeout; one
+    // that takes bytes slowly is a slow viewer, which its queue deals with.
+    let mut io = WriteDeadline::new(io, state.viewer_timeout);
     let sub = state.hub.subscribe();
     if let Some(group) = wake {
         sub.queue.wake_through(group);
@@ -173,7 +174,7 @@ pub async fn serve_viewer<IO>(
                     m.queue_delay.record(now.saturating_duration_since(queued_at).as_secs_f64());
                     batch.add(&item, dialect, &mut sent_params, &facts);
                 }
-                if let Err(e) = send(&mut io, &batch, &state).await {
+                if let Err(e) = send(&mut io, &batch).await {
                     break e;
                 }
                 let done = Instant::now();
@@ -212,7 +213,7 @@ pub async fn serve_viewer<IO>(
                             debug!(outcome = outcome.label(), "the viewer asked for a keyframe");
                         }
                         Reply::Send(b) => {
-                            if let Err(e) = send(&mut io, &b, &state).await {
+                            if let Err(e) = send(&mut io, &b).await {
                                 break 'serve e;
                             }
                         }
