@@ -7,8 +7,9 @@
 
 use libfuzzer_sys::fuzz_target;
 use nalcast::server::websocket::framing::{
-    client_frame, close_code_allowed, parse_in_pieces, ClientFrame, FrameError,
+    close_code_allowed, parse_in_pieces, ClientFrame, FrameError,
 };
+use testkit::websocket::client_frame;
 
 const MAX: usize = 4096;
 

@@ -10,20 +10,6 @@ use nalcast_core::fmp4::{Packager, TIMESCALE};
 use nalcast_core::ingest::{Splitter, DEFAULT_MAX_NAL_SIZE};
 use nalcast_h264::AccessUnit;
 
-fn have_ffmpeg() -> bool {
-    let ok = |tool: &str| {
-        Command::new(tool)
-            .arg("-version")
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    if ok("ffmpeg") && ok("ffprobe") {
-        return true;
-    }
-    eprintln!("SKIPPED: ffmpeg/ffprobe not installed (make test installs them)");
-    false
-}
-
 fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("nalcast-fmp4-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("scratch dir");
@@ -40,17 +26,12 @@ fn run(cmd: &mut Command) -> String {
     String::from_utf8(out.stdout).expect("utf-8 output")
 }
 
-/// Encodes `frames` of the test source with x264 into a raw Annex-B file.
-fn encode(name: &str, size: &str, x264: &[&str], frames: u32) -> PathBuf {
-    let path = scratch(name);
-    let src = format!("testsrc2=size={size}:rate=30");
-    run(Command::new("ffmpeg")
-        .args(["-v", "error", "-y", "-f", "lavfi", "-i", &src])
-        .args(["-frames:v", &frames.to_string(), "-c:v", "libx264"])
-        .args(x264)
-        .args(["-f", "h264"])
-        .arg(&path));
-    path
+/// `frames` of the test source encoded by x264 (cached by the test kit).
+fn encode(size: &str, x264: &[&str], frames: u32) -> PathBuf {
+    let frames = frames.to_string();
+    let mut args = vec!["-frames:v", &frames, "-c:v", "libx264"];
+    args.extend_from_slice(x264);
+    testkit::x264::encode(&format!("testsrc2=size={size}:rate=30"), &args)
 }
 
 /// nalcast's own splitter, then capture times: 33 333 µs apart, or in bursts of
@@ -203,11 +184,10 @@ fn check(aus: &[AccessUnit], (mp4, boxed): &(PathBuf, Vec<Boxed>), raw: &Path, r
 
 #[test]
 fn main_profile_with_b_frames_plays_in_display_order() {
-    if !have_ffmpeg() {
+    if !testkit::tools::require_ffmpeg("main_profile_with_b_frames_plays_in_display_order") {
         return;
     }
     let raw = encode(
-        "main.h264",
         "320x240",
         &["-profile:v", "main", "-bf", "2", "-g", "30"],
         90,
@@ -222,11 +202,10 @@ fn main_profile_with_b_frames_plays_in_display_order() {
 
 #[test]
 fn high_profile_with_b_pyramid_plays_in_display_order() {
-    if !have_ffmpeg() {
+    if !testkit::tools::require_ffmpeg("high_profile_with_b_pyramid_plays_in_display_order") {
         return;
     }
     let raw = encode(
-        "high.h264",
         "320x240",
         &[
             "-profile:v",
@@ -247,15 +226,10 @@ fn high_profile_with_b_pyramid_plays_in_display_order() {
 
 #[test]
 fn baseline_plays_in_decode_order_at_the_capture_rate() {
-    if !have_ffmpeg() {
+    if !testkit::tools::require_ffmpeg("baseline_plays_in_decode_order_at_the_capture_rate") {
         return;
     }
-    let raw = encode(
-        "baseline.h264",
-        "320x240",
-        &["-profile:v", "baseline", "-g", "30"],
-        90,
-    );
+    let raw = encode("320x240", &["-profile:v", "baseline", "-g", "30"], 90);
     let aus = split(&raw, 1);
     let mp4 = package(&aus, "baseline.mp4");
     check(&aus, &mp4, &raw, false);
@@ -273,13 +247,11 @@ fn baseline_plays_in_decode_order_at_the_capture_rate() {
 
 #[test]
 fn resolution_change_keeps_decode_times_continuous() {
-    if !have_ffmpeg() {
+    if !testkit::tools::require_ffmpeg("resolution_change_keeps_decode_times_continuous") {
         return;
     }
-    let a =
-        std::fs::read(encode("a.h264", "320x240", &["-bf", "2", "-g", "15"], 30)).expect("clip a");
+    let a = std::fs::read(encode("320x240", &["-bf", "2", "-g", "15"], 30)).expect("clip a");
     let b = std::fs::read(encode(
-        "b.h264",
         "640x360",
         &["-profile:v", "baseline", "-g", "15"],
         30,

@@ -9,6 +9,7 @@ use nalcast_core::protocol::{
     StatusMsg, StreamInfoMsg, FLAG_CATCH_UP, FLAG_KEYFRAME,
 };
 use serde::Deserialize;
+use testkit::fixtures::unhex;
 
 // include_str! makes cargo rebuild the test when the vectors change.
 const VECTORS: &str = include_str!("../../../docs/protocol-vectors.json");
@@ -72,7 +73,7 @@ impl Unit {
             flags,
             self.seq,
             self.capture_us,
-            Bytes::from(from_hex(&self.data)),
+            Bytes::from(unhex(&self.data)),
         )
     }
 }
@@ -106,24 +107,6 @@ fn vectors() -> Vectors {
     }
 }
 
-fn from_hex(hex: &str) -> Vec<u8> {
-    let digits: Vec<u8> = hex.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    assert!(
-        digits.len().is_multiple_of(2),
-        "odd number of hex digits: {hex}"
-    );
-    digits
-        .chunks(2)
-        .map(|pair| {
-            let text = std::str::from_utf8(pair).unwrap_or_default();
-            match u8::from_str_radix(text, 16) {
-                Ok(b) => b,
-                Err(e) => panic!("bad hex {text:?} in {hex}: {e}"),
-            }
-        })
-        .collect()
-}
-
 /// The message's encoding by protocol.rs, and what decoding its bytes must give.
 fn encode(fields: Fields) -> (Bytes, ServerMessage) {
     match fields {
@@ -139,7 +122,7 @@ fn encode(fields: Fields) -> (Bytes, ServerMessage) {
             (encode_access_unit(flags, seq, capture_us, &data), message)
         }
         Fields::InitSegment { data } => {
-            let data = Bytes::from(from_hex(&data));
+            let data = Bytes::from(unhex(&data));
             (encode_init_segment(&data), ServerMessage::InitSegment(data))
         }
         Fields::Fragment(unit) => {
@@ -176,7 +159,7 @@ fn server_messages_encode_to_their_bytes_and_decode_to_their_fields() {
     let vectors = vectors();
     assert!(!vectors.server.is_empty() && !vectors.fmp4.server.is_empty());
     for v in vectors.server.into_iter().chain(vectors.fmp4.server) {
-        let bytes = Bytes::from(from_hex(&v.hex));
+        let bytes = Bytes::from(unhex(&v.hex));
         let (encoded, message) = encode(v.message);
         assert_eq!(encoded, bytes, "encoding {}", v.name);
         assert_eq!(decode(&bytes), Ok(message), "decoding {}", v.name);
@@ -188,7 +171,7 @@ fn invalid_messages_are_refused_for_their_reason() {
     let vectors = vectors();
     assert!(!vectors.invalid.is_empty());
     for v in vectors.invalid.into_iter().chain(vectors.fmp4.invalid) {
-        let bytes = Bytes::from(from_hex(&v.hex));
+        let bytes = Bytes::from(unhex(&v.hex));
         match decode(&bytes) {
             Err(e) => assert_eq!(error_name(&e), v.error, "{}: {e}", v.name),
             Ok(m) => panic!("{}: decoded as {m:?}", v.name),

@@ -127,6 +127,7 @@ pub(crate) fn pps_id(nal: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use testkit::fixtures::*;
 
     // An SPS for 1280x720 Baseline level 3.1, written by hand from the spec's syntax:
     // profile 66, constraint 0xC0, level 31, sps_id 0, log2_max_frame_num-4 = 0,
@@ -171,13 +172,6 @@ mod tests {
         assert_eq!(sps_id(&sps_720p()), Some(0));
     }
 
-    fn unhex(hex: &str) -> Vec<u8> {
-        (0..hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-            .collect()
-    }
-
     /// SPS NAL units as x264 (ffmpeg -c:v libx264 -profile:v P -level L) writes
     /// them; the 42E01F one is x264's Baseline SPS with constraint_set2 added, as
     /// some hardware encoders send.
@@ -186,56 +180,26 @@ mod tests {
         // (SPS, codec, profile, Broadway can play it, size)
         let cases = [
             (
-                "6742c01fd9005005bb0110000003001000000303c0f1832480",
+                SPS_BASELINE_720P,
                 "avc1.42C01F",
                 "Constrained Baseline",
                 true,
                 (1280, 720),
             ),
             (
-                "6742e01fd9005005bb0110000003001000000303c0f1832480",
+                SPS_BASELINE_720P_E0,
                 "avc1.42E01F",
                 "Constrained Baseline",
                 true,
                 (1280, 720),
             ),
+            (SPS_MAIN_720P, "avc1.4D401F", "Main", false, (1280, 720)),
+            (SPS_MAIN_360P, "avc1.4D401E", "Main", false, (640, 360)),
+            (SPS_MAIN_720P_L40, "avc1.4D4028", "Main", false, (1280, 720)),
+            (SPS_HIGH_1080P, "avc1.640028", "High", false, (1920, 1080)),
+            (SPS_HIGH_720P, "avc1.64001F", "High", false, (1280, 720)),
             (
-                "674d401feca02802dd8088000003000800000301e078c18cb0",
-                "avc1.4D401F",
-                "Main",
-                false,
-                (1280, 720),
-            ),
-            (
-                "674d401eeca05017fcb80880000003008000001e078b16cb",
-                "avc1.4D401E",
-                "Main",
-                false,
-                (640, 360),
-            ),
-            (
-                "674d4028eca02802dd8088000003000800000301e078c18cb0",
-                "avc1.4D4028",
-                "Main",
-                false,
-                (1280, 720),
-            ),
-            (
-                "67640028acd940780227e5c044000003000400000300f03c60c658",
-                "avc1.640028",
-                "High",
-                false,
-                (1920, 1080),
-            ),
-            (
-                "6764001facd9405005bb0110000003001000000303c0f1831960",
-                "avc1.64001F",
-                "High",
-                false,
-                (1280, 720),
-            ),
-            (
-                "67640032acd940780227e5c044000003000400000300f03c60c658",
+                SPS_HIGH_1080P_L50,
                 "avc1.640032",
                 "High",
                 false,
@@ -262,7 +226,7 @@ mod tests {
             assert_eq!(sps_id(&unhex(hex)), Some(0), "{codec}");
         }
         // Main with constraint_set0 (Baseline-conformant content) is playable.
-        let mut main = unhex("674d401feca02802dd8088000003000800000301e078c18cb0");
+        let mut main = unhex(SPS_MAIN_720P);
         main[2] = 0xc0;
         assert!(
             StreamInfo::from_sps(&main)

@@ -1,12 +1,6 @@
 //! Inputs the fuzzer (fuzz/fuzz_targets/annexb.rs) found, kept as regression tests.
 use nalcast_h264::{AnnexBParser, AuAssembler};
-
-fn from_hex(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or(0))
-        .collect()
-}
+use testkit::fixtures::unhex;
 
 /// Parses `input` (its first byte is the fuzzer's chunk size, as in the target),
 /// assembles it and checks every access unit's invariants.
@@ -34,5 +28,5 @@ fn check(input: &[u8]) {
 /// Two AUDs before a keyframe's parameter sets: the keyframe began with AUD, AUD.
 #[test]
 fn repeated_access_unit_delimiters() {
-    check(&from_hex("930000000107ffffff0b700a2b040000000160082b2e00000104000000010864080700000101ff930000000109017a01ff930000000109017a3b0b26d0d0d0d7d0000000000000010001d0013b00000128d000000000000000180000d00000000105ff3b00930000000107ffffff3b0b26d0d0d0d7d0000000000000010001d0013b00000128d000000000000000180000d00000000105ff3b00930000000107ffffff083b000005283b0b26d0d0d0d7d0000000000000010001d001"));
+    check(&unhex("930000000107ffffff0b700a2b040000000160082b2e00000104000000010864080700000101ff930000000109017a01ff930000000109017a3b0b26d0d0d0d7d0000000000000010001d0013b00000128d000000000000000180000d00000000105ff3b00930000000107ffffff3b0b26d0d0d0d7d0000000000000010001d0013b00000128d000000000000000180000d00000000105ff3b00930000000107ffffff083b000005283b0b26d0d0d0d7d0000000000000010001d001"));
 }

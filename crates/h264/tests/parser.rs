@@ -6,6 +6,7 @@ use openh264::encoder::{Encoder, EncoderConfig, IntraFramePeriod, Profile};
 use openh264::formats::YUVBuffer;
 use openh264::OpenH264API;
 use proptest::prelude::*;
+use testkit::annexb::join;
 
 /// Parses `chunks` one after the other, then flushes: the output stream (NAL units
 /// and errors in order), and the parser for its stats.
@@ -260,12 +261,6 @@ fn slice(nal_header: u8, first_mb: u32, slice_type: u32) -> Vec<u8> {
     out
 }
 
-fn annexb(nals: &[Vec<u8>]) -> Vec<u8> {
-    nals.iter()
-        .flat_map(|n| [0, 0, 0, 1].into_iter().chain(n.iter().copied()))
-        .collect()
-}
-
 fn real_params() -> (Vec<u8>, Vec<u8>) {
     let f = &encode(320, 240, 1, 1)[0];
     let nals = parse(f);
@@ -279,7 +274,7 @@ fn multiple_slices_aud_and_sei_group_correctly() {
     let (sps, pps) = real_params();
     let aud = vec![0x09, 0xf0];
     let sei = vec![0x06, 0x05, 0x01, 0x00, 0x80];
-    let stream = annexb(&[
+    let stream = join(&[
         aud.clone(),
         sps,
         pps,
@@ -328,21 +323,21 @@ fn a_picture_ended_early_shows_its_later_slices_as_orphans() {
     };
     // A whole two-slice picture: no orphans.
     feed(
-        &annexb(&[sps, pps, slice(0x65, 0, 7), slice(0x65, 40, 7)]),
+        &join(&[sps, pps, slice(0x65, 0, 7), slice(0x65, 40, 7)]),
         true,
         &mut a,
     );
     assert_eq!(a.stats().orphan_slices, 0);
     // A picture taken as complete after its first slice: its second begins the next.
-    feed(&annexb(&[slice(0x41, 0, 5)]), true, &mut a);
-    feed(&annexb(&[slice(0x41, 40, 5)]), true, &mut a);
+    feed(&join(&[slice(0x41, 0, 5)]), true, &mut a);
+    feed(&join(&[slice(0x41, 40, 5)]), true, &mut a);
     assert_eq!(a.stats().orphan_slices, 1);
 }
 
 #[test]
 fn frames_before_the_first_keyframe_are_dropped() {
     let (sps, pps) = real_params();
-    let stream = annexb(&[
+    let stream = join(&[
         slice(0x41, 0, 5),
         sps,
         pps,
@@ -360,7 +355,7 @@ fn frames_before_the_first_keyframe_are_dropped() {
 #[test]
 fn truncated_slice_header_is_counted_and_dropped() {
     let (sps, pps) = real_params();
-    let stream = annexb(&[
+    let stream = join(&[
         sps,
         pps,
         slice(0x65, 0, 7),
@@ -394,7 +389,7 @@ fn parameter_change_makes_a_new_arc_and_b_slices_are_counted() {
         let f = &encode(640, 480, 1, 1)[0];
         parse(f)
     };
-    let stream = annexb(&[
+    let stream = join(&[
         sps,
         pps,
         slice(0x65, 0, 7),

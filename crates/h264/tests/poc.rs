@@ -2,31 +2,17 @@
 //! they number the pictures in display order (x264 counts 2 per frame).
 #![allow(missing_docs)]
 
-use std::process::Command;
-
 use nalcast_h264::{AccessUnit, AnnexBParser, AuAssembler, PocCounter, SpsDetails};
 
-fn x264(args: &[&str]) -> Option<Vec<u8>> {
-    let out = Command::new("ffmpeg")
-        .args([
-            "-v",
-            "error",
-            "-f",
-            "lavfi",
-            "-i",
-            "testsrc2=size=160x120:rate=30",
-        ])
-        .args(["-frames:v", "75", "-c:v", "libx264"])
-        .args(args)
-        .args(["-f", "h264", "-"])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => Some(o.stdout),
-        _ => {
-            eprintln!("SKIPPED: ffmpeg with libx264 not installed (make test installs it)");
-            None
-        }
+/// 75 frames of x264 with these arguments, from the test kit's cache; `None`
+/// (SKIPPED) where ffmpeg is missing outside `make test`.
+fn x264(test: &str, args: &[&str]) -> Option<Vec<u8>> {
+    if !testkit::tools::require_ffmpeg(test) {
+        return None;
     }
+    let mut all = vec!["-frames:v", "75", "-c:v", "libx264"];
+    all.extend_from_slice(args);
+    Some(testkit::x264::bytes("testsrc2=size=160x120:rate=30", &all))
 }
 
 fn access_units(bytes: &[u8]) -> Vec<AccessUnit> {
@@ -58,7 +44,10 @@ fn poc_numbers_pictures_in_display_order_per_idr_period() {
             "30",
         ][..],
     ] {
-        let Some(stream) = x264(args) else { return };
+        let Some(stream) = x264("poc_numbers_pictures_in_display_order_per_idr_period", args)
+        else {
+            return;
+        };
         let aus = access_units(&stream);
         assert_eq!(aus.len(), 75);
         let details = SpsDetails::from_sps(&aus[0].params.sps).expect("SPS");
@@ -90,7 +79,10 @@ fn poc_numbers_pictures_in_display_order_per_idr_period() {
 
 #[test]
 fn baseline_counts_in_decode_order() {
-    let Some(stream) = x264(&["-profile:v", "baseline", "-g", "25"]) else {
+    let Some(stream) = x264(
+        "baseline_counts_in_decode_order",
+        &["-profile:v", "baseline", "-g", "25"],
+    ) else {
         return;
     };
     let aus = access_units(&stream);

@@ -1,87 +1,12 @@
 //! The packager's output read back with mp4-atom's decoder.
-use std::sync::Arc;
-
-use bytes::Bytes;
 use mp4_atom::{Buf, Codec, Decode, Ftyp, Mdat, Moof, Moov};
-use nalcast_h264::{AccessUnit, ParamSets, StreamInfo};
+use nalcast_h264::AccessUnit;
 
 use super::fragment::{FLAGS_DISPOSABLE, FLAGS_NON_SYNC, FLAGS_SYNC};
 use super::*;
 
-fn unhex(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
-        .collect()
-}
-
-/// x264's Constrained Baseline SPS for 1280x720, and a PPS.
-const SPS_720P: &str = "6742c01fd9005005bb0110000003001000000303c0f1832480";
-/// The same with constraint_set2 set: other parameter sets, same size.
-const SPS_720P_E0: &str = "6742e01fd9005005bb0110000003001000000303c0f1832480";
-const PPS: &[u8] = &[0x68, 0xce, 0x38, 0x80];
-
-fn params(sps_hex: &str) -> Arc<ParamSets> {
-    let sps = Bytes::from(unhex(sps_hex));
-    Arc::new(ParamSets {
-        info: StreamInfo::from_sps(&sps).expect("valid SPS"),
-        sps,
-        pps: vec![Bytes::from_static(PPS)],
-    })
-}
-
-/// An access unit of these NAL units (header byte first), Annex-B with 4-byte
-/// start codes as the assembler makes them.
-fn au(params: &Arc<ParamSets>, nals: &[Vec<u8>], keyframe: bool, ts: u64) -> AccessUnit {
-    let mut data = Vec::new();
-    let mut ranges = Vec::new();
-    for n in nals {
-        let start = data.len() as u32;
-        data.extend_from_slice(&[0, 0, 0, 1]);
-        data.extend_from_slice(n);
-        ranges.push(start..data.len() as u32);
-    }
-    let au = AccessUnit {
-        data: Bytes::from(data),
-        nals: ranges,
-        keyframe,
-        params: params.clone(),
-        timestamp_us: ts,
-    };
-    au.check_invariants().expect("well-formed access unit");
-    au
-}
-
-fn nal(header: u8, len: usize, fill: u8) -> Vec<u8> {
-    let mut v = vec![fill; len];
-    v[0] = header;
-    v
-}
-
-fn keyframe(p: &Arc<ParamSets>, ts: u64, slice_len: usize) -> AccessUnit {
-    au(
-        p,
-        &[
-            vec![0x09, 0xf0],
-            p.sps.to_vec(),
-            p.pps[0].to_vec(),
-            nal(0x06, 12, 0x05),
-            nal(0x65, slice_len, 0x88),
-        ],
-        true,
-        ts,
-    )
-}
-
-fn delta(p: &Arc<ParamSets>, ts: u64, slice_len: usize, reference: bool) -> AccessUnit {
-    let header = if reference { 0x41 } else { 0x01 };
-    au(
-        p,
-        &[vec![0x09, 0x30], nal(header, slice_len, 0x9a)],
-        false,
-        ts,
-    )
-}
+use testkit::au::{access_unit as au, delta, keyframe, params};
+use testkit::fixtures::{PPS, SPS_BASELINE_720P as SPS_720P, SPS_BASELINE_720P_E0 as SPS_720P_E0};
 
 /// The AVCC form of `au` without SPS, PPS and AUD, as the sample should be.
 fn expected_sample(au: &AccessUnit) -> Vec<u8> {

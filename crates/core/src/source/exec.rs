@@ -305,12 +305,9 @@ mod tests {
 
     /// The NAL units of Annex-B bytes, without start codes.
     fn nal_units(annexb: &[u8]) -> Vec<Vec<u8>> {
-        let mut parser = nalcast_h264::AnnexBParser::new(1 << 20);
-        let mut out = Vec::new();
-        parser.push(annexb, &mut out);
-        parser.flush(&mut out);
-        out.into_iter()
-            .map(|n| n.expect("nal").0.to_vec())
+        testkit::annexb::split(annexb)
+            .into_iter()
+            .map(<[u8]>::to_vec)
             .collect()
     }
 

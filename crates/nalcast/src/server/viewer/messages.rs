@@ -202,64 +202,15 @@ impl Batch {
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
     use nalcast_core::protocol::{StatusMsg, MSG_SKIPPED, MSG_STATUS, MSG_STREAM_INFO};
-    use nalcast_h264::{AccessUnit, StreamInfo};
 
-    /// Baseline 1280x720 and Main 640x360, as x264 writes their SPS.
-    pub(crate) const BASELINE_720P: &str = "6742c01fd9005005bb0110000003001000000303c0f1832480";
-    const MAIN_360P: &str = "674d401eeca05017fcb80880000003008000001e078b16cb";
-
-    pub(crate) fn params(sps_hex: &str) -> Arc<ParamSets> {
-        let sps: Vec<u8> = (0..sps_hex.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&sps_hex[i..i + 2], 16).expect("hex"))
-            .collect();
-        Arc::new(ParamSets {
-            info: StreamInfo::from_sps(&sps).expect("a valid SPS"),
-            sps: Bytes::from(sps),
-            pps: vec![Bytes::from_static(&[0x68, 0xce, 0x38, 0x80])],
-        })
-    }
-
-    /// An access unit of SEI + slice (with SPS + PPS before a keyframe's IDR), its
-    /// slice padded to `slice_len` bytes.
-    pub(crate) fn access_unit(
-        keyframe: bool,
-        slice_len: usize,
-        params: &Arc<ParamSets>,
-        timestamp_us: u64,
-    ) -> AccessUnit {
-        let mut data = Vec::with_capacity(slice_len + 64);
-        let mut nals = Vec::new();
-        let mut nal = |bytes: &[u8]| {
-            let start = data.len() as u32;
-            data.extend_from_slice(&[0, 0, 0, 1]);
-            data.extend_from_slice(bytes);
-            nals.push(start..data.len() as u32);
-        };
-        nal(&[0x06, 0x05, 0x01, 0x80]);
-        let mut slice = if keyframe {
-            nal(&params.sps);
-            nal(&params.pps[0]);
-            vec![0x65, 0x88, 0x80]
-        } else {
-            vec![0x41, 0x9a, 0x02]
-        };
-        slice.resize(slice_len.max(3), 0x55);
-        nal(&slice);
-        AccessUnit {
-            data: Bytes::from(data),
-            nals: nals.into_iter().collect(),
-            keyframe,
-            params: params.clone(),
-            timestamp_us,
-        }
-    }
+    use testkit::au::{frame, params};
+    use testkit::fixtures::{SPS_BASELINE_720P as BASELINE_720P, SPS_MAIN_360P as MAIN_360P};
 
     fn unit(seq: u32, keyframe: bool, params: &Arc<ParamSets>) -> Item {
-        let au = access_unit(keyframe, 3, params, 1000 * u64::from(seq));
+        let au = frame(params, keyframe, 1000 * u64::from(seq), 3);
         Item::Au {
             au: Arc::new(SharedAu::new(seq, au, Instant::now())),
             catch_up: seq == 1,
@@ -436,7 +387,7 @@ pub(crate) mod tests {
         assert_eq!(got.len(), expected);
         let mut rest = &got[..];
         let mut n = 0;
-        while let Some((op, payload, used)) = wsf::parse_server_frame(rest) {
+        while let Some((op, payload, used)) = testkit::websocket::parse_server_frame(rest) {
             assert_eq!(op, wsf::OP_BINARY);
             assert!(!payload.is_empty());
             rest = &rest[used..];

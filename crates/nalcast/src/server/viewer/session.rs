@@ -276,8 +276,8 @@ async fn drain_until_closed<R: AsyncRead + Unpin>(io: &mut R) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::server::websocket::framing::{client_frame, read_server_frame};
     use nalcast_core::protocol;
+    use testkit::websocket::{client_frame, read_server_frame};
     use tokio::io::DuplexStream;
 
     fn state() -> (AppState, tokio::sync::watch::Sender<bool>) {
@@ -293,12 +293,12 @@ mod tests {
 
     /// A 10 KB access unit captured now.
     fn access_unit(keyframe: bool, params: &Arc<ParamSets>) -> nalcast_h264::AccessUnit {
-        super::super::messages::tests::access_unit(keyframe, 10_000, params, wall_us())
+        testkit::au::frame(params, keyframe, wall_us(), 10_000)
     }
 
     #[tokio::test]
     async fn on_a_link_slower_than_the_stream_a_joiner_waits_for_the_next_keyframe() {
-        use crate::server::viewer::messages::tests::{params, BASELINE_720P};
+        use testkit::{au::params, fixtures::SPS_BASELINE_720P as BASELINE_720P};
         let hub = nalcast_core::Hub::new(nalcast_core::HubConfig {
             hls: None,
             ..Default::default()

@@ -322,6 +322,7 @@ fn close_frame(payload: &[u8]) -> Result<ClientFrame, FrameError> {
 
 /// Parses `input` fed in pieces ending at `cuts` (then the rest), up to and
 /// including the first refusal; for tests and fuzzing.
+#[cfg(any(test, fuzzing))]
 pub fn parse_in_pieces(
     input: &[u8],
     max_payload: usize,
@@ -348,69 +349,10 @@ pub fn parse_in_pieces(
     out
 }
 
-/// Encodes a masked client frame (what browsers send); for tests and fuzzing.
-pub fn client_frame(first_byte: u8, payload: &[u8], mask: [u8; 4]) -> Vec<u8> {
-    let mut out = vec![first_byte];
-    let len = payload.len();
-    if len < 126 {
-        out.push(0x80 | len as u8);
-    } else if let Ok(short) = u16::try_from(len) {
-        out.push(0x80 | 126);
-        out.extend_from_slice(&short.to_be_bytes());
-    } else {
-        out.push(0x80 | 127);
-        out.extend_from_slice(&(len as u64).to_be_bytes());
-    }
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ mask[i % 4]));
-    out
-}
-
-/// The head of a server frame (unmasked, as nalcast sends) at the start of `buf`:
-/// (opcode, payload length, head length), or `None` until the head is whole.
-fn server_frame_head(buf: &[u8]) -> Option<(u8, u64, usize)> {
-    let (&first, rest) = buf.split_first()?;
-    let (&second, rest) = rest.split_first()?;
-    let (len, used) = match second & 0x7f {
-        126 => (
-            u64::from(u16::from_be_bytes(rest.get(..2)?.try_into().ok()?)),
-            4,
-        ),
-        127 => (u64::from_be_bytes(rest.get(..8)?.try_into().ok()?), 10),
-        n => (u64::from(n), 2),
-    };
-    Some((first & 0x0f, len, used))
-}
-
-/// Parses one server frame at the start of `buf`: (opcode, payload, bytes used), or
-/// `None` until the whole frame is there. For tests and tools that read what
-/// nalcast sends without a WebSocket library.
-pub fn parse_server_frame(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
-    let (opcode, len, used) = server_frame_head(buf)?;
-    let end = used.checked_add(usize::try_from(len).ok()?)?;
-    Some((opcode, buf.get(used..end)?, end))
-}
-
-/// Reads one server frame from `r`: (opcode, payload); see [`parse_server_frame`].
-pub async fn read_server_frame<R: tokio::io::AsyncRead + Unpin>(
-    r: &mut R,
-) -> std::io::Result<(u8, Vec<u8>)> {
-    use tokio::io::AsyncReadExt;
-    let mut head = Vec::with_capacity(10);
-    loop {
-        if let Some((opcode, len, _)) = server_frame_head(&head) {
-            let len = usize::try_from(len).map_err(|_| std::io::ErrorKind::InvalidData)?;
-            let mut payload = vec![0u8; len];
-            r.read_exact(&mut payload).await?;
-            return Ok((opcode, payload));
-        }
-        head.push(r.read_u8().await?);
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use testkit::websocket::client_frame;
 
     #[test]
     fn headers_use_the_shortest_length_encoding() {

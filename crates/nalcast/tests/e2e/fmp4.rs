@@ -1,12 +1,11 @@
 //! `/ws/fmp4` on the real binary: stream-info and an init segment, then one fMP4
 //! fragment per access unit, from a keyframe, with sequence numbers and decode
 //! times that never jump; what a viewer captures is a file ffprobe reads whole.
-mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nalcast_core::protocol::{ServerMessage, FLAG_CATCH_UP, FLAG_KEYFRAME};
 
 /// What one viewer of `/ws/fmp4` got: its init segment and fragments, in order.

@@ -1,11 +1,10 @@
 //! Keyframe requests reach every source that can honour them (the test pattern makes
 //! one at once) and are reported as unsupported for the others (a file, a camera
 //! app or a command sends keyframes at its own interval): on the real binary.
-mod common;
 
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use futures_util::SinkExt;
 use nalcast_core::protocol::{ServerMessage, FLAG_CATCH_UP, FLAG_KEYFRAME};
 use tokio_tungstenite::tungstenite::Message;

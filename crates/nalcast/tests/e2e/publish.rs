@@ -5,33 +5,27 @@
 //! The nginx tests are skipped (with a message) when nginx or its RTMP module is
 //! missing, unless NALCAST_REQUIRE_ALL is set; `scripts/setup.sh --test` installs
 //! both.
-mod common;
+use crate::common;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{http_get, Server};
+use crate::common::{http_get, Server};
 use nalcast_core::protocol::ServerMessage;
 use serde_json::Value;
 
 const NGINX: &str = "/usr/sbin/nginx";
 const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 
-/// Whether nginx with RTMP is here; without it, the test says so and is skipped,
-/// unless NALCAST_REQUIRE_ALL asks for every test to run.
+/// Whether nginx with RTMP is here (the test kit's policy for a missing tool).
 fn nginx_available(test: &str) -> bool {
-    if Path::new(NGINX).exists() && Path::new(RTMP_MODULE).exists() {
-        return true;
-    }
-    if std::env::var_os("NALCAST_REQUIRE_ALL").is_some() {
-        panic!("{test}: needs {NGINX} and {RTMP_MODULE} (scripts/setup.sh --test installs them)");
-    }
-    eprintln!(
-        "SKIPPED {test}: needs {NGINX} and {RTMP_MODULE} (scripts/setup.sh --test installs them)"
-    );
-    false
+    testkit::tools::require(
+        test,
+        &format!("{NGINX} and {RTMP_MODULE}"),
+        Path::new(NGINX).exists() && Path::new(RTMP_MODULE).exists(),
+    )
 }
 
 /// An nginx RTMP server run as our child, with its own config in a temp dir.

@@ -1,12 +1,11 @@
 //! The command line and config file: help and docs made from the option definitions,
 //! clear one-line errors with exit code 2, every source kind.
-mod common;
 
 use std::process::Command;
 use std::time::Duration;
 
+use crate::common::*;
 use clap::CommandFactory;
-use common::*;
 use nalcast::config::{file_key, shown_default, Options};
 use nalcast_core::protocol::ServerMessage;
 

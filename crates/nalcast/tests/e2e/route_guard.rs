@@ -1,11 +1,11 @@
 //! Which requests pass the credentials check, on both listeners: every route, every
 //! method, every spelling of a path an attacker might try. Only the main port's
 //! exact `/healthz` is open; the legacy port has no open path at all.
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 
-use common::{Server, UPGRADE};
+use crate::common::{Server, UPGRADE};
 
 const TOKEN: &str = "route-guard-token-0123456789";
 

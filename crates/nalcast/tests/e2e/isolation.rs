@@ -1,9 +1,8 @@
 //! Stalled viewers must not hurt healthy ones, and source changes reach viewers.
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nalcast_core::protocol::{ServerMessage, FLAG_KEYFRAME};
 use tokio::net::TcpSocket;
 

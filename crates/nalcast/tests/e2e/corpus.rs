@@ -8,20 +8,18 @@
 //! on /ws sees them, so that a slow machine moves them in time but not in the
 //! GOP; the seed is printed, and NALCAST_CORPUS_SEED=<seed> repeats them.
 //! NALCAST_CORPUS_ONLY=<name>[,<name>…] plays only the streams so named.
-#[path = "corpus/check.rs"]
-mod check;
-mod common;
-#[path = "corpus/streams.rs"]
-mod streams;
+use crate::common;
+pub mod check;
+pub mod streams;
 
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::common::{next_binary, temp_dir, Server};
 use bytes::Bytes;
 use check::{check_capture, ffmpeg_decodes, Dialect};
-use common::{next_binary, temp_dir, Server};
 use streams::{Rng, Stream};
 use tokio::sync::Semaphore;
 

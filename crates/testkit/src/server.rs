@@ -1,25 +1,44 @@
-//! Shared helpers for the integration tests: start the real binary on port 0, talk
-//! to it with real WebSocket and HTTP clients, generate H.264 with our own encoder.
-#![allow(dead_code)]
-
+//! Tests against the real binary: start nalcast on loopback port 0, and talk to it
+//! with plain HTTP/1.1 and WebSocket clients.
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::StreamExt;
-use nalcast_core::protocol::{self, ServerMessage};
-use nalcast_core::source::test_pattern::TestPattern;
-use nalcast_core::source::VideoSettings;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::Message;
 
-/// A running nalcast process, killed on drop.
+/// The nalcast binary: `NALCAST_BIN`, else the one cargo built beside the test
+/// executable (`<target>/<profile>/nalcast`, which `cargo test -p nalcast` builds).
+pub fn nalcast_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("NALCAST_BIN") {
+        return bin.into();
+    }
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile = exe
+        .parent()
+        .filter(|d| d.ends_with("deps"))
+        .and_then(|d| d.parent())
+        .expect("test executables run from <target>/<profile>/deps");
+    let bin = profile.join("nalcast");
+    assert!(
+        bin.exists(),
+        "{} is missing: build it (cargo build -p nalcast) or set NALCAST_BIN",
+        bin.display()
+    );
+    bin
+}
+
+/// A running nalcast process, stopped on drop.
 pub struct Server {
+    /// The process.
     pub child: Child,
+    /// The main listener.
     pub addr: SocketAddr,
+    /// The legacy raw listener, when on.
     pub legacy: Option<SocketAddr>,
     /// Whether the main port speaks HTTPS.
     pub https: bool,
@@ -34,8 +53,9 @@ impl Server {
         Self::start_with_env(args, &[])
     }
 
+    /// [`Server::start`] with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
+        let mut cmd = Command::new(nalcast_bin());
         cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "127.0.0.1:0"])
             .args(args)
             .env("RUST_LOG", "warn")
@@ -81,10 +101,12 @@ impl Server {
         }
     }
 
+    /// A `ws://` URL of `path` on the main listener.
     pub fn url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
 
+    /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -119,6 +141,29 @@ impl Drop for Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `nalcast --hash-password` for `password`: the argon2 hash it prints.
+pub fn hash_password(password: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new(nalcast_bin())
+        .arg("--hash-password")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("runs");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(format!("{password}\n").as_bytes())
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    assert!(out.status.success());
+    String::from_utf8(out.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned()
 }
 
 /// A minimal HTTP/1.1 GET: (status, body).
@@ -162,160 +207,9 @@ pub async fn http_request_on<S: AsyncRead + AsyncWrite + Unpin>(
     Ok((status, head.to_owned(), body.to_owned()))
 }
 
-pub type Ws =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
-
-/// A browser-like WebSocket upgrade request for `/ws` on `addr`, for clients that
-/// speak raw TCP.
-pub fn ws_handshake(addr: SocketAddr) -> Vec<u8> {
-    format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    )
-    .into_bytes()
-}
-
-pub async fn connect(url: &str) -> Ws {
-    tokio_tungstenite::connect_async(url)
-        .await
-        .expect("websocket connects")
-        .0
-}
-
-/// The next binary message, within `timeout`.
-pub async fn next_binary<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut tokio_tungstenite::WebSocketStream<S>,
-    timeout: Duration,
-) -> Option<Bytes> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let left = deadline.checked_duration_since(Instant::now())?;
-        match tokio::time::timeout(left, ws.next()).await {
-            Ok(Some(Ok(Message::Binary(b)))) => return Some(b),
-            Ok(Some(Ok(_))) => continue,
-            _ => return None,
-        }
-    }
-}
-
-/// The next framed-protocol message.
-pub async fn next_framed<S: AsyncRead + AsyncWrite + Unpin>(
-    ws: &mut tokio_tungstenite::WebSocketStream<S>,
-    timeout: Duration,
-) -> Option<ServerMessage> {
-    let b = next_binary(ws, timeout).await?;
-    Some(protocol::decode(&b).expect("valid framed message"))
-}
-
-/// NAL unit type of a raw message (after its 4-byte start code).
-pub fn raw_nal_type(msg: &[u8]) -> u8 {
-    assert_eq!(
-        &msg[..4],
-        &[0, 0, 0, 1],
-        "raw message starts with a 4-byte start code"
-    );
-    msg[4] & 0x1f
-}
-
-/// NAL unit types in an Annex-B buffer (4-byte start codes, as nalcast sends).
-pub fn nal_types(annexb: &[u8]) -> Vec<u8> {
-    let mut types = Vec::new();
-    let mut i = 0;
-    while i + 4 < annexb.len() {
-        if annexb[i..i + 4] == [0, 0, 0, 1] {
-            types.push(annexb[i + 4] & 0x1f);
-            i += 4;
-        } else {
-            i += 1;
-        }
-    }
-    types
-}
-
-/// Writes an Annex-B file of `frames` test-pattern frames.
-pub fn write_h264(path: &Path, width: u32, height: u32, frames: u32, keyframe_interval: u32) {
-    let mut pattern = TestPattern::new(&VideoSettings {
-        width,
-        height,
-        fps: 30,
-        bitrate: 500_000,
-        keyframe_interval,
-    })
-    .expect("encoder");
-    let mut out = Vec::new();
-    for i in 0..frames {
-        out.extend_from_slice(
-            pattern
-                .next_frame(1_000_000 + u64::from(i) * 33_333, false)
-                .expect("encode"),
-        );
-    }
-    std::fs::write(path, out).expect("write h264");
-}
-
-/// A fresh temporary directory for one test.
-pub fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("nalcast-test-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    dir
-}
-
-/// Resident memory of a process in KiB.
-pub fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// A TLS client that trusts exactly the certificate in `cert_pem` (pinning it).
-pub fn pinned_tls(cert_pem: &Path) -> tokio_rustls::TlsConnector {
-    use rustls::pki_types::pem::PemObject;
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in
-        rustls::pki_types::CertificateDer::pem_file_iter(cert_pem).expect("certificate file")
-    {
-        roots.add(cert.expect("PEM certificate")).expect("trusted");
-    }
-    let config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .expect("TLS versions")
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
-}
-
-pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
-
-/// Opens a TLS connection to `addr`, checking the certificate for `name`.
-pub async fn tls_connect(
-    tls: &tokio_rustls::TlsConnector,
-    addr: SocketAddr,
-    name: &str,
-) -> std::io::Result<TlsStream> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let name = rustls::pki_types::ServerName::try_from(name.to_owned())
-        .map_err(|e| std::io::Error::other(e.to_string()))?;
-    tls.connect(name, tcp).await
-}
-
-/// SHA-256 of the certificate a TLS connection presents, as nalcast prints it.
-pub fn peer_fingerprint(stream: &TlsStream) -> String {
-    let cert = &stream
-        .get_ref()
-        .1
-        .peer_certificates()
-        .expect("a certificate")[0];
-    ring::digest::digest(&ring::digest::SHA256, cert)
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02X}"))
-        .collect::<Vec<_>>()
-        .join(":")
+/// The status code of an HTTP response head (`HTTP/1.1 200 OK…`).
+pub fn status_code(head: &str) -> Option<u16> {
+    head.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// The headers of a browser's WebSocket handshake (add Host and Origin as needed).
@@ -325,6 +219,17 @@ pub const UPGRADE: [(&str, &str); 4] = [
     ("Sec-WebSocket-Key", "dGhlIHNhbXBsZSBub25jZQ=="),
     ("Sec-WebSocket-Version", "13"),
 ];
+
+/// A browser-like WebSocket upgrade request for `/ws` on `addr`, for clients that
+/// speak raw TCP.
+pub fn ws_handshake(addr: SocketAddr) -> Vec<u8> {
+    let mut req = format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\n");
+    for (k, v) in UPGRADE {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.into_bytes()
+}
 
 /// Sends one request (`Host: addr` unless `extra` has a Host) and returns the
 /// status code of the answer; the body is not read (a 101 would stream forever).
@@ -360,30 +265,48 @@ pub async fn status_of(
     status_code(&line).unwrap_or_else(|| panic!("no status line for {method} {target}: {line:?}"))
 }
 
-/// `nalcast --hash-password` for `password`: the argon2 hash it prints.
-pub fn hash_password(password: &str) -> String {
-    use std::io::Write;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nalcast"))
-        .arg("--hash-password")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("runs");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(format!("{password}\n").as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("output");
-    assert!(out.status.success());
-    String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .trim()
-        .to_owned()
+/// A WebSocket client connection, plain or TLS.
+pub type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// Opens a WebSocket to `url`.
+pub async fn connect(url: &str) -> Ws {
+    tokio_tungstenite::connect_async(url)
+        .await
+        .expect("websocket connects")
+        .0
 }
 
-/// The status code of an HTTP response head (`HTTP/1.1 200 OK…`).
-pub fn status_code(head: &str) -> Option<u16> {
-    head.split_whitespace().nth(1)?.parse().ok()
+/// The next binary message, within `timeout`.
+pub async fn next_binary<S: AsyncRead + AsyncWrite + Unpin>(
+    ws: &mut tokio_tungstenite::WebSocketStream<S>,
+    timeout: Duration,
+) -> Option<Bytes> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        match tokio::time::timeout(left, ws.next()).await {
+            Ok(Some(Ok(Message::Binary(b)))) => return Some(b),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// A fresh temporary directory for one test.
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("nalcast-test-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+/// Resident memory of a process in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
 }

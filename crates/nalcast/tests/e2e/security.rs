@@ -1,10 +1,9 @@
 //! Security against the real server: cross-site WebSocket hijacking, viewer limits,
 //! rude clients, HTTPS/WSS, credentials and slowloris-style connections.
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Error;
 

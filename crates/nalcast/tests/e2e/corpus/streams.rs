@@ -8,11 +8,6 @@
 //! hardware makes one slice per picture; four-slice and B-frame streams are what
 //! other encoders (a Pi 5's software encoder, IP cameras) make.
 use std::path::{Path, PathBuf};
-use std::process::Command;
-
-use h264_reader::annexb::AnnexBReader;
-use h264_reader::nal::{Nal, RefNal};
-use h264_reader::push::NalInterest;
 
 /// One stream of the corpus, encoded and ready to play.
 #[derive(Clone, Debug)]
@@ -187,48 +182,33 @@ const RECIPES: &[Recipe] = &[
     },
 ];
 
-/// Encodes the streams of the corpus whose name contains one of `only` (all when
-/// empty) into `dir`, two encodes at a time.
+/// The streams of the corpus whose name contains one of `only` (all when empty),
+/// written into `dir`; encodes not in the test kit's cache yet are made two at a
+/// time.
 pub fn encode_all(dir: &Path, only: &[String]) -> Vec<Stream> {
     let recipes: Vec<&Recipe> = RECIPES
         .iter()
         .filter(|r| only.is_empty() || only.iter().any(|o| r.name.contains(o.as_str())))
         .collect();
-    let mut jobs: Vec<(&Recipe, usize, PathBuf)> = recipes
-        .iter()
-        .copied()
-        .flat_map(|r| {
-            r.encodes
-                .iter()
-                .enumerate()
-                .map(move |(i, _)| (r, i, dir.join(format!("{}.{i}.h264", r.name))))
-        })
-        .collect();
+    let mut jobs: Vec<&Encode> = recipes.iter().flat_map(|r| r.encodes).collect();
     // The longest first, so the two encoders finish together.
-    jobs.sort_by_key(|(r, i, _)| {
-        let e = &r.encodes[*i];
-        std::cmp::Reverse(e.width * e.height * e.gop * e.gops)
-    });
+    jobs.sort_by_key(|e| std::cmp::Reverse(e.width * e.height * e.gop * e.gops));
     let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|s| {
         for _ in 0..2 {
             s.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some((recipe, part, path)) = jobs.get(i) else {
+                let Some(e) = jobs.get(i) else {
                     break;
                 };
-                encode(&recipe.encodes[*part], path);
+                encode(e);
             });
         }
     });
     recipes
         .iter()
         .map(|r| {
-            let mut bytes = Vec::new();
-            for i in 0..r.encodes.len() {
-                let part = dir.join(format!("{}.{i}.h264", r.name));
-                bytes.extend(std::fs::read(&part).expect("encoded part"));
-            }
+            let bytes: Vec<u8> = r.encodes.iter().flat_map(encode).collect();
             let bytes = match r.after {
                 After::Nothing => bytes,
                 After::HeadersOnce => headers_once(&bytes),
@@ -246,7 +226,8 @@ pub fn encode_all(dir: &Path, only: &[String]) -> Vec<Stream> {
         .collect()
 }
 
-fn encode(e: &Encode, out: &Path) {
+/// One encode, from the test kit's cache of x264 streams.
+fn encode(e: &Encode) -> Vec<u8> {
     let mut x264 = vec![
         format!("slices={}", e.slices),
         format!("aud={}", u8::from(e.aud)),
@@ -254,65 +235,44 @@ fn encode(e: &Encode, out: &Path) {
     if let Sei::EveryFrame = e.sei {
         x264.push("nal-hrd=vbr".into());
     }
-    let mut cmd = Command::new("ffmpeg");
-    cmd.args(["-hide_banner", "-v", "error", "-y", "-f", "lavfi", "-i"])
-        .arg(format!(
-            "testsrc2=size={}x{}:rate={}",
-            e.width, e.height, e.fps
-        ))
-        .args(["-frames:v", &(e.gop * e.gops).to_string()])
-        // One thread: slices are what x264-params say, and both cores encode.
-        .args(["-threads", "1", "-c:v", "libx264", "-preset", "veryfast"]);
-    if e.bframes == 0 {
-        cmd.args(["-tune", "zerolatency"]);
-    } else {
-        cmd.args(["-bf", &e.bframes.to_string()]);
-    }
+    let frames = (e.gop * e.gops).to_string();
+    let gop = e.gop.to_string();
+    let bframes = e.bframes.to_string();
     let rate = format!("{}k", e.kbit);
-    cmd.args(["-profile:v", e.profile, "-level", e.level])
-        .args(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate])
-        .args(["-g", &e.gop.to_string(), "-keyint_min", &e.gop.to_string()])
-        .args(["-sc_threshold", "0", "-x264-params", &x264.join(":")]);
+    let x264 = x264.join(":");
+    // One thread: slices are what x264-params say, and both cores encode.
+    let mut args = vec![
+        "-frames:v",
+        &frames,
+        "-threads",
+        "1",
+        "-c:v",
+        "libx264",
+        "-preset",
+        "veryfast",
+    ];
+    if e.bframes == 0 {
+        args.extend(["-tune", "zerolatency"]);
+    } else {
+        args.extend(["-bf", &bframes]);
+    }
+    args.extend(["-profile:v", e.profile, "-level", e.level]);
+    args.extend(["-b:v", &rate, "-maxrate", &rate, "-bufsize", &rate]);
+    args.extend(["-g", &gop, "-keyint_min", &gop]);
+    args.extend(["-sc_threshold", "0", "-x264-params", &x264]);
     if let Sei::Stripped = e.sei {
-        cmd.args(["-bsf:v", "filter_units=remove_types=6"]);
+        args.extend(["-bsf:v", "filter_units=remove_types=6"]);
     }
-    cmd.args(["-f", "h264"]).arg(out);
-    let output = cmd
-        .output()
-        .expect("ffmpeg runs (the corpus test needs ffmpeg with libx264: scripts/setup.sh --test)");
-    assert!(
-        output.status.success(),
-        "encoding {} failed: {}",
-        out.display(),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let pattern = format!("testsrc2=size={}x{}:rate={}", e.width, e.height, e.fps);
+    testkit::x264::bytes(&pattern, &args)
 }
 
-/// The NAL units of an Annex-B buffer (header byte first, no start code), split
-/// by h264-reader's Annex-B reader.
+/// The NAL units of an Annex-B buffer (header byte first, no start code).
 pub fn split_annexb(data: &[u8]) -> Vec<Vec<u8>> {
-    let mut nals = Vec::new();
-    let mut reader = AnnexBReader::accumulate(|nal: RefNal<'_>| {
-        if !nal.is_complete() {
-            return NalInterest::Buffer;
-        }
-        let mut bytes = Vec::new();
-        std::io::Read::read_to_end(&mut nal.reader(), &mut bytes).expect("in-memory NAL");
-        nals.push(bytes);
-        NalInterest::Ignore
-    });
-    reader.push(data);
-    reader.reset();
-    nals
-}
-
-fn annexb(nals: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for nal in nals {
-        out.extend_from_slice(&[0, 0, 0, 1]);
-        out.extend_from_slice(nal);
-    }
-    out
+    testkit::annexb::split(data)
+        .into_iter()
+        .map(<[u8]>::to_vec)
+        .collect()
 }
 
 /// Drops every SPS and PPS after the first slice.
@@ -326,7 +286,7 @@ fn headers_once(stream: &[u8]) -> Vec<u8> {
             !(seen_slice && matches!(t, 7 | 8))
         })
         .collect();
-    annexb(&nals)
+    testkit::annexb::join(&nals)
 }
 
 /// Splitmix64: a few lines of a well-known generator, so the corpus needs no

@@ -1,13 +1,13 @@
 //! Connection limits against the real binary: per-address and total caps on open
 //! connections (viewers included), the open-file limit, idle keep-alive
 //! connections, and clients that never read what they are sent.
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

@@ -1,8 +1,8 @@
 //! What every request passes first: the Host check against DNS rebinding, and the
 //! client's address taken from a trusted reverse proxy.
-mod common;
+use crate::common;
 
-use common::{http_request_on, status_of, Server, UPGRADE};
+use crate::common::{http_request_on, status_of, Server, UPGRADE};
 
 const REBIND: &str = "rebind.attacker.example";
 

@@ -1,11 +1,11 @@
 //! A camera's address and password in the source's command line (or in what the
 //! camera process prints) never reach anyone but the log, and reach the log masked.
-mod common;
+use crate::common;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{http_get, next_framed, Server};
+use crate::common::{http_get, next_framed, Server};
 use nalcast_core::protocol::ServerMessage;
 
 const PASSWORD: &str = "hunter2secret";

@@ -1,13 +1,12 @@
 //! `/hls/` on the real binary: the playlist a player reads (parts, blocking reload,
 //! preload hint, cache headers), files that are what they say (a segment is its
 //! parts; decode times run on across parts and segments), and ffmpeg playing it.
-mod common;
 
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// GET with a binary body: (status, headers, body).

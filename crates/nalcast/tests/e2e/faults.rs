@@ -1,11 +1,10 @@
 //! Fault injection: the source crashes, hangs or sends rubbish; viewers vanish
 //! mid-message, reset, or come and go in a burst. Healthy viewers must not notice
 //! more than a "source lost" notice and a fresh keyframe, and nothing may leak.
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use futures_util::StreamExt;
 use nalcast_core::protocol::{ServerMessage, FLAG_KEYFRAME};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

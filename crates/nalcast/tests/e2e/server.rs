@@ -1,9 +1,8 @@
 //! The real server on a real port with real WebSocket clients (issue: hub and server).
-mod common;
 
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use nalcast_core::protocol::{ServerMessage, FLAG_CATCH_UP, FLAG_KEYFRAME};
 use nalcast_core::stamp::Stamp;
 use openh264::decoder::Decoder;
@@ -368,7 +367,7 @@ async fn page_is_embedded_with_security_headers_and_etag() {
 
 /// Reads one server frame (unmasked) from a raw connection: (opcode, payload).
 async fn read_server_frame<R: tokio::io::AsyncRead + Unpin>(tcp: &mut R) -> (u8, Vec<u8>) {
-    nalcast::server::websocket::framing::read_server_frame(tcp)
+    testkit::websocket::read_server_frame(tcp)
         .await
         .expect("a server frame")
 }
@@ -386,7 +385,7 @@ async fn a_ping_sent_along_with_the_handshake_is_answered() {
         // The handshake and a ping in one write: the ping reaches the server in the
         // same read as the request, before the connection becomes a WebSocket.
         let mut bytes = ws_handshake(server.addr);
-        bytes.extend(nalcast::server::websocket::framing::client_frame(
+        bytes.extend(testkit::websocket::client_frame(
             0x89,
             b"early",
             [1, 2, 3, 4],

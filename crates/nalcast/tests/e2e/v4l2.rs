@@ -11,13 +11,8 @@
 //! MJPEG from a test source. Either is piped into the REAL ffmpeg with the output
 //! arguments nalcast chose, so the copy and the x264 encoding nalcast asks for are
 //! what actually runs. Viewers on /ws must get decodable pictures.
-#[path = "corpus/check.rs"]
-#[allow(dead_code)]
-mod check;
-mod common;
-#[path = "corpus/streams.rs"]
-#[allow(dead_code)]
-mod streams;
+use crate::common;
+use crate::corpus::{check, streams};
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -26,9 +21,9 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use crate::common::{connect, next_binary, temp_dir, write_h264, Server};
 use bytes::Bytes;
 use check::{check_capture, ffmpeg_decodes, Dialect};
-use common::{connect, next_binary, temp_dir, write_h264, Server};
 use nalcast_core::protocol::{self, ServerMessage};
 
 /// `v4l2-ctl --list-formats-ext` of a Logitech C920 (the H.264 kind), abridged.

@@ -1,13 +1,12 @@
 //! Password guessing against the real binary: a wrong user name costs as much time
 //! as a right one, one request carries one guess, and an address that keeps
 //! guessing is made to wait (429) and then let in again.
-mod common;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::common::{hash_password, http_request_on, Server};
 use base64::Engine;
-use common::{hash_password, http_request_on, Server};
 
 fn basic(user_password: &str) -> String {
     format!(

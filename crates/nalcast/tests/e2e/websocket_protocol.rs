@@ -2,14 +2,14 @@
 //! Autobahn-style client cases that apply to a server receiving only small control
 //! messages, each asserting the exact close code nalcast sends (docs/protocol.md,
 //! "Close codes"). The parser's own table of cases is in nalcast_core::websocket.
-mod common;
+use crate::common;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::Server;
-use nalcast::server::websocket::framing::client_frame;
+use crate::common::Server;
 use nalcast_core::protocol::MSG_PONG;
+use testkit::websocket::client_frame;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 

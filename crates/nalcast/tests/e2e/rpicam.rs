@@ -7,14 +7,13 @@
 //! lacks with the real message and exit code, checks the values the real encoder
 //! checks, and then plays an H.264 clip forever; a real WebSocket viewer decodes
 //! what nalcast makes of it.
-mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use nalcast_core::protocol::ServerMessage;
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;

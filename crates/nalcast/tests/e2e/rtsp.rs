@@ -7,13 +7,8 @@
 //!
 //! Skipped, with a message, when GStreamer's RTSP server is not installed
 //! (`scripts/setup.sh --test` installs it), unless NALCAST_REQUIRE_ALL is set.
-#[path = "corpus/check.rs"]
-#[allow(dead_code)]
-mod check;
-mod common;
-#[path = "corpus/streams.rs"]
-#[allow(dead_code)]
-mod streams;
+use crate::common;
+use crate::corpus::check;
 
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
@@ -21,9 +16,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::{connect, http_get, next_binary, temp_dir, Server};
 use bytes::Bytes;
 use check::{check_capture, ffmpeg_decodes, Dialect};
-use common::{connect, http_get, next_binary, temp_dir, Server};
 use nalcast_core::protocol::{self, ServerMessage};
 
 const PYTHON: &str = "/usr/bin/python3";
@@ -32,8 +27,8 @@ fn fixture() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rtsp_server.py")
 }
 
-/// Whether GStreamer's RTSP server and the encoders are here; when they are not,
-/// the test is skipped with a message, or fails under NALCAST_REQUIRE_ALL.
+/// Whether GStreamer's RTSP server and the encoders are here (the test kit's
+/// policy for a missing tool).
 fn gstreamer_ready(test: &str) -> bool {
     let probe = "import gi; gi.require_version('Gst', '1.0'); \
         gi.require_version('GstRtspServer', '1.0'); \
@@ -44,15 +39,11 @@ fn gstreamer_ready(test: &str) -> bool {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    if !ok {
-        let why = "GStreamer's RTSP server is missing (scripts/setup.sh --test installs python3-gi, gir1.2-gst-rtsp-server-1.0 and gstreamer1.0-plugins-{base,good,ugly,bad})";
-        assert!(
-            std::env::var_os("NALCAST_REQUIRE_ALL").is_none(),
-            "{test}: {why}"
-        );
-        eprintln!("SKIPPED {test}: {why}");
-    }
-    ok
+    testkit::tools::require(
+        test,
+        "GStreamer's RTSP server with x264enc and x265enc (python3-gi, gir1.2-gst-rtsp-server-1.0, gstreamer1.0-plugins-{base,good,ugly,bad})",
+        ok,
+    )
 }
 
 /// A loopback port nobody listens on (for the camera, which must keep it across

@@ -1,0 +1,28 @@
+//! nalcast end to end: the real binary on loopback ports, with real clients (and
+//! real ffmpeg, nginx, GStreamer where a test says so). One test binary with a
+//! module per area, so the server and the shared helpers are compiled and linked
+//! once; `make test` runs its tests at once under cargo-nextest (tests that wait
+//! on servers overlap).
+mod common;
+
+mod auth_hardening;
+mod cli;
+mod connections;
+mod corpus;
+mod faults;
+mod fmp4;
+mod front;
+mod hls;
+mod hls_cache;
+mod isolation;
+mod keyframes;
+mod publish;
+mod route_guard;
+mod routes;
+mod rpicam;
+mod rtsp;
+mod secrets;
+mod security;
+mod server;
+mod v4l2;
+mod websocket_protocol;
