@@ -1,8 +1,8 @@
 # nalcast: two commands on a fresh Debian/Ubuntu machine.
 #   make run   install what is missing, build, start on the built-in test pattern
-#   make test  install what is missing, run every test
+#   make test  install what is missing, run every test (make test-fast: the quick ones)
 #   make dist  cross-build the Raspberry Pi binaries and .debs into dist/ (make dist-check checks them)
-.PHONY: run test setup setup-test build lint bench fuzz soak clean dist dist-check setup-dist
+.PHONY: run test test-fast setup setup-test build lint bench fuzz soak clean dist dist-check setup-dist
 
 ARGS ?=
 
@@ -12,6 +12,10 @@ run: setup
 
 test: setup-test
 	scripts/test.sh
+
+# While editing: formatting, unit and property tests, the page's pure tests (seconds).
+test-fast: setup-test
+	scripts/test.sh --fast
 
 setup:
 	@scripts/setup.sh

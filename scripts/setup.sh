@@ -66,10 +66,16 @@ for component in rustfmt clippy; do
     fi
 done
 
-# cargo-deny checks the dependencies in `make test`; built from source once (minutes).
-if [[ "${1:-}" == "--test" ]] && ! cargo deny --version >/dev/null 2>&1; then
-    echo "setup: installing cargo-deny (one-time build, a few minutes)"
-    cargo install cargo-deny --locked --quiet
+# cargo-deny checks the dependencies in `make test`; cargo-nextest runs the Rust
+# tests several at once. Built from source once each where missing (minutes).
+if [[ "${1:-}" == "--test" ]]; then
+    for tool in "deny cargo-deny" "nextest cargo-nextest"; do
+        read -r command crate <<<"$tool"
+        if ! cargo "$command" --version >/dev/null 2>&1; then
+            echo "setup: installing $crate (one-time build, a few minutes)"
+            cargo install "$crate" --locked --quiet
+        fi
+    done
 fi
 
 if [[ "${1:-}" == "--dist" ]]; then

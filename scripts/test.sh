@@ -1,25 +1,51 @@
 #!/usr/bin/env bash
-# Every test nalcast has: formatting, lints, Rust unit/property/integration tests,
-# and the end-to-end tests in a real headless Chromium.
+# Every test nalcast has: formatting, lints, dependency checks, the Rust tests
+# (unit, property and end to end against the real binary, run at once by
+# cargo-nextest), and the page's tests (pure ones in node, then in a real headless
+# Chromium). Each step says how long it took.
+#   scripts/test.sh          everything (`make test`)
+#   scripts/test.sh --fast   only what runs in seconds, for while editing
+#                            (`make test-fast`: no clippy, no end-to-end or browser tests)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # `make test` installed everything (scripts/setup.sh --test): a test that would skip
 # for a missing tool (nginx-rtmp, GStreamer's RTSP server) fails instead.
 export NALCAST_REQUIRE_ALL=1
 
-echo "== cargo fmt"
+started=$SECONDS
+step_started=$SECONDS
+step() {
+    if ((SECONDS > started)); then
+        echo "   ($((SECONDS - step_started)) s)"
+    fi
+    step_started=$SECONDS
+    echo "== $*"
+}
+
+if [[ "${1:-}" == "--fast" ]]; then
+    step "cargo fmt"
+    cargo fmt --all -- --check
+    step "fast tests: unit and property tests, no end-to-end binary (cargo nextest)"
+    cargo nextest run --workspace --no-fail-fast -E 'not binary(e2e)'
+    step "page: unit tests (node)"
+    (cd web && node --test --test-reporter=dot test/unit/*.test.mjs)
+    step "done in $((SECONDS - started)) s"
+    exit 0
+fi
+
+step "cargo fmt"
 cargo fmt --all -- --check
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
-echo "== cargo deny"
-cargo deny --log-level error check licenses bans sources
+step "cargo deny (licenses, bans, sources; its warnings shown)"
+cargo deny --log-level warn check licenses bans sources
 # The RustSec database comes from GitHub, which is not reachable everywhere.
 if compgen -G "$HOME/.cargo/advisory-dbs/*/crates" >/dev/null; then
     cargo deny --offline --log-level error check advisories
 else
-    echo "cargo deny: advisories skipped: no RustSec database in ~/.cargo/advisory-dbs (run 'cargo deny fetch' where github.com is reachable)"
+    echo "cargo deny: advisories not checked: no RustSec database in ~/.cargo/advisory-dbs (run 'cargo deny fetch' where github.com is reachable)"
 fi
-echo "== a build without Broadway.js refuses and names the fix (as a packager would build a clean clone)"
+step "a build without Broadway.js refuses and names the fix (as a packager would build a clean clone)"
 clone=$(mktemp -d)
 trap 'rm -rf "$clone"' EXIT
 git clone --quiet . "$clone/nalcast"
@@ -34,11 +60,21 @@ if ! grep -q 'Broadway.js is missing.*run `make setup` once' "$clone/err"; then
     exit 1
 fi
 echo "ok: $(grep -o 'Broadway.js is missing.*' "$clone/err")"
-echo "== cargo test"
-cargo test --workspace
-echo "== the packaged settings file names every option (packaging/nalcast.toml)"
+step "Rust tests (cargo nextest: .config/nextest.toml says how many at once)"
+cargo nextest run --workspace --no-fail-fast
+step "the packaged settings file names every option (packaging/nalcast.toml)"
 packaging/tools/conffile.py --check
-echo "== browser end-to-end tests"
+step "page: unit tests (node)"
+(cd web && node --test --test-reporter=dot test/unit/*.test.mjs)
+# The browser tests mostly wait on the page and the server: three files at a time
+# fit two cores (four made the busiest ones miss their deadlines). Those in
+# browser-alone/ measure how fast the page decodes and run by themselves.
+step "page: end to end in headless Chromium"
 cargo build --quiet -p nalcast -p nalcast-bench
 mkdir -p test-output
-(cd web && NALCAST_BIN="$PWD/../target/debug/nalcast" node --test --test-reporter=spec test/*.test.mjs)
+(cd web && NALCAST_BIN="$PWD/../target/debug/nalcast" node --test --test-reporter=spec \
+    --test-concurrency=3 test/browser/*.test.mjs)
+step "page: end to end in headless Chromium, each alone"
+(cd web && NALCAST_BIN="$PWD/../target/debug/nalcast" node --test --test-reporter=spec \
+    test/browser-alone/*.test.mjs)
+step "all tests passed in $((SECONDS - started)) s"

@@ -102,9 +102,19 @@ mod tests {
     const K: bool = true;
     const D: bool = false;
 
+    /// A case: its name, the limit, the frames pushed as (keyframe, bytes), and
+    /// what stays: sequence numbers and bytes.
+    type Case = (
+        &'static str,
+        usize,
+        &'static [(bool, usize)],
+        &'static [u32],
+        usize,
+    );
+
     #[test]
     fn push_and_evict() {
-        let cases: &[(&str, usize, &[(bool, usize)], &[u32], usize)] = &[
+        let cases: &[Case] = &[
             ("empty", 100, &[], &[], 0),
             (
                 "deltas before any keyframe are not kept",

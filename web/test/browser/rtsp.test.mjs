@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import net from 'node:net';
 import path from 'node:path';
-import { startServer, launchBrowser, waitForStats, screenshotPath, repoRoot } from './helpers.mjs';
+import { startServer, launchBrowser, waitForStats, screenshotPath, repoRoot, requireTool } from './helpers.mjs';
 
 const PYTHON = '/usr/bin/python3';
 const FIXTURE = path.join(repoRoot, 'crates', 'nalcast', 'tests', 'fixtures', 'rtsp_server.py');
@@ -20,8 +20,8 @@ function missingGstreamer() {
     + "assert Gst.ElementFactory.find('x264enc') and Gst.ElementFactory.find('rtph264pay')";
   const r = spawnSync(PYTHON, ['-c', probe], { stdio: 'ignore' });
   if (r.status === 0) return null;
-  return "GStreamer's RTSP server is missing (scripts/setup.sh --test installs python3-gi, "
-    + 'gir1.2-gst-rtsp-server-1.0 and gstreamer1.0-plugins-{base,good,ugly,bad})';
+  return "GStreamer's RTSP server with x264enc (python3-gi, gir1.2-gst-rtsp-server-1.0, "
+    + 'gstreamer1.0-plugins-{base,good,ugly,bad})';
 }
 
 /** A loopback port nobody listens on. */
@@ -82,8 +82,7 @@ async function playsAndMoves(page, after, what) {
 let browser;
 let skip = null;
 before(async () => {
-  skip = missingGstreamer();
-  if (skip && process.env.NALCAST_REQUIRE_ALL) throw new Error(skip);
+  skip = requireTool('the RTSP page tests', missingGstreamer());
   if (!skip) browser = await launchBrowser();
 });
 after(async () => { await browser?.close(); });

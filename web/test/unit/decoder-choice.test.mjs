@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   parseAvcCodec, profileName, broadwayCanPlay, chooseDecoder, explainUnplayable, firstEndpoint, endpointOf,
-} from '../public/decoder-choice.js';
+} from '../../public/decoder-choice.js';
 
 // The profiles of issue 13's table, as cameras and encoders send them.
 const STREAMS = {

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import {
   liveEdgeAction, steeringRate, trimPoint, Cushion, Reorder, CaptureTimes, rangesOf, RATE_STEP, MIN_RATE, MAX_RATE,
   DEADBAND_S, BURST_SEEK_S, SEEK_BEHIND_S, TRIM_AT_S, KEEP_BEHIND_S,
-} from '../public/live-edge.js';
+} from '../../public/live-edge.js';
 
 const CUSHION = 0.03;
 const FRAME = 1 / 30;

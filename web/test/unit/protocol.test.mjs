@@ -6,9 +6,9 @@ import { readFileSync } from 'node:fs';
 import {
   decodeServerMessage, encodePing, encodeKeyframeRequest,
   MSG_STREAM_INFO, MSG_ACCESS_UNIT, MSG_SKIPPED, MSG_STATUS, MSG_PONG, MSG_INIT_SEGMENT, MSG_FRAGMENT,
-} from '../public/protocol.js';
+} from '../../public/protocol.js';
 
-const vectors = JSON.parse(readFileSync(new URL('../../docs/protocol-vectors.json', import.meta.url), 'utf8'));
+const vectors = JSON.parse(readFileSync(new URL('../../../docs/protocol-vectors.json', import.meta.url), 'utf8'));
 // /ws/fmp4's messages: checked here only until the Rust side takes them (see its `about`).
 const server = [...vectors.server, ...vectors.fmp4.server];
 const invalidVectors = [...vectors.invalid, ...vectors.fmp4.invalid];

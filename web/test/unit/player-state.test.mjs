@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   Player, Backoff, ClockSync, RateWindow, tooFarBehind, MAX_BACKLOG, STALE_MS,
-} from '../public/player-state.js';
+} from '../../public/player-state.js';
 
 const TIME_ORIGIN = 1_764_067_200_000; // ms since the epoch when the page started
 

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { figures, history, render, PANELS } from '../bench/chart.mjs';
+import { figures, history, render, PANELS } from '../../bench/chart.mjs';
 
 const OLD = `# nalcast benchmarks, 2026-11-24
 
@@ -80,9 +80,9 @@ test('the chart draws one line per series over the runs, and says what is missin
 });
 
 test('the committed chart is the one the committed results make, and the README shows it', () => {
-  const dir = new URL('../../bench/results/', import.meta.url).pathname;
-  const committed = readFileSync(new URL('../../bench/results/chart.svg', import.meta.url), 'utf8');
+  const dir = new URL('../../../bench/results/', import.meta.url).pathname;
+  const committed = readFileSync(new URL('../../../bench/results/chart.svg', import.meta.url), 'utf8');
   assert.equal(committed, render(history(dir)), 'run: node web/bench/chart.mjs bench/results > bench/results/chart.svg');
-  const readme = readFileSync(new URL('../../README.md', import.meta.url), 'utf8');
+  const readme = readFileSync(new URL('../../../README.md', import.meta.url), 'utf8');
   assert.match(readme, /!\[[^\]]*\]\(bench\/results\/chart\.svg\)/);
 });

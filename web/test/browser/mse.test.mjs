@@ -8,48 +8,13 @@
 // (tested below). These tests run under the server's own policy.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, waitForStats, screenshotPath } from './helpers.mjs';
-
-const LAN = ['--host-resolver-rules=MAP camera.lan 127.0.0.1'];
-const x264 = (profile, size, extra = '') => 'ffmpeg -hide_banner -loglevel error -re -f lavfi '
-  + `-i testsrc2=size=${size}:rate=30 ${extra} -c:v libx264 -profile:v ${profile} -tune zerolatency -g 60 -f h264 -`;
-
-// Records, in the page, the fMP4 messages and every picture the video presents.
-const watch = () => {
-  window.mseLog = { catchUp: 0, fragments: 0, firstFragmentMs: null, frames: [] };
-  const Native = window.WebSocket;
-  window.WebSocket = class extends Native {
-    constructor(...args) {
-      super(...args);
-      this.addEventListener('message', (ev) => {
-        const b = new Uint8Array(ev.data);
-        if (b[0] !== 7) return;
-        window.mseLog.fragments++;
-        window.mseLog.firstFragmentMs ??= performance.now();
-        if (b[1] & 2) window.mseLog.catchUp++;
-      });
-    }
-  };
-  const rvfc = HTMLVideoElement.prototype.requestVideoFrameCallback;
-  HTMLVideoElement.prototype.requestVideoFrameCallback = function (cb) {
-    return rvfc.call(this, (now, meta) => {
-      const log = window.mseLog;
-      if (log.frames.length < 2000) log.frames.push({ at: performance.now(), mediaTime: meta.mediaTime, presented: meta.presentedFrames });
-      cb(now, meta);
-    });
-  };
-};
+import { startServer, launchBrowser, waitForStats, screenshotPath, x264, LAN, openWatchingMse } from './helpers.mjs';
 
 let browser;
 before(async () => { browser = await launchBrowser(LAN); });
 after(async () => { await browser?.close(); });
 
-async function open(server, query = '/?stats=1') {
-  const page = await browser.newPage();
-  await page.addInitScript(watch);
-  await page.goto(`http://camera.lan:${server.port}${query}`);
-  return page;
-}
+const open = (server, query) => openWatchingMse(browser, server, query);
 
 test('plain HTTP on a LAN name: the page picks MSE by itself and plays the live 1280x720 test pattern', async (t) => {
   const server = await startServer(['--width', '1280', '--height', '720']);
@@ -122,44 +87,6 @@ test('a Main profile stream with B-frames plays in order', async (t) => {
     await page.screenshot({ path: screenshotPath('mse-main-bframes') });
     t.diagnostic(`${s.codec}: ${s.framesPainted} painted, dropped ${s.videoFramesDropped}/${s.videoFramesTotal}, latency ${s.latencyMs} ms, ${back.length} steps back`);
     await page.close();
-  } finally {
-    await server.stop();
-  }
-});
-
-test('a join in the second half of a GOP shows a picture at once', async (t) => {
-  // A keyframe every 2 s that the page cannot hurry (an x264 camera), Baseline so the
-  // fragments are cheap: a join lands anywhere in the GOP.
-  const server = await startServer(['--source', `exec:${x264('baseline', '640x360')}`]);
-  try {
-    // A first page warms the browser's caches (the first page of a fresh profile is slower).
-    const warm = await open(server, '/');
-    await waitForStats(warm, (s) => s.framesPainted > 0, 'a first picture');
-    await warm.close();
-    const joins = [];
-    for (let i = 0; i < 10 && !joins.some((j) => j.catchUp >= 30); i++) {
-      const page = await open(server, '/');
-      await waitForStats(page, (s) => s.framesPainted > 0, 'a first picture');
-      const log = await page.evaluate(() => window.mseLog);
-      const s = await page.evaluate(() => window.nalcast.stats());
-      joins.push({
-        catchUp: log.catchUp,
-        firstPictureMs: Math.round(log.frames[0].at),
-        afterDataMs: Math.round(log.frames[0].at - log.firstFragmentMs),
-        firstFragmentMs: Math.round(log.firstFragmentMs),
-        decoder: s.decoder,
-      });
-      await page.close();
-    }
-    t.diagnostic(joins.map((j) => `${j.catchUp} catch-up: first fragment at ${j.firstFragmentMs} ms, first picture at ${j.firstPictureMs} ms (${j.afterDataMs} ms after the data)`).join('; '));
-    const late = joins.find((j) => j.catchUp >= 30);
-    assert.ok(late, 'one join came in the second half of a GOP');
-    assert.equal(late.decoder, 'mse');
-    // The page's own part: from the first fragment of a 30+ frame catch-up burst to the
-    // first picture on screen. From navigation (module loading included) the target is
-    // 300 ms too; that figure depends on how busy the machine is, so it is measured by
-    // the benchmark (web/bench/glass.mjs, first_picture_ms), not asserted here.
-    assert.ok(late.afterDataMs < 300, `first picture ${late.afterDataMs} ms after the first fragment`);
   } finally {
     await server.stop();
   }

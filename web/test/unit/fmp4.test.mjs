@@ -3,10 +3,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
-import { boxes, readFragmentTiming, readTimescale } from '../public/fmp4.js';
-import { decodeServerMessage } from '../public/protocol.js';
+import { boxes, readFragmentTiming, readTimescale } from '../../public/fmp4.js';
+import { decodeServerMessage } from '../../public/protocol.js';
 
-const vectors = JSON.parse(readFileSync(new URL('../../docs/protocol-vectors.json', import.meta.url), 'utf8'));
+const vectors = JSON.parse(readFileSync(new URL('../../../docs/protocol-vectors.json', import.meta.url), 'utf8'));
 const fromHex = (hex) => Uint8Array.from(hex.replace(/\s+/g, '').match(/../g) ?? [], (h) => parseInt(h, 16));
 
 /** A box of `type` around the byte arrays in `parts`. */

@@ -5,10 +5,8 @@ import assert from 'node:assert/strict';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { startServer, launchBrowser, waitForStats, screenshotPath } from './helpers.mjs';
+import { startServer, launchBrowser, waitForStats, screenshotPath, LAN } from './helpers.mjs';
 
-// A Raspberry Pi is reached by a LAN name, not localhost: map one to loopback.
-const LAN = ['--host-resolver-rules=MAP camera.lan 127.0.0.1'];
 const small = ['--width', '640', '--height', '360', '--bitrate', '1000000'];
 
 /** Waits until the page paints advancing frames; returns the stats. */

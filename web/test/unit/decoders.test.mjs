@@ -8,7 +8,7 @@ globalThis.Worker = class {
   terminate() {}
 };
 globalThis.document = { createElement: () => ({}), head: { append() {} } };
-const { BroadwayDecoder, paintAtOnce } = await import('../public/decoders.js');
+const { BroadwayDecoder, paintAtOnce } = await import('../../public/decoders.js');
 
 function picture(decoder, seq) {
   const width = 16, height = 16;

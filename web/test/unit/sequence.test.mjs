@@ -1,7 +1,7 @@
 // Gap tracking on the framed protocol's frame numbers, without a browser.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { SequenceTracker } from '../public/sequence.js';
+import { SequenceTracker } from '../../public/sequence.js';
 
 test('consecutive numbers continue the run; the first one of a run is taken as it comes', () => {
   const t = new SequenceTracker();
