@@ -69,8 +69,9 @@ step "page: unit tests (node)"
 # The browser tests mostly wait on the page and the server: three files at a time
 # fit two cores (four made the busiest ones miss their deadlines). Those in
 # browser-alone/ measure how fast the page decodes and run by themselves.
+# The binaries are the ones the Rust tests ran (cargo nextest built them with the
+# tests' features; a separate `cargo build` would build everything again).
 step "page: end to end in headless Chromium"
-cargo build --quiet -p nalcast -p nalcast-bench
 mkdir -p test-output
 (cd web && NALCAST_BIN="$PWD/../target/debug/nalcast" node --test --test-reporter=spec \
     --test-concurrency=3 test/browser/*.test.mjs)
