@@ -72,6 +72,8 @@ pub struct ParserStats {
     pub oversized_nals: u64,
     /// NAL units dropped for an invalid header.
     pub invalid_nals: u64,
+    /// Bytes of a NAL unit the input ended in the middle of, dropped ([`AnnexBParser::discard`]).
+    pub cut_bytes: u64,
     /// All errors.
     pub errors: u64,
 }
@@ -236,6 +238,26 @@ impl AnnexBParser {
         self.scanned = 0;
         self.finish_unit(unit, out);
         self.in_nal = false;
+    }
+
+    /// The bytes so far of the NAL unit in progress (after its start code; they
+    /// may end with the first zeros of the next start code), if one is.
+    pub fn pending_nal(&self) -> Option<&[u8]> {
+        (self.in_nal && !self.discarding && !self.pending.is_empty()).then_some(&self.pending[..])
+    }
+
+    /// The input ends here without a NAL unit boundary (a writer that died or was
+    /// cut off): the pending NAL unit may be incomplete, so it is dropped rather
+    /// than emitted. Returns the bytes dropped.
+    pub fn discard(&mut self) -> usize {
+        let dropped = if self.in_nal { self.pending.len() } else { 0 };
+        self.pending.clear();
+        self.scanned = 0;
+        self.in_nal = false;
+        self.discarding = false;
+        self.discarded = 0;
+        self.stats.cut_bytes += dropped as u64;
+        dropped
     }
 
     /// Counters.

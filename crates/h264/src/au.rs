@@ -10,7 +10,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use h264_reader::rbsp::BitRead;
 
-use crate::params::{pps_id, rbsp_reader, sps_id};
+use crate::params::{pps_ids, rbsp_reader, sps_id};
 use crate::{Nal, NalType, ParamSets, ParseError, StreamInfo};
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
@@ -54,9 +54,15 @@ impl AccessUnit {
                 .filter_map(|i| self.nal_type(i))
                 .collect();
             let first = usize::from(types.first() == Some(&NalType::Aud));
-            if types.get(first) != Some(&NalType::Sps)
-                || types.get(first + 1) != Some(&NalType::Pps)
-            {
+            let sps = types[first..]
+                .iter()
+                .take_while(|t| **t == NalType::Sps)
+                .count();
+            let pps = types[first + sps..]
+                .iter()
+                .take_while(|t| **t == NalType::Pps)
+                .count();
+            if sps == 0 || pps == 0 {
                 return Err(format!("keyframe does not start with SPS, PPS: {types:?}"));
             }
             if !types.contains(&NalType::Idr) {
@@ -112,8 +118,12 @@ pub struct AuAssembler {
     current_has_vcl: bool,
     current_keyframe: bool,
     current_ts: u64,
+    /// The PPS the current access unit's first slice names.
+    current_pps: Option<u32>,
     sps: BTreeMap<u32, Bytes>,
     pps: BTreeMap<u32, Bytes>,
+    /// The SPS the pictures use: the one the last keyframe's PPS names.
+    active_sps: Option<u32>,
     params_dirty: bool,
     params: Option<Arc<ParamSets>>,
     seen_keyframe: bool,
@@ -124,20 +134,47 @@ pub struct AuAssembler {
 struct SliceStart {
     first_mb: u32,
     slice_type: u32,
+    pps_id: u32,
 }
 
 fn slice_start(nal: &[u8]) -> Option<SliceStart> {
     let mut r = rbsp_reader(nal);
     let first_mb = r.read_ue("first_mb_in_slice").ok()?;
     let slice_type = r.read_ue("slice_type").ok().filter(|t| *t <= 9)?;
-    r.read_ue("pic_parameter_set_id")
+    let pps_id = r
+        .read_ue("pic_parameter_set_id")
         .ok()
         .filter(|id| *id < 256)?;
     Some(SliceStart {
         first_mb,
         slice_type,
+        pps_id,
     })
 }
+
+/// Whether a NAL unit beginning with `prefix` opens a new access unit after one
+/// with a picture (H.264 7.4.1.2.3): `None` until enough of it is there to tell.
+fn opens_access_unit(prefix: &[u8]) -> Option<bool> {
+    let header = *prefix.first()?;
+    if header & 0x80 != 0 {
+        return Some(false); // forbidden_zero_bit: the parser drops it
+    }
+    match NalType::from_header(header) {
+        NalType::Aud | NalType::Sps | NalType::Pps | NalType::Sei => Some(true),
+        NalType::Other(14..=18) => Some(true),
+        NalType::Slice | NalType::Idr => {
+            // first_mb_in_slice 0 opens a new picture; a ue(v) of 0 is one 1 bit.
+            let second = *prefix.get(1)?;
+            Some(second & 0x80 != 0)
+        }
+        _ => Some(false),
+    }
+}
+
+/// Largest SPS or PPS kept. Real ones are tens to a few hundred bytes (scaling
+/// lists included); ids bound how many there are (32 SPS, 256 PPS), this bounds
+/// what a hostile stream can make the assembler hold and resend with every keyframe.
+pub const MAX_PARAM_SET_BYTES: usize = 4096;
 
 impl AuAssembler {
     /// An empty assembler.
@@ -188,6 +225,9 @@ impl AuAssembler {
                     if start.slice_type % 5 == 1 {
                         self.stats.b_slices += 1;
                     }
+                    if !self.current_has_vcl {
+                        self.current_pps = Some(start.pps_id);
+                    }
                 }
                 if self.current.is_empty() {
                     self.current_ts = timestamp_us;
@@ -208,6 +248,7 @@ impl AuAssembler {
                     // An AUD always opens an access unit: what came before it without
                     // a picture was an empty one (parameter sets are remembered anyway).
                     self.current.clear();
+                    self.current_pps = None;
                 }
                 match kind {
                     NalType::Sps => self.remember_sps(&nal, out),
@@ -223,47 +264,87 @@ impl AuAssembler {
     }
 
     fn remember_sps(&mut self, nal: &Nal, out: &mut Vec<Result<AccessUnit, ParseError>>) {
+        if self.sps.values().any(|known| known == &nal.0) {
+            return; // sent again, as cameras do before every keyframe
+        }
         let Some(id) = sps_id(&nal.0) else {
             self.error(ParseError::BadParameterSet("SPS id unreadable".into()), out);
             return;
         };
-        if self.sps.get(&id) != Some(&nal.0) {
-            self.sps.insert(id, nal.0.clone());
-            self.params_dirty = true;
+        if nal.0.len() > MAX_PARAM_SET_BYTES {
+            let what = format!("SPS {id} of {} bytes", nal.0.len());
+            self.error(ParseError::BadParameterSet(what), out);
+            return;
         }
+        // A bad SPS is refused here, so every SPS kept (and resent) can be read.
+        if let Err(e) = StreamInfo::from_sps(&nal.0) {
+            self.error(e, out);
+            return;
+        }
+        self.sps.insert(id, nal.0.clone());
+        self.params_dirty = true;
     }
 
     fn remember_pps(&mut self, nal: &Nal, out: &mut Vec<Result<AccessUnit, ParseError>>) {
-        let Some(id) = pps_id(&nal.0) else {
-            self.error(ParseError::BadParameterSet("PPS id unreadable".into()), out);
+        if self.pps.values().any(|known| known == &nal.0) {
+            return;
+        }
+        let Some((id, _)) = pps_ids(&nal.0) else {
+            self.error(
+                ParseError::BadParameterSet("PPS ids unreadable".into()),
+                out,
+            );
             return;
         };
-        if self.pps.get(&id) != Some(&nal.0) {
-            self.pps.insert(id, nal.0.clone());
+        if nal.0.len() > MAX_PARAM_SET_BYTES {
+            let what = format!("PPS {id} of {} bytes", nal.0.len());
+            self.error(ParseError::BadParameterSet(what), out);
+            return;
+        }
+        self.pps.insert(id, nal.0.clone());
+        self.params_dirty = true;
+    }
+
+    /// At a keyframe: the active SPS is the one its first slice's PPS names (it can
+    /// change only at an IDR picture); the lowest id where that is unknown.
+    fn find_active_sps(&mut self) {
+        let named = self
+            .current_pps
+            .and_then(|id| self.pps.get(&id))
+            .and_then(|pps| pps_ids(pps))
+            .map(|(_, sps)| sps)
+            .filter(|id| self.sps.contains_key(id));
+        let active = named.or_else(|| self.sps.keys().next().copied());
+        if active != self.active_sps {
+            self.active_sps = active;
             self.params_dirty = true;
         }
     }
 
-    /// Rebuilds the parameter sets after a change; keeps the old ones if the new SPS is bad.
+    /// Rebuilds the parameter sets after a change.
     fn refresh_params(&mut self, out: &mut Vec<Result<AccessUnit, ParseError>>) {
         if !self.params_dirty {
             return;
         }
         self.params_dirty = false;
-        // The SPS with the lowest id, not necessarily the one the slices use (finding
-        // that would mean reading each PPS's seq_parameter_set_id): cameras send one
-        // SPS, id 0, and `ParamSets` holds one.
-        let Some(sps) = self.sps.values().next().cloned() else {
+        let Some(active_id) = self.active_sps.or_else(|| self.sps.keys().next().copied()) else {
             return;
         };
         if self.pps.is_empty() {
             self.params_dirty = true; // wait for a PPS
             return;
         }
-        match StreamInfo::from_sps(&sps) {
+        let active = self.sps.keys().position(|id| *id == active_id).unwrap_or(0);
+        let sps: Vec<Bytes> = self.sps.values().cloned().collect();
+        match StreamInfo::from_sps(&sps[active]) {
             Ok(info) => {
                 let pps: Vec<Bytes> = self.pps.values().cloned().collect();
-                let new = ParamSets { sps, pps, info };
+                let new = ParamSets {
+                    sps,
+                    pps,
+                    active,
+                    info,
+                };
                 if self.params.as_deref() != Some(&new) {
                     if self.params.is_some() {
                         self.stats.param_changes += 1;
@@ -273,6 +354,35 @@ impl AuAssembler {
             }
             Err(e) => self.error(e, out),
         }
+    }
+
+    /// The next NAL unit begins with `prefix` (its header byte first; the rest still
+    /// to come): where that alone says it opens a new access unit, the one in
+    /// progress is complete and emitted now, a whole NAL unit earlier.
+    pub fn upcoming(&mut self, prefix: &[u8], out: &mut Vec<Result<AccessUnit, ParseError>>) {
+        if self.current_has_vcl && opens_access_unit(prefix) == Some(true) {
+            self.finish(out);
+        }
+    }
+
+    /// The input ended inside the access unit in progress (a writer that died): it
+    /// is dropped, since its picture may lack slices. Returns its NAL units' count.
+    pub fn discard(&mut self) -> usize {
+        let dropped = self.current.len();
+        self.current.clear();
+        self.current_has_vcl = false;
+        self.current_keyframe = false;
+        self.current_pps = None;
+        dropped
+    }
+
+    /// A break in the stream (a file starting over): the access unit in progress
+    /// is dropped, and what follows is emitted from its first keyframe on, since
+    /// pictures before it would refer to pictures from before the break. The
+    /// parameter sets stay.
+    pub fn await_keyframe(&mut self) {
+        self.discard();
+        self.seen_keyframe = false;
     }
 
     /// The caller knows the current access unit is complete: emit it now.
@@ -286,6 +396,10 @@ impl AuAssembler {
         let nals = std::mem::take(&mut self.current);
         let keyframe = std::mem::take(&mut self.current_keyframe);
         self.current_has_vcl = false;
+        if keyframe {
+            self.find_active_sps();
+        }
+        self.current_pps = None;
         self.refresh_params(out);
         let Some(params) = self.params.clone() else {
             self.stats.dropped_before_keyframe += 1;
@@ -307,16 +421,16 @@ impl AuAssembler {
             ranges.push(start..data.len() as u32);
         };
         if keyframe {
-            // AUD first if present, then the parameter sets in force, then the rest
-            // without the parameter sets the access unit carried itself.
+            // AUD first if present, then every parameter set in force (a viewer
+            // joining here needs each SPS and PPS the pictures may name), then the
+            // rest without the parameter sets the access unit carried itself.
             let (aud, rest): (Vec<&Nal>, Vec<&Nal>) = nals
                 .iter()
                 .partition(|n| n.nal_type() == Some(NalType::Aud));
             for n in aud {
                 put(&mut data, &n.0);
             }
-            put(&mut data, &params.sps);
-            for p in &params.pps {
+            for p in params.sps.iter().chain(&params.pps) {
                 put(&mut data, p);
             }
             for n in rest {

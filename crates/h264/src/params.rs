@@ -91,15 +91,45 @@ impl StreamInfo {
     }
 }
 
-/// The parameter sets in force and what they say.
+/// The parameter sets in force, kept by id as the standard has them (a stream may
+/// carry several SPS and PPS, e.g. one per picture size), and what the active one
+/// says.
 #[derive(Clone, Debug, PartialEq)]
 pub struct ParamSets {
-    /// The SPS NAL unit (no start code).
-    pub sps: Bytes,
-    /// The PPS NAL units (no start code), ordered by id.
+    /// Every SPS NAL unit seen (no start code), ordered by id; never empty.
+    pub sps: Vec<Bytes>,
+    /// Every PPS NAL unit seen (no start code), ordered by id; never empty.
     pub pps: Vec<Bytes>,
-    /// Parsed from the SPS.
+    /// Which of `sps` is active: the one the pictures since the last keyframe use
+    /// (through the PPS their slices name).
+    pub active: usize,
+    /// Parsed from the active SPS.
     pub info: StreamInfo,
+}
+
+impl ParamSets {
+    /// Parameter sets of one SPS and its PPS list (the common case: a camera).
+    pub fn single(sps: Bytes, pps: Vec<Bytes>) -> Result<ParamSets, ParseError> {
+        let info = StreamInfo::from_sps(&sps)?;
+        Ok(ParamSets {
+            sps: vec![sps],
+            pps,
+            active: 0,
+            info,
+        })
+    }
+
+    /// The active SPS NAL unit.
+    pub fn active_sps(&self) -> &Bytes {
+        &self.sps[self.active.min(self.sps.len().saturating_sub(1))]
+    }
+
+    /// Every SPS, the active one first (as an avcC lists them: readers take the
+    /// first for the profile and size).
+    pub fn sps_active_first(&self) -> impl Iterator<Item = &Bytes> {
+        let active = self.active_sps();
+        std::iter::once(active).chain(self.sps.iter().filter(move |s| !std::ptr::eq(*s, active)))
+    }
 }
 
 /// Reads the RBSP of a NAL unit (header byte skipped, emulation prevention removed
@@ -116,12 +146,19 @@ pub(crate) fn sps_id(nal: &[u8]) -> Option<u32> {
     r.read_ue("seq_parameter_set_id").ok().filter(|id| *id < 32)
 }
 
-/// `pic_parameter_set_id` of a PPS NAL unit.
-pub(crate) fn pps_id(nal: &[u8]) -> Option<u32> {
-    rbsp_reader(nal)
+/// `pic_parameter_set_id` and `seq_parameter_set_id` of a PPS NAL unit: which SPS
+/// its pictures use.
+pub(crate) fn pps_ids(nal: &[u8]) -> Option<(u32, u32)> {
+    let mut r = rbsp_reader(nal);
+    let pps = r
         .read_ue("pic_parameter_set_id")
         .ok()
-        .filter(|id| *id < 256)
+        .filter(|id| *id < 256)?;
+    let sps = r
+        .read_ue("seq_parameter_set_id")
+        .ok()
+        .filter(|id| *id < 32)?;
+    Some((pps, sps))
 }
 
 #[cfg(test)]

@@ -149,8 +149,10 @@ impl PocCounter {
             return Ok(());
         }
         let mut ctx = Context::new();
-        let sps = parse_sps(&params.sps).map_err(|e| PocError::Params(e.to_string()))?;
-        ctx.put_seq_param_set(sps);
+        for sps in &params.sps {
+            let sps = parse_sps(sps).map_err(|e| PocError::Params(e.to_string()))?;
+            ctx.put_seq_param_set(sps);
+        }
         for pps in &params.pps {
             let pps = PicParameterSet::from_bits(&ctx, rbsp_reader(pps))
                 .map_err(|e| PocError::Params(format!("PPS: {e:?}")))?;

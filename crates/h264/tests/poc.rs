@@ -50,7 +50,7 @@ fn poc_numbers_pictures_in_display_order_per_idr_period() {
         };
         let aus = access_units(&stream);
         assert_eq!(aus.len(), 75);
-        let details = SpsDetails::from_sps(&aus[0].params.sps).expect("SPS");
+        let details = SpsDetails::from_sps(aus[0].params.active_sps()).expect("SPS");
         assert_eq!(details.poc_type, 0);
         assert!(details.may_reorder());
         assert!(details.max_num_reorder_frames.is_some_and(|n| n >= 1));
@@ -86,7 +86,7 @@ fn baseline_counts_in_decode_order() {
         return;
     };
     let aus = access_units(&stream);
-    let details = SpsDetails::from_sps(&aus[0].params.sps).expect("SPS");
+    let details = SpsDetails::from_sps(aus[0].params.active_sps()).expect("SPS");
     let mut counter = PocCounter::new();
     let pocs: Vec<i64> = aus
         .iter()

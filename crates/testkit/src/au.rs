@@ -9,11 +9,7 @@ use crate::fixtures::{unhex, PPS};
 /// The parameter sets of an SPS given in hex, with the fixture PPS.
 pub fn params(sps_hex: &str) -> Arc<ParamSets> {
     let sps = Bytes::from(unhex(sps_hex));
-    Arc::new(ParamSets {
-        info: StreamInfo::from_sps(&sps).expect("a valid SPS"),
-        sps,
-        pps: vec![Bytes::from_static(PPS)],
-    })
+    Arc::new(ParamSets::single(sps, vec![Bytes::from_static(PPS)]).expect("a valid SPS"))
 }
 
 /// A NAL unit of `len` bytes: `header`, then `fill`.
@@ -54,8 +50,8 @@ pub fn access_unit<N: AsRef<[u8]>>(
 /// A keyframe as the assembler makes one: AUD, SPS, PPS, an SEI and an IDR slice
 /// of `slice_len` bytes (not decodable: for packaging and queue logic).
 pub fn keyframe(params: &Arc<ParamSets>, timestamp_us: u64, slice_len: usize) -> AccessUnit {
-    let mut nals = vec![vec![0x09, 0xf0], params.sps.to_vec()];
-    nals.extend(params.pps.iter().map(|p| p.to_vec()));
+    let mut nals = vec![vec![0x09, 0xf0]];
+    nals.extend(params.sps.iter().chain(&params.pps).map(|p| p.to_vec()));
     nals.push(nal(0x06, 12, 0x05));
     nals.push(nal(0x65, slice_len, 0x88));
     access_unit(params, &nals, true, timestamp_us)
@@ -99,8 +95,9 @@ pub fn frame(
 pub fn sized(keyframe: bool, len: usize) -> AccessUnit {
     thread_local! {
         static STAND_IN: Arc<ParamSets> = Arc::new(ParamSets {
-            sps: Bytes::from_static(&[0x67]),
+            sps: vec![Bytes::from_static(&[0x67])],
             pps: vec![Bytes::from_static(&[0x68])],
+            active: 0,
             info: StreamInfo {
                 width: 64,
                 height: 64,

@@ -8,7 +8,9 @@
 
 pub mod annexb;
 pub mod au;
+pub mod bits;
 pub mod fixtures;
+pub mod rng;
 pub mod tools;
 pub mod websocket;
 pub mod x264;

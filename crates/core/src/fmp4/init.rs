@@ -12,11 +12,22 @@ use super::{Fmp4Error, TIMESCALE, TRACK_ID};
 /// Profiles whose avcC carries chroma format and bit depths (ISO/IEC 14496-15 5.3.3.1).
 const HIGH_PROFILES: [u8; 4] = [100, 110, 122, 144];
 
-/// The avcC box contents for these parameter sets.
+/// The avcC box contents for these parameter sets: every SPS, the active one
+/// first (its profile and level head the box), and every PPS.
 fn avcc(params: &ParamSets) -> Result<Avcc, Fmp4Error> {
-    let sps = &params.sps;
-    if sps.len() < 4 || sps.len() > usize::from(u16::MAX) {
-        return Err(Fmp4Error::BadParams(format!("SPS of {} bytes", sps.len())));
+    let sps = params.active_sps();
+    if let Some(s) = params
+        .sps
+        .iter()
+        .find(|s| s.len() < 4 || s.len() > usize::from(u16::MAX))
+    {
+        return Err(Fmp4Error::BadParams(format!("SPS of {} bytes", s.len())));
+    }
+    if params.sps.len() > 31 {
+        return Err(Fmp4Error::BadParams(format!(
+            "{} SPS (1 to 31 fit an avcC)",
+            params.sps.len()
+        )));
     }
     if params.pps.is_empty() || params.pps.len() > 255 {
         return Err(Fmp4Error::BadParams(format!(
@@ -44,7 +55,7 @@ fn avcc(params: &ParamSets) -> Result<Avcc, Fmp4Error> {
         profile_compatibility: sps[2],
         avc_level_indication: sps[3],
         length_size: 4,
-        sequence_parameter_sets: vec![sps.to_vec()],
+        sequence_parameter_sets: params.sps_active_first().map(|s| s.to_vec()).collect(),
         picture_parameter_sets: params.pps.iter().map(|p| p.to_vec()).collect(),
         ext,
     })

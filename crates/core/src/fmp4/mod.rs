@@ -106,7 +106,7 @@ struct Ordering {
 impl Ordering {
     fn of(params: &Arc<ParamSets>) -> Ordering {
         let baseline = params.info.profile_idc == 66;
-        let reorder = match SpsDetails::from_sps(&params.sps) {
+        let reorder = match SpsDetails::from_sps(params.active_sps()) {
             Ok(d) if d.may_reorder() && !baseline => Some(
                 d.max_num_reorder_frames
                     .unwrap_or(d.max_num_ref_frames)
