@@ -39,6 +39,11 @@ impl Splitter {
     pub fn push(&mut self, bytes: &[u8], now_us: u64, out: &mut Vec<AccessUnit>) {
         self.parser.push(bytes, &mut self.nals);
         self.assemble(now_us);
+        // The next NAL unit's first bytes may already say a new frame began: then
+        // the frame before it is complete now, not when that NAL unit is.
+        if let Some(next) = self.parser.pending_nal() {
+            self.assembler.upcoming(next, &mut self.aus);
+        }
         self.deliver(out);
     }
 
@@ -49,6 +54,26 @@ impl Splitter {
         self.assemble(now_us);
         self.assembler.end_of_access_unit(&mut self.aus);
         self.deliver(out);
+    }
+
+    /// The input ended (or broke off) inside a frame: what is pending is dropped,
+    /// never published as a picture, since it may be cut. Returns the bytes of the
+    /// NAL unit in progress that were dropped.
+    pub fn discard_unfinished(&mut self) -> usize {
+        let bytes = self.parser.discard();
+        let nals = self.assembler.discard();
+        if bytes > 0 || nals > 0 {
+            metrics::counter!("nalcast_stream_errors_total").increment(1);
+        }
+        bytes
+    }
+
+    /// A break in the stream (a file starting over): like a source restart, nothing
+    /// is published until the next keyframe. The pending NAL unit is complete (a
+    /// file's end is a NAL unit boundary) and belongs to the frame before the break.
+    pub fn break_stream(&mut self, now_us: u64, out: &mut Vec<AccessUnit>) {
+        self.end_of_access_unit(now_us, out);
+        self.assembler.await_keyframe();
     }
 
     /// Passes the parser's NAL units to the assembler, and its errors along in order.

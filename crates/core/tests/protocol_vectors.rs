@@ -1,5 +1,5 @@
 //! The framed dialect against the byte vectors the page's tests also use
-//! (docs/protocol-vectors.json, checked by web/test/protocol.test.mjs): every server
+//! (docs/protocol-vectors.json, checked by web/test/unit/protocol.test.mjs): every server
 //! message encodes to its bytes and decodes back to its fields, every invalid one is
 //! refused for its reason, every client message the page sends parses.
 use bytes::Bytes;

@@ -2,7 +2,6 @@
 use std::collections::VecDeque;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use std::os::unix::process::ExitStatusExt;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, BufReader};
@@ -11,6 +10,7 @@ use tokio::sync::watch;
 
 use tracing::{debug, warn};
 
+use super::frame_end::{FrameEnds, Read};
 use super::{mask_credentials, SourceError, SourceOptions};
 use crate::clock::{shutdown_requested, wall_us};
 use crate::ingest::Ingest;
@@ -22,53 +22,24 @@ const STDERR_LINES: usize = 5;
 /// How long the stderr of a child that ended may take to be read to its end.
 const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
-/// An encoder writes each frame at once: once its pipe has been quiet this long after
-/// bytes came, the frame is taken as complete, rather than when the next frame's
-/// start code arrives one frame interval later (33 ms at 30 fps).
-const QUIET_END: Duration = Duration::from_millis(2);
-
-/// Whether a quiet pipe may end a frame: yes until the stream shows that a frame
-/// ended that way was not complete (see [`crate::ingest::Splitter::cut_frame_signs`]).
-struct QuietEnds {
-    enabled: bool,
-    /// The stream's cut-frame signs when the last quiet end published a frame.
-    signs_at_end: Option<u64>,
-}
-
-impl QuietEnds {
-    /// Checks the stream after a quiet end; false (and a warning, once) when a
-    /// frame ended by a quiet pipe turns out to have had more to come.
-    fn still_trusted(&mut self, signs: u64) -> bool {
-        if self.enabled && self.signs_at_end.is_some_and(|at| signs > at) {
-            self.enabled = false;
-            warn!(
-                "the source paused for over {} ms inside a frame: frames now end at the next \
-                 frame's start code (one frame later); the frame cut short may show artefacts \
-                 until the next keyframe",
-                QUIET_END.as_millis()
-            );
-        }
-        self.enabled
-    }
-}
-
-/// Reads Annex-B bytes until end of stream, publishing frames as they complete.
+/// Reads Annex-B bytes until end of stream, publishing frames as they complete
+/// (at the next start code, or earlier when `ends` says a quiet pipe may end one).
 /// Returns `Ok(())` at end of stream; an error when nothing arrives for the stall timeout.
 async fn pump(
     mut input: impl AsyncRead + Unpin,
     opts: &SourceOptions,
     hub: &Arc<Hub>,
+    ends: &mut FrameEnds,
 ) -> Result<(), SourceError> {
+    ends.restart();
     let mut ingest = Ingest::new(hub.clone(), opts.max_nal_size);
     let mut buf = vec![0u8; 64 * 1024];
     // Bytes that never make a frame (rubbish, a stuck encoder) count as a stall too.
     let (mut frames, mut last_frame) = (0, tokio::time::Instant::now());
-    let mut quiet = QuietEnds {
-        enabled: true,
-        signs_at_end: None,
-    };
-    // When the last bytes came, if no frame end has been taken since.
-    let mut unended: Option<u64> = None;
+    // The stream's cut-frame signs when the last quiet end published a frame.
+    let mut signs_at_end: Option<u64> = None;
+    // When the last bytes came (the capture time of a frame ended by quiet).
+    let mut last_bytes_us = wall_us();
     loop {
         if ingest.frames() != frames {
             frames = ingest.frames();
@@ -79,42 +50,61 @@ async fn pump(
                 opts.stall_timeout.as_secs_f32()
             )));
         }
-        let quiet_wait = unended.filter(|_| quiet.enabled);
-        let wait = if quiet_wait.is_some() {
-            QUIET_END
-        } else {
-            opts.stall_timeout
-        };
-        let n = match tokio::time::timeout(wait, input.read(&mut buf)).await {
-            Ok(r) => r?,
-            Err(_) => {
-                if let Some(arrived_us) = quiet_wait {
+        let quiet = ends.quiet_wait().filter(|q| *q < opts.stall_timeout);
+        let n =
+            match tokio::time::timeout(quiet.unwrap_or(opts.stall_timeout), input.read(&mut buf))
+                .await
+            {
+                Ok(r) => r?,
+                Err(_) if quiet.is_some() => {
                     let before = ingest.frames();
-                    ingest.end_of_access_unit(arrived_us);
-                    unended = None;
-                    let signs = ingest.splitter().cut_frame_signs();
-                    if quiet.still_trusted(signs) {
-                        // Watched from a frame this ended on (not rubbish before the
-                        // stream, nor parameter sets alone).
-                        quiet.signs_at_end = (ingest.frames() > before).then_some(signs);
-                    }
+                    ingest.end_of_access_unit(last_bytes_us);
+                    ends.ended_quietly(std::time::Instant::now());
+                    // Watched from a frame this ended on (not rubbish before the
+                    // stream, nor parameter sets alone).
+                    signs_at_end =
+                        (ingest.frames() > before).then(|| ingest.splitter().cut_frame_signs());
                     continue;
                 }
-                return Err(SourceError::Retry(format!(
-                    "no data for {} s",
-                    opts.stall_timeout.as_secs_f32()
-                )));
-            }
-        };
+                Err(_) => {
+                    return Err(SourceError::Retry(format!(
+                        "no data for {} s",
+                        opts.stall_timeout.as_secs_f32()
+                    )))
+                }
+            };
         if n == 0 {
-            // End of stream: the last NAL unit is complete.
-            ingest.end_of_access_unit(wall_us());
+            // End of stream: a writer that died may have stopped inside a frame, so
+            // the frame in progress is dropped, never shown cut.
+            let cut = ingest.splitter().discard_unfinished();
+            if cut > 0 {
+                warn!(
+                    bytes = cut,
+                    "the source ended inside a frame: its unfinished frame was dropped"
+                );
+            }
             return Ok(());
         }
-        let now = wall_us();
+        let (now, at) = (wall_us(), std::time::Instant::now());
+        let before = ingest.frames();
         ingest.push(&buf[..n], now);
-        unended = Some(now);
-        quiet.still_trusted(ingest.splitter().cut_frame_signs());
+        last_bytes_us = now;
+        let signs = ingest.splitter().cut_frame_signs();
+        if !ends.given_up() && signs_at_end.is_some_and(|at_end| signs > at_end) {
+            ends.give_up();
+            warn!(
+                "the source paused inside a frame for longer than the quiet time taken as \
+                 a frame's end: frames now end at the next frame's start code (one frame \
+                 later); the frame cut short may show artefacts until the next keyframe"
+            );
+        }
+        ends.read(Read {
+            at,
+            filled: n == buf.len(),
+            ended_frame: ingest.frames() > before,
+            // The parser holds the last NAL unit until a start code or an end.
+            left_unended: true,
+        });
     }
 }
 
@@ -137,8 +127,9 @@ pub async fn run_child(
     opts: &SourceOptions,
     hub: &Arc<Hub>,
     shutdown: watch::Receiver<bool>,
+    ends: &mut FrameEnds,
 ) -> Result<(), SourceError> {
-    run_child_explained(command, description, opts, hub, shutdown, &|_| None).await
+    run_child_explained(command, description, opts, hub, shutdown, ends, &|_| None).await
 }
 
 /// [`run_child`], with `explain` reading the child's last stderr lines for the
@@ -150,9 +141,10 @@ pub async fn run_child_explained(
     opts: &SourceOptions,
     hub: &Arc<Hub>,
     shutdown: watch::Receiver<bool>,
+    ends: &mut FrameEnds,
     explain: &(dyn Fn(&[String]) -> Option<String> + Sync),
 ) -> Result<(), SourceError> {
-    let Some(end) = run_child_to_end(command, description, opts, hub, shutdown).await? else {
+    let Some(end) = run_child_to_end(command, description, opts, hub, shutdown, ends).await? else {
         return Ok(());
     };
     let reason = explain(&end.stderr).unwrap_or(end.reason);
@@ -175,6 +167,7 @@ pub async fn run_child_to_end(
     opts: &SourceOptions,
     hub: &Arc<Hub>,
     mut shutdown: watch::Receiver<bool>,
+    ends: &mut FrameEnds,
 ) -> Result<Option<ChildEnd>, SourceError> {
     command
         .stdin(Stdio::null())
@@ -209,7 +202,7 @@ pub async fn run_child_to_end(
         })
     });
     let pumped = tokio::select! {
-        r = pump(stdout, opts, hub) => Some(r),
+        r = pump(stdout, opts, hub, ends) => Some(r),
         _ = shutdown_requested(&mut shutdown) => None,
     };
     // Stalled, done or shutting down: make sure the child and its group are gone,
@@ -266,8 +259,12 @@ impl Drop for GroupKiller {
 }
 
 /// Ingests our own standard input until it ends.
-pub async fn run_stdin(opts: &SourceOptions, hub: &Arc<Hub>) -> Result<(), SourceError> {
-    match pump(tokio::io::stdin(), opts, hub).await {
+pub async fn run_stdin(
+    opts: &SourceOptions,
+    hub: &Arc<Hub>,
+    ends: &mut FrameEnds,
+) -> Result<(), SourceError> {
+    match pump(tokio::io::stdin(), opts, hub, ends).await {
         Ok(()) => Err(SourceError::Final("standard input ended".into())),
         Err(e) => Err(e),
     }
@@ -275,10 +272,13 @@ pub async fn run_stdin(opts: &SourceOptions, hub: &Arc<Hub>) -> Result<(), Sourc
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use tokio::io::AsyncWriteExt;
 
     use super::*;
     use crate::hub::{HubConfig, Subscription};
+    use crate::source::frame_end::LEARN_FRAMES;
     use crate::source::test_pattern::TestPattern;
     use crate::source::VideoSettings;
     use crate::viewer::Item;
@@ -345,40 +345,100 @@ mod tests {
         let hub = crate::Hub::new(HubConfig::default());
         let sub = hub.subscribe();
         let (writer, reader) = tokio::io::duplex(1 << 20);
-        tokio::spawn(async move { pump(reader, &SourceOptions::default(), &hub).await });
+        tokio::spawn(async move {
+            pump(
+                reader,
+                &SourceOptions::default(),
+                &hub,
+                &mut FrameEnds::new(),
+            )
+            .await
+        });
         (writer, sub)
     }
 
-    #[tokio::test]
-    async fn a_frame_goes_out_when_the_encoder_has_written_it_not_at_the_next_one() {
-        let frames = encoded(3);
-        let (mut encoder, viewer) = pumped();
-        for frame in &frames {
-            // The next frame is not written until this one has been published.
-            encoder.write_all(frame).await.expect("write");
-            expect_frame(&viewer, frame, "frame").await;
+    /// Writes `frames` one every `interval`, each in two halves `pause` apart.
+    async fn write_paced(
+        encoder: &mut tokio::io::DuplexStream,
+        frames: &[Vec<u8>],
+        interval: Duration,
+        pause: Duration,
+    ) {
+        for frame in frames {
+            let started = tokio::time::Instant::now();
+            let (head, tail) = frame.split_at(frame.len() / 2);
+            encoder.write_all(head).await.expect("write");
+            if !pause.is_zero() {
+                tokio::time::sleep(pause).await;
+            }
+            encoder.write_all(tail).await.expect("write");
+            tokio::time::sleep_until(started + interval).await;
         }
     }
 
     #[tokio::test]
-    async fn a_source_that_pauses_inside_frames_gets_whole_frames_after_the_first_cut() {
-        let frames = encoded(5);
+    async fn once_the_writer_is_known_a_frame_goes_out_when_written_not_at_the_next_one() {
+        let learn = LEARN_FRAMES as usize + 2;
+        let frames = encoded(learn + 3);
         let (mut encoder, viewer) = pumped();
-        encoder.write_all(&frames[0]).await.expect("write");
-        expect_frame(&viewer, &frames[0], "frame 0").await;
-        // Every later frame comes in two halves, with a pause between them far longer
-        // than QUIET_END: the first one is cut (and shows it), the rest must not be.
-        for frame in &frames[1..] {
-            let (head, tail) = frame.split_at(frame.len() / 2);
-            encoder.write_all(head).await.expect("write");
-            tokio::time::sleep(QUIET_END * 20).await;
-            encoder.write_all(tail).await.expect("write");
+        // While it learns how the encoder writes, frames end at the next start code.
+        write_paced(
+            &mut encoder,
+            &frames[..learn],
+            Duration::from_millis(20),
+            Duration::ZERO,
+        )
+        .await;
+        for (i, frame) in frames[..learn - 1].iter().enumerate() {
+            expect_frame(&viewer, frame, &format!("learning, frame {i}")).await;
         }
-        drop(encoder); // end of stream ends the last frame
-        let cut = next_frame(&viewer).await;
-        assert!(cut != nal_units(&frames[1]), "the first pause cut frame 1");
-        for (i, frame) in frames.iter().enumerate().skip(2) {
+        // The last of them ended by a quiet pipe; then each frame by itself.
+        expect_frame(&viewer, &frames[learn - 1], "the first quiet end").await;
+        for (i, frame) in frames.iter().enumerate().skip(learn) {
+            // The next frame is not written until this one has been published.
+            encoder.write_all(frame).await.expect("write");
             expect_frame(&viewer, frame, &format!("frame {i}")).await;
         }
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_pauses_inside_frames_never_has_a_frame_cut() {
+        // Each frame in two halves 12 ms apart, at 25 fps: quiet ends would need
+        // more than 48 ms of quiet, more than the frame interval allows.
+        let frames = encoded(LEARN_FRAMES as usize + 10);
+        let (mut encoder, viewer) = pumped();
+        write_paced(
+            &mut encoder,
+            &frames,
+            Duration::from_millis(40),
+            Duration::from_millis(12),
+        )
+        .await;
+        drop(encoder);
+        // Every frame whole, but the last: the stream ended inside it, as far as
+        // the pump can tell.
+        for (i, frame) in frames[..frames.len() - 1].iter().enumerate() {
+            expect_frame(&viewer, frame, &format!("frame {i}")).await;
+        }
+        let after = tokio::time::timeout(Duration::from_millis(300), next_frame(&viewer)).await;
+        assert!(after.is_err(), "the unfinished last frame is not published");
+    }
+
+    #[tokio::test]
+    async fn a_writer_that_dies_inside_a_frame_leaves_no_half_frame() {
+        let frames = encoded(3);
+        let (mut encoder, viewer) = pumped();
+        encoder.write_all(&frames[0]).await.expect("write");
+        encoder.write_all(&frames[1]).await.expect("write");
+        let (head, _) = frames[2].split_at(frames[2].len() / 2);
+        encoder.write_all(head).await.expect("write");
+        drop(encoder);
+        expect_frame(&viewer, &frames[0], "frame 0").await;
+        expect_frame(&viewer, &frames[1], "frame 1").await;
+        let after = tokio::time::timeout(Duration::from_millis(300), next_frame(&viewer)).await;
+        assert!(
+            after.is_err(),
+            "half of frame 2 is not published as a picture"
+        );
     }
 }

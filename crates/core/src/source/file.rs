@@ -29,7 +29,10 @@ pub async fn run(path: &Path, opts: &SourceOptions, hub: &Arc<Hub>) -> Result<()
         loop {
             let n = file.read(&mut buf).await?;
             if n == 0 {
-                ingest.splitter().end_of_access_unit(0, &mut aus);
+                // The next pass is a break, like a source restart: a file that does
+                // not begin with a keyframe goes on from its first keyframe, not
+                // from pictures that would refer to this pass's last ones.
+                ingest.splitter().break_stream(0, &mut aus);
             } else {
                 ingest.splitter().push(&buf[..n], 0, &mut aus);
             }

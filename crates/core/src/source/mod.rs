@@ -15,6 +15,7 @@ use crate::Hub;
 
 pub mod exec;
 pub mod file;
+pub mod frame_end;
 pub mod pattern;
 pub mod rpicam;
 pub mod rtsp;
@@ -264,24 +265,34 @@ async fn run_once(
     opts: &SourceOptions,
     hub: &Arc<Hub>,
     shutdown: &watch::Receiver<bool>,
-    camera: &mut rpicam::Camera,
+    learned: &mut Learned,
 ) -> Result<(), SourceError> {
     let mut stop = shutdown.clone();
+    let ends = &mut learned.frame_ends;
     match spec {
         SourceSpec::Exec(cmd) => {
             let mut c = tokio::process::Command::new("sh");
             c.arg("-c").arg(cmd);
-            exec::run_child(c, cmd, opts, hub, stop).await
+            exec::run_child(c, cmd, opts, hub, stop, ends).await
         }
-        SourceSpec::Rpicam => camera.run(opts, hub, stop).await,
+        SourceSpec::Rpicam => learned.camera.run(opts, hub, stop, ends).await,
         SourceSpec::Test => until_shutdown(test_pattern::run(opts, hub), &mut stop).await,
         SourceSpec::File(path) => until_shutdown(file::run(path, opts, hub), &mut stop).await,
-        SourceSpec::Stdin => until_shutdown(exec::run_stdin(opts, hub), &mut stop).await,
+        SourceSpec::Stdin => until_shutdown(exec::run_stdin(opts, hub, ends), &mut stop).await,
         SourceSpec::Rtsp(url) => {
             until_shutdown(rtsp::run(url, opts.rtsp_transport, opts, hub), &mut stop).await
         }
-        SourceSpec::V4l2(device) => v4l2::run(device, opts, hub, stop).await,
+        SourceSpec::V4l2(device) => v4l2::run(device, opts, hub, stop, ends).await,
     }
+}
+
+/// What a source's supervisor learns of it and keeps across its restarts.
+#[derive(Default)]
+struct Learned {
+    /// What the camera app accepts, learnt at its first start.
+    camera: rpicam::Camera,
+    /// How a byte source's writer writes its frames.
+    frame_ends: frame_end::FrameEnds,
 }
 
 /// Runs an in-process source until it stops, or until shutdown (then `Ok`): these
@@ -305,13 +316,12 @@ pub async fn supervise(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = opts.min_backoff;
-    // What the camera app accepts, learnt at its first start.
-    let mut camera = rpicam::Camera::default();
+    let mut learned = Learned::default();
     loop {
         let started = Instant::now();
         info!(source = %spec, "starting source");
         hub.source_started(spec.keyframes_on_demand());
-        let result = run_once(&spec, &opts, &hub, &shutdown, &mut camera).await;
+        let result = run_once(&spec, &opts, &hub, &shutdown, &mut learned).await;
         if *shutdown.borrow() {
             return;
         }

@@ -20,6 +20,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::info;
 
+use super::frame_end::FrameEnds;
 use super::{exec, SourceError, SourceOptions, VideoSettings};
 use crate::clock::shutdown_requested;
 use crate::Hub;
@@ -535,6 +536,7 @@ pub async fn run(
     opts: &SourceOptions,
     hub: &Arc<Hub>,
     mut shutdown: watch::Receiver<bool>,
+    ends: &mut FrameEnds,
 ) -> Result<(), SourceError> {
     let (d, want) = (device.clone(), opts.video);
     let planning = tokio::task::spawn_blocking(move || plan(&d, &want));
@@ -554,7 +556,7 @@ pub async fn run(
     command.args(&plan.args);
     let path = plan.device;
     let explain = move |lines: &[String]| classify(lines).map(|f| failure_message(f, &path));
-    exec::run_child_explained(command, &description, opts, hub, shutdown, &explain).await
+    exec::run_child_explained(command, &description, opts, hub, shutdown, ends, &explain).await
 }
 
 /// `--list-cameras`: every capture device with its formats and sizes, and what

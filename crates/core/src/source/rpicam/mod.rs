@@ -10,6 +10,7 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
+use super::frame_end::FrameEnds;
 use super::{exec, SourceError, SourceOptions};
 use crate::clock::shutdown_requested;
 use crate::Hub;
@@ -73,6 +74,7 @@ impl Camera {
         opts: &SourceOptions,
         hub: &Arc<Hub>,
         shutdown: watch::Receiver<bool>,
+        ends: &mut FrameEnds,
     ) -> Result<(), SourceError> {
         let app = find_camera_app().map_err(SourceError::Retry)?;
         let name = app_name(&app);
@@ -102,7 +104,8 @@ impl Camera {
         let description = format!("{} {}", app.display(), args.join(" "));
         let mut command = tokio::process::Command::new(&app);
         command.args(&args);
-        let Some(end) = exec::run_child_to_end(command, &description, opts, hub, shutdown).await?
+        let Some(end) =
+            exec::run_child_to_end(command, &description, opts, hub, shutdown, ends).await?
         else {
             return Ok(());
         };

@@ -264,7 +264,7 @@ const LINGER: Duration = Duration::from_secs(1);
 /// with unread input sends a reset, and a reset can destroy the close frame on its
 /// way, so the client would see no close code (without this wait, a client that
 /// sent 150 pings or an oversized message lost the close frame in 10 of 12 runs of
-/// tests/websocket_protocol.rs).
+/// tests/e2e/websocket_protocol.rs).
 async fn drain_until_closed<R: AsyncRead + Unpin>(io: &mut R) {
     let mut buf = [0u8; 1024];
     let _ = tokio::time::timeout(LINGER, async {
