@@ -116,7 +116,10 @@ fn decoded(path: &Path) -> Vec<(i64, String)> {
     let out = run(Command::new("ffmpeg")
         .args(["-v", "error", "-i"])
         .arg(path)
-        .args(["-fps_mode", "passthrough", "-f", "framemd5", "-"]));
+        // The stream's own time base (90 kHz), not one rounded to the frame rate:
+        // two pictures less than a frame interval apart must not share a time.
+        .args(["-fps_mode", "passthrough", "-enc_time_base", "-1"])
+        .args(["-f", "framemd5", "-"]));
     out.lines()
         .filter(|l| !l.starts_with('#'))
         .map(|l| {
@@ -238,10 +241,9 @@ fn baseline_plays_in_decode_order_at_the_capture_rate() {
     // then the capture clock: 33 333 µs is 2999.97 ticks
     assert!(durations[1..].iter().all(|d| (2999..=3000).contains(d)));
     let span = u64::from(durations[1..].iter().sum::<u32>());
-    assert_eq!(
-        span,
-        89 * 33_333 * 9 / 100,
-        "the timeline keeps the capture clock"
+    assert!(
+        span.abs_diff(89 * 33_333 * 9 / 100) <= 90,
+        "the timeline keeps the capture clock within 1 ms: {span}"
     );
 }
 

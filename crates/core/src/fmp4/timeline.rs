@@ -2,20 +2,30 @@
 //! picture order counts.
 //!
 //! Invariants (checked by the tests and debug-asserted):
-//! - decode times are continuous: each sample starts where the previous one ended;
+//! - decode times are continuous and strictly increasing: each sample starts where
+//!   the previous one ended, and lasts 1 ms to 1 s;
 //! - presentation times never repeat and follow picture order, within an IDR
 //!   period (from POC) and across periods (each period starts after the last
 //!   presentation time handed out).
 //!
-//! Two ways to time a period (an IDR and the pictures up to the next one):
+//! A sample lasts the camera's frame interval, measured over the last two seconds
+//! of capture times (so bursts of access units read at once, which share a
+//! timestamp, and jitter do not matter), nudged by at most 3 % toward the capture
+//! clock, so media time keeps to wall time in the long run and to the frame rate
+//! frame by frame. Two ways to present a period (an IDR and the pictures up to the
+//! next one):
 //! - *in order* (output order is decode order: POC type 2, Baseline, or a VUI that
-//!   says no reordering): each sample lasts the capture-time delta of the last pair,
-//!   so the timeline follows the camera's clock frame by frame;
-//! - *reordered* (B-frames possible): every sample of the period lasts the same
-//!   time, chosen at the IDR from the previous period's capture-time span, nudged
-//!   toward the capture clock. A picture's presentation time is then its POC
-//!   distance from the IDR times that duration: jittery capture times (several
-//!   access units read in one chunk share a timestamp) cannot swap two pictures.
+//!   says no reordering): a picture is shown at its decode time;
+//! - *reordered* (B-frames possible): a picture is shown at the decode time of the
+//!   frame whose place in decode order is its place in display order (from its
+//!   POC), plus the period's reorder delay. For a picture shown after frames not
+//!   yet decoded, that decode time is predicted with the duration in use, and those
+//!   frames keep that duration, so the prediction holds.
+//!
+//! A gap in the capture times of more than four frame intervals (at least 250 ms;
+//! a paused or restarted source) is a break: the frame interval is measured afresh
+//! and the capture clock's origin moves, so the gap is neither spread over other
+//! frames nor made up for later; media time simply goes on after it.
 
 /// Ticks per second of the media timeline.
 pub const TIMESCALE: u32 = 90_000;
@@ -26,11 +36,14 @@ const MIN_DURATION: u32 = TIMESCALE / 1000;
 const MAX_DURATION: u32 = TIMESCALE;
 /// Without an fps in the SPS, the first sample lasts 1/30 s.
 const DEFAULT_DURATION: u32 = TIMESCALE / 30;
-/// A reordered period's duration is nudged toward the capture clock while the gap
-/// is under this; a bigger gap (source restart) moves the clock's origin instead.
-const MAX_DRIFT_CORRECTION: i128 = TIMESCALE as i128 / 2;
-/// Frames per period assumed for the first correction (before a period was seen).
-const DEFAULT_PERIOD_FRAMES: i128 = 30;
+/// The capture clock's origin moves rather than being caught up with beyond this.
+const MAX_DRIFT: i128 = TIMESCALE as i128;
+/// Drift is corrected over this much media time...
+const DRIFT_HORIZON: i128 = 2 * TIMESCALE as i128;
+/// ...changing a duration by at most this fraction (per mille).
+const MAX_CORRECTION_PER_MILLE: i128 = 30;
+/// Pictures are never reordered by more than this many frames (H.264's limit).
+const MAX_REORDER: u32 = 16;
 
 /// What the timeline needs to know about one access unit, in decode order.
 #[derive(Clone, Copy, Debug)]
@@ -68,21 +81,135 @@ impl SampleTiming {
     }
 }
 
+/// Capture times kept to measure the frame interval.
+const RATE_FRAMES: usize = 64;
+/// ...at most this far back, µs.
+const RATE_WINDOW_US: u64 = 2_000_000;
+
+/// The camera's frame interval, measured over its recent capture times, and the
+/// pauses in them.
+///
+/// Frames read at once share the time of the read, which came when the last of
+/// them did: a group's time is its last frame's, and the gap before a group of k
+/// frames is k frame intervals when nothing was lost. A longer gap, beyond four
+/// intervals (and 250 ms), is a pause of the source (a stall, a restart): known
+/// once the group after it is complete, and left out of the measure.
+#[derive(Clone, Debug)]
+struct FrameRate {
+    times: [u64; RATE_FRAMES],
+    /// Index of the oldest time kept, and how many are kept.
+    head: usize,
+    len: usize,
+    /// The newest group of frames: their time, how many, and the gap before them.
+    group: Option<(u64, u64, u64)>,
+    /// The last interval measured, ticks: kept across a pause until measured again.
+    last: Option<u32>,
+}
+
+impl Default for FrameRate {
+    fn default() -> Self {
+        FrameRate {
+            times: [0; RATE_FRAMES],
+            head: 0,
+            len: 0,
+            group: None,
+            last: None,
+        }
+    }
+}
+
+impl FrameRate {
+    fn at(&self, i: usize) -> u64 {
+        self.times[(self.head + i) % RATE_FRAMES]
+    }
+
+    fn push(&mut self, capture_us: u64) {
+        if self.len == RATE_FRAMES {
+            self.head = (self.head + 1) % RATE_FRAMES;
+            self.len -= 1;
+        }
+        self.times[(self.head + self.len) % RATE_FRAMES] = capture_us;
+        self.len += 1;
+    }
+
+    fn interval_us(&self) -> u64 {
+        self.last
+            .map_or(33_333, |t| u64::from(t) * 1_000_000 / u64::from(TIMESCALE))
+    }
+
+    /// Takes a capture time; the length of a pause it revealed (µs), if any.
+    fn observe(&mut self, capture_us: u64) -> Option<u64> {
+        let mut pause = None;
+        match self.group {
+            Some((time, frames, gap)) if time == capture_us => {
+                self.group = Some((time, frames + 1, gap));
+            }
+            previous => {
+                if let Some((time, frames, gap)) = previous {
+                    let interval = self.interval_us();
+                    let explained = frames * interval;
+                    let backwards = capture_us + 250_000 < time;
+                    if backwards
+                        || (gap > (4 * interval).max(250_000) && gap > explained + 2 * interval)
+                    {
+                        pause = Some(gap.saturating_sub(explained));
+                        // Measured afresh from the group after the pause.
+                        self.len = 0;
+                        for _ in 0..if backwards { 0 } else { frames } {
+                            self.push(time);
+                        }
+                    }
+                }
+                let gap = previous.map_or(0, |(time, _, _)| capture_us.saturating_sub(time));
+                self.group = Some((capture_us, 1, gap));
+            }
+        }
+        self.push(capture_us);
+        while self.len > 1 && self.at(0) + RATE_WINDOW_US < capture_us {
+            self.head = (self.head + 1) % RATE_FRAMES;
+            self.len -= 1;
+        }
+        // From the end of the first group to the end of the last complete one (the
+        // newest may still grow). The first estimates come from a few frames, later
+        // ones from up to two seconds of them.
+        let first = self.at(0);
+        let newest = self.at(self.len - 1);
+        let first_end = (1..self.len).take_while(|&i| self.at(i) == first).count();
+        let last_end = (0..self.len)
+            .rev()
+            .find(|&i| self.at(i) != newest)
+            .unwrap_or(0);
+        if last_end > first_end {
+            let span = self.at(last_end).saturating_sub(first);
+            if span >= 50_000 {
+                let frames = (last_end - first_end) as i128;
+                self.last = Some(clamp_duration(us_to_ticks(i128::from(span)) / frames));
+            }
+        }
+        pause
+    }
+}
+
 #[derive(Clone, Debug)]
 struct Period {
-    dts_start: u64,
-    capture_start: u64,
     /// Presentation minus decode time of the IDR.
     offset: u64,
-    /// `Some(d)`: reordered, every sample lasts `d`.
-    fixed: Option<u32>,
+    /// Pictures may be reordered.
+    reordered: bool,
     poc_start: i64,
     /// POC units per frame: 2 (the usual: a frame's two fields), 1 once a stream
     /// was seen counting by one.
     poc_step: i64,
     last_poc: i64,
     odd_poc: bool,
+    /// Frames so far (the next one's place in decode order).
     frames: u32,
+    /// Decode times of the last frames, by place in decode order modulo the size.
+    recent_dts: [u64; 2 * MAX_REORDER as usize],
+    /// Frames before this place in decode order must last `locked_duration`: a
+    /// picture shown after them was timed with it.
+    locked_until: u32,
+    locked_duration: u32,
     /// Frames of reordering seen beyond what the offset allowed for.
     reorder_deficit: u32,
 }
@@ -91,13 +218,15 @@ struct Period {
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Timeline {
     next_dts: u64,
-    prev_capture_us: Option<u64>,
     max_pts: Option<u64>,
     /// Reorder depth in frames; grows, never shrinks, so periods never overlap.
     reorder: u32,
     period: Option<Period>,
-    /// The capture time (µs) decode time 0 stands for, in reordered periods.
+    rate: FrameRate,
+    /// The capture time (µs) decode time 0 stands for, pauses left out.
     origin_us: Option<i128>,
+    /// How far decode time is ahead of that clock, ticks, smoothed.
+    drift: i128,
 }
 
 fn clamp_duration(ticks: i128) -> u32 {
@@ -106,6 +235,10 @@ fn clamp_duration(ticks: i128) -> u32 {
 
 fn us_to_ticks(us: i128) -> i128 {
     us * i128::from(TIMESCALE) / 1_000_000
+}
+
+fn ticks_to_us(ticks: i128) -> i128 {
+    ticks * 1_000_000 / i128::from(TIMESCALE)
 }
 
 fn nominal(fps: Option<f64>) -> u32 {
@@ -122,55 +255,33 @@ impl Timeline {
 
     /// Times the next access unit.
     pub fn next(&mut self, frame: Frame) -> SampleTiming {
+        if let Some(pause_us) = self.rate.observe(frame.capture_us) {
+            // Media time goes on after a pause as if it had not happened.
+            if let Some(origin) = self.origin_us.as_mut() {
+                *origin += i128::from(pause_us);
+            }
+        }
         if frame.idr || self.period.is_none() {
             self.start_period(&frame);
         }
         let dts = self.next_dts;
-        let prev_capture = self.prev_capture_us;
-        let Some(p) = self.period.as_mut() else {
-            unreachable!("start_period sets a period")
+        let reordered = self.period.as_ref().is_some_and(|p| p.reordered);
+        let (duration, pts) = if reordered {
+            self.reordered(&frame, dts)
+        } else {
+            let duration = self.duration_now(frame.capture_us, frame.fps);
+            let offset = self.period.as_ref().map_or(0, |p| p.offset);
+            (duration, dts + offset)
         };
-        let (duration, pts) = match p.fixed {
-            None => {
-                let duration = match prev_capture {
-                    // Ticks of the absolute times, so the rounding errors of
-                    // successive deltas cancel (3000, 2999, 3000, …).
-                    Some(prev) => clamp_duration(
-                        us_to_ticks(i128::from(frame.capture_us)) - us_to_ticks(i128::from(prev)),
-                    ),
-                    None => nominal(frame.fps),
-                };
-                (duration, dts + p.offset)
-            }
-            Some(d) => {
-                let poc = if p.frames == 0 {
-                    p.poc_start
-                } else {
-                    frame.poc.unwrap_or(p.last_poc + p.poc_step)
-                };
-                p.last_poc = poc;
-                let rel = poc - p.poc_start;
-                if rel % 2 != 0 {
-                    p.odd_poc = true;
-                }
-                let shift = rel.saturating_mul(i64::from(d)) / p.poc_step;
-                let pts = (p.dts_start as i64)
-                    .saturating_add(p.offset as i64)
-                    .saturating_add(shift)
-                    .max(0) as u64;
-                if pts < dts {
-                    let frames = (dts - pts).div_ceil(u64::from(d));
-                    p.reorder_deficit = p.reorder_deficit.max(frames.min(16) as u32);
-                }
-                (d, pts)
-            }
-        };
-        p.frames += 1;
+        debug_assert!((MIN_DURATION..=MAX_DURATION).contains(&duration));
+        if let Some(p) = self.period.as_mut() {
+            p.recent_dts[p.frames as usize % p.recent_dts.len()] = dts;
+            p.frames += 1;
+        }
         let composition_offset =
             (pts as i64 - dts as i64).clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32;
         self.max_pts = Some(self.max_pts.map_or(pts, |m| m.max(pts)));
         self.next_dts = dts + u64::from(duration);
-        self.prev_capture_us = Some(frame.capture_us);
         SampleTiming {
             decode_time: dts,
             duration,
@@ -179,26 +290,83 @@ impl Timeline {
         }
     }
 
+    /// A reordered frame at decode time `dts`: its duration and presentation time.
+    fn reordered(&mut self, frame: &Frame, dts: u64) -> (u32, u64) {
+        let free = self
+            .period
+            .as_ref()
+            .is_some_and(|p| p.frames >= p.locked_until);
+        let wanted = if free {
+            self.duration_now(frame.capture_us, frame.fps)
+        } else {
+            0
+        };
+        let Some(p) = self.period.as_mut() else {
+            unreachable!("start_period sets a period")
+        };
+        let duration = if free { wanted } else { p.locked_duration };
+        let n = p.frames;
+        let poc = if n == 0 {
+            p.poc_start
+        } else {
+            frame.poc.unwrap_or(p.last_poc + p.poc_step)
+        };
+        p.last_poc = poc;
+        let rel = poc - p.poc_start;
+        if rel % 2 != 0 {
+            p.odd_poc = true;
+        }
+        // Its place in display order; nonsense (beyond H.264's reordering) is taken
+        // as decode order.
+        let k = (rel / p.poc_step).clamp(0, i64::from(u32::MAX)) as u32;
+        let k = if k.abs_diff(n) > MAX_REORDER { n } else { k };
+        let slot = if k <= n {
+            if k == n {
+                dts
+            } else {
+                p.recent_dts[k as usize % p.recent_dts.len()]
+            }
+        } else {
+            // Shown after frames not decoded yet: they keep this duration.
+            p.locked_until = p.locked_until.max(k);
+            p.locked_duration = duration;
+            dts + u64::from(k - n) * u64::from(duration)
+        };
+        let pts = slot + p.offset;
+        if pts < dts {
+            let frames = (dts - pts).div_ceil(u64::from(duration));
+            p.reorder_deficit = p
+                .reorder_deficit
+                .max(frames.min(u64::from(MAX_REORDER)) as u32);
+        }
+        (duration, pts)
+    }
+
+    /// The duration of a frame captured now: the measured frame interval, nudged
+    /// toward the capture clock.
+    fn duration_now(&mut self, capture_us: u64, fps: Option<f64>) -> u32 {
+        let interval = i128::from(self.rate.last.unwrap_or_else(|| nominal(fps)));
+        let dts = i128::from(self.next_dts);
+        let capture = i128::from(capture_us);
+        let origin = *self.origin_us.get_or_insert(capture - ticks_to_us(dts));
+        let ahead = dts - us_to_ticks(capture - origin);
+        if ahead.abs() > MAX_DRIFT {
+            // A jump in the capture clock: decode time `dts` stands for now.
+            self.origin_us = Some(capture - ticks_to_us(dts));
+            self.drift = 0;
+        } else {
+            // Smoothed over about sixteen frames: frames read at once are a frame or
+            // two late each, which must not make the durations swing.
+            self.drift += (ahead - self.drift) / 16;
+        }
+        let frames_to_correct = (DRIFT_HORIZON / interval.max(1)).max(1);
+        let limit = interval * MAX_CORRECTION_PER_MILLE / 1000;
+        let correction = (self.drift / frames_to_correct).clamp(-limit, limit);
+        clamp_duration(interval - correction)
+    }
+
     fn start_period(&mut self, frame: &Frame) {
         let old = self.period.take();
-        let capture = i128::from(frame.capture_us);
-        // The frame interval the camera kept over the last period, unless it is far
-        // from what was used so far (a source restart, a stall): then that.
-        let before = old
-            .as_ref()
-            .and_then(|o| o.fixed)
-            .unwrap_or_else(|| nominal(frame.fps));
-        let estimate = old
-            .as_ref()
-            .filter(|o| o.frames > 0 && frame.capture_us > o.capture_start)
-            .map(|o| {
-                clamp_duration(
-                    (us_to_ticks(capture) - us_to_ticks(i128::from(o.capture_start)))
-                        / i128::from(o.frames),
-                )
-            })
-            .filter(|e| *e <= before.saturating_mul(4) && e.saturating_mul(4) >= before)
-            .unwrap_or(before);
         if let Some(o) = &old {
             self.reorder = self.reorder.saturating_add(o.reorder_deficit);
         }
@@ -206,46 +374,33 @@ impl Timeline {
             Some(o) if o.odd_poc || o.poc_step == 1 => 1,
             _ => 2,
         };
-        let fixed = frame.reorder.map(|depth| {
-            self.reorder = self.reorder.max(depth.min(16));
-            let dts = i128::from(self.next_dts);
-            let err = self
-                .origin_us
-                .map(|origin| dts - us_to_ticks(capture - origin))
-                .filter(|err| err.abs() <= MAX_DRIFT_CORRECTION);
-            let err = err.unwrap_or_else(|| {
-                // First reordered period, or a jump (source restart): decode time
-                // `next_dts` stands for this capture time from now on.
-                self.origin_us = Some(capture - dts * 1_000_000 / i128::from(TIMESCALE));
-                0
-            });
-            let frames = old
-                .as_ref()
-                .map(|o| i128::from(o.frames))
-                .filter(|f| *f > 0)
-                .unwrap_or(DEFAULT_PERIOD_FRAMES);
-            let est = i128::from(estimate);
-            clamp_duration((est - err / frames).clamp(est / 2, est * 3 / 2))
-        });
-        if fixed.is_none() {
-            self.origin_us = None;
-        }
-        let mut offset = fixed.map_or(0, |d| u64::from(self.reorder) * u64::from(d));
+        let reordered = frame.reorder.is_some();
+        let mut offset = match frame.reorder {
+            Some(depth) => {
+                self.reorder = self.reorder.max(depth.min(MAX_REORDER));
+                let interval = self.rate.last.unwrap_or_else(|| nominal(frame.fps));
+                // Room for a little more than the measured interval: durations may
+                // grow by the drift correction.
+                u64::from(self.reorder) * u64::from(interval) * 21 / 20
+            }
+            None => 0,
+        };
         if let Some(max_pts) = self.max_pts {
             if max_pts >= self.next_dts + offset {
                 offset = max_pts + 1 - self.next_dts;
             }
         }
         self.period = Some(Period {
-            dts_start: self.next_dts,
-            capture_start: frame.capture_us,
             offset,
-            fixed,
+            reordered,
             poc_start: frame.poc.unwrap_or(0),
             poc_step,
             last_poc: frame.poc.unwrap_or(0),
             odd_poc: false,
             frames: 0,
+            recent_dts: [0; 2 * MAX_REORDER as usize],
+            locked_until: 0,
+            locked_duration: 0,
             reorder_deficit: 0,
         });
     }
@@ -276,11 +431,12 @@ mod tests {
     }
 
     #[test]
-    fn in_order_durations_follow_capture_deltas_clamped() {
+    fn in_order_durations_are_the_cameras_frame_interval_not_each_delta() {
         let mut tl = Timeline::default();
-        let captures = [
-            1_000_000, 1_033_333, 1_066_666, 1_066_666, 1_200_000, 9_000_000,
-        ];
+        // 30 fps, but every other read brings two frames at once (same timestamp);
+        // then a 5 s stall, and 30 fps again.
+        let mut captures: Vec<u64> = (0..90u64).map(|i| 1_000_000 + (i | 1) * 33_333).collect();
+        captures.extend((0..60u64).map(|i| 9_000_000 + i * 33_333));
         let t: Vec<_> = captures
             .iter()
             .enumerate()
@@ -288,10 +444,16 @@ mod tests {
             .collect();
         check_continuous(&t);
         assert_eq!(t[0].decode_time, 0);
-        let durations: Vec<u32> = t.iter().map(|s| s.duration).collect();
-        // first from the default 1/30 s, then the delta of the last pair, clamped
-        // to 1 ms (same timestamp) and 1 s (a stall)
-        assert_eq!(durations, vec![3000, 2999, 3000, 90, 12001, 90000]);
+        for (i, s) in t.iter().enumerate().skip(4) {
+            assert!(
+                (2900..=3100).contains(&s.duration),
+                "sample {i} lasts {} ticks",
+                s.duration
+            );
+        }
+        // The stall is not in the media timeline: it goes on after it.
+        let across = t[90].decode_time - t[89].decode_time;
+        assert!(across < 3100, "{across}");
         assert!(t.iter().all(|s| s.composition_offset == 0));
     }
 
@@ -422,5 +584,208 @@ mod tests {
         check_continuous(&t);
         let d = t.last().expect("samples").duration;
         assert!((2500..=3500).contains(&d), "duration {d}");
+    }
+}
+
+/// Random camera streams through the timeline: media time keeps to wall time.
+#[cfg(test)]
+mod properties {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Something that throws the capture clock off for a while.
+    #[derive(Clone, Copy, Debug)]
+    enum Disturbance {
+        /// The source sends nothing for this long, then goes on with the GOP.
+        Pause { us: u64 },
+        /// The source dies mid-GOP and comes back after this long with an IDR.
+        Restart { us: u64 },
+        /// One GOP arrives at this speed (2: twice as fast, 0.5: half).
+        Speed { factor: f64 },
+    }
+
+    #[derive(Clone, Debug)]
+    struct Camera {
+        interval_us: u64,
+        /// Up to this fraction of an interval, late.
+        jitter: f64,
+        /// Chance that a frame waits for the next one (both read at once).
+        burst: f64,
+        /// B-frames between references (0: in order).
+        bframes: u32,
+        /// GOP lengths in frames, one after the other; with what happens in each.
+        gops: Vec<(u32, Option<Disturbance>)>,
+        seed: u64,
+    }
+
+    fn camera() -> impl Strategy<Value = Camera> {
+        let disturbance = prop_oneof![
+            (300_000u64..5_000_000).prop_map(|us| Disturbance::Pause { us }),
+            (250_000u64..3_000_000).prop_map(|us| Disturbance::Restart { us }),
+            prop_oneof![Just(0.5), Just(2.0)].prop_map(|factor| Disturbance::Speed { factor }),
+        ];
+        (
+            prop_oneof![
+                Just(100_000u64),
+                Just(66_667),
+                Just(40_000),
+                Just(33_333),
+                Just(16_667)
+            ],
+            0.0..0.2f64,
+            0.0..0.3f64,
+            0u32..4,
+            prop::collection::vec(
+                (1u32..300, prop::option::weighted(0.15, disturbance)),
+                4..40,
+            ),
+            any::<u64>(),
+        )
+            .prop_map(|(interval_us, jitter, burst, bframes, gops, seed)| Camera {
+                interval_us,
+                jitter,
+                burst,
+                bframes,
+                gops,
+                seed,
+            })
+    }
+
+    /// Display-order places of a GOP of `len` frames, in decode order: the IDR,
+    /// then each reference before the B-frames shown ahead of it.
+    fn decode_order(len: u32, bframes: u32) -> Vec<u32> {
+        let mut order = vec![0];
+        let mut next = 1;
+        while next < len {
+            let reference = (next + bframes).min(len - 1);
+            order.push(reference);
+            order.extend(next..reference);
+            next = reference + 1;
+        }
+        order
+    }
+
+    /// One frame fed to the timeline, as the test knows it: when the camera took
+    /// it (before jitter and reads of several frames at once delayed it), and
+    /// whether a disturbance is going on around it.
+    struct Fed {
+        taken_us: u64,
+        disturbed: bool,
+    }
+
+    /// The camera's frames: (frame for the timeline, what the test knows of it).
+    fn frames(cam: &Camera) -> Vec<(Frame, Fed)> {
+        let mut rng = testkit::rng::Rng(cam.seed);
+        let mut out = Vec::new();
+        let mut t = 10_000_000_000u64;
+        let reorder = (cam.bframes > 0).then_some(cam.bframes);
+        let mut waiting: Vec<(Frame, Fed)> = Vec::new();
+        for &(len, disturbance) in &cam.gops {
+            let mut order = decode_order(len, cam.bframes);
+            let speed = match disturbance {
+                Some(Disturbance::Speed { factor }) => factor,
+                _ => 1.0,
+            };
+            let cut = match disturbance {
+                Some(Disturbance::Pause { .. } | Disturbance::Restart { .. }) => {
+                    Some((rng.next_u64() % u64::from(len)) as usize)
+                }
+                _ => None,
+            };
+            if let (Some(Disturbance::Restart { .. }), Some(at)) = (disturbance, cut) {
+                order.truncate(at.max(1));
+            }
+            for (i, &place) in order.iter().enumerate() {
+                if cut == Some(i) {
+                    if let Some(Disturbance::Pause { us } | Disturbance::Restart { us }) =
+                        disturbance
+                    {
+                        t += us;
+                    }
+                }
+                t += (cam.interval_us as f64 / speed) as u64;
+                let late = (rng.unit() * cam.jitter * cam.interval_us as f64) as u64;
+                let frame = Frame {
+                    capture_us: t + late,
+                    idr: i == 0,
+                    poc: reorder.map(|_| 2 * i64::from(place)),
+                    reorder,
+                    fps: None,
+                };
+                let fed = Fed {
+                    taken_us: t,
+                    disturbed: disturbance.is_some(),
+                };
+                waiting.push((frame, fed));
+                if rng.unit() >= cam.burst {
+                    // Read at once: all waiting frames get the last one's time.
+                    let now = t + late;
+                    for (mut f, fed) in waiting.drain(..) {
+                        f.capture_us = now;
+                        out.push((f, fed));
+                    }
+                }
+            }
+            if let Some(Disturbance::Restart { us }) = disturbance {
+                if cut.is_none() {
+                    t += us;
+                }
+            }
+        }
+        out.extend(waiting);
+        out
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 200, ..ProptestConfig::default() })]
+
+        #[test]
+        fn media_time_keeps_to_wall_time(cam in camera()) {
+            let input = frames(&cam);
+            let mut tl = Timeline::default();
+            let timings: Vec<SampleTiming> = input.iter().map(|(f, _)| tl.next(*f)).collect();
+            // Continuous, strictly increasing decode times; durations 1 ms to 1 s.
+            for w in timings.windows(2) {
+                prop_assert_eq!(w[1].decode_time, w[0].decode_time + u64::from(w[0].duration));
+            }
+            for s in &timings {
+                prop_assert!((MIN_DURATION..=MAX_DURATION).contains(&s.duration), "{:?}", s);
+            }
+            // Presentation times never repeat.
+            let mut pts: Vec<i64> = timings.iter().map(SampleTiming::presentation_time).collect();
+            pts.sort_unstable();
+            prop_assert!(pts.windows(2).all(|w| w[0] < w[1]), "a presentation time repeats");
+            // Any 10 s of wall time (as the camera took the frames) that begins 2 s
+            // after the last disturbance and holds none: media time within 5 % of it.
+            let mut settled_from = input[0].1.taken_us + 2_000_000;
+            let mut window_start = 0usize;
+            for (j, (_, fed)) in input.iter().enumerate() {
+                if fed.disturbed || input[j.saturating_sub(1)].1.disturbed {
+                    settled_from = fed.taken_us + 2_000_000;
+                    window_start = j;
+                    continue;
+                }
+                while window_start < j
+                    && (input[window_start].1.taken_us < settled_from
+                        || input[window_start].1.taken_us + 10_000_000 < fed.taken_us)
+                {
+                    window_start += 1;
+                }
+                let first = &input[window_start].1;
+                let wall_us = fed.taken_us.saturating_sub(first.taken_us);
+                if first.taken_us < settled_from || wall_us < 9_500_000 {
+                    continue;
+                }
+                let media_us = (timings[j].decode_time - timings[window_start].decode_time)
+                    * 1_000_000 / u64::from(TIMESCALE);
+                let ratio = media_us as f64 / wall_us as f64;
+                prop_assert!(
+                    (0.95..=1.05).contains(&ratio),
+                    "media {} ms for {} ms of wall time, frames {}..{}",
+                    media_us / 1000, wall_us / 1000, window_start, j
+                );
+            }
+        }
     }
 }
