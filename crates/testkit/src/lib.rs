@@ -10,6 +10,7 @@ pub mod annexb;
 pub mod au;
 pub mod bits;
 pub mod fixtures;
+pub mod fmp4;
 pub mod rng;
 pub mod tools;
 pub mod websocket;

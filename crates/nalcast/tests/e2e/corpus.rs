@@ -1,7 +1,10 @@
-//! The corpus test (issue 13): streams as real cameras make them, played through
-//! the file and exec sources, watched through every endpoint by viewers that join
-//! at ten points of the GOP and by one that stalls and resumes; each capture is
-//! checked for what a viewer would see (see corpus/check.rs).
+//! The corpus test (issues 13 and 26): streams as real cameras make them, played
+//! through the file and exec sources (or a writer that pauses or dies inside
+//! frames), watched through every endpoint (/ws, /ws/raw, the legacy port,
+//! /ws/fmp4) by viewers that join at ten points of the GOP and by one that stalls
+//! and resumes; each capture is checked for what a viewer would see (see
+//! corpus/check.rs): decodable from its first frame, no reference picture
+//! missing, and for fMP4 continuous decode times that keep to wall time.
 //!
 //! Join points are random (stratified over one GOP, so the ten joins land in ten
 //! different tenths of it) and counted in frames after a keyframe, as a watcher
@@ -20,7 +23,7 @@ use std::time::{Duration, Instant};
 use crate::common::{next_binary, temp_dir, Server};
 use bytes::Bytes;
 use check::{check_capture, ffmpeg_decodes, Dialect};
-use streams::{Rng, Stream};
+use streams::{Play, Rng, Stream};
 use tokio::sync::Semaphore;
 
 /// Viewers joining at different points of the GOP, per endpoint.
@@ -41,26 +44,58 @@ const PARALLEL_RUNS: usize = 2;
 enum Source {
     File,
     Exec,
+    /// tests/fixtures/writer.py, playing as the stream's `Play` says.
+    Writer(Play),
 }
 
 impl Source {
+    /// How a stream is played.
+    fn of(play: Play) -> &'static [Source] {
+        match play {
+            Play::FileAndPipe => &[Source::File, Source::Exec],
+            Play::FileOnly => &[Source::File],
+            Play::PausingWriter { pause_ms: 20 } => {
+                &[Source::Writer(Play::PausingWriter { pause_ms: 20 })]
+            }
+            Play::DyingWriter { frames: 34 } => &[Source::Writer(Play::DyingWriter { frames: 34 })],
+            other => panic!("no sources for {other:?}"),
+        }
+    }
+
     fn name(self) -> &'static str {
         match self {
             Source::File => "file",
             Source::Exec => "exec",
+            Source::Writer(_) => "writer",
         }
     }
 
-    fn spec(self, path: &Path) -> String {
+    fn spec(self, stream: &Stream) -> String {
+        let path = stream.path.display();
         match self {
-            Source::File => format!("file:{}", path.display()),
+            Source::File => format!("file:{path}"),
             // A camera-like pipe: one ffmpeg paces an endless stream. (Its own
             // `-stream_loop -1` cannot loop raw H.264 in Debian 12's ffmpeg 5.1:
             // the seek back fails, "Operation not permitted", and ffmpeg exits.)
             Source::Exec => format!(
-                "exec:while :; do cat '{}'; done | ffmpeg -hide_banner -loglevel error -re -f h264 -i - -c copy -f h264 -",
-                path.display()
+                "exec:while :; do cat '{path}'; done | ffmpeg -hide_banner -loglevel error -re -f h264 -i - -c copy -f h264 -"
             ),
+            Source::Writer(play) => {
+                let writer =
+                    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/writer.py");
+                let how = match play {
+                    Play::PausingWriter { pause_ms } => {
+                        format!("--pause-every 10 --pause-ms {pause_ms}")
+                    }
+                    Play::DyingWriter { frames } => format!("--die-after {frames}"),
+                    Play::FileAndPipe | Play::FileOnly => String::new(),
+                };
+                format!(
+                    "exec:exec python3 '{}' '{path}' {} {how}",
+                    writer.display(),
+                    stream.fps
+                )
+            }
         }
     }
 }
@@ -70,9 +105,15 @@ enum Endpoint {
     Framed,
     Raw,
     Legacy,
+    Fmp4,
 }
 
-const ENDPOINTS: [Endpoint; 3] = [Endpoint::Framed, Endpoint::Raw, Endpoint::Legacy];
+const ENDPOINTS: [Endpoint; 4] = [
+    Endpoint::Framed,
+    Endpoint::Raw,
+    Endpoint::Legacy,
+    Endpoint::Fmp4,
+];
 
 impl Endpoint {
     fn name(self) -> &'static str {
@@ -80,6 +121,7 @@ impl Endpoint {
             Endpoint::Framed => "/ws",
             Endpoint::Raw => "/ws/raw",
             Endpoint::Legacy => "legacy",
+            Endpoint::Fmp4 => "/ws/fmp4",
         }
     }
 
@@ -87,6 +129,7 @@ impl Endpoint {
         match self {
             Endpoint::Framed => Dialect::Framed,
             Endpoint::Raw | Endpoint::Legacy => Dialect::Raw,
+            Endpoint::Fmp4 => Dialect::Fmp4,
         }
     }
 
@@ -95,6 +138,7 @@ impl Endpoint {
         match self {
             Endpoint::Framed => (server.addr, server.url("/ws")),
             Endpoint::Raw => (server.addr, server.url("/ws/raw")),
+            Endpoint::Fmp4 => (server.addr, server.url("/ws/fmp4")),
             Endpoint::Legacy => {
                 let legacy = server.legacy.expect("legacy listener");
                 (legacy, format!("ws://{legacy}/any/path"))
@@ -130,10 +174,11 @@ impl Viewer {
     }
 }
 
-/// What one viewer received: its binary messages, in order.
+/// What one viewer received: its binary messages, in order, and when each came.
 struct Captured {
     viewer: Viewer,
     messages: Vec<Bytes>,
+    arrivals: Vec<Instant>,
     error: Option<String>,
 }
 
@@ -142,6 +187,10 @@ fn picture_start(dialect: Dialect, msg: &[u8]) -> (bool, bool) {
     match dialect {
         Dialect::Framed => (
             msg.first() == Some(&0x02),
+            msg.get(1).is_some_and(|f| f & 1 != 0),
+        ),
+        Dialect::Fmp4 => (
+            msg.first() == Some(&0x07),
             msg.get(1).is_some_and(|f| f & 1 != 0),
         ),
         Dialect::Raw => {
@@ -162,6 +211,7 @@ async fn capture(viewer: Viewer, addr: SocketAddr, url: String, stream: &Stream)
     let mut captured = Captured {
         viewer,
         messages: Vec::new(),
+        arrivals: Vec::new(),
         error: None,
     };
     let connected = async {
@@ -207,6 +257,7 @@ async fn capture(viewer: Viewer, addr: SocketAddr, url: String, stream: &Stream)
             }
         }
         captured.messages.push(msg);
+        captured.arrivals.push(Instant::now());
         if stall_after == Some(pictures) {
             stall_after = None;
             // Deliberately not reading: the server's queue for this viewer overflows.
@@ -270,7 +321,7 @@ async fn run(
     let what = format!("{} via {}", stream.name, source.name());
     let args = [
         "--source".to_owned(),
-        source.spec(&stream.path),
+        source.spec(&stream),
         "--fps".to_owned(),
         stream.fps.to_string(),
         "--queue-max-delay".to_owned(),
@@ -313,6 +364,23 @@ async fn run(
     for task in tasks {
         captures.push(task.await.expect("capture task"));
     }
+    if let Play::PausingWriter { .. } = stream.play {
+        // Frames written in two halves must come out whole: not one byte dropped.
+        match common::http_get(server.addr, "/metrics").await {
+            Ok((200, metrics)) => {
+                let errors = metrics
+                    .lines()
+                    .find(|l| l.starts_with("nalcast_stream_errors_total "))
+                    .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
+                if errors != Some(0.0) {
+                    failures_early.push(format!(
+                        "the writer's pauses cost stream errors (cut frames, dropped bytes): {errors:?}"
+                    ));
+                }
+            }
+            other => failures_early.push(format!("no /metrics: {other:?}")),
+        }
+    }
     drop(server);
     drop(slot);
     let watched = started.elapsed();
@@ -348,6 +416,13 @@ fn judge(
 ) -> (String, Vec<String>) {
     let mut failures = Vec::new();
     let mut parts = Vec::new();
+    // Every slice a viewer gets is one the source wrote, byte for byte: none cut
+    // short (a frame taken as complete too early), none joined to another.
+    let file = std::fs::read(&stream.path).expect("the stream's file");
+    let written: std::collections::HashSet<&[u8]> = testkit::annexb::split(&file)
+        .into_iter()
+        .filter(|n| matches!(n[0] & 0x1f, 1 | 5))
+        .collect();
     for endpoint in ENDPOINTS {
         let (mut joins, mut pictures, mut skips) = (0, 0, 0);
         let mut phases = Vec::new();
@@ -357,7 +432,12 @@ fn judge(
             if let Some(e) = &cap.error {
                 failures.push(format!("{label}: {e}"));
             }
-            match check_capture(endpoint.dialect(), &cap.messages, cap.viewer.join.is_none()) {
+            match check_capture(
+                endpoint.dialect(),
+                &cap.messages,
+                &cap.arrivals,
+                cap.viewer.join.is_none(),
+            ) {
                 Ok(seen) => {
                     joins += 1;
                     pictures += seen.pictures;
@@ -371,10 +451,46 @@ fn judge(
                             "{label}: no skipped message: the stall did not overflow the queue, so the test tested nothing"
                         ));
                     }
-                    decodable.push((cap, seen.annexb));
+                    let cut = testkit::annexb::split(&seen.annexb)
+                        .into_iter()
+                        .filter(|n| matches!(n[0] & 0x1f, 1 | 5))
+                        .find(|n| !written.contains(n));
+                    if let Some(slice) = cut {
+                        failures.push(format!(
+                            "{label}: a slice of {} bytes the source never wrote (cut short?)",
+                            slice.len()
+                        ));
+                    }
+                    if endpoint == Endpoint::Fmp4 {
+                        // Each init segment with its fragments is a file of its own.
+                        for (k, piece) in seen.mp4.iter().enumerate() {
+                            let file = dir.join(format!(
+                                "{}-{}-fmp4-{}-{k}.mp4",
+                                stream.name,
+                                source.name(),
+                                cap.viewer.join.map_or("stall".into(), |j| j.to_string())
+                            ));
+                            std::fs::write(&file, piece).expect("write capture");
+                            match ffmpeg_decodes(&file) {
+                                Ok(()) => {
+                                    let _ = std::fs::remove_file(&file);
+                                }
+                                Err(e) => failures.push(format!("{label}: {e}")),
+                            }
+                        }
+                    } else {
+                        decodable.push((cap, seen.annexb));
+                    }
                 }
                 Err(e) => failures.push(format!("{label}: {e}")),
             }
+        }
+        if endpoint == Endpoint::Fmp4 {
+            parts.push(format!(
+                "{} {joins} ok {pictures} fragments {skips} skips",
+                endpoint.name()
+            ));
+            continue;
         }
         let file = dir.join(format!(
             "{}-{}-{}.h264",
@@ -457,7 +573,7 @@ async fn every_viewer_of_every_camera_stream_sees_a_decodable_stream_without_a_m
     let mut seeds = Rng(seed);
     for stream in corpus {
         let stream = Arc::new(stream);
-        for source in [Source::File, Source::Exec] {
+        for &source in Source::of(stream.play) {
             let (slots, stream, dir) = (slots.clone(), stream.clone(), dir.clone());
             let run_seed = seeds.next_u64();
             runs.push(tokio::spawn(async move {

@@ -50,49 +50,9 @@ fn first_box(data: &[u8]) -> &str {
     std::str::from_utf8(&data[4..8]).unwrap_or("?")
 }
 
-/// The body of the first box of type `kind` inside `data` (boxes nest: moof, traf).
-fn find_box<'a>(data: &'a [u8], kind: &[u8; 4]) -> Option<&'a [u8]> {
-    let mut at = 0;
-    while at + 8 <= data.len() {
-        let size = u32::from_be_bytes(data[at..at + 4].try_into().ok()?) as usize;
-        if size < 8 || at + size > data.len() {
-            return None;
-        }
-        let body = &data[at + 8..at + size];
-        if &data[at + 4..at + 8] == kind {
-            return Some(body);
-        }
-        if matches!(&data[at + 4..at + 8], b"moof" | b"traf") {
-            if let Some(found) = find_box(body, kind) {
-                return Some(found);
-            }
-        }
-        at += size;
-    }
-    None
-}
-
 /// A one-sample fragment's decode time (tfdt) and sample duration (trun).
 fn timing(fragment: &[u8]) -> (u64, u64) {
-    let be32 = |b: &[u8]| u32::from_be_bytes(b[..4].try_into().expect("4 bytes"));
-    let tfdt = find_box(fragment, b"tfdt").expect("tfdt");
-    let decode = if tfdt[0] == 1 {
-        u64::from_be_bytes(tfdt[4..12].try_into().expect("8 bytes"))
-    } else {
-        u64::from(be32(&tfdt[4..]))
-    };
-    let trun = find_box(fragment, b"trun").expect("trun");
-    let flags = be32(trun) & 0xff_ffff;
-    assert_eq!(be32(&trun[4..]), 1, "one sample per fragment");
-    assert!(flags & 0x100 != 0, "the sample's duration is in trun");
-    let mut at = 8;
-    if flags & 0x1 != 0 {
-        at += 4;
-    }
-    if flags & 0x4 != 0 {
-        at += 4;
-    }
-    (decode, u64::from(be32(&trun[at..])))
+    testkit::fmp4::fragment_timing(fragment).expect("a one-sample fragment")
 }
 
 /// ffprobe's packets of a file: (dts, keyframe).

@@ -137,8 +137,8 @@ async fn watch(ws: &mut common::Ws, pictures: usize, within: Duration) -> (Vec<B
 /// Checks a capture the way the corpus test does (frame_num and sequence
 /// continuity, keyframes led by SPS and PPS) and decodes it with ffmpeg.
 fn assert_decodes(name: &str, messages: &[Bytes]) -> usize {
-    let seen =
-        check_capture(Dialect::Framed, messages, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let seen = check_capture(Dialect::Framed, messages, &[], false)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let file = temp_dir(&format!("rtsp-capture-{name}")).join("capture.h264");
     std::fs::write(&file, &seen.annexb).expect("write capture");
     ffmpeg_decodes(&file).unwrap_or_else(|e| panic!("{name}: {e}"));

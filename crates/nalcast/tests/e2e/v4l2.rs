@@ -357,8 +357,8 @@ async fn watch(ws: &mut common::Ws, pictures: usize, within: Duration) -> Vec<By
 /// by SPS and PPS, no reference picture missing) and decodes it with ffmpeg;
 /// returns the last stream-info's (codec, width, height).
 fn assert_decodes(name: &str, messages: &[Bytes]) -> (String, u32, u32) {
-    let seen =
-        check_capture(Dialect::Framed, messages, false).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let seen = check_capture(Dialect::Framed, messages, &[], false)
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let file = temp_dir(&format!("v4l2-capture-{name}")).join("capture.h264");
     std::fs::write(&file, &seen.annexb).expect("write capture");
     ffmpeg_decodes(&file).unwrap_or_else(|e| panic!("{name}: {e}"));

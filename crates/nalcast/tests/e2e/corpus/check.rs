@@ -27,6 +27,8 @@ pub enum Dialect {
     Framed,
     /// `/ws/raw` and the legacy port: one NAL unit per message.
     Raw,
+    /// `/ws/fmp4`: an init segment, then one fMP4 fragment per access unit.
+    Fmp4,
 }
 
 /// What one capture held, for the summary.
@@ -40,6 +42,9 @@ pub struct Seen {
     pub skips: usize,
     /// The capture as Annex-B, for ffmpeg.
     pub annexb: Vec<u8>,
+    /// An fMP4 capture as files ffmpeg can read: each init segment with the
+    /// fragments after it.
+    pub mp4: Vec<Vec<u8>>,
 }
 
 /// Checks one capture (its binary messages in order); `stalled` when the viewer
@@ -47,12 +52,134 @@ pub struct Seen {
 pub fn check_capture(
     dialect: Dialect,
     messages: &[bytes::Bytes],
+    arrivals: &[std::time::Instant],
     stalled: bool,
 ) -> Result<Seen, String> {
     match dialect {
         Dialect::Framed => check_framed(messages),
         Dialect::Raw => check_raw(messages, stalled),
+        Dialect::Fmp4 => check_fmp4(messages, arrivals, stalled),
     }
+}
+
+/// Media time against wall time, per stretch of live fragments.
+const MEDIA_VS_WALL: f64 = 0.05;
+/// Stretches shorter than this are not judged (their ends' jitter would count too much).
+const SHORTEST_STRETCH_S: f64 = 1.5;
+
+/// `/ws/fmp4`: stream-info, then an init segment before the first fragment and at
+/// every parameter change; fragments numbered without unexplained gaps, the first
+/// and the first after a skip a keyframe; decode times continuous (tfdt + duration
+/// is the next tfdt) across init segments; and media time keeping within 5 % of
+/// wall time over every stretch of live fragments (a stalled viewer's arrival
+/// times say nothing, a source restart is a pause the timeline leaves out).
+fn check_fmp4(
+    messages: &[bytes::Bytes],
+    arrivals: &[std::time::Instant],
+    stalled: bool,
+) -> Result<Seen, String> {
+    let mut seen = Seen::default();
+    let (mut info, mut init) = (false, false);
+    let mut last_seq: Option<u32> = None;
+    let mut skipped = false;
+    let mut next_tfdt: Option<u64> = None;
+    // (arrival, tfdt) of live fragments since the last break.
+    let mut stretch: Vec<(std::time::Instant, u64)> = Vec::new();
+    let judge = |stretch: &mut Vec<(std::time::Instant, u64)>| -> Result<(), String> {
+        if let (Some(first), Some(last)) = (stretch.first(), stretch.last()) {
+            let wall = last.0.duration_since(first.0).as_secs_f64();
+            let media = (last.1 - first.1) as f64 / 90_000.0;
+            if wall >= SHORTEST_STRETCH_S && (media / wall - 1.0).abs() > MEDIA_VS_WALL {
+                return Err(format!(
+                    "{media:.3} s of media time in {wall:.3} s of wall time ({} fragments)",
+                    stretch.len()
+                ));
+            }
+        }
+        stretch.clear();
+        Ok(())
+    };
+    for (i, msg) in messages.iter().enumerate() {
+        let at = |what: String| format!("message {i}: {what}");
+        match protocol::decode(msg).map_err(|e| at(format!("undecodable: {e}")))? {
+            ServerMessage::Status(_) | ServerMessage::Pong { .. } => {}
+            ServerMessage::StreamInfo(_) => info = true,
+            ServerMessage::AccessUnit { .. } => return Err(at("Annex-B on /ws/fmp4".into())),
+            ServerMessage::InitSegment(data) => {
+                if !info {
+                    return Err(at("an init segment before any stream-info".into()));
+                }
+                init = true;
+                seen.mp4.push(data.to_vec());
+            }
+            ServerMessage::Skipped(n) => {
+                if last_seq.is_none() {
+                    return Err(at(format!("skipped({n}) before any fragment")));
+                }
+                seen.skips += 1;
+                skipped = true;
+                judge(&mut stretch).map_err(&at)?;
+            }
+            ServerMessage::Fragment {
+                flags, seq, data, ..
+            } => {
+                if !init {
+                    return Err(at("a fragment before any init segment".into()));
+                }
+                let key = flags & FLAG_KEYFRAME != 0;
+                match last_seq {
+                    None if !key => {
+                        return Err(at(format!("the first fragment (seq {seq}) is no keyframe")))
+                    }
+                    Some(prev) if seq != prev.wrapping_add(1) && !skipped => {
+                        return Err(at(format!(
+                            "sequence number {seq} after {prev} with no skipped message: fragments lost"
+                        )))
+                    }
+                    Some(prev) if skipped && !key => {
+                        return Err(at(format!(
+                            "fragment {seq} after skipped (last {prev}) is no keyframe"
+                        )))
+                    }
+                    _ => {}
+                }
+                let (tfdt, duration) = testkit::fmp4::fragment_timing(&data).map_err(&at)?;
+                if let Some(due) = next_tfdt.filter(|_| !skipped) {
+                    if tfdt != due {
+                        return Err(at(format!(
+                            "fragment {seq} decodes at {tfdt}, where the one before ended at {due}"
+                        )));
+                    }
+                }
+                if !(90..=90_000).contains(&duration) {
+                    return Err(at(format!("fragment {seq} lasts {duration} ticks")));
+                }
+                next_tfdt = Some(tfdt + duration);
+                last_seq = Some(seq);
+                skipped = false;
+                seen.pictures += 1;
+                if flags & FLAG_CATCH_UP != 0 {
+                    seen.catch_up += 1;
+                } else if !stalled {
+                    let arrived = arrivals.get(i).copied().ok_or("no arrival time")?;
+                    if stretch.last().is_some_and(|(before, _)| {
+                        arrived.duration_since(*before).as_millis() > 500
+                    }) {
+                        judge(&mut stretch).map_err(&at)?;
+                    }
+                    stretch.push((arrived, tfdt));
+                }
+                if let Some(piece) = seen.mp4.last_mut() {
+                    piece.extend_from_slice(&data);
+                }
+            }
+        }
+    }
+    judge(&mut stretch)?;
+    if seen.pictures == 0 {
+        return Err("no fragment at all".into());
+    }
+    Ok(seen)
 }
 
 fn check_framed(messages: &[bytes::Bytes]) -> Result<Seen, String> {
@@ -110,14 +237,16 @@ fn check_framed(messages: &[bytes::Bytes]) -> Result<Seen, String> {
                     _ => {}
                 }
                 if key {
-                    // A key chunk for WebCodecs: (AUD,) SPS, PPS, then the picture.
+                    // A key chunk for WebCodecs: (AUD,) every SPS, every PPS, then
+                    // the picture.
                     let first = usize::from(types.first() == Some(&9));
-                    if types.get(first..first + 2) != Some(&[7, 8]) {
+                    let sps = types[first..].iter().take_while(|t| **t == 7).count();
+                    let pps = types[first + sps..].iter().take_while(|t| **t == 8).count();
+                    if sps == 0 || pps == 0 {
                         return Err(at(format!(
                             "keyframe {seq} does not start with SPS, PPS: {types:?}"
                         )));
                     }
-                    described_right(info, &nals[first]).map_err(&at)?;
                 }
                 if flags & FLAG_CATCH_UP != 0 {
                     if !live {
@@ -141,6 +270,9 @@ fn check_framed(messages: &[bytes::Bytes]) -> Result<Seen, String> {
                                 picture.size.0, picture.size.1, size.0, size.1
                             )));
                         }
+                        if picture.idr {
+                            described_right(info, picture.sps).map_err(&at)?;
+                        }
                     }
                 }
                 if !started {
@@ -158,12 +290,11 @@ fn check_framed(messages: &[bytes::Bytes]) -> Result<Seen, String> {
 }
 
 /// The page picks its decoder from stream-info: the codec string must be the
-/// SPS's profile, constraint flags and level (RFC 6381), and `baseline` true only
-/// when a Baseline decoder can play it (profile_idc 66 or constraint_set0).
-fn described_right(info: &StreamInfoMsg, sps: &[u8]) -> Result<(), String> {
-    let [_, profile, constraints, level, ..] = *sps else {
-        return Err("an SPS of fewer than 4 bytes".into());
-    };
+/// profile, constraint flags and level (RFC 6381) of the SPS the pictures use, and
+/// `baseline` true only when a Baseline decoder can play it (profile_idc 66 or
+/// constraint_set0).
+fn described_right(info: &StreamInfoMsg, sps: [u8; 3]) -> Result<(), String> {
+    let [profile, constraints, level] = sps;
     let codec = format!("avc1.{profile:02X}{constraints:02X}{level:02X}");
     if !info.codec.eq_ignore_ascii_case(&codec) {
         return Err(format!(
@@ -200,9 +331,16 @@ fn check_raw(messages: &[bytes::Bytes], stalled: bool) -> Result<Seen, String> {
             return Err(at("an empty NAL unit".into()));
         }
         let t = nal[0] & 0x1f;
-        if i < 3 && t != [7, 8, 5][i] {
+        // A raw viewer starts with every SPS, every PPS, then an IDR picture.
+        let expected = match since_picture.last() {
+            _ if pictures.count > 0 => None,
+            None => Some(&[7][..]),
+            Some(7) => Some(&[7, 8][..]),
+            Some(_) => Some(&[8, 5][..]),
+        };
+        if let Some(expected) = expected.filter(|e| !e.contains(&t)) {
             return Err(at(format!(
-                "NAL type {t}: a raw viewer starts with SPS, PPS, IDR (7, 8, 5)"
+                "NAL type {t} where {expected:?} was due: a raw viewer starts with SPS, PPS, IDR"
             )));
         }
         if !matches!(t, 1..=5 | 7 | 8) {
@@ -225,8 +363,10 @@ fn check_raw(messages: &[bytes::Bytes], stalled: bool) -> Result<Seen, String> {
     Ok(seen)
 }
 
-/// Decodes an Annex-B file with ffmpeg; `Err` holds what it said on stderr.
+/// Decodes an Annex-B (.h264) or MP4 file with ffmpeg; `Err` holds what it said
+/// on stderr.
 pub fn ffmpeg_decodes(path: &Path) -> Result<(), String> {
+    let raw = path.extension().is_some_and(|e| e == "h264");
     // At low priority: decoding one run's captures must not slow the sources of
     // the runs still playing (their pacing decides where viewers join).
     let output = Command::new("nice")
@@ -242,8 +382,13 @@ pub fn ffmpeg_decodes(path: &Path) -> Result<(), String> {
         .args(["-threads", "1"])
         // The loop filter never reports errors: skipping it halves the decode time
         // of the 1080p captures without hiding any.
-        .args(["-skip_loop_filter", "all", "-f", "h264", "-i"])
+        .args(["-skip_loop_filter", "all"])
+        .args(if raw { &["-f", "h264"][..] } else { &[] })
+        .arg("-i")
         .arg(path)
+        // Timestamps as the input has them (an MP4's are 90 kHz, at most a frame
+        // apart): not rounded to a guessed frame rate, where two could collide.
+        .args(["-fps_mode", "passthrough", "-enc_time_base", "-1"])
         .args(["-f", "null", "-"])
         .output()
         .map_err(|e| format!("cannot run ffmpeg: {e}"))?;
@@ -261,6 +406,8 @@ pub fn ffmpeg_decodes(path: &Path) -> Result<(), String> {
 struct Picture {
     idr: bool,
     size: (u32, u32),
+    /// Profile, constraint flags and level of the SPS it uses.
+    sps: [u8; 3],
 }
 
 /// Follows pictures in decoding order through parameter sets and slice headers.
@@ -374,7 +521,16 @@ impl Pictures {
                 let size = sps
                     .pixel_dimensions()
                     .map_err(|e| format!("SPS size: {e:?}"))?;
-                Ok(Some(Picture { idr, size }))
+                let codec = [
+                    sps.profile_idc.into(),
+                    sps.constraint_flags.into(),
+                    sps.level_idc,
+                ];
+                Ok(Some(Picture {
+                    idr,
+                    size,
+                    sps: codec,
+                }))
             }
             _ => Ok(None),
         }

@@ -6,7 +6,11 @@
 //! B-frames, no lookahead), a fixed `--intra` period (keyframes every `gop`
 //! frames, no scene-cut keyframes), `--level 4.1/4.2`, `--bitrate`. The camera
 //! hardware makes one slice per picture; four-slice and B-frame streams are what
-//! other encoders (a Pi 5's software encoder, IP cameras) make.
+//! other encoders (a Pi 5's software encoder, IP cameras) make. Then what went
+//! wrong once (issue 26): several SPS and PPS ids sent up front, a size change by
+//! a new SPS id, B-frames with GOPs of unequal length, a file that starts with P
+//! frames, and writers that pause or die in the middle of a frame
+//! (tests/fixtures/writer.py).
 use std::path::{Path, PathBuf};
 
 /// One stream of the corpus, encoded and ready to play.
@@ -18,8 +22,26 @@ pub struct Stream {
     pub path: PathBuf,
     /// Frames per second it is played at.
     pub fps: u32,
-    /// Frames from one keyframe to the next.
+    /// Frames from one keyframe to the next (the first GOP's, where they differ).
     pub gop: u32,
+    /// How it is played.
+    pub play: Play,
+}
+
+/// How a stream is played to nalcast.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Play {
+    /// As a file (paced by nalcast) and through a camera-like pipe (paced by ffmpeg).
+    FileAndPipe,
+    /// As a file only: its loops are a break nalcast knows of (through a pipe they
+    /// would be a broken stream).
+    FileOnly,
+    /// By tests/fixtures/writer.py: every tenth frame written in two halves
+    /// `pause_ms` apart, as a busy machine's encoder does.
+    PausingWriter { pause_ms: u32 },
+    /// By tests/fixtures/writer.py, dying halfway through a frame every
+    /// `frames` frames (nalcast restarts it).
+    DyingWriter { frames: u32 },
 }
 
 impl Stream {
@@ -50,6 +72,11 @@ enum After {
     HeadersOnce,
     /// Garbage before the stream and broken NAL units and zero stuffing inside it.
     Garbage,
+    /// Every distinct SPS and PPS once, all at the start (an encoder with several
+    /// parameter sets that sends them up front), none later.
+    HeadersUpFront,
+    /// The first 10 frames left out: the file starts with P frames.
+    StartsWithP,
 }
 
 /// One libx264 encode.
@@ -69,6 +96,8 @@ struct Encode {
     sei: Sei,
     /// B-frames between references (0: rpicam's zero-latency settings).
     bframes: u32,
+    /// The id of its SPS and PPS (x264's `sps-id`).
+    sps_id: u32,
 }
 
 const SMALL: Encode = Encode {
@@ -84,6 +113,7 @@ const SMALL: Encode = Encode {
     aud: false,
     sei: Sei::Once,
     bframes: 0,
+    sps_id: 0,
 };
 
 struct Recipe {
@@ -91,6 +121,7 @@ struct Recipe {
     /// Concatenated in this order (more than one: the picture size changes).
     encodes: &'static [Encode],
     after: After,
+    play: Play,
 }
 
 const RECIPES: &[Recipe] = &[
@@ -98,6 +129,7 @@ const RECIPES: &[Recipe] = &[
         name: "baseline",
         encodes: &[SMALL],
         after: After::Nothing,
+        play: Play::FileAndPipe,
     },
     Recipe {
         name: "baseline-4slices-aud-nosei",
@@ -109,6 +141,7 @@ const RECIPES: &[Recipe] = &[
             ..SMALL
         }],
         after: After::Nothing,
+        play: Play::FileAndPipe,
     },
     Recipe {
         name: "main-aud-sei",
@@ -119,6 +152,7 @@ const RECIPES: &[Recipe] = &[
             ..SMALL
         }],
         after: After::Nothing,
+        play: Play::FileAndPipe,
     },
     Recipe {
         name: "high-4slices-nosei",
@@ -130,6 +164,7 @@ const RECIPES: &[Recipe] = &[
             ..SMALL
         }],
         after: After::Nothing,
+        play: Play::FileAndPipe,
     },
     Recipe {
         name: "main-sps-once",
@@ -138,6 +173,7 @@ const RECIPES: &[Recipe] = &[
             ..SMALL
         }],
         after: After::HeadersOnce,
+        play: Play::FileAndPipe,
     },
     Recipe {
         name: "high-1080p30-8M",
@@ -151,6 +187,7 @@ const RECIPES: &[Recipe] = &[
             ..SMALL
         }],
         after: After::Nothing,
+        play: Play::FileAndPipe,
     },
     Recipe {
         name: "main-bframes",
@@ -160,6 +197,7 @@ const RECIPES: &[Recipe] = &[
             ..SMALL
         }],
         after: After::Nothing,
+        play: Play::FileAndPipe,
     },
     Recipe {
         // One GOP at each size, so the picture size changes at every other keyframe.
@@ -174,11 +212,101 @@ const RECIPES: &[Recipe] = &[
             Encode { gops: 1, ..SMALL },
         ],
         after: After::Nothing,
+        play: Play::FileAndPipe,
     },
     Recipe {
         name: "garbage",
         encodes: &[SMALL],
         after: After::Garbage,
+        play: Play::FileAndPipe,
+    },
+    Recipe {
+        // SPS 0, 1, 2 and PPS 0, 1, 2, each PPS naming its own SPS, all sent once
+        // at the start; a GOP uses each in turn.
+        name: "three-sps-ids-up-front",
+        encodes: &[
+            Encode { gops: 1, ..SMALL },
+            Encode {
+                gops: 1,
+                sps_id: 1,
+                ..SMALL
+            },
+            Encode {
+                gops: 1,
+                sps_id: 2,
+                ..SMALL
+            },
+        ],
+        after: After::HeadersUpFront,
+        play: Play::FileAndPipe,
+    },
+    Recipe {
+        // The picture size changes by a new SPS id (not a new SPS under id 0).
+        name: "size-change-by-sps-id",
+        encodes: &[
+            Encode {
+                width: 640,
+                height: 360,
+                gops: 1,
+                ..SMALL
+            },
+            Encode {
+                gops: 1,
+                sps_id: 1,
+                ..SMALL
+            },
+        ],
+        after: After::Nothing,
+        play: Play::FileAndPipe,
+    },
+    Recipe {
+        // B-frames and GOPs of unequal length: 2 s, then two of 0.5 s.
+        name: "bframes-unequal-gops",
+        encodes: &[
+            Encode {
+                profile: "main",
+                bframes: 3,
+                gop: 120,
+                gops: 1,
+                ..SMALL
+            },
+            Encode {
+                profile: "main",
+                bframes: 3,
+                gop: 30,
+                gops: 2,
+                ..SMALL
+            },
+        ],
+        after: After::Nothing,
+        play: Play::FileAndPipe,
+    },
+    Recipe {
+        // Two GOPs less their first 10 frames: every capture spans a loop.
+        name: "starts-with-p-frames",
+        encodes: &[Encode { gops: 2, ..SMALL }],
+        after: After::StartsWithP,
+        play: Play::FileOnly,
+    },
+    Recipe {
+        name: "writer-pausing-mid-frame",
+        encodes: &[Encode {
+            fps: 30,
+            gop: 30,
+            ..SMALL
+        }],
+        after: After::Nothing,
+        play: Play::PausingWriter { pause_ms: 20 },
+    },
+    Recipe {
+        name: "writer-dying-mid-frame",
+        encodes: &[Encode {
+            fps: 30,
+            gop: 30,
+            ..SMALL
+        }],
+        after: After::Nothing,
+        play: Play::DyingWriter { frames: 34 },
     },
 ];
 
@@ -213,6 +341,8 @@ pub fn encode_all(dir: &Path, only: &[String]) -> Vec<Stream> {
                 After::Nothing => bytes,
                 After::HeadersOnce => headers_once(&bytes),
                 After::Garbage => with_garbage(&bytes),
+                After::HeadersUpFront => headers_up_front(&bytes),
+                After::StartsWithP => without_first_frames(&bytes, 10),
             };
             let path = dir.join(format!("{}.h264", r.name));
             std::fs::write(&path, bytes).expect("write stream");
@@ -221,6 +351,7 @@ pub fn encode_all(dir: &Path, only: &[String]) -> Vec<Stream> {
                 path,
                 fps: r.encodes[0].fps,
                 gop: r.encodes[0].gop,
+                play: r.play,
             }
         })
         .collect()
@@ -231,6 +362,7 @@ fn encode(e: &Encode) -> Vec<u8> {
     let mut x264 = vec![
         format!("slices={}", e.slices),
         format!("aud={}", u8::from(e.aud)),
+        format!("sps-id={}", e.sps_id),
     ];
     if let Sei::EveryFrame = e.sei {
         x264.push("nal-hrd=vbr".into());
@@ -287,6 +419,40 @@ fn headers_once(stream: &[u8]) -> Vec<u8> {
         })
         .collect();
     testkit::annexb::join(&nals)
+}
+
+/// Every distinct SPS and PPS once at the start, in the order first seen, and
+/// none anywhere else.
+fn headers_up_front(stream: &[u8]) -> Vec<u8> {
+    let nals = split_annexb(stream);
+    let mut headers: Vec<Vec<u8>> = Vec::new();
+    for nal in nals.iter().filter(|n| matches!(n[0] & 0x1f, 7 | 8)) {
+        if !headers.contains(nal) {
+            headers.push(nal.clone());
+        }
+    }
+    let rest: Vec<Vec<u8>> = nals
+        .into_iter()
+        .filter(|n| !matches!(n[0] & 0x1f, 7 | 8))
+        .collect();
+    testkit::annexb::join(&[headers, rest].concat())
+}
+
+/// The stream without its first `frames` pictures (and what came with them): it
+/// starts with P frames, which refer to pictures the file does not hold.
+fn without_first_frames(stream: &[u8], frames: usize) -> Vec<u8> {
+    let nals = split_annexb(stream);
+    let mut pictures = 0;
+    let start = nals
+        .iter()
+        .position(|n| {
+            let first_slice =
+                matches!(n[0] & 0x1f, 1 | 5) && n.get(1).is_some_and(|b| b & 0x80 != 0);
+            pictures += usize::from(first_slice);
+            pictures > frames
+        })
+        .expect("a stream longer than the frames left out");
+    testkit::annexb::join(&nals[start..])
 }
 
 pub use testkit::rng::Rng;
