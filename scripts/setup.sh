@@ -19,6 +19,9 @@ if [[ "${1:-}" == "--test" ]]; then
     # scripts/slow-link.sh turns segmentation offloads off on its namespace's
     # loopback, so the shaper sees packets of one MTU (iproute2 is there already).
     want+=(ethtool)
+    # The qemu smoke test runs the server under qemu-user, as make dist-check runs
+    # the Raspberry Pi builds (a kernel that answers TCP_INFO short).
+    want+=(qemu-user)
     # The RTSP tests run GStreamer's RTSP server (Python bindings) as the camera;
     # x264enc is in -ugly.
     want+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base

@@ -233,7 +233,9 @@ export class Player {
         this.probingAnnexB = false;
         this.fmp4Missing = true;
       }
-      this.backoff.reset();
+      // The delays start over once this connection shows a picture (paint), not
+      // when it opens: a server that drops viewers at once is retried ever slower.
+      this.paintedThisConnection = false;
       this.clock.reset();
       this.waitForKey = true;
       this.sequence.restart();
@@ -451,7 +453,9 @@ export class Player {
     } else if (s.state === 'live') {
       this.sourceState = 'live';
       if (this.unplayable) this.setState('unsupported');
-      else if (this.stats.framesPainted > 0) this.setState('live');
+      // Live once this connection has shown a picture: a picture from an earlier
+      // connection says nothing about this one.
+      else if (this.paintedThisConnection) this.setState('live');
     }
   }
 
@@ -551,6 +555,10 @@ export class Player {
     this.lastPainted = unit || null;
     const { stats } = this;
     stats.framesPainted++;
+    if (!this.paintedThisConnection) {
+      this.paintedThisConnection = true;
+      this.backoff.reset();
+    }
     if (stats.firstPaintMs === null) stats.firstPaintMs = Math.round(this.lastPaint);
     if (stats.state !== 'live' && stats.state !== 'source-lost') this.setState('live');
     if (this.lastPaint - this.lastStampRead > 100) this.refreshStamp();

@@ -63,6 +63,7 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    server::viewer::link::quiet_tcp_info_panics();
     // Certificate problems are configuration errors: report them before starting.
     let tls = match config
         .tls

@@ -208,9 +208,41 @@ test('a dropped connection is retried with backoff, keeping count and saying so'
   assert.equal(sockets.length, 3);
   socket().open();
   socket().close();
-  time.advance(250);
-  assert.equal(sockets.length, 4, 'a connection that opened starts the delays over');
+  time.advance(999);
+  assert.equal(sockets.length, 3, 'a connection that opened and closed showed nothing: longer still');
+  time.advance(1);
+  assert.equal(sockets.length, 4);
   assert.equal(player.stats.reconnects, 3);
+});
+
+test('a server that drops every viewer at once: never "live", ever slower retries; a picture starts them over', () => {
+  const { player, time, sockets, socket, shown, decoder } = playing();
+  decoder().output({ seq: 1 });
+  assert.equal(shown.state, 'live', 'a picture on this connection');
+  const states = [];
+  for (let i = 0; i < 5; i++) {
+    socket().close();
+    states.push(shown.state);
+    time.advance(10_000);
+    socket().open();
+    socket().receive(status({ state: 'live' }));
+    socket().receive(streamInfo(BASELINE));
+    states.push(shown.state);
+  }
+  assert.ok(states.every((s) => s !== 'live'), `the badge said ${states}`);
+  const before = sockets.length;
+  socket().close();
+  time.advance(4999);
+  assert.equal(sockets.length, before, 'after five such drops the wait is 5 s');
+  time.advance(1);
+  socket().open();
+  socket().receive(status({ state: 'live' }));
+  socket().receive(streamInfo(BASELINE));
+  decoder().output({ seq: 2 });
+  assert.equal(player.stats.state, 'live');
+  socket().close();
+  time.advance(250);
+  assert.equal(sockets.length, before + 2, 'a connection that showed a picture starts the delays over');
 });
 
 test('pings go out on connecting and every 2 s, stamped with the page clock', () => {

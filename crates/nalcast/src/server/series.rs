@@ -46,6 +46,10 @@ pub fn register(publish_targets: usize) {
             "bad input from the source (damaged or unknown NAL units)",
         ),
         (
+            "nalcast_tcp_info_unavailable_total",
+            "1 once the kernel answered TCP_INFO short (an emulator, a sandbox): joins then measure write times",
+        ),
+        (
             "nalcast_auth_failures_total",
             "requests refused for missing or wrong credentials",
         ),

@@ -17,6 +17,7 @@ mod hls_cache;
 mod isolation;
 mod keyframes;
 mod publish;
+mod qemu;
 mod route_guard;
 mod routes;
 mod rpicam;

@@ -65,17 +65,72 @@ impl Link {
     pub fn progress(&self) -> Option<Progress> {
         #[cfg(target_os = "linux")]
         {
-            nix::sys::socket::getsockopt(&self.0, TcpInfo)
-                .ok()
-                .map(|i| Progress {
-                    acked: i.bytes_acked,
-                    link_time: std::time::Duration::from_micros(
-                        i.busy_time.saturating_sub(i.rwnd_limited),
-                    ),
-                })
+            ask_tcp_info(&SHORT_ANSWER, || {
+                nix::sys::socket::getsockopt(&self.0, TcpInfo)
+            })
+            .map(|i| Progress {
+                acked: i.bytes_acked,
+                link_time: std::time::Duration::from_micros(
+                    i.busy_time.saturating_sub(i.rwnd_limited),
+                ),
+            })
         }
         #[cfg(not(target_os = "linux"))]
         {
+            None
+        }
+    }
+}
+
+thread_local! {
+    /// This thread is asking TCP_INFO: a panic now is nix's length check, caught.
+    static PROBING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Keeps the panic hook quiet about the one panic [`ask_tcp_info`] catches (a
+/// warning says it in a line of its own); every other panic is printed as
+/// before. Call once at start-up.
+pub fn quiet_tcp_info_panics() {
+    let print = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !PROBING.with(std::cell::Cell::get) {
+            print(info);
+        }
+    }));
+}
+
+/// TCP_INFO answered short once: it is not asked again in this process.
+#[cfg(target_os = "linux")]
+static SHORT_ANSWER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Asks TCP_INFO through `ask`; `None` when it fails or answers short. nix's typed
+/// getsockopt asserts that the kernel filled the whole struct and panics where it
+/// did not (qemu-user answers 4 bytes; a sandbox might answer anything): that
+/// panic is caught here, once, and TCP_INFO is not asked again in this process,
+/// so joins measure write times instead (join.rs). Hand-written around nix rather
+/// than with our own getsockopt call, which would need `unsafe` in this crate.
+#[cfg(target_os = "linux")]
+fn ask_tcp_info<T>(
+    short_answer: &std::sync::atomic::AtomicBool,
+    ask: impl FnOnce() -> nix::Result<T>,
+) -> Option<T> {
+    use std::sync::atomic::Ordering;
+    if short_answer.load(Ordering::Relaxed) {
+        return None;
+    }
+    PROBING.with(|p| p.set(true));
+    let answer = std::panic::catch_unwind(std::panic::AssertUnwindSafe(ask));
+    PROBING.with(|p| p.set(false));
+    match answer {
+        Ok(answer) => answer.ok(),
+        Err(_) => {
+            if !short_answer.swap(true, Ordering::Relaxed) {
+                metrics::counter!("nalcast_tcp_info_unavailable_total").increment(1);
+                tracing::warn!(
+                    "the kernel answered TCP_INFO short (an emulator or a sandbox): joining \
+                     viewers' links are measured by write times instead"
+                );
+            }
             None
         }
     }
@@ -117,6 +172,32 @@ mod tests {
         let not_tcp = std::fs::File::open("/dev/null").expect("file");
         let file = Link::of(&not_tcp).expect("a second descriptor");
         assert_eq!(file.progress(), None);
+    }
+
+    /// What nix does when the kernel fills less than the struct (qemu-user: 4 of
+    /// 184 bytes): it panics. The join must go on without TCP_INFO, once warned.
+    #[test]
+    fn a_short_tcp_info_answer_is_none_and_not_asked_again() {
+        let short = || -> nix::Result<TcpInfoHead> {
+            assert_eq!(
+                4usize,
+                std::mem::size_of::<TcpInfoHead>(),
+                "nix's length check"
+            );
+            unreachable!()
+        };
+        let short_answer = std::sync::atomic::AtomicBool::new(false);
+        assert!(ask_tcp_info(&short_answer, short).is_none());
+        let mut asked = false;
+        let fine = || {
+            asked = true;
+            Ok(TcpInfoHead::default())
+        };
+        assert!(
+            ask_tcp_info(&short_answer, fine).is_none(),
+            "not asked again"
+        );
+        assert!(!asked);
     }
 
     #[test]
