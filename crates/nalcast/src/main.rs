@@ -343,8 +343,8 @@ async fn run(
         },
         shutdown_rx.clone(),
     ));
-    if let Some(listener) = legacy {
-        let legacy_addr = listener.local_addr()?;
+    let legacy_addr = legacy.as_ref().map(|l| l.local_addr()).transpose()?;
+    if let (Some(listener), Some(legacy_addr)) = (legacy, legacy_addr) {
         println!("legacy raw WebSocket on ws://{legacy_addr}/");
         if tls.is_some() {
             warn!(
@@ -365,11 +365,17 @@ async fn run(
     let scheme = if tls.is_some() { "https" } else { "http" };
     // Tests and scripts read this line to find the port.
     println!("listening on {scheme}://{main_addr}/");
-    if main_addr.ip().is_unspecified() {
-        println!(
-            "open {scheme}://localhost:{port}/ on this machine, or {scheme}://<this machine's address>:{port}/ on the network",
-            port = main_addr.port()
-        );
+    let banner = nalcast::banner::Facts {
+        listen: main_addr,
+        https: tls.is_some(),
+        addresses: nalcast::banner::machine_addresses(),
+        hostname: server::host::Machine::current().hostname,
+        public_hosts: config.public_hosts.clone(),
+        hls: config.hls,
+        legacy: legacy_addr,
+    };
+    for line in nalcast::banner::lines(&banner) {
+        println!("{line}");
     }
     if let Some(tls) = tls {
         let stop = shutdown_rx.clone();
