@@ -6,9 +6,10 @@
 
 ARGS ?=
 
+# The test pattern unless ARGS names a source of its own.
 run: setup
 	cargo build --release -p nalcast
-	./target/release/nalcast --source test $(ARGS)
+	./target/release/nalcast $(if $(filter --source%,$(ARGS)),,--source test) $(ARGS)
 
 test: setup-test
 	scripts/test.sh

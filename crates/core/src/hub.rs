@@ -247,6 +247,22 @@ fn run_id() -> String {
     id
 }
 
+/// A stream's parameters as a person reads them: `1280x720, Main profile
+/// (avc1.4D401F), 30 fps`; the rate only when the SPS gives one.
+pub fn describe(i: &nalcast_h264::StreamInfo) -> String {
+    let fps = i
+        .fps
+        .map(|f| format!(", {} fps", (f * 100.0).round() / 100.0))
+        .unwrap_or_default();
+    format!(
+        "{}x{}, {} profile ({}){fps}",
+        i.width,
+        i.height,
+        i.profile_name(),
+        i.codec
+    )
+}
+
 /// Logs new stream parameters; the warning about browsers that cannot play the
 /// stream once per profile change, not at every source restart.
 fn announce(old: Option<&ParamSets>, new: &ParamSets) {
@@ -254,13 +270,7 @@ fn announce(old: Option<&ParamSets>, new: &ParamSets) {
     if o == Some(i) {
         return;
     }
-    info!(
-        codec = %i.codec,
-        width = i.width,
-        height = i.height,
-        fps = ?i.fps,
-        "stream parameters"
-    );
+    info!("stream: {}", describe(i));
     if o.is_none_or(|o| o.codec != i.codec) {
         if let Some(warning) = i.compatibility_warning() {
             warn!("{warning}");
@@ -605,6 +615,26 @@ mod tests {
     use super::*;
     use crate::test_support::access_unit;
     use crate::viewer::Item;
+
+    #[test]
+    fn stream_parameters_read_as_a_person_writes_them() {
+        let mut info = testkit::au::params(testkit::fixtures::SPS_MAIN_720P)
+            .info
+            .clone();
+        info.fps = None;
+        assert_eq!(describe(&info), "1280x720, Main profile (avc1.4D401F)");
+        info.fps = Some(30.0);
+        assert_eq!(
+            describe(&info),
+            "1280x720, Main profile (avc1.4D401F), 30 fps"
+        );
+        info.fps = Some(29.97002997);
+        assert!(
+            describe(&info).ends_with(", 29.97 fps"),
+            "{}",
+            describe(&info)
+        );
+    }
 
     fn drain(sub: &Subscription) -> Vec<(u32, bool, bool)> {
         let mut q = sub.queue.lock();

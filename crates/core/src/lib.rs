@@ -15,6 +15,7 @@ pub mod join;
 pub mod outlet;
 pub mod protocol;
 pub mod shared;
+pub mod sniff;
 pub mod source;
 pub mod stamp;
 pub mod viewer;

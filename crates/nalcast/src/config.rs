@@ -199,6 +199,52 @@ pub fn file_key(arg: &Arg) -> Option<&str> {
     (arg.get_action().takes_values() && key != "config").then_some(key)
 }
 
+/// Flags people bring from other servers, and where nalcast has what they mean.
+const OTHER_NAMES: [(&str, &str); 6] = [
+    (
+        "--port",
+        "the port is part of --listen, e.g. --listen 0.0.0.0:8080",
+    ),
+    (
+        "--bind",
+        "the address to listen on is --listen, e.g. --listen 0.0.0.0:8000",
+    ),
+    (
+        "--host",
+        "the address to listen on is --listen, e.g. --listen 0.0.0.0:8000",
+    ),
+    (
+        "--resolution",
+        "the picture size is --width and --height, e.g. --width 1280 --height 720",
+    ),
+    ("--framerate", "the frame rate is --fps"),
+    (
+        "--rtsp",
+        "an RTSP camera is a source: --source rtsp://user:password@camera/path",
+    ),
+];
+
+/// A line to add to clap's report of an unknown flag that nalcast has under
+/// another name (clap itself suggests flags spelt nearly the same).
+pub fn usage_hint<I, T>(e: &clap::Error, argv: I) -> Option<String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<OsString>,
+{
+    if e.kind() != clap::error::ErrorKind::UnknownArgument {
+        return None;
+    }
+    argv.into_iter().skip(1).find_map(|arg| {
+        let arg: OsString = arg.into();
+        let arg = arg.to_string_lossy();
+        let flag = arg.split('=').next().unwrap_or_default();
+        OTHER_NAMES
+            .iter()
+            .find(|(name, _)| *name == flag)
+            .map(|(name, what)| format!("tip: nalcast has no {name}: {what}"))
+    })
+}
+
 /// The default `--help` shows for a flag: clap's, or for a default that is a rule
 /// the "[default: …]" its help text ends with.
 pub fn shown_default(arg: &Arg) -> Option<String> {
@@ -224,7 +270,7 @@ fn with_file_defaults(mut command: Command, path: &Path) -> Result<Command, Load
         .map_err(|e| LoadError::File(format!("cannot read config file {}: {e}", path.display())))?;
     let table: toml::Table = text
         .parse()
-        .map_err(|e: toml::de::Error| fail(e.message().replace('\n', " ")))?;
+        .map_err(|e: toml::de::Error| fail(toml_error(&text, &e)))?;
     for (key, value) in table {
         let Some(arg) = command
             .get_arguments()
@@ -239,6 +285,33 @@ fn with_file_defaults(mut command: Command, path: &Path) -> Result<Command, Load
         command = command.mut_arg(id, |arg| arg.default_values(values));
     }
     Ok(command)
+}
+
+/// A TOML syntax error as a person can act on it: the line, and for the usual
+/// slip (a word left unquoted: `source = rpicam`, which TOML reads as the start
+/// of `true`) what to write instead.
+fn toml_error(text: &str, e: &toml::de::Error) -> String {
+    let Some(at) = e.span().map(|s| s.start) else {
+        return e.message().to_owned();
+    };
+    let line_no = text[..at.min(text.len())].matches('\n').count() + 1;
+    let line = text.lines().nth(line_no - 1).unwrap_or_default().trim();
+    if let Some((key, value)) = line.split_once('=') {
+        let (key, value) = (key.trim(), value.trim());
+        let bare = !value.is_empty()
+            && value.parse::<f64>().is_err()
+            && !matches!(value, "true" | "false")
+            && !value.starts_with(['"', '\'', '[', '{']);
+        if bare {
+            return format!(
+                "line {line_no}: the value of '{key}' is text, and text goes in quotes: {key} = \"{value}\""
+            );
+        }
+    }
+    format!(
+        "line {line_no} ({line}): {}",
+        e.message().replace('\n', " ")
+    )
 }
 
 /// A file value as the text a flag would take, checked by the flag's own parser so
@@ -258,6 +331,11 @@ fn file_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
         value => vec![text(value)?],
     };
     let key = arg.get_long().unwrap_or_default();
+    let takes = arg
+        .get_value_names()
+        .and_then(|names| names.first())
+        .map(|name| format!(" (--{key} takes {name})"))
+        .unwrap_or_default();
     let probe = Command::new("nalcast")
         .no_binary_name(true)
         .arg(arg.clone().env(None));
@@ -265,7 +343,7 @@ fn file_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
         if let Err(e) = probe.clone().try_get_matches_from([format!("--{key}={v}")]) {
             let why = std::error::Error::source(&e)
                 .map_or_else(|| e.kind().to_string(), |s| s.to_string());
-            return Err(format!("not a valid value ({why})"));
+            return Err(format!("not a valid value{takes}: {why}"));
         }
     }
     Ok(values)

@@ -16,8 +16,16 @@ use nalcast::server::auth::Auth;
 fn main() -> ExitCode {
     let options = match Options::load(std::env::args_os()) {
         Ok(o) => o,
-        // --help, --version and mistyped flags, as clap shows them.
-        Err(LoadError::Usage(e)) => e.exit(),
+        // --help, --version and mistyped flags, as clap shows them (with the
+        // nearest flag where one is near), plus what a user coming from another
+        // server may expect.
+        Err(LoadError::Usage(e)) => {
+            let _ = e.print();
+            if let Some(hint) = nalcast::config::usage_hint(&e, std::env::args_os()) {
+                eprintln!("{hint}");
+            }
+            return ExitCode::from(u8::try_from(e.exit_code()).unwrap_or(2));
+        }
         Err(LoadError::File(e)) => {
             eprintln!("nalcast: error: {e}");
             return ExitCode::from(2);
@@ -62,6 +70,8 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
+        // Colours for a person at a terminal; none in log files and the journal.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     server::viewer::link::quiet_tcp_info_panics();
     // Certificate problems are configuration errors: report them before starting.
@@ -208,9 +218,30 @@ async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpLis
         // network blip would otherwise wait for SYN retransmits (1 s and more).
         socket.listen(4096)
     };
-    listen().with_context(|| {
-        format!("cannot listen on {addr} ({what}); is another program using it? choose another with --{what}")
-    })
+    listen().map_err(|e| anyhow::anyhow!(bind_error(addr, what, &e)))
+}
+
+/// Why a listener could not be opened, and the fix, in one line.
+fn bind_error(addr: SocketAddr, what: &str, e: &std::io::Error) -> String {
+    let port = addr.port();
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied if port < 1024 => format!(
+            "cannot listen on {addr} (--{what}): ports below 1024 need root or the \
+             CAP_NET_BIND_SERVICE capability (sudo setcap cap_net_bind_service=+ep \
+             $(which nalcast)); or use a port from 1024 up, e.g. --{what} {}:8000",
+            addr.ip()
+        ),
+        std::io::ErrorKind::AddrInUse => format!(
+            "cannot listen on {addr} (--{what}): another program is using port {port}; \
+             stop it, or choose another port with --{what}"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "cannot listen on {addr} (--{what}): this machine has no address {}; \
+             use 0.0.0.0 for every address",
+            addr.ip()
+        ),
+        _ => format!("cannot listen on {addr} (--{what}): {e}"),
+    }
 }
 
 async fn run(

@@ -40,6 +40,8 @@ async fn pump(
     let mut signs_at_end: Option<u64> = None;
     // When the last bytes came (the capture time of a frame ended by quiet).
     let mut last_bytes_us = wall_us();
+    // The stream's first bytes, to tell a container or MJPEG from H.264 (sniff.rs).
+    let mut sniffed = Vec::new();
     loop {
         if ingest.frames() != frames {
             frames = ingest.frames();
@@ -84,6 +86,12 @@ async fn pump(
                 );
             }
             return Ok(());
+        }
+        if sniffed.len() < crate::sniff::SNIFF_BYTES {
+            sniffed.extend_from_slice(&buf[..n.min(crate::sniff::SNIFF_BYTES - sniffed.len())]);
+            if let Some(format) = crate::sniff::foreign(&sniffed) {
+                return Err(SourceError::Retry(format.advice("the source's output")));
+            }
         }
         let (now, at) = (wall_us(), std::time::Instant::now());
         let before = ingest.frames();

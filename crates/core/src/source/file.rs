@@ -26,8 +26,16 @@ pub async fn run(path: &Path, opts: &SourceOptions, hub: &Arc<Hub>) -> Result<()
             SourceError::Retry("cannot open the source file".into())
         })?;
         let mut frames_this_pass = 0u64;
+        let mut first_read = true;
         loop {
             let n = file.read(&mut buf).await?;
+            if std::mem::take(&mut first_read) {
+                // Checked at start-up too (preflight); the file may have changed since.
+                if let Some(format) = crate::sniff::foreign(&buf[..n]) {
+                    let what = format!("source file {}", path.display());
+                    return Err(SourceError::Final(format.advice(&what)));
+                }
+            }
             if n == 0 {
                 // The next pass is a break, like a source restart: a file that does
                 // not begin with a keyframe goes on from its first keyframe, not

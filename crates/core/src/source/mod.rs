@@ -243,14 +243,32 @@ impl From<std::io::Error> for SourceError {
 /// installed. The message is one line for the user.
 pub fn preflight(spec: &SourceSpec) -> Result<(), String> {
     match spec {
-        SourceSpec::File(path) => match std::fs::metadata(path) {
-            Ok(m) if m.is_file() => Ok(()),
-            Ok(_) => Err(format!(
-                "source file {} is not a regular file",
-                path.display()
-            )),
-            Err(e) => Err(format!("cannot open source file {}: {e}", path.display())),
-        },
+        SourceSpec::File(path) => {
+            // Opened and read, not only looked at: a file nalcast cannot read is as
+            // much a mistake as a missing one, and its first bytes say whether it
+            // is H.264 at all.
+            let shown = path.display();
+            match std::fs::metadata(path) {
+                Ok(m) if !m.is_file() => {
+                    return Err(format!("source file {shown} is not a regular file"))
+                }
+                Err(e) => return Err(format!("cannot open source file {shown}: {e}")),
+                Ok(_) => {}
+            }
+            let mut first = Vec::with_capacity(crate::sniff::SNIFF_BYTES);
+            std::fs::File::open(path)
+                .and_then(|f| {
+                    std::io::Read::read_to_end(
+                        &mut std::io::Read::take(f, crate::sniff::SNIFF_BYTES as u64),
+                        &mut first,
+                    )
+                })
+                .map_err(|e| format!("cannot read source file {shown}: {e}"))?;
+            match crate::sniff::foreign(&first) {
+                Some(format) => Err(format.advice(&format!("source file {shown}"))),
+                None => Ok(()),
+            }
+        }
         SourceSpec::Rpicam => rpicam::find_camera_app().map(|_| ()),
         SourceSpec::V4l2(device) => v4l2::preflight(device),
         _ => Ok(()),

@@ -10,6 +10,7 @@ mod cli;
 mod connections;
 mod corpus;
 mod faults;
+mod first_hour;
 mod fmp4;
 mod front;
 mod hls;
