@@ -98,10 +98,11 @@ stream() { # stream ARCH BINARY CONFIG: the test pattern streamed to ws_capture,
 
 deb_fields() { # deb_fields ARCH DEB
     local control
-    control=$(dpkg-deb -f "$2" Package Version Architecture Depends)
+    control=$(dpkg-deb -f "$2" Package Version Architecture Depends Suggests)
     echo "${control//$'\n'/; }"
     [[ $control == *"Package: nalcast"* && $control == *"Version: $version-1"* &&
-        $control == *"Architecture: $1"* && $control == *"Depends: libc6 (>= $max_glibc)"* ]]
+        $control == *"Architecture: $1"* && $control == *"Depends: libc6 (>= $max_glibc)"* &&
+        $control == *"Suggests: "*"ffmpeg"* ]]
 }
 deb_contents() { # deb_contents ARCH DEB BINARY
     local list dir="$tmp/deb-$1" path

@@ -19,6 +19,17 @@ glibc=2.31
 
 packaging/tools/conffile.py --check
 
+# Each step says when it starts and how long it took (the ARM builds take minutes).
+started=$SECONDS
+step_started=$SECONDS
+step() {
+    if ((SECONDS > started)); then
+        echo "   ($((SECONDS - step_started)) s)"
+    fi
+    step_started=$SECONDS
+    echo "== $*"
+}
+
 declare -A triple=(
     [arm64]=aarch64-unknown-linux-gnu
     [armhf]=armv7-unknown-linux-gnueabihf
@@ -27,11 +38,14 @@ declare -A triple=(
 mkdir -p dist
 for arch in ${DIST_ARCHES:-arm64 armhf amd64}; do
     target=${triple[$arch]:?"unknown arch $arch (arm64, armhf, amd64)"}
-    echo "== $arch: cargo zigbuild --target $target.$glibc"
+    step "$arch: cargo zigbuild --release --target $target.$glibc (minutes)"
     cargo zigbuild --release --locked --quiet -p nalcast --target "$target.$glibc"
     cp "$target_dir/$target/release/nalcast" "dist/nalcast-$version-linux-$arch"
     rm -f dist/nalcast_*_"$arch".deb
+    step "$arch: cargo deb"
     cargo deb --locked --quiet -p nalcast --target "$target" --no-build --output dist/ >/dev/null
 done
+step "SHA256SUMS"
 (cd dist && sha256sum nalcast-* nalcast_*.deb > SHA256SUMS)
+step "done in $((SECONDS - started)) s"
 ls -l dist

@@ -228,3 +228,23 @@ fn make_run_takes_a_source_from_args() {
     let default = run("--width 640");
     assert!(default.contains("--source test --width 640"), "{default}");
 }
+
+/// The .deb says what else a user may want: ffmpeg, which USB webcams and
+/// --publish run (a Pi camera needs only rpicam-apps).
+#[test]
+fn the_package_suggests_ffmpeg_and_says_what_needs_it() {
+    let manifest = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml"))
+        .expect("Cargo.toml");
+    let table: toml::Table = manifest.parse().expect("TOML");
+    let deb = &table["package"]["metadata"]["deb"];
+    let suggests = deb["suggests"].as_str().unwrap_or_default();
+    assert!(
+        suggests.split(',').any(|s| s.trim() == "ffmpeg"),
+        "{suggests}"
+    );
+    let about = deb["extended-description"].as_str().unwrap_or_default();
+    assert!(
+        about.contains("USB webcams and --publish need ffmpeg"),
+        "{about}"
+    );
+}
