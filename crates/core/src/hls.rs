@@ -318,12 +318,37 @@ impl Hls {
         }
     }
 
-    /// A part's bytes, or whether it may still come.
+    /// Whether a blocking reload for segment `msn` (part `part`) names something
+    /// of the live window: not older than the first listed segment, at most two
+    /// segments past the last (the spec's bound), and a part at most the one after
+    /// those its segment has (the next to come; a segment not begun has none yet).
+    /// Anything else is a name a client made up, each one a cache miss.
+    pub fn in_window(&self, msn: u64, part: Option<usize>) -> bool {
+        let first = self.segments.front().map_or(0, |s| s.msn);
+        if msn < first || msn > self.next_msn + 1 {
+            return false;
+        }
+        part.is_none_or(|p| {
+            let parts = self
+                .segments
+                .iter()
+                .find(|s| s.msn == msn)
+                .map_or(0, |s| s.parts.len());
+            p <= parts
+        })
+    }
+
+    /// A part's bytes, or whether it may still come (only the next part of the
+    /// segment being built may: a part further ahead is no name a playlist gave).
     pub fn part(&self, msn: u64, index: usize) -> Result<Bytes, Wait> {
         match self.segments.iter().find(|s| s.msn == msn) {
             Some(s) => match s.parts.get(index) {
                 Some(p) => Ok(p.data.clone()),
-                None if !s.complete && self.building && s.msn + 1 == self.next_msn => {
+                None if index == s.parts.len()
+                    && !s.complete
+                    && self.building
+                    && s.msn + 1 == self.next_msn =>
+                {
                     Err(Wait::Later)
                 }
                 None => Err(Wait::Never),
@@ -556,6 +581,44 @@ mod tests {
             Wait::Ready,
             "an old msn is answered at once (with the current playlist)"
         );
+    }
+
+    #[test]
+    fn only_names_of_the_live_window_are_waited_for() {
+        let config = HlsConfig {
+            window: 3,
+            ..HlsConfig::default()
+        };
+        let mut hls = Hls::new(config, "r");
+        let init = Bytes::from_static(b"i");
+        assert!(hls.in_window(0, Some(0)) && hls.in_window(1, None));
+        // Segments 6, 7, 8 complete (10 parts each), 9 has 2 parts, 10 is next.
+        feed(&mut hls, &init, 60 * 9 + 12, 60, 0);
+        // (msn, part, in the window)
+        for (msn, part, ok) in [
+            (5, None, false),
+            (5, Some(0), false),
+            (6, None, true),
+            (8, Some(9), true),
+            (8, Some(10), true), // the next segment's first, by the spec
+            (8, Some(11), false),
+            (9, Some(2), true),
+            (9, Some(3), false),
+            (9, Some(1_000_000), false),
+            (10, None, true),
+            (10, Some(0), true),
+            (10, Some(1), false),
+            (11, None, true),
+            (12, None, false),
+            (u64::MAX, None, false),
+        ] {
+            assert_eq!(hls.in_window(msn, part), ok, "{msn} {part:?}");
+        }
+        // The next part is waited for; one further ahead is no name at all.
+        assert_eq!(hls.part(9, 2).unwrap_err(), Wait::Later);
+        assert_eq!(hls.part(9, 3).unwrap_err(), Wait::Never);
+        assert_eq!(hls.part(10, 0).unwrap_err(), Wait::Later);
+        assert_eq!(hls.part(10, 1).unwrap_err(), Wait::Never);
     }
 
     #[test]

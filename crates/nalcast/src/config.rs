@@ -102,9 +102,12 @@ pub struct Options {
     /// Also answer to this host name (a DNS name or reverse proxy's name users open the camera by; *.example.com for a domain, * for any); repeatable. IP addresses, localhost, this machine's host name (alone, .local, and under its DNS search domains) and the TLS certificate's names are always served; other names get 421, a defence against DNS rebinding.
     #[arg(long, value_name = "NAME")]
     pub public_host: Vec<String>,
-    /// A reverse proxy (address or CIDR, e.g. 127.0.0.1 or 10.0.0.0/8) whose Forwarded / X-Forwarded-For headers name the real client, for viewer limits, lock-outs and logs; repeatable. Others' forwarding headers are ignored.
+    /// A reverse proxy (address or CIDR, e.g. 127.0.0.1 or 10.0.0.0/8) whose forwarding header (--proxy-header) names the real client, for viewer limits, lock-outs and logs; repeatable. Others' forwarding headers are ignored.
     #[arg(long, value_name = "CIDR")]
     pub trusted_proxy: Vec<String>,
+    /// The one header a --trusted-proxy writes the client's address in: x-forwarded-for (the rightmost address that is not a trusted proxy), forwarded (RFC 7239's for=, read the same way) or x-real-ip. Every other forwarding header is the client's own and ignored; configure the proxy to overwrite this one (docs/security.md).
+    #[arg(long, value_name = "HEADER", default_value = "x-forwarded-for", value_parser = crate::server::proxy::ProxyHeader::NAMES)]
+    pub proxy_header: String,
     /// Kernel send buffer per connection in bytes; small keeps a slow viewer's backlog in nalcast's queue, where it can skip to a keyframe.
     #[arg(long, value_name = "BYTES", default_value_t = 128 * 1024)]
     pub send_buffer: usize,
@@ -375,8 +378,10 @@ pub struct Config {
     pub allow_origins: Vec<String>,
     /// Extra host names served (`--public-host`).
     pub public_hosts: Vec<String>,
-    /// Reverse proxies whose forwarding headers are believed.
+    /// Reverse proxies whose forwarding header is believed.
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    /// The forwarding header they write.
+    pub proxy_header: crate::server::proxy::ProxyHeader,
     /// Most viewers at once.
     pub max_viewers: usize,
     /// Most viewers from one address.
@@ -546,6 +551,7 @@ impl Config {
                     })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let proxy_header = o.proxy_header.parse()?;
         let max_viewers = range("max-viewers", o.max_viewers, 1, 1_000_000)?;
         let max_viewers_per_ip = range("max-viewers-per-ip", o.max_viewers_per_ip, 1, 1_000_000)?;
         // Viewers hold connection slots (and two for a moment while they are
@@ -600,6 +606,7 @@ impl Config {
             allow_origins,
             public_hosts,
             trusted_proxies,
+            proxy_header,
             send_buffer,
             source,
             publish,

@@ -300,6 +300,7 @@ async fn run(
         )),
         proxies: std::sync::Arc::new(server::proxy::TrustedProxies::new(
             config.trusted_proxies.clone(),
+            config.proxy_header,
         )),
     };
     let main_listener = bind(config.listen, "listen").await?;

@@ -8,8 +8,15 @@
 //! as a right one (so timing does not tell which names exist); only the first
 //! `Authorization` header is tried (so one request cannot carry a hundred guesses);
 //! and an address with repeated failures is made to wait, longer each time
-//! ([`Failures`]). Argon2 runs one at a time, and a request that cannot have its
-//! turn within [`HASH_WAIT`] is answered 503, so guesses cannot pile up unbounded.
+//! ([`Failures`]). Argon2 runs one at a time, on one reused block of memory, and a
+//! request that cannot have its turn within [`HASH_WAIT`] is answered 503, so
+//! guesses cannot pile up unbounded; credentials that failed lately are known
+//! without a second run ([`RecentlyFailed`]).
+//!
+//! A lock-out holds back guesses only: credentials are checked first, and a request
+//! that proves itself (token, cookie, a password known to be right) passes whatever
+//! its address did, so a neighbour behind the same address or IPv6 prefix cannot
+//! lock the owner out. What a locked-out address cannot get is a new argon2 run.
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -38,9 +45,13 @@ const VERIFIED_CACHE: usize = 64;
 pub const HASH_WAIT: Duration = Duration::from_secs(2);
 /// Failed attempts one address may make before it is made to wait.
 pub const FREE_FAILURES: u32 = 5;
-/// Wrong credentials remembered per address: the same wrong ones again (a browser
-/// sending a stale password with every request) are no new guess and not counted.
-const RECENT_GUESSES: usize = 4;
+/// Wrong credentials (digests) remembered without regard to address, so the same
+/// wrong password again costs no argon2 run: a flood of one guess ran argon2 for
+/// every request (and took memory 13 -> 251 MB).
+const RECENTLY_FAILED: usize = 4096;
+/// How long a failed digest is remembered. Any time would do (the right password
+/// does not change while nalcast runs); this keeps the table fresh.
+const FAILED_MEMORY: Duration = Duration::from_secs(600);
 /// The first wait; it doubles with every further failure, up to [`MAX_LOCKOUT`].
 pub const FIRST_LOCKOUT: Duration = Duration::from_secs(1);
 /// The longest wait.
@@ -65,8 +76,55 @@ fn same(a: &Digest, b: &Digest) -> bool {
 
 enum Password {
     Plain(Digest),
-    /// A PHC string (`$argon2id$v=19$...`).
-    Hash(String),
+    /// From a PHC string (`$argon2id$v=19$...`).
+    Hash(Arc<Argon2Hash>),
+}
+
+/// An argon2 hash, taken apart once so that each check can run on memory of ours.
+struct Argon2Hash {
+    algorithm: argon2::Algorithm,
+    version: argon2::Version,
+    params: argon2::Params,
+    salt: Vec<u8>,
+    expected: Vec<u8>,
+}
+
+impl Argon2Hash {
+    fn parse(phc: &str) -> Result<Argon2Hash, String> {
+        let hash = PasswordHash::new(phc).map_err(|e| e.to_string())?;
+        let algorithm = argon2::Algorithm::try_from(hash.algorithm.as_str())
+            .map_err(|_| "only argon2 password hashes are accepted".to_owned())?;
+        let version = match hash.version {
+            Some(v) => argon2::Version::try_from(v).map_err(|e| e.to_string())?,
+            None => argon2::Version::default(),
+        };
+        let params = argon2::Params::try_from(&hash).map_err(|e| e.to_string())?;
+        let (Some(salt), Some(expected)) = (&hash.salt, &hash.hash) else {
+            return Err("the hash has no salt or no output".into());
+        };
+        Ok(Argon2Hash {
+            algorithm,
+            version,
+            params,
+            salt: salt.as_ref().to_vec(),
+            expected: expected.as_bytes().to_vec(),
+        })
+    }
+
+    /// Whether `password` is the one, computed in `memory` (sized on first use, then
+    /// reused: argon2's default takes 19 MiB per run, and fresh buffers on the
+    /// blocking pool's threads each stayed in their own malloc arena).
+    fn verify(&self, password: &[u8], memory: &mut Vec<argon2::Block>) -> bool {
+        let blocks = self.params.block_count();
+        if memory.len() != blocks {
+            *memory = vec![argon2::Block::default(); blocks];
+        }
+        let mut out = vec![0u8; self.expected.len()];
+        argon2::Argon2::new(self.algorithm, self.version, self.params.clone())
+            .hash_password_into_with_memory(password, &self.salt, &mut out, memory.as_mut_slice())
+            .is_ok()
+            && bool::from(out.ct_eq(&self.expected))
+    }
 }
 
 struct Basic {
@@ -83,6 +141,10 @@ pub struct Auth {
     /// One argon2 verification at a time: each costs tens of milliseconds of CPU
     /// (more on a Pi), and wrong guesses must not starve the video.
     hashing: tokio::sync::Semaphore,
+    /// The memory argon2 runs in, one block for all runs (they take turns).
+    hash_memory: Arc<Mutex<Vec<argon2::Block>>>,
+    /// Credentials that failed lately, whatever their address.
+    recently_failed: Mutex<RecentlyFailed>,
     /// How long a request may wait for `hashing` ([`HASH_WAIT`]).
     hash_wait: Duration,
     /// Argon2 verifications run so far (a wrong user name runs one too).
@@ -106,10 +168,53 @@ enum Refusal {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Proof {
     Valid(Via),
-    /// Credentials were shown, and they are wrong: a guess (its digest).
-    Wrong(Digest),
+    /// Credentials were shown, and they are wrong: a guess.
+    Wrong,
     /// None shown (a browser's first request, before it asks for a password).
     Missing,
+    /// A password only argon2 could check, not run: the address is locked out.
+    Unchecked,
+}
+
+/// Digests of credentials that failed, each for [`FAILED_MEMORY`]. Pure: time is
+/// passed in. Invariant: at most `cap` digests.
+#[derive(Debug)]
+struct RecentlyFailed {
+    by_digest: HashMap<Digest, Instant>,
+    cap: usize,
+}
+
+impl RecentlyFailed {
+    fn new(cap: usize) -> Self {
+        RecentlyFailed {
+            by_digest: HashMap::new(),
+            cap: cap.max(1),
+        }
+    }
+
+    fn contains(&self, digest: &Digest, now: Instant) -> bool {
+        self.by_digest
+            .get(digest)
+            .is_some_and(|&at| now < at + FAILED_MEMORY)
+    }
+
+    fn insert(&mut self, digest: Digest, now: Instant) {
+        if self.by_digest.len() >= self.cap && !self.by_digest.contains_key(&digest) {
+            self.by_digest.retain(|_, at| now < *at + FAILED_MEMORY);
+            if self.by_digest.len() >= self.cap {
+                let oldest = self
+                    .by_digest
+                    .iter()
+                    .min_by_key(|(_, at)| **at)
+                    .map(|(d, _)| *d);
+                if let Some(d) = oldest {
+                    self.by_digest.remove(&d);
+                }
+            }
+        }
+        self.by_digest.insert(digest, now);
+        debug_assert!(self.by_digest.len() <= self.cap);
+    }
 }
 
 /// Argon2 could not be had within the wait.
@@ -129,8 +234,6 @@ struct Failed {
     count: u32,
     last: Instant,
     locked_until: Option<Instant>,
-    /// The last few distinct wrong credentials (digests), oldest first replaced.
-    recent: [Option<Digest>; RECENT_GUESSES],
 }
 
 impl Failed {
@@ -156,10 +259,13 @@ impl Failures {
         (until > now).then(|| until - now)
     }
 
-    /// Records a failed guess (`guess`: a digest of the wrong credentials); the wait
-    /// it starts, if any (the first after [`FREE_FAILURES`] distinct guesses, then
-    /// twice as long each time, up to [`MAX_LOCKOUT`]).
-    pub fn failed(&mut self, address: IpAddr, guess: Digest, now: Instant) -> Option<Duration> {
+    /// Records a failed guess; the wait it starts, if any (the first after
+    /// [`FREE_FAILURES`] guesses, then twice as long each time, up to
+    /// [`MAX_LOCKOUT`]). The same wrong credentials again count too: not counting
+    /// them let a flood of one guess run on without a lock-out (and a browser with
+    /// a stale password gets in as soon as its user types the right one, lock-out
+    /// or not).
+    pub fn failed(&mut self, address: IpAddr, now: Instant) -> Option<Duration> {
         if let Some(f) = self.by_address.get(&address) {
             if now >= f.forgotten_at() {
                 self.by_address.remove(&address);
@@ -174,14 +280,8 @@ impl Failures {
             count: 0,
             last: now,
             locked_until: None,
-            recent: [None; RECENT_GUESSES],
         });
         f.last = now;
-        if f.recent.contains(&Some(guess)) {
-            return None;
-        }
-        f.recent.rotate_right(1);
-        f.recent[0] = Some(guess);
         f.count = f.count.saturating_add(1);
         let over = f.count.checked_sub(FREE_FAILURES)?;
         let lockout = FIRST_LOCKOUT
@@ -189,11 +289,6 @@ impl Failures {
             .map_or(MAX_LOCKOUT, |d| d.min(MAX_LOCKOUT));
         f.locked_until = Some(now + lockout);
         Some(lockout)
-    }
-
-    /// A success forgets the address's failures.
-    pub fn succeeded(&mut self, address: IpAddr) {
-        self.by_address.remove(&address);
     }
 
     /// Forgets what no longer matters, and if that is not enough, the address quiet
@@ -264,6 +359,8 @@ impl Auth {
             secure_cookie,
             verified: Mutex::new(HashSet::new()),
             hashing: tokio::sync::Semaphore::new(1),
+            hash_memory: Arc::default(),
+            recently_failed: Mutex::new(RecentlyFailed::new(RECENTLY_FAILED)),
             hash_wait: HASH_WAIT,
             hash_checks: AtomicU64::new(0),
             failures: Mutex::new(Failures::new(MAX_TRACKED)),
@@ -289,7 +386,8 @@ impl Auth {
     }
 
     /// Whether a request from `peer` at `now` with these headers and this address
-    /// may pass, and how it proved itself.
+    /// may pass, and how it proved itself. Credentials first, the lock-out after:
+    /// it holds back only what is not proven.
     async fn admits(
         &self,
         headers: &HeaderMap,
@@ -297,26 +395,27 @@ impl Auth {
         peer: Option<IpAddr>,
         now: Instant,
     ) -> Result<Via, Refusal> {
-        let address = peer.map(client_key);
-        if let Some(wait) = address.and_then(|a| self.failures_table().wait(a, now)) {
-            return Err(Refusal::LockedOut(wait));
-        }
-        match self.proof(headers, uri).await {
-            Ok(Proof::Valid(via)) => {
-                if let Some(a) = address {
-                    self.failures_table().succeeded(a);
-                }
-                Ok(via)
+        let address = peer.map(lockout_key);
+        let locked = address.and_then(|a| self.failures_table().wait(a, now));
+        match self.proof(headers, uri, locked.is_none(), now).await {
+            // A success forgets nothing: the key may be shared (a NAT, an IPv6
+            // site), and the owner's every request would give a guesser behind the
+            // same key a clean slate. Nor need it: proven requests pass anyway.
+            Ok(Proof::Valid(via)) => Ok(via),
+            // A browser's first request asks for the login prompt, locked or not:
+            // the owner must be able to type the password.
+            Ok(Proof::Missing) => Err(Refusal::Unauthorized),
+            Ok(Proof::Wrong | Proof::Unchecked) if locked.is_some() => {
+                Err(Refusal::LockedOut(locked.unwrap_or_default()))
             }
-            Ok(Proof::Wrong(guess)) => {
+            Ok(Proof::Wrong | Proof::Unchecked) => {
                 if let Some(a) = address {
-                    if let Some(wait) = self.failures_table().failed(a, guess, now) {
+                    if let Some(wait) = self.failures_table().failed(a, now) {
                         info!(address = %a, wait_s = wait.as_secs(), "repeated failed logins: the address waits");
                     }
                 }
                 Err(Refusal::Unauthorized)
             }
-            Ok(Proof::Missing) => Err(Refusal::Unauthorized),
             Err(Busy) => Err(Refusal::Busy),
         }
     }
@@ -327,7 +426,15 @@ impl Auth {
 
     /// What the request's credentials prove. Only the first `Authorization` header
     /// counts: trying every one would let one request carry any number of guesses.
-    async fn proof(&self, headers: &HeaderMap, uri: &Uri) -> Result<Proof, Busy> {
+    /// Argon2 runs only when `may_hash`; otherwise a password it alone could check
+    /// is [`Proof::Unchecked`].
+    async fn proof(
+        &self,
+        headers: &HeaderMap,
+        uri: &Uri,
+        may_hash: bool,
+        now: Instant,
+    ) -> Result<Proof, Busy> {
         let authorization = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
@@ -345,81 +452,99 @@ impl Auth {
         }
         if let Some(basic) = &self.basic {
             if let Some(encoded) = authorization.and_then(|v| v.strip_prefix("Basic ")) {
-                if self.basic_ok(basic, encoded.trim()).await? {
-                    return Ok(Proof::Valid(Via::Basic));
+                match self.basic_ok(basic, encoded.trim(), may_hash, now).await? {
+                    Some(true) => return Ok(Proof::Valid(Via::Basic)),
+                    Some(false) => {}
+                    None => return Ok(Proof::Unchecked),
                 }
             }
         }
-        // What was shown, as one digest: the same wrong credentials again are no
-        // new guess.
-        let mut shown = Vec::new();
-        if let Some(v) = headers.get(header::AUTHORIZATION) {
-            shown.extend_from_slice(v.as_bytes());
-        }
-        if self.token.is_some() {
-            for t in cookies(headers, TOKEN_COOKIE)
-                .map(str::to_owned)
-                .chain(query_token(uri))
-            {
-                shown.push(0);
-                shown.extend_from_slice(t.as_bytes());
-            }
-        }
-        Ok(if !shown.is_empty() {
-            Proof::Wrong(sha256(&shown))
-        } else {
-            Proof::Missing
-        })
+        // Anything shown and not right is a guess; nothing shown is none.
+        let shown = headers.contains_key(header::AUTHORIZATION)
+            || (self.token.is_some()
+                && (cookies(headers, TOKEN_COOKIE).next().is_some() || query_token(uri).is_some()));
+        Ok(if shown { Proof::Wrong } else { Proof::Missing })
     }
 
-    async fn basic_ok(&self, basic: &Basic, encoded: &str) -> Result<bool, Busy> {
+    /// Whether the `Basic` credentials are right; None when only argon2 could
+    /// tell and `may_hash` is false.
+    async fn basic_ok(
+        &self,
+        basic: &Basic,
+        encoded: &str,
+        may_hash: bool,
+        now: Instant,
+    ) -> Result<Option<bool>, Busy> {
         let Ok(decoded) = base64::engine::general_purpose::STANDARD.decode(encoded) else {
-            return Ok(false);
+            return Ok(Some(false));
         };
         let Some(colon) = decoded.iter().position(|&b| b == b':') else {
-            return Ok(false);
+            return Ok(Some(false));
         };
         let (user, password) = (&decoded[..colon], &decoded[colon + 1..]);
         let user_ok = same(&sha256(user), &basic.user);
         match &basic.password {
-            Password::Plain(expected) => Ok(user_ok & same(&sha256(password), expected)),
-            Password::Hash(phc) => {
+            Password::Plain(expected) => Ok(Some(user_ok & same(&sha256(password), expected))),
+            Password::Hash(hash) => {
                 let key = sha256(&decoded);
-                if self.verified_cache().contains(&key) {
-                    return Ok(true);
+                if let Some(known) = self.known(&key, now) {
+                    return Ok(Some(known));
+                }
+                if !may_hash {
+                    return Ok(None);
                 }
                 // The password is checked whatever the user name, and against the
                 // real hash (same parameters, so the same cost; no dummy to keep in
                 // step): a wrong name takes as long as a right one (it answered in
                 // 0.06 ms instead of 22 ms, telling which names exist).
-                let ok = self.verify(phc, password).await? && user_ok;
+                let permit = tokio::time::timeout(self.hash_wait, self.hashing.acquire())
+                    .await
+                    .map_err(|_| Busy)?;
+                // The same credentials may have been checked while this request
+                // waited its turn (a flood of one guess sends them all at once).
+                if let Some(known) = self.known(&key, now) {
+                    return Ok(Some(known));
+                }
+                let ok = permit.is_ok() && self.verify(hash, password).await && user_ok;
                 if ok {
                     let mut cache = self.verified_cache();
                     if cache.len() >= VERIFIED_CACHE {
                         cache.clear();
                     }
                     cache.insert(key);
+                } else {
+                    self.recently_failed().insert(key, now);
                 }
-                Ok(ok)
+                Ok(Some(ok))
             }
         }
     }
 
-    /// Runs argon2 when its turn comes within `hash_wait`.
-    async fn verify(&self, phc: &str, password: &[u8]) -> Result<bool, Busy> {
-        let permit = tokio::time::timeout(self.hash_wait, self.hashing.acquire())
-            .await
-            .map_err(|_| Busy)?;
-        let Ok(_permit) = permit else {
-            return Ok(false);
-        };
+    /// What is known of credentials (by digest) without argon2: right, wrong, or
+    /// nothing.
+    fn known(&self, key: &Digest, now: Instant) -> Option<bool> {
+        if self.verified_cache().contains(key) {
+            return Some(true);
+        }
+        self.recently_failed().contains(key, now).then_some(false)
+    }
+
+    /// Runs argon2 (the caller holds the `hashing` permit) off the runtime.
+    async fn verify(&self, hash: &Arc<Argon2Hash>, password: &[u8]) -> bool {
         self.hash_checks.fetch_add(1, Ordering::Relaxed);
-        let (phc, password) = (phc.to_owned(), password.to_vec());
-        Ok(
-            tokio::task::spawn_blocking(move || verify_hash(&phc, &password))
-                .await
-                .unwrap_or(false),
-        )
+        let (hash, password, memory) = (hash.clone(), password.to_vec(), self.hash_memory.clone());
+        tokio::task::spawn_blocking(move || {
+            let mut memory = memory.lock().unwrap_or_else(|p| p.into_inner());
+            hash.verify(&password, &mut memory)
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    fn recently_failed(&self) -> std::sync::MutexGuard<'_, RecentlyFailed> {
+        self.recently_failed
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     fn verified_cache(&self) -> std::sync::MutexGuard<'_, HashSet<Digest>> {
@@ -477,13 +602,19 @@ impl Auth {
     }
 }
 
-fn verify_hash(phc: &str, password: &[u8]) -> bool {
-    use argon2::password_hash::PasswordVerifier;
-    PasswordHash::new(phc).is_ok_and(|hash| {
-        argon2::Argon2::default()
-            .verify_password(password, &hash)
-            .is_ok()
-    })
+/// Which addresses share a lock-out: one IPv4 address (also IPv4-mapped), or an
+/// IPv6 /48, the most a single site is given: keyed per /64, a holder of a /48 had
+/// 65,536 lock-outs to spend. Others behind the same key (a NAT, the rest of the
+/// site) lose nothing they can prove: the lock-out holds back only unproven
+/// requests.
+fn lockout_key(ip: IpAddr) -> IpAddr {
+    match client_key(ip) {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
 }
 
 fn parse_basic(spec: &str) -> Result<Basic, String> {
@@ -496,12 +627,9 @@ fn parse_basic(spec: &str) -> Result<Basic, String> {
         return Err("--auth needs a user name and a password".into());
     }
     let password = if password.starts_with("$argon2") {
-        let parsed = PasswordHash::new(password)
+        let hash = Argon2Hash::parse(password)
             .map_err(|e| format!("--auth: the password hash is not a valid argon2 hash ({e})"))?;
-        if !parsed.algorithm.as_str().starts_with("argon2") {
-            return Err("--auth: only argon2 password hashes are accepted".into());
-        }
-        Password::Hash(password.to_owned())
+        Password::Hash(Arc::new(hash))
     } else {
         Password::Plain(sha256(password.as_bytes()))
     };
@@ -745,32 +873,31 @@ mod tests {
         s.parse().expect("ip")
     }
 
-    /// A new wrong guess every time.
-    fn guess() -> Digest {
-        static N: AtomicU64 = AtomicU64::new(0);
-        sha256(&N.fetch_add(1, Ordering::Relaxed).to_le_bytes())
-    }
-
     #[test]
-    fn the_same_wrong_credentials_again_are_no_new_guess() {
+    fn the_same_wrong_credentials_again_count_too() {
+        // Before, a repeated guess was no new guess: a flood of one wrong password
+        // never locked anything out (0 lock-outs, argon2 every time).
         let t0 = Instant::now();
         let a = ip("192.0.2.7");
         let mut f = Failures::new(16);
-        // A browser with a stale password sends it with every request.
-        let stale = guess();
-        for _ in 0..50 {
-            assert_eq!(f.failed(a, stale, t0), None);
+        for _ in 0..FREE_FAILURES - 1 {
+            assert_eq!(f.failed(a, t0), None);
         }
-        // A few alternating wrong ones are remembered too; new ones count.
-        let other = guess();
-        for _ in 0..10 {
-            f.failed(a, other, t0);
-            f.failed(a, stale, t0);
+        assert_eq!(f.failed(a, t0), Some(Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn recently_failed_digests_are_bounded_and_expire() {
+        let t0 = Instant::now();
+        let mut r = RecentlyFailed::new(4);
+        for i in 0..10u8 {
+            r.insert(sha256(&[i]), t0 + Duration::from_millis(u64::from(i)));
+            assert!(r.by_digest.len() <= 4);
         }
-        for _ in 0..FREE_FAILURES - 3 {
-            assert_eq!(f.failed(a, guess(), t0), None);
-        }
-        assert_eq!(f.failed(a, guess(), t0), Some(Duration::from_secs(1)));
+        let late = t0 + Duration::from_millis(9);
+        assert!(r.contains(&sha256(&[9]), late) && r.contains(&sha256(&[6]), late));
+        assert!(!r.contains(&sha256(&[5]), late), "the oldest made room");
+        assert!(!r.contains(&sha256(&[9]), late + FAILED_MEMORY));
     }
 
     #[test]
@@ -781,14 +908,14 @@ mod tests {
         let mut f = Failures::new(16);
         for i in 0..FREE_FAILURES - 1 {
             assert_eq!(
-                f.failed(a, guess(), t0 + s(u64::from(i))),
+                f.failed(a, t0 + s(u64::from(i))),
                 None,
                 "failure {i} is free"
             );
         }
         // The fifth failure within a minute starts a wait of one second...
         let t5 = t0 + s(4);
-        assert_eq!(f.failed(a, guess(), t5), Some(s(1)));
+        assert_eq!(f.failed(a, t5), Some(s(1)));
         assert_eq!(f.wait(a, t5), Some(s(1)));
         assert_eq!(
             f.wait(a, t5 + Duration::from_millis(400)),
@@ -803,33 +930,25 @@ mod tests {
         assert_eq!(f.wait(a, t5 + s(1)), None);
         let mut t = t5 + s(1);
         for expected in [2, 4, 8, 16, 32, 60, 60] {
-            assert_eq!(f.failed(a, guess(), t), Some(s(expected)));
+            assert_eq!(f.failed(a, t), Some(s(expected)));
             t += s(expected);
             assert_eq!(f.wait(a, t), None);
         }
-        // A success forgets the address at once.
-        f.succeeded(a);
-        assert!(f.by_address.is_empty());
+        // (A fresh table for what follows.)
+        let mut f = Failures::new(16);
         // Failures spread wider than the memory never add up.
         let mut t = t0;
         for _ in 0..20 {
-            assert_eq!(f.failed(a, guess(), t), None);
+            assert_eq!(f.failed(a, t), None);
             t += FAILURE_MEMORY;
         }
         // After a wait, the memory runs from the wait's end.
         for _ in 0..FREE_FAILURES {
-            f.failed(a, guess(), t);
+            f.failed(a, t);
         }
-        assert_eq!(
-            f.failed(a, guess(), t + s(1) + FAILURE_MEMORY - s(1)),
-            Some(s(2))
-        );
+        assert_eq!(f.failed(a, t + s(1) + FAILURE_MEMORY - s(1)), Some(s(2)));
         let quiet = t + s(1) + FAILURE_MEMORY - s(1) + s(2) + FAILURE_MEMORY;
-        assert_eq!(
-            f.failed(a, guess(), quiet),
-            None,
-            "forgotten after a quiet minute"
-        );
+        assert_eq!(f.failed(a, quiet), None, "forgotten after a quiet minute");
     }
 
     #[test]
@@ -838,13 +957,13 @@ mod tests {
         let mut f = Failures::new(8);
         let locked = ip("192.0.2.1");
         for _ in 0..FREE_FAILURES {
-            f.failed(locked, guess(), t0);
+            f.failed(locked, t0);
         }
         // Many other addresses, one failure each: the table never grows past its
         // cap, and the address quiet longest goes first.
         for i in 0..1000u32 {
             let other = IpAddr::from((0x0a00_0000 + i).to_be_bytes());
-            f.failed(other, guess(), t0 + Duration::from_millis(u64::from(i) + 1));
+            f.failed(other, t0 + Duration::from_millis(u64::from(i) + 1));
             assert!(f.by_address.len() <= 8);
         }
         assert_eq!(f.wait(locked, t0), None, "pushed out by newer ones");
@@ -853,18 +972,22 @@ mod tests {
         let mut f = Failures::new(2);
         let ms = Duration::from_millis;
         for _ in 0..FREE_FAILURES {
-            f.failed(ip("192.0.2.1"), guess(), t0);
+            f.failed(ip("192.0.2.1"), t0);
         }
-        f.failed(ip("192.0.2.2"), guess(), t0 + ms(500));
+        f.failed(ip("192.0.2.2"), t0 + ms(500));
         let later = t0 + ms(500) + FAILURE_MEMORY + ms(200);
-        f.failed(ip("192.0.2.3"), guess(), later);
+        f.failed(ip("192.0.2.3"), later);
         assert_eq!(f.by_address.len(), 2);
         assert!(f.by_address.contains_key(&ip("192.0.2.1")));
         assert!(f.by_address.contains_key(&ip("192.0.2.3")));
     }
 
+    async fn at(auth: &Auth, headers: &HeaderMap, peer: &str, t: Instant) -> Result<Via, Refusal> {
+        auth.admits(headers, &uri("/"), Some(ip(peer)), t).await
+    }
+
     #[tokio::test]
-    async fn an_address_with_repeated_failures_waits_then_recovers() {
+    async fn an_address_with_repeated_failures_waits_but_proven_requests_pass() {
         let auth = Auth::new(Some("ann:pw"), None, false)
             .expect("valid")
             .expect("some");
@@ -874,14 +997,6 @@ mod tests {
             HeaderMap::new(),
         );
         let t0 = Instant::now();
-        async fn at(
-            auth: &Auth,
-            headers: &HeaderMap,
-            peer: &str,
-            t: Instant,
-        ) -> Result<Via, Refusal> {
-            auth.admits(headers, &uri("/"), Some(ip(peer)), t).await
-        }
         // Requests without credentials are no guesses: they never count.
         for _ in 0..20 {
             assert_eq!(
@@ -889,39 +1004,44 @@ mod tests {
                 Err(Refusal::Unauthorized)
             );
         }
-        // The same wrong password again and again (a stale one) is one guess...
-        for _ in 0..20 {
-            assert_eq!(
-                at(&auth, &bad, "2001:db8:1:2::1", t0).await,
-                Err(Refusal::Unauthorized)
-            );
+        // Five wrong guesses from one IPv6 /48 (any of its addresses, the same
+        // guess or not)...
+        for i in 1..=FREE_FAILURES {
+            let peer = format!("2001:db8:1:{i}::{i}");
+            assert_eq!(at(&auth, &bad, &peer, t0).await, Err(Refusal::Unauthorized));
         }
-        // ...and four more from the same IPv6 /64 (any of its addresses) make five.
-        for i in 2..=FREE_FAILURES {
-            let (peer, wrong) = (
-                format!("2001:db8:1:2::{i}"),
-                basic_header("ann", &format!("x{i}")),
-            );
-            assert_eq!(
-                at(&auth, &wrong, &peer, t0).await,
-                Err(Refusal::Unauthorized)
-            );
-        }
-        // ...and the whole /64 waits, right credentials included; others do not.
+        // ...and the whole /48's guesses wait; other addresses' do not.
         let held = Err(Refusal::LockedOut(Duration::from_secs(1)));
-        assert_eq!(at(&auth, &good, "2001:db8:1:2::99", t0).await, held);
+        assert_eq!(at(&auth, &bad, "2001:db8:1:ffff::99", t0).await, held);
         assert_eq!(
-            at(&auth, &good, "2001:db8:1:3::1", t0).await,
+            at(&auth, &basic_header("ann", "new"), "2001:db8:1:2::2", t0).await,
+            held
+        );
+        assert_eq!(
+            at(&auth, &bad, "2001:db8:2::1", t0).await,
+            Err(Refusal::Unauthorized)
+        );
+        // Proven credentials pass the lock-out: a neighbour cannot lock the owner
+        // out (before, the owner's right password got 429)...
+        assert_eq!(
+            at(&auth, &good, "2001:db8:1:2::99", t0).await,
             Ok(Via::Basic)
         );
-        assert_eq!(at(&auth, &good, "192.0.2.7", t0).await, Ok(Via::Basic));
-        // After the wait, the right credentials pass and the slate is clean.
-        let t1 = t0 + Duration::from_secs(1);
+        // ...and the owner's success does not wipe the neighbour's slate (with
+        // every request of the owner's page it would buy five more guesses).
+        assert_eq!(at(&auth, &bad, "2001:db8:1:ffff::99", t0).await, held);
+        // A browser's first request still gets the login prompt, never 429.
+        for _ in 0..FREE_FAILURES {
+            let _ = at(&auth, &bad, "192.0.2.9", t0).await;
+        }
+        assert!(matches!(
+            at(&auth, &bad, "192.0.2.9", t0).await,
+            Err(Refusal::LockedOut(_))
+        ));
         assert_eq!(
-            at(&auth, &good, "2001:db8:1:2::5", t1).await,
-            Ok(Via::Basic)
+            at(&auth, &none, "192.0.2.9", t0).await,
+            Err(Refusal::Unauthorized)
         );
-        assert!(auth.failures_table().by_address.is_empty());
         // The answer to a held address: 429 with the wait, rounded up.
         let response = auth.refused(Refusal::LockedOut(Duration::from_millis(1500)));
         assert_eq!(response.status(), StatusCode::TOO_MANY_REQUESTS);
@@ -932,6 +1052,113 @@ mod tests {
                 .map(|v| v.as_bytes()),
             Some(&b"2"[..])
         );
+    }
+
+    #[tokio::test]
+    async fn tokens_and_cookies_pass_a_lock_out_and_guesses_there_cost_no_argon2() {
+        let token = "0123456789abcdef-token";
+        let hash = hash_password("s3cret pass").expect("hash");
+        let auth = Auth::new(Some(&format!("ann:{hash}")), Some(token), false)
+            .expect("valid")
+            .expect("some");
+        let t0 = Instant::now();
+        let peer = "192.0.2.7";
+        for i in 0..FREE_FAILURES {
+            let wrong = basic_header("ann", &format!("guess {i}"));
+            assert_eq!(
+                at(&auth, &wrong, peer, t0).await,
+                Err(Refusal::Unauthorized)
+            );
+        }
+        let runs = checks(&auth);
+        assert_eq!(runs, u64::from(FREE_FAILURES));
+        // Locked out: a new guess gets no argon2 run...
+        let fresh = basic_header("ann", "fresh guess");
+        assert!(matches!(
+            at(&auth, &fresh, peer, t0).await,
+            Err(Refusal::LockedOut(_))
+        ));
+        assert_eq!(checks(&auth), runs);
+        // ...but a token, the cookie, or a password known right passes.
+        let mut bearer = HeaderMap::new();
+        bearer.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {token}").parse().expect("h"),
+        );
+        assert_eq!(at(&auth, &bearer, peer, t0).await, Ok(Via::Bearer));
+        for i in 0..FREE_FAILURES {
+            let _ = at(&auth, &basic_header("ann", &format!("guess {i}")), peer, t0).await;
+        }
+        let mut cookie = HeaderMap::new();
+        cookie.insert(
+            header::COOKIE,
+            format!("{TOKEN_COOKIE}={token}").parse().expect("h"),
+        );
+        assert_eq!(at(&auth, &cookie, peer, t0).await, Ok(Via::Cookie));
+        // The right password from another address makes it known...
+        let good = basic_header("ann", "s3cret pass");
+        assert_eq!(at(&auth, &good, "192.0.2.8", t0).await, Ok(Via::Basic));
+        for i in 0..FREE_FAILURES {
+            let _ = at(&auth, &basic_header("ann", &format!("guess {i}")), peer, t0).await;
+        }
+        assert!(matches!(
+            at(&auth, &fresh, peer, t0).await,
+            Err(Refusal::LockedOut(_))
+        ));
+        // ...so the locked-out address proves it without argon2.
+        let runs = checks(&auth);
+        assert_eq!(at(&auth, &good, peer, t0).await, Ok(Via::Basic));
+        assert_eq!(checks(&auth), runs);
+    }
+
+    #[tokio::test]
+    async fn a_repeated_wrong_password_runs_argon2_once() {
+        // Before, each of a flood of one wrong password ran argon2 (memory 13 ->
+        // 251 MB) and none counted towards a lock-out.
+        let auth = hashed_auth();
+        let wrong = basic_header("ann", "the same guess");
+        let t0 = Instant::now();
+        for i in 0..50u32 {
+            let peer = format!("10.0.{}.{}", i / 200, i % 200);
+            assert_eq!(
+                at(&auth, &wrong, &peer, t0).await,
+                Err(Refusal::Unauthorized)
+            );
+        }
+        assert_eq!(checks(&auth), 1);
+        // Also when they all come at once and wait for their turn together.
+        let auth = hashed_auth();
+        let at_once = (0..20).map(|i| {
+            let (auth, wrong) = (&auth, &wrong);
+            async move { at(auth, wrong, &format!("10.1.0.{i}"), t0).await }
+        });
+        let answers = futures_util::future::join_all(at_once).await;
+        assert!(answers.iter().all(|a| *a == Err(Refusal::Unauthorized)));
+        assert_eq!(checks(&auth), 1);
+        // It counts at its address like any guess.
+        for _ in 0..FREE_FAILURES {
+            let _ = at(&auth, &wrong, "192.0.2.1", t0).await;
+        }
+        assert!(matches!(
+            at(&auth, &wrong, "192.0.2.1", t0).await,
+            Err(Refusal::LockedOut(_))
+        ));
+        assert_eq!(checks(&auth), 1);
+        // argon2's memory is one block, reused.
+        let blocks = auth.hash_memory.lock().expect("memory").len();
+        assert_eq!(blocks, argon2::Params::default().block_count());
+    }
+
+    #[test]
+    fn lockouts_are_kept_per_ipv4_address_and_ipv6_48() {
+        for (a, b, same) in [
+            ("192.0.2.1", "192.0.2.2", false),
+            ("192.0.2.1", "::ffff:192.0.2.1", true),
+            ("2001:db8:1:2::1", "2001:db8:1:ffff::1", true),
+            ("2001:db8:1::1", "2001:db8:2::1", false),
+        ] {
+            assert_eq!(lockout_key(ip(a)) == lockout_key(ip(b)), same, "{a} {b}");
+        }
     }
 
     #[tokio::test]

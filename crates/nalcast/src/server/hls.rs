@@ -2,14 +2,19 @@
 //! HTTP cache or CDN in front (docs/scale-out.md). The playlist and its files come
 //! from the hub's [`Hls`](nalcast_core::hls::Hls) stream; this module only answers,
 //! waits (blocking playlist reload, preload hints) and sets the cache headers.
+//!
+//! Every request a client can make up is a miss in a cache in front, passed on to
+//! nalcast and held here while it waits: so only the names and query values the
+//! playlist gives are answered, spelt as it spells them (`s7.m4s`, not `s07.m4s`
+//! or `s+7.m4s`), within the live window; anything else is answered at once (400
+//! or 404) instead of being waited for.
 use std::time::Duration;
 
-use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::extract::{Path, State};
+use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use nalcast_core::hls::{Hls, Wait};
-use serde::Deserialize;
 
 use super::AppState;
 
@@ -24,17 +29,72 @@ const IMMUTABLE: &str = "public, max-age=31536000, immutable";
 const VERSIONED_PLAYLIST: &str = "public, max-age=6";
 /// The plain playlist changes with every part.
 const LIVE_PLAYLIST: &str = "public, max-age=1";
+/// Everything, when nalcast asks for credentials: a shared cache keeping a copy
+/// would hand it to clients that showed none (docs/scale-out.md says how to put a
+/// protected stream behind a cache).
+const PROTECTED: &str = "private, no-store";
 
 /// The `file` label values of `nalcast_hls_requests_total`.
 pub const FILES: [&str; 4] = ["playlist", "part", "segment", "init"];
 
 /// The blocking reload's query (RFC 8216bis 6.2.5.2).
-#[derive(Debug, Deserialize)]
-pub struct Reload {
-    #[serde(rename = "_HLS_msn")]
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Reload {
     msn: Option<u64>,
-    #[serde(rename = "_HLS_part")]
     part: Option<usize>,
+}
+
+/// The query parameter the token may come in (auth.rs takes it; allowed anywhere).
+const TOKEN_PARAMETER: &str = "token";
+
+/// A number as the playlist writes it: decimal digits, no sign, no leading zero.
+fn canonical<T: std::str::FromStr>(text: &str) -> Option<T> {
+    let digits = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    (digits && (text == "0" || !text.starts_with('0')))
+        .then(|| text.parse().ok())
+        .flatten()
+}
+
+/// The parameters a playlist request may have: `_HLS_msn`, then optionally
+/// `_HLS_part`, with canonical numbers, once each (and `token`). Anything else
+/// (another parameter, `_HLS_skip`, which nalcast does not offer, a repeat, the
+/// other order, `007`) is refused: each variant would be a cache miss held here.
+fn parse_reload(query: Option<&str>) -> Result<Reload, &'static str> {
+    let mut reload = Reload::default();
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "_HLS_msn" if reload.msn.is_none() && reload.part.is_none() => {
+                reload.msn = Some(canonical(value).ok_or("_HLS_msn must be a number\n")?);
+            }
+            "_HLS_part" if reload.part.is_none() => {
+                reload.part = Some(canonical(value).ok_or("_HLS_part must be a number\n")?);
+            }
+            TOKEN_PARAMETER => {}
+            _ => {
+                return Err(
+                    "the playlist takes _HLS_msn and _HLS_part (in that order, once each) only\n",
+                )
+            }
+        }
+    }
+    if reload.part.is_some() && reload.msn.is_none() {
+        return Err("_HLS_part needs _HLS_msn\n");
+    }
+    Ok(reload)
+}
+
+/// Whether a file request's query is empty (or only the token).
+fn plain_query(query: Option<&str>) -> bool {
+    query.unwrap_or("").split('&').all(|pair| {
+        pair.is_empty() || pair.split_once('=').map_or(pair, |(k, _)| k) == TOKEN_PARAMETER
+    })
+}
+
+/// The Cache-Control of an answer that would be `public`: `PROTECTED` when
+/// nalcast asks for credentials.
+fn cache_control(s: &AppState, public: &'static str) -> HeaderValue {
+    HeaderValue::from_static(if s.auth.is_some() { PROTECTED } else { public })
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response {
@@ -71,12 +131,23 @@ async fn wait_for<T>(
 }
 
 /// `GET /hls/index.m3u8[?_HLS_msn=M[&_HLS_part=P]]`.
-pub async fn playlist(State(s): State<AppState>, Query(q): Query<Reload>) -> Response {
-    if q.part.is_some() && q.msn.is_none() {
-        return text(StatusCode::BAD_REQUEST, "_HLS_part needs _HLS_msn\n");
-    }
-    if s.hub.with_hls(|_| ()).is_none() {
-        return text(StatusCode::NOT_FOUND, "HLS is off (--hls off)\n");
+pub async fn playlist(State(s): State<AppState>, uri: Uri) -> Response {
+    let q = match parse_reload(uri.query()) {
+        Ok(q) => q,
+        Err(why) => return text(StatusCode::BAD_REQUEST, why),
+    };
+    match s
+        .hub
+        .with_hls(|hls| q.msn.is_none_or(|m| hls.in_window(m, q.part)))
+    {
+        None => return text(StatusCode::NOT_FOUND, "HLS is off (--hls off)\n"),
+        Some(false) => {
+            return text(
+                StatusCode::BAD_REQUEST,
+                "_HLS_msn/_HLS_part name no part of the live window\n",
+            )
+        }
+        Some(true) => {}
     }
     let result = wait_for(&s, |hls| {
         if let Some(msn) = q.msn {
@@ -102,7 +173,7 @@ pub async fn playlist(State(s): State<AppState>, Query(q): Query<Reload>) -> Res
                         header::CONTENT_TYPE,
                         HeaderValue::from_static("application/vnd.apple.mpegurl"),
                     ),
-                    (header::CACHE_CONTROL, HeaderValue::from_static(cache)),
+                    (header::CACHE_CONTROL, cache_control(&s, cache)),
                 ],
                 body,
             )
@@ -127,19 +198,20 @@ enum File {
     Part(u64, usize),
 }
 
+/// The file a name stands for, when it is spelt as the playlist spells it.
 fn parse_file(name: &str) -> Option<File> {
     if let Some(n) = name
         .strip_prefix("init")
         .and_then(|r| r.strip_suffix(".mp4"))
     {
-        return n.parse().ok().map(File::Init);
+        return canonical(n).map(File::Init);
     }
     let stem = name.strip_suffix(".m4s")?;
     if let Some(n) = stem.strip_prefix('s') {
-        return n.parse().ok().map(File::Segment);
+        return canonical(n).map(File::Segment);
     }
     let (msn, part) = stem.strip_prefix('p')?.split_once('.')?;
-    Some(File::Part(msn.parse().ok()?, part.parse().ok()?))
+    Some(File::Part(canonical(msn)?, canonical(part)?))
 }
 
 /// `GET /hls/<run>/<init N.mp4 | sN.m4s | pN.I.m4s>`: waits for a part or segment
@@ -147,7 +219,11 @@ fn parse_file(name: &str) -> Option<File> {
 pub async fn file(
     State(s): State<AppState>,
     Path((run, name)): Path<(String, String)>,
+    uri: Uri,
 ) -> Response {
+    if !plain_query(uri.query()) {
+        return text(StatusCode::BAD_REQUEST, "HLS files take no query\n");
+    }
     let Some(file) = parse_file(&name) else {
         return text(StatusCode::NOT_FOUND, "no such HLS file\n");
     };
@@ -177,7 +253,7 @@ pub async fn file(
         Ok(bytes) => (
             [
                 (header::CONTENT_TYPE, HeaderValue::from_static("video/mp4")),
-                (header::CACHE_CONTROL, HeaderValue::from_static(IMMUTABLE)),
+                (header::CACHE_CONTROL, cache_control(&s, IMMUTABLE)),
             ],
             bytes,
         )
@@ -195,6 +271,7 @@ mod tests {
         assert_eq!(parse_file("init0.mp4"), Some(File::Init(0)));
         assert_eq!(parse_file("s12.m4s"), Some(File::Segment(12)));
         assert_eq!(parse_file("p12.3.m4s"), Some(File::Part(12, 3)));
+        assert_eq!(parse_file("p0.0.m4s"), Some(File::Part(0, 0)));
         for bad in [
             "",
             "s.m4s",
@@ -204,8 +281,55 @@ mod tests {
             "s1.mp4",
             "x1.m4s",
             "p-1.2.m4s",
+            // Other spellings of names that exist: each would be a cache miss.
+            "s+0.m4s",
+            "s00000.m4s",
+            "s012.m4s",
+            "p12.03.m4s",
+            "p+12.3.m4s",
+            "init00.mp4",
+            "s 1.m4s",
+            "s18446744073709551616.m4s",
         ] {
             assert_eq!(parse_file(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn queries() {
+        let ok = |q: Option<&str>| parse_reload(q).unwrap_or_else(|e| panic!("{q:?}: {e}"));
+        assert_eq!(ok(None), Reload::default());
+        assert_eq!(
+            ok(Some("_HLS_msn=7")),
+            Reload {
+                msn: Some(7),
+                part: None
+            }
+        );
+        assert_eq!(
+            ok(Some("_HLS_msn=7&_HLS_part=0")),
+            Reload {
+                msn: Some(7),
+                part: Some(0)
+            }
+        );
+        assert_eq!(ok(Some("token=abc&_HLS_msn=7")).msn, Some(7));
+        for bad in [
+            "_HLS_part=1",
+            "_HLS_part=1&_HLS_msn=7",
+            "_HLS_msn=7&_HLS_msn=7",
+            "_HLS_msn=07",
+            "_HLS_msn=+7",
+            "_HLS_msn=",
+            "_HLS_msn=7&_HLS_part=01",
+            "_HLS_msn=7&_HLS_skip=YES",
+            "_HLS_msn=7&x=1",
+            "cachebuster=123",
+            "_hls_msn=7",
+        ] {
+            assert!(parse_reload(Some(bad)).is_err(), "{bad}");
+        }
+        assert!(plain_query(None) && plain_query(Some("")) && plain_query(Some("token=x")));
+        assert!(!plain_query(Some("v=2")) && !plain_query(Some("token=x&v=2")));
     }
 }

@@ -387,3 +387,123 @@ async fn hls_off_means_no_hls() {
     assert_eq!(status, 404, "{}", String::from_utf8_lossy(&body));
     assert!(String::from_utf8_lossy(&body).contains("--hls off"));
 }
+
+/// GET with extra headers: (status, headers, body as text).
+async fn get_with(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (u16, String, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    stream.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer within 20 s")
+        .expect("read");
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        status_code(head).expect("a status"),
+        head.to_owned(),
+        body.to_owned(),
+    )
+}
+
+/// Before: `Cache-Control: public` with --auth/--token too, so a cache in front
+/// (docs/scale-out.md's nginx and Varnish) served the stream to requests without
+/// credentials.
+#[tokio::test]
+async fn with_credentials_no_hls_answer_may_be_kept_by_a_shared_cache() {
+    let token = "0123456789abcdef-hls";
+    let server = start(&["--token", token]);
+    server.wait_healthy().await;
+    let bearer = format!("Bearer {token}");
+    let auth = [("Authorization", bearer.as_str())];
+    let (status, head, body) = get_with(server.addr, "/hls/index.m3u8?_HLS_msn=1", &auth).await;
+    assert_eq!(status, 200, "{head}");
+    let files: Vec<String> = body
+        .lines()
+        .filter_map(|l| {
+            if l.contains("URI=\"") {
+                Some(uri(l).to_owned())
+            } else if !l.starts_with('#') && !l.is_empty() {
+                Some(l.to_owned())
+            } else {
+                None
+            }
+        })
+        .collect();
+    let init = files.iter().find(|f| f.contains("/init")).expect("a map");
+    let part = files.iter().find(|f| f.contains("/p")).expect("a part");
+    let segment = files
+        .iter()
+        .find(|f| f.contains("/s") && f.ends_with(".m4s"))
+        .expect("a segment");
+    for path in [
+        "/hls/index.m3u8".to_owned(),
+        "/hls/index.m3u8?_HLS_msn=1".to_owned(),
+        format!("/hls/{init}"),
+        format!("/hls/{part}"),
+        format!("/hls/{segment}"),
+    ] {
+        let (status, head, _) = get_with(server.addr, &path, &auth).await;
+        assert_eq!(status, 200, "{path}: {head}");
+        assert_eq!(
+            header(&head, "cache-control"),
+            Some("private, no-store"),
+            "{path}"
+        );
+        let (status, _, _) = get_with(server.addr, &path, &[]).await;
+        assert_eq!(status, 401, "{path} without the token");
+    }
+}
+
+/// Before: other spellings of a name (`s+0.m4s`, `s00000.m4s`), made-up query
+/// parameters and far-off `_HLS_part` values were each served or held (up to 12 s):
+/// every variant a cache miss that took a connection at nalcast.
+#[tokio::test]
+async fn only_the_playlists_own_names_are_answered_and_the_rest_at_once() {
+    let server = start(&[]);
+    server.wait_healthy().await;
+    let pl = playlist_with(server.addr, 2).await;
+    let segment = pl
+        .lines()
+        .rfind(|l| !l.starts_with('#') && l.ends_with(".m4s"))
+        .expect("a segment")
+        .to_owned();
+    let (run, name) = segment.split_once('/').expect("run/name");
+    let msn: u64 = name
+        .trim_start_matches('s')
+        .trim_end_matches(".m4s")
+        .parse()
+        .expect("msn");
+    let (status, _, _) = get(server.addr, &format!("/hls/{segment}")).await;
+    assert_eq!(status, 200, "the name itself");
+    // (path, status)
+    let cases = [
+        (format!("/hls/{run}/s+{msn}.m4s"), 404),
+        (format!("/hls/{run}/s0000{msn}.m4s"), 404),
+        (format!("/hls/{run}/p{msn}.00.m4s"), 404),
+        (format!("/hls/{run}/p{}.999999.m4s", msn + 1), 404),
+        (format!("/hls/{segment}?cachebuster=1"), 400),
+        (format!("/hls/index.m3u8?_HLS_msn={msn}&cachebuster=1"), 400),
+        (format!("/hls/index.m3u8?_HLS_msn=0{msn}"), 400),
+        (
+            format!("/hls/index.m3u8?_HLS_msn={}&_HLS_part=999999", msn + 1),
+            400,
+        ),
+        ("/hls/index.m3u8?cachebuster=2".to_owned(), 400),
+    ];
+    for (path, expected) in cases {
+        let asked = Instant::now();
+        let (status, _, _) = get(server.addr, &path).await;
+        assert_eq!(status, expected, "{path}");
+        assert!(
+            asked.elapsed() < Duration::from_secs(2),
+            "{path} was held {:?}",
+            asked.elapsed()
+        );
+    }
+}

@@ -6,6 +6,7 @@
 mod common;
 
 mod auth_hardening;
+mod behind_proxy;
 mod cli;
 mod connections;
 mod corpus;
