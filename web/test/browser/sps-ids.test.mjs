@@ -27,13 +27,14 @@ async function playsAll(browser, url, decoder, shot) {
     const later = await waitForStats(page, (s) => s.framesPainted >= first.framesPainted + 120,
       'four seconds of pictures', 20000);
     assert.equal(later.error, null);
-    assert.equal(later.keyframeRequests, 0, 'no decode error made the page ask for a keyframe');
     assert.equal(later.sequenceGaps, 0);
     assert.equal(later.canvasWidth, 640);
     if (decoder === 'mse') {
       assert.ok(later.videoFramesDropped <= later.videoFramesTotal / 4,
         `${later.videoFramesDropped} of ${later.videoFramesTotal} dropped`);
     } else {
+      // A WebCodecs decode error makes the page drop frames and ask for a keyframe.
+      assert.equal(later.keyframeRequests, 0, 'no decode error made the page ask for a keyframe');
       assert.ok(later.framesDropped <= 5, `${later.framesDropped} dropped`);
     }
     await page.screenshot({ path: screenshotPath(shot) });

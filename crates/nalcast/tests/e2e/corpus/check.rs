@@ -62,8 +62,12 @@ pub fn check_capture(
     }
 }
 
-/// Media time against wall time, per stretch of live fragments.
+/// Media time against wall time, per stretch of live fragments: within 5 %, and
+/// a little more for the stretch's two ends, whose arrival times a busy machine
+/// delays (a source paced late by 90 ms on a loaded machine is not a pause the
+/// timeline leaves out, and a short stretch cannot absorb it).
 const MEDIA_VS_WALL: f64 = 0.05;
+const END_JITTER_S: f64 = 0.1;
 /// Stretches shorter than this are not judged (their ends' jitter would count too much).
 const SHORTEST_STRETCH_S: f64 = 1.5;
 
@@ -89,7 +93,9 @@ fn check_fmp4(
         if let (Some(first), Some(last)) = (stretch.first(), stretch.last()) {
             let wall = last.0.duration_since(first.0).as_secs_f64();
             let media = (last.1 - first.1) as f64 / 90_000.0;
-            if wall >= SHORTEST_STRETCH_S && (media / wall - 1.0).abs() > MEDIA_VS_WALL {
+            if wall >= SHORTEST_STRETCH_S
+                && (media - wall).abs() > MEDIA_VS_WALL * wall + END_JITTER_S
+            {
                 return Err(format!(
                     "{media:.3} s of media time in {wall:.3} s of wall time ({} fragments)",
                     stretch.len()
