@@ -76,7 +76,8 @@ const SHORTEST_STRETCH_S: f64 = 1.5;
 /// and the first after a skip a keyframe; decode times continuous (tfdt + duration
 /// is the next tfdt) across init segments; and media time keeping within 5 % of
 /// wall time over every stretch of live fragments (a stalled viewer's arrival
-/// times say nothing, a source restart is a pause the timeline leaves out).
+/// times say nothing; a source restart, a status message or a gap of over 250 ms
+/// as the timeline counts one, is a pause it leaves out).
 fn check_fmp4(
     messages: &[bytes::Bytes],
     arrivals: &[std::time::Instant],
@@ -108,7 +109,9 @@ fn check_fmp4(
     for (i, msg) in messages.iter().enumerate() {
         let at = |what: String| format!("message {i}: {what}");
         match protocol::decode(msg).map_err(|e| at(format!("undecodable: {e}")))? {
-            ServerMessage::Status(_) | ServerMessage::Pong { .. } => {}
+            ServerMessage::Pong { .. } => {}
+            // The source was lost or is back: a pause the timeline leaves out.
+            ServerMessage::Status(_) => judge(&mut stretch).map_err(&at)?,
             ServerMessage::StreamInfo(_) => info = true,
             ServerMessage::AccessUnit { .. } => return Err(at("Annex-B on /ws/fmp4".into())),
             ServerMessage::InitSegment(data) => {
@@ -169,7 +172,7 @@ fn check_fmp4(
                 } else if !stalled {
                     let arrived = arrivals.get(i).copied().ok_or("no arrival time")?;
                     if stretch.last().is_some_and(|(before, _)| {
-                        arrived.duration_since(*before).as_millis() > 500
+                        arrived.duration_since(*before).as_millis() > 250
                     }) {
                         judge(&mut stretch).map_err(&at)?;
                     }
