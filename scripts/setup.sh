@@ -22,6 +22,9 @@ if [[ "${1:-}" == "--test" ]]; then
     # The qemu smoke test runs the server under qemu-user, as make dist-check runs
     # the Raspberry Pi builds (a kernel that answers TCP_INFO short).
     want+=(qemu-user)
+    # The doc test validates every proxy configuration the docs show: the
+    # Caddyfile of docs/security.md with Caddy's own parser.
+    want+=(caddy)
     # The RTSP tests run GStreamer's RTSP server (Python bindings) as the camera;
     # x264enc is in -ugly.
     want+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
@@ -49,9 +52,9 @@ if ((${#missing[@]})); then
     [[ $(id -u) -eq 0 ]] || sudo="sudo"
     $sudo apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
-    # The tests start their own nginx and Varnish on free ports: the system services
+    # The tests start their own nginx, Varnish and Caddy: the system services
     # the packages just started (ports 80 and 6081) are not wanted.
-    for svc in nginx varnish; do
+    for svc in nginx varnish caddy; do
         if [[ " ${missing[*]} " == *" $svc"* ]] && [[ -d /run/systemd/system ]]; then
             $sudo systemctl disable --now "$svc" >/dev/null 2>&1 || true
         fi

@@ -10,6 +10,7 @@ mod behind_proxy;
 mod cli;
 mod connections;
 mod corpus;
+mod docs;
 mod faults;
 mod first_hour;
 mod fmp4;

@@ -28,8 +28,8 @@ fn nginx_available(test: &str) -> bool {
     )
 }
 
-/// An nginx RTMP server run as our child, with its own config in a temp dir.
-/// Players start at a keyframe (`wait_key`), as a viewer's page would want.
+/// An nginx RTMP server run as our child, with the README's `rtmp { }` block
+/// (players start at a keyframe: `wait_key`) in a config of its own in a temp dir.
 struct Nginx {
     child: Child,
     dir: PathBuf,
@@ -50,9 +50,11 @@ impl Nginx {
                 "load_module {RTMP_MODULE};\n\
                  daemon off;\nmaster_process off;\nworker_processes 1;\n\
                  pid {dir}/nginx.pid;\nerror_log {dir}/error.log info;\n\
-                 events {{ worker_connections 64; }}\n\
-                 rtmp {{ server {{ listen {addr}; application live {{ live on; wait_key on; }} }} }}\n",
-                dir = dir.display()
+                 events {{ worker_connections 64; }}\n{rtmp}\n",
+                dir = dir.display(),
+                // README's block, as a user copies it, on this test's port.
+                rtmp = crate::docs::block("README.md", "nginx", "rtmp {")
+                    .replace("listen 1935;", &format!("listen {addr};")),
             ),
         )
         .expect("nginx.conf");
