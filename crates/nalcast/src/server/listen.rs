@@ -47,6 +47,16 @@ pub struct ListenOptions {
 /// The first byte of a TLS ClientHello record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
 
+/// Most bytes of one request's head (request line and headers) a connection may
+/// buffer; a longer head gets 431. hyper's default let every unfinished request
+/// hold about 408 KB (4000 x 120 KB of headers: 561 MB); nalcast's requests
+/// need a few hundred bytes, a browser's cookies and credentials a few KB. Also
+/// what hyper queues of a response before writing it (hyper's minimum is 8 KiB).
+/// With --max-connections 4096 at most 64 MiB of heads are buffered in all.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header lines in one request (hyper's default is 100).
+pub const MAX_HEADERS: usize = 48;
+
 /// Serves `app` on `listener` until `shutdown` turns true.
 pub async fn serve(
     listener: TcpListener,
@@ -239,6 +249,8 @@ async fn http<I>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
         .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();
