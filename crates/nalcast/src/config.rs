@@ -471,6 +471,17 @@ impl Config {
                     "--public-host '{name}' is not a host name like camera.example.com (no scheme, port or path)"
                 ));
             }
+            // A wildcard is a whole label: `*cam.example.com` would serve
+            // evilcam.example.com too.
+            let wildcard_ok = name == "*"
+                || name
+                    .strip_prefix("*.")
+                    .is_some_and(|d| !d.is_empty() && !d.contains('*'));
+            if name.contains('*') && !wildcard_ok {
+                return Err(format!(
+                    "--public-host '{name}': a wildcard is *.DOMAIN (e.g. *.example.com) or * alone"
+                ));
+            }
         }
         let trusted_proxies = o
             .trusted_proxy
@@ -813,6 +824,15 @@ mod tests {
                 &["--allow-origin", "evil.example/x"][..],
                 "--allow-origin 'evil.example/x'",
             ),
+            (
+                &["--public-host", "*cam.example.com"][..],
+                "--public-host '*cam.example.com': a wildcard is *.DOMAIN",
+            ),
+            (
+                &["--public-host", "cam.*.example.com"][..],
+                "--public-host 'cam.*.example.com': a wildcard is *.DOMAIN",
+            ),
+            (&["--public-host", "*."][..], "a wildcard is *.DOMAIN"),
             (
                 &["--publish", "http://u:pw@host/live"][..],
                 "--publish 'http://…': unknown scheme 'http'",

@@ -101,9 +101,13 @@ impl HostPolicy {
             let name = normalise(name);
             if name == "*" {
                 policy.any = true;
-            } else if let Some(suffix) = name.strip_prefix('*') {
-                policy.suffixes.push(suffix.to_owned());
-            } else if !name.is_empty() {
+            } else if let Some(domain) = name.strip_prefix("*.") {
+                // A wildcard covers names under a domain only: `*cam.example.com`
+                // (refused by the option's check) must not serve evilcam.example.com.
+                if !domain.is_empty() && !domain.contains('*') {
+                    policy.suffixes.push(format!(".{domain}"));
+                }
+            } else if !name.is_empty() && !name.contains('*') {
                 policy.names.insert(name);
             }
         }
@@ -294,6 +298,26 @@ mod tests {
         for ok in ["pi.fritz.box", "pi", "pi.local"] {
             assert!(p.allows(ok), "{ok}");
         }
+    }
+
+    #[test]
+    fn a_wildcard_covers_a_domain_only() {
+        // Before: `*cam.example.com` also served evilcam.example.com.
+        let p = HostPolicy::new(
+            &Machine::default(),
+            &[],
+            &["*cam.example.com".into(), "*.cams.example.net".into()],
+        );
+        for refused in [
+            "evilcam.example.com",
+            "cam.example.com",
+            "x.cam.example.com",
+            "evilcams.example.net",
+            "cams.example.net",
+        ] {
+            assert!(!p.allows(refused), "{refused}");
+        }
+        assert!(p.allows("a.cams.example.net"));
     }
 
     #[test]
