@@ -337,6 +337,7 @@ async fn run(
         write_timeout: config.viewer_timeout,
         tls: None,
         connections,
+        hosts: front.hosts.clone(),
     };
     servers.spawn(server::listen::serve(
         main_listener,

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tower::Service;
 use tracing::{debug, warn};
 
+use super::host::HostPolicy;
 use super::limits::{ConnectionLimits, ConnectionSlot, Refused};
 use super::progress::WriteDeadline;
 
@@ -42,6 +43,8 @@ pub struct ListenOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Open-connection slots, shared by every listener (descriptors are the process's).
     pub connections: ConnectionLimits,
+    /// Names served: plain HTTP on the TLS port is redirected to these only.
+    pub hosts: Arc<HostPolicy>,
 }
 
 /// The first byte of a TLS ClientHello record.
@@ -209,7 +212,9 @@ async fn connection(
         }
         // Plain HTTP on the HTTPS port: point the browser to the right address.
         Ok(Ok(Some(Start::Plain(tcp)))) => {
-            let redirect = Router::new().fallback(to_https);
+            let redirect = Router::new()
+                .fallback(to_https)
+                .with_state(opts.hosts.clone());
             http(deadline(tcp), peer, redirect, opts.header_timeout, shutdown).await
         }
         Ok(Ok(None)) => {}
@@ -218,8 +223,22 @@ async fn connection(
     }
 }
 
-async fn to_https(headers: axum::http::HeaderMap, uri: axum::http::Uri) -> Response {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+/// Plain HTTP on the HTTPS port: a redirect to the same name over HTTPS, for a
+/// name nalcast serves (one Host header, a path as the target); anything else gets
+/// 400 without a Location, or nalcast would send browsers wherever a request's
+/// Host said (`Host: evil.example` was redirected to https://evil.example/).
+async fn to_https(
+    axum::extract::State(hosts): axum::extract::State<Arc<HostPolicy>>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let mut values = headers.get_all(header::HOST).iter();
+    let host = match (values.next(), values.next()) {
+        (Some(host), None) => host.to_str().ok(),
+        _ => None,
+    };
+    let origin_form = uri.scheme().is_none() && uri.authority().is_none();
+    let Some(host) = host.filter(|h| origin_form && hosts.allows(h)) else {
         return (StatusCode::BAD_REQUEST, "this port speaks HTTPS\n").into_response();
     };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
