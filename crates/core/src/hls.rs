@@ -242,8 +242,8 @@ impl Hls {
                 self.next_msn -= 1;
                 return published;
             }
-            // The segment's bytes are its parts': nothing is copied here, under the
-            // hub's lock; a request joins them (`segment`).
+            // The segment's bytes are its parts': nothing is copied, here under the
+            // hub's lock or anywhere; a request sends the parts one after the other.
             s.complete = true;
         }
         true
@@ -358,8 +358,9 @@ impl Hls {
         }
     }
 
-    /// A complete segment's parts (its bytes, in order; cheap to clone, joined by
-    /// the caller outside the hub's lock), or whether it may still come.
+    /// A complete segment's parts (its bytes, in order; shared, cheap to clone:
+    /// sent one after the other, never joined into a copy), or whether it may
+    /// still come.
     pub fn segment(&self, msn: u64) -> Result<Vec<Bytes>, Wait> {
         match self.segments.iter().find(|s| s.msn == msn) {
             Some(s) if s.complete => Ok(s.parts.iter().map(|p| p.data.clone()).collect()),

@@ -51,6 +51,12 @@ pub struct Options {
     /// Low-Latency HLS at /hls/index.m3u8 on the main port (Safari and iPhones, VLC, ffplay, hls.js; an HTTP cache or CDN in front: docs/scale-out.md): on or off.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
     pub hls: String,
+    /// Most HLS requests one client address (an IPv6 /64 counts as one) may have open at once, waiting (a blocking playlist reload, a preload hint) or being sent; more get HTTP 429.
+    #[arg(long, value_name = "N", default_value_t = 64)]
+    pub max_hls_requests_per_ip: usize,
+    /// Most bytes HLS answers being sent may keep alive: the distinct parts and segments they hold (one shared copy however many read it, also after it left the playlist's window) and their playlists; more requests get HTTP 503. Slow readers keep what they are sent alive: this bounds it.
+    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
+    pub max_hls_memory: usize,
     /// Picture width for test, rpicam and v4l2 sources (even).
     #[arg(long, default_value_t = VideoSettings::default().width)]
     pub width: u32,
@@ -366,6 +372,10 @@ pub struct Config {
     pub legacy_listen: Option<SocketAddr>,
     /// LL-HLS at /hls/.
     pub hls: bool,
+    /// Most HLS requests open per client address.
+    pub max_hls_requests_per_ip: usize,
+    /// Most bytes of HLS answers not yet sent.
+    pub max_hls_memory: usize,
     /// Source options.
     pub source_options: SourceOptions,
     /// Per-viewer queue limits.
@@ -539,6 +549,17 @@ impl Config {
                     "--public-host '{name}' is not a host name like camera.example.com (no scheme, port or path)"
                 ));
             }
+            // A wildcard is a whole label: `*cam.example.com` would serve
+            // evilcam.example.com too.
+            let wildcard_ok = name == "*"
+                || name
+                    .strip_prefix("*.")
+                    .is_some_and(|d| !d.is_empty() && !d.contains('*'));
+            if name.contains('*') && !wildcard_ok {
+                return Err(format!(
+                    "--public-host '{name}': a wildcard is *.DOMAIN (e.g. *.example.com) or * alone"
+                ));
+            }
         }
         let trusted_proxies = o
             .trusted_proxy
@@ -613,6 +634,13 @@ impl Config {
             listen,
             legacy_listen,
             hls: o.hls == "on",
+            max_hls_requests_per_ip: range(
+                "max-hls-requests-per-ip",
+                o.max_hls_requests_per_ip,
+                1,
+                1_000_000,
+            )?,
+            max_hls_memory: range("max-hls-memory", o.max_hls_memory, 1 << 20, 1 << 40)?,
             source_options,
             queue,
             viewer_timeout,
@@ -874,6 +902,15 @@ mod tests {
                 &["--allow-origin", "evil.example/x"][..],
                 "--allow-origin 'evil.example/x'",
             ),
+            (
+                &["--public-host", "*cam.example.com"][..],
+                "--public-host '*cam.example.com': a wildcard is *.DOMAIN",
+            ),
+            (
+                &["--public-host", "cam.*.example.com"][..],
+                "--public-host 'cam.*.example.com': a wildcard is *.DOMAIN",
+            ),
+            (&["--public-host", "*."][..], "a wildcard is *.DOMAIN"),
             (
                 &["--publish", "http://u:pw@host/live"][..],
                 "--publish 'http://…': unknown scheme 'http'",

@@ -325,6 +325,10 @@ async fn run(
         limits: server::limits::ViewerLimits::new(config.max_viewers, config.max_viewers_per_ip)
             .holding_connections(&connections),
         viewer_threads,
+        hls_budget: server::hls_budget::HlsBudget::new(
+            config.max_hls_requests_per_ip,
+            config.max_hls_memory,
+        ),
         auth,
         outlets: std::sync::Arc::new(
             config
@@ -365,6 +369,7 @@ async fn run(
         write_timeout: config.viewer_timeout,
         tls: None,
         connections,
+        hosts: front.hosts.clone(),
     };
     servers.spawn(server::listen::serve(
         main_listener,

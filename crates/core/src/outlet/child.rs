@@ -16,7 +16,7 @@ use tracing::warn;
 use super::feed::{progress_frames, Admit, Feed, LineBudget, Step};
 use super::{Ended, Outlet, OutletOptions, PublishTarget, Scheme, State};
 use crate::clock::shutdown_requested;
-use crate::source::exec::GroupKiller;
+use crate::source::exec::{exited as group_leader_exited, GroupKiller};
 use crate::Hub;
 
 /// ffmpeg lines logged per minute and outlet.
@@ -70,7 +70,8 @@ enum Outcome {
     NewParameters,
     /// Writing failed or stalled: why.
     Broken(String),
-    Exited(std::io::Result<ExitStatus>),
+    /// ffmpeg ended by itself (not reaped yet).
+    Exited,
 }
 
 pub(super) async fn run_once(
@@ -113,7 +114,8 @@ pub(super) async fn run_once(
         Ok(child) => child,
         Err(e) => return Ended::Failed(format!("cannot start ffmpeg: {e}")),
     };
-    let _group = child.id().map(GroupKiller);
+    let pid = child.id();
+    let group = pid.map(GroupKiller);
     let stderr = child
         .stderr
         .take()
@@ -141,24 +143,27 @@ pub(super) async fn run_once(
     };
     let outcome = tokio::select! {
         r = pump => r.unwrap_or_else(Outcome::Broken),
-        status = child.wait() => Outcome::Exited(status),
+        // Not child.wait(): that would reap ffmpeg before its group is killed.
+        () = group_leader_exited(pid) => Outcome::Exited,
         _ = shutdown_requested(&mut shutdown) => Outcome::Shutdown,
     };
     // Ending its input lets ffmpeg close the stream on the server; then it goes.
     drop(stdin);
-    let status = match &outcome {
-        Outcome::Exited(status) => status.as_ref().ok().copied(),
-        _ => tokio::time::timeout(GRACE, child.wait())
+    let ended_itself = matches!(outcome, Outcome::Exited)
+        || tokio::time::timeout(GRACE, group_leader_exited(pid))
             .await
-            .ok()
-            .and_then(Result::ok),
-    };
-    if let Some(pid) = child.id() {
-        GroupKiller(pid).kill();
+            .is_ok();
+    // The group first, while ffmpeg is unreaped and its pid still ours; then ffmpeg.
+    if let Some(group) = &group {
+        group.kill();
     }
     let _ = child.start_kill();
     let reaped = child.wait().await.ok();
-    let status = status.or(reaped);
+    if let Some(group) = group {
+        group.reaped();
+    }
+    // How it ended, when it ended by itself (else we killed it).
+    let status = reaped.filter(|_| ended_itself);
     // Both end with ffmpeg's pipes.
     let last_lines = match stderr {
         Some(task) => joined(task).await.flatten(),
@@ -175,7 +180,7 @@ pub(super) async fn run_once(
             (Some(line), Some(s)) if !s.success() => format!("{}: {line}", exited(s)),
             _ => why,
         }),
-        Outcome::Exited(_) => {
+        Outcome::Exited => {
             let how = status.map_or_else(|| "ffmpeg ended".to_owned(), exited);
             Ended::Failed(match last_lines {
                 Some(line) => format!("{how}: {line}"),

@@ -189,7 +189,7 @@ pub async fn run_child_to_end(
         warn!(command = %mask_credentials(description), "cannot start the camera process: {e}");
         SourceError::Retry("cannot start the camera process".into())
     })?;
-    let _group = child.id().map(GroupKiller);
+    let group = child.id().map(GroupKiller);
     let stdout = child
         .stdout
         .take()
@@ -214,12 +214,18 @@ pub async fn run_child_to_end(
         _ = shutdown_requested(&mut shutdown) => None,
     };
     // Stalled, done or shutting down: make sure the child and its group are gone,
-    // then report how it ended.
-    if let Some(pid) = child.id() {
-        GroupKiller(pid).kill();
+    // then report how it ended. The group first: the child is not reaped yet, so
+    // its pid (the group's id) is still ours.
+    if let Some(group) = &group {
+        group.kill();
     }
     let _ = child.start_kill();
-    let status = child.wait().await?;
+    let status = child.wait().await;
+    // Reaped: the id may be anyone's now; the guard must not fire.
+    if let Some(group) = group {
+        group.reaped();
+    }
+    let status = status?;
     let Some(pumped) = pumped else {
         return Ok(None);
     };
@@ -247,16 +253,75 @@ pub async fn run_child_to_end(
 
 /// Kills a child's whole process group when dropped (shutdown, restart); the
 /// outlets' ffmpeg children use it too.
+///
+/// The group's id is the child's pid, which is ours only until the child is
+/// reaped: after that a new process may get it and lead a group of its own. So
+/// the group is killed before the child is waited for ([`exited`] waits without
+/// reaping), and [`GroupKiller::reaped`] disarms the guard once it is.
 pub(crate) struct GroupKiller(pub(crate) u32);
 
 impl GroupKiller {
     pub(crate) fn kill(&self) {
         if let Ok(pid) = i32::try_from(self.0) {
+            #[cfg(test)]
+            kills::record(pid);
             let _ = nix::sys::signal::killpg(
                 nix::unistd::Pid::from_raw(pid),
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
+    }
+
+    /// The child was reaped: nothing more to kill under its id.
+    pub(crate) fn reaped(self) {
+        std::mem::forget(self);
+    }
+}
+
+/// Waits until our child `pid` has exited, leaving it unreaped (a zombie keeps its
+/// pid, and so its group's id, ours): the group can then be killed safely before
+/// the child is waited for.
+pub(crate) async fn exited(pid: Option<u32>) {
+    use nix::sys::wait::{waitid, Id, WaitPidFlag};
+    let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) else {
+        return std::future::pending().await;
+    };
+    let pid = nix::unistd::Pid::from_raw(pid);
+    // waitid blocks: on a blocking-pool thread, which the child's end (on its
+    // own, or killed with its group) releases.
+    let _ = tokio::task::spawn_blocking(move || {
+        while let Err(nix::errno::Errno::EINTR) =
+            waitid(Id::Pid(pid), WaitPidFlag::WEXITED | WaitPidFlag::WNOWAIT)
+        {}
+    })
+    .await;
+}
+
+/// In tests: every group kill, and whether the group's leader was still there
+/// (running or a zombie, not reaped) when it happened.
+#[cfg(test)]
+pub(crate) mod kills {
+    use std::sync::Mutex;
+
+    static KILLS: Mutex<Vec<(i32, bool)>> = Mutex::new(Vec::new());
+
+    pub(crate) fn record(pid: i32) {
+        let unreaped = std::path::Path::new(&format!("/proc/{pid}")).exists();
+        KILLS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((pid, unreaped));
+    }
+
+    /// The kills of `pid`'s group: whether its leader was unreaped at each.
+    pub(crate) fn of(pid: u32) -> Vec<bool> {
+        KILLS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter(|(p, _)| i64::from(*p) == i64::from(pid))
+            .map(|(_, unreaped)| *unreaped)
+            .collect()
     }
 }
 
@@ -381,6 +446,35 @@ mod tests {
             }
             encoder.write_all(tail).await.expect("write");
             tokio::time::sleep_until(started + interval).await;
+        }
+    }
+
+    /// Before: the guard killed the group again after the child was reaped, when
+    /// its pid (the group's id) may already be another process's.
+    #[tokio::test]
+    async fn the_group_is_killed_before_the_child_is_reaped_and_never_after() {
+        let hub = crate::Hub::new(HubConfig::default());
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        for script in ["echo $$ >&2; exit 3", "echo $$ >&2; sleep 0.2 & exit 0"] {
+            let mut command = Command::new("sh");
+            command.args(["-c", script]);
+            let end = run_child_to_end(
+                command,
+                "sh",
+                &SourceOptions::default(),
+                &hub,
+                shutdown.clone(),
+                &mut FrameEnds::new(),
+            )
+            .await
+            .expect("ran")
+            .expect("ended by itself");
+            let pid: u32 = end.stderr[0].trim().parse().expect("its pid");
+            assert_eq!(
+                kills::of(pid),
+                [true],
+                "{script}: one kill of the group, while the child was unreaped"
+            );
         }
     }
 

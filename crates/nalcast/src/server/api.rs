@@ -66,16 +66,26 @@ pub async fn healthz(State(s): State<AppState>) -> Response {
     if fresh && status.status.state == "live" {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        let reason = status
-            .status
-            .reason
-            .unwrap_or_else(|| format!("no frame from the source ({})", status.status.state));
+        let reason = match status.status.reason {
+            Some(reason) => kind_of(&reason).to_owned(),
+            None => format!("no frame from the source ({})", status.status.state),
+        };
         (
             StatusCode::SERVICE_UNAVAILABLE,
             format!("unhealthy: {reason}\n"),
         )
             .into_response()
     }
+}
+
+/// The kind of a failure, for the always-open /healthz: a reason up to its details,
+/// which follow a colon or stand in parentheses (`RTSP camera error: <what the
+/// camera answered>`, `offers no H.264 video (it offers: <its SDP's names>)`):
+/// those may be chosen by whoever answers at the camera's address, and stay in
+/// the log and the guarded /api/stream.
+fn kind_of(reason: &str) -> &str {
+    let end = reason.find([':', '(', '\n']).unwrap_or(reason.len());
+    reason[..end].trim_end()
 }
 
 /// `GET /metrics`: Prometheus text format.
@@ -85,4 +95,36 @@ pub async fn metrics(State(s): State<AppState>) -> Response {
         s.metrics.render(),
     )
         .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn healthz_gives_the_kind_of_a_failure_not_its_details() {
+        for (reason, kind) in [
+            ("RTSP camera error: 404", "RTSP camera error"),
+            (
+                "RTSP camera error: Expected RTSP/1.0; got \"banana\"",
+                "RTSP camera error",
+            ),
+            (
+                "the RTSP camera offers no H.264 video (it offers: video/<script>)",
+                "the RTSP camera offers no H.264 video",
+            ),
+            (
+                "cannot reach the RTSP camera: Connection refused (os error 111)",
+                "cannot reach the RTSP camera",
+            ),
+            (
+                "camera process exited with status 1",
+                "camera process exited with status 1",
+            ),
+            ("no frame for 5 s", "no frame for 5 s"),
+            ("line one\nline two", "line one"),
+        ] {
+            assert_eq!(kind_of(reason), kind, "{reason}");
+        }
+    }
 }

@@ -101,9 +101,13 @@ impl HostPolicy {
             let name = normalise(name);
             if name == "*" {
                 policy.any = true;
-            } else if let Some(suffix) = name.strip_prefix('*') {
-                policy.suffixes.push(suffix.to_owned());
-            } else if !name.is_empty() {
+            } else if let Some(domain) = name.strip_prefix("*.") {
+                // A wildcard covers names under a domain only: `*cam.example.com`
+                // (refused by the option's check) must not serve evilcam.example.com.
+                if !domain.is_empty() && !domain.contains('*') {
+                    policy.suffixes.push(format!(".{domain}"));
+                }
+            } else if !name.is_empty() && !name.contains('*') {
                 policy.names.insert(name);
             }
         }
@@ -168,10 +172,37 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
 }
 
+/// What is wrong with a request's target and Host header, if anything: HTTP/1.1
+/// asks for exactly one Host and an origin-form target (`/path`). With two Host
+/// headers the check read the first and something behind nalcast might read the
+/// other; an absolute-form target (`GET http://evil.example/ HTTP/1.1`) names a
+/// host of its own beside the header; a request with no Host comes from no
+/// browser and could not be checked at all.
+fn malformed(req: &Request) -> Option<&'static str> {
+    if req.uri().scheme().is_some() || req.uri().authority().is_some() {
+        return Some("nalcast serves request targets like /path, not absolute URLs\n");
+    }
+    let mut hosts = req.headers().get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (Some(_), None) => None,
+        (None, _) => Some("a request needs a Host header\n"),
+        (Some(_), Some(_)) => Some("a request takes one Host header\n"),
+    }
+}
+
 /// The middleware: requests for unknown names get 421 (403 for a WebSocket
-/// handshake) with a page naming the fix. Requests without a Host header come
-/// from no browser and are served.
+/// handshake) with a page naming the fix; a request without exactly one Host
+/// header, or with an absolute URL as its target, gets 400.
 pub async fn check(State(policy): State<Arc<HostPolicy>>, req: Request, next: Next) -> Response {
+    if let Some(why) = malformed(&req) {
+        metrics::counter!("nalcast_host_rejected_total").increment(1);
+        return (
+            StatusCode::BAD_REQUEST,
+            [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+            why,
+        )
+            .into_response();
+    }
     let Some(host) = req.headers().get(header::HOST) else {
         return next.run(req).await;
     };
@@ -267,6 +298,26 @@ mod tests {
         for ok in ["pi.fritz.box", "pi", "pi.local"] {
             assert!(p.allows(ok), "{ok}");
         }
+    }
+
+    #[test]
+    fn a_wildcard_covers_a_domain_only() {
+        // Before: `*cam.example.com` also served evilcam.example.com.
+        let p = HostPolicy::new(
+            &Machine::default(),
+            &[],
+            &["*cam.example.com".into(), "*.cams.example.net".into()],
+        );
+        for refused in [
+            "evilcam.example.com",
+            "cam.example.com",
+            "x.cam.example.com",
+            "evilcams.example.net",
+            "cams.example.net",
+        ] {
+            assert!(!p.allows(refused), "{refused}");
+        }
+        assert!(p.allows("a.cams.example.net"));
     }
 
     #[test]

@@ -24,6 +24,7 @@ use tokio::sync::watch;
 use tower::Service;
 use tracing::{debug, warn};
 
+use super::host::HostPolicy;
 use super::limits::{ConnectionLimits, ConnectionSlot, Refused};
 use super::progress::WriteDeadline;
 
@@ -42,10 +43,22 @@ pub struct ListenOptions {
     pub tls: Option<Arc<rustls::ServerConfig>>,
     /// Open-connection slots, shared by every listener (descriptors are the process's).
     pub connections: ConnectionLimits,
+    /// Names served: plain HTTP on the TLS port is redirected to these only.
+    pub hosts: Arc<HostPolicy>,
 }
 
 /// The first byte of a TLS ClientHello record.
 const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+
+/// Most bytes of one request's head (request line and headers) a connection may
+/// buffer; a longer head gets 431. hyper's default let every unfinished request
+/// hold about 408 KB (4000 x 120 KB of headers: 561 MB); nalcast's requests
+/// need a few hundred bytes, a browser's cookies and credentials a few KB. Also
+/// what hyper queues of a response before writing it (hyper's minimum is 8 KiB).
+/// With --max-connections 4096 at most 64 MiB of heads are buffered in all.
+pub const MAX_HEAD_BYTES: usize = 16 * 1024;
+/// Most header lines in one request (hyper's default is 100).
+pub const MAX_HEADERS: usize = 48;
 
 /// Serves `app` on `listener` until `shutdown` turns true.
 pub async fn serve(
@@ -199,7 +212,9 @@ async fn connection(
         }
         // Plain HTTP on the HTTPS port: point the browser to the right address.
         Ok(Ok(Some(Start::Plain(tcp)))) => {
-            let redirect = Router::new().fallback(to_https);
+            let redirect = Router::new()
+                .fallback(to_https)
+                .with_state(opts.hosts.clone());
             http(deadline(tcp), peer, redirect, opts.header_timeout, shutdown).await
         }
         Ok(Ok(None)) => {}
@@ -208,8 +223,22 @@ async fn connection(
     }
 }
 
-async fn to_https(headers: axum::http::HeaderMap, uri: axum::http::Uri) -> Response {
-    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+/// Plain HTTP on the HTTPS port: a redirect to the same name over HTTPS, for a
+/// name nalcast serves (one Host header, a path as the target); anything else gets
+/// 400 without a Location, or nalcast would send browsers wherever a request's
+/// Host said (`Host: evil.example` was redirected to https://evil.example/).
+async fn to_https(
+    axum::extract::State(hosts): axum::extract::State<Arc<HostPolicy>>,
+    headers: axum::http::HeaderMap,
+    uri: axum::http::Uri,
+) -> Response {
+    let mut values = headers.get_all(header::HOST).iter();
+    let host = match (values.next(), values.next()) {
+        (Some(host), None) => host.to_str().ok(),
+        _ => None,
+    };
+    let origin_form = uri.scheme().is_none() && uri.authority().is_none();
+    let Some(host) = host.filter(|h| origin_form && hosts.allows(h)) else {
         return (StatusCode::BAD_REQUEST, "this port speaks HTTPS\n").into_response();
     };
     let path = uri.path_and_query().map_or("/", |p| p.as_str());
@@ -239,6 +268,8 @@ async fn http<I>(
     });
     let conn = http1::Builder::new()
         .timer(TokioTimer::new())
+        .max_buf_size(MAX_HEAD_BYTES)
+        .max_headers(MAX_HEADERS)
         .header_read_timeout(header_timeout)
         .serve_connection(TokioIo::new(io), service)
         .with_upgrades();

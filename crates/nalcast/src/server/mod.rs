@@ -16,6 +16,7 @@ mod api;
 mod assets;
 pub mod auth;
 pub mod hls;
+pub mod hls_budget;
 pub mod host;
 pub mod limits;
 pub mod listen;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub auth: Option<Arc<auth::Auth>>,
     /// The `--publish` targets and their state.
     pub outlets: Arc<Vec<Arc<Outlet>>>,
+    /// What HLS requests may hold at once.
+    pub hls_budget: Arc<hls_budget::HlsBudget>,
 }
 
 impl AppState {
@@ -76,6 +79,7 @@ impl AppState {
             viewer_threads: Arc::new(threads::ViewerThreads::none()),
             auth: None,
             outlets: Arc::default(),
+            hls_budget: hls_budget::HlsBudget::new(64, 64 << 20),
         };
         (state, stop)
     }
@@ -116,12 +120,18 @@ pub fn router(state: AppState, front: &Front) -> Router {
     let open = Router::new()
         .route("/healthz", get(api::healthz))
         .with_state(state.clone());
+    let hls = Router::new()
+        .route("/hls/index.m3u8", get(hls::playlist))
+        .route("/hls/{run}/{file}", get(hls::file))
+        .layer(from_fn_with_state(
+            state.hls_budget.clone(),
+            hls_budget::guard,
+        ));
     let protected = Router::new()
         .route("/ws", get(viewer::routes::framed))
         .route("/ws/raw", get(viewer::routes::raw))
         .route("/ws/fmp4", get(viewer::routes::fmp4))
-        .route("/hls/index.m3u8", get(hls::playlist))
-        .route("/hls/{run}/{file}", get(hls::file))
+        .merge(hls)
         .route("/api/stream", get(api::stream))
         .route("/metrics", get(api::metrics))
         .route("/vendor/broadway/{file}", get(assets::broadway))

@@ -14,7 +14,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use tokio::sync::watch;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 /// Where the certificate comes from.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -79,7 +79,13 @@ pub struct Tls {
     cert: PathBuf,
     key: PathBuf,
     watch: bool,
+    /// The files' time stamps when the certificate in force was read: a change
+    /// after that (even before the reload task starts) is a change.
+    loaded_at: Stamp,
 }
+
+/// Modification times of the certificate and key files.
+type Stamp = (Option<SystemTime>, Option<SystemTime>);
 
 /// Sets up TLS for `mode`: loads (or first makes) the certificate and prints its
 /// fingerprint. `listen` is the main listener's address (a name for the certificate).
@@ -91,6 +97,7 @@ pub fn setup(mode: &TlsMode, listen: SocketAddr) -> anyhow::Result<Tls> {
             (cert, key, false)
         }
     };
+    let loaded_at = (modified(&cert), modified(&key));
     let loaded = load(&cert, &key)?;
     println!(
         "TLS certificate {} SHA-256 fingerprint {}",
@@ -124,6 +131,7 @@ pub fn setup(mode: &TlsMode, listen: SocketAddr) -> anyhow::Result<Tls> {
         cert,
         key,
         watch,
+        loaded_at,
     })
 }
 
@@ -325,8 +333,11 @@ fn modified(path: &Path) -> Option<SystemTime> {
 }
 
 /// Reloads user-given certificate files on SIGHUP and when they change (checked every
-/// `poll`), e.g. after a certbot renewal; a broken new pair is reported and the old
-/// certificate stays in force.
+/// `poll`), e.g. after a certbot renewal; a broken new pair is reported (once per
+/// change) and the old certificate stays in force, and it is tried again at every
+/// check until it loads: the files are taken as seen only once they loaded (a pair
+/// caught half-written, whose last write kept the time stamps already seen, was
+/// never tried again).
 pub async fn reload_on_change(tls: &Tls, poll: Duration, mut shutdown: watch::Receiver<bool>) {
     if !tls.watch {
         return;
@@ -334,7 +345,8 @@ pub async fn reload_on_change(tls: &Tls, poll: Duration, mut shutdown: watch::Re
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).ok();
     let stamp = || (modified(&tls.cert), modified(&tls.key));
-    let mut seen = stamp();
+    let mut loaded_at = tls.loaded_at;
+    let mut reported = None;
     loop {
         let forced = tokio::select! {
             _ = async { match hup.as_mut() { Some(h) => { h.recv().await; } None => std::future::pending().await } } => true,
@@ -342,12 +354,13 @@ pub async fn reload_on_change(tls: &Tls, poll: Duration, mut shutdown: watch::Re
             _ = nalcast_core::clock::shutdown_requested(&mut shutdown) => return,
         };
         let now = stamp();
-        if !forced && now == seen {
+        if !forced && now == loaded_at {
             continue;
         }
-        seen = now;
         match load(&tls.cert, &tls.key) {
             Ok(loaded) => {
+                loaded_at = now;
+                reported = None;
                 tls.store.replace(loaded.key);
                 info!(fingerprint = %loaded.fingerprint, "reloaded the TLS certificate");
                 println!(
@@ -355,7 +368,11 @@ pub async fn reload_on_change(tls: &Tls, poll: Duration, mut shutdown: watch::Re
                     loaded.fingerprint
                 );
             }
-            Err(e) => warn!("TLS certificate not reloaded, the old one stays in force: {e:#}"),
+            Err(e) if forced || reported != Some(now) => {
+                reported = Some(now);
+                warn!("TLS certificate not reloaded, the old one stays in force (tried again every {} s): {e:#}", poll.as_secs());
+            }
+            Err(e) => debug!("TLS certificate still not loadable: {e:#}"),
         }
     }
 }

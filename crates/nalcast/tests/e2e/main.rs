@@ -17,6 +17,7 @@ mod fmp4;
 mod front;
 mod hls;
 mod hls_cache;
+mod hls_limits;
 mod isolation;
 mod keyframes;
 mod publish;

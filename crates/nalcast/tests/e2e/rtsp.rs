@@ -403,9 +403,11 @@ async fn a_server_answering_garbage_is_a_clear_error_not_a_crash() {
     let reason = api["reason"].as_str().unwrap_or_default();
     assert!(reason.starts_with("RTSP camera error: "), "{reason}");
     assert!(!reason.contains('\n'), "{reason}");
-    // Still serving, and still trying.
-    let (status, _) = http_get(server.addr, "/healthz").await.expect("healthz");
+    // Still serving, and still trying. The always-open /healthz says the kind of
+    // failure only: before, it repeated what the "camera" answered.
+    let (status, body) = http_get(server.addr, "/healthz").await.expect("healthz");
     assert_eq!(status, 503);
+    assert_eq!(body, "unhealthy: RTSP camera error\n", "{reason}");
     let text = await_log(&dir.join("log"), |t| {
         t.matches("starting source").count() >= 2
     })

@@ -662,3 +662,106 @@ async fn silent_and_slow_clients_are_dropped_after_the_header_timeout() {
         }
     }
 }
+
+/// Before: plain HTTP on the HTTPS port was redirected to whatever name its Host
+/// header said (`Host: evil.example` -> `308 https://evil.example/`).
+#[tokio::test]
+async fn plain_http_on_the_tls_port_is_redirected_to_served_names_only() {
+    let dir = temp_dir("tls-redirect");
+    let server = Server::start(&[
+        "--width",
+        "160",
+        "--height",
+        "128",
+        "--tls",
+        "self-signed",
+        "--data-dir",
+        dir.to_str().expect("utf-8"),
+    ]);
+    let served = server.addr.to_string();
+    // (Host, expected status)
+    for (host, expected) in [
+        (served.as_str(), 308),
+        ("localhost", 308),
+        ("evil.example", 400),
+        ("evil.example:443", 400),
+    ] {
+        let tcp = tokio::net::TcpStream::connect(server.addr)
+            .await
+            .expect("connect");
+        let (status, head, _) = http_request_on(tcp, host, "/x", &[]).await.expect("GET");
+        assert_eq!(status, expected, "Host: {host}: {head}");
+        let location = head
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("location:"));
+        match expected {
+            308 => assert_eq!(
+                location.map(|l| l[9..].trim()),
+                Some(format!("https://{host}/x").as_str())
+            ),
+            _ => assert_eq!(location, None, "{head}"),
+        }
+    }
+}
+
+/// Before: the files were taken as seen before they loaded, so a pair caught
+/// half-written (new certificate, old key) whose last write kept the time stamps
+/// already seen was never tried again.
+#[tokio::test]
+async fn a_certificate_that_failed_to_load_is_tried_again() {
+    let dir = temp_dir("tls-retry");
+    let (a_cert, a_key) = write_cert(&dir, "a");
+    let (b_cert, b_key) = write_cert(&dir, "b");
+    let (cert, key) = (dir.join("live.crt"), dir.join("live.key"));
+    std::fs::copy(&a_cert, &cert).expect("copy");
+    std::fs::copy(&a_key, &key).expect("copy");
+    let log = dir.join("nalcast.log");
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_nalcast"));
+    cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "off"])
+        .args(["--width", "160", "--height", "128", "--tls-cert"])
+        .arg(&cert)
+        .arg("--tls-key")
+        .arg(&key)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let server = Server::from_command(cmd);
+    let first = server.fingerprint.clone().expect("a fingerprint");
+    // The renewal's first half: the new certificate with the old key. Its failure
+    // is the event awaited.
+    let key_stamp = std::fs::metadata(&key)
+        .and_then(|m| m.modified())
+        .expect("mtime");
+    std::fs::copy(&b_cert, &cert).expect("copy");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("TLS certificate not reloaded")
+    {
+        assert!(Instant::now() < deadline, "the broken pair was never tried");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The second half lands with the key's time stamp as it was.
+    std::fs::write(&key, std::fs::read(&b_key).expect("key")).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(&key)
+        .and_then(|f| f.set_modified(key_stamp))
+        .expect("set mtime");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now = tls_connect(&pinned_tls(&b_cert), server.addr, "localhost")
+            .await
+            .map(|s| peer_fingerprint(&s))
+            .ok();
+        if let Some(fp) = now {
+            assert_ne!(fp, first);
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the completed pair was never loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -8,6 +8,8 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
+use tokio::io::AsyncReadExt;
+
 use super::super::exec::GroupKiller;
 
 /// How long `APP --help` may take before nalcast gives up on it and assumes the
@@ -111,16 +113,48 @@ pub async fn ask(app: &Path, timeout: Duration) -> Result<Listing, HelpError> {
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let child = command.spawn().map_err(HelpError::Spawn)?;
-    // Also stops whatever a wrapper script started, should it hang.
-    let _group = child.id().map(GroupKiller);
-    let output = tokio::time::timeout(timeout, child.wait_with_output())
-        .await
+    let mut child = command.spawn().map_err(HelpError::Spawn)?;
+    // Also stops whatever a wrapper script started, should it hang: killed before
+    // the app is reaped (see GroupKiller), whether it ended or timed out.
+    let group = child.id().map(GroupKiller);
+    let (mut stdout, mut stderr) = (child.stdout.take(), child.stderr.take());
+    let read = async {
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let read_out = async {
+            if let Some(s) = stdout.as_mut() {
+                s.read_to_end(&mut out).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let read_err = async {
+            if let Some(s) = stderr.as_mut() {
+                s.read_to_end(&mut err).await?;
+            }
+            Ok::<_, std::io::Error>(())
+        };
+        let (a, b) = tokio::join!(read_out, read_err);
+        a.and(b).map(|()| (out, err))
+    };
+    let read = tokio::time::timeout(timeout, async {
+        let output = read.await;
+        super::super::exec::exited(child.id()).await;
+        output
+    })
+    .await;
+    if let Some(group) = &group {
+        group.kill();
+    }
+    let _ = child.start_kill();
+    let _ = child.wait().await;
+    if let Some(group) = group {
+        group.reaped();
+    }
+    let (out, err) = read
         .map_err(|_| HelpError::Timeout(timeout))?
         .map_err(HelpError::Spawn)?;
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let mut text = String::from_utf8_lossy(&out).into_owned();
     text.push('\n');
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    text.push_str(&String::from_utf8_lossy(&err));
     let listing = Listing::parse(&text);
     if listing.is_empty() {
         let last = text
