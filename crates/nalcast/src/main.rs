@@ -78,7 +78,7 @@ fn main() -> ExitCode {
     let tls = match config
         .tls
         .as_ref()
-        .map(|mode| server::tls::setup(mode, config.listen))
+        .map(|mode| server::tls::setup(mode, config.listen, &config.public_hosts))
     {
         None => None,
         Some(Ok(tls)) => Some(tls),

@@ -88,12 +88,15 @@ pub struct Tls {
 type Stamp = (Option<SystemTime>, Option<SystemTime>);
 
 /// Sets up TLS for `mode`: loads (or first makes) the certificate and prints its
-/// fingerprint. `listen` is the main listener's address (a name for the certificate).
-pub fn setup(mode: &TlsMode, listen: SocketAddr) -> anyhow::Result<Tls> {
+/// fingerprint. A self-signed certificate is made for this machine's names and
+/// addresses, `listen` (the main listener's address) and `public_hosts`.
+pub fn setup(mode: &TlsMode, listen: SocketAddr, public_hosts: &[String]) -> anyhow::Result<Tls> {
     let (cert, key, watch) = match mode {
         TlsMode::Files { cert, key } => (cert.clone(), key.clone(), true),
         TlsMode::SelfSigned { dir } => {
-            let (cert, key) = self_signed(dir, &certificate_names(listen))?;
+            let names =
+                certificate_names(listen, &crate::banner::machine_addresses(), public_hosts);
+            let (cert, key) = self_signed(dir, &names)?;
             (cert, key, false)
         }
     };
@@ -244,9 +247,15 @@ fn colon_hex(bytes: &[u8]) -> String {
 }
 
 /// Names a self-signed certificate is made for: the host name (and its mDNS
-/// `.local` form, as a Raspberry Pi announces itself), localhost, loopback, the
-/// listen address and the address this machine reaches the network with.
-fn certificate_names(listen: SocketAddr) -> Vec<String> {
+/// `.local` form, as a Raspberry Pi announces itself), localhost, every
+/// `--public-host` name (a `*.domain` pattern as a wildcard name), loopback, the
+/// listen address, this machine's interface addresses and the address it reaches
+/// the network with: every name and address the banner tells users to open.
+fn certificate_names(
+    listen: SocketAddr,
+    addresses: &[IpAddr],
+    public_hosts: &[String],
+) -> Vec<String> {
     let mut names = vec!["localhost".to_owned()];
     if let Ok(host) = std::fs::read_to_string("/proc/sys/kernel/hostname") {
         let host = host.trim();
@@ -257,10 +266,21 @@ fn certificate_names(listen: SocketAddr) -> Vec<String> {
             }
         }
     }
+    for name in public_hosts {
+        let name = name.trim().trim_end_matches('.').to_ascii_lowercase();
+        if name != "*" && !name.is_empty() && !names.contains(&name) {
+            names.push(name);
+        }
+    }
     let mut ips: Vec<IpAddr> = vec!["127.0.0.1".parse().expect("ip"), "::1".parse().expect("ip")];
     if !listen.ip().is_unspecified() {
         ips.push(listen.ip());
     }
+    ips.extend(addresses.iter().copied().filter(|ip| match ip {
+        // Link-local addresses change with the interface and are no way in.
+        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 != 0xfe80,
+        IpAddr::V4(v4) => !v4.is_link_local(),
+    }));
     // Connecting a UDP socket sends nothing; it only picks the outgoing address.
     for (bind, probe) in [("0.0.0.0:0", "192.0.2.1:9"), ("[::]:0", "[2001:db8::1]:9")] {
         if let Some(ip) = UdpSocket::bind(bind)
@@ -281,13 +301,29 @@ fn certificate_names(listen: SocketAddr) -> Vec<String> {
     names
 }
 
-/// The self-signed certificate and key in `dir`, made on first use.
+/// The self-signed certificate and key in `dir`, made on first use and again
+/// when it lacks a name or address it should have (a new --public-host, a new
+/// address): the names it was made for are kept beside it.
 fn self_signed(dir: &Path, names: &[String]) -> anyhow::Result<(PathBuf, PathBuf)> {
     let cert_path = dir.join("self-signed.crt");
     let key_path = dir.join("self-signed.key");
+    let names_path = dir.join("self-signed.names");
     if cert_path.exists() && key_path.exists() {
-        info!(cert = %cert_path.display(), "reusing the self-signed certificate (delete it to make a new one)");
-        return Ok((cert_path, key_path));
+        let made_for = std::fs::read_to_string(&names_path).unwrap_or_default();
+        let made_for: Vec<&str> = made_for.lines().collect();
+        let missing: Vec<&String> = names
+            .iter()
+            .filter(|n| !made_for.contains(&n.as_str()))
+            .collect();
+        if missing.is_empty() {
+            info!(cert = %cert_path.display(), "reusing the self-signed certificate (delete it to make a new one)");
+            return Ok((cert_path, key_path));
+        }
+        let missing: Vec<&str> = missing.iter().map(|n| n.as_str()).collect();
+        warn!(
+            "the self-signed certificate lacks {}: making a new one (browsers ask once more)",
+            missing.join(", ")
+        );
     }
     std::fs::create_dir_all(dir)
         .with_context(|| format!("cannot create the data directory {}", dir.display()))?;
@@ -303,6 +339,7 @@ fn self_signed(dir: &Path, names: &[String]) -> anyhow::Result<(PathBuf, PathBuf
         .context("cannot sign the certificate")?;
     write_private(&key_path, key_pair.serialize_pem().as_bytes())?;
     write_private(&cert_path, cert.pem().as_bytes())?;
+    write_private(&names_path, names.join("\n").as_bytes())?;
     println!(
         "made a self-signed TLS certificate for {} in {}",
         names.join(", "),
@@ -381,14 +418,38 @@ pub async fn reload_on_change(tls: &Tls, poll: Duration, mut shutdown: watch::Re
 mod tests {
     use super::*;
 
+    /// A new --public-host (or address) needs a new certificate; the same set
+    /// keeps the one there is.
+    #[test]
+    fn the_self_signed_certificate_is_made_again_for_a_new_name_only() {
+        let dir = std::env::temp_dir().join(format!("nalcast-tls-names-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let listen: SocketAddr = "0.0.0.0:8443".parse().expect("addr");
+        let mode = TlsMode::SelfSigned { dir: dir.clone() };
+        let fingerprint = |public: &[String]| {
+            let tls = setup(&mode, listen, public).expect("made");
+            let loaded = load(&tls.cert, &tls.key).expect("loads");
+            (loaded.fingerprint, loaded.dns_names)
+        };
+        let (first, _) = fingerprint(&[]);
+        let public = ["cam.example.com".to_owned(), "*.home.arpa".to_owned()];
+        let (second, names) = fingerprint(&public);
+        assert_ne!(first, second, "a new name: a new certificate");
+        assert!(names.iter().any(|n| n == "cam.example.com"), "{names:?}");
+        assert!(names.iter().any(|n| n == "*.home.arpa"), "{names:?}");
+        let (third, _) = fingerprint(&public[..1]);
+        assert_eq!(second, third, "a name it has already: the same certificate");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn self_signed_certificate_is_made_once_then_reused() {
         let dir = std::env::temp_dir().join(format!("nalcast-tls-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let listen: SocketAddr = "127.0.0.1:8443".parse().expect("addr");
-        let first = setup(&TlsMode::SelfSigned { dir: dir.clone() }, listen).expect("made");
+        let first = setup(&TlsMode::SelfSigned { dir: dir.clone() }, listen, &[]).expect("made");
         let a = load(&first.cert, &first.key).expect("loads");
-        let second = setup(&TlsMode::SelfSigned { dir: dir.clone() }, listen).expect("reused");
+        let second = setup(&TlsMode::SelfSigned { dir: dir.clone() }, listen, &[]).expect("reused");
         let b = load(&second.cert, &second.key).expect("loads");
         assert_eq!(a.fingerprint, b.fingerprint);
         assert_eq!(a.fingerprint.len(), 32 * 3 - 1);
@@ -445,7 +506,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("nalcast-tls-cipher-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let listen: SocketAddr = "127.0.0.1:8443".parse().expect("addr");
-        let tls = setup(&TlsMode::SelfSigned { dir: dir.clone() }, listen).expect("made");
+        let tls = setup(&TlsMode::SelfSigned { dir: dir.clone() }, listen, &[]).expect("made");
         let mut roots = rustls::RootCertStore::empty();
         for cert in CertificateDer::pem_file_iter(&tls.cert).expect("pem") {
             roots.add(cert.expect("cert")).expect("trusted");

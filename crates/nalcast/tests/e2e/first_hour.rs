@@ -248,3 +248,30 @@ fn the_package_suggests_ffmpeg_and_says_what_needs_it() {
         "{about}"
     );
 }
+
+/// The HTTPS address a user is told to open by a --public-host name must not show
+/// a name mismatch on top of the self-signed warning: the certificate carries it.
+#[tokio::test]
+async fn the_self_signed_certificate_covers_the_public_host_names() {
+    let data = temp_dir("public-host-cert");
+    let server = Server::start(&[
+        "--tls",
+        "self-signed",
+        "--data-dir",
+        &data.display().to_string(),
+        "--public-host",
+        "camera.example.test",
+        "--width",
+        "320",
+        "--height",
+        "240",
+    ]);
+    let tls = pinned_tls(&data.join("tls/self-signed.crt"));
+    let stream = tls_connect(&tls, server.addr, "camera.example.test")
+        .await
+        .expect("the certificate is valid for camera.example.test");
+    let (status, _, _) = http_request_on(stream, "camera.example.test", "/", &[])
+        .await
+        .expect("the page");
+    assert_eq!(status, 200);
+}
