@@ -23,6 +23,7 @@ EXAMPLES = {
     "max-connections-per-ip": "256",
     "viewer-threads": "4",
     "allow-origin": '["http://dashboard.lan:3000"]',
+    "frame-ancestors": '["http://homeassistant.lan:8123"]',
     "public-host": '["camera.example.com"]',
     "trusted-proxy": '["127.0.0.1"]',
     "tls": '"off"',

@@ -101,7 +101,7 @@ export function endpointOf(decoder) {
  * after, short}; commands in `todo` are marked with backticks. `secure` is the page's isSecureContext, `hasWebCodecs` whether the
  * browser has VideoDecoder at all (it may have it and still refuse this codec).
  */
-export function explainUnplayable(info, { secure, hasWebCodecs, hasMse = false }) {
+export function explainUnplayable(info, { secure, hasWebCodecs, hasMse = false, hls = null }) {
   const codec = typeof info?.codec === 'string' && info.codec ? info.codec : 'unknown codec';
   const profile = profileName(info?.codec);
   const stream = profile ? `H.264 ${profile} profile (${codec})` : `H.264 of an unknown profile (${codec})`;
@@ -136,6 +136,8 @@ export function explainUnplayable(info, { secure, hasWebCodecs, hasMse = false }
     todo = [baseline.replace(/^Or m/, 'M')];
     short = `WebCodecs here cannot decode ${codec}; Broadway.js plays Baseline only`;
   }
+  // A player of its own plays LL-HLS on devices where this page cannot.
+  if (hls) todo.push(`Or play the LL-HLS stream, which Safari (every iPhone and iPad) and VLC play by themselves: \`${hls}\``);
   return {
     title,
     why,

@@ -133,6 +133,7 @@ function initialStats() {
  *   secure          whether the page is a secure context
  *   webcodecs()     whether this browser has WebCodecs (here)
  *   hasMse()        whether this browser has Media Source Extensions
+ *   hls             the LL-HLS playlist's URL, offered where the page cannot play
  *   mse(codec)      whether its MSE plays this codec
  *   newDecoder(kind, onPicture, onError)    a decoder of decoders.js's interface (mse.js's for 'mse')
  *   openSocket(endpoint)   a WebSocket to that endpoint ('ws' or 'ws/fmp4', relative to
@@ -146,10 +147,11 @@ function initialStats() {
  */
 export class Player {
   constructor({
-    wanted = 'auto', secure, webcodecs, hasMse = () => false, mse = () => false,
+    wanted = 'auto', secure, webcodecs, hasMse = () => false, mse = () => false, hls = null,
     newDecoder, openSocket, now, timeOrigin, timers, view,
   }) {
     this.wanted = wanted;
+    this.hls = hls;
     this.secure = secure;
     this.webcodecs = webcodecs;
     this.hasMse = hasMse;
@@ -354,7 +356,7 @@ export class Player {
       // Nothing here can decode it: say why on the stage and stay connected (the
       // stream may become playable, e.g. a camera restarted with Baseline).
       this.closeDecoder();
-      const explanation = explainUnplayable(next, { secure: this.secure, hasWebCodecs, hasMse });
+      const explanation = explainUnplayable(next, { secure: this.secure, hasWebCodecs, hasMse, hls: this.hls });
       stats.error = explanation.short;
       this.showUnplayable(explanation);
       this.setState('unsupported');

@@ -125,6 +125,7 @@ const player = new Player({
   webcodecs: () => WebCodecsDecoder.supported(),
   hasMse: () => MseDecoder.supported(),
   mse: (codec) => MseDecoder.canPlay(codec),
+  hls: new URL('hls/index.m3u8', location.href).href,
   newDecoder(kind, onPicture, onError) {
     if (kind === 'webcodecs') return new WebCodecsDecoder(onPicture, onError);
     if (kind === 'mse') return new MseDecoder(onPicture, onError);

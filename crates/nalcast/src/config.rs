@@ -105,6 +105,9 @@ pub struct Options {
     /// Let pages from this origin open WebSockets too (e.g. http://dashboard.lan:3000), or * for any; repeatable. By default only the page's own origin (and, on the legacy port, the same host) may.
     #[arg(long, value_name = "ORIGIN")]
     pub allow_origin: Vec<String>,
+    /// Let pages from this origin show the player page in a frame (a dashboard: e.g. http://homeassistant.lan:8123), or * for any; repeatable. By default only the page's own origin may frame it (a defence against clickjacking).
+    #[arg(long, value_name = "ORIGIN")]
+    pub frame_ancestors: Vec<String>,
     /// Also answer to this host name (a DNS name or reverse proxy's name users open the camera by; *.example.com for a domain, * for any); repeatable. IP addresses, localhost, this machine's host name (alone, .local, and under its DNS search domains) and the TLS certificate's names are always served; other names get 421, a defence against DNS rebinding.
     #[arg(long, value_name = "NAME")]
     pub public_host: Vec<String>,
@@ -296,6 +299,28 @@ fn with_file_defaults(mut command: Command, path: &Path) -> Result<Command, Load
     Ok(command)
 }
 
+/// Origins given to `--KEY` (http:// or https:// and an authority, or `*`), as
+/// browsers send them: without a trailing slash.
+fn origins(key: &str, given: Vec<String>) -> Result<Vec<String>, String> {
+    let origins: Vec<String> = given
+        .into_iter()
+        .map(|o| o.trim_end_matches('/').to_owned())
+        .collect();
+    for origin in &origins {
+        let authority = origin
+            .strip_prefix("http://")
+            .or_else(|| origin.strip_prefix("https://"));
+        let valid = origin == "*"
+            || authority.is_some_and(|a| !a.is_empty() && !a.contains(['/', ' ', ';', '\'']));
+        if !valid {
+            return Err(format!(
+                "--{key} '{origin}' is not an origin like http://host:port (or *)"
+            ));
+        }
+    }
+    Ok(origins)
+}
+
 /// A TOML syntax error as a person can act on it: the line, and for the usual
 /// slip (a word left unquoted: `source = rpicam`, which TOML reads as the start
 /// of `true`) what to write instead.
@@ -386,6 +411,8 @@ pub struct Config {
     pub send_buffer: usize,
     /// Extra origins allowed to open WebSockets.
     pub allow_origins: Vec<String>,
+    /// Origins allowed to show the page in a frame (`--frame-ancestors`).
+    pub frame_ancestors: Vec<String>,
     /// Extra host names served (`--public-host`).
     pub public_hosts: Vec<String>,
     /// Reverse proxies whose forwarding header is believed.
@@ -524,24 +551,8 @@ impl Config {
         };
         let viewer_timeout = seconds("viewer-timeout", o.viewer_timeout)?;
         let send_buffer = range("send-buffer", o.send_buffer, 4096, 64 << 20)?;
-        // Browsers send origins without a trailing slash.
-        let allow_origins: Vec<String> = o
-            .allow_origin
-            .into_iter()
-            .map(|o| o.trim_end_matches('/').to_owned())
-            .collect();
-        for origin in &allow_origins {
-            let authority = origin
-                .strip_prefix("http://")
-                .or_else(|| origin.strip_prefix("https://"));
-            let valid = origin == "*"
-                || authority.is_some_and(|a| !a.is_empty() && !a.contains(['/', ' ']));
-            if !valid {
-                return Err(format!(
-                    "--allow-origin '{origin}' is not an origin like http://host:port (or *)"
-                ));
-            }
-        }
+        let allow_origins = origins("allow-origin", o.allow_origin)?;
+        let frame_ancestors = origins("frame-ancestors", o.frame_ancestors)?;
         let public_hosts = o.public_host;
         for name in &public_hosts {
             if name.is_empty() || name.contains(['/', ' ', ':', '@']) {
@@ -625,6 +636,7 @@ impl Config {
             max_connections_per_ip,
             viewer_threads,
             allow_origins,
+            frame_ancestors,
             public_hosts,
             trusted_proxies,
             proxy_header,

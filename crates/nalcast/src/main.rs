@@ -322,6 +322,9 @@ async fn run(
         viewer_timeout: config.viewer_timeout,
         shutdown: shutdown_rx.clone(),
         allow_origins: std::sync::Arc::new(config.allow_origins.clone()),
+        page_csp: std::sync::Arc::new(server::assets::content_security_policy(
+            &config.frame_ancestors,
+        )),
         limits: server::limits::ViewerLimits::new(config.max_viewers, config.max_viewers_per_ip)
             .holding_connections(&connections),
         viewer_threads,

@@ -6,6 +6,8 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import net from 'node:net';
 import { createRequire } from 'node:module';
 import { startServer, launchBrowser, screenshotPath } from './helpers.mjs';
 
@@ -90,4 +92,75 @@ test('hls.js plays /hls/index.m3u8 in low-latency mode: parts, blocking reload, 
   } finally {
     await server.stop();
   }
+});
+
+// A dashboard of its own origin (another port on loopback: a dashboard on the LAN
+// is in the camera's address space too) playing nalcast's LL-HLS with hls.js: the
+// browser lets it read the playlist and parts only when nalcast names the
+// dashboard's origin (--allow-origin).
+const DASHBOARD = (playlist) => `<!doctype html><meta charset="utf-8"><title>dashboard</title>
+<video id="v" muted autoplay playsinline style="width:640px;height:360px"></video>
+<script src="/hls.js"></script>
+<script>
+const log = window.dashLog = { errors: [], times: [] };
+const video = document.getElementById('v');
+const hls = new Hls({ lowLatencyMode: true });
+hls.on(Hls.Events.ERROR, (_, d) => log.errors.push(d.details + (d.fatal ? ' (fatal)' : '')));
+hls.loadSource(${JSON.stringify(playlist)});
+hls.attachMedia(video);
+setInterval(() => { if (video.videoWidth) log.times.push(video.currentTime); log.width = video.videoWidth; }, 100);
+</script>`;
+
+/** The dashboard's own web server, on a port of its own: its origin. */
+async function dashboardServer(nalcastPort) {
+  const playlist = `http://127.0.0.1:${nalcastPort}/hls/index.m3u8`;
+  const srv = http.createServer((req, res) => {
+    const js = req.url === '/hls.js';
+    res.writeHead(200, { 'content-type': js ? 'text/javascript' : 'text/html' });
+    res.end(js ? HLS_JS : DASHBOARD(playlist));
+  });
+  await new Promise((done) => srv.listen(0, '127.0.0.1', done));
+  return { srv, origin: `http://127.0.0.1:${srv.address().port}` };
+}
+
+/** nalcast with `args`, a dashboard, and its page open in a browser. */
+async function watchFromDashboard(args, check) {
+  const port = await freePort();
+  const dash = await dashboardServer(port);
+  const server = await startServer(['--width', '640', '--height', '360', ...args(dash.origin)], port);
+  const page = await browser.newPage();
+  try {
+    await page.goto(`${dash.origin}/`);
+    return await check(page);
+  } finally {
+    await page.close();
+    await server.stop();
+    dash.srv.close();
+  }
+}
+
+function freePort() {
+  return new Promise((resolve) => {
+    const probe = net.createServer().listen(0, '127.0.0.1', () => {
+      const { port } = probe.address();
+      probe.close(() => resolve(port));
+    });
+  });
+}
+
+test('an hls.js player on another origin plays when nalcast allows that origin, and is refused when not', async (t) => {
+  await watchFromDashboard((origin) => ['--allow-origin', origin], async (page) => {
+    await page.waitForFunction(() => window.dashLog.times.length > 0
+      && window.dashLog.times.at(-1) - window.dashLog.times[0] >= 2, null, { timeout: 25000 });
+    const log = await page.evaluate(() => window.dashLog);
+    assert.equal(log.width, 640);
+    assert.deepEqual(log.errors.filter((e) => e.includes('fatal')), []);
+    await page.screenshot({ path: screenshotPath('hls-cross-origin') });
+    t.diagnostic(`played ${(log.times.at(-1) - log.times[0]).toFixed(1)} s from another origin`);
+  });
+  await watchFromDashboard(() => [], async (page) => {
+    await page.waitForFunction(() => window.dashLog.errors.some((e) => e.includes('fatal')), null, { timeout: 25000 });
+    const log = await page.evaluate(() => window.dashLog);
+    assert.equal(log.times.length, 0, 'nothing played without --allow-origin');
+  });
 });

@@ -144,6 +144,10 @@ test('the first endpoint: /ws/fmp4 where MSE will likely play, else /ws', () => 
 
 test('on plain HTTP with MSE that refuses the codec, the explanation says so', () => {
   const e = explainUnplayable({ codec: 'avc1.F4001F' }, { secure: false, hasWebCodecs: false, hasMse: true });
+  const withHls = explainUnplayable({ codec: 'avc1.640028' }, {
+    secure: false, hasWebCodecs: false, hls: 'http://camera.lan:8000/hls/index.m3u8',
+  });
+  assert.match(withHls.todo.at(-1), /LL-HLS stream.*Safari.*`http:\/\/camera\.lan:8000\/hls\/index\.m3u8`/);
   assert.match(e.why, /Media Source Extensions, which cannot play this stream/);
   assert.match(e.todo[0], /--tls self-signed/);
 });

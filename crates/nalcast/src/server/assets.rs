@@ -1,10 +1,12 @@
 //! The player page and Broadway.js, embedded in release builds (read from disk in
 //! debug builds, so the page can be edited without rebuilding). ETags let browsers
 //! revalidate cheaply. build.rs refuses to build without Broadway.js.
-use axum::extract::Path;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use rust_embed::{EmbeddedFile, RustEmbed};
+
+use super::AppState;
 
 #[derive(RustEmbed)]
 #[folder = "../../web/public/"]
@@ -19,14 +21,23 @@ struct Broadway;
 
 /// The page loads only its own scripts (no inline code, no eval: Broadway.js's
 /// asm.js decoder runs without 'unsafe-eval', checked by the browser tests), talks
-/// only to its own origin, and cannot be framed by other sites. `media-src blob:`:
-/// the Media Source Extensions player plays from a MediaSource's blob: URL.
-const CSP: &str = "default-src 'self'; script-src 'self'; worker-src 'self'; style-src 'self'; \
-                   img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; \
-                   object-src 'none'; base-uri 'none'; \
-                   frame-ancestors 'self'";
+/// only to its own origin, and can be framed only by its own origin and those
+/// `--frame-ancestors` names (a dashboard). `media-src blob:`: the Media Source
+/// Extensions player plays from a MediaSource's blob: URL.
+pub fn content_security_policy(frame_ancestors: &[String]) -> String {
+    let mut ancestors = "'self'".to_owned();
+    for origin in frame_ancestors {
+        ancestors.push(' ');
+        ancestors.push_str(origin);
+    }
+    format!(
+        "default-src 'self'; script-src 'self'; worker-src 'self'; style-src 'self'; \
+         img-src 'self' data: blob:; media-src 'self' blob:; connect-src 'self'; \
+         object-src 'none'; base-uri 'none'; frame-ancestors {ancestors}"
+    )
+}
 
-fn respond(file: EmbeddedFile, headers: &HeaderMap) -> Response {
+fn respond(file: EmbeddedFile, headers: &HeaderMap, csp: &str) -> Response {
     let etag = format!("\"{}\"", hex(&file.metadata.sha256_hash()[..12]));
     if headers
         .get(header::IF_NONE_MATCH)
@@ -41,7 +52,7 @@ fn respond(file: EmbeddedFile, headers: &HeaderMap) -> Response {
             (header::ETAG, etag),
             (header::CACHE_CONTROL, "no-cache".to_owned()),
             (header::X_CONTENT_TYPE_OPTIONS, "nosniff".to_owned()),
-            (header::CONTENT_SECURITY_POLICY, CSP.to_owned()),
+            (header::CONTENT_SECURITY_POLICY, csp.to_owned()),
             (header::REFERRER_POLICY, "no-referrer".to_owned()),
         ],
         file.data,
@@ -54,19 +65,23 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 /// `GET /` and the page's files.
-pub async fn page(uri: Uri, headers: HeaderMap) -> Response {
+pub async fn page(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path().trim_start_matches('/');
     let name = if path.is_empty() { "index.html" } else { path };
     match Page::get(name) {
-        Some(file) => respond(file, &headers),
+        Some(file) => respond(file, &headers, &state.page_csp),
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),
     }
 }
 
 /// `GET /vendor/broadway/{file}`: Broadway.js from the npm package.
-pub async fn broadway(Path(file): Path<String>, headers: HeaderMap) -> Response {
+pub async fn broadway(
+    State(state): State<AppState>,
+    Path(file): Path<String>,
+    headers: HeaderMap,
+) -> Response {
     match Broadway::get(&file) {
-        Some(f) => respond(f, &headers),
+        Some(f) => respond(f, &headers, &state.page_csp),
         None => (
             StatusCode::NOT_FOUND,
             "Broadway.js is not installed: run `make setup` (npm ci in web/) and rebuild\n",

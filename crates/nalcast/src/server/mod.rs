@@ -13,8 +13,9 @@ use nalcast_core::Hub;
 use tokio::sync::watch;
 
 mod api;
-mod assets;
+pub mod assets;
 pub mod auth;
+pub mod cors;
 pub mod hls;
 pub mod hls_budget;
 pub mod host;
@@ -45,8 +46,10 @@ pub struct AppState {
     pub viewer_timeout: Duration,
     /// Turns true on shutdown.
     pub shutdown: watch::Receiver<bool>,
-    /// Extra origins allowed to open WebSockets (`*` for any).
+    /// Extra origins allowed to open WebSockets and read LL-HLS (`*` for any).
     pub allow_origins: Arc<Vec<String>>,
+    /// The page's Content-Security-Policy (its frame-ancestors from the options).
+    pub page_csp: Arc<String>,
     /// Viewer slots.
     pub limits: limits::ViewerLimits,
     /// Where plain-TCP viewers run.
@@ -75,6 +78,7 @@ impl AppState {
             viewer_timeout: Duration::from_secs(10),
             shutdown,
             allow_origins: Arc::default(),
+            page_csp: Arc::new(assets::content_security_policy(&[])),
             limits: limits::ViewerLimits::new(100, 100),
             viewer_threads: Arc::new(threads::ViewerThreads::none()),
             auth: None,
@@ -126,7 +130,10 @@ pub fn router(state: AppState, front: &Front) -> Router {
         .layer(from_fn_with_state(
             state.hls_budget.clone(),
             hls_budget::guard,
-        ));
+        ))
+        .route("/hls", get(cors::to_playlist))
+        .route("/hls/", get(cors::to_playlist))
+        .layer(from_fn_with_state(state.allow_origins.clone(), cors::hls));
     let protected = Router::new()
         .route("/ws", get(viewer::routes::framed))
         .route("/ws/raw", get(viewer::routes::raw))

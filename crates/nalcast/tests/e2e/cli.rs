@@ -100,7 +100,7 @@ fn the_configuration_reference_is_made_from_the_options() {
             return;
         }
         panic!(
-            "docs/configuration.md's table is out of date with the options in crates/nalcast/src/config.rs: run NALCAST_UPDATE_DOCS=1 cargo test -p nalcast --test cli"
+            "docs/configuration.md's table is out of date with the options in crates/nalcast/src/config.rs: run NALCAST_UPDATE_DOCS=1 cargo test -p nalcast --test e2e cli::"
         );
     }
 }

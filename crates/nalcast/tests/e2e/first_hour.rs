@@ -275,3 +275,58 @@ async fn the_self_signed_certificate_covers_the_public_host_names() {
         .expect("the page");
     assert_eq!(status, 200);
 }
+
+/// LL-HLS from another page (issue 28): CORS for the --allow-origin list only;
+/// /hls and /hls/ lead to the playlist; --frame-ancestors lets a dashboard frame
+/// the player page.
+#[tokio::test]
+async fn hls_answers_other_origins_on_the_list_and_the_page_may_be_framed_by_them() {
+    let server = Server::start(&[
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--allow-origin",
+        "http://dashboard.lan:8123",
+        "--frame-ancestors",
+        "http://dashboard.lan:8123",
+    ]);
+    server.wait_healthy().await;
+    let ask = |origin: &'static str| {
+        let addr = server.addr;
+        async move {
+            let (status, head, _) = http_request(addr, "/hls/index.m3u8", &[("Origin", origin)])
+                .await
+                .expect("playlist");
+            (status, head.to_ascii_lowercase())
+        }
+    };
+    let (status, head) = ask("http://dashboard.lan:8123").await;
+    assert_eq!(status, 200, "{head}");
+    assert!(
+        head.contains("access-control-allow-origin: http://dashboard.lan:8123"),
+        "{head}"
+    );
+    assert!(head.contains("vary: origin"), "{head}");
+    let (_, head) = ask("http://evil.example").await;
+    assert!(!head.contains("access-control-allow-origin"), "{head}");
+    for path in ["/hls", "/hls/", "/hls?token=x"] {
+        let (status, head, _) = http_request(server.addr, path, &[])
+            .await
+            .expect("redirect");
+        assert_eq!(status, 307, "{path}: {head}");
+        let want = if path.contains('?') {
+            "location: /hls/index.m3u8?token=x"
+        } else {
+            "location: /hls/index.m3u8"
+        };
+        assert!(head.to_ascii_lowercase().contains(want), "{path}: {head}");
+    }
+    let (status, head, _) = http_request(server.addr, "/", &[]).await.expect("page");
+    assert_eq!(status, 200);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("frame-ancestors 'self' http://dashboard.lan:8123"),
+        "{head}"
+    );
+}
