@@ -330,3 +330,55 @@ async fn hls_answers_other_origins_on_the_list_and_the_page_may_be_framed_by_the
         "{head}"
     );
 }
+
+/// The start-up banner lists the addresses to open, not a placeholder.
+#[test]
+fn the_banner_lists_real_addresses_to_open() {
+    let mut child = Command::new(nalcast_bin())
+        .args(["--listen", "0.0.0.0:0", "--legacy-listen", "off"])
+        .args(["--width", "320", "--height", "240"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("runs");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // Up to the HLS line, the last with the legacy port off; 10 s at most (the
+    // server keeps stdout open).
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut banner = Vec::new();
+    while let Ok(line) = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+        let last = line.contains("/hls/index.m3u8");
+        banner.push(line);
+        if last {
+            break;
+        }
+    }
+    let port = banner
+        .iter()
+        .find_map(|l| l.strip_prefix("listening on http://0.0.0.0:"))
+        .map(|p| p.trim_end_matches('/').to_owned())
+        .expect("the listening line");
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = banner.join("\n");
+    assert!(
+        text.contains(&format!("http://localhost:{port}/")),
+        "{text}"
+    );
+    assert!(text.contains("/hls/index.m3u8"), "{text}");
+    assert!(
+        !text.contains('<'),
+        "a placeholder instead of an address: {text}"
+    );
+}
