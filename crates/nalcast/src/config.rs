@@ -39,6 +39,9 @@ pub struct Options {
     /// How an rtsp:// camera sends its video: tcp (interleaved in the RTSP connection; passes firewalls and NAT, nothing lost) or udp (separate ports; for a clean LAN, lost packets stay lost).
     #[arg(long, value_name = "tcp|udp", default_value_t = SourceOptions::default().rtsp_transport)]
     pub rtsp_transport: RtspTransport,
+    /// Let an rtsp:// camera that asks for HTTP Basic authentication have the password that way (readable by anyone on the network, RTSP being unencrypted): on or off. Off, such a camera is refused with one log line; Digest is always used where the camera offers it.
+    #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
+    pub rtsp_allow_basic: String,
     /// Also send the stream, unchanged (copied, never re-encoded), to a media server at this URL: rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam); repeatable. An ffmpeg process per URL does it and is restarted when it fails; /api/stream shows its state without the URL's user, password, query string or RTMP stream key.
     #[arg(long, value_name = "URL")]
     pub publish: Vec<String>,
@@ -433,6 +436,7 @@ impl Config {
             max_nal_size: range("max-nal-size", o.max_nal_size, 1024, 256 << 20)?,
             stall_timeout: seconds("stall-timeout", o.stall_timeout)?,
             rtsp_transport: o.rtsp_transport,
+            rtsp_allow_basic: o.rtsp_allow_basic == "on",
             ..SourceOptions::default()
         };
         let queue = QueueLimits {
