@@ -82,6 +82,17 @@ impl Slots {
         Ok(())
     }
 
+    /// Takes a slot for `key` within the total only (for one more descriptor of a
+    /// client already counted, whose per-address limit is not the point).
+    fn take_within_total(&self, key: IpAddr) -> Result<(), Refused> {
+        let mut c = self.counts();
+        if c.total >= self.max_total {
+            return Err(Refused::Total);
+        }
+        self.add(&mut c, key);
+        Ok(())
+    }
+
     /// Takes a slot for `key` whatever the limits say (for a connection that is
     /// already open and only changes hands).
     fn take_anyway(&self, key: IpAddr) {
@@ -219,12 +230,44 @@ impl ViewerLimits {
     }
 }
 
+impl Slot {
+    /// A connection slot for a second descriptor of this viewer's socket (the
+    /// TCP_INFO duplicate a join measures with), if the total has room: the
+    /// connection budget is a descriptor budget, and a joining viewer holds two (a
+    /// budget that counted one let accept() fail for everyone under a low
+    /// open-file limit). `Ok(None)` where viewers hold no connection slots (an
+    /// embedding without connection limits): nothing to count.
+    pub fn descriptor(&self) -> Result<Option<DescriptorSlot>, Refused> {
+        let Some(connections) = self.connections.as_ref() else {
+            return Ok(None);
+        };
+        connections.take_within_total(self.key)?;
+        Ok(Some(DescriptorSlot {
+            slots: connections.clone(),
+            key: self.key,
+        }))
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.slots.give_back(self.key);
         if let Some(connections) = &self.connections {
             connections.give_back(self.key);
         }
+    }
+}
+
+/// A connection slot held for an extra descriptor ([`Slot::descriptor`]).
+#[derive(Debug)]
+pub struct DescriptorSlot {
+    slots: Slots,
+    key: IpAddr,
+}
+
+impl Drop for DescriptorSlot {
+    fn drop(&mut self) {
+        self.slots.give_back(self.key);
     }
 }
 
@@ -295,6 +338,37 @@ mod tests {
         drop(viewer);
         assert_eq!(connections.open(), 2);
         assert!(connections.acquire(a).is_ok());
+    }
+
+    #[test]
+    fn a_joining_viewers_second_descriptor_is_counted_within_the_total() {
+        let connections = ConnectionLimits::new(2, 2);
+        let viewers = ViewerLimits::new(10, 10).holding_connections(&connections);
+        let a = ip("192.0.2.1");
+        let conn = connections.acquire(a).expect("connection");
+        let viewer = viewers.acquire(a).expect("viewer");
+        drop(conn); // hyper hands the socket over
+        assert_eq!(connections.open(), 1);
+        let dup = viewer
+            .descriptor()
+            .expect("room for the TCP_INFO duplicate")
+            .expect("counted");
+        assert_eq!(connections.open(), 2);
+        assert_eq!(
+            connections.acquire(ip("192.0.2.2")).unwrap_err(),
+            Refused::Total,
+            "the duplicate holds a descriptor like a connection"
+        );
+        assert_eq!(
+            viewer.descriptor().unwrap_err(),
+            Refused::Total,
+            "none past the total"
+        );
+        drop(dup);
+        assert_eq!(connections.open(), 1);
+        let other = connections.acquire(ip("192.0.2.2")).expect("room again");
+        drop((other, viewer));
+        assert_eq!(connections.open(), 0);
     }
 
     #[test]
