@@ -18,6 +18,7 @@ mod hls_cache;
 mod hls_limits;
 mod isolation;
 mod keyframes;
+mod packaging;
 mod publish;
 mod route_guard;
 mod routes;
