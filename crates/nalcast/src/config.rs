@@ -93,13 +93,13 @@ pub struct Options {
     /// Most viewers at once; more are refused with HTTP 503.
     #[arg(long, value_name = "N", default_value_t = 2000)]
     pub max_viewers: usize,
-    /// Most viewers from one client address; more are refused with HTTP 429.
+    /// Most viewers from one client address (an IPv6 /64 counts as one, and an IPv6 /48 holds at most four times as many); more are refused with HTTP 429.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub max_viewers_per_ip: usize,
     /// Most open connections at once (viewers included); more are closed at once (HTTP 503 on plain HTTP). Lowered at start to fit the open-file limit. [default: 4096, or twice --max-viewers if that is more]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
-    /// Most open connections from one client address (an IPv6 /64 counts as one), viewers included; more are closed at once (HTTP 429 on plain HTTP). [default: 256, or twice --max-viewers-per-ip if that is more]
+    /// Most open connections from one client address (an IPv6 /64 counts as one, and an IPv6 /48 holds at most four times as many), viewers included; more are closed at once (HTTP 429 on plain HTTP). [default: 256, or twice --max-viewers-per-ip if that is more]
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
     /// Threads that write to plain-HTTP viewers, so a frame goes out on every core at once; 0 keeps them on the main runtime. [default: number of cores]

@@ -37,14 +37,33 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// How many per-address limits an IPv6 /48 (a site) may hold together: a home
+/// or an office has one /64 or a few, while a holder of a /48 would otherwise
+/// have 65,536 of them, each with the full per-address limit.
+pub const SITE_SHARE: usize = 4;
+
+/// The site of a client key: an IPv6 /48; an IPv4 address is its own.
+pub fn site_key(key: IpAddr) -> IpAddr {
+    match key {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
     by_key: HashMap<IpAddr, usize>,
+    /// IPv6 keys' counts per /48 (IPv4 keys are their own site: not kept here).
+    by_site: HashMap<IpAddr, usize>,
 }
 
-/// Slots counted in all and per client key. Invariant: `total` is the sum of
-/// `by_key`, and no key is kept with a count of 0.
+/// Slots counted in all, per client key, and per IPv6 site. Invariant: `total`
+/// is the sum of `by_key`, each site's count the sum of its keys', and no key or
+/// site is kept with a count of 0.
 #[derive(Debug, Clone)]
 struct Slots {
     max_total: usize,
@@ -78,6 +97,12 @@ impl Slots {
         if c.by_key.get(&key).copied().unwrap_or(0) >= self.max_per_key {
             return Err(Refused::PerAddress);
         }
+        if key.is_ipv6()
+            && c.by_site.get(&site_key(key)).copied().unwrap_or(0)
+                >= self.max_per_key.saturating_mul(SITE_SHARE)
+        {
+            return Err(Refused::PerAddress);
+        }
         self.add(&mut c, key);
         Ok(())
     }
@@ -102,6 +127,9 @@ impl Slots {
 
     fn add(&self, c: &mut Counts, key: IpAddr) {
         *c.by_key.entry(key).or_insert(0) += 1;
+        if key.is_ipv6() {
+            *c.by_site.entry(site_key(key)).or_insert(0) += 1;
+        }
         c.total += 1;
         self.publish(c);
     }
@@ -116,8 +144,25 @@ impl Slots {
         if *n == 0 {
             c.by_key.remove(&key);
         }
+        if key.is_ipv6() {
+            let site = site_key(key);
+            if let Some(n) = c.by_site.get_mut(&site) {
+                *n -= 1;
+                if *n == 0 {
+                    c.by_site.remove(&site);
+                }
+            }
+        }
         c.total -= 1;
         debug_assert_eq!(c.total, c.by_key.values().sum::<usize>());
+        debug_assert_eq!(
+            c.by_site.values().sum::<usize>(),
+            c.by_key
+                .iter()
+                .filter(|(k, _)| k.is_ipv6())
+                .map(|(_, n)| n)
+                .sum::<usize>()
+        );
         self.publish(&c);
     }
 
@@ -309,6 +354,31 @@ mod tests {
             "same /64"
         );
         assert!(limits.acquire(ip("2001:db8:1:3::1")).is_ok(), "next /64");
+        // A /48 holds at most SITE_SHARE per-address limits, however many /64s it
+        // uses (before: 65,536 of them, each with the full limit).
+        let mut held = Vec::new();
+        let refused = (4..1000u16).flat_map(|i| [i, i]).find_map(|i| {
+            let addr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, i, 0, 0, 0, 1));
+            match limits.acquire(addr) {
+                Ok(slot) => {
+                    held.push(slot);
+                    None
+                }
+                Err(why) => Some(why),
+            }
+        });
+        assert_eq!(refused, Some(Refused::PerAddress));
+        assert_eq!(
+            held.len() + 2,
+            2 * SITE_SHARE,
+            "the /48's share of the per-address limits, /64 by /64"
+        );
+        assert!(
+            limits.acquire(ip("2001:db8:2::1")).is_ok(),
+            "another /48 is not held"
+        );
+        drop(held);
+        assert!(limits.acquire(ip("2001:db8:1:ff::1")).is_ok(), "given back");
         let _c = limits.acquire(ip("192.0.2.7")).expect("v4");
         let _d = limits.acquire(ip("::ffff:192.0.2.7")).expect("v4 mapped");
         assert_eq!(
