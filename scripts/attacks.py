@@ -7,9 +7,10 @@ saw, and meanwhile samples nalcast's resident memory (VmRSS of --pid) every 0.2 
     scripts/attacks.py --pid PID --addr 127.0.0.1:8000 slow-segments [--readers 4000]
     scripts/attacks.py --pid PID --addr 127.0.0.1:8000 header-flood [--conns 4000]
 
-Run nalcast under `prlimit --as=1500000000` to see whether it survives a small
-device's address-space limit. A normal viewer is checked with scripts/viewer.py or
-the e2e tests; this script only attacks.
+scripts/attack.sh runs nalcast under `prlimit --as=1500000000` (a small device's
+address-space limit) with a normal viewer beside the attack; this script only
+attacks. password-flood also asks as the owner (--owner, from 127.1.0.1) every
+half second and counts the answers.
 """
 import argparse
 import asyncio

@@ -325,7 +325,9 @@ impl Hls {
     /// Anything else is a name a client made up, each one a cache miss.
     pub fn in_window(&self, msn: u64, part: Option<usize>) -> bool {
         let first = self.segments.front().map_or(0, |s| s.msn);
-        if msn < first || msn > self.next_msn + 1 {
+        // The same bound as `has`: two past the last, or 2 before any part.
+        let last = self.last_part().map_or(2, |(m, _)| m + 2);
+        if msn < first || msn > last {
             return false;
         }
         part.is_none_or(|p| {
@@ -592,7 +594,11 @@ mod tests {
         };
         let mut hls = Hls::new(config, "r");
         let init = Bytes::from_static(b"i");
-        assert!(hls.in_window(0, Some(0)) && hls.in_window(1, None));
+        assert!(hls.in_window(0, Some(0)) && hls.in_window(2, None));
+        assert!(
+            !hls.in_window(3, None),
+            "the spec's bound before any part too"
+        );
         // Segments 6, 7, 8 complete (10 parts each), 9 has 2 parts, 10 is next.
         feed(&mut hls, &init, 60 * 9 + 12, 60, 0);
         // (msn, part, in the window)

@@ -39,6 +39,9 @@ pub struct Options {
     /// How an rtsp:// camera sends its video: tcp (interleaved in the RTSP connection; passes firewalls and NAT, nothing lost) or udp (separate ports; for a clean LAN, lost packets stay lost).
     #[arg(long, value_name = "tcp|udp", default_value_t = SourceOptions::default().rtsp_transport)]
     pub rtsp_transport: RtspTransport,
+    /// Let an rtsp:// camera that asks for HTTP Basic authentication have the password that way (readable by anyone on the network, RTSP being unencrypted): on or off. Off, such a camera is refused with one log line; Digest is always used where the camera offers it.
+    #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
+    pub rtsp_allow_basic: String,
     /// Also send the stream, unchanged (copied, never re-encoded), to a media server at this URL: rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam); repeatable. An ffmpeg process per URL does it and is restarted when it fails; /api/stream shows its state without the URL's user, password, query string or RTMP stream key.
     #[arg(long, value_name = "URL")]
     pub publish: Vec<String>,
@@ -90,13 +93,13 @@ pub struct Options {
     /// Most viewers at once; more are refused with HTTP 503.
     #[arg(long, value_name = "N", default_value_t = 2000)]
     pub max_viewers: usize,
-    /// Most viewers from one client address; more are refused with HTTP 429.
+    /// Most viewers from one client address (an IPv6 /64 counts as one, and an IPv6 /48 holds at most four times as many); more are refused with HTTP 429.
     #[arg(long, value_name = "N", default_value_t = 100)]
     pub max_viewers_per_ip: usize,
     /// Most open connections at once (viewers included); more are closed at once (HTTP 503 on plain HTTP). Lowered at start to fit the open-file limit. [default: 4096, or twice --max-viewers if that is more]
     #[arg(long, value_name = "N")]
     pub max_connections: Option<usize>,
-    /// Most open connections from one client address (an IPv6 /64 counts as one), viewers included; more are closed at once (HTTP 429 on plain HTTP). [default: 256, or twice --max-viewers-per-ip if that is more]
+    /// Most open connections from one client address (an IPv6 /64 counts as one, and an IPv6 /48 holds at most four times as many), viewers included; more are closed at once (HTTP 429 on plain HTTP). [default: 256, or twice --max-viewers-per-ip if that is more]
     #[arg(long, value_name = "N")]
     pub max_connections_per_ip: Option<usize>,
     /// Threads that write to plain-HTTP viewers, so a frame goes out on every core at once; 0 keeps them on the main runtime. [default: number of cores]
@@ -538,6 +541,7 @@ impl Config {
             max_nal_size: range("max-nal-size", o.max_nal_size, 1024, 256 << 20)?,
             stall_timeout: seconds("stall-timeout", o.stall_timeout)?,
             rtsp_transport: o.rtsp_transport,
+            rtsp_allow_basic: o.rtsp_allow_basic == "on",
             ..SourceOptions::default()
         };
         let queue = QueueLimits {

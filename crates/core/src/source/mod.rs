@@ -19,6 +19,7 @@ pub mod frame_end;
 pub mod pattern;
 pub mod rpicam;
 pub mod rtsp;
+pub mod rtsp_guard;
 pub mod test_pattern;
 pub mod v4l2;
 
@@ -202,6 +203,9 @@ pub struct SourceOptions {
     pub max_backoff: Duration,
     /// How an RTSP camera sends its packets.
     pub rtsp_transport: RtspTransport,
+    /// Whether an RTSP camera may have the password as HTTP Basic (readable on
+    /// the network) when it offers nothing better.
+    pub rtsp_allow_basic: bool,
 }
 
 impl Default for SourceOptions {
@@ -213,6 +217,7 @@ impl Default for SourceOptions {
             min_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),
             rtsp_transport: RtspTransport::default(),
+            rtsp_allow_basic: false,
         }
     }
 }

@@ -23,10 +23,12 @@ use retina::codec::{CodecItem, FrameFormat};
 use tracing::debug;
 use url::Url;
 
+use super::rtsp_guard::{Guard, Violation};
 use super::{SourceError, SourceOptions};
 use crate::clock::wall_us;
 use crate::ingest::Ingest;
 use crate::Hub;
+use tokio::net::TcpStream;
 
 /// How RTP packets travel from the camera.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -154,7 +156,9 @@ impl fmt::Debug for RtspUrl {
     }
 }
 
-/// Receives the camera's H.264 video until the stream fails or stalls.
+/// Receives the camera's H.264 video until the stream fails or stalls. retina talks
+/// to the camera through a [`Guard`](super::rtsp_guard::Guard), which bounds what
+/// the camera may make it buffer.
 pub async fn run(
     camera: &RtspUrl,
     transport: RtspTransport,
@@ -164,11 +168,62 @@ pub async fn run(
     // Connecting, DESCRIBE, SETUP and PLAY each get the stall timeout: a camera
     // that accepts the connection and then says nothing must not hang the source.
     let timeout = opts.stall_timeout;
+    let port = camera.url.port().unwrap_or(554);
+    let connect = async {
+        match camera.url.host() {
+            Some(url::Host::Domain(name)) => TcpStream::connect((name, port)).await,
+            Some(url::Host::Ipv4(ip)) => TcpStream::connect((ip, port)).await,
+            Some(url::Host::Ipv6(ip)) => TcpStream::connect((ip, port)).await,
+            None => Err(std::io::Error::other("no host")),
+        }
+    };
+    let tcp = match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(tcp)) => tcp,
+        Ok(Err(e)) => {
+            return Err(SourceError::Retry(format!(
+                "cannot reach the RTSP camera: {e}"
+            )))
+        }
+        Err(_) => {
+            return Err(SourceError::Retry(format!(
+                "cannot reach the RTSP camera: no answer within {} s",
+                timeout.as_secs_f32()
+            )))
+        }
+    };
+    // An access unit may hold a few NAL units of up to --max-nal-size each.
+    let max_unmarked = opts.max_nal_size.saturating_mul(2);
+    let guard = Guard::start(tcp, max_unmarked, opts.rtsp_allow_basic)
+        .await
+        .map_err(|e| SourceError::Retry(format!("cannot start the RTSP guard: {e}")))?;
+    let mut url = camera.url.clone();
+    // Both only fail for URLs without a host, which this one has.
+    let _ = url.set_ip_host(guard.addr.ip());
+    let _ = url.set_port(Some(guard.addr.port()));
+    let result = session(url, camera, transport, opts, hub).await;
+    match (result, guard.violation()) {
+        (Err(_), Some(Violation::BasicOnly)) => {
+            Err(SourceError::Refused(Violation::BasicOnly.to_string()))
+        }
+        (Err(_), Some(v)) => Err(SourceError::Retry(v.to_string())),
+        (result, _) => result,
+    }
+}
+
+/// One RTSP session at `url` (the guard's address) until it fails or stalls.
+async fn session(
+    url: Url,
+    camera: &RtspUrl,
+    transport: RtspTransport,
+    opts: &SourceOptions,
+    hub: &Arc<Hub>,
+) -> Result<(), SourceError> {
+    let timeout = opts.stall_timeout;
     let creds = camera.has_credentials();
     let options = SessionOptions::default()
         .creds(camera.creds.clone())
         .user_agent(format!("nalcast/{}", env!("CARGO_PKG_VERSION")));
-    let describe = retina::client::Session::describe(camera.url.clone(), options);
+    let describe = retina::client::Session::describe(url, options);
     let mut session = within(timeout, "DESCRIBE", creds, describe).await?;
     let video = session
         .streams()

@@ -37,14 +37,33 @@ pub fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// How many per-address limits an IPv6 /48 (a site) may hold together: a home
+/// or an office has one /64 or a few, while a holder of a /48 would otherwise
+/// have 65,536 of them, each with the full per-address limit.
+pub const SITE_SHARE: usize = 4;
+
+/// The site of a client key: an IPv6 /48; an IPv4 address is its own.
+pub fn site_key(key: IpAddr) -> IpAddr {
+    match key {
+        IpAddr::V6(v6) => {
+            let s = v6.segments();
+            IpAddr::V6(Ipv6Addr::new(s[0], s[1], s[2], 0, 0, 0, 0, 0))
+        }
+        v4 => v4,
+    }
+}
+
 #[derive(Debug, Default)]
 struct Counts {
     total: usize,
     by_key: HashMap<IpAddr, usize>,
+    /// IPv6 keys' counts per /48 (IPv4 keys are their own site: not kept here).
+    by_site: HashMap<IpAddr, usize>,
 }
 
-/// Slots counted in all and per client key. Invariant: `total` is the sum of
-/// `by_key`, and no key is kept with a count of 0.
+/// Slots counted in all, per client key, and per IPv6 site. Invariant: `total`
+/// is the sum of `by_key`, each site's count the sum of its keys', and no key or
+/// site is kept with a count of 0.
 #[derive(Debug, Clone)]
 struct Slots {
     max_total: usize,
@@ -78,6 +97,23 @@ impl Slots {
         if c.by_key.get(&key).copied().unwrap_or(0) >= self.max_per_key {
             return Err(Refused::PerAddress);
         }
+        if key.is_ipv6()
+            && c.by_site.get(&site_key(key)).copied().unwrap_or(0)
+                >= self.max_per_key.saturating_mul(SITE_SHARE)
+        {
+            return Err(Refused::PerAddress);
+        }
+        self.add(&mut c, key);
+        Ok(())
+    }
+
+    /// Takes a slot for `key` within the total only (for one more descriptor of a
+    /// client already counted, whose per-address limit is not the point).
+    fn take_within_total(&self, key: IpAddr) -> Result<(), Refused> {
+        let mut c = self.counts();
+        if c.total >= self.max_total {
+            return Err(Refused::Total);
+        }
         self.add(&mut c, key);
         Ok(())
     }
@@ -91,6 +127,9 @@ impl Slots {
 
     fn add(&self, c: &mut Counts, key: IpAddr) {
         *c.by_key.entry(key).or_insert(0) += 1;
+        if key.is_ipv6() {
+            *c.by_site.entry(site_key(key)).or_insert(0) += 1;
+        }
         c.total += 1;
         self.publish(c);
     }
@@ -105,8 +144,25 @@ impl Slots {
         if *n == 0 {
             c.by_key.remove(&key);
         }
+        if key.is_ipv6() {
+            let site = site_key(key);
+            if let Some(n) = c.by_site.get_mut(&site) {
+                *n -= 1;
+                if *n == 0 {
+                    c.by_site.remove(&site);
+                }
+            }
+        }
         c.total -= 1;
         debug_assert_eq!(c.total, c.by_key.values().sum::<usize>());
+        debug_assert_eq!(
+            c.by_site.values().sum::<usize>(),
+            c.by_key
+                .iter()
+                .filter(|(k, _)| k.is_ipv6())
+                .map(|(_, n)| n)
+                .sum::<usize>()
+        );
         self.publish(&c);
     }
 
@@ -219,12 +275,44 @@ impl ViewerLimits {
     }
 }
 
+impl Slot {
+    /// A connection slot for a second descriptor of this viewer's socket (the
+    /// TCP_INFO duplicate a join measures with), if the total has room: the
+    /// connection budget is a descriptor budget, and a joining viewer holds two (a
+    /// budget that counted one let accept() fail for everyone under a low
+    /// open-file limit). `Ok(None)` where viewers hold no connection slots (an
+    /// embedding without connection limits): nothing to count.
+    pub fn descriptor(&self) -> Result<Option<DescriptorSlot>, Refused> {
+        let Some(connections) = self.connections.as_ref() else {
+            return Ok(None);
+        };
+        connections.take_within_total(self.key)?;
+        Ok(Some(DescriptorSlot {
+            slots: connections.clone(),
+            key: self.key,
+        }))
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
         self.slots.give_back(self.key);
         if let Some(connections) = &self.connections {
             connections.give_back(self.key);
         }
+    }
+}
+
+/// A connection slot held for an extra descriptor ([`Slot::descriptor`]).
+#[derive(Debug)]
+pub struct DescriptorSlot {
+    slots: Slots,
+    key: IpAddr,
+}
+
+impl Drop for DescriptorSlot {
+    fn drop(&mut self) {
+        self.slots.give_back(self.key);
     }
 }
 
@@ -266,6 +354,31 @@ mod tests {
             "same /64"
         );
         assert!(limits.acquire(ip("2001:db8:1:3::1")).is_ok(), "next /64");
+        // A /48 holds at most SITE_SHARE per-address limits, however many /64s it
+        // uses (before: 65,536 of them, each with the full limit).
+        let mut held = Vec::new();
+        let refused = (4..1000u16).flat_map(|i| [i, i]).find_map(|i| {
+            let addr = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 1, i, 0, 0, 0, 1));
+            match limits.acquire(addr) {
+                Ok(slot) => {
+                    held.push(slot);
+                    None
+                }
+                Err(why) => Some(why),
+            }
+        });
+        assert_eq!(refused, Some(Refused::PerAddress));
+        assert_eq!(
+            held.len() + 2,
+            2 * SITE_SHARE,
+            "the /48's share of the per-address limits, /64 by /64"
+        );
+        assert!(
+            limits.acquire(ip("2001:db8:2::1")).is_ok(),
+            "another /48 is not held"
+        );
+        drop(held);
+        assert!(limits.acquire(ip("2001:db8:1:ff::1")).is_ok(), "given back");
         let _c = limits.acquire(ip("192.0.2.7")).expect("v4");
         let _d = limits.acquire(ip("::ffff:192.0.2.7")).expect("v4 mapped");
         assert_eq!(
@@ -295,6 +408,37 @@ mod tests {
         drop(viewer);
         assert_eq!(connections.open(), 2);
         assert!(connections.acquire(a).is_ok());
+    }
+
+    #[test]
+    fn a_joining_viewers_second_descriptor_is_counted_within_the_total() {
+        let connections = ConnectionLimits::new(2, 2);
+        let viewers = ViewerLimits::new(10, 10).holding_connections(&connections);
+        let a = ip("192.0.2.1");
+        let conn = connections.acquire(a).expect("connection");
+        let viewer = viewers.acquire(a).expect("viewer");
+        drop(conn); // hyper hands the socket over
+        assert_eq!(connections.open(), 1);
+        let dup = viewer
+            .descriptor()
+            .expect("room for the TCP_INFO duplicate")
+            .expect("counted");
+        assert_eq!(connections.open(), 2);
+        assert_eq!(
+            connections.acquire(ip("192.0.2.2")).unwrap_err(),
+            Refused::Total,
+            "the duplicate holds a descriptor like a connection"
+        );
+        assert_eq!(
+            viewer.descriptor().unwrap_err(),
+            Refused::Total,
+            "none past the total"
+        );
+        drop(dup);
+        assert_eq!(connections.open(), 1);
+        let other = connections.acquire(ip("192.0.2.2")).expect("room again");
+        drop((other, viewer));
+        assert_eq!(connections.open(), 0);
     }
 
     #[test]

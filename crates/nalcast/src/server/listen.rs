@@ -74,8 +74,10 @@ pub async fn serve(
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    // Out of file descriptors and the like: wait a little rather than spin.
-                    warn!("cannot accept a connection: {e}");
+                    // Out of file descriptors and the like: wait a little rather than
+                    // spin, and say so once a minute, not ten times a second.
+                    metrics::counter!("nalcast_accept_errors_total").increment(1);
+                    note_accept_error(&e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -142,6 +144,23 @@ fn note_refusal(peer: SocketAddr, reason: &str) {
         warn!(%peer, "connections refused ({reason}; counted in nalcast_connections_rejected_total, next warning in a minute at the earliest)");
     } else {
         debug!(%peer, "connection refused ({reason})");
+    }
+}
+
+/// Logs accept() failures at most once a minute.
+fn note_accept_error(e: &std::io::Error) {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    static NEXT_WARNING_S: AtomicU64 = AtomicU64::new(0);
+    let now_s = START.get_or_init(Instant::now).elapsed().as_secs();
+    let due = NEXT_WARNING_S.load(Ordering::Relaxed);
+    if now_s >= due
+        && NEXT_WARNING_S
+            .compare_exchange(due, now_s + 60, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        warn!("cannot accept a connection: {e} (counted in nalcast_accept_errors_total; next warning in a minute at the earliest)");
+    } else {
+        debug!("cannot accept a connection: {e}");
     }
 }
 

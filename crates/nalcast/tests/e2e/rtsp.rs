@@ -430,3 +430,213 @@ async fn await_log(path: &Path, done: impl Fn(&str) -> bool) -> String {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// What a hostile "camera" does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hostile {
+    /// Answers DESCRIBE with a head that never ends.
+    EndlessHead,
+    /// Answers DESCRIBE with a body of gigabytes.
+    BigBody,
+    /// Plays, then sends RTP that never ends a picture (FU-A without an end).
+    NoBoundary,
+    /// Asks for Basic authentication only.
+    BasicOnly,
+}
+
+/// Bytes a hostile camera sends at most per connection: more than the guard's
+/// limits allow, and enough to show in nalcast's memory when nothing stops it.
+const HOSTILE_BYTES: usize = 320 << 20;
+
+/// A hostile RTSP server on a loopback port (no GStreamer: a few lines of RTSP);
+/// the requests it got, to check what nalcast sent.
+async fn hostile_camera(mode: Hostile) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else {
+                        match tcp.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                        continue;
+                    };
+                    let request = String::from_utf8_lossy(&buf[..end]).into_owned();
+                    buf.drain(..end + 4);
+                    seen.lock().expect("lock").push(request.clone());
+                    let method = request.split_whitespace().next().unwrap_or("").to_owned();
+                    let url = request.split_whitespace().nth(1).unwrap_or("").to_owned();
+                    let cseq = request
+                        .lines()
+                        .find_map(|l| l.strip_prefix("CSeq:").or_else(|| l.strip_prefix("Cseq:")))
+                        .unwrap_or("1")
+                        .trim()
+                        .to_owned();
+                    let ok = |extra: &str, body: &str| {
+                        format!(
+                            "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+                            body.len()
+                        )
+                    };
+                    let answer = match (mode, method.as_str()) {
+                        (Hostile::BasicOnly, _) => format!(
+                            "RTSP/1.0 401 Unauthorized\r\nCSeq: {cseq}\r\nWWW-Authenticate: Basic realm=\"cam\"\r\nContent-Length: 0\r\n\r\n"
+                        ),
+                        (Hostile::EndlessHead, "DESCRIBE") => {
+                            let _ = tcp
+                                .write_all(format!("RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\n").as_bytes())
+                                .await;
+                            let line = format!("X-Junk: {}\r\n", "a".repeat(1000));
+                            let unit = line.repeat(64).into_bytes();
+                            send_until(&mut tcp, &unit).await;
+                            return;
+                        }
+                        (Hostile::BigBody, "DESCRIBE") => {
+                            let _ = tcp
+                                .write_all(
+                                    format!(
+                                        "RTSP/1.0 200 OK\r\nCSeq: {cseq}\r\nContent-Type: application/sdp\r\nContent-Length: 4294967296\r\n\r\n"
+                                    )
+                                    .as_bytes(),
+                                )
+                                .await;
+                            send_until(&mut tcp, &vec![b'v'; 64 * 1024]).await;
+                            return;
+                        }
+                        (_, "DESCRIBE") => {
+                            let sdp = "v=0\r\no=- 0 0 IN IP4 127.0.0.1\r\ns=hostile\r\nt=0 0\r\nm=video 0 RTP/AVP 96\r\na=rtpmap:96 H264/90000\r\na=fmtp:96 packetization-mode=1\r\na=control:trackID=0\r\n";
+                            ok(
+                                &format!("Content-Base: {url}/\r\nContent-Type: application/sdp\r\n"),
+                                sdp,
+                            )
+                        }
+                        (_, "SETUP") => ok(
+                            "Transport: RTP/AVP/TCP;unicast;interleaved=0-1\r\nSession: 1234;timeout=60\r\n",
+                            "",
+                        ),
+                        (_, "PLAY") => {
+                            let _ = tcp
+                                .write_all(ok("Session: 1234\r\n", "").as_bytes())
+                                .await;
+                            // One FU-A fragment after another, never the end one.
+                            let mut sent = 0;
+                            let mut seq = 0u16;
+                            while sent < HOSTILE_BYTES {
+                                let mut unit = Vec::with_capacity(64 * 1420);
+                                for _ in 0..64 {
+                                    let payload = 1400;
+                                    let len = 12 + 2 + payload;
+                                    unit.extend_from_slice(&[b'$', 0]);
+                                    unit.extend_from_slice(
+                                        &u16::try_from(len).expect("len").to_be_bytes(),
+                                    );
+                                    unit.extend_from_slice(&[0x80, 96]);
+                                    unit.extend_from_slice(&seq.to_be_bytes());
+                                    unit.extend_from_slice(&7u32.to_be_bytes());
+                                    unit.extend_from_slice(&[0, 0, 0, 1]);
+                                    // FU-A of an IDR slice: the start bit once, never the end bit.
+                                    unit.extend_from_slice(&[0x7c, if seq == 0 { 0x85 } else { 0x05 }]);
+                                    unit.extend(std::iter::repeat_n(0x11, payload));
+                                    seq = seq.wrapping_add(1);
+                                }
+                                if tcp.write_all(&unit).await.is_err() {
+                                    return;
+                                }
+                                sent += unit.len();
+                            }
+                            // Then hold the connection, silent.
+                            let _ = tcp.read(&mut chunk).await;
+                            return;
+                        }
+                        _ => ok("Public: DESCRIBE, SETUP, PLAY, TEARDOWN\r\n", ""),
+                    };
+                    if tcp.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, requests)
+}
+
+/// Writes `unit` again and again, up to [`HOSTILE_BYTES`], then holds the
+/// connection open without a word (until the other side closes it).
+async fn send_until(tcp: &mut tokio::net::TcpStream, unit: &[u8]) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut sent = 0;
+    while sent < HOSTILE_BYTES {
+        if tcp.write_all(unit).await.is_err() {
+            return;
+        }
+        sent += unit.len();
+    }
+    let mut rest = [0u8; 64];
+    let _ = tcp.read(&mut rest).await;
+}
+
+/// Before: retina buffered whatever the camera sent until a message was complete
+/// (1.4 to 4.2 GB; under a 1.5 GB limit nalcast aborted), and sent the password as
+/// Basic when that was all the camera asked for.
+#[tokio::test]
+async fn a_hostile_camera_is_dropped_before_nalcast_buffers_it() {
+    let dir = temp_dir("rtsp-hostile");
+    for (mode, reason) in [
+        (
+            Hostile::EndlessHead,
+            "the RTSP camera sent a message head over 64 KiB",
+        ),
+        (
+            Hostile::BigBody,
+            "the RTSP camera announced a message body of 4294967296 bytes",
+        ),
+        (
+            Hostile::NoBoundary,
+            "the RTSP camera sent over 16 MiB of video without ending a picture",
+        ),
+        (
+            Hostile::BasicOnly,
+            "the RTSP camera asks for Basic authentication",
+        ),
+    ] {
+        let (port, requests) = hostile_camera(mode).await;
+        let log = dir.join(format!("{mode:?}.log"));
+        let url = format!("rtsp://ann:secret@127.0.0.1:{port}/live");
+        let server = start_nalcast(&["--source", &url], &log);
+        let api = await_body(&server, "/api/stream", |b| b.contains(reason)).await;
+        assert!(api.contains("source-lost"), "{mode:?}: {api}");
+        let rss_mib = common::rss_kib(server.pid()) / 1024;
+        println!("{mode:?}: nalcast resident {rss_mib} MiB");
+        assert!(
+            rss_mib < 100,
+            "{mode:?}: nalcast holds {rss_mib} MiB of what the camera sent"
+        );
+        // Dropped with one line per attempt: the reason, nothing of retina's.
+        let text = await_log(&log, |t| t.contains(reason)).await;
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains(" WARN ") && l.contains("RTSP"))
+            .collect();
+        assert!(
+            !lines.is_empty() && lines.iter().all(|l| l.contains(reason)),
+            "{mode:?}: {lines:#?}"
+        );
+        assert!(!text.contains("secret"), "{mode:?}: {text}");
+        let got = requests.lock().expect("lock").clone();
+        assert!(
+            got.iter().all(|r| !r.contains("Authorization: Basic")),
+            "{mode:?}: the password went out as Basic: {got:?}"
+        );
+    }
+}

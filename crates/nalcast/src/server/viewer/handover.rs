@@ -29,7 +29,7 @@ pub fn serve(connection: OnUpgrade, state: AppState, dialect: Dialect, slot: Slo
                 .into_std()
                 .map(|tcp| (tcp, parts.read_buf)),
             Err(upgraded) => {
-                serve_here(upgraded, state, dialect).await;
+                serve_here(upgraded, state, dialect, &slot).await;
                 return drop(slot);
             }
         };
@@ -41,7 +41,7 @@ pub fn serve(connection: OnUpgrade, state: AppState, dialect: Dialect, slot: Slo
         threads.spawn(move |wake| async move {
             match TcpStream::from_std(tcp) {
                 Ok(tcp) => {
-                    let link = Link::of(&tcp);
+                    let link = Link::of(&tcp, &slot);
                     session::serve_viewer(tcp, state, dialect, &early, wake, link).await;
                 }
                 Err(e) => debug!("cannot register the viewer's socket: {e}"),
@@ -53,11 +53,11 @@ pub fn serve(connection: OnUpgrade, state: AppState, dialect: Dialect, slot: Slo
 
 /// A connection that stays on this runtime: TLS (straight on the TLS stream, whose
 /// TCP socket the join measures), or any other kind hyper handed over.
-async fn serve_here(upgraded: Upgraded, state: AppState, dialect: Dialect) {
+async fn serve_here(upgraded: Upgraded, state: AppState, dialect: Dialect, slot: &Slot) {
     match upgraded.downcast::<TokioIo<TlsStream<WriteDeadline<TcpStream>>>>() {
         Ok(parts) => {
             let tls = parts.io.into_inner();
-            let link = Link::of(tls.get_ref().0.get_ref());
+            let link = Link::of(tls.get_ref().0.get_ref(), slot);
             session::serve_viewer(tls, state, dialect, &parts.read_buf, None, link).await;
         }
         Err(upgraded) => {

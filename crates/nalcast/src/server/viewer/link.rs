@@ -3,6 +3,8 @@
 //! of a slow link during a join's catch-up (core/src/join.rs).
 use std::os::fd::{AsFd, OwnedFd};
 
+use crate::server::limits::{DescriptorSlot, Slot};
+
 /// The head of Linux's `struct tcp_info` (linux/tcp.h), up to `tcpi_rwnd_limited`
 /// (Linux 4.10; nalcast's builds need glibc 2.31, whose distributions run 5.4 and
 /// later): the kernel fills what fits, so this also works on kernels whose struct
@@ -50,15 +52,33 @@ sockopt_impl!(
 );
 
 /// A viewer's TCP socket, asked about its progress: a second descriptor of it,
-/// held while the join's catch-up is measured and then dropped.
+/// held while the join's catch-up is measured and then dropped, and the
+/// connection slot that counts it.
 #[derive(Debug)]
-pub struct Link(OwnedFd);
+pub struct Link {
+    fd: OwnedFd,
+    _counted: Option<DescriptorSlot>,
+}
 
 impl Link {
-    /// The link of `socket`; `None` when its descriptor cannot be duplicated (out
-    /// of descriptors: the join then measures write times instead).
-    pub fn of(socket: &impl AsFd) -> Option<Self> {
-        socket.as_fd().try_clone_to_owned().ok().map(Link)
+    /// The link of `socket`, counted against the connection budget through the
+    /// viewer's `slot`; `None` when the budget or the process has no descriptor
+    /// to spare (the join then measures write times instead).
+    pub fn of(socket: &impl AsFd, slot: &Slot) -> Option<Self> {
+        let counted = slot.descriptor().ok()?;
+        Self::uncounted(socket).map(|link| Link {
+            _counted: counted,
+            ..link
+        })
+    }
+
+    /// The link of `socket`, outside any budget (tests).
+    pub fn uncounted(socket: &impl AsFd) -> Option<Self> {
+        socket
+            .as_fd()
+            .try_clone_to_owned()
+            .ok()
+            .map(|fd| Link { fd, _counted: None })
     }
 
     /// The connection's progress so far; `None` where the kernel does not say.
@@ -66,7 +86,7 @@ impl Link {
         #[cfg(target_os = "linux")]
         {
             ask_tcp_info(&SHORT_ANSWER, || {
-                nix::sys::socket::getsockopt(&self.0, TcpInfo)
+                nix::sys::socket::getsockopt(&self.fd, TcpInfo)
             })
             .map(|i| Progress {
                 acked: i.bytes_acked,
@@ -148,7 +168,7 @@ mod tests {
         let mut client =
             std::net::TcpStream::connect(listener.local_addr().expect("addr")).expect("connect");
         let (mut server, _) = listener.accept().expect("accept");
-        let link = Link::of(&server).expect("a second descriptor");
+        let link = Link::uncounted(&server).expect("a second descriptor");
         let before = link.progress().expect("TCP_INFO on Linux");
         let data = vec![7u8; 100_000];
         server.write_all(&data).expect("write");
@@ -170,7 +190,7 @@ mod tests {
         // Busy time is counted in jiffies (1-4 ms): a loopback transfer may add none.
         assert!(after.link_time >= before.link_time);
         let not_tcp = std::fs::File::open("/dev/null").expect("file");
-        let file = Link::of(&not_tcp).expect("a second descriptor");
+        let file = Link::uncounted(&not_tcp).expect("a second descriptor");
         assert_eq!(file.progress(), None);
     }
 
