@@ -33,8 +33,14 @@ pub struct Options {
     /// TOML config file whose keys are these flags' names without the dashes (e.g. `keyframe-interval = 60`, `allow-origin = ["http://a.lan"]`); flags and their environment variables win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Video source: test (built-in test pattern), rpicam (Raspberry Pi camera), usb (the first USB webcam), v4l2:DEVICE (a V4L2 camera such as /dev/video0; its H.264 is sent as it is, MJPEG or raw video is encoded: docs/raspberry-pi.md), rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH (an IP camera's H.264; the user and password never appear in logs, the API or the page), file:PATH (Annex-B .h264, looped), exec:COMMAND (stdout of a shell command), stdin.
-    #[arg(long, value_name = "SPEC", default_value = "test")]
+    /// Video source: test (built-in test pattern), rpicam (Raspberry Pi camera), usb (the first USB webcam), v4l2:DEVICE (a V4L2 camera such as /dev/video0; its H.264 is sent as it is, MJPEG or raw video is encoded: docs/raspberry-pi.md), rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH (an IP camera's H.264; the user and password never appear in logs, the API or the page), file:PATH (Annex-B .h264, looped), exec:COMMAND (stdout of a shell command), stdin. A camera password is better kept out of nalcast's own command line, which other users can read: in the config file or NALCAST_SOURCE.
+    #[arg(
+        long,
+        value_name = "SPEC",
+        default_value = "test",
+        env = "NALCAST_SOURCE",
+        hide_env_values = true
+    )]
     pub source: String,
     /// How an rtsp:// camera sends its video: tcp (interleaved in the RTSP connection; passes firewalls and NAT, nothing lost) or udp (separate ports; for a clean LAN, lost packets stay lost).
     #[arg(long, value_name = "tcp|udp", default_value_t = SourceOptions::default().rtsp_transport)]
@@ -42,8 +48,14 @@ pub struct Options {
     /// Let an rtsp:// camera that asks for HTTP Basic authentication have the password that way (readable by anyone on the network, RTSP being unencrypted): on or off. Off, such a camera is refused with one log line; Digest is always used where the camera offers it.
     #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
     pub rtsp_allow_basic: String,
-    /// Also send the stream, unchanged (copied, never re-encoded), to a media server at this URL: rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam); repeatable. An ffmpeg process per URL does it and is restarted when it fails; /api/stream shows its state without the URL's user, password, query string or RTMP stream key.
-    #[arg(long, value_name = "URL")]
+    /// Also send the stream, unchanged (copied, never re-encoded), to a media server at this URL: rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam); repeatable. An ffmpeg process per URL does it and is restarted when it fails; /api/stream shows its state without the URL's user, password, query string or RTMP stream key. NALCAST_PUBLISH (URLs separated by spaces) or the config file keep them out of nalcast's own command line (ffmpeg's still holds its URL).
+    #[arg(
+        long,
+        value_name = "URL",
+        env = "NALCAST_PUBLISH",
+        hide_env_values = true,
+        value_delimiter = ' '
+    )]
     pub publish: Vec<String>,
     /// Address for the page, API and WebSocket endpoints.
     #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:8000")]

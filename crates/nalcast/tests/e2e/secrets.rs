@@ -84,3 +84,44 @@ async fn a_failing_cameras_command_line_and_output_stay_out_of_healthz_api_and_v
         "the log shows the password:\n{logged}"
     );
 }
+
+/// Before: a camera password or a stream key could only be given to nalcast on
+/// its command line (which every user of the machine can read in /proc) or in the
+/// config file; the environment (NALCAST_SOURCE, NALCAST_PUBLISH) is readable by
+/// nalcast's user only.
+#[tokio::test]
+async fn source_and_publish_secrets_can_come_from_the_environment() {
+    let dir = common::temp_dir("secrets-env");
+    let log = dir.join("nalcast.log");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let source = format!("rtsp://admin:{PASSWORD}@127.0.0.1:{port}/live");
+    let publish = format!(
+        "rtmp://127.0.0.1:{port}/live/key-{PASSWORD} srt://127.0.0.1:{port}?passphrase={PASSWORD}"
+    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
+    cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "off"])
+        .env("NALCAST_SOURCE", &source)
+        .env("NALCAST_PUBLISH", &publish)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let server = Server::from_command(cmd);
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", server.pid())).expect("cmdline");
+    assert!(
+        !String::from_utf8_lossy(&cmdline).contains(PASSWORD),
+        "nalcast's own command line"
+    );
+    let (status, body) = http_get(server.addr, "/api/stream").await.expect("api");
+    assert_eq!(status, 200, "{body}");
+    let api: serde_json::Value = serde_json::from_str(&body).expect("json");
+    assert_eq!(api["source"], "rtsp", "the source came from NALCAST_SOURCE");
+    assert_eq!(
+        api["publish"].as_array().map(Vec::len),
+        Some(2),
+        "both targets came from NALCAST_PUBLISH: {body}"
+    );
+    assert!(!body.contains(PASSWORD), "{body}");
+}
