@@ -353,9 +353,7 @@ impl Guard {
             };
             drop(listener);
             let stream = CameraStream::new(camera_ip, max_unmarked, allow_basic);
-            if let Err(v) = relay(camera, retina, stream).await {
-                *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(v);
-            }
+            let _ = relay(camera, retina, stream, &seen).await;
         });
         Ok(Guard {
             addr,
@@ -385,6 +383,7 @@ async fn relay(
     camera: TcpStream,
     retina: TcpStream,
     mut stream: CameraStream,
+    seen: &Mutex<Option<Violation>>,
 ) -> Result<(), Violation> {
     let (mut camera_read, mut camera_write) = camera.into_split();
     let (mut retina_read, mut retina_write) = retina.into_split();
@@ -402,7 +401,12 @@ async fn relay(
                 Ok(n) => n,
             };
             out.clear();
-            stream.feed(&buf[..n], &mut out)?;
+            if let Err(v) = stream.feed(&buf[..n], &mut out) {
+                // Known before retina's side closes (when the halves drop), so the
+                // source reports this, not retina's "EOF while expecting …".
+                *seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(v.clone());
+                return Err(v);
+            }
             if retina_write.write_all(&out).await.is_err() {
                 return Ok(());
             }
