@@ -56,6 +56,9 @@ def rows():
     text = DOCS.read_text()
     table = text.split("<!-- options:start -->")[1].split("<!-- options:end -->")[0]
     for line in table.splitlines():
+        if line.startswith("### "):
+            yield "topic", line[4:], None
+            continue
         cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip())[1:-1]]
         if len(cells) != 4 or not cells[1].startswith("`"):
             continue  # header, separator, and flags with no file key
@@ -65,7 +68,14 @@ def rows():
 
 def render():
     out = [HEADER]
+    topic = None
     for key, default, what in rows():
+        if key == "topic":
+            topic = default  # shown above its first key (General has none)
+            continue
+        if topic:
+            out += ["", "", f"## {topic}"]
+            topic = None
         literal = re.fullmatch(r"`([^`]*)`", default)
         if literal:
             value = literal.group(1)

@@ -25,155 +25,357 @@ const DEFAULT_LEGACY_PORT: u16 = 9000;
 /// working against ws://HOST:9000.
 //
 // A default goes in `default_value_t` when it is a value; when it is a rule (it
-// depends on another option or on the machine) the help text says it as
-// "[default: …]" and `Config::resolve` applies it, with the field an `Option`.
+// depends on another option or on the machine) the help text's first paragraph ends
+// with it as "[default: …]" and `Config::resolve` applies it, with the field an
+// `Option`.
+//
+// Each option's first paragraph is its line in `-h`; `--help` and
+// docs/configuration.md add the paragraphs after it.
 #[derive(Parser, Debug, Clone)]
-#[command(name = "nalcast", version, about, long_about = None)]
+#[command(
+    name = "nalcast",
+    version,
+    about,
+    long_about = None,
+    after_help = "-h shows the everyday options; --help shows all of them, the tuning ones too, and explains each. docs/configuration.md lists them with their config-file keys.",
+    after_long_help = "docs/configuration.md lists every option with its config-file key."
+)]
 pub struct Options {
-    /// TOML config file whose keys are these flags' names without the dashes (e.g. `keyframe-interval = 60`, `allow-origin = ["http://a.lan"]`); flags and their environment variables win over it.
+    /// TOML config file whose keys are these flags' names without the dashes.
+    ///
+    /// E.g. `keyframe-interval = 60`, `allow-origin = ["http://a.lan"]`. Flags and
+    /// their environment variables win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// Video source: test (built-in test pattern), rpicam (Raspberry Pi camera), usb (the first USB webcam), v4l2:DEVICE (a V4L2 camera such as /dev/video0; its H.264 is sent as it is, MJPEG or raw video is encoded: docs/raspberry-pi.md), rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH (an IP camera's H.264; the user and password never appear in logs, the API or the page), file:PATH (Annex-B .h264, looped), exec:COMMAND (stdout of a shell command), stdin. A camera password is better kept out of nalcast's own command line, which other users can read: in the config file or NALCAST_SOURCE.
+
+    /// Video source: test, rpicam, usb, v4l2:DEVICE, rtsp://URL, file:PATH, exec:COMMAND or stdin.
+    ///
+    /// test is the built-in test pattern; rpicam a Raspberry Pi camera; usb the first
+    /// USB webcam; v4l2:DEVICE a V4L2 camera such as /dev/video0 (its H.264 is sent as
+    /// it is, MJPEG or raw video is encoded: docs/raspberry-pi.md);
+    /// rtsp://[USER:PASSWORD@]HOST[:PORT]/PATH an IP camera's H.264 (the user and
+    /// password never appear in logs, the API or the page); file:PATH an Annex-B .h264
+    /// file, looped; exec:COMMAND the standard output of a shell command; stdin
+    /// nalcast's standard input.
+    ///
+    /// A camera password is better kept out of nalcast's own command line, which other
+    /// users can read: in the config file or NALCAST_SOURCE.
     #[arg(
         long,
         value_name = "SPEC",
         default_value = "test",
         env = "NALCAST_SOURCE",
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = heading::SOURCE
     )]
     pub source: String,
-    /// How an rtsp:// camera sends its video: tcp (interleaved in the RTSP connection; passes firewalls and NAT, nothing lost) or udp (separate ports; for a clean LAN, lost packets stay lost).
-    #[arg(long, value_name = "tcp|udp", default_value_t = SourceOptions::default().rtsp_transport)]
+    /// List the cameras (V4L2 capture devices such as USB webcams) and exit.
+    ///
+    /// Each with its formats and sizes, and what nalcast would stream from it with
+    /// --width, --height and --fps; the exit status is 1 when there is none.
+    #[arg(long, help_heading = heading::SOURCE)]
+    pub list_cameras: bool,
+    /// How an rtsp:// camera sends its video: tcp or udp.
+    ///
+    /// tcp is interleaved in the RTSP connection: it passes firewalls and NAT, and
+    /// nothing is lost. udp uses separate ports: for a clean LAN, lost packets stay
+    /// lost.
+    #[arg(
+        long,
+        value_name = "tcp|udp",
+        default_value_t = SourceOptions::default().rtsp_transport,
+        help_heading = heading::SOURCE
+    )]
     pub rtsp_transport: RtspTransport,
-    /// Let an rtsp:// camera that asks for HTTP Basic authentication have the password that way (readable by anyone on the network, RTSP being unencrypted): on or off. Off, such a camera is refused with one log line; Digest is always used where the camera offers it.
-    #[arg(long, value_name = "on|off", default_value = "off", value_parser = ["on", "off"])]
+    /// Let an rtsp:// camera that asks for HTTP Basic authentication have the password that way: on or off.
+    ///
+    /// Basic sends it readable by anyone on the network, RTSP being unencrypted. Off,
+    /// such a camera is refused with one log line; Digest is always used where the
+    /// camera offers it.
+    #[arg(
+        long,
+        hide_short_help = true,
+        value_name = "on|off",
+        default_value = "off",
+        value_parser = ["on", "off"],
+        help_heading = heading::SOURCE
+    )]
     pub rtsp_allow_basic: String,
-    /// Also send the stream, unchanged (copied, never re-encoded), to a media server at this URL: rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam); repeatable. An ffmpeg process per URL does it and is restarted when it fails; /api/stream shows its state without the URL's user, password, query string or RTMP stream key. NALCAST_PUBLISH (URLs separated by spaces) or the config file keep them out of nalcast's own command line (ffmpeg's still holds its URL).
+    /// Restart a source that delivers no data for this many seconds.
+    #[arg(
+        long,
+        hide_short_help = true,
+        value_name = "SECONDS",
+        default_value_t = SourceOptions::default().stall_timeout.as_secs_f64(),
+        help_heading = heading::SOURCE
+    )]
+    pub stall_timeout: f64,
+    /// Largest accepted NAL unit in bytes; larger ones are dropped and counted.
+    #[arg(
+        long,
+        hide_short_help = true,
+        value_name = "BYTES",
+        default_value_t = SourceOptions::default().max_nal_size,
+        help_heading = heading::SOURCE
+    )]
+    pub max_nal_size: usize,
+
+    /// Picture width in pixels (even).
+    #[arg(long, value_name = "PIXELS", default_value_t = VideoSettings::default().width, help_heading = heading::PICTURE)]
+    pub width: u32,
+    /// Picture height in pixels (even).
+    #[arg(long, value_name = "PIXELS", default_value_t = VideoSettings::default().height, help_heading = heading::PICTURE)]
+    pub height: u32,
+    /// Frames per second.
+    ///
+    /// test, rpicam and v4l2 sources capture or encode at it; file sources are paced at
+    /// it.
+    #[arg(long, default_value_t = VideoSettings::default().fps, help_heading = heading::PICTURE)]
+    pub fps: u32,
+    /// Target bitrate in bits per second.
+    ///
+    /// For test and rpicam sources, and v4l2 cameras whose MJPEG or raw video nalcast
+    /// encodes; a camera's own H.264 keeps the camera's rate.
+    #[arg(long, value_name = "BPS", default_value_t = VideoSettings::default().bitrate, help_heading = heading::PICTURE)]
+    pub bitrate: u32,
+    /// Frames between keyframes.
+    ///
+    /// For test and rpicam sources, and v4l2 cameras whose MJPEG or raw video nalcast
+    /// encodes. A new viewer's picture starts at a keyframe.
+    #[arg(
+        long,
+        value_name = "FRAMES",
+        default_value_t = VideoSettings::default().keyframe_interval,
+        help_heading = heading::PICTURE
+    )]
+    pub keyframe_interval: u32,
+
+    /// Address for the page, API and WebSocket endpoints.
+    #[arg(
+        long,
+        value_name = "HOST:PORT",
+        default_value = "0.0.0.0:8000",
+        help_heading = heading::LISTENING
+    )]
+    pub listen: String,
+    /// Address of the legacy raw WebSocket listener, or "off" [default: the --listen host, port 9000]
+    ///
+    /// The original design's pages play from it: any path, one NAL unit per message,
+    /// always plain ws://.
+    #[arg(long, value_name = "HOST:PORT|off", help_heading = heading::LISTENING)]
+    pub legacy_listen: Option<String>,
+    /// Also answer to this host name (*.example.com for a domain, * for any); repeatable.
+    ///
+    /// A DNS name or a reverse proxy's name that users open the camera by. IP
+    /// addresses, localhost, this machine's host name (alone, .local, and under its DNS
+    /// search domains) and the TLS certificate's names are always served; other names
+    /// get 421, a defence against DNS rebinding.
+    #[arg(long, value_name = "NAME", help_heading = heading::LISTENING)]
+    pub public_host: Vec<String>,
+    /// HTTPS on the main port: off, or self-signed (a certificate nalcast makes and keeps in --data-dir) [default: off]
+    ///
+    /// The self-signed certificate names this machine's host names and addresses and
+    /// every --public-host, and is made again when one is missing. --tls-cert and
+    /// --tls-key use your own.
+    // Not a clap default: an explicit "off" next to --tls-cert is a contradiction
+    // worth reporting, which a filled-in default could not tell apart.
+    #[arg(long, value_name = "off|self-signed", help_heading = heading::LISTENING)]
+    pub tls: Option<String>,
+    /// PEM certificate chain for HTTPS (with --tls-key); reloaded when the file changes or on SIGHUP.
+    #[arg(long, value_name = "FILE", help_heading = heading::LISTENING)]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long, value_name = "FILE", help_heading = heading::LISTENING)]
+    pub tls_key: Option<PathBuf>,
+    /// Where nalcast keeps what it makes (the self-signed certificate) [default: $STATE_DIRECTORY, else $XDG_DATA_HOME/nalcast, else ~/.local/share/nalcast]
+    #[arg(long, hide_short_help = true, value_name = "DIR", help_heading = heading::LISTENING)]
+    pub data_dir: Option<PathBuf>,
+
+    /// Most viewers at once; more are refused with HTTP 503.
+    #[arg(long, value_name = "N", default_value_t = 2000, help_heading = heading::VIEWERS)]
+    pub max_viewers: usize,
+    /// Most viewers from one client address; more are refused with HTTP 429.
+    ///
+    /// An IPv6 /64 counts as one address, and an IPv6 /48 holds at most four times as
+    /// many.
+    #[arg(long, hide_short_help = true, value_name = "N", default_value_t = 100, help_heading = heading::VIEWERS)]
+    pub max_viewers_per_ip: usize,
+    /// Most bytes queued for one viewer before it is reset to the next keyframe.
+    #[arg(
+        long,
+        hide_short_help = true,
+        value_name = "BYTES",
+        default_value_t = QueueLimits::default().max_bytes,
+        help_heading = heading::VIEWERS
+    )]
+    pub queue_max_bytes: usize,
+    /// Oldest frame queued for one viewer, in milliseconds, before it is reset to the next keyframe.
+    #[arg(
+        long,
+        hide_short_help = true,
+        value_name = "MS",
+        default_value_t = millis(QueueLimits::default().max_delay),
+        help_heading = heading::VIEWERS
+    )]
+    pub queue_max_delay: u64,
+    /// Disconnect a client whose socket takes nothing of what it is sent for this many seconds.
+    ///
+    /// A viewer that cannot be written to, or any connection that leaves its responses
+    /// unread. A client that reads slowly keeps its connection as long as its receive
+    /// window reopens within this time (TCP reopens a window after about half of the
+    /// client's receive buffer was read).
+    #[arg(long, hide_short_help = true, value_name = "SECONDS", default_value_t = 10.0, help_heading = heading::VIEWERS)]
+    pub viewer_timeout: f64,
+    /// Threads that write to plain-HTTP viewers; 0 keeps them on the main runtime [default: number of cores]
+    ///
+    /// With one per core, a frame goes out on every core at once.
+    #[arg(long, hide_short_help = true, value_name = "N", help_heading = heading::VIEWERS)]
+    pub viewer_threads: Option<usize>,
+    /// Kernel send buffer per connection in bytes.
+    ///
+    /// Small keeps a slow viewer's backlog in nalcast's queue, where it can skip to a
+    /// keyframe.
+    #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = 128 * 1024, help_heading = heading::VIEWERS)]
+    pub send_buffer: usize,
+
+    /// Low-Latency HLS at /hls/index.m3u8 on the main port: on or off.
+    ///
+    /// For Safari and iPhones, VLC, ffplay and hls.js; with an HTTP cache or CDN in
+    /// front: docs/scale-out.md.
+    #[arg(
+        long,
+        value_name = "on|off",
+        default_value = "on",
+        value_parser = ["on", "off"],
+        help_heading = heading::HLS
+    )]
+    pub hls: String,
+    /// Most HLS requests one client address may have open at once; more get HTTP 429.
+    ///
+    /// A request counts while it waits (a blocking playlist reload, a preload hint) or
+    /// is being sent. An IPv6 /64 counts as one address.
+    #[arg(long, hide_short_help = true, value_name = "N", default_value_t = 64, help_heading = heading::HLS)]
+    pub max_hls_requests_per_ip: usize,
+    /// Most bytes HLS answers being sent may keep alive; more requests get HTTP 503.
+    ///
+    /// What they keep alive: the distinct parts and segments they hold (one shared copy
+    /// however many read it, also after it left the playlist's window) and their
+    /// playlists. Slow readers keep what they are sent alive: this bounds it.
+    #[arg(long, hide_short_help = true, value_name = "BYTES", default_value_t = 64 << 20, help_heading = heading::HLS)]
+    pub max_hls_memory: usize,
+    /// Also send the stream, copied unchanged, to a media server at this URL; repeatable.
+    ///
+    /// rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam). An ffmpeg
+    /// process per URL does it and is restarted when it fails; /api/stream shows its
+    /// state without the URL's user, password, query string or RTMP stream key.
+    /// NALCAST_PUBLISH (URLs separated by spaces) or the config file keep them out of
+    /// nalcast's own command line (ffmpeg's still holds its URL).
     #[arg(
         long,
         value_name = "URL",
         env = "NALCAST_PUBLISH",
         hide_env_values = true,
-        value_delimiter = ' '
+        value_delimiter = ' ',
+        help_heading = heading::HLS
     )]
     pub publish: Vec<String>,
-    /// Address for the page, API and WebSocket endpoints.
-    #[arg(long, value_name = "HOST:PORT", default_value = "0.0.0.0:8000")]
-    pub listen: String,
-    /// Address of the legacy raw WebSocket listener (any path, one NAL unit per message; always plain ws://), or "off". [default: the --listen host, port 9000]
-    #[arg(long, value_name = "HOST:PORT|off")]
-    pub legacy_listen: Option<String>,
-    /// Low-Latency HLS at /hls/index.m3u8 on the main port (Safari and iPhones, VLC, ffplay, hls.js; an HTTP cache or CDN in front: docs/scale-out.md): on or off.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = ["on", "off"])]
-    pub hls: String,
-    /// Most HLS requests one client address (an IPv6 /64 counts as one) may have open at once, waiting (a blocking playlist reload, a preload hint) or being sent; more get HTTP 429.
-    #[arg(long, value_name = "N", default_value_t = 64)]
-    pub max_hls_requests_per_ip: usize,
-    /// Most bytes HLS answers being sent may keep alive: the distinct parts and segments they hold (one shared copy however many read it, also after it left the playlist's window) and their playlists; more requests get HTTP 503. Slow readers keep what they are sent alive: this bounds it.
-    #[arg(long, value_name = "BYTES", default_value_t = 64 << 20)]
-    pub max_hls_memory: usize,
-    /// Picture width for test, rpicam and v4l2 sources (even).
-    #[arg(long, default_value_t = VideoSettings::default().width)]
-    pub width: u32,
-    /// Picture height for test, rpicam and v4l2 sources (even).
-    #[arg(long, default_value_t = VideoSettings::default().height)]
-    pub height: u32,
-    /// Frames per second (test, rpicam and v4l2 sources capture or encode at it, file sources are paced at it).
-    #[arg(long, default_value_t = VideoSettings::default().fps)]
-    pub fps: u32,
-    /// Target bitrate in bits per second for test and rpicam sources, and v4l2 cameras nalcast encodes.
-    #[arg(long, default_value_t = VideoSettings::default().bitrate)]
-    pub bitrate: u32,
-    /// Frames between keyframes for test and rpicam sources, and v4l2 cameras nalcast encodes.
-    #[arg(long, default_value_t = VideoSettings::default().keyframe_interval)]
-    pub keyframe_interval: u32,
-    /// Largest accepted NAL unit in bytes; larger ones are dropped and counted.
-    #[arg(long, value_name = "BYTES", default_value_t = SourceOptions::default().max_nal_size)]
-    pub max_nal_size: usize,
-    /// Restart a source that delivers no data for this many seconds.
-    #[arg(long, value_name = "SECONDS", default_value_t = SourceOptions::default().stall_timeout.as_secs_f64())]
-    pub stall_timeout: f64,
-    /// Most bytes queued for one viewer before it is reset to the next keyframe.
-    #[arg(long, value_name = "BYTES", default_value_t = QueueLimits::default().max_bytes)]
-    pub queue_max_bytes: usize,
-    /// Oldest frame queued for one viewer, in milliseconds, before it is reset to the next keyframe.
-    #[arg(long, value_name = "MS", default_value_t = millis(QueueLimits::default().max_delay))]
-    pub queue_max_delay: u64,
-    /// Disconnect a client whose socket takes nothing of what it is sent for this many seconds: a viewer that cannot be written to, or any connection that leaves its responses unread. A client that reads slowly keeps its connection as long as its receive window reopens within this time (TCP reopens a window after about half of the client's receive buffer was read).
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-    pub viewer_timeout: f64,
-    /// Most viewers at once; more are refused with HTTP 503.
-    #[arg(long, value_name = "N", default_value_t = 2000)]
-    pub max_viewers: usize,
-    /// Most viewers from one client address (an IPv6 /64 counts as one, and an IPv6 /48 holds at most four times as many); more are refused with HTTP 429.
-    #[arg(long, value_name = "N", default_value_t = 100)]
-    pub max_viewers_per_ip: usize,
-    /// Most open connections at once (viewers included); more are closed at once (HTTP 503 on plain HTTP). Lowered at start to fit the open-file limit. [default: 4096, or twice --max-viewers if that is more]
-    #[arg(long, value_name = "N")]
-    pub max_connections: Option<usize>,
-    /// Most open connections from one client address (an IPv6 /64 counts as one, and an IPv6 /48 holds at most four times as many), viewers included; more are closed at once (HTTP 429 on plain HTTP). [default: 256, or twice --max-viewers-per-ip if that is more]
-    #[arg(long, value_name = "N")]
-    pub max_connections_per_ip: Option<usize>,
-    /// Threads that write to plain-HTTP viewers, so a frame goes out on every core at once; 0 keeps them on the main runtime. [default: number of cores]
-    #[arg(long, value_name = "N")]
-    pub viewer_threads: Option<usize>,
-    /// Let pages from this origin open WebSockets too (e.g. http://dashboard.lan:3000), or * for any; repeatable. By default only the page's own origin (and, on the legacy port, the same host) may.
-    #[arg(long, value_name = "ORIGIN")]
-    pub allow_origin: Vec<String>,
-    /// Let pages from this origin show the player page in a frame (a dashboard: e.g. http://homeassistant.lan:8123), or * for any; repeatable. By default only the page's own origin may frame it (a defence against clickjacking).
-    #[arg(long, value_name = "ORIGIN")]
-    pub frame_ancestors: Vec<String>,
-    /// Also answer to this host name (a DNS name or reverse proxy's name users open the camera by; *.example.com for a domain, * for any); repeatable. IP addresses, localhost, this machine's host name (alone, .local, and under its DNS search domains) and the TLS certificate's names are always served; other names get 421, a defence against DNS rebinding.
-    #[arg(long, value_name = "NAME")]
-    pub public_host: Vec<String>,
-    /// A reverse proxy (address or CIDR, e.g. 127.0.0.1 or 10.0.0.0/8) whose forwarding header (--proxy-header) names the real client, for viewer limits, lock-outs and logs; repeatable. Others' forwarding headers are ignored.
-    #[arg(long, value_name = "CIDR")]
-    pub trusted_proxy: Vec<String>,
-    /// The one header a --trusted-proxy writes the client's address in: x-forwarded-for (the rightmost address that is not a trusted proxy), forwarded (RFC 7239's for=, read the same way) or x-real-ip. Every other forwarding header is the client's own and ignored; configure the proxy to overwrite this one (docs/security.md).
-    #[arg(long, value_name = "HEADER", default_value = "x-forwarded-for", value_parser = crate::server::proxy::ProxyHeader::NAMES)]
-    pub proxy_header: String,
-    /// Kernel send buffer per connection in bytes; small keeps a slow viewer's backlog in nalcast's queue, where it can skip to a keyframe.
-    #[arg(long, value_name = "BYTES", default_value_t = 128 * 1024)]
-    pub send_buffer: usize,
-    /// Seconds a client has for the TLS handshake and for each request's headers; slower clients are dropped, and so is a keep-alive connection that sends no new request for as long.
-    #[arg(long, value_name = "SECONDS", default_value_t = 10.0)]
-    pub header_timeout: f64,
-    /// HTTPS on the main port: "self-signed" makes a certificate for this machine once and keeps it in --data-dir; "off" for plain HTTP. --tls-cert/--tls-key use your own. [default: off]
-    // Not a clap default: an explicit "off" next to --tls-cert is a contradiction
-    // worth reporting, which a filled-in default could not tell apart.
-    #[arg(long, value_name = "off|self-signed")]
-    pub tls: Option<String>,
-    /// PEM certificate chain for HTTPS (with --tls-key); reloaded when the file changes or on SIGHUP.
-    #[arg(long, value_name = "FILE")]
-    pub tls_cert: Option<PathBuf>,
-    /// PEM private key for --tls-cert.
-    #[arg(long, value_name = "FILE")]
-    pub tls_key: Option<PathBuf>,
-    /// Where nalcast keeps what it makes (the self-signed certificate). [default: $STATE_DIRECTORY, else $XDG_DATA_HOME/nalcast, else ~/.local/share/nalcast]
-    #[arg(long, value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
-    /// Require HTTP Basic authentication as USER:PASSWORD for everything but /healthz; the password may be an argon2 hash from --hash-password.
+
+    /// Require HTTP Basic authentication as USER:PASSWORD for everything but /healthz.
+    ///
+    /// The password may be an argon2 hash from --hash-password.
     #[arg(
         long,
         value_name = "USER:PASSWORD",
         env = "NALCAST_AUTH",
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = heading::SECURITY
     )]
     pub auth: Option<String>,
-    /// Require this token (16+ characters of A-Z a-z 0-9 - . _ ~) for everything but /healthz, as ?token=, a cookie set by opening /?token=, or an "Authorization: Bearer" header.
+    /// Read a password from standard input, print its argon2 hash (for --auth or the config file) and exit.
+    #[arg(long, help_heading = heading::SECURITY)]
+    pub hash_password: bool,
+    /// Require this token for everything but /healthz.
+    ///
+    /// 16 or more characters of A-Z a-z 0-9 - . _ ~, given as ?token=, a cookie set by
+    /// opening /?token=, or an "Authorization: Bearer" header.
     #[arg(
         long,
         value_name = "TOKEN",
         env = "NALCAST_TOKEN",
-        hide_env_values = true
+        hide_env_values = true,
+        help_heading = heading::SECURITY
     )]
     pub token: Option<String>,
-    /// Read a password from standard input, print its argon2 hash (for --auth or the config file) and exit.
-    #[arg(long)]
-    pub hash_password: bool,
-    /// List the cameras (V4L2 capture devices such as USB webcams) with their formats and sizes, and what nalcast would stream from each with --width, --height and --fps, then exit; the exit status is 1 when there is none.
-    #[arg(long)]
-    pub list_cameras: bool,
+    /// Let pages from this origin open WebSockets and read /hls too, or * for any; repeatable.
+    ///
+    /// E.g. http://dashboard.lan:3000. By default only the page's own origin (and, on
+    /// the legacy port, the same host) may.
+    #[arg(long, value_name = "ORIGIN", help_heading = heading::SECURITY)]
+    pub allow_origin: Vec<String>,
+    /// Let pages from this origin show the player page in a frame, or * for any; repeatable.
+    ///
+    /// E.g. a dashboard at http://homeassistant.lan:8123. By default only the page's
+    /// own origin may frame it (a defence against clickjacking).
+    #[arg(long, value_name = "ORIGIN", help_heading = heading::SECURITY)]
+    pub frame_ancestors: Vec<String>,
+    /// A reverse proxy (address or CIDR) whose --proxy-header names the real client; repeatable.
+    ///
+    /// E.g. 127.0.0.1 or 10.0.0.0/8. The client it names counts for viewer limits,
+    /// lock-outs and logs. Others' forwarding headers are ignored.
+    #[arg(long, value_name = "CIDR", help_heading = heading::SECURITY)]
+    pub trusted_proxy: Vec<String>,
+    /// The one header a --trusted-proxy writes the client's address in.
+    ///
+    /// x-forwarded-for (the rightmost address that is not a trusted proxy), forwarded
+    /// (RFC 7239's for=, read the same way) or x-real-ip. Every other forwarding header
+    /// is the client's own and ignored; configure the proxy to overwrite this one
+    /// (docs/security.md).
+    #[arg(
+        long,
+        hide_short_help = true,
+        value_name = "HEADER",
+        default_value = "x-forwarded-for",
+        value_parser = crate::server::proxy::ProxyHeader::NAMES,
+        help_heading = heading::SECURITY
+    )]
+    pub proxy_header: String,
+    /// Most open connections at once, viewers included; more are closed at once [default: 4096, or twice --max-viewers if that is more]
+    ///
+    /// On plain HTTP they get HTTP 503 first. Lowered at start to fit the open-file
+    /// limit.
+    #[arg(long, hide_short_help = true, value_name = "N", help_heading = heading::SECURITY)]
+    pub max_connections: Option<usize>,
+    /// Most open connections from one client address, viewers included; more are closed at once [default: 256, or twice --max-viewers-per-ip if that is more]
+    ///
+    /// On plain HTTP they get HTTP 429 first. An IPv6 /64 counts as one address, and an
+    /// IPv6 /48 holds at most four times as many.
+    #[arg(long, hide_short_help = true, value_name = "N", help_heading = heading::SECURITY)]
+    pub max_connections_per_ip: Option<usize>,
+    /// Seconds a client has for the TLS handshake and for each request's headers.
+    ///
+    /// Slower clients are dropped, and so is a keep-alive connection that sends no new
+    /// request for as long.
+    #[arg(long, hide_short_help = true, value_name = "SECONDS", default_value_t = 10.0, help_heading = heading::SECURITY)]
+    pub header_timeout: f64,
+}
+
+/// The topics `--help` groups the options under, in this order (options with none,
+/// `--config`, `--help` and `--version`, come first).
+pub mod heading {
+    /// Where the video comes from.
+    pub const SOURCE: &str = "Source";
+    /// The picture nalcast makes or asks a camera for.
+    pub const PICTURE: &str = "Picture (test, rpicam and v4l2 sources)";
+    /// The ports, names and certificates nalcast answers on.
+    pub const LISTENING: &str = "Listening and HTTPS";
+    /// How many viewers, and how far one may fall behind.
+    pub const VIEWERS: &str = "Viewers";
+    /// HLS for iPhones and caches, and copies sent to media servers.
+    pub const HLS: &str = "HLS and publishing";
+    /// Who may watch, from which pages, through which proxies, and how much one client may take.
+    pub const SECURITY: &str = "Security";
+    /// All of them, in order.
+    pub const ALL: [&str; 6] = [SOURCE, PICTURE, LISTENING, VIEWERS, HLS, SECURITY];
 }
 
 /// A duration in whole milliseconds, for a default shown in `--help`.
@@ -717,7 +919,7 @@ mod tests {
         // (--help and --version are clap's, added when the command is built.)
         assert_eq!(
             flag_only,
-            ["config", "hash-password", "list-cameras"],
+            ["config", "list-cameras", "hash-password"],
             "only these flags stay out of the config file"
         );
         for arg in command.get_arguments() {

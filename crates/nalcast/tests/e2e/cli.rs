@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::common::*;
 use clap::CommandFactory;
-use nalcast::config::{file_key, shown_default, Options};
+use nalcast::config::{file_key, heading, shown_default, Options};
 use nalcast_core::protocol::ServerMessage;
 
 fn nalcast(args: &[&str]) -> std::process::Output {
@@ -22,59 +22,189 @@ fn options() -> Vec<clap::Arg> {
     Options::command().get_arguments().cloned().collect()
 }
 
+/// What `nalcast ARGS` prints on a terminal `columns` wide (clap reads COLUMNS and
+/// LINES when both are set), or with no terminal at all.
+fn help_text(args: &[&str], columns: Option<usize>) -> String {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_nalcast"));
+    command.args(args).env_remove("COLUMNS").env_remove("LINES");
+    if let Some(columns) = columns {
+        command
+            .env("COLUMNS", columns.to_string())
+            .env("LINES", "50");
+    }
+    let out = command.output().expect("runs");
+    assert!(out.status.success(), "nalcast {args:?}: {out:?}");
+    String::from_utf8(out.stdout).expect("help is UTF-8")
+}
+
+/// `--help` names every option and its default, `-h` the everyday ones (a wrapped
+/// line read as one), and both say where the rest is.
 #[test]
 fn help_shows_every_option_with_its_default() {
-    let out = nalcast(&["--help"]);
-    assert!(out.status.success());
-    let help = String::from_utf8_lossy(&out.stdout);
-    for arg in options() {
-        let flag = format!("--{}", arg.get_long().expect("every option is a long flag"));
-        assert!(help.contains(&flag), "--help lacks {flag}");
-        if let Some(default) = shown_default(&arg) {
-            let shown = format!("[default: {default}]");
-            assert!(help.contains(&shown), "--help lacks {flag}'s {shown}");
+    for page in ["-h", "--help"] {
+        let lines = help_text(&[page], None);
+        let help = lines.split_whitespace().collect::<Vec<_>>().join(" ");
+        assert!(help.contains("docs/configuration.md"), "{page}: {help}");
+        for arg in options() {
+            if page == "-h" && arg.is_hide_short_help_set() {
+                let flag = format!("--{} ", arg.get_long().expect("long flag"));
+                let listed = lines.lines().any(|l| l.trim_start().starts_with(&flag));
+                assert!(!listed, "-h lists the tuning option {flag}");
+                continue;
+            }
+            let flag = format!("--{}", arg.get_long().expect("every option is a long flag"));
+            assert!(help.contains(&flag), "{page} lacks {flag}");
+            if let Some(default) = shown_default(&arg) {
+                let shown = format!("[default: {default}]");
+                assert!(help.contains(&shown), "{page} lacks {flag}'s {shown}");
+            }
         }
     }
 }
 
-/// The reference table of docs/configuration.md, made from the option definitions.
+/// `-h` is a screenful: each option in a line or two under its topic. `--help` adds
+/// the explanations. Both wrap to the terminal, and to 100 columns without one.
+#[test]
+fn help_is_grouped_by_topic_and_wrapped_to_the_terminal() {
+    for (page, columns, width) in [
+        ("-h", Some(80), 80),
+        ("--help", Some(80), 80),
+        ("-h", None, 100),
+        ("--help", None, 100),
+    ] {
+        let help = help_text(&[page], columns);
+        let widest = help
+            .lines()
+            .max_by_key(|l| l.chars().count())
+            .unwrap_or_default();
+        assert!(
+            widest.chars().count() <= width,
+            "{page} with COLUMNS={columns:?} has a line of {} characters: {widest}",
+            widest.chars().count()
+        );
+        // Each topic once, in order, and each option under its own: an option's
+        // line is the one that starts with its flag, after clap's indent.
+        let mut topics = Vec::new();
+        let mut topic_of = std::collections::HashMap::new();
+        for line in help.lines() {
+            if let Some(topic) = line.strip_suffix(':').filter(|t| !t.starts_with(' ')) {
+                topics.push(topic.to_owned());
+            } else if let Some(flag) = line.strip_prefix("      --") {
+                let flag = flag.split([' ', ',']).next().unwrap_or_default().to_owned();
+                topic_of.insert(flag, topics.last().cloned());
+            }
+        }
+        assert_eq!(
+            topics,
+            ["Options"]
+                .into_iter()
+                .chain(heading::ALL)
+                .collect::<Vec<_>>(),
+            "{page}'s topics"
+        );
+        for arg in options() {
+            if page == "-h" && arg.is_hide_short_help_set() {
+                continue;
+            }
+            let long = arg.get_long().expect("long flag");
+            let expected = arg.get_help_heading().unwrap_or("Options");
+            assert_eq!(
+                topic_of.get(long).cloned().flatten().as_deref(),
+                Some(expected),
+                "{page}: --{long}"
+            );
+        }
+    }
+    let short = help_text(&["-h"], Some(100)).lines().count();
+    let long = help_text(&["--help"], Some(100)).lines().count();
+    assert!(short <= 66, "-h is {short} lines");
+    assert!(
+        long > short * 2,
+        "--help ({long} lines) explains more than -h ({short})"
+    );
+}
+
+/// The help text docs/configuration.md shows for an option: all of `--help`'s, with
+/// a rule default (part of the first paragraph) left to its own column.
+fn doc_help(arg: &clap::Arg) -> String {
+    let help = arg
+        .get_long_help()
+        .or(arg.get_help())
+        .map(ToString::to_string)
+        .unwrap_or_default();
+    let help = match help.find(" [default: ") {
+        Some(from) => {
+            let to = from + help[from..].find(']').expect("a rule default ends with ]");
+            format!("{}{}", &help[..from], &help[to + 1..])
+        }
+        None => help,
+    };
+    // A table cell is one line: the paragraphs become sentences in a row.
+    let sentence = |text: &str| format!("{}.", text.trim().trim_end_matches('.'));
+    help.split("\n\n")
+        .map(sentence)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// The reference tables of docs/configuration.md, one per `--help` topic, made from
+/// the option definitions.
 fn reference_table() -> String {
     let cell = |text: &str| text.replace('|', "\\|").replace('*', "\\*");
-    let sentence = |text: &str| format!("{}.", text.trim_end().trim_end_matches('.'));
-    let mut table =
-        String::from("| flag | file key | default | what it does |\n|---|---|---|---|\n");
-    for arg in options() {
-        let long = arg.get_long().expect("every option is a long flag");
-        let mut flag = format!("--{long}");
-        if arg.get_action().takes_values() {
-            let name = arg
-                .get_value_names()
-                .and_then(|names| names.first())
-                .map_or_else(|| long.to_uppercase(), ToString::to_string);
-            flag = format!("{flag} {name}");
+    let mut tables = String::new();
+    let topics = std::iter::once(None).chain(heading::ALL.map(Some));
+    for topic in topics {
+        tables += &format!("### {}\n\n", topic.unwrap_or("General"));
+        tables += "| flag | file key | default | what it does |\n|---|---|---|---|\n";
+        for arg in options().iter().filter(|a| a.get_help_heading() == topic) {
+            let long = arg.get_long().expect("every option is a long flag");
+            let mut flag = format!("--{long}");
+            if arg.get_action().takes_values() {
+                let name = arg
+                    .get_value_names()
+                    .and_then(|names| names.first())
+                    .map_or_else(|| long.to_uppercase(), ToString::to_string);
+                flag = format!("{flag} {name}");
+            }
+            let mut flag = format!("`{}`", cell(&flag));
+            if let Some(env) = arg.get_env() {
+                flag = format!("{flag} or `{}`", env.to_string_lossy());
+            }
+            let key = file_key(arg).map_or_else(|| "—".to_owned(), |k| format!("`{k}`"));
+            let default = match (arg.get_default_values(), shown_default(arg)) {
+                ([], Some(rule)) => cell(&rule),
+                (_, Some(value)) => format!("`{value}`"),
+                (_, None) => "—".to_owned(),
+            };
+            tables += &format!(
+                "| {flag} | {key} | {default} | {} |\n",
+                cell(&doc_help(arg))
+            );
         }
-        let mut flag = format!("`{}`", cell(&flag));
-        if let Some(env) = arg.get_env() {
-            flag = format!("{flag} or `{}`", env.to_string_lossy());
-        }
-        let key = file_key(&arg).map_or_else(|| "—".to_owned(), |k| format!("`{k}`"));
-        let default = match (arg.get_default_values(), shown_default(&arg)) {
-            ([], Some(rule)) => cell(&rule),
-            (_, Some(value)) => format!("`{value}`"),
-            (_, None) => "—".to_owned(),
-        };
-        let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
-        // A rule default is part of the help text; here it has its own column.
-        let help = match help.rfind(" [default: ") {
-            Some(at) => help[..at].to_owned(),
-            None => help,
-        };
-        table += &format!(
-            "| {flag} | {key} | {default} | {} |\n",
-            cell(&sentence(&help))
-        );
+        tables += "\n";
     }
-    table
+    tables
+}
+
+/// Every option is under one of the topics `--help` and the docs group them by
+/// (only `--config` stays with `--help` and `--version`).
+#[test]
+fn every_option_has_a_topic() {
+    let loose: Vec<_> = options()
+        .iter()
+        .filter(|a| a.get_help_heading().is_none())
+        .filter_map(|a| a.get_long().map(str::to_owned))
+        .collect();
+    assert_eq!(loose, ["config"]);
+    for arg in options() {
+        if let Some(topic) = arg.get_help_heading() {
+            assert!(
+                heading::ALL.contains(&topic),
+                "--{:?}: {topic}",
+                arg.get_long()
+            );
+        }
+    }
 }
 
 fn repo_file(path: &str) -> std::path::PathBuf {
