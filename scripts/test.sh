@@ -45,6 +45,8 @@ if compgen -G "$HOME/.cargo/advisory-dbs/*/crates" >/dev/null; then
 else
     echo "cargo deny: advisories not checked: no RustSec database in ~/.cargo/advisory-dbs (run 'cargo deny fetch' where github.com is reachable)"
 fi
+step "the structure the crates promise (scripts/check-structure.sh)"
+scripts/check-structure.sh
 step "a build without Broadway.js refuses and names the fix (as a packager would build a clean clone)"
 clone=$(mktemp -d)
 trap 'rm -rf "$clone"' EXIT

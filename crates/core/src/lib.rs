@@ -1,9 +1,11 @@
-//! nalcast's streaming core: video sources, the hub with its GOP cache, per-viewer
-//! queues and the framed wire protocol.
+//! nalcast's streaming pipeline, pure of I/O: access units in (ingest), the hub with
+//! its GOP cache and joins, per-viewer bounded queues, the framed wire protocol, fMP4
+//! and LL-HLS packaging.
 //!
-//! Data flows one way: a source produces bytes or encoded frames, [`ingest`] turns
-//! them into access units, the [`hub::Hub`] shares each one (reference-counted) with
-//! every viewer's bounded [`viewer::ViewerQueue`].
+//! Data flows one way: a source (crate `nalcast-sources`) produces bytes or encoded
+//! frames, [`ingest`] turns them into access units, the [`hub::Hub`] shares each one
+//! (reference-counted) with every viewer's bounded [`viewer::ViewerQueue`]. Nothing
+//! here starts a process, opens a socket or links a codec.
 
 pub mod clock;
 pub mod fmp4;
@@ -12,11 +14,8 @@ pub mod hls;
 pub mod hub;
 pub mod ingest;
 pub mod join;
-pub mod outlet;
 pub mod protocol;
 pub mod shared;
-pub mod sniff;
-pub mod source;
 pub mod stamp;
 pub mod viewer;
 

@@ -10,9 +10,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, Command, CommandFactory, FromArgMatches, Parser};
-use nalcast_core::outlet::PublishTarget;
-use nalcast_core::source::{RtspTransport, SourceOptions, SourceSpec, VideoSettings};
 use nalcast_core::viewer::QueueLimits;
+use nalcast_sources::publish::PublishTarget;
+use nalcast_sources::{RtspTransport, SourceOptions, SourceSpec, VideoSettings};
 
 use crate::server::tls::TlsMode;
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use nalcast_core::hub::{Hub, HubConfig};
-use nalcast_core::{outlet, source};
+use nalcast_sources::{self as source, publish as outlet};
 use tokio::sync::watch;
 use tracing::{info, warn};
 

@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use nalcast_core::outlet::Outlet;
+use nalcast_sources::publish::Outlet;
 use serde_json::json;
 
 use super::AppState;

@@ -7,9 +7,9 @@ use axum::middleware::from_fn_with_state;
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
-use nalcast_core::outlet::Outlet;
-use nalcast_core::source::VideoSettings;
 use nalcast_core::Hub;
+use nalcast_sources::publish::Outlet;
+use nalcast_sources::VideoSettings;
 use tokio::sync::watch;
 
 mod api;

@@ -8,8 +8,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use nalcast_core::protocol::{self, ServerMessage};
-use nalcast_core::source::test_pattern::TestPattern;
-use nalcast_core::source::VideoSettings;
+use nalcast_sources::test_pattern::TestPattern;
+use nalcast_sources::VideoSettings;
 use tokio::io::{AsyncRead, AsyncWrite};
 
 pub use testkit::annexb::{nal_types, raw_nal_type};

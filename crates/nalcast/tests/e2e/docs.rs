@@ -319,12 +319,10 @@ async fn every_command_in_the_docs_runs_as_documented() {
                 How::PiTool(tool) => {
                     // nalcast's own advice names the same tool, in the same words.
                     let sources =
-                        std::fs::read_to_string(repo("crates/core/src/source/rpicam/exit.rs"))
+                        std::fs::read_to_string(repo("crates/sources/src/rpicam/exit.rs"))
                             .unwrap_or_default()
-                            + &std::fs::read_to_string(repo(
-                                "crates/core/src/source/rpicam/mod.rs",
-                            ))
-                            .unwrap_or_default();
+                            + &std::fs::read_to_string(repo("crates/sources/src/rpicam/mod.rs"))
+                                .unwrap_or_default();
                     (!sources.contains(&format!("{tool} --list-cameras")) && tool == "rpicam-hello")
                         .then(|| format!("nalcast's messages do not point to {tool}"))
                 }

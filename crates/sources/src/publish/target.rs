@@ -199,7 +199,7 @@ impl PublishTarget {
         for secret in &self.secrets {
             out = out.replace(secret.as_str(), "***");
         }
-        crate::source::mask_credentials(&out)
+        crate::mask_credentials(&out)
     }
 }
 

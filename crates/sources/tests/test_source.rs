@@ -1,8 +1,8 @@
 //! The test source, checked with a real decoder: frames decode and carry their stamps.
 use nalcast_core::ingest::Splitter;
-use nalcast_core::source::test_pattern::TestPattern;
-use nalcast_core::source::VideoSettings;
 use nalcast_core::stamp::Stamp;
+use nalcast_sources::test_pattern::TestPattern;
+use nalcast_sources::VideoSettings;
 use openh264::decoder::Decoder;
 use openh264::formats::YUVSource;
 

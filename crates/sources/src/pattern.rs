@@ -1,6 +1,6 @@
 //! Draws the test picture into I420 planes: moving colour bars, a bouncing box, a
 //! readable clock and frame number, and the machine-readable stamp.
-use crate::stamp::{self, Stamp};
+use nalcast_core::stamp::{self, Stamp};
 
 /// A 5x7 pixel font for the clock line; each glyph is 7 rows of 5 bits.
 fn glyph(c: char) -> [u8; 7] {

@@ -11,11 +11,11 @@ use openh264::encoder::{
 use openh264::formats::YUVSlices;
 use openh264::OpenH264API;
 
-use super::pattern::Picture;
-use super::{SourceError, SourceOptions, VideoSettings};
-use crate::clock::wall_us;
-use crate::ingest::Ingest;
-use crate::Hub;
+use crate::pattern::Picture;
+use crate::{SourceError, SourceOptions, VideoSettings};
+use nalcast_core::clock::wall_us;
+use nalcast_core::ingest::Ingest;
+use nalcast_core::Hub;
 
 /// Encodes the test pattern; owns the encoder and the picture buffer.
 pub struct TestPattern {

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::viewer::Item;
+use nalcast_core::viewer::Item;
 
 /// What to do with one queue item.
 #[derive(Debug, PartialEq, Eq)]
@@ -159,10 +159,10 @@ mod tests {
     use nalcast_h264::AccessUnit;
 
     use super::*;
-    use crate::fmp4::Packager;
-    use crate::protocol;
-    use crate::shared::{Fmp4Unit, SharedAu};
-    use crate::test_support::access_unit;
+    use nalcast_core::fmp4::Packager;
+    use nalcast_core::protocol;
+    use nalcast_core::shared::{Fmp4Unit, SharedAu};
+    use testkit::au::sized as access_unit;
 
     /// An access unit as the hub shares it, packaged with `init` (its bytes stand in
     /// for the parameter sets).

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::AsyncReadExt;
 
-use super::super::exec::GroupKiller;
+use crate::exec::GroupKiller;
 
 /// How long `APP --help` may take before nalcast gives up on it and assumes the
 /// options every version has.
@@ -137,7 +137,7 @@ pub async fn ask(app: &Path, timeout: Duration) -> Result<Listing, HelpError> {
     };
     let read = tokio::time::timeout(timeout, async {
         let output = read.await;
-        super::super::exec::exited(child.id()).await;
+        crate::exec::exited(child.id()).await;
         output
     })
     .await;

@@ -15,9 +15,9 @@ use tracing::warn;
 
 use super::feed::{progress_frames, Admit, Feed, LineBudget, Step};
 use super::{Ended, Outlet, OutletOptions, PublishTarget, Scheme, State};
-use crate::clock::shutdown_requested;
-use crate::source::exec::{exited as group_leader_exited, GroupKiller};
-use crate::Hub;
+use crate::exec::{exited as group_leader_exited, GroupKiller};
+use nalcast_core::clock::shutdown_requested;
+use nalcast_core::Hub;
 
 /// ffmpeg lines logged per minute and outlet.
 const LOG_LINES_PER_MINUTE: u32 = 20;

@@ -23,8 +23,8 @@
 //! its own abbreviations: `-ih` inline headers (2013), `-fl` flush (2015-08,
 //! d2b1326), `-lev` level (2016-06, 8daf8dd), `-pf`, `-g`, `-fps`, `-w`, `-h`,
 //! `-b`, `-n`, `-t`, `-o`; no denoise option.
-use super::super::VideoSettings;
 use super::help::Listing;
+use crate::VideoSettings;
 
 /// Which command-line dialect an app speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

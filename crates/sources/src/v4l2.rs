@@ -20,10 +20,10 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tracing::info;
 
-use super::frame_end::FrameEnds;
-use super::{exec, SourceError, SourceOptions, VideoSettings};
-use crate::clock::shutdown_requested;
-use crate::Hub;
+use crate::frame_end::FrameEnds;
+use crate::{exec, SourceError, SourceOptions, VideoSettings};
+use nalcast_core::clock::shutdown_requested;
+use nalcast_core::Hub;
 
 mod choice;
 mod listing;

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::listing::{Coding, Encoders, Format, Fps};
-use crate::source::VideoSettings;
+use crate::VideoSettings;
 
 /// The camera mode nalcast asks for.
 #[derive(Clone, Debug, PartialEq)]
@@ -263,8 +263,8 @@ pub fn classify(lines: &[String]) -> Option<Failure> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::listing::{parse_v4l2_ctl_formats, tests_data};
     use super::*;
+    use crate::v4l2::listing::{parse_v4l2_ctl_formats, tests_data};
 
     fn settings(width: u32, height: u32, fps: u32) -> VideoSettings {
         VideoSettings {

@@ -7,10 +7,10 @@ use tokio::io::AsyncReadExt;
 use tokio::time::MissedTickBehavior;
 use tracing::warn;
 
-use super::{SourceError, SourceOptions};
-use crate::clock::wall_us;
-use crate::ingest::Ingest;
-use crate::Hub;
+use crate::{SourceError, SourceOptions};
+use nalcast_core::clock::wall_us;
+use nalcast_core::ingest::Ingest;
+use nalcast_core::Hub;
 
 /// Plays `path` forever at `opts.video.fps`.
 pub async fn run(path: &Path, opts: &SourceOptions, hub: &Arc<Hub>) -> Result<(), SourceError> {

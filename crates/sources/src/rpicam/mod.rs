@@ -10,10 +10,10 @@ use std::time::SystemTime;
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
-use super::frame_end::FrameEnds;
-use super::{exec, SourceError, SourceOptions};
-use crate::clock::shutdown_requested;
-use crate::Hub;
+use crate::frame_end::FrameEnds;
+use crate::{exec, SourceError, SourceOptions};
+use nalcast_core::clock::shutdown_requested;
+use nalcast_core::Hub;
 
 mod args;
 pub mod board;

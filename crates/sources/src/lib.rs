@@ -1,6 +1,11 @@
-//! Video sources and their supervisor. Every source ends up publishing access units
-//! to the hub; the supervisor restarts a failed source with capped backoff while the
-//! hub keeps its viewers.
+//! nalcast's I/O edges: the video sources and their supervisor on the way in, the
+//! publishers (`--publish`) on the way out.
+//!
+//! Every source ends up giving access units to the hub (`nalcast_core`, the pure
+//! pipeline, which imports nothing from here); the supervisor restarts a failed
+//! source with capped backoff while the hub keeps its viewers. This crate holds what
+//! talks to the world: child processes (rpicam-vid, ffmpeg, v4l2-ctl), RTSP cameras
+//! through retina, the test pattern's openh264 encoder.
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -10,16 +15,18 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::clock::shutdown_requested;
-use crate::Hub;
+use nalcast_core::clock::shutdown_requested;
+use nalcast_core::Hub;
 
 pub mod exec;
 pub mod file;
 pub mod frame_end;
 pub mod pattern;
+pub mod publish;
 pub mod rpicam;
 pub mod rtsp;
 pub mod rtsp_guard;
+pub mod sniff;
 pub mod test_pattern;
 pub mod v4l2;
 
@@ -212,7 +219,7 @@ impl Default for SourceOptions {
     fn default() -> Self {
         SourceOptions {
             video: VideoSettings::default(),
-            max_nal_size: crate::ingest::DEFAULT_MAX_NAL_SIZE,
+            max_nal_size: nalcast_core::ingest::DEFAULT_MAX_NAL_SIZE,
             stall_timeout: Duration::from_secs(5),
             min_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),

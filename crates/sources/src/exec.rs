@@ -10,11 +10,11 @@ use tokio::sync::watch;
 
 use tracing::{debug, warn};
 
-use super::frame_end::{FrameEnds, Read};
-use super::{mask_credentials, SourceError, SourceOptions};
-use crate::clock::{shutdown_requested, wall_us};
-use crate::ingest::Ingest;
-use crate::Hub;
+use crate::frame_end::{FrameEnds, Read};
+use crate::{mask_credentials, SourceError, SourceOptions};
+use nalcast_core::clock::{shutdown_requested, wall_us};
+use nalcast_core::ingest::Ingest;
+use nalcast_core::Hub;
 
 /// Lines of a child's stderr kept for the log when it ends.
 const STDERR_LINES: usize = 5;
@@ -350,11 +350,11 @@ mod tests {
     use tokio::io::AsyncWriteExt;
 
     use super::*;
-    use crate::hub::{HubConfig, Subscription};
-    use crate::source::frame_end::LEARN_FRAMES;
-    use crate::source::test_pattern::TestPattern;
-    use crate::source::VideoSettings;
-    use crate::viewer::Item;
+    use crate::frame_end::LEARN_FRAMES;
+    use crate::test_pattern::TestPattern;
+    use crate::VideoSettings;
+    use nalcast_core::hub::{HubConfig, Subscription};
+    use nalcast_core::viewer::Item;
 
     /// `count` frames of the test pattern (a keyframe first) as an encoder writes them.
     fn encoded(count: usize) -> Vec<Vec<u8>> {
@@ -415,7 +415,7 @@ mod tests {
 
     /// The pump on one end of a pipe, the hub's first viewer on the other.
     fn pumped() -> (tokio::io::DuplexStream, Subscription) {
-        let hub = crate::Hub::new(HubConfig::default());
+        let hub = nalcast_core::Hub::new(HubConfig::default());
         let sub = hub.subscribe();
         let (writer, reader) = tokio::io::duplex(1 << 20);
         tokio::spawn(async move {
@@ -453,7 +453,7 @@ mod tests {
     /// its pid (the group's id) may already be another process's.
     #[tokio::test]
     async fn the_group_is_killed_before_the_child_is_reaped_and_never_after() {
-        let hub = crate::Hub::new(HubConfig::default());
+        let hub = nalcast_core::Hub::new(HubConfig::default());
         let (_stop, shutdown) = tokio::sync::watch::channel(false);
         for script in ["echo $$ >&2; exit 3", "echo $$ >&2; sleep 0.2 & exit 0"] {
             let mut command = Command::new("sh");

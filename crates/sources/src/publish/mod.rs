@@ -21,8 +21,8 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
-use crate::clock::shutdown_requested;
-use crate::Hub;
+use nalcast_core::clock::shutdown_requested;
+use nalcast_core::Hub;
 
 mod child;
 pub mod feed;

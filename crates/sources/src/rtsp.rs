@@ -23,11 +23,11 @@ use retina::codec::{CodecItem, FrameFormat};
 use tracing::debug;
 use url::Url;
 
-use super::rtsp_guard::{Guard, Violation};
-use super::{SourceError, SourceOptions};
-use crate::clock::wall_us;
-use crate::ingest::Ingest;
-use crate::Hub;
+use crate::rtsp_guard::{Guard, Violation};
+use crate::{SourceError, SourceOptions};
+use nalcast_core::clock::wall_us;
+use nalcast_core::ingest::Ingest;
+use nalcast_core::Hub;
 use tokio::net::TcpStream;
 
 /// How RTP packets travel from the camera.
@@ -157,7 +157,7 @@ impl fmt::Debug for RtspUrl {
 }
 
 /// Receives the camera's H.264 video until the stream fails or stalls. retina talks
-/// to the camera through a [`Guard`](super::rtsp_guard::Guard), which bounds what
+/// to the camera through a [`Guard`](crate::rtsp_guard::Guard), which bounds what
 /// the camera may make it buffer.
 pub async fn run(
     camera: &RtspUrl,
