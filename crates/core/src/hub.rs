@@ -12,11 +12,11 @@ use bytes::Bytes;
 
 use crate::fmp4::Packager;
 use crate::gop::GopCache;
-use crate::hls::{Hls, HlsConfig};
 use crate::join::JoinFacts;
+use crate::llhls::{Hls, HlsConfig};
 use crate::protocol::{self, StatusMsg, FLAG_KEYFRAME};
+use crate::queue::{Pushed, QueueLimits, ViewerQueue};
 use crate::shared::Fmp4Unit;
-use crate::viewer::{Pushed, QueueLimits, ViewerQueue};
 use crate::SharedAu;
 
 /// Hub settings.
@@ -613,8 +613,8 @@ impl Drop for Subscription {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::queue::Item;
     use crate::test_support::access_unit;
-    use crate::viewer::Item;
 
     #[test]
     fn stream_parameters_read_as_a_person_writes_them() {

@@ -4,20 +4,20 @@
 //!
 //! Data flows one way: a source (crate `nalcast-sources`) produces bytes or encoded
 //! frames, [`ingest`] turns them into access units, the [`hub::Hub`] shares each one
-//! (reference-counted) with every viewer's bounded [`viewer::ViewerQueue`]. Nothing
+//! (reference-counted) with every viewer's bounded [`queue::ViewerQueue`]. Nothing
 //! here starts a process, opens a socket or links a codec.
 
 pub mod clock;
 pub mod fmp4;
 pub mod gop;
-pub mod hls;
 pub mod hub;
 pub mod ingest;
 pub mod join;
+pub mod llhls;
 pub mod protocol;
+pub mod queue;
 pub mod shared;
 pub mod stamp;
-pub mod viewer;
 
 pub use hub::{Hub, HubConfig};
 pub use shared::{Fmp4Unit, SharedAu};

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Arg, ArgAction, Command, CommandFactory, FromArgMatches, Parser};
-use nalcast_core::viewer::QueueLimits;
+use nalcast_core::queue::QueueLimits;
 use nalcast_sources::publish::PublishTarget;
 use nalcast_sources::{RtspTransport, SourceOptions, SourceSpec, VideoSettings};
 

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 use nalcast_core::hub::{Hub, HubConfig};
-use nalcast_sources::{self as source, publish as outlet};
+use nalcast_sources::{self as source, publish};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
@@ -55,10 +55,10 @@ fn main() -> ExitCode {
         eprintln!("nalcast: error: {e}");
         return ExitCode::from(2);
     }
-    let outlet_options = match outlet::preflight(&config.publish) {
-        Ok(ffmpeg) => outlet::OutletOptions {
+    let publish_options = match publish::preflight(&config.publish) {
+        Ok(ffmpeg) => publish::PublishOptions {
             ffmpeg,
-            ..outlet::OutletOptions::default()
+            ..publish::PublishOptions::default()
         },
         Err(e) => {
             eprintln!("nalcast: error: {e}");
@@ -99,7 +99,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, auth, tls, fd_limit, outlet_options)) {
+    match runtime.block_on(run(config, auth, tls, fd_limit, publish_options)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("nalcast: error: {e:#}");
@@ -249,7 +249,7 @@ async fn run(
     auth: Option<std::sync::Arc<Auth>>,
     tls: Option<server::tls::Tls>,
     fd_limit: Option<u64>,
-    outlet_options: outlet::OutletOptions,
+    publish_options: publish::PublishOptions,
 ) -> anyhow::Result<()> {
     // Fine steps up to 25 ms, where the server-added delay and the kernel floor it is
     // compared with lie (1 ms with few viewers, 10-20 ms with a thousand): a
@@ -294,7 +294,7 @@ async fn run(
     let certificate_names = tls.as_ref().map(|t| t.names.clone()).unwrap_or_default();
     let front = server::Front {
         hosts: std::sync::Arc::new(server::host::HostPolicy::new(
-            &server::host::Machine::current(),
+            &server::host::HostNames::current(),
             &certificate_names,
             &config.public_hosts,
         )),
@@ -333,12 +333,12 @@ async fn run(
             config.max_hls_memory,
         ),
         auth,
-        outlets: std::sync::Arc::new(
+        publishers: std::sync::Arc::new(
             config
                 .publish
                 .iter()
                 .enumerate()
-                .map(|(i, target)| outlet::Outlet::new(target.clone(), i))
+                .map(|(i, target)| publish::Publisher::new(target.clone(), i))
                 .collect(),
         ),
     };
@@ -356,11 +356,11 @@ async fn run(
     // Publishers read the hub like viewers: started with it, stopped (their ffmpeg
     // reaped) at shutdown.
     let mut publishers = tokio::task::JoinSet::new();
-    for o in state.outlets.iter() {
-        publishers.spawn(outlet::supervise(
+    for o in state.publishers.iter() {
+        publishers.spawn(publish::supervise(
             o.clone(),
             hub.clone(),
-            outlet_options.clone(),
+            publish_options.clone(),
             shutdown_rx.clone(),
         ));
     }
@@ -409,7 +409,7 @@ async fn run(
         listen: main_addr,
         https: tls.is_some(),
         addresses: nalcast::banner::machine_addresses(),
-        hostname: server::host::Machine::current().hostname,
+        hostname: server::host::HostNames::current().hostname,
         public_hosts: config.public_hosts.clone(),
         hls: config.hls,
         legacy: legacy_addr,

@@ -252,7 +252,7 @@ pub async fn run_child_to_end(
 }
 
 /// Kills a child's whole process group when dropped (shutdown, restart); the
-/// outlets' ffmpeg children use it too.
+/// publishers' ffmpeg children use it too.
 ///
 /// The group's id is the child's pid, which is ours only until the child is
 /// reaped: after that a new process may get it and lead a group of its own. So
@@ -354,7 +354,7 @@ mod tests {
     use crate::test_pattern::TestPattern;
     use crate::VideoSettings;
     use nalcast_core::hub::{HubConfig, Subscription};
-    use nalcast_core::viewer::Item;
+    use nalcast_core::queue::Item;
 
     /// `count` frames of the test pattern (a keyframe first) as an encoder writes them.
     fn encoded(count: usize) -> Vec<Vec<u8>> {

@@ -320,7 +320,7 @@ async fn run_once(
 #[derive(Default)]
 struct Learned {
     /// What the camera app accepts, learnt at its first start.
-    camera: rpicam::Camera,
+    camera: rpicam::CameraApp,
     /// How a byte source's writer writes its frames.
     frame_ends: frame_end::FrameEnds,
 }

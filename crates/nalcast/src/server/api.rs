@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use nalcast_sources::publish::Outlet;
+use nalcast_sources::publish::Publisher;
 use serde_json::json;
 
 use super::AppState;
@@ -37,12 +37,12 @@ pub async fn stream(State(s): State<AppState>) -> Json<serde_json::Value> {
         "bytes_in": c.bytes_in.load(Ordering::Relaxed),
         "skips": c.skips.load(Ordering::Relaxed),
         "gop_frames": status.gop_frames,
-        "publish": s.outlets.iter().map(|o| outlet(o)).collect::<Vec<_>>(),
+        "publish": s.publishers.iter().map(|o| publisher(o)).collect::<Vec<_>>(),
     }))
 }
 
 /// A `--publish` target's state; its URL without secrets.
-fn outlet(o: &Outlet) -> serde_json::Value {
+fn publisher(o: &Publisher) -> serde_json::Value {
     let status = o.status();
     let since = status
         .since

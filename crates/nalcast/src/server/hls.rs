@@ -1,6 +1,6 @@
 //! `/hls/…`: Low-Latency HLS over HTTP, for Safari/iOS, VLC/ffplay, hls.js and any
 //! HTTP cache or CDN in front (docs/scale-out.md). The playlist and its files come
-//! from the hub's [`Hls`](nalcast_core::hls::Hls) stream; this module only answers,
+//! from the hub's [`Hls`](nalcast_core::llhls::Hls) stream; this module only answers,
 //! waits (blocking playlist reload, preload hints) and sets the cache headers.
 //!
 //! Every request a client can make up is a miss in a cache in front, passed on to
@@ -15,7 +15,7 @@ use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use nalcast_core::hls::{Hls, Wait};
+use nalcast_core::llhls::{Hls, Wait};
 
 use super::AppState;
 

@@ -91,7 +91,7 @@ impl HlsBudget {
     }
 
     /// A request slot for `ip`, or why not.
-    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Over> {
+    pub fn enter(self: &Arc<Self>, ip: IpAddr) -> Result<HlsSlot, Over> {
         let key = client_key(ip);
         let mut table = self.table();
         let n = table.entry(key).or_insert(0);
@@ -99,7 +99,7 @@ impl HlsBudget {
             return Err(Over::PerAddress);
         }
         *n += 1;
-        Ok(Slot {
+        Ok(HlsSlot {
             budget: self.clone(),
             key,
             buffers: Vec::new(),
@@ -121,7 +121,7 @@ impl HlsBudget {
 
 /// One HLS request in progress: its address's slot, and what its answer holds.
 #[derive(Debug)]
-pub struct Slot {
+pub struct HlsSlot {
     budget: Arc<HlsBudget>,
     key: IpAddr,
     /// Shared buffers held (identities), counted once in all however many hold them.
@@ -130,7 +130,7 @@ pub struct Slot {
     own: usize,
 }
 
-impl Slot {
+impl HlsSlot {
     /// Holds shared `pieces` (a part, a segment's parts) until the slot is dropped,
     /// if what they add to the total fits.
     pub fn hold(&mut self, pieces: &[Bytes]) -> Result<(), Over> {
@@ -157,7 +157,7 @@ impl Slot {
         Ok(())
     }
 
-    /// `pieces` (held with [`Slot::hold`]) made to keep the slot until the last of
+    /// `pieces` (held with [`HlsSlot::hold`]) made to keep the slot until the last of
     /// them is dropped, wherever that happens: the body hands them to the
     /// connection, which may queue them unwritten well after the body is done. The
     /// same bytes, not copied.
@@ -188,7 +188,7 @@ impl Slot {
     }
 }
 
-impl Drop for Slot {
+impl Drop for HlsSlot {
     fn drop(&mut self) {
         {
             let mut held = self.budget.held();
@@ -218,7 +218,7 @@ impl Drop for Slot {
 /// A piece of an answer that keeps its request's slot.
 struct Holding {
     piece: Bytes,
-    _slot: Arc<Slot>,
+    _slot: Arc<HlsSlot>,
 }
 
 impl AsRef<[u8]> for Holding {
@@ -233,12 +233,12 @@ impl AsRef<[u8]> for Holding {
 /// is what keeps them alive.)
 pub struct Metered {
     inner: Body,
-    _slot: Slot,
+    _slot: HlsSlot,
 }
 
 impl Metered {
     /// `inner`, holding `slot` until it is done.
-    pub fn body(inner: Body, slot: Slot) -> Body {
+    pub fn body(inner: Body, slot: HlsSlot) -> Body {
         Body::new(Metered { inner, _slot: slot })
     }
 }
@@ -290,14 +290,14 @@ pub fn refused(over: Over) -> Response {
 }
 
 /// The slot of the request being answered, for its handler to hold shared buffers
-/// with ([`Slot::hold`]); left in place, the guard counts the answer as the
+/// with ([`HlsSlot::hold`]); left in place, the guard counts the answer as the
 /// request's own.
 #[derive(Clone, Default)]
-pub struct SlotHandle(Arc<Mutex<Option<Slot>>>);
+pub struct SlotHandle(Arc<Mutex<Option<HlsSlot>>>);
 
 impl SlotHandle {
     /// The slot, taken out (once).
-    pub fn take(&self) -> Option<Slot> {
+    pub fn take(&self) -> Option<HlsSlot> {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 }

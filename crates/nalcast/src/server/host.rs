@@ -33,16 +33,16 @@ pub struct HostPolicy {
 
 /// This machine's own names, as the system knows them.
 #[derive(Debug, Default, Clone)]
-pub struct Machine {
+pub struct HostNames {
     /// The host name (`/proc/sys/kernel/hostname`).
     pub hostname: Option<String>,
     /// DNS search domains (`search` and `domain` lines of /etc/resolv.conf).
     pub search_domains: Vec<String>,
 }
 
-impl Machine {
+impl HostNames {
     /// Reads the host name and the DNS search domains of this machine.
-    pub fn current() -> Machine {
+    pub fn current() -> HostNames {
         let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
             .ok()
             .map(|h| h.trim().to_owned())
@@ -50,7 +50,7 @@ impl Machine {
         let search_domains = std::fs::read_to_string("/etc/resolv.conf")
             .map(|text| search_domains(&text))
             .unwrap_or_default();
-        Machine {
+        HostNames {
             hostname,
             search_domains,
         }
@@ -82,7 +82,7 @@ impl HostPolicy {
     /// Serves IP literals, localhost, the machine's host name (alone, under
     /// `.local` and under each search domain), `certificate` names and `public`
     /// names (`*.example.com` patterns and `*` included).
-    pub fn new(machine: &Machine, certificate: &[String], public: &[String]) -> HostPolicy {
+    pub fn new(machine: &HostNames, certificate: &[String], public: &[String]) -> HostPolicy {
         let mut policy = HostPolicy::default();
         if let Some(host) = &machine.hostname {
             let host = normalise(host);
@@ -235,7 +235,7 @@ mod tests {
     use super::*;
 
     fn policy() -> HostPolicy {
-        let machine = Machine {
+        let machine = HostNames {
             hostname: Some("RaspberryPi".into()),
             search_domains: search_domains(
                 "# comment\nnameserver 192.168.1.1\nsearch fritz.box home.arpa.\n",
@@ -290,7 +290,7 @@ mod tests {
 
     #[test]
     fn a_full_host_name_is_served_by_its_first_label_too() {
-        let machine = Machine {
+        let machine = HostNames {
             hostname: Some("pi.fritz.box".into()),
             search_domains: vec!["fritz.box".into()],
         };
@@ -304,7 +304,7 @@ mod tests {
     fn a_wildcard_covers_a_domain_only() {
         // Before: `*cam.example.com` also served evilcam.example.com.
         let p = HostPolicy::new(
-            &Machine::default(),
+            &HostNames::default(),
             &[],
             &["*cam.example.com".into(), "*.cams.example.net".into()],
         );
@@ -322,7 +322,7 @@ mod tests {
 
     #[test]
     fn a_star_turns_the_check_off() {
-        let p = HostPolicy::new(&Machine::default(), &[], &["*".into()]);
+        let p = HostPolicy::new(&HostNames::default(), &[], &["*".into()]);
         assert!(p.allows("anything.example"));
     }
 }

@@ -236,7 +236,7 @@ pub struct ViewerLimits {
 /// A taken viewer slot; dropping it frees the slot (and the viewer's connection
 /// slot, see the module comment).
 #[derive(Debug)]
-pub struct Slot {
+pub struct ViewerSlot {
     slots: Slots,
     connections: Option<Slots>,
     key: IpAddr,
@@ -261,13 +261,13 @@ impl ViewerLimits {
     }
 
     /// Takes a slot for a viewer from `ip`, or says why not.
-    pub fn acquire(&self, ip: IpAddr) -> Result<Slot, Refused> {
+    pub fn acquire(&self, ip: IpAddr) -> Result<ViewerSlot, Refused> {
         let key = client_key(ip);
         self.slots.take(key)?;
         if let Some(connections) = &self.connections {
             connections.take_anyway(key);
         }
-        Ok(Slot {
+        Ok(ViewerSlot {
             slots: self.slots.clone(),
             connections: self.connections.clone(),
             key,
@@ -275,7 +275,7 @@ impl ViewerLimits {
     }
 }
 
-impl Slot {
+impl ViewerSlot {
     /// A connection slot for a second descriptor of this viewer's socket (the
     /// TCP_INFO duplicate a join measures with), if the total has room: the
     /// connection budget is a descriptor budget, and a joining viewer holds two (a
@@ -294,7 +294,7 @@ impl Slot {
     }
 }
 
-impl Drop for Slot {
+impl Drop for ViewerSlot {
     fn drop(&mut self) {
         self.slots.give_back(self.key);
         if let Some(connections) = &self.connections {
@@ -303,7 +303,7 @@ impl Drop for Slot {
     }
 }
 
-/// A connection slot held for an extra descriptor ([`Slot::descriptor`]).
+/// A connection slot held for an extra descriptor ([`ViewerSlot::descriptor`]).
 #[derive(Debug)]
 pub struct DescriptorSlot {
     slots: Slots,

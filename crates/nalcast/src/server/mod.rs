@@ -8,7 +8,7 @@ use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use nalcast_core::Hub;
-use nalcast_sources::publish::Outlet;
+use nalcast_sources::publish::Publisher;
 use nalcast_sources::VideoSettings;
 use tokio::sync::watch;
 
@@ -57,7 +57,7 @@ pub struct AppState {
     /// Credentials every request but the main port's /healthz must show, when configured.
     pub auth: Option<Arc<auth::Auth>>,
     /// The `--publish` targets and their state.
-    pub outlets: Arc<Vec<Arc<Outlet>>>,
+    pub publishers: Arc<Vec<Arc<Publisher>>>,
     /// What HLS requests may hold at once.
     pub hls_budget: Arc<hls_budget::HlsBudget>,
 }
@@ -82,7 +82,7 @@ impl AppState {
             limits: limits::ViewerLimits::new(100, 100),
             viewer_threads: Arc::new(threads::ViewerThreads::none()),
             auth: None,
-            outlets: Arc::default(),
+            publishers: Arc::default(),
             hls_budget: hls_budget::HlsBudget::new(64, 64 << 20),
         };
         (state, stop)

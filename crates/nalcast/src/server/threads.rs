@@ -13,7 +13,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
-use nalcast_core::viewer::Wake;
+use nalcast_core::queue::Wake;
 use tokio::runtime::Handle;
 use tokio::sync::Notify;
 
@@ -155,7 +155,7 @@ impl Drop for Leaving {
 mod tests {
     use super::*;
     use nalcast_core::protocol::StatusMsg;
-    use nalcast_core::viewer::{Item, ViewerQueue};
+    use nalcast_core::queue::{Item, ViewerQueue};
     use std::time::{Duration, Instant};
 
     #[test]

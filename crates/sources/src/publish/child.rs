@@ -1,4 +1,4 @@
-//! One ffmpeg run of an outlet: wait for a keyframe, start ffmpeg, feed it until
+//! One ffmpeg run of a publisher: wait for a keyframe, start ffmpeg, feed it until
 //! it fails, the parameters change or nalcast shuts down; then stop and reap it.
 use std::collections::VecDeque;
 use std::process::{ExitStatus, Stdio};
@@ -14,12 +14,12 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::feed::{progress_frames, Admit, Feed, LineBudget, Step};
-use super::{Ended, Outlet, OutletOptions, PublishTarget, Scheme, State};
+use super::{PublishOptions, PublishTarget, Publisher, RunEnd, Scheme, State};
 use crate::exec::{exited as group_leader_exited, GroupKiller};
 use nalcast_core::clock::shutdown_requested;
 use nalcast_core::Hub;
 
-/// ffmpeg lines logged per minute and outlet.
+/// ffmpeg lines logged per minute and publisher.
 const LOG_LINES_PER_MINUTE: u32 = 20;
 /// Longest ffmpeg line kept, in characters.
 const MAX_LINE: usize = 300;
@@ -75,11 +75,11 @@ enum Outcome {
 }
 
 pub(super) async fn run_once(
-    outlet: &Arc<Outlet>,
+    publisher: &Arc<Publisher>,
     hub: &Arc<Hub>,
-    opts: &OutletOptions,
+    opts: &PublishOptions,
     mut shutdown: watch::Receiver<bool>,
-) -> Ended {
+) -> RunEnd {
     let subscription = hub.subscribe_internal();
     let queue = &subscription.queue;
     let mut feed = Feed::new();
@@ -88,22 +88,22 @@ pub(super) async fn run_once(
     let first = loop {
         let item = tokio::select! {
             item = queue.next() => item,
-            _ = shutdown_requested(&mut shutdown) => return Ended::Shutdown,
+            _ = shutdown_requested(&mut shutdown) => return RunEnd::Shutdown,
         };
         // The hub closes every queue at shutdown.
         let Some((item, _)) = item else {
-            return Ended::Shutdown;
+            return RunEnd::Shutdown;
         };
         match feed.next(&item) {
             Step::Write(bufs) => break bufs,
             Step::Wait => {}
-            Step::Restart => return Ended::NewParameters,
+            Step::Restart => return RunEnd::NewParameters,
         }
     };
 
     let mut command = Command::new(&opts.ffmpeg);
     command
-        .args(ffmpeg_args(&outlet.target))
+        .args(ffmpeg_args(&publisher.target))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -112,20 +112,20 @@ pub(super) async fn run_once(
         .kill_on_drop(true);
     let mut child = match command.spawn() {
         Ok(child) => child,
-        Err(e) => return Ended::Failed(format!("cannot start ffmpeg: {e}")),
+        Err(e) => return RunEnd::Failed(format!("cannot start ffmpeg: {e}")),
     };
     let pid = child.id();
     let group = pid.map(GroupKiller);
     let stderr = child
         .stderr
         .take()
-        .map(|s| tokio::spawn(log_stderr(s, outlet.target.clone())));
+        .map(|s| tokio::spawn(log_stderr(s, publisher.target.clone())));
     let progress = child
         .stdout
         .take()
-        .map(|s| tokio::spawn(watch_progress(s, outlet.clone())));
+        .map(|s| tokio::spawn(watch_progress(s, publisher.clone())));
     let Some(mut stdin) = child.stdin.take() else {
-        return Ended::Failed("ffmpeg has no standard input".into());
+        return RunEnd::Failed("ffmpeg has no standard input".into());
     };
 
     let pump = async {
@@ -173,16 +173,16 @@ pub(super) async fn run_once(
         joined(task).await;
     }
     match outcome {
-        Outcome::Shutdown => Ended::Shutdown,
-        Outcome::NewParameters => Ended::NewParameters,
-        Outcome::Broken(why) => Ended::Failed(match (last_lines, status) {
+        Outcome::Shutdown => RunEnd::Shutdown,
+        Outcome::NewParameters => RunEnd::NewParameters,
+        Outcome::Broken(why) => RunEnd::Failed(match (last_lines, status) {
             // It died first: what it said is the reason, not our broken pipe.
             (Some(line), Some(s)) if !s.success() => format!("{}: {line}", exited(s)),
             _ => why,
         }),
         Outcome::Exited => {
             let how = status.map_or_else(|| "ffmpeg ended".to_owned(), exited);
-            Ended::Failed(match last_lines {
+            RunEnd::Failed(match last_lines {
                 Some(line) => format!("{how}: {line}"),
                 None => how,
             })
@@ -258,14 +258,14 @@ async fn log_stderr(stderr: impl AsyncRead + Unpin, target: PublishTarget) -> Op
     }
 }
 
-/// Reads ffmpeg's `-progress` output: the outlet is live once pictures go out.
-async fn watch_progress(stdout: impl AsyncRead + Unpin, outlet: Arc<Outlet>) {
+/// Reads ffmpeg's `-progress` output: the publisher is live once pictures go out.
+async fn watch_progress(stdout: impl AsyncRead + Unpin, publisher: Arc<Publisher>) {
     let mut lines = BufReader::new(stdout).lines();
     let mut live = false;
     while let Ok(Some(line)) = lines.next_line().await {
         if !live && progress_frames(&line).is_some_and(|n| n > 0) {
             live = true;
-            outlet.set_state(State::Live);
+            publisher.set_state(State::Live);
         }
     }
 }

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use nalcast_core::viewer::Item;
+use nalcast_core::queue::Item;
 
 /// What to do with one queue item.
 #[derive(Debug, PartialEq, Eq)]

@@ -1,7 +1,7 @@
-//! Outlets: the stream sent on, unchanged, to media servers (`--publish URL`).
+//! Publishers: the stream sent on, unchanged, to media servers (`--publish URL`).
 //!
-//! Named so as not to be confused with [`Hub::publish`], which takes an access unit
-//! *into* the hub. Each outlet is an ffmpeg child fed the fMP4 the hub makes anyway
+//! (Not [`Hub::publish`], which takes an access unit *into* the hub.) Each publisher
+//! is an ffmpeg child fed the fMP4 the hub makes anyway
 //! (init segment, then one `moof`+`mdat` per access unit, 90 kHz decode times from
 //! capture times) on its standard input, copying it (`-c copy`, no re-encoding) to
 //! the server as FLV over RTMP, RTSP, or MPEG-TS over SRT. It reads the hub through
@@ -9,7 +9,7 @@
 //! viewer has, so a slow or stuck server costs it pictures (it resumes at the next
 //! keyframe), never the hub or the viewers; and it is not counted as a viewer.
 //!
-//! A supervisor per outlet restarts ffmpeg with capped exponential backoff, like
+//! A supervisor per publisher restarts ffmpeg with capped exponential backoff, like
 //! the source's, and at once when the stream's parameters change (ffmpeg reads one
 //! init segment per run). Its state (`connecting`, `live`, `retrying`) and the last
 //! failure are shown by `/api/stream` and `nalcast_publish_up`; the URL's user,
@@ -30,7 +30,7 @@ mod target;
 
 pub use target::{BadTarget, PublishTarget, Scheme};
 
-/// What an outlet is doing.
+/// What a publisher is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {
     /// ffmpeg is starting, or waits for the stream or the server.
@@ -52,9 +52,9 @@ impl State {
     }
 }
 
-/// An outlet's state, for `/api/stream`.
+/// A publisher's state, for `/api/stream`.
 #[derive(Clone, Debug)]
-pub struct OutletStatus {
+pub struct PublisherStatus {
     /// What it is doing.
     pub state: State,
     /// Since when.
@@ -67,21 +67,21 @@ pub struct OutletStatus {
 
 /// One `--publish` target and its state, shared by its supervisor and the API.
 #[derive(Debug)]
-pub struct Outlet {
+pub struct Publisher {
     /// Where to.
     pub target: PublishTarget,
     /// Its number among the targets (the metrics' `target` label).
     pub index: usize,
-    status: Mutex<OutletStatus>,
+    status: Mutex<PublisherStatus>,
 }
 
-impl Outlet {
-    /// An outlet that has not started.
-    pub fn new(target: PublishTarget, index: usize) -> Arc<Outlet> {
-        Arc::new(Outlet {
+impl Publisher {
+    /// A publisher that has not started.
+    pub fn new(target: PublishTarget, index: usize) -> Arc<Publisher> {
+        Arc::new(Publisher {
             target,
             index,
-            status: Mutex::new(OutletStatus {
+            status: Mutex::new(PublisherStatus {
                 state: State::Connecting,
                 since: SystemTime::now(),
                 restarts: 0,
@@ -90,12 +90,12 @@ impl Outlet {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, OutletStatus> {
+    fn lock(&self) -> MutexGuard<'_, PublisherStatus> {
         self.status.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// A snapshot of its state.
-    pub fn status(&self) -> OutletStatus {
+    pub fn status(&self) -> PublisherStatus {
         self.lock().clone()
     }
 
@@ -131,9 +131,9 @@ impl Outlet {
     }
 }
 
-/// How outlets run.
+/// How publishers run.
 #[derive(Clone, Debug)]
-pub struct OutletOptions {
+pub struct PublishOptions {
     /// The ffmpeg to run ([`preflight`] finds it).
     pub ffmpeg: PathBuf,
     /// First restart delay; doubles up to `max_backoff`.
@@ -145,9 +145,9 @@ pub struct OutletOptions {
     pub stall_timeout: Duration,
 }
 
-impl Default for OutletOptions {
+impl Default for PublishOptions {
     fn default() -> Self {
-        OutletOptions {
+        PublishOptions {
             ffmpeg: PathBuf::from("ffmpeg"),
             min_backoff: Duration::from_millis(250),
             max_backoff: Duration::from_secs(10),
@@ -202,7 +202,7 @@ fn protocols_of(ffmpeg: &Path) -> Result<String, String> {
 
 /// How one ffmpeg run ended.
 #[derive(Debug)]
-pub(crate) enum Ended {
+pub(crate) enum RunEnd {
     /// Shutdown: ffmpeg was stopped and reaped.
     Shutdown,
     /// The stream's parameters changed: start a new ffmpeg at once.
@@ -211,12 +211,12 @@ pub(crate) enum Ended {
     Failed(String),
 }
 
-/// Runs an outlet until `shutdown` turns true: ffmpeg after ffmpeg, with capped
+/// Runs a publisher until `shutdown` turns true: ffmpeg after ffmpeg, with capped
 /// exponential backoff between failures. Every ffmpeg is reaped before this returns.
 pub async fn supervise(
-    outlet: Arc<Outlet>,
+    publisher: Arc<Publisher>,
     hub: Arc<Hub>,
-    opts: OutletOptions,
+    opts: PublishOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut backoff = opts.min_backoff;
@@ -225,29 +225,29 @@ pub async fn supervise(
             break;
         }
         let started = Instant::now();
-        info!(publish = %outlet.target, "publishing");
-        let ended = child::run_once(&outlet, &hub, &opts, shutdown.clone()).await;
+        info!(publish = %publisher.target, "publishing");
+        let ended = child::run_once(&publisher, &hub, &opts, shutdown.clone()).await;
         // A run that lasted earns a fresh backoff.
         if started.elapsed() > Duration::from_secs(10) {
             backoff = opts.min_backoff;
         }
         match ended {
-            Ended::Shutdown => break,
-            Ended::NewParameters => {
-                info!(publish = %outlet.target, "new stream parameters: restarting ffmpeg");
-                outlet.restarted();
+            RunEnd::Shutdown => break,
+            RunEnd::NewParameters => {
+                info!(publish = %publisher.target, "new stream parameters: restarting ffmpeg");
+                publisher.restarted();
                 continue;
             }
-            Ended::Failed(reason) => {
+            RunEnd::Failed(reason) => {
                 if *shutdown.borrow() {
                     break;
                 }
                 warn!(
-                    publish = %outlet.target,
+                    publish = %publisher.target,
                     retry_in_ms = backoff.as_millis() as u64,
                     "publishing stopped: {reason}"
                 );
-                outlet.failed(reason);
+                publisher.failed(reason);
             }
         }
         tokio::select! {
@@ -255,7 +255,7 @@ pub async fn supervise(
             _ = shutdown_requested(&mut shutdown) => break,
         }
         backoff = (backoff * 2).min(opts.max_backoff);
-        outlet.set_state(State::Connecting);
+        publisher.set_state(State::Connecting);
     }
-    metrics::gauge!("nalcast_publish_up", "target" => outlet.label()).set(0.0);
+    metrics::gauge!("nalcast_publish_up", "target" => publisher.label()).set(0.0);
 }

@@ -28,20 +28,20 @@ use crate::VideoSettings;
 
 /// Which command-line dialect an app speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dialect {
+pub enum CliDialect {
     /// rpicam-vid and libcamera-vid (boost::program_options).
     Libcamera,
     /// raspivid (the legacy camera stack's MMAL app).
     Raspivid,
 }
 
-impl Dialect {
+impl CliDialect {
     /// The dialect of an app, by its file name.
-    pub fn of(app_name: &str) -> Dialect {
+    pub fn of(app_name: &str) -> CliDialect {
         if app_name == "raspivid" {
-            Dialect::Raspivid
+            CliDialect::Raspivid
         } else {
-            Dialect::Libcamera
+            CliDialect::Libcamera
         }
     }
 
@@ -49,8 +49,8 @@ impl Dialect {
     /// 2021-11; raspivid since 2016): what is passed when `--help` gives nothing.
     pub fn assumed_listing(self) -> Listing {
         match self {
-            Dialect::Libcamera => Listing::of(&LIBCAMERA_SINCE_2021),
-            Dialect::Raspivid => Listing::of(&RASPIVID_SINCE_2016),
+            CliDialect::Libcamera => Listing::of(&LIBCAMERA_SINCE_2021),
+            CliDialect::Raspivid => Listing::of(&RASPIVID_SINCE_2016),
         }
     }
 
@@ -58,11 +58,11 @@ impl Dialect {
     /// after all; without the others there is no stream to speak of.
     pub fn optional(self, option: &str) -> bool {
         match self {
-            Dialect::Libcamera => matches!(
+            CliDialect::Libcamera => matches!(
                 option,
                 "--low-latency" | "--flush" | "--denoise" | "--level" | "--profile" | "--codec"
             ),
-            Dialect::Raspivid => matches!(option, "-fl" | "-lev" | "-pf"),
+            CliDialect::Raspivid => matches!(option, "-fl" | "-lev" | "-pf"),
         }
     }
 }
@@ -118,7 +118,7 @@ fn needs_level_4_2(v: &VideoSettings) -> bool {
 
 /// The command line for an app of `dialect` that accepts the options in `listing`.
 pub fn camera_args(
-    dialect: Dialect,
+    dialect: CliDialect,
     listing: &Listing,
     v: &VideoSettings,
     wants: Wants,
@@ -134,7 +134,7 @@ pub fn camera_args(
     };
     let level = needs_level_4_2(v).then(|| "4.2".to_owned());
     match dialect {
-        Dialect::Libcamera => {
+        CliDialect::Libcamera => {
             put("--codec", Some("h264".into()));
             if wants.baseline {
                 // The hardware encoder maps "baseline" to V4L2's Baseline profile;
@@ -160,7 +160,7 @@ pub fn camera_args(
                 put("--level", level);
             }
         }
-        Dialect::Raspivid => {
+        CliDialect::Raspivid => {
             if wants.baseline {
                 put("-pf", Some("baseline".into()));
             }
@@ -186,7 +186,7 @@ mod tests {
 
     const BASELINE: Wants = Wants { baseline: true };
 
-    fn line(dialect: Dialect, listing: &Listing, v: &VideoSettings, wants: Wants) -> String {
+    fn line(dialect: CliDialect, listing: &Listing, v: &VideoSettings, wants: Wants) -> String {
         camera_args(dialect, listing, v, wants).join(" ")
     }
 
@@ -200,7 +200,7 @@ mod tests {
     #[test]
     fn a_current_rpicam_vid_gets_everything_including_low_latency() {
         let got = line(
-            Dialect::Libcamera,
+            CliDialect::Libcamera,
             &current(),
             &VideoSettings::default(),
             BASELINE,
@@ -217,8 +217,8 @@ mod tests {
     fn an_app_without_low_latency_or_flush_is_not_given_them() {
         let v = VideoSettings::default();
         let assumed = line(
-            Dialect::Libcamera,
-            &Dialect::Libcamera.assumed_listing(),
+            CliDialect::Libcamera,
+            &CliDialect::Libcamera.assumed_listing(),
             &v,
             BASELINE,
         );
@@ -227,11 +227,11 @@ mod tests {
             assumed.contains("--inline --flush --denoise cdn_off"),
             "{assumed}"
         );
-        let mut bare = Dialect::Libcamera.assumed_listing();
+        let mut bare = CliDialect::Libcamera.assumed_listing();
         for gone in ["--flush", "--denoise", "--codec"] {
             bare.forget(gone);
         }
-        let got = line(Dialect::Libcamera, &bare, &v, BASELINE);
+        let got = line(CliDialect::Libcamera, &bare, &v, BASELINE);
         assert_eq!(
             got,
             "-t 0 -n --profile baseline --inline --width 1280 --height 720 --framerate 30 \
@@ -242,15 +242,15 @@ mod tests {
     #[test]
     fn without_baseline_no_profile_is_asked_for() {
         let got = line(
-            Dialect::Libcamera,
+            CliDialect::Libcamera,
             &current(),
             &VideoSettings::default(),
             Wants { baseline: false },
         );
         assert!(!got.contains("--profile"), "{got}");
         let got = line(
-            Dialect::Raspivid,
-            &Dialect::Raspivid.assumed_listing(),
+            CliDialect::Raspivid,
+            &CliDialect::Raspivid.assumed_listing(),
             &VideoSettings::default(),
             Wants { baseline: false },
         );
@@ -260,8 +260,8 @@ mod tests {
     #[test]
     fn raspivid_gets_its_own_abbreviations() {
         let got = line(
-            Dialect::Raspivid,
-            &Dialect::Raspivid.assumed_listing(),
+            CliDialect::Raspivid,
+            &CliDialect::Raspivid.assumed_listing(),
             &VideoSettings::default(),
             BASELINE,
         );
@@ -288,11 +288,11 @@ mod tests {
             (at(640, 480, 90), false),
         ] {
             assert_eq!(needs_level_4_2(&v), needed, "{v:?}");
-            let got = line(Dialect::Libcamera, &current(), &v, BASELINE);
+            let got = line(CliDialect::Libcamera, &current(), &v, BASELINE);
             assert_eq!(got.contains("--level 4.2"), needed, "{got}");
             let got = line(
-                Dialect::Raspivid,
-                &Dialect::Raspivid.assumed_listing(),
+                CliDialect::Raspivid,
+                &CliDialect::Raspivid.assumed_listing(),
                 &v,
                 BASELINE,
             );
@@ -302,12 +302,12 @@ mod tests {
 
     #[test]
     fn dialect_follows_the_app_name() {
-        assert_eq!(Dialect::of("raspivid"), Dialect::Raspivid);
-        assert_eq!(Dialect::of("rpicam-vid"), Dialect::Libcamera);
-        assert_eq!(Dialect::of("libcamera-vid"), Dialect::Libcamera);
-        assert!(Dialect::Libcamera.optional("--low-latency"));
-        assert!(!Dialect::Libcamera.optional("--width"));
-        assert!(Dialect::Raspivid.optional("-fl"));
-        assert!(!Dialect::Raspivid.optional("-ih"));
+        assert_eq!(CliDialect::of("raspivid"), CliDialect::Raspivid);
+        assert_eq!(CliDialect::of("rpicam-vid"), CliDialect::Libcamera);
+        assert_eq!(CliDialect::of("libcamera-vid"), CliDialect::Libcamera);
+        assert!(CliDialect::Libcamera.optional("--low-latency"));
+        assert!(!CliDialect::Libcamera.optional("--width"));
+        assert!(CliDialect::Raspivid.optional("-fl"));
+        assert!(!CliDialect::Raspivid.optional("-ih"));
     }
 }

@@ -10,7 +10,7 @@
 //! handler in use by another process`. raspivid (userland's raspicam) logs through
 //! vcos (`mmal: Camera is not detected…`) and says "Invalid command line option
 //! (<name>)" for an option it lacks.
-use super::args::Dialect;
+use super::args::CliDialect;
 
 /// The longest quote of the app's words that goes into the line.
 const MAX_QUOTE: usize = 160;
@@ -148,7 +148,7 @@ impl Diagnosis {
     /// found (rpicam-vid said: "ERROR: *** no cameras available ***"); check the
     /// ribbon cable and 'rpicam-hello --list-cameras'`.
     pub fn explain(&self, app: &str) -> String {
-        let dialect = Dialect::of(app);
+        let dialect = CliDialect::of(app);
         let said = format!("{app} said: \"{}\"", self.said);
         match &self.cause {
             Cause::NoCamera => {

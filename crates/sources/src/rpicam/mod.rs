@@ -20,7 +20,7 @@ pub mod board;
 mod exit;
 mod help;
 
-use args::{camera_args, Dialect, Wants};
+use args::{camera_args, CliDialect, Wants};
 use exit::Cause;
 use help::Listing;
 
@@ -52,7 +52,7 @@ fn is_executable(path: &Path) -> bool {
 /// What nalcast has learnt about the camera app, kept across restarts of the
 /// source: the app is asked for its options once, not at every restart.
 #[derive(Debug, Default)]
-pub struct Camera {
+pub struct CameraApp {
     known: Option<Known>,
 }
 
@@ -67,7 +67,7 @@ struct Known {
     profile_refused: bool,
 }
 
-impl Camera {
+impl CameraApp {
     /// Runs the camera app once, until it ends or `shutdown` turns true (then `Ok`).
     pub async fn run(
         &mut self,
@@ -78,7 +78,7 @@ impl Camera {
     ) -> Result<(), SourceError> {
         let app = find_camera_app().map_err(SourceError::Retry)?;
         let name = app_name(&app);
-        let dialect = Dialect::of(&name);
+        let dialect = CliDialect::of(&name);
         let modified = std::fs::metadata(&app).and_then(|m| m.modified()).ok();
         let known = match self.known.take() {
             Some(k) if k.app == app && k.modified == modified => k,
@@ -148,7 +148,7 @@ fn app_name(app: &Path) -> String {
 
 /// Asks the app for its options and says in the log what it found and what this
 /// board means for the encoder.
-async fn learn(app: &Path, name: &str, dialect: Dialect) -> Listing {
+async fn learn(app: &Path, name: &str, dialect: CliDialect) -> Listing {
     let listing = match help::ask(app, help::HELP_TIMEOUT).await {
         Ok(listing) => {
             info!(
@@ -156,9 +156,9 @@ async fn learn(app: &Path, name: &str, dialect: Dialect) -> Listing {
                 app.display(),
                 listing.len(),
                 match (dialect, listing.has("--low-latency")) {
-                    (Dialect::Libcamera, true) => ", with --low-latency",
-                    (Dialect::Libcamera, false) => ", without --low-latency",
-                    (Dialect::Raspivid, _) => "",
+                    (CliDialect::Libcamera, true) => ", with --low-latency",
+                    (CliDialect::Libcamera, false) => ", without --low-latency",
+                    (CliDialect::Raspivid, _) => "",
                 }
             );
             listing
@@ -176,12 +176,12 @@ async fn learn(app: &Path, name: &str, dialect: Dialect) -> Listing {
         // --profile on: a fixed map with "baseline" in v1.2.0-v1.4.0, the codec
         // descriptor's profiles from v1.4.2 (commit 4fc9aba). v1.4.1 looked at
         // libx264's own profile list, which is empty, and exits with "libav: no such
-        // profile baseline": Camera::run then drops the profile and says so.
+        // profile baseline": CameraApp::run then drops the profile and says so.
         info!(
             "camera: {model} has no hardware H.264 encoder; {name} encodes with libx264 on \
              the CPU, asked for Baseline (--profile baseline) so that every page can play it"
         );
-        if dialect == Dialect::Libcamera && !listing.has("--low-latency") {
+        if dialect == CliDialect::Libcamera && !listing.has("--low-latency") {
             warn!(
                 "camera: this {name} has no --low-latency (rpicam-apps before 1.6.0): libx264 \
                  runs with frame threads and adds a few frames of delay; update rpicam-apps"

@@ -8,13 +8,13 @@ use tracing::debug;
 
 use super::link::Link;
 use super::{session, Dialect};
-use crate::server::limits::Slot;
+use crate::server::limits::ViewerSlot;
 use crate::server::progress::WriteDeadline;
 use crate::server::AppState;
 
 /// Serves the connection `connection` yields once the 101 is sent; `slot` is held
 /// until the viewer leaves.
-pub fn serve(connection: OnUpgrade, state: AppState, dialect: Dialect, slot: Slot) {
+pub fn serve(connection: OnUpgrade, state: AppState, dialect: Dialect, slot: ViewerSlot) {
     tokio::spawn(async move {
         let upgraded = match connection.await {
             Ok(upgraded) => upgraded,
@@ -53,7 +53,7 @@ pub fn serve(connection: OnUpgrade, state: AppState, dialect: Dialect, slot: Slo
 
 /// A connection that stays on this runtime: TLS (straight on the TLS stream, whose
 /// TCP socket the join measures), or any other kind hyper handed over.
-async fn serve_here(upgraded: Upgraded, state: AppState, dialect: Dialect, slot: &Slot) {
+async fn serve_here(upgraded: Upgraded, state: AppState, dialect: Dialect, slot: &ViewerSlot) {
     match upgraded.downcast::<TokioIo<TlsStream<WriteDeadline<TcpStream>>>>() {
         Ok(parts) => {
             let tls = parts.io.into_inner();

@@ -3,7 +3,7 @@
 //! of a slow link during a join's catch-up (core/src/join.rs).
 use std::os::fd::{AsFd, OwnedFd};
 
-use crate::server::limits::{DescriptorSlot, Slot};
+use crate::server::limits::{DescriptorSlot, ViewerSlot};
 
 /// The head of Linux's `struct tcp_info` (linux/tcp.h), up to `tcpi_rwnd_limited`
 /// (Linux 4.10; nalcast's builds need glibc 2.31, whose distributions run 5.4 and
@@ -64,7 +64,7 @@ impl Link {
     /// The link of `socket`, counted against the connection budget through the
     /// viewer's `slot`; `None` when the budget or the process has no descriptor
     /// to spare (the join then measures write times instead).
-    pub fn of(socket: &impl AsFd, slot: &Slot) -> Option<Self> {
+    pub fn of(socket: &impl AsFd, slot: &ViewerSlot) -> Option<Self> {
         let counted = slot.descriptor().ok()?;
         Self::uncounted(socket).map(|link| Link {
             _counted: counted,

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use nalcast_core::protocol::{self, StreamInfoMsg};
-use nalcast_core::viewer::Item;
+use nalcast_core::queue::Item;
 use nalcast_core::SharedAu;
 use nalcast_h264::{NalType, ParamSets};
 use tokio::io::{AsyncWrite, AsyncWriteExt};

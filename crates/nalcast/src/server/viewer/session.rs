@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use nalcast_core::clock::{shutdown_requested, wall_us};
 use nalcast_core::join::{CatchUp, Plan, CATCH_UP_BATCH_BYTES};
-use nalcast_core::viewer::ViewerQueue;
+use nalcast_core::queue::ViewerQueue;
 use nalcast_h264::ParamSets;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tracing::{debug, info};
