@@ -870,7 +870,13 @@ impl Config {
                 1,
                 1_000_000,
             )?,
-            max_hls_memory: range("max-hls-memory", o.max_hls_memory, 1 << 20, 1 << 40)?,
+            // 1 TiB, or what a 32-bit address space can count (armhf).
+            max_hls_memory: range(
+                "max-hls-memory",
+                o.max_hls_memory,
+                1 << 20,
+                (1u64 << 40).min(usize::MAX as u64) as usize,
+            )?,
             source_options,
             queue,
             viewer_timeout,
