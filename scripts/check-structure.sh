@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What the crate layout promises, checked (make test runs this; docs/architecture.md
 # says why): the pipeline crate, nalcast-core, links none of the I/O edges' crates,
-# so its tests build without a C codec, an RTSP client or process control.
+# so its tests build without a C codec, an RTSP client or process control; and each
+# metric series is named once (scripts/check-metrics.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -18,4 +19,5 @@ for crate in $edge_crates; do
     fi
 done
 [[ $status -ne 0 ]] || echo "ok: nalcast-core links none of: $edge_crates"
+scripts/check-metrics.py || status=1
 exit $status

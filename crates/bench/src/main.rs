@@ -9,6 +9,7 @@ use anyhow::{bail, Context};
 use bytes::Bytes;
 use clap::{Parser, ValueEnum};
 use futures_util::StreamExt;
+use nalcast::server::viewer::session::SERVER_LATENCY;
 use nalcast_core::clock::wall_us;
 use nalcast_core::protocol::{self, ServerMessage, FLAG_CATCH_UP, FLAG_KEYFRAME};
 use serde::Serialize;
@@ -593,7 +594,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let mut summary = Summary::new(&args.name, args.fps, &results, &samples, stalled_errors);
     if let (Some(url), Some(before)) = (&args.metrics, &metrics_before) {
-        let latency = |text: &str| metrics::parse_histogram(text, "nalcast_server_latency_seconds");
+        let latency = |text: &str| metrics::parse_histogram(text, SERVER_LATENCY.name);
         let after = latency(&metrics::fetch_metrics(url, tls.as_ref()).await?);
         let before = latency(before);
         let steady = match metrics_steady {

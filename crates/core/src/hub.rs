@@ -14,10 +14,42 @@ use crate::fmp4::Packager;
 use crate::gop::GopCache;
 use crate::join::JoinFacts;
 use crate::llhls::{Hls, HlsConfig};
+use crate::metric::Series;
 use crate::protocol::{self, StatusMsg, FLAG_KEYFRAME};
 use crate::queue::{Pushed, QueueLimits, ViewerQueue};
 use crate::shared::Fmp4Unit;
 use crate::SharedAu;
+
+/// Access units the hub took in.
+pub const FRAMES_IN: Series = Series::counter(
+    "nalcast_frames_in_total",
+    "access units received from the source",
+);
+/// Their bytes.
+pub const BYTES_IN: Series = Series::counter(
+    "nalcast_bytes_in_total",
+    "bytes of access units received from the source",
+);
+/// Viewers' queues that overflowed.
+pub const VIEWER_SKIPS: Series = Series::counter(
+    "nalcast_viewer_skips_total",
+    "times a viewer's queue overflowed and skipped to the next keyframe",
+);
+/// Viewers now.
+pub const VIEWERS: Series = Series::gauge("nalcast_viewers", "viewers connected");
+/// LL-HLS playlist versions.
+pub const HLS_PLAYLIST_VERSIONS: Series = Series::counter(
+    "nalcast_hls_playlist_versions_total",
+    "LL-HLS playlist versions: each a new part (or a segment closed)",
+);
+/// Keyframe requests, by outcome.
+pub const KEYFRAME_REQUESTS: Series = Series::counter(
+    "nalcast_keyframe_requests_total",
+    "keyframes viewers needed, by what became of the request: sent to the source, \
+     deferred (asked again too soon), unsupported (the source cannot make one), \
+     no_source",
+)
+.labelled("outcome", &KeyframeOutcome::LABELS);
 
 /// Hub settings.
 #[derive(Clone, Debug)]
@@ -90,13 +122,12 @@ impl KeyframeOutcome {
             KeyframeOutcome::Sent => "sent",
             KeyframeOutcome::Deferred => "deferred",
             KeyframeOutcome::Unsupported => "unsupported",
-            KeyframeOutcome::NoSource => "no source",
+            KeyframeOutcome::NoSource => "no_source",
         }
     }
 
     fn count(self) {
-        metrics::counter!("nalcast_keyframe_requests_total", "outcome" => self.label())
-            .increment(1);
+        KEYFRAME_REQUESTS.count_as(self.label()).increment(1);
     }
 }
 
@@ -321,8 +352,8 @@ impl Hub {
         self.counters
             .bytes_in
             .fetch_add(au.data.len() as u64, Ordering::Relaxed);
-        metrics::counter!("nalcast_frames_in_total").increment(1);
-        metrics::counter!("nalcast_bytes_in_total").increment(au.data.len() as u64);
+        FRAMES_IN.count().increment(1);
+        BYTES_IN.count().increment(au.data.len() as u64);
         let mut state = self.lock();
         let seq = state.next_seq;
         state.next_seq = seq.wrapping_add(1);
@@ -346,7 +377,7 @@ impl Hub {
             if let (Some(hls), Some(init)) = (hls.as_mut(), stream.init_raw.as_ref()) {
                 let au = &shared.au;
                 if hls.push(init, &fragment, duration, au.keyframe, au.timestamp_us) {
-                    metrics::counter!("nalcast_hls_playlist_versions_total").increment(1);
+                    HLS_PLAYLIST_VERSIONS.count().increment(1);
                     self.hls_version.send_replace(hls.version());
                 }
             }
@@ -391,7 +422,7 @@ impl Hub {
         }
         if overflowed > 0 {
             self.counters.skips.fetch_add(overflowed, Ordering::Relaxed);
-            metrics::counter!("nalcast_viewer_skips_total").increment(overflowed);
+            VIEWER_SKIPS.count().increment(overflowed);
         }
         if overflowed > 0 || internal_overflowed {
             self.request_keyframe_locked(&mut state, now);
@@ -443,7 +474,7 @@ impl Hub {
         if internal {
             state.internal += 1;
         }
-        metrics::gauge!("nalcast_viewers").set(state.viewer_count() as f64);
+        VIEWERS.gauge_now().set(state.viewer_count() as f64);
         let join = join_facts(&state);
         Subscription {
             hub: self.clone(),
@@ -579,7 +610,7 @@ impl Hub {
                     .fetch_add(q.total_lost, Ordering::Relaxed);
             }
         }
-        metrics::gauge!("nalcast_viewers").set(state.viewer_count() as f64);
+        VIEWERS.gauge_now().set(state.viewer_count() as f64);
     }
 }
 

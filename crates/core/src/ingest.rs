@@ -5,7 +5,14 @@ use std::sync::Arc;
 use nalcast_h264::{AccessUnit, AnnexBParser, AuAssembler, Nal, ParamSets, ParseError};
 use tracing::warn;
 
+use crate::metric::Series;
 use crate::Hub;
+
+/// Bad input from the source.
+pub const STREAM_ERRORS: Series = Series::counter(
+    "nalcast_stream_errors_total",
+    "bad input from the source (damaged or unknown NAL units)",
+);
 
 /// Default cap on one NAL unit's size (a 4K intra frame at high quality fits).
 pub const DEFAULT_MAX_NAL_SIZE: usize = 8 << 20;
@@ -63,7 +70,7 @@ impl Splitter {
         let bytes = self.parser.discard();
         let nals = self.assembler.discard();
         if bytes > 0 || nals > 0 {
-            metrics::counter!("nalcast_stream_errors_total").increment(1);
+            STREAM_ERRORS.count().increment(1);
         }
         bytes
     }
@@ -129,7 +136,7 @@ struct ErrorLog {
 
 impl ErrorLog {
     fn report(&mut self, error: &ParseError) {
-        metrics::counter!("nalcast_stream_errors_total").increment(1);
+        STREAM_ERRORS.count().increment(1);
         self.count += 1;
         // The first few tell the story; after that, one line per thousand.
         if self.count <= 10 || self.count.is_multiple_of(1000) {

@@ -29,6 +29,16 @@ pub struct JoinFacts {
 /// keyframe came while some of it was still queued ("overtaken").
 pub const JOIN_STARTS: [&str; 3] = ["gop", "next_keyframe", "overtaken"];
 
+/// Viewers' starts, by how their catch-up ended (counted by the session, which
+/// knows).
+pub const JOINS: crate::metric::Series = crate::metric::Series::counter(
+    "nalcast_joins_total",
+    "viewers' starts, by how their catch-up (the GOP so far) ended: gop (sent whole), \
+     next_keyframe (the link was too slow to finish it before the next keyframe), \
+     overtaken (a new keyframe came while some of it was still queued)",
+)
+.labelled("start", &JOIN_STARTS);
+
 /// How to go on with a viewer's catch-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Plan {

@@ -14,6 +14,7 @@ pub mod hub;
 pub mod ingest;
 pub mod join;
 pub mod llhls;
+pub mod metric;
 pub mod protocol;
 pub mod queue;
 pub mod shared;

@@ -16,7 +16,14 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use nalcast_core::clock::shutdown_requested;
+use nalcast_core::metric::Series;
 use nalcast_core::Hub;
+
+/// Source restarts.
+pub const SOURCE_RESTARTS: Series = Series::counter(
+    "nalcast_source_restarts_total",
+    "times the source was restarted",
+);
 
 pub mod exec;
 pub mod file;
@@ -368,7 +375,7 @@ pub async fn supervise(
                 (r, false)
             }
         };
-        metrics::counter!("nalcast_source_restarts_total").increment(1);
+        SOURCE_RESTARTS.count().increment(1);
         hub.source_lost(&reason);
         if last {
             warn!(source = %spec, "source stopped for good: {reason}");

@@ -17,6 +17,7 @@
 //! that proves itself (token, cookie, a password known to be right) passes whatever
 //! its address did, so a neighbour behind the same address or IPv6 prefix cannot
 //! lock the owner out. What a locked-out address cannot get is a new argon2 run.
+use nalcast_core::metric::Series;
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,18 @@ use subtle::ConstantTimeEq;
 use tracing::{debug, info};
 
 use super::limits::client_key;
+
+/// Requests refused before their credentials were checked, by reason.
+pub const AUTH_REFUSED: Series = Series::counter(
+    "nalcast_auth_refused_total",
+    "requests refused before their credentials were checked, by reason",
+)
+.labelled("reason", &["busy", "locked_out"]);
+/// Requests with missing or wrong credentials.
+pub const AUTH_FAILURES: Series = Series::counter(
+    "nalcast_auth_failures_total",
+    "requests refused for missing or wrong credentials",
+);
 
 /// The cookie that carries the token after the page was opened with `?token=`.
 pub const TOKEN_COOKIE: &str = "nalcast_token";
@@ -555,7 +568,7 @@ impl Auth {
         match why {
             Refusal::Unauthorized => {}
             Refusal::Busy => {
-                metrics::counter!("nalcast_auth_refused_total", "reason" => "busy").increment(1);
+                AUTH_REFUSED.count_as("busy").increment(1);
                 return (
                     StatusCode::SERVICE_UNAVAILABLE,
                     [(header::RETRY_AFTER, HASH_WAIT.as_secs().to_string())],
@@ -564,8 +577,7 @@ impl Auth {
                     .into_response();
             }
             Refusal::LockedOut(wait) => {
-                metrics::counter!("nalcast_auth_refused_total", "reason" => "locked-out")
-                    .increment(1);
+                AUTH_REFUSED.count_as("locked_out").increment(1);
                 // Whole seconds, rounded up: a client retrying then is let in.
                 let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
                 return (
@@ -576,7 +588,7 @@ impl Auth {
                     .into_response();
             }
         }
-        metrics::counter!("nalcast_auth_failures_total").increment(1);
+        AUTH_FAILURES.count().increment(1);
         if self.basic.is_some() {
             (
                 StatusCode::UNAUTHORIZED,

@@ -8,6 +8,7 @@
 //! playlist gives are answered, spelt as it spells them (`s7.m4s`, not `s07.m4s`
 //! or `s+7.m4s`), within the live window; anything else is answered at once (400
 //! or 404) instead of being waited for.
+use nalcast_core::metric::Series;
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
@@ -37,6 +38,14 @@ const PROTECTED: &str = "private, no-store";
 
 /// The `file` label values of `nalcast_hls_requests_total`.
 pub const FILES: [&str; 4] = ["playlist", "part", "segment", "init"];
+
+/// HLS requests answered, by file.
+pub const HLS_REQUESTS: Series = Series::counter(
+    "nalcast_hls_requests_total",
+    "HLS requests answered, by file: playlist, part, segment, init (with a cache in \
+     front, about one per part and playlist version whatever the number of viewers)",
+)
+.labelled("file", &FILES);
 
 /// The blocking reload's query (RFC 8216bis 6.2.5.2).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -160,7 +169,7 @@ pub async fn playlist(State(s): State<AppState>, uri: Uri) -> Response {
         hls.playlist().ok_or(Wait::Later)
     })
     .await;
-    metrics::counter!("nalcast_hls_requests_total", "file" => "playlist").increment(1);
+    HLS_REQUESTS.count_as("playlist").increment(1);
     match result {
         Ok(body) => {
             let cache = if q.msn.is_some() {
@@ -234,7 +243,7 @@ pub async fn file(
         File::Segment(_) => "segment",
         File::Part(..) => "part",
     };
-    metrics::counter!("nalcast_hls_requests_total", "file" => label).increment(1);
+    HLS_REQUESTS.count_as(label).increment(1);
     let result: Result<Vec<Bytes>, Response> = wait_for(&s, |hls| {
         if hls.run() != run {
             return Err(Wait::Never);

@@ -11,6 +11,7 @@
 //! each with a copy, took nalcast from 17 MB to 2.31 GB; readers of one segment
 //! after another could pile up shared copies the same way. Over either limit a
 //! request is answered at once, 429 or 503, and costs nothing more.
+use nalcast_core::metric::Series;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
@@ -25,6 +26,14 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use super::limits::client_key;
+
+/// HLS requests refused, by which limit.
+pub const HLS_REFUSED: Series = Series::counter(
+    "nalcast_hls_refused_total",
+    "HLS requests refused, by the limit they met: per_ip (--max-hls-requests-per-ip), \
+     memory (--max-hls-memory)",
+)
+.labelled("reason", &["per_ip", "memory"]);
 
 /// The limits, and what is held against them now.
 #[derive(Debug)]
@@ -268,7 +277,7 @@ pub fn refused(over: Over) -> Response {
     let (status, reason, text) = match over {
         Over::PerAddress => (
             StatusCode::TOO_MANY_REQUESTS,
-            "per-ip",
+            "per_ip",
             "too many HLS requests from your address at once (--max-hls-requests-per-ip)\n",
         ),
         Over::Bytes => (
@@ -277,7 +286,7 @@ pub fn refused(over: Over) -> Response {
             "the server holds as much HLS for slow readers as it may (--max-hls-memory); try again\n",
         ),
     };
-    metrics::counter!("nalcast_hls_refused_total", "reason" => reason).increment(1);
+    HLS_REFUSED.count_as(reason).increment(1);
     (
         status,
         [

@@ -6,6 +6,7 @@
 //! and `--public-host`) closes that door. A refused name gets a page that names
 //! the flag to add, so a user who reaches the camera by an unforeseen name learns
 //! the fix from the error.
+use nalcast_core::metric::Series;
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
@@ -15,6 +16,12 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tracing::warn;
+
+/// Requests for a host name this server does not serve.
+pub const HOST_REJECTED: Series = Series::counter(
+    "nalcast_host_rejected_total",
+    "requests for a host name this server does not serve (DNS rebinding defence)",
+);
 
 /// Refused names logged at most once each, up to this many names.
 const WARNED_NAMES: usize = 64;
@@ -195,7 +202,7 @@ fn malformed(req: &Request) -> Option<&'static str> {
 /// header, or with an absolute URL as its target, gets 400.
 pub async fn check(State(policy): State<Arc<HostPolicy>>, req: Request, next: Next) -> Response {
     if let Some(why) = malformed(&req) {
-        metrics::counter!("nalcast_host_rejected_total").increment(1);
+        HOST_REJECTED.count().increment(1);
         return (
             StatusCode::BAD_REQUEST,
             [(header::CONTENT_TYPE, "text/plain; charset=utf-8")],
@@ -212,7 +219,7 @@ pub async fn check(State(policy): State<Arc<HostPolicy>>, req: Request, next: Ne
     }
     let name = normalise(strip_port(&host));
     policy.note_refused(&name);
-    metrics::counter!("nalcast_host_rejected_total").increment(1);
+    HOST_REJECTED.count().increment(1);
     let status = if is_upgrade(req.headers()) {
         StatusCode::FORBIDDEN
     } else {

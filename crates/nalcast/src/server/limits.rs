@@ -196,7 +196,7 @@ impl ConnectionLimits {
     /// Limits of `max_total` open connections, `max_per_ip` from one client address
     /// (see [`client_key`]); the `nalcast_connections_open` gauge follows the count.
     pub fn new(max_total: usize, max_per_ip: usize) -> Self {
-        let gauge = metrics::gauge!("nalcast_connections_open");
+        let gauge = super::listen::CONNECTIONS_OPEN.gauge_now();
         ConnectionLimits {
             slots: Slots::new(max_total, max_per_ip, Some(gauge)),
         }

@@ -5,6 +5,7 @@
 //! idle keep-alive connections), WebSocket upgrades, and graceful shutdown.
 //! Hand-written over hyper rather than `axum::serve` because that one offers neither
 //! TLS nor a header timeout.
+use nalcast_core::metric::Series;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -27,6 +28,21 @@ use tracing::{debug, warn};
 use super::host::HostPolicy;
 use super::limits::{ConnectionLimits, ConnectionSlot, Refused};
 use super::progress::WriteDeadline;
+
+/// Connections open now.
+pub const CONNECTIONS_OPEN: Series =
+    Series::gauge("nalcast_connections_open", "TCP connections open");
+/// Connections refused at accept, by limit.
+pub const CONNECTIONS_REJECTED: Series = Series::counter(
+    "nalcast_connections_rejected_total",
+    "connections refused at accept, by reason",
+)
+.labelled("reason", &["max_connections", "max_connections_per_ip"]);
+/// accept() failures.
+pub const ACCEPT_ERRORS: Series = Series::counter(
+    "nalcast_accept_errors_total",
+    "accept() calls that failed (out of file descriptors, for one)",
+);
 
 /// How connections on one listener are handled.
 #[derive(Clone)]
@@ -76,7 +92,7 @@ pub async fn serve(
                 Err(e) => {
                     // Out of file descriptors and the like: wait a little rather than
                     // spin, and say so once a minute, not ten times a second.
-                    metrics::counter!("nalcast_accept_errors_total").increment(1);
+                    ACCEPT_ERRORS.count().increment(1);
                     note_accept_error(&e);
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
@@ -110,16 +126,16 @@ fn refuse(tcp: &TcpStream, peer: SocketAddr, why: Refused, plain_http: bool) {
     let (status, reason, text) = match why {
         Refused::Total => (
             "503 Service Unavailable",
-            "max-connections",
+            "max_connections",
             "the server has as many connections as it takes (--max-connections)\n",
         ),
         Refused::PerAddress => (
             "429 Too Many Requests",
-            "max-connections-per-ip",
+            "max_connections_per_ip",
             "too many connections from your address (--max-connections-per-ip)\n",
         ),
     };
-    metrics::counter!("nalcast_connections_rejected_total", "reason" => reason).increment(1);
+    CONNECTIONS_REJECTED.count_as(reason).increment(1);
     note_refusal(peer, reason);
     if plain_http {
         let answer = format!(
@@ -141,7 +157,7 @@ fn note_refusal(peer: SocketAddr, reason: &str) {
             .compare_exchange(due, now_s + 60, Ordering::Relaxed, Ordering::Relaxed)
             .is_ok()
     {
-        warn!(%peer, "connections refused ({reason}; counted in nalcast_connections_rejected_total, next warning in a minute at the earliest)");
+        warn!(%peer, "connections refused ({reason}; counted in {}, next warning in a minute at the earliest)", CONNECTIONS_REJECTED.name);
     } else {
         debug!(%peer, "connection refused ({reason})");
     }

@@ -45,7 +45,9 @@ fn hostname(authority: &str) -> &str {
 
 /// The 403 for a refused Origin, counted and logged.
 pub fn refuse_origin(headers: &HeaderMap) -> Response {
-    metrics::counter!("nalcast_ws_rejected_total", "reason" => "origin").increment(1);
+    super::viewer::routes::WS_REJECTED
+        .count_as("origin")
+        .increment(1);
     let origin = headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())

@@ -202,7 +202,7 @@ async fn a_guessing_address_waits_but_proven_requests_pass() {
     )
     .await;
     assert!(
-        metrics.contains(r#"nalcast_auth_refused_total{reason="locked-out"} 2"#),
+        metrics.contains(r#"nalcast_auth_refused_total{reason="locked_out"} 2"#),
         "{metrics}"
     );
 }

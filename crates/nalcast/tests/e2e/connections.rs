@@ -153,7 +153,7 @@ async fn the_connection_past_the_per_address_cap_is_refused_and_others_get_the_p
     assert_eq!(
         metric(
             server.addr,
-            "nalcast_connections_rejected_total{reason=\"max-connections-per-ip\"}"
+            "nalcast_connections_rejected_total{reason=\"max_connections_per_ip\"}"
         )
         .await,
         1.0

@@ -22,7 +22,21 @@ use tokio::sync::watch;
 use tracing::{info, warn};
 
 use nalcast_core::clock::shutdown_requested;
+use nalcast_core::metric::Series;
 use nalcast_core::Hub;
+
+/// Whether each target receives the stream.
+pub const PUBLISH_UP: Series = Series::gauge(
+    "nalcast_publish_up",
+    "1 while a --publish target receives the stream, by target (its place among the --publish URLs, from 0)",
+)
+.labelled("target", &[]);
+/// ffmpeg restarts per target.
+pub const PUBLISH_RESTARTS: Series = Series::counter(
+    "nalcast_publish_restarts_total",
+    "times a --publish target's ffmpeg was restarted (failures and parameter changes), by target",
+)
+.labelled("target", &[]);
 
 mod child;
 pub mod feed;
@@ -111,7 +125,7 @@ impl Publisher {
             status.since = SystemTime::now();
         }
         let up = if state == State::Live { 1.0 } else { 0.0 };
-        metrics::gauge!("nalcast_publish_up", "target" => self.label()).set(up);
+        PUBLISH_UP.gauge_as(self.label()).set(up);
     }
 
     fn failed(&self, reason: String) {
@@ -120,13 +134,13 @@ impl Publisher {
             status.restarts += 1;
             status.last_error = Some(reason);
         }
-        metrics::counter!("nalcast_publish_restarts_total", "target" => self.label()).increment(1);
+        PUBLISH_RESTARTS.count_as(self.label()).increment(1);
         self.set_state(State::Retrying);
     }
 
     fn restarted(&self) {
         self.lock().restarts += 1;
-        metrics::counter!("nalcast_publish_restarts_total", "target" => self.label()).increment(1);
+        PUBLISH_RESTARTS.count_as(self.label()).increment(1);
         self.set_state(State::Connecting);
     }
 }
@@ -257,5 +271,5 @@ pub async fn supervise(
         backoff = (backoff * 2).min(opts.max_backoff);
         publisher.set_state(State::Connecting);
     }
-    metrics::gauge!("nalcast_publish_up", "target" => publisher.label()).set(0.0);
+    PUBLISH_UP.gauge_as(publisher.label()).set(0.0);
 }

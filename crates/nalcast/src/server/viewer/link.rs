@@ -1,6 +1,7 @@
 //! What the kernel knows of a viewer's TCP connection (TCP_INFO): how many bytes
 //! the peer has acknowledged and for how long the link held data back, the measure
 //! of a slow link during a join's catch-up (core/src/join.rs).
+use nalcast_core::metric::Series;
 use std::os::fd::{AsFd, OwnedFd};
 
 use crate::server::limits::{DescriptorSlot, ViewerSlot};
@@ -40,6 +41,12 @@ pub struct Progress {
 
 #[cfg(target_os = "linux")]
 use nix::{getsockopt_impl, libc, sockopt_impl};
+
+/// Whether the kernel answered TCP_INFO short.
+pub const TCP_INFO_UNAVAILABLE: Series = Series::counter(
+    "nalcast_tcp_info_unavailable_total",
+    "1 once the kernel answered TCP_INFO short (an emulator, a sandbox): joins then measure write times",
+);
 
 #[cfg(target_os = "linux")]
 sockopt_impl!(
@@ -145,7 +152,7 @@ fn ask_tcp_info<T>(
         Ok(answer) => answer.ok(),
         Err(_) => {
             if !short_answer.swap(true, Ordering::Relaxed) {
-                metrics::counter!("nalcast_tcp_info_unavailable_total").increment(1);
+                TCP_INFO_UNAVAILABLE.count().increment(1);
                 tracing::warn!(
                     "the kernel answered TCP_INFO short (an emulator or a sandbox): joining \
                      viewers' links are measured by write times instead"

@@ -61,10 +61,10 @@ impl Ended {
     /// The reason as logs and metrics say it.
     pub const fn reason(self) -> &'static str {
         match self {
-            Ended::Client => "client closed",
+            Ended::Client => "client_closed",
             Ended::Stuck => "stuck",
-            Ended::Error => "socket error",
-            Ended::Protocol => "protocol violation",
+            Ended::Error => "socket_error",
+            Ended::Protocol => "protocol_violation",
             Ended::Shutdown => "shutdown",
         }
     }

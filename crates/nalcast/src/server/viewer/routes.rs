@@ -1,5 +1,6 @@
 //! The viewer routes (`/ws`, `/ws/raw`, and any path of the legacy port): the gate
 //! a WebSocket passes before it becomes a viewer — Origin, viewer limits, handshake.
+use nalcast_core::metric::Series;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
@@ -11,6 +12,13 @@ use crate::server::limits::Refused;
 use crate::server::origin::{origin_allowed, refuse_origin};
 use crate::server::websocket::handshake::{NotWebSocket, WsUpgrade};
 use crate::server::AppState;
+
+/// WebSocket handshakes refused, by reason.
+pub const WS_REJECTED: Series = Series::counter(
+    "nalcast_ws_rejected_total",
+    "WebSocket handshakes refused, by reason",
+)
+.labelled("reason", &["origin", "max_viewers", "max_viewers_per_ip"]);
 
 /// `GET /ws`: the framed protocol.
 pub async fn framed(
@@ -92,15 +100,15 @@ fn refuse_viewer(why: Refused) -> Response {
     let (status, reason, text) = match why {
         Refused::Total => (
             StatusCode::SERVICE_UNAVAILABLE,
-            "max-viewers",
+            "max_viewers",
             "the server has as many viewers as it takes (--max-viewers)\n",
         ),
         Refused::PerAddress => (
             StatusCode::TOO_MANY_REQUESTS,
-            "max-viewers-per-ip",
+            "max_viewers_per_ip",
             "too many viewers from your address (--max-viewers-per-ip)\n",
         ),
     };
-    metrics::counter!("nalcast_ws_rejected_total", "reason" => reason).increment(1);
+    WS_REJECTED.count_as(reason).increment(1);
     (status, text).into_response()
 }

@@ -1,6 +1,7 @@
 //! One viewer's session: its queue drained into its socket, batch by batch, and the
 //! client's few control messages read in between, until either side ends it.
 //! Generic over the connection so it runs on a socket, a TLS stream or a test pipe.
+use nalcast_core::metric::Series;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,25 @@ use crate::server::threads::WakeGroup;
 use crate::server::websocket::framing::{self as wsf, ClientParser};
 use crate::server::AppState;
 
+/// How long items wait in viewers' queues.
+pub const QUEUE_DELAY: Series = Series::histogram(
+    "nalcast_queue_delay_seconds",
+    "time an item waited in a viewer's queue",
+);
+/// From a frame's arrival to its last byte written, by kind.
+pub const SERVER_LATENCY: Series = Series::histogram(
+    "nalcast_server_latency_seconds",
+    "from a frame's arrival to its last byte written to a viewer, by frame kind",
+)
+.labelled("frame", &["key", "delta"]);
+/// Bytes written to viewers.
+pub const BYTES_OUT: Series =
+    Series::counter("nalcast_bytes_out_total", "bytes written to viewers");
+/// Viewers that left, by reason.
+pub const DISCONNECTS: Series =
+    Series::counter("nalcast_disconnects_total", "viewers that left, by reason")
+        .labelled("reason", &Ended::REASONS);
+
 /// Most queue items written in one go (one system call) to a viewer that is behind;
 /// the rest go in the next write.
 const MAX_BATCH_ITEMS: usize = 32;
@@ -38,10 +58,10 @@ struct ViewerMetrics {
 impl ViewerMetrics {
     fn new() -> Self {
         ViewerMetrics {
-            queue_delay: metrics::histogram!("nalcast_queue_delay_seconds"),
-            latency_key: metrics::histogram!("nalcast_server_latency_seconds", "frame" => "key"),
-            latency_delta: metrics::histogram!("nalcast_server_latency_seconds", "frame" => "delta"),
-            bytes_out: metrics::counter!("nalcast_bytes_out_total"),
+            queue_delay: QUEUE_DELAY.observe(),
+            latency_key: SERVER_LATENCY.observe_as("key"),
+            latency_delta: SERVER_LATENCY.observe_as("delta"),
+            bytes_out: BYTES_OUT.count(),
         }
     }
 
@@ -86,7 +106,7 @@ fn weigh_catch_up(
         Plan::Burst => "gop",
     };
     drop(queue);
-    metrics::counter!("nalcast_joins_total", "start" => start).increment(1);
+    nalcast_core::join::JOINS.count_as(start).increment(1);
 }
 
 /// Sends `batch`; a socket that took nothing of it for the viewer timeout is stuck
@@ -240,7 +260,7 @@ pub async fn serve_viewer<IO>(
     let _ = tokio::time::timeout(Duration::from_millis(100), io.shutdown()).await;
     let lost = sub.queue.lock().total_lost;
     drop(sub);
-    metrics::counter!("nalcast_disconnects_total", "reason" => ended.reason()).increment(1);
+    DISCONNECTS.count_as(ended.reason()).increment(1);
     if ended != Ended::Client {
         info!(
             dialect = dialect.name(),
