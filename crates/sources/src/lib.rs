@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use backoff::{Backoff, Retries};
 use nalcast_core::clock::shutdown_requested;
 use nalcast_core::metric::Series;
 use nalcast_core::Hub;
@@ -25,6 +26,7 @@ pub const SOURCE_RESTARTS: Series = Series::counter(
     "times the source was restarted",
 );
 
+pub mod backoff;
 pub mod exec;
 pub mod file;
 pub mod frame_end;
@@ -211,10 +213,8 @@ pub struct SourceOptions {
     pub max_nal_size: usize,
     /// A source that delivers no data for this long is restarted.
     pub stall_timeout: Duration,
-    /// First restart delay; doubles up to `max_backoff`.
-    pub min_backoff: Duration,
-    /// Longest restart delay.
-    pub max_backoff: Duration,
+    /// When to restart a source that stopped.
+    pub backoff: Backoff,
     /// How an RTSP camera sends its packets.
     pub rtsp_transport: RtspTransport,
     /// Whether an RTSP camera may have the password as HTTP Basic (readable on
@@ -228,8 +228,7 @@ impl Default for SourceOptions {
             video: VideoSettings::default(),
             max_nal_size: nalcast_core::ingest::DEFAULT_MAX_NAL_SIZE,
             stall_timeout: Duration::from_secs(5),
-            min_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(10),
+            backoff: Backoff::default(),
             rtsp_transport: RtspTransport::default(),
             rtsp_allow_basic: false,
         }
@@ -352,7 +351,7 @@ pub async fn supervise(
     hub: Arc<Hub>,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = opts.min_backoff;
+    let mut retries = Retries::new(opts.backoff);
     let mut learned = Learned::default();
     loop {
         let started = Instant::now();
@@ -362,18 +361,12 @@ pub async fn supervise(
         if *shutdown.borrow() {
             return;
         }
-        // A source that ran for a while earns a fresh backoff.
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = opts.min_backoff;
-        }
-        let (reason, last) = match result {
-            Ok(()) => ("source ended".to_owned(), false),
-            Err(SourceError::Retry(r)) => (r, false),
-            Err(SourceError::Final(r)) => (r, true),
-            Err(SourceError::Refused(r)) => {
-                backoff = opts.max_backoff;
-                (r, false)
-            }
+        retries.ended(started.elapsed());
+        let (reason, last, backoff) = match result {
+            Ok(()) => ("source ended".to_owned(), false, retries.next_delay()),
+            Err(SourceError::Retry(r)) => (r, false, retries.next_delay()),
+            Err(SourceError::Final(r)) => (r, true, Duration::ZERO),
+            Err(SourceError::Refused(r)) => (r, false, retries.longest()),
         };
         SOURCE_RESTARTS.count().increment(1);
         hub.source_lost(&reason);
@@ -386,7 +379,6 @@ pub async fn supervise(
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown_requested(&mut shutdown) => return,
         }
-        backoff = (backoff * 2).min(opts.max_backoff);
     }
 }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use crate::backoff::{Backoff, Retries};
 use nalcast_core::clock::shutdown_requested;
 use nalcast_core::metric::Series;
 use nalcast_core::Hub;
@@ -150,10 +151,8 @@ impl Publisher {
 pub struct PublishOptions {
     /// The ffmpeg to run ([`preflight`] finds it).
     pub ffmpeg: PathBuf,
-    /// First restart delay; doubles up to `max_backoff`.
-    pub min_backoff: Duration,
-    /// Longest restart delay.
-    pub max_backoff: Duration,
+    /// When to restart ffmpeg after a failure.
+    pub backoff: Backoff,
     /// ffmpeg that takes nothing from its input for this long is restarted (a
     /// server that accepted the connection but stopped reading).
     pub stall_timeout: Duration,
@@ -163,8 +162,7 @@ impl Default for PublishOptions {
     fn default() -> Self {
         PublishOptions {
             ffmpeg: PathBuf::from("ffmpeg"),
-            min_backoff: Duration::from_millis(250),
-            max_backoff: Duration::from_secs(10),
+            backoff: Backoff::default(),
             stall_timeout: Duration::from_secs(10),
         }
     }
@@ -233,7 +231,7 @@ pub async fn supervise(
     opts: PublishOptions,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let mut backoff = opts.min_backoff;
+    let mut retries = Retries::new(opts.backoff);
     loop {
         if *shutdown.borrow() {
             break;
@@ -241,11 +239,8 @@ pub async fn supervise(
         let started = Instant::now();
         info!(publish = %publisher.target, "publishing");
         let ended = child::run_once(&publisher, &hub, &opts, shutdown.clone()).await;
-        // A run that lasted earns a fresh backoff.
-        if started.elapsed() > Duration::from_secs(10) {
-            backoff = opts.min_backoff;
-        }
-        match ended {
+        retries.ended(started.elapsed());
+        let backoff = match ended {
             RunEnd::Shutdown => break,
             RunEnd::NewParameters => {
                 info!(publish = %publisher.target, "new stream parameters: restarting ffmpeg");
@@ -256,19 +251,20 @@ pub async fn supervise(
                 if *shutdown.borrow() {
                     break;
                 }
+                let backoff = retries.next_delay();
                 warn!(
                     publish = %publisher.target,
                     retry_in_ms = backoff.as_millis() as u64,
                     "publishing stopped: {reason}"
                 );
                 publisher.failed(reason);
+                backoff
             }
-        }
+        };
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
             _ = shutdown_requested(&mut shutdown) => break,
         }
-        backoff = (backoff * 2).min(opts.max_backoff);
         publisher.set_state(State::Connecting);
     }
     PUBLISH_UP.gauge_as(publisher.label()).set(0.0);
