@@ -11,6 +11,7 @@
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
+use tracing::{info, warn};
 
 /// Why a viewer or a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -314,6 +315,62 @@ impl Drop for DescriptorSlot {
     fn drop(&mut self) {
         self.slots.give_back(self.key);
     }
+}
+
+/// Raises the soft limit on open files to the hard limit (every client connection
+/// is a file descriptor, and a soft limit of 1024 is common); returns the limit in
+/// force, if it can be read.
+pub fn raise_fd_limit() -> Option<u64> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    // rlim_t is u64 on 64-bit Linux and u32 on 32-bit ARM (armhf).
+    fn widen<T: Into<u64>>(v: T) -> u64 {
+        v.into()
+    }
+    let (soft, hard) = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok(limits) => limits,
+        Err(e) => {
+            warn!("cannot read the open-file limit: {e}");
+            return None;
+        }
+    };
+    if soft >= hard {
+        info!("open-file limit {soft}");
+        return Some(widen(soft));
+    }
+    match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+        Ok(()) => {
+            info!("open-file limit raised from {soft} to {hard}");
+            Some(widen(hard))
+        }
+        Err(e) => {
+            warn!("open-file limit stays at {soft}: cannot raise it to {hard}: {e}");
+            Some(widen(soft))
+        }
+    }
+}
+
+/// Descriptors kept free for what nalcast opens besides connections: source
+/// processes' pipes across restarts, certificate reloads, /proc reads.
+const SPARE_FDS: u64 = 16;
+
+/// `--max-connections`, lowered if need be so that connections cannot use up the
+/// open-file limit (then new clients would wait in the accept queue until they
+/// time out, instead of being refused at once).
+pub fn connection_budget(max_connections: usize, fd_limit: Option<u64>) -> usize {
+    let Some(limit) = fd_limit else {
+        return max_connections;
+    };
+    // Listeners, runtimes, viewer threads and the source are open by now.
+    let in_use = std::fs::read_dir("/proc/self/fd").map_or(64, |d| d.count() as u64);
+    let room = limit.saturating_sub(in_use + SPARE_FDS).max(1);
+    let budget = usize::try_from(room).unwrap_or(usize::MAX);
+    if budget < max_connections {
+        warn!(
+            "at most {budget} connections (not --max-connections {max_connections}): the open-file limit is {limit} and {in_use} descriptors are in use; raise the limit (e.g. LimitNOFILE= in the systemd unit) for more"
+        );
+        return budget;
+    }
+    max_connections
 }
 
 #[cfg(test)]

@@ -321,3 +321,44 @@ async fn http<I>(
         }
     }
 }
+
+/// Opens a listener on `addr` (the option `--{what}`), with one line saying why
+/// and what to do when it cannot.
+pub async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    let listen = || -> std::io::Result<tokio::net::TcpListener> {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        socket.bind(addr)?;
+        // A deep accept queue: hundreds of viewers (re)connecting at once after a
+        // network blip would otherwise wait for SYN retransmits (1 s and more).
+        socket.listen(4096)
+    };
+    listen().map_err(|e| anyhow::anyhow!(bind_error(addr, what, &e)))
+}
+
+/// Why a listener could not be opened, and the fix, in one line.
+fn bind_error(addr: SocketAddr, what: &str, e: &std::io::Error) -> String {
+    let port = addr.port();
+    match e.kind() {
+        std::io::ErrorKind::PermissionDenied if port < 1024 => format!(
+            "cannot listen on {addr} (--{what}): ports below 1024 need root or the \
+             CAP_NET_BIND_SERVICE capability (sudo setcap cap_net_bind_service=+ep \
+             $(which nalcast)); or use a port from 1024 up, e.g. --{what} {}:8000",
+            addr.ip()
+        ),
+        std::io::ErrorKind::AddrInUse => format!(
+            "cannot listen on {addr} (--{what}): another program is using port {port}; \
+             stop it, or choose another port with --{what}"
+        ),
+        std::io::ErrorKind::AddrNotAvailable => format!(
+            "cannot listen on {addr} (--{what}): this machine has no address {}; \
+             use 0.0.0.0 for every address",
+            addr.ip()
+        ),
+        _ => format!("cannot listen on {addr} (--{what}): {e}"),
+    }
+}
