@@ -15,7 +15,7 @@ use crate::gop::GopCache;
 use crate::join::JoinFacts;
 use crate::llhls::{Hls, HlsConfig};
 use crate::metric::Series;
-use crate::protocol::{self, StatusMsg, FLAG_KEYFRAME};
+use crate::protocol::{self, StreamState, FLAG_KEYFRAME};
 use crate::queue::{Pushed, QueueLimits, ViewerQueue};
 use crate::shared::Fmp4Unit;
 use crate::SharedAu;
@@ -143,7 +143,7 @@ struct HubState {
     next_seq: u32,
     gop: GopCache,
     params: Option<Arc<ParamSets>>,
-    status: StatusMsg,
+    status: StreamState,
     /// Every subscriber: viewers and internal ones (publishers).
     viewers: HashMap<u64, Member>,
     /// How many of `viewers` are internal: not counted as viewers anywhere.
@@ -199,7 +199,7 @@ pub struct HubStatus {
     /// Parameter sets in force, once known.
     pub params: Option<Arc<ParamSets>>,
     /// Source state.
-    pub status: StatusMsg,
+    pub status: StreamState,
     /// Connected viewers.
     pub viewers: usize,
     /// Frames in the GOP cache.
@@ -317,10 +317,7 @@ impl Hub {
                 next_seq: 0,
                 gop: GopCache::new(config.gop_max_bytes),
                 params: None,
-                status: StatusMsg {
-                    state: "starting".into(),
-                    reason: None,
-                },
+                status: StreamState::Starting,
                 viewers: HashMap::new(),
                 internal: 0,
                 next_viewer: 0,
@@ -400,11 +397,8 @@ impl Hub {
         } else {
             self.grant_keyframe_locked(&mut state, now);
         }
-        if state.status.state != "live" {
-            let live = StatusMsg {
-                state: "live".into(),
-                reason: None,
-            };
+        if state.status != StreamState::Live {
+            let live = StreamState::Live;
             state.status = live.clone();
             for member in state.viewers.values() {
                 member.queue.push_status(live.clone(), now);
@@ -565,10 +559,7 @@ impl Hub {
 
     /// The source is gone (crashed, ended, stalled): tell every viewer why.
     pub fn source_lost(&self, reason: &str) {
-        let lost = StatusMsg {
-            state: "source-lost".into(),
-            reason: Some(reason.to_owned()),
-        };
+        let lost = StreamState::SourceLost(reason.to_owned());
         let now = Instant::now();
         let mut state = self.lock();
         state.maker = Maker::NoSource;

@@ -43,14 +43,66 @@ pub struct StreamInfoMsg {
     pub baseline: bool,
 }
 
-/// Body of a status message.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct StatusMsg {
-    /// `live` or `source-lost`.
-    pub state: String,
+/// The stream's state, as viewers are told it (a status message) and `/api/stream`
+/// and `/healthz` show it. Its names are spelt here only ([`StreamState::name`]),
+/// and the page reads them from the wire (docs/protocol.md).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(into = "StatusBody", try_from = "StatusBody")]
+pub enum StreamState {
+    /// No picture yet since the server started.
+    Starting,
+    /// Pictures are flowing.
+    Live,
+    /// The source is gone (crashed, ended, stalled), and why; it is being restarted.
+    SourceLost(String),
+}
+
+impl StreamState {
+    /// The state's name on the wire and in the API: `starting`, `live`, `source-lost`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            StreamState::Starting => "starting",
+            StreamState::Live => "live",
+            StreamState::SourceLost(_) => "source-lost",
+        }
+    }
+
     /// Why the source is lost, when it is.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            StreamState::SourceLost(reason) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// A status message's JSON body: `{"state": …, "reason": …}`.
+#[derive(Serialize, Deserialize)]
+struct StatusBody {
+    state: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    reason: Option<String>,
+}
+
+impl From<StreamState> for StatusBody {
+    fn from(state: StreamState) -> Self {
+        StatusBody {
+            state: state.name().to_owned(),
+            reason: state.reason().map(str::to_owned),
+        }
+    }
+}
+
+impl TryFrom<StatusBody> for StreamState {
+    type Error = String;
+
+    fn try_from(body: StatusBody) -> Result<Self, String> {
+        let lost = StreamState::SourceLost(body.reason.unwrap_or_default());
+        [StreamState::Starting, StreamState::Live, lost]
+            .into_iter()
+            .find(|s| s.name() == body.state)
+            .ok_or_else(|| format!("unknown stream state {:?}", body.state))
+    }
 }
 
 fn json_message(kind: u8, body: &impl Serialize) -> Bytes {
@@ -69,7 +121,7 @@ pub fn encode_stream_info(info: &StreamInfoMsg) -> Bytes {
 }
 
 /// Encodes a status message.
-pub fn encode_status(status: &StatusMsg) -> Bytes {
+pub fn encode_status(status: &StreamState) -> Bytes {
     json_message(MSG_STATUS, status)
 }
 
@@ -161,7 +213,7 @@ pub enum ServerMessage {
     /// Frames were dropped.
     Skipped(u32),
     /// Source state.
-    Status(StatusMsg),
+    Status(StreamState),
     /// Answer to a ping.
     Pong {
         /// The client's value, echoed.

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
-use crate::protocol::StatusMsg;
+use crate::protocol::StreamState;
 use crate::SharedAu;
 
 /// How much a viewer's queue may hold before it is reset to the next keyframe.
@@ -40,7 +40,7 @@ pub enum Item {
     /// The viewer lost this many frames and resumes at the keyframe that follows.
     Skipped(u32),
     /// The source's state changed.
-    Status(StatusMsg),
+    Status(StreamState),
 }
 
 /// What happened to a pushed frame.
@@ -163,7 +163,7 @@ impl QueueState {
     }
 
     /// Queues a status message (never dropped by overflow).
-    pub fn push_status(&mut self, status: StatusMsg, now: Instant) {
+    pub fn push_status(&mut self, status: StreamState, now: Instant) {
         self.items.push_back((Item::Status(status), now));
     }
 
@@ -289,7 +289,7 @@ impl ViewerQueue {
     }
 
     /// Queues a status message and wakes the viewer's task.
-    pub fn push_status(&self, status: StatusMsg, now: Instant) {
+    pub fn push_status(&self, status: StreamState, now: Instant) {
         self.lock().push_status(status, now);
         self.wake();
     }
@@ -356,7 +356,7 @@ mod tests {
                     format!("{}{}", if au.keyframe() { "K" } else { "P" }, au.seq)
                 }
                 Item::Skipped(n) => format!("skip{n}"),
-                Item::Status(s) => s.state,
+                Item::Status(s) => s.name().to_owned(),
             });
         }
         out
@@ -411,13 +411,7 @@ mod tests {
     fn skipping_the_catch_up_resumes_at_the_next_keyframe() {
         let t = Instant::now();
         let mut q = QueueState::default();
-        q.push_status(
-            StatusMsg {
-                state: "live".into(),
-                reason: None,
-            },
-            t,
-        );
+        q.push_status(StreamState::Live, t);
         for seq in 1..=5 {
             q.push_au(unit(seq, seq == 1, 100), true, t, &roomy());
         }
@@ -586,13 +580,7 @@ mod tests {
         let t = Instant::now();
         let mut q = QueueState::default();
         q.push_au(unit(1, true, 900), false, t, &limits());
-        q.push_status(
-            StatusMsg {
-                state: "source-lost".into(),
-                reason: None,
-            },
-            t,
-        );
+        q.push_status(StreamState::SourceLost(String::new()), t);
         q.push_au(unit(2, false, 900), false, t, &limits());
         assert_eq!(frames(&mut q), ["source-lost"]);
         assert_eq!(q.bytes(), 0);

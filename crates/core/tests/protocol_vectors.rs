@@ -6,7 +6,7 @@ use bytes::Bytes;
 use nalcast_core::protocol::{
     decode, encode_access_unit, encode_fragment, encode_init_segment, encode_pong, encode_skipped,
     encode_status, encode_stream_info, parse_client, ClientMessage, ProtocolError, ServerMessage,
-    StatusMsg, StreamInfoMsg, FLAG_CATCH_UP, FLAG_KEYFRAME,
+    StreamInfoMsg, StreamState, FLAG_CATCH_UP, FLAG_KEYFRAME,
 };
 use serde::Deserialize;
 use testkit::fixtures::unhex;
@@ -43,7 +43,7 @@ enum Fields {
     StreamInfo { info: StreamInfoMsg },
     AccessUnit(Unit),
     Skipped { frames: u32 },
-    Status { status: StatusMsg },
+    Status { status: StreamState },
     Pong { t: f64, server_us: u64 },
     InitSegment { data: String },
     Fragment(Unit),

@@ -1,4 +1,5 @@
 //! `/api/stream`, `/healthz`, `/metrics`.
+use nalcast_core::protocol::StreamState;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, UNIX_EPOCH};
 
@@ -21,8 +22,8 @@ pub async fn stream(State(s): State<AppState>) -> Json<serde_json::Value> {
     let c = &s.hub.counters;
     Json(json!({
         "source": s.source,
-        "state": status.status.state,
-        "reason": status.status.reason,
+        "state": status.status.name(),
+        "reason": status.status.reason(),
         "codec": info.map(|i| i.codec.clone()),
         "width": info.map(|i| i.width),
         "height": info.map(|i| i.height),
@@ -63,12 +64,12 @@ pub async fn healthz(State(s): State<AppState>) -> Response {
     let fresh = status
         .since_last_frame
         .is_some_and(|d| d < HEALTHY_FRAME_AGE);
-    if fresh && status.status.state == "live" {
+    if fresh && status.status == StreamState::Live {
         (StatusCode::OK, "ok\n").into_response()
     } else {
-        let reason = match status.status.reason {
-            Some(reason) => kind_of(&reason).to_owned(),
-            None => format!("no frame from the source ({})", status.status.state),
+        let reason = match status.status.reason() {
+            Some(reason) => kind_of(reason).to_owned(),
+            None => format!("no frame from the source ({})", status.status.name()),
         };
         (
             StatusCode::SERVICE_UNAVAILABLE,

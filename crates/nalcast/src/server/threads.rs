@@ -154,7 +154,7 @@ impl Drop for Leaving {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nalcast_core::protocol::StatusMsg;
+    use nalcast_core::protocol::StreamState;
     use nalcast_core::queue::{Item, ViewerQueue};
     use std::time::{Duration, Instant};
 
@@ -180,7 +180,11 @@ mod tests {
                     let tx = tx.clone();
                     viewers.spawn(async move {
                         while let Some((Item::Status(s), _)) = q.next().await {
-                            let _ = tx.send((i, s.state, std::thread::current().id()));
+                            let _ = tx.send((
+                                i,
+                                s.reason().unwrap_or_default().to_owned(),
+                                std::thread::current().id(),
+                            ));
                         }
                     });
                 }
@@ -191,12 +195,9 @@ mod tests {
             });
         });
         // Pushed from this thread, as the source pushes from its own.
-        for state in ["a", "b"] {
+        for reason in ["a", "b"] {
             for q in &queues {
-                let status = StatusMsg {
-                    state: state.into(),
-                    reason: None,
-                };
+                let status = StreamState::SourceLost(reason.into());
                 q.push_status(status, Instant::now());
             }
         }

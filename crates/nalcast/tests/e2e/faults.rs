@@ -28,8 +28,8 @@ async fn lost_then_back(ws: &mut Ws, needle: &str) {
             .await
             .expect("viewer stays connected")
         {
-            ServerMessage::Status(s) if s.state == "source-lost" => {
-                let reason = s.reason.unwrap_or_default();
+            ServerMessage::Status(s) if s.name() == "source-lost" => {
+                let reason = s.reason().unwrap_or_default().to_owned();
                 if reason.contains(needle) {
                     lost = true;
                 }

@@ -159,7 +159,7 @@ async fn resolution_change_and_source_restart_reach_viewers_as_new_parameters_an
                 );
                 pending_info = false;
             }
-            ServerMessage::Status(s) if s.state == "source-lost" => lost = true,
+            ServerMessage::Status(s) if s.name() == "source-lost" => lost = true,
             _ => {}
         }
     }

@@ -428,8 +428,8 @@ async fn lost_reason(server: &Server) -> String {
     let mut ws = connect(&server.url("/ws")).await;
     loop {
         match next_framed(&mut ws, Duration::from_secs(20)).await {
-            Some(ServerMessage::Status(s)) if s.state == "source-lost" => {
-                return s.reason.expect("a reason")
+            Some(ServerMessage::Status(s)) if s.name() == "source-lost" => {
+                return s.reason().map(str::to_owned).expect("a reason")
             }
             Some(_) => {}
             None => panic!("no source-lost status"),

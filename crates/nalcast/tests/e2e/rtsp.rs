@@ -220,7 +220,7 @@ async fn a_restarted_camera_plays_again_without_viewers_reconnecting() {
             .await
             .expect("source-lost status");
         let lost = matches!(protocol::decode(&msg),
-            Ok(ServerMessage::Status(ref s)) if s.state == "source-lost");
+            Ok(ServerMessage::Status(ref s)) if s.name() == "source-lost");
         messages.push(msg);
         if lost {
             break;
@@ -268,7 +268,7 @@ async fn wrong_credentials_are_one_clear_line_and_no_password_shows_anywhere() {
             .await
             .expect("a status message");
         if let Ok(ServerMessage::Status(s)) = protocol::decode(&msg) {
-            status = s.reason.filter(|r| r == reason);
+            status = s.reason().filter(|r| *r == reason).map(str::to_owned);
         }
     }
     // Refused credentials are retried at the longest backoff (10 s), not every

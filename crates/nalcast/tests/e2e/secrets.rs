@@ -47,12 +47,12 @@ async fn a_failing_cameras_command_line_and_output_stay_out_of_healthz_api_and_v
     let mut ws = common::connect(&server.url("/ws")).await;
     let status = loop {
         match next_framed(&mut ws, Duration::from_secs(10)).await {
-            Some(ServerMessage::Status(s)) if s.state == "source-lost" => break s,
+            Some(ServerMessage::Status(s)) if s.name() == "source-lost" => break s,
             Some(_) => {}
             None => panic!("no source-lost status within 10 s"),
         }
     };
-    let reason = status.reason.unwrap_or_default();
+    let reason = status.reason().unwrap_or_default().to_owned();
     assert!(reason.contains("camera process exited"), "{reason}");
     for (what, text) in [
         ("/healthz", &healthz),

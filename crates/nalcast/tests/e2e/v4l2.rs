@@ -620,8 +620,8 @@ async fn a_busy_camera_is_one_log_line_and_plays_once_freed() {
                 .await
                 .expect("a message");
             if let Ok(ServerMessage::Status(s)) = protocol::decode(&msg) {
-                if s.state == "source-lost" {
-                    return s.reason.unwrap_or_default();
+                if s.name() == "source-lost" {
+                    return s.reason().unwrap_or_default().to_owned();
                 }
             }
         }

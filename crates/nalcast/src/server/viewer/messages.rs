@@ -204,7 +204,7 @@ impl Batch {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nalcast_core::protocol::{StatusMsg, MSG_SKIPPED, MSG_STATUS, MSG_STREAM_INFO};
+    use nalcast_core::protocol::{StreamState, MSG_SKIPPED, MSG_STATUS, MSG_STREAM_INFO};
 
     use testkit::au::{frame, params};
     use testkit::fixtures::{SPS_BASELINE_720P as BASELINE_720P, SPS_MAIN_360P as MAIN_360P};
@@ -330,10 +330,7 @@ mod tests {
         let mut sent = None;
         let mut batch = Batch::default();
         let skipped = Item::Skipped(4);
-        let status = Item::Status(StatusMsg {
-            state: "source-lost".into(),
-            reason: None,
-        });
+        let status = Item::Status(StreamState::SourceLost(String::new()));
         for item in [unit(1, true, &a), skipped, status, unit(2, false, &a)] {
             batch.add(&item, Dialect::Raw, &mut sent, &facts());
         }
@@ -347,10 +344,7 @@ mod tests {
     #[test]
     fn framed_viewers_hear_of_skips_and_status() {
         let mut batch = Batch::default();
-        let status = Item::Status(StatusMsg {
-            state: "source-lost".into(),
-            reason: None,
-        });
+        let status = Item::Status(StreamState::SourceLost(String::new()));
         for item in [Item::Skipped(3), status] {
             batch.add(&item, Dialect::Framed, &mut None, &facts());
         }
