@@ -13,6 +13,7 @@ use bytes::Bytes;
 use crate::fmp4::Packager;
 use crate::gop::GopCache;
 use crate::join::JoinFacts;
+use crate::keyframe::{KeyframeOutcome, KeyframePolicy};
 use crate::llhls::{Hls, HlsConfig};
 use crate::metric::Series;
 use crate::protocol::{self, StreamState, FLAG_KEYFRAME};
@@ -42,15 +43,6 @@ pub const HLS_PLAYLIST_VERSIONS: Series = Series::counter(
     "nalcast_hls_playlist_versions_total",
     "LL-HLS playlist versions: each a new part (or a segment closed)",
 );
-/// Keyframe requests, by outcome.
-pub const KEYFRAME_REQUESTS: Series = Series::counter(
-    "nalcast_keyframe_requests_total",
-    "keyframes viewers needed, by what became of the request: sent to the source, \
-     deferred (asked again too soon), unsupported (the source cannot make one), \
-     no_source",
-)
-.labelled("outcome", &KeyframeOutcome::LABELS);
-
 /// Hub settings.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
@@ -93,52 +85,6 @@ pub struct HubCounters {
     pub keyframe_requests: AtomicU64,
 }
 
-/// What became of a request for a keyframe (`nalcast_keyframe_requests_total`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeyframeOutcome {
-    /// Passed to the source, which makes one.
-    Sent,
-    /// Asked again too soon: kept, and sent when the interval ends (unless the
-    /// source sends a keyframe by itself first).
-    Deferred,
-    /// The source cannot make keyframes on demand: viewers wait for its next one.
-    Unsupported,
-    /// No source is running: the next one starts with a keyframe anyway.
-    NoSource,
-}
-
-impl KeyframeOutcome {
-    /// Every outcome, as the metric labels them.
-    pub const LABELS: [&'static str; 4] = [
-        KeyframeOutcome::Sent.label(),
-        KeyframeOutcome::Deferred.label(),
-        KeyframeOutcome::Unsupported.label(),
-        KeyframeOutcome::NoSource.label(),
-    ];
-
-    /// The metric label.
-    pub const fn label(self) -> &'static str {
-        match self {
-            KeyframeOutcome::Sent => "sent",
-            KeyframeOutcome::Deferred => "deferred",
-            KeyframeOutcome::Unsupported => "unsupported",
-            KeyframeOutcome::NoSource => "no_source",
-        }
-    }
-
-    fn count(self) {
-        KEYFRAME_REQUESTS.count_as(self.label()).increment(1);
-    }
-}
-
-/// Whether the running source can make a keyframe when asked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Maker {
-    NoSource,
-    Unable,
-    Able,
-}
-
 struct HubState {
     next_seq: u32,
     gop: GopCache,
@@ -149,13 +95,8 @@ struct HubState {
     /// How many of `viewers` are internal: not counted as viewers anywhere.
     internal: usize,
     next_viewer: u64,
-    /// When the source was last asked for a keyframe.
-    last_keyframe_request: Option<Instant>,
-    /// A keyframe was asked for while the last request was too recent: ask as soon
-    /// as the interval has passed (unless a keyframe comes by itself first).
-    keyframe_pending: bool,
-    /// What the running source said it can do.
-    maker: Maker,
+    /// When to ask the source for a keyframe.
+    keyframes: KeyframePolicy,
     /// Packages every access unit for /ws/fmp4 viewers.
     fmp4: Fmp4Stream,
     /// LL-HLS parts and segments, made from the same fragments.
@@ -321,9 +262,7 @@ impl Hub {
                 viewers: HashMap::new(),
                 internal: 0,
                 next_viewer: 0,
-                last_keyframe_request: None,
-                keyframe_pending: false,
-                maker: Maker::NoSource,
+                keyframes: KeyframePolicy::new(config.keyframe_min_interval),
                 fmp4: Fmp4Stream::default(),
                 hls: config.hls.clone().map(|c| Hls::new(c, run_id())),
                 last_frame: None,
@@ -392,10 +331,9 @@ impl Hub {
         }
         state.gop.push(au.clone());
         state.last_frame = Some(now);
-        if au.keyframe() {
-            state.keyframe_pending = false;
-        } else {
-            self.grant_keyframe_locked(&mut state, now);
+        if state.keyframes.frame(au.keyframe(), now) {
+            KeyframeOutcome::Sent.count();
+            self.ask_for_keyframe();
         }
         if state.status != StreamState::Live {
             let live = StreamState::Live;
@@ -478,43 +416,23 @@ impl Hub {
         }
     }
 
-    /// Asks the source for a keyframe at most once per `keyframe_min_interval`; a
-    /// request inside the interval is kept and granted when it ends, never lost (a
-    /// viewer waiting for a keyframe would otherwise wait a whole GOP). Sources that
-    /// cannot make one are not asked; the request is counted as such.
+    /// A viewer needs a keyframe: the policy says whether the source is asked now
+    /// (keyframe.rs), and the outcome is counted.
     fn request_keyframe_locked(&self, state: &mut HubState, now: Instant) -> KeyframeOutcome {
-        let outcome = match state.maker {
-            Maker::NoSource => KeyframeOutcome::NoSource,
-            Maker::Unable => KeyframeOutcome::Unsupported,
-            Maker::Able => {
-                state.keyframe_pending = true;
-                if self.grant_keyframe_locked(state, now) {
-                    return KeyframeOutcome::Sent;
-                }
-                KeyframeOutcome::Deferred
-            }
-        };
+        let outcome = state.keyframes.request(now);
         outcome.count();
+        if outcome == KeyframeOutcome::Sent {
+            self.ask_for_keyframe();
+        }
         outcome
     }
 
-    /// Sends the pending request to the source unless the last one is too recent;
-    /// whether it was sent.
-    fn grant_keyframe_locked(&self, state: &mut HubState, now: Instant) -> bool {
-        let recent = state
-            .last_keyframe_request
-            .is_some_and(|t| now.saturating_duration_since(t) < self.config.keyframe_min_interval);
-        if !state.keyframe_pending || recent {
-            return false;
-        }
-        state.keyframe_pending = false;
-        state.last_keyframe_request = Some(now);
+    /// Raises the flag the source polls ([`Hub::take_keyframe_request`]).
+    fn ask_for_keyframe(&self) {
         self.keyframe_wanted.store(true, Ordering::Relaxed);
         self.counters
             .keyframe_requests
             .fetch_add(1, Ordering::Relaxed);
-        KeyframeOutcome::Sent.count();
-        true
     }
 
     /// Reads the LL-HLS stream (None when HLS is off).
@@ -536,20 +454,14 @@ impl Hub {
     /// A source starts; `keyframes_on_demand`: whether it makes a keyframe when
     /// [`Hub::take_keyframe_request`] says one is wanted.
     pub fn source_started(&self, keyframes_on_demand: bool) {
-        let mut state = self.lock();
-        state.maker = if keyframes_on_demand {
-            Maker::Able
-        } else {
-            Maker::Unable
-        };
+        self.lock().keyframes.source_started(keyframes_on_demand);
         // A new encoder starts with a keyframe: nothing asked of the last one stands.
-        state.keyframe_pending = false;
         self.keyframe_wanted.store(false, Ordering::Relaxed);
     }
 
     /// Whether the running source makes keyframes on demand.
     pub fn keyframes_on_demand(&self) -> bool {
-        self.lock().maker == Maker::Able
+        self.lock().keyframes.on_demand()
     }
 
     /// For sources that make keyframes on demand: whether one is wanted (clears the request).
@@ -562,7 +474,7 @@ impl Hub {
         let lost = StreamState::SourceLost(reason.to_owned());
         let now = Instant::now();
         let mut state = self.lock();
-        state.maker = Maker::NoSource;
+        state.keyframes.source_lost();
         state.status = lost.clone();
         for member in state.viewers.values() {
             member.queue.push_status(lost.clone(), now);

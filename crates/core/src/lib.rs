@@ -13,6 +13,7 @@ pub mod gop;
 pub mod hub;
 pub mod ingest;
 pub mod join;
+pub mod keyframe;
 pub mod llhls;
 pub mod metric;
 pub mod protocol;

@@ -13,7 +13,7 @@ use nalcast_core::metric::Series;
 
 use super::viewer::{link, routes, session};
 use super::{auth, hls, hls_budget, host, listen};
-use nalcast_core::{hub, ingest, join};
+use nalcast_core::{hub, ingest, join, keyframe};
 use nalcast_sources::publish;
 
 /// Every series, in the order `/metrics` describes them.
@@ -34,7 +34,7 @@ pub const ALL: [Series; 25] = [
     listen::CONNECTIONS_REJECTED,
     listen::ACCEPT_ERRORS,
     auth::AUTH_REFUSED,
-    hub::KEYFRAME_REQUESTS,
+    keyframe::KEYFRAME_REQUESTS,
     join::JOINS,
     hls::HLS_REQUESTS,
     hls_budget::HLS_REFUSED,
