@@ -6,19 +6,15 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use nalcast_h264::{AccessUnit, ParamSets};
-use tracing::{info, warn};
 
-use bytes::Bytes;
-
-use crate::fmp4::Packager;
 use crate::gop::GopCache;
-use crate::join::JoinFacts;
+use crate::join::{GopTiming, JoinFacts};
 use crate::keyframe::{KeyframeOutcome, KeyframePolicy};
 use crate::llhls::{Hls, HlsConfig};
 use crate::metric::Series;
-use crate::protocol::{self, StreamState, FLAG_KEYFRAME};
+use crate::package::{run_id, Packaged, Packaging};
+use crate::protocol::StreamState;
 use crate::queue::{Pushed, QueueLimits, ViewerQueue};
-use crate::shared::Fmp4Unit;
 use crate::SharedAu;
 
 /// Access units the hub took in.
@@ -38,11 +34,6 @@ pub const VIEWER_SKIPS: Series = Series::counter(
 );
 /// Viewers now.
 pub const VIEWERS: Series = Series::gauge("nalcast_viewers", "viewers connected");
-/// LL-HLS playlist versions.
-pub const HLS_PLAYLIST_VERSIONS: Series = Series::counter(
-    "nalcast_hls_playlist_versions_total",
-    "LL-HLS playlist versions: each a new part (or a segment closed)",
-);
 /// Hub settings.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
@@ -79,16 +70,12 @@ pub struct HubCounters {
     pub bytes_in: AtomicU64,
     /// Queue overflows (viewer resets to the next keyframe).
     pub skips: AtomicU64,
-    /// Frames viewers lost through overflows.
-    pub frames_lost: AtomicU64,
     /// Keyframes asked of the source.
     pub keyframe_requests: AtomicU64,
 }
 
 struct HubState {
-    next_seq: u32,
     gop: GopCache,
-    params: Option<Arc<ParamSets>>,
     status: StreamState,
     /// Every subscriber: viewers and internal ones (publishers).
     viewers: HashMap<u64, Member>,
@@ -97,15 +84,9 @@ struct HubState {
     next_viewer: u64,
     /// When to ask the source for a keyframe.
     keyframes: KeyframePolicy,
-    /// Packages every access unit for /ws/fmp4 viewers.
-    fmp4: Fmp4Stream,
-    /// LL-HLS parts and segments, made from the same fragments.
-    hls: Option<Hls>,
     last_frame: Option<Instant>,
-    /// When the last keyframe came, and the length and bytes of the GOP before it:
-    /// what a joining viewer's catch-up is weighed against (join.rs).
-    last_keyframe_at: Option<Instant>,
-    last_gop: Option<(Duration, usize)>,
+    /// The GOP timing joins are weighed against.
+    gop_timing: GopTiming,
 }
 
 /// A subscriber's queue, and whether it is one of nalcast's own (not a viewer).
@@ -125,6 +106,8 @@ impl HubState {
 /// One stream's hub.
 pub struct Hub {
     config: HubConfig,
+    /// Taken before `state` when both are.
+    packaging: Mutex<Packaging>,
     state: Mutex<HubState>,
     keyframe_wanted: AtomicBool,
     /// Counters.
@@ -151,124 +134,24 @@ pub struct HubStatus {
     pub since_last_frame: Option<Duration>,
 }
 
-/// The stream as fMP4 for /ws/fmp4 viewers: one packager for the hub's timeline,
-/// and the init segment for the parameter sets in force.
-#[derive(Default)]
-struct Fmp4Stream {
-    packager: Packager,
-    /// The init-segment message, when the parameter sets could be packaged.
-    init: Option<Bytes>,
-    /// The init segment itself (ftyp + moov), for HLS.
-    init_raw: Option<Bytes>,
-    /// Failures logged so far (the first few, then one per thousand).
-    failures: u64,
-}
-
-impl Fmp4Stream {
-    fn new_params(&mut self, params: &ParamSets) {
-        self.init_raw = match Packager::init_segment(params) {
-            Ok(init) => Some(init),
-            Err(e) => {
-                warn!("cannot make an fMP4 init segment (no /ws/fmp4 or HLS picture until the parameters change): {e}");
-                None
-            }
-        };
-        self.init = self
-            .init_raw
-            .as_ref()
-            .map(|i| protocol::encode_init_segment(i));
-    }
-
-    /// The fragment as a /ws/fmp4 unit, and the fragment itself with its duration (ticks).
-    fn package(&mut self, au: &AccessUnit, seq: u32) -> Option<(Fmp4Unit, Bytes, u32)> {
-        let init = self.init.clone()?;
-        match self.packager.fragment(au) {
-            Ok(fragment) => {
-                let flags = if au.keyframe { FLAG_KEYFRAME } else { 0 };
-                let message = protocol::encode_fragment(flags, seq, au.timestamp_us, &fragment);
-                let duration = self.packager.last_timing().map_or(0, |t| t.duration);
-                Some((Fmp4Unit { init, message }, fragment, duration))
-            }
-            Err(e) => {
-                self.failures += 1;
-                if self.failures <= 10 || self.failures.is_multiple_of(1000) {
-                    warn!(
-                        count = self.failures,
-                        "cannot package an access unit as fMP4: {e}"
-                    );
-                }
-                None
-            }
-        }
-    }
-}
-
-/// A run id for HLS file names: unique per start of the server (its start time), so
-/// a cache in front never mixes two runs' segments of the same sequence number.
-fn run_id() -> String {
-    let ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
-    let mut n = ms;
-    let mut id = String::new();
-    while n > 0 {
-        let d = (n % 36) as u32;
-        id.insert(0, char::from_digit(d, 36).unwrap_or('0'));
-        n /= 36;
-    }
-    id
-}
-
-/// A stream's parameters as a person reads them: `1280x720, Main profile
-/// (avc1.4D401F), 30 fps`; the rate only when the SPS gives one.
-pub fn describe(i: &nalcast_h264::StreamInfo) -> String {
-    let fps = i
-        .fps
-        .map(|f| format!(", {} fps", (f * 100.0).round() / 100.0))
-        .unwrap_or_default();
-    format!(
-        "{}x{}, {} profile ({}){fps}",
-        i.width,
-        i.height,
-        i.profile_name(),
-        i.codec
-    )
-}
-
-/// Logs new stream parameters; the warning about browsers that cannot play the
-/// stream once per profile change, not at every source restart.
-fn announce(old: Option<&ParamSets>, new: &ParamSets) {
-    let (o, i) = (old.map(|p| &p.info), &new.info);
-    if o == Some(i) {
-        return;
-    }
-    info!("stream: {}", describe(i));
-    if o.is_none_or(|o| o.codec != i.codec) {
-        if let Some(warning) = i.compatibility_warning() {
-            warn!("{warning}");
-        }
-    }
-}
-
 impl Hub {
     /// A hub with no source yet.
     pub fn new(config: HubConfig) -> Arc<Hub> {
         Arc::new(Hub {
             state: Mutex::new(HubState {
-                next_seq: 0,
                 gop: GopCache::new(config.gop_max_bytes),
-                params: None,
                 status: StreamState::Starting,
                 viewers: HashMap::new(),
                 internal: 0,
                 next_viewer: 0,
                 keyframes: KeyframePolicy::new(config.keyframe_min_interval),
-                fmp4: Fmp4Stream::default(),
-                hls: config.hls.clone().map(|c| Hls::new(c, run_id())),
                 last_frame: None,
-                last_keyframe_at: None,
-                last_gop: None,
+                gop_timing: GopTiming::default(),
             }),
+            packaging: Mutex::new(Packaging::new(
+                config.hls.clone(),
+                run_id(std::time::SystemTime::now()),
+            )),
             config,
             keyframe_wanted: AtomicBool::new(false),
             counters: HubCounters::default(),
@@ -282,52 +165,30 @@ impl Hub {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn packaging(&self) -> MutexGuard<'_, Packaging> {
+        self.packaging.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
     /// Publishes one access unit to the GOP cache and every viewer, at time `now`.
-    pub fn publish_at(&self, au: AccessUnit, now: Instant) -> Arc<SharedAu> {
+    pub fn publish(&self, au: AccessUnit, now: Instant) -> Arc<SharedAu> {
         self.counters.frames_in.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes_in
             .fetch_add(au.data.len() as u64, Ordering::Relaxed);
         FRAMES_IN.count().increment(1);
         BYTES_IN.count().increment(au.data.len() as u64);
+        // Packaged under its own lock, held until the fan-out has the access unit,
+        // so viewers get access units in the order they were numbered.
+        let mut packaging = self.packaging();
+        let Packaged { au, hls_version } = packaging.package(au, now);
+        if let Some(version) = hls_version {
+            self.hls_version.send_replace(version);
+        }
         let mut state = self.lock();
-        let seq = state.next_seq;
-        state.next_seq = seq.wrapping_add(1);
-        // The one place a change of parameter sets is acted on: announced, and a
-        // new init segment made for /ws/fmp4 viewers.
-        if state
-            .params
-            .as_ref()
-            .is_none_or(|p| !Arc::ptr_eq(p, &au.params))
-        {
-            announce(state.params.as_deref(), &au.params);
-            state.params = Some(au.params.clone());
-            state.fmp4.new_params(&au.params);
-        }
-        let fmp4 = state.fmp4.package(&au, seq);
-        let mut shared = SharedAu::new(seq, au, now);
-        if let Some((fmp4, fragment, duration)) = fmp4 {
-            let HubState {
-                hls, fmp4: stream, ..
-            } = &mut *state;
-            if let (Some(hls), Some(init)) = (hls.as_mut(), stream.init_raw.as_ref()) {
-                let au = &shared.au;
-                if hls.push(init, &fragment, duration, au.keyframe, au.timestamp_us) {
-                    HLS_PLAYLIST_VERSIONS.count().increment(1);
-                    self.hls_version.send_replace(hls.version());
-                }
-            }
-            shared = shared.with_fmp4(fmp4);
-        }
-        let au = Arc::new(shared);
+        drop(packaging);
         if au.keyframe() {
-            if let Some(prev) = state.last_keyframe_at {
-                let length = now.saturating_duration_since(prev);
-                if !length.is_zero() {
-                    state.last_gop = Some((length, state.gop.bytes()));
-                }
-            }
-            state.last_keyframe_at = Some(now);
+            let bytes = state.gop.bytes();
+            state.gop_timing.keyframe(now, bytes);
         }
         state.gop.push(au.clone());
         state.last_frame = Some(now);
@@ -362,27 +223,21 @@ impl Hub {
         au
     }
 
-    /// Publishes one access unit now.
-    pub fn publish(&self, au: AccessUnit) -> Arc<SharedAu> {
-        self.publish_at(au, Instant::now())
-    }
-
     /// Registers a viewer: its queue starts with the status and the GOP cache
     /// (keyframe first), so it can decode at once.
-    pub fn subscribe(self: &Arc<Self>) -> Subscription {
-        self.join(false)
+    pub fn subscribe(self: &Arc<Self>, now: Instant) -> Subscription {
+        self.join(false, now)
     }
 
     /// Registers a subscriber of nalcast's own (a publisher to a media server): it
     /// gets what a viewer gets, with the same bounded queue (an overflow asks for a
     /// keyframe too), but it is no viewer: `nalcast_viewers`, `/api/stream`, the
     /// viewer limits and the viewer skip and loss counters leave it out.
-    pub fn subscribe_internal(self: &Arc<Self>) -> Subscription {
-        self.join(true)
+    pub fn subscribe_internal(self: &Arc<Self>, now: Instant) -> Subscription {
+        self.join(true, now)
     }
 
-    fn join(self: &Arc<Self>, internal: bool) -> Subscription {
-        let now = Instant::now();
+    fn join(self: &Arc<Self>, internal: bool, now: Instant) -> Subscription {
         let queue = Arc::new(ViewerQueue::new(self.config.queue));
         let mut state = self.lock();
         queue.push_status(state.status.clone(), now);
@@ -407,7 +262,7 @@ impl Hub {
             state.internal += 1;
         }
         VIEWERS.gauge_now().set(state.viewer_count() as f64);
-        let join = join_facts(&state);
+        let join = state.gop_timing.facts();
         Subscription {
             hub: self.clone(),
             id,
@@ -437,7 +292,7 @@ impl Hub {
 
     /// Reads the LL-HLS stream (None when HLS is off).
     pub fn with_hls<R>(&self, f: impl FnOnce(&Hls) -> R) -> Option<R> {
-        self.lock().hls.as_ref().map(f)
+        self.packaging().hls().map(f)
     }
 
     /// Changes whenever the HLS stream has a new part.
@@ -445,10 +300,10 @@ impl Hub {
         self.hls_version.subscribe()
     }
 
-    /// Asks the source for a keyframe (rate-limited; see [`KeyframeOutcome`]).
-    pub fn request_keyframe(&self) -> KeyframeOutcome {
+    /// Asks the source for a keyframe at `now` (rate-limited; see [`KeyframeOutcome`]).
+    pub fn request_keyframe(&self, now: Instant) -> KeyframeOutcome {
         let mut state = self.lock();
-        self.request_keyframe_locked(&mut state, Instant::now())
+        self.request_keyframe_locked(&mut state, now)
     }
 
     /// A source starts; `keyframes_on_demand`: whether it makes a keyframe when
@@ -469,10 +324,9 @@ impl Hub {
         self.keyframe_wanted.swap(false, Ordering::Relaxed)
     }
 
-    /// The source is gone (crashed, ended, stalled): tell every viewer why.
-    pub fn source_lost(&self, reason: &str) {
+    /// The source is gone (crashed, ended, stalled) at `now`: tell every viewer why.
+    pub fn source_lost(&self, reason: &str, now: Instant) {
         let lost = StreamState::SourceLost(reason.to_owned());
-        let now = Instant::now();
         let mut state = self.lock();
         state.keyframes.source_lost();
         state.status = lost.clone();
@@ -488,30 +342,24 @@ impl Hub {
         }
     }
 
-    /// A snapshot for /api/stream and /healthz.
-    pub fn status(&self) -> HubStatus {
+    /// A snapshot for /api/stream and /healthz, at `now`.
+    pub fn status(&self, now: Instant) -> HubStatus {
+        let params = self.packaging().params().cloned();
         let state = self.lock();
         HubStatus {
-            params: state.params.clone(),
+            params,
             status: state.status.clone(),
             viewers: state.viewer_count(),
             gop_frames: state.gop.frames().len(),
-            uptime: self.started.elapsed(),
-            since_last_frame: state.last_frame.map(|t| t.elapsed()),
+            uptime: now.saturating_duration_since(self.started),
+            since_last_frame: state.last_frame.map(|t| now.saturating_duration_since(t)),
         }
     }
 
     fn unsubscribe(&self, id: u64) {
         let mut state = self.lock();
-        if let Some(member) = state.viewers.remove(&id) {
-            if member.internal {
-                state.internal -= 1;
-            } else {
-                let q = member.queue.lock();
-                self.counters
-                    .frames_lost
-                    .fetch_add(q.total_lost, Ordering::Relaxed);
-            }
+        if state.viewers.remove(&id).is_some_and(|m| m.internal) {
+            state.internal -= 1;
         }
         VIEWERS.gauge_now().set(state.viewer_count() as f64);
     }
@@ -527,17 +375,6 @@ pub struct Subscription {
     pub join: JoinFacts,
 }
 
-/// The next keyframe's expected time and the stream's rate, from the last GOP.
-fn join_facts(state: &HubState) -> JoinFacts {
-    let Some((length, bytes)) = state.last_gop else {
-        return JoinFacts::default();
-    };
-    JoinFacts {
-        next_keyframe_at: state.last_keyframe_at.map(|at| at + length),
-        stream_rate: Some(bytes as f64 / length.as_secs_f64()),
-    }
-}
-
 impl Drop for Subscription {
     fn drop(&mut self) {
         self.hub.unsubscribe(self.id);
@@ -549,26 +386,6 @@ mod tests {
     use super::*;
     use crate::queue::Item;
     use crate::test_support::access_unit;
-
-    #[test]
-    fn stream_parameters_read_as_a_person_writes_them() {
-        let mut info = testkit::au::params(testkit::fixtures::SPS_MAIN_720P)
-            .info
-            .clone();
-        info.fps = None;
-        assert_eq!(describe(&info), "1280x720, Main profile (avc1.4D401F)");
-        info.fps = Some(30.0);
-        assert_eq!(
-            describe(&info),
-            "1280x720, Main profile (avc1.4D401F), 30 fps"
-        );
-        info.fps = Some(29.97002997);
-        assert!(
-            describe(&info).ends_with(", 29.97 fps"),
-            "{}",
-            describe(&info)
-        );
-    }
 
     fn drain(sub: &Subscription) -> Vec<(u32, bool, bool)> {
         let mut q = sub.queue.lock();
@@ -584,16 +401,16 @@ mod tests {
     #[test]
     fn joining_viewer_gets_gop_from_keyframe() {
         let hub = Hub::new(HubConfig::default());
-        hub.publish(access_unit(false, 100)); // before any keyframe: not cached
-        hub.publish(access_unit(true, 100));
-        hub.publish(access_unit(false, 100));
-        hub.publish(access_unit(false, 100));
-        let sub = hub.subscribe();
+        hub.publish(access_unit(false, 100), std::time::Instant::now()); // before any keyframe: not cached
+        hub.publish(access_unit(true, 100), std::time::Instant::now());
+        hub.publish(access_unit(false, 100), std::time::Instant::now());
+        hub.publish(access_unit(false, 100), std::time::Instant::now());
+        let sub = hub.subscribe(std::time::Instant::now());
         assert_eq!(
             drain(&sub),
             [(1, true, true), (2, false, true), (3, false, false)]
         );
-        hub.publish(access_unit(false, 100));
+        hub.publish(access_unit(false, 100), std::time::Instant::now());
         assert_eq!(drain(&sub), [(4, false, false)]);
     }
 
@@ -601,18 +418,18 @@ mod tests {
     fn a_joining_viewer_learns_when_the_next_keyframe_is_due() {
         let hub = Hub::new(HubConfig::default());
         let t0 = Instant::now();
-        hub.publish_at(access_unit(true, 1000), t0);
+        hub.publish(access_unit(true, 1000), t0);
         assert_eq!(
-            hub.subscribe().join,
+            hub.subscribe(std::time::Instant::now()).join,
             JoinFacts::default(),
             "one GOP: unknown"
         );
         for i in 1..60u32 {
-            hub.publish_at(access_unit(false, 100), t0 + Duration::from_millis(33) * i);
+            hub.publish(access_unit(false, 100), t0 + Duration::from_millis(33) * i);
         }
         let t1 = t0 + Duration::from_secs(2);
-        hub.publish_at(access_unit(true, 1000), t1);
-        let facts = hub.subscribe().join;
+        hub.publish(access_unit(true, 1000), t1);
+        let facts = hub.subscribe(std::time::Instant::now()).join;
         assert_eq!(facts.next_keyframe_at, Some(t1 + Duration::from_secs(2)));
         let rate = facts.stream_rate.expect("a whole GOP was seen");
         assert!((rate - (1000.0 + 59.0 * 100.0) / 2.0).abs() < 1.0, "{rate}");
@@ -622,12 +439,12 @@ mod tests {
     fn joining_late_in_a_long_gop_asks_for_a_keyframe_once() {
         let hub = Hub::new(HubConfig::default());
         hub.source_started(true);
-        hub.publish(access_unit(true, 10));
+        hub.publish(access_unit(true, 10), std::time::Instant::now());
         for _ in 0..20 {
-            hub.publish(access_unit(false, 10));
+            hub.publish(access_unit(false, 10), std::time::Instant::now());
         }
-        let _a = hub.subscribe();
-        let _b = hub.subscribe();
+        let _a = hub.subscribe(std::time::Instant::now());
+        let _b = hub.subscribe(std::time::Instant::now());
         assert!(hub.take_keyframe_request());
         assert!(!hub.take_keyframe_request());
         assert_eq!(hub.counters.keyframe_requests.load(Ordering::Relaxed), 1);
@@ -639,8 +456,11 @@ mod tests {
         let hub = Hub::new(HubConfig::default());
         hub.source_started(true);
         let t = Instant::now();
-        hub.publish_at(access_unit(true, 10), t);
-        assert_eq!(hub.request_keyframe(), KeyframeOutcome::Sent);
+        hub.publish(access_unit(true, 10), t);
+        assert_eq!(
+            hub.request_keyframe(std::time::Instant::now()),
+            KeyframeOutcome::Sent
+        );
         assert!(hub.take_keyframe_request());
         (hub, t)
     }
@@ -648,24 +468,36 @@ mod tests {
     #[test]
     fn only_a_source_that_can_make_keyframes_is_asked_for_one() {
         let hub = Hub::new(HubConfig::default());
-        assert_eq!(hub.request_keyframe(), KeyframeOutcome::NoSource);
+        assert_eq!(
+            hub.request_keyframe(std::time::Instant::now()),
+            KeyframeOutcome::NoSource
+        );
         hub.source_started(false);
         assert!(!hub.keyframes_on_demand());
-        hub.publish(access_unit(true, 10));
-        assert_eq!(hub.request_keyframe(), KeyframeOutcome::Unsupported);
+        hub.publish(access_unit(true, 10), std::time::Instant::now());
+        assert_eq!(
+            hub.request_keyframe(std::time::Instant::now()),
+            KeyframeOutcome::Unsupported
+        );
         for _ in 0..20 {
-            hub.publish(access_unit(false, 10));
+            hub.publish(access_unit(false, 10), std::time::Instant::now());
         }
         // A late join asks too, and is answered the same way.
-        let _late = hub.subscribe();
+        let _late = hub.subscribe(std::time::Instant::now());
         assert!(!hub.take_keyframe_request());
         assert_eq!(hub.counters.keyframe_requests.load(Ordering::Relaxed), 0);
         // The camera restarts as a source that can.
-        hub.source_lost("restart");
-        assert_eq!(hub.request_keyframe(), KeyframeOutcome::NoSource);
+        hub.source_lost("restart", std::time::Instant::now());
+        assert_eq!(
+            hub.request_keyframe(std::time::Instant::now()),
+            KeyframeOutcome::NoSource
+        );
         hub.source_started(true);
         assert!(hub.keyframes_on_demand());
-        assert_eq!(hub.request_keyframe(), KeyframeOutcome::Sent);
+        assert_eq!(
+            hub.request_keyframe(std::time::Instant::now()),
+            KeyframeOutcome::Sent
+        );
         assert!(hub.take_keyframe_request());
     }
 
@@ -673,12 +505,15 @@ mod tests {
     fn a_keyframe_request_inside_the_interval_is_granted_later_not_lost() {
         let (hub, t) = hub_that_just_granted_a_keyframe();
         // Asked again at once: too soon, so nothing yet...
-        assert_eq!(hub.request_keyframe(), KeyframeOutcome::Deferred);
+        assert_eq!(
+            hub.request_keyframe(std::time::Instant::now()),
+            KeyframeOutcome::Deferred
+        );
         assert!(!hub.take_keyframe_request());
-        hub.publish_at(access_unit(false, 10), t + Duration::from_millis(500));
+        hub.publish(access_unit(false, 10), t + Duration::from_millis(500));
         assert!(!hub.take_keyframe_request());
         // ...but granted once the interval has passed.
-        hub.publish_at(access_unit(false, 10), t + Duration::from_millis(1100));
+        hub.publish(access_unit(false, 10), t + Duration::from_millis(1100));
         assert!(hub.take_keyframe_request());
         assert_eq!(hub.counters.keyframe_requests.load(Ordering::Relaxed), 2);
     }
@@ -686,36 +521,36 @@ mod tests {
     #[test]
     fn a_keyframe_that_comes_by_itself_answers_a_pending_request() {
         let (hub, t) = hub_that_just_granted_a_keyframe();
-        hub.request_keyframe();
-        hub.publish_at(access_unit(true, 10), t + Duration::from_millis(500));
-        hub.publish_at(access_unit(false, 10), t + Duration::from_millis(1500));
+        hub.request_keyframe(std::time::Instant::now());
+        hub.publish(access_unit(true, 10), t + Duration::from_millis(500));
+        hub.publish(access_unit(false, 10), t + Duration::from_millis(1500));
         assert!(!hub.take_keyframe_request());
     }
 
     #[test]
     fn an_internal_subscriber_gets_the_stream_but_is_no_viewer() {
         let hub = Hub::new(HubConfig::default());
-        hub.publish(access_unit(true, 100));
-        hub.publish(access_unit(false, 100));
-        let publisher = hub.subscribe_internal();
-        assert_eq!(hub.status().viewers, 0);
-        let viewer = hub.subscribe();
-        assert_eq!(hub.status().viewers, 1);
-        hub.publish(access_unit(false, 100));
+        hub.publish(access_unit(true, 100), std::time::Instant::now());
+        hub.publish(access_unit(false, 100), std::time::Instant::now());
+        let publisher = hub.subscribe_internal(std::time::Instant::now());
+        assert_eq!(hub.status(std::time::Instant::now()).viewers, 0);
+        let viewer = hub.subscribe(std::time::Instant::now());
+        assert_eq!(hub.status(std::time::Instant::now()).viewers, 1);
+        hub.publish(access_unit(false, 100), std::time::Instant::now());
         let expected = [(0, true, true), (1, false, false), (2, false, false)];
         assert_eq!(drain(&publisher), expected);
         assert_eq!(drain(&viewer), expected);
         drop(viewer);
-        assert_eq!(hub.status().viewers, 0);
-        let again = hub.subscribe();
+        assert_eq!(hub.status(std::time::Instant::now()).viewers, 0);
+        let again = hub.subscribe(std::time::Instant::now());
         drop(publisher);
         assert_eq!(
-            hub.status().viewers,
+            hub.status(std::time::Instant::now()).viewers,
             1,
             "the publisher leaving frees no viewer"
         );
         drop(again);
-        assert_eq!(hub.status().viewers, 0);
+        assert_eq!(hub.status(std::time::Instant::now()).viewers, 0);
     }
 
     #[test]
@@ -727,17 +562,17 @@ mod tests {
             },
             ..HubConfig::default()
         });
-        let slow = hub.subscribe();
-        let fast = hub.subscribe();
+        let slow = hub.subscribe(std::time::Instant::now());
+        let fast = hub.subscribe(std::time::Instant::now());
         let mut fast_seen = 0;
         for i in 0..30 {
-            hub.publish(access_unit(i % 10 == 0, 100));
+            hub.publish(access_unit(i % 10 == 0, 100), std::time::Instant::now());
             fast_seen += drain(&fast).len();
         }
         assert_eq!(fast_seen, 30);
         assert!(slow.queue.lock().bytes() <= 1000);
         assert!(hub.counters.skips.load(Ordering::Relaxed) >= 1);
         drop(slow);
-        assert_eq!(hub.status().viewers, 1);
+        assert_eq!(hub.status(std::time::Instant::now()).viewers, 1);
     }
 }

@@ -1,6 +1,7 @@
 //! Turns a source's bytes into access units (Annex-B parser + assembler) and
 //! publishes them to the hub, reporting stream errors without flooding the log.
 use std::sync::Arc;
+use std::time::Instant;
 
 use nalcast_h264::{AccessUnit, AnnexBParser, AuAssembler, Nal, ParamSets, ParseError};
 use tracing::warn;
@@ -183,10 +184,10 @@ impl Ingest {
         self.publish();
     }
 
-    /// Publishes access units assembled elsewhere (paced sources).
-    pub fn publish_au(&mut self, au: AccessUnit) {
+    /// Publishes access units assembled elsewhere (paced sources), at `now`.
+    pub fn publish_au(&mut self, au: AccessUnit, now: Instant) {
         self.frames += 1;
-        self.hub.publish(au);
+        self.hub.publish(au, now);
     }
 
     /// The splitter, for sources that pace access units themselves.
@@ -194,10 +195,13 @@ impl Ingest {
         &mut self.splitter
     }
 
+    /// Publishes what the splitter completed. The bytes come with their wall-clock
+    /// time; the hub's monotonic arrival time is read here, where they arrive.
     fn publish(&mut self) {
         let aus = std::mem::take(&mut self.out);
+        let now = Instant::now();
         for au in aus {
-            self.publish_au(au);
+            self.publish_au(au, now);
         }
         if !self.warned_b_frames && self.splitter.b_slices() > 0 {
             self.warned_b_frames = true;

@@ -23,6 +23,39 @@ pub struct JoinFacts {
     pub stream_rate: Option<f64>,
 }
 
+/// The GOP timing a join is weighed against: when the last keyframe came, and the
+/// length and bytes of the GOP before it. Pure: each frame comes with its time.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GopTiming {
+    last_keyframe_at: Option<Instant>,
+    last_gop: Option<(Duration, usize)>,
+}
+
+impl GopTiming {
+    /// A keyframe came at `now`, ending a GOP of `gop_bytes` (the cache's bytes
+    /// before the keyframe clears it).
+    pub fn keyframe(&mut self, now: Instant, gop_bytes: usize) {
+        if let Some(prev) = self.last_keyframe_at {
+            let length = now.saturating_duration_since(prev);
+            if !length.is_zero() {
+                self.last_gop = Some((length, gop_bytes));
+            }
+        }
+        self.last_keyframe_at = Some(now);
+    }
+
+    /// The next keyframe's expected time and the stream's rate, from the last GOP.
+    pub fn facts(&self) -> JoinFacts {
+        let Some((length, bytes)) = self.last_gop else {
+            return JoinFacts::default();
+        };
+        JoinFacts {
+            next_keyframe_at: self.last_keyframe_at.map(|at| at + length),
+            stream_rate: Some(bytes as f64 / length.as_secs_f64()),
+        }
+    }
+}
+
 /// How a viewer's catch-up ended, the label of `nalcast_joins_total{start}`: the
 /// whole burst went out ("gop", also when there was nothing to catch up), it gave
 /// way to the next keyframe on a measured slow link ("next_keyframe"), or a new

@@ -16,6 +16,7 @@ pub mod join;
 pub mod keyframe;
 pub mod llhls;
 pub mod metric;
+pub mod package;
 pub mod protocol;
 pub mod queue;
 pub mod shared;

@@ -352,7 +352,7 @@ async fn stop(
     let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
     let viewers_gone = tokio::time::timeout_at(deadline, async {
         while servers.join_next().await.is_some() {}
-        while hub.status().viewers > 0 {
+        while hub.status(std::time::Instant::now()).viewers > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });

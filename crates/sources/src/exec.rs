@@ -416,7 +416,7 @@ mod tests {
     /// The pump on one end of a pipe, the hub's first viewer on the other.
     fn pumped() -> (tokio::io::DuplexStream, Subscription) {
         let hub = nalcast_core::Hub::new(HubConfig::default());
-        let sub = hub.subscribe();
+        let sub = hub.subscribe(std::time::Instant::now());
         let (writer, reader) = tokio::io::duplex(1 << 20);
         tokio::spawn(async move {
             pump(

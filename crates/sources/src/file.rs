@@ -47,7 +47,7 @@ pub async fn run(path: &Path, opts: &SourceOptions, hub: &Arc<Hub>) -> Result<()
             for mut au in aus.drain(..) {
                 ticker.tick().await;
                 au.timestamp_us = wall_us();
-                ingest.publish_au(au);
+                ingest.publish_au(au, std::time::Instant::now());
                 frames_this_pass += 1;
             }
             if n == 0 {

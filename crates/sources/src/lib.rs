@@ -369,7 +369,7 @@ pub async fn supervise(
             Err(SourceError::Refused(r)) => (r, false, retries.longest()),
         };
         SOURCE_RESTARTS.count().increment(1);
-        hub.source_lost(&reason);
+        hub.source_lost(&reason, std::time::Instant::now());
         if last {
             warn!(source = %spec, "source stopped for good: {reason}");
             return;

@@ -17,7 +17,7 @@ const HEALTHY_FRAME_AGE: Duration = Duration::from_secs(5);
 
 /// `GET /api/stream`: what is being streamed and to how many viewers.
 pub async fn stream(State(s): State<AppState>) -> Json<serde_json::Value> {
-    let status = s.hub.status();
+    let status = s.hub.status(std::time::Instant::now());
     let info = status.params.as_ref().map(|p| &p.info);
     let c = &s.hub.counters;
     Json(json!({
@@ -60,7 +60,7 @@ fn publisher(o: &Publisher) -> serde_json::Value {
 
 /// `GET /healthz`: 200 while frames flow, 503 with the reason otherwise.
 pub async fn healthz(State(s): State<AppState>) -> Response {
-    let status = s.hub.status();
+    let status = s.hub.status(std::time::Instant::now());
     let fresh = status
         .since_last_frame
         .is_some_and(|d| d < HEALTHY_FRAME_AGE);

@@ -13,7 +13,7 @@ use nalcast_core::metric::Series;
 
 use super::viewer::{link, routes, session};
 use super::{auth, hls, hls_budget, host, listen};
-use nalcast_core::{hub, ingest, join, keyframe};
+use nalcast_core::{hub, ingest, join, keyframe, package};
 use nalcast_sources::publish;
 
 /// Every series, in the order `/metrics` describes them.
@@ -38,7 +38,7 @@ pub const ALL: [Series; 25] = [
     join::JOINS,
     hls::HLS_REQUESTS,
     hls_budget::HLS_REFUSED,
-    hub::HLS_PLAYLIST_VERSIONS,
+    package::HLS_PLAYLIST_VERSIONS,
     publish::PUBLISH_UP,
     publish::PUBLISH_RESTARTS,
     session::QUEUE_DELAY,

@@ -45,7 +45,7 @@ async fn api_stream_says_whether_the_source_makes_keyframes_on_demand() {
     assert_eq!(stream_json(&state).await["keyframes_on_demand"], false);
     hub.source_started(true);
     assert_eq!(stream_json(&state).await["keyframes_on_demand"], true);
-    hub.source_lost("gone");
+    hub.source_lost("gone", std::time::Instant::now());
     let json = stream_json(&state).await;
     assert_eq!(json["keyframes_on_demand"], false);
     assert_eq!(json["state"], "source-lost");
@@ -58,7 +58,7 @@ async fn healthz_is_503_with_the_reason_until_frames_flow() {
     let (state, _stop) = AppState::with_defaults(hub.clone(), "test");
     let (status, _) = get(&state, "/healthz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    hub.source_lost("camera unplugged");
+    hub.source_lost("camera unplugged", std::time::Instant::now());
     let (status, body) = get(&state, "/healthz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(body.contains("camera unplugged"), "{body}");

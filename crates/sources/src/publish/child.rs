@@ -80,7 +80,7 @@ pub(super) async fn run_once(
     opts: &PublishOptions,
     mut shutdown: watch::Receiver<bool>,
 ) -> RunEnd {
-    let subscription = hub.subscribe_internal();
+    let subscription = hub.subscribe_internal(std::time::Instant::now());
     let queue = &subscription.queue;
     let mut feed = Feed::new();
     // ffmpeg starts once there is something to give it: a keyframe and its init

@@ -151,14 +151,14 @@ pub async fn serve_viewer<IO>(
     // A viewer is stuck when its socket takes no byte for the viewer timeout; one
     // that takes bytes slowly is a slow viewer, which its queue deals with.
     let mut io = WriteDeadline::new(io, state.viewer_timeout);
-    let sub = state.hub.subscribe();
+    let sub = state.hub.subscribe(std::time::Instant::now());
     if let Some(group) = wake {
         sub.queue.wake_through(group);
     }
     let mut shutdown = state.shutdown.clone();
     info!(
         dialect = dialect.name(),
-        viewers = state.hub.status().viewers,
+        viewers = state.hub.status(std::time::Instant::now()).viewers,
         "viewer joined"
     );
     let facts = StreamFacts {
@@ -229,7 +229,7 @@ pub async fn serve_viewer<IO>(
                     match reply {
                         Reply::Nothing => {}
                         Reply::Keyframe => {
-                            let outcome = state.hub.request_keyframe();
+                            let outcome = state.hub.request_keyframe(std::time::Instant::now());
                             debug!(outcome = outcome.label(), "the viewer asked for a keyframe");
                         }
                         Reply::Send(b) => {
@@ -329,14 +329,14 @@ mod tests {
         let frame = Duration::from_millis(33);
         let now = Instant::now();
         let first = now - Duration::from_millis(3500);
-        hub.publish_at(access_unit(true, &params), first);
+        hub.publish(access_unit(true, &params), first);
         for i in 1..60 {
-            hub.publish_at(access_unit(false, &params), first + frame * i);
+            hub.publish(access_unit(false, &params), first + frame * i);
         }
         let second = first + Duration::from_secs(2);
-        hub.publish_at(access_unit(true, &params), second);
+        hub.publish(access_unit(true, &params), second);
         for i in 1..45 {
-            hub.publish_at(access_unit(false, &params), second + frame * i);
+            hub.publish(access_unit(false, &params), second + frame * i);
         }
         let (mut client, server) = tokio::io::duplex(16 * 1024);
         let (mut state, _shutdown) = state();
@@ -348,7 +348,7 @@ mod tests {
             async move {
                 for i in 0..300 {
                     tokio::time::sleep(frame).await;
-                    hub.publish(access_unit(i == 60, &params));
+                    hub.publish(access_unit(i == 60, &params), std::time::Instant::now());
                 }
             }
         });
