@@ -96,12 +96,13 @@ stream() { # stream ARCH BINARY CONFIG: the test pattern streamed to ws_capture,
     [[ $frames == 320,240,* ]] && ((${frames##*,} >= 10))
 }
 
-deb_fields() { # deb_fields ARCH DEB
+deb_fields() { # deb_fields ARCH DEB (adduser: postinst makes the nalcast system user)
     local control
     control=$(dpkg-deb -f "$2" Package Version Architecture Depends Suggests)
     echo "${control//$'\n'/; }"
     [[ $control == *"Package: nalcast"* && $control == *"Version: $version-1"* &&
-        $control == *"Architecture: $1"* && $control == *"Depends: libc6 (>= $max_glibc)"* &&
+        $control == *"Architecture: $1"* && $control == *"Depends: "*"libc6 (>= $max_glibc)"* &&
+        $control == *"Depends: "*"adduser"* &&
         $control == *"Suggests: "*"ffmpeg"* ]]
 }
 deb_contents() { # deb_contents ARCH DEB BINARY
