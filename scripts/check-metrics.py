@@ -62,6 +62,14 @@ def main() -> int:
                 if home != path:
                     failures.append(f"{path}: spells \"{name}\", defined in {home}; use the constant")
 
+    # A defined name inside any other string (a log line, a help text) is a second
+    # spelling too; comments may name series.
+    for path, text in sources.items():
+        code = "\n".join(l for l in text.splitlines() if not l.lstrip().startswith("//"))
+        for name, home in ((n, p) for n, p in defined.values()):
+            if home != path and re.search(rf"\"[^\"\n]*\b{name}\b[^\"\n]*\"", code):
+                failures.append(f"{path}: mentions {name} in a string; use the constant's .name")
+
     listed = sources[LIST]
     for const, (name, path) in sorted(defined.items()):
         if not re.search(rf"\b{const},", listed):

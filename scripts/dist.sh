@@ -20,15 +20,8 @@ glibc=2.31
 packaging/tools/conffile.py --check
 
 # Each step says when it starts and how long it took (the ARM builds take minutes).
-started=$SECONDS
-step_started=$SECONDS
-step() {
-    if ((SECONDS > started)); then
-        echo "   ($((SECONDS - step_started)) s)"
-    fi
-    step_started=$SECONDS
-    echo "== $*"
-}
+# shellcheck source=scripts/lib/steps.sh
+source scripts/lib/steps.sh
 
 declare -A triple=(
     [arm64]=aarch64-unknown-linux-gnu

@@ -12,15 +12,8 @@ cd "$(dirname "$0")/.."
 # for a missing tool (nginx-rtmp, GStreamer's RTSP server) fails instead.
 export NALCAST_REQUIRE_ALL=1
 
-started=$SECONDS
-step_started=$SECONDS
-step() {
-    if ((SECONDS > started)); then
-        echo "   ($((SECONDS - step_started)) s)"
-    fi
-    step_started=$SECONDS
-    echo "== $*"
-}
+# shellcheck source=scripts/lib/steps.sh
+source scripts/lib/steps.sh
 
 if [[ "${1:-}" == "--fast" ]]; then
     step "cargo fmt"

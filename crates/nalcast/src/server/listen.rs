@@ -146,35 +146,48 @@ fn refuse(tcp: &TcpStream, peer: SocketAddr, why: Refused, plain_http: bool) {
     }
 }
 
-/// Logs refused connections at most once a minute (a flood would fill the log).
+/// A warning that may be logged at most once a minute: a flood of refused
+/// connections or failing accepts would otherwise fill the log.
+struct OncePerMinute {
+    start: std::sync::OnceLock<Instant>,
+    next_s: AtomicU64,
+}
+
+impl OncePerMinute {
+    const fn new() -> Self {
+        OncePerMinute {
+            start: std::sync::OnceLock::new(),
+            next_s: AtomicU64::new(0),
+        }
+    }
+
+    /// Whether the warning may be logged now (then not again for a minute).
+    fn due(&self) -> bool {
+        let now_s = self.start.get_or_init(Instant::now).elapsed().as_secs();
+        let due = self.next_s.load(Ordering::Relaxed);
+        now_s >= due
+            && self
+                .next_s
+                .compare_exchange(due, now_s + 60, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+    }
+}
+
+/// Logs refused connections: a warning at most once a minute, else at debug level.
 fn note_refusal(peer: SocketAddr, reason: &str) {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    static NEXT_WARNING_S: AtomicU64 = AtomicU64::new(0);
-    let now_s = START.get_or_init(Instant::now).elapsed().as_secs();
-    let due = NEXT_WARNING_S.load(Ordering::Relaxed);
-    if now_s >= due
-        && NEXT_WARNING_S
-            .compare_exchange(due, now_s + 60, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
+    static WARNING: OncePerMinute = OncePerMinute::new();
+    if WARNING.due() {
         warn!(%peer, "connections refused ({reason}; counted in {}, next warning in a minute at the earliest)", CONNECTIONS_REJECTED.name);
     } else {
         debug!(%peer, "connection refused ({reason})");
     }
 }
 
-/// Logs accept() failures at most once a minute.
+/// Logs accept() failures: a warning at most once a minute, else at debug level.
 fn note_accept_error(e: &std::io::Error) {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    static NEXT_WARNING_S: AtomicU64 = AtomicU64::new(0);
-    let now_s = START.get_or_init(Instant::now).elapsed().as_secs();
-    let due = NEXT_WARNING_S.load(Ordering::Relaxed);
-    if now_s >= due
-        && NEXT_WARNING_S
-            .compare_exchange(due, now_s + 60, Ordering::Relaxed, Ordering::Relaxed)
-            .is_ok()
-    {
-        warn!("cannot accept a connection: {e} (counted in nalcast_accept_errors_total; next warning in a minute at the earliest)");
+    static WARNING: OncePerMinute = OncePerMinute::new();
+    if WARNING.due() {
+        warn!("cannot accept a connection: {e} (counted in {}; next warning in a minute at the earliest)", ACCEPT_ERRORS.name);
     } else {
         debug!("cannot accept a connection: {e}");
     }
