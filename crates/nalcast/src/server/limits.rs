@@ -8,10 +8,15 @@
 //! own back a moment later, when hyper hands the socket over. So an upgraded viewer
 //! keeps holding one connection slot, and the connection count is the number of
 //! open client sockets (briefly one more per viewer being upgraded).
+use nalcast_core::metric::Series;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Arc, Mutex};
 use tracing::{info, warn};
+
+/// Connections open now.
+pub const CONNECTIONS_OPEN: Series =
+    Series::gauge("nalcast_connections_open", "TCP connections open");
 
 /// Why a viewer or a connection was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -197,7 +202,7 @@ impl ConnectionLimits {
     /// Limits of `max_total` open connections, `max_per_ip` from one client address
     /// (see [`client_key`]); the `nalcast_connections_open` gauge follows the count.
     pub fn new(max_total: usize, max_per_ip: usize) -> Self {
-        let gauge = super::listen::CONNECTIONS_OPEN.gauge_now();
+        let gauge = CONNECTIONS_OPEN.gauge_now();
         ConnectionLimits {
             slots: Slots::new(max_total, max_per_ip, Some(gauge)),
         }

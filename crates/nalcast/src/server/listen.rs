@@ -29,9 +29,6 @@ use super::host::HostPolicy;
 use super::limits::{ConnectionLimits, ConnectionSlot, Refused};
 use super::progress::WriteDeadline;
 
-/// Connections open now.
-pub const CONNECTIONS_OPEN: Series =
-    Series::gauge("nalcast_connections_open", "TCP connections open");
 /// Connections refused at accept, by limit.
 pub const CONNECTIONS_REJECTED: Series = Series::counter(
     "nalcast_connections_rejected_total",

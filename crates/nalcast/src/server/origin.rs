@@ -2,7 +2,15 @@
 //! could read the camera (cross-site WebSocket hijacking).
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use nalcast_core::metric::Series;
 use tracing::info;
+
+/// WebSocket handshakes refused, by reason.
+pub const WS_REJECTED: Series = Series::counter(
+    "nalcast_ws_rejected_total",
+    "WebSocket handshakes refused, by reason",
+)
+.labelled("reason", &["origin", "max_viewers", "max_viewers_per_ip"]);
 
 /// Whether a browser page from `Origin` may open this WebSocket. Without the check,
 /// any web page a visitor opens could read the camera (cross-site WebSocket
@@ -45,9 +53,7 @@ fn hostname(authority: &str) -> &str {
 
 /// The 403 for a refused Origin, counted and logged.
 pub fn refuse_origin(headers: &HeaderMap) -> Response {
-    super::viewer::routes::WS_REJECTED
-        .count_as("origin")
-        .increment(1);
+    WS_REJECTED.count_as("origin").increment(1);
     let origin = headers
         .get(header::ORIGIN)
         .and_then(|v| v.to_str().ok())

@@ -11,15 +11,15 @@ use anyhow::Context;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use nalcast_core::metric::Series;
 
-use super::viewer::{link, routes, session};
-use super::{auth, hls, hls_budget, host, listen};
+use super::viewer::{link, session};
+use super::{auth, hls, hls_budget, host, limits, listen, origin};
 use nalcast_core::{hub, ingest, join, keyframe, package};
 use nalcast_sources::publish;
 
 /// Every series, in the order `/metrics` describes them.
 pub const ALL: [Series; 25] = [
     hub::VIEWERS,
-    listen::CONNECTIONS_OPEN,
+    limits::CONNECTIONS_OPEN,
     hub::FRAMES_IN,
     hub::BYTES_IN,
     session::BYTES_OUT,
@@ -30,7 +30,7 @@ pub const ALL: [Series; 25] = [
     link::TCP_INFO_UNAVAILABLE,
     auth::AUTH_FAILURES,
     session::DISCONNECTS,
-    routes::WS_REJECTED,
+    origin::WS_REJECTED,
     listen::CONNECTIONS_REJECTED,
     listen::ACCEPT_ERRORS,
     auth::AUTH_REFUSED,

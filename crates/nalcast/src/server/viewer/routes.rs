@@ -1,6 +1,5 @@
 //! The viewer routes (`/ws`, `/ws/raw`, and any path of the legacy port): the gate
 //! a WebSocket passes before it becomes a viewer — Origin, viewer limits, handshake.
-use nalcast_core::metric::Series;
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
@@ -12,13 +11,6 @@ use crate::server::limits::Refused;
 use crate::server::origin::{origin_allowed, refuse_origin};
 use crate::server::websocket::handshake::{NotWebSocket, WsUpgrade};
 use crate::server::AppState;
-
-/// WebSocket handshakes refused, by reason.
-pub const WS_REJECTED: Series = Series::counter(
-    "nalcast_ws_rejected_total",
-    "WebSocket handshakes refused, by reason",
-)
-.labelled("reason", &["origin", "max_viewers", "max_viewers_per_ip"]);
 
 /// `GET /ws`: the framed protocol.
 pub async fn framed(
@@ -109,6 +101,8 @@ fn refuse_viewer(why: Refused) -> Response {
             "too many viewers from your address (--max-viewers-per-ip)\n",
         ),
     };
-    WS_REJECTED.count_as(reason).increment(1);
+    crate::server::origin::WS_REJECTED
+        .count_as(reason)
+        .increment(1);
     (status, text).into_response()
 }
