@@ -10,46 +10,23 @@
 export const ENDPOINT_FMP4 = 'ws/fmp4';
 export const ENDPOINT_ANNEX_B = 'ws';
 
-const PROFILES = {
-  66: 'Baseline', 77: 'Main', 88: 'Extended', 100: 'High', 110: 'High 10',
-  122: 'High 4:2:2', 244: 'High 4:4:4', 44: 'CAVLC 4:4:4 Intra',
-};
-
-/**
- * Reads an RFC 6381 H.264 codec string ("avc1.4D401F"): profile_idc, the constraint
- * flags byte and level_idc; null when it is not one.
- */
-export function parseAvcCodec(codec) {
-  if (typeof codec !== 'string') return null;
-  const m = /^avc[13]\.([0-9a-f]{2})([0-9a-f]{2})([0-9a-f]{2})$/i.exec(codec);
-  if (!m) return null;
-  const [profile, constraints, level] = m.slice(1).map((h) => parseInt(h, 16));
-  return { profile, constraints, level };
-}
-
-/** The profile's name for people ("Main"), from a codec string; null when unknown. */
-export function profileName(codec) {
-  const avc = parseAvcCodec(codec);
-  if (!avc) return null;
-  return PROFILES[avc.profile] ?? `profile ${avc.profile}`;
+/** The profile's name for people ("Main", "Constrained Baseline"), as the server names it; null when unknown. */
+export function profileName(info) {
+  return typeof info?.profile === 'string' && info.profile !== '' ? info.profile : null;
 }
 
 /**
- * Whether Broadway.js can decode a stream: profile_idc 66 (Baseline), or any profile
- * with constraint_set0 set (the encoder promises a Baseline decoder can play it).
- * The codec string decides: the server's `baseline` flag may only say no (it once
- * said yes for Main streams with constraint_set1). Without a codec string there is
- * only the flag to go by.
+ * Whether Broadway.js can decode a stream. The server is the one judge (it parses the
+ * SPS: Baseline, or any profile whose constraint_set0 promises Baseline's tools) and
+ * says so in stream-info's `baseline`; the page does not judge again.
  */
 export function broadwayCanPlay(info) {
-  const avc = parseAvcCodec(info?.codec);
-  if (!avc) return info?.baseline === true;
-  return (avc.profile === 66 || (avc.constraints & 0x80) !== 0) && info.baseline !== false;
+  return info?.baseline === true;
 }
 
 /**
  * Picks the decoder for a stream.
- *  info:       stream-info ({codec, baseline, ...})
+ *  info:       stream-info ({codec, baseline, profile, ...})
  *  wanted:     'auto' | 'webcodecs' | 'mse' | 'broadway' (the page's ?decoder=)
  *  webcodecs:  whether WebCodecs can be used here for this codec
  *  mse:        whether Media Source Extensions can play this codec here
@@ -74,7 +51,7 @@ export function chooseDecoder(info, { wanted = 'auto', webcodecs = false, mse = 
 const NAMES = { webcodecs: 'WebCodecs', mse: 'Media Source Extensions', broadway: 'Broadway.js' };
 
 function whyNot(wanted, info) {
-  if (wanted === 'broadway') return `Broadway.js cannot decode ${profileName(info?.codec) ?? 'this'} profile`;
+  if (wanted === 'broadway') return `Broadway.js cannot decode ${profileName(info) ?? 'this'} profile`;
   if (wanted === 'webcodecs') return 'WebCodecs is not available here (it needs https or localhost)';
   return `Media Source Extensions cannot play ${info?.codec || 'this stream'} here`;
 }
@@ -103,7 +80,7 @@ export function endpointOf(decoder) {
  */
 export function explainUnplayable(info, { secure, hasWebCodecs, hasMse = false, hls = null }) {
   const codec = typeof info?.codec === 'string' && info.codec ? info.codec : 'unknown codec';
-  const profile = profileName(info?.codec);
+  const profile = profileName(info);
   const stream = profile ? `H.264 ${profile} profile (${codec})` : `H.264 of an unknown profile (${codec})`;
   const baseline = 'Or make the camera send Baseline profile: `rpicam-vid --profile baseline` '
     + '(what `nalcast --source rpicam` runs), `ffmpeg -profile:v baseline`, or the camera\'s own settings.';

@@ -25,7 +25,7 @@ const utf8 = new TextDecoder();
 
 /**
  * Decodes one binary message from the server (`bytes`: a Uint8Array). Returns one of
- *   {type: 'stream-info', info}   info: the JSON object ({codec, width, height, fps, source, baseline})
+ *   {type: 'stream-info', info}   info: the JSON object ({codec, width, height, fps, source, baseline, profile})
  *   {type: 'access-unit', seq, captureUs, key, catchUp, data}   data: a view into `bytes`
  *   {type: 'init-segment', data}  data: ftyp + moov, a view into `bytes`
  *   {type: 'fragment', seq, captureUs, key, catchUp, data}   data: moof + mdat, a view into `bytes`

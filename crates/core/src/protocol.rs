@@ -39,8 +39,12 @@ pub struct StreamInfoMsg {
     pub fps: Option<f64>,
     /// Source description.
     pub source: String,
-    /// Whether a Baseline-only decoder (Broadway.js) can play the stream.
+    /// Whether a Baseline-only decoder (Broadway.js) can play the stream: the one
+    /// judge of it (nalcast_h264's `StreamInfo`); the page does not judge again.
     pub baseline: bool,
+    /// The profile's name for people ("Main", "Constrained Baseline").
+    #[serde(default)]
+    pub profile: String,
 }
 
 /// The stream's state, as viewers are told it (a status message) and `/api/stream`
@@ -376,6 +380,7 @@ mod tests {
             fps: Some(30.0),
             source: "test".into(),
             baseline: true,
+            profile: "Constrained Baseline".into(),
         };
         assert_eq!(
             decode(&encode_stream_info(&info)),

@@ -2,53 +2,31 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  parseAvcCodec, profileName, broadwayCanPlay, chooseDecoder, explainUnplayable, firstEndpoint, endpointOf,
+  profileName, broadwayCanPlay, chooseDecoder, explainUnplayable, firstEndpoint, endpointOf,
 } from '../../public/decoder-choice.js';
 
-// The profiles of issue 13's table, as cameras and encoders send them.
-const STREAMS = {
-  'avc1.42E01F': ['Baseline', true], // constrained Baseline (openh264, rpicam-vid --profile baseline)
-  'avc1.42C01F': ['Baseline', true],
-  'avc1.42001E': ['Baseline', true], // Baseline without constraint flags
-  'avc1.4D401F': ['Main', false], // constraint_set1 only: Main compatible, not Baseline
-  'avc1.4D4028': ['Main', false],
-  'avc1.4DC01F': ['Main', true], // constraint_set0 too: the encoder kept to Baseline's tools
-  'avc1.640028': ['High', false],
-  'avc1.64001F': ['High', false],
-  'avc1.640032': ['High', false],
-  'avc1.58A01E': ['Extended', true], // Extended with constraint_set0
-};
-
-test('Broadway plays profile_idc 66 or constraint_set0, judged from the codec string', () => {
-  for (const [codec, [profile, playable]] of Object.entries(STREAMS)) {
-    assert.equal(profileName(codec), profile, codec);
-    // The server's flag said true for Main with constraint_set1: the codec string wins.
-    assert.equal(broadwayCanPlay({ codec, baseline: true }), playable, codec);
-    assert.equal(broadwayCanPlay({ codec }), playable, `${codec} without the flag`);
-  }
-});
-
-test("the server's baseline flag can only say no", () => {
-  assert.equal(broadwayCanPlay({ codec: 'avc1.42E01F', baseline: false }), false);
-  assert.equal(broadwayCanPlay({ codec: 'avc1.4D401F', baseline: true }), false);
-});
-
-test('codec strings are read case-insensitively; anything else is not one', () => {
-  assert.deepEqual(parseAvcCodec('avc1.4d401f'), { profile: 0x4d, constraints: 0x40, level: 0x1f });
-  assert.deepEqual(parseAvcCodec('avc3.640028'), { profile: 0x64, constraints: 0, level: 0x28 });
-  for (const bad of [undefined, null, 42, '', 'avc1', 'avc1.4D401', 'avc1.4D401F0', 'hvc1.1.6.L93.B0', 'avc1.zz401F', 'avc1.66.30']) {
-    assert.equal(parseAvcCodec(bad), null, String(bad));
-    assert.equal(profileName(bad), null, String(bad));
-  }
-  // Without a codec string there is only the flag to go by.
-  assert.equal(broadwayCanPlay({ codec: 'garbage', baseline: true }), true);
-  assert.equal(broadwayCanPlay({ codec: 'garbage' }), false);
+// Broadway's judge is the server (nalcast-h264 parses the SPS; its tests hold the
+// table of profiles and constraint flags): the page takes stream-info's word.
+test("Broadway plays what the server's baseline flag says it can, and nothing else", () => {
+  assert.equal(broadwayCanPlay({ codec: 'avc1.42E01F', baseline: true, profile: 'Constrained Baseline' }), true);
+  assert.equal(broadwayCanPlay({ codec: 'avc1.4DC01F', baseline: true, profile: 'Main' }), true);
+  assert.equal(broadwayCanPlay({ codec: 'avc1.4D401F', baseline: false, profile: 'Main' }), false);
+  assert.equal(broadwayCanPlay({ codec: 'avc1.42E01F' }), false, 'no word from the server: no');
+  assert.equal(broadwayCanPlay({ codec: 'avc1.42E01F', baseline: 'true' }), false);
   assert.equal(broadwayCanPlay(null), false);
 });
 
+test("the profile's name is the server's", () => {
+  assert.equal(profileName({ codec: 'avc1.640028', profile: 'High' }), 'High');
+  assert.equal(profileName({ codec: 'avc1.42C01F', profile: 'Constrained Baseline' }), 'Constrained Baseline');
+  for (const info of [undefined, null, {}, { profile: '' }, { profile: 42 }, { codec: 'avc1.640028' }]) {
+    assert.equal(profileName(info), null, JSON.stringify(info));
+  }
+});
+
 test('decoder choice: WebCodecs where it can, Broadway for Baseline only, else none', () => {
-  const main = { codec: 'avc1.4D401F', baseline: true };
-  const base = { codec: 'avc1.42C01F', baseline: true };
+  const main = { codec: 'avc1.4D401F', baseline: false, profile: 'Main' };
+  const base = { codec: 'avc1.42C01F', baseline: true, profile: 'Constrained Baseline' };
   const pick = (info, wanted, webcodecs) => chooseDecoder(info, { wanted, webcodecs }).decoder;
   // A secure page.
   assert.equal(pick(main, 'auto', true), 'webcodecs');
@@ -62,7 +40,7 @@ test('decoder choice: WebCodecs where it can, Broadway for Baseline only, else n
   assert.match(chooseDecoder(base, { wanted: 'webcodecs', webcodecs: false }).note, /WebCodecs is not available/);
   for (const wanted of ['auto', 'broadway', 'webcodecs']) {
     assert.equal(pick(main, wanted, false), null, `Main on plain HTTP, ?decoder=${wanted}`);
-    assert.equal(pick({ codec: 'avc1.640028', baseline: false }, wanted, false), null);
+    assert.equal(pick({ codec: 'avc1.640028', baseline: false, profile: 'High' }, wanted, false), null);
   }
   // WebCodecs needs a codec string.
   assert.equal(pick({ baseline: true }, 'auto', true), 'broadway');
@@ -70,7 +48,7 @@ test('decoder choice: WebCodecs where it can, Broadway for Baseline only, else n
 });
 
 test('the explanation says why and what to do, for the case at hand', () => {
-  const main = { codec: 'avc1.4D401F', baseline: true };
+  const main = { codec: 'avc1.4D401F', baseline: false, profile: 'Main' };
   const http = explainUnplayable(main, { secure: false, hasWebCodecs: false });
   const all = (e) => [e.title, e.why, ...e.todo, e.after].join('\n');
   assert.equal(http.title, 'Main profile video cannot play on a plain-HTTP page');
@@ -81,7 +59,7 @@ test('the explanation says why and what to do, for the case at hand', () => {
   assert.match(all(http), /https:\/\//);
   assert.match(all(http), /rpicam-vid --profile baseline/);
   assert.match(http.short, /Main profile needs WebCodecs/);
-  const old = explainUnplayable({ codec: 'avc1.640028' }, { secure: true, hasWebCodecs: false });
+  const old = explainUnplayable({ codec: 'avc1.640028', profile: 'High' }, { secure: true, hasWebCodecs: false });
   assert.equal(old.title, 'High profile video cannot play in this browser');
   assert.match(old.why, /High profile/);
   assert.match(all(old), /browser with WebCodecs/);
@@ -93,8 +71,8 @@ test('the explanation says why and what to do, for the case at hand', () => {
 });
 
 test('the choice table: secure or not, MSE or not, Baseline or Main, and what the page asked for', () => {
-  const main = { codec: 'avc1.4D401F', baseline: false };
-  const base = { codec: 'avc1.42E01F', baseline: true };
+  const main = { codec: 'avc1.4D401F', baseline: false, profile: 'Main' };
+  const base = { codec: 'avc1.42E01F', baseline: true, profile: 'Constrained Baseline' };
   // [page, stream, ?decoder=, expected]; a secure page has WebCodecs (Chromium),
   // a plain-HTTP one has not; MSE may play the codec or not.
   const pages = {

@@ -142,8 +142,8 @@ function json(kind, value) {
 }
 const streamInfo = (info) => json(1, { fps: 30, source: 'test', ...info });
 const status = (s) => json(4, s);
-const BASELINE = { codec: 'avc1.42C01F', width: 640, height: 360, baseline: true };
-const MAIN = { codec: 'avc1.4D401F', width: 640, height: 360, baseline: false };
+const BASELINE = { codec: 'avc1.42C01F', width: 640, height: 360, baseline: true, profile: 'Constrained Baseline' };
+const MAIN = { codec: 'avc1.4D401F', width: 640, height: 360, baseline: false, profile: 'Main' };
 
 function accessUnit({ seq, key = false, catchUp = false, captureUs = (TIME_ORIGIN) * 1000 }) {
   const out = new Uint8Array(14 + 5);

@@ -34,6 +34,7 @@ pub fn stream_info(facts: &StreamFacts, params: &ParamSets) -> Bytes {
         fps: i.fps.or(Some(f64::from(facts.fps))),
         source: facts.source.clone(),
         baseline: i.baseline_compatible,
+        profile: i.profile_name().to_owned(),
     })
 }
 
