@@ -10,8 +10,9 @@ use bytes::{BufMut, Bytes, BytesMut};
 
 use h264_reader::rbsp::BitRead;
 
+use crate::params::ParsedSps;
 use crate::params::{pps_ids, rbsp_reader, sps_id};
-use crate::{Nal, NalType, ParamSets, ParseError, StreamInfo};
+use crate::{Nal, NalType, ParamSets, ParseError};
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
@@ -104,6 +105,8 @@ pub struct AssemblerStats {
     pub truncated: u64,
     /// Times the parameter sets changed.
     pub param_changes: u64,
+    /// SPS NAL units parsed: each new one once, whether or not it becomes active.
+    pub sps_parsed: u64,
     /// Slices that began an access unit but were not its first (first_mb_in_slice
     /// not 0): the rest of a picture whose first part was taken as complete.
     pub orphan_slices: u64,
@@ -121,6 +124,8 @@ pub struct AuAssembler {
     /// The PPS the current access unit's first slice names.
     current_pps: Option<u32>,
     sps: BTreeMap<u32, Bytes>,
+    /// Each of `sps`, parsed once when it came.
+    sps_parsed: BTreeMap<u32, ParsedSps>,
     pps: BTreeMap<u32, Bytes>,
     /// The SPS the pictures use: the one the last keyframe's PPS names.
     active_sps: Option<u32>,
@@ -276,11 +281,16 @@ impl AuAssembler {
             self.error(ParseError::BadParameterSet(what), out);
             return;
         }
-        // A bad SPS is refused here, so every SPS kept (and resent) can be read.
-        if let Err(e) = StreamInfo::from_sps(&nal.0) {
-            self.error(e, out);
-            return;
-        }
+        // A bad SPS is refused here, so every SPS kept (and resent) can be read;
+        // what is read is kept, so a change of active SPS parses nothing again.
+        self.stats.sps_parsed += 1;
+        match ParsedSps::parse(&nal.0) {
+            Ok(parsed) => self.sps_parsed.insert(id, parsed),
+            Err(e) => {
+                self.error(e, out);
+                return;
+            }
+        };
         self.sps.insert(id, nal.0.clone());
         self.params_dirty = true;
     }
@@ -336,23 +346,26 @@ impl AuAssembler {
         }
         let active = self.sps.keys().position(|id| *id == active_id).unwrap_or(0);
         let sps: Vec<Bytes> = self.sps.values().cloned().collect();
-        match StreamInfo::from_sps(&sps[active]) {
-            Ok(info) => {
-                let pps: Vec<Bytes> = self.pps.values().cloned().collect();
-                let new = ParamSets {
-                    sps,
-                    pps,
-                    active,
-                    info,
-                };
-                if self.params.as_deref() != Some(&new) {
-                    if self.params.is_some() {
-                        self.stats.param_changes += 1;
-                    }
-                    self.params = Some(Arc::new(new));
-                }
+        let Some(ParsedSps { info, details, .. }) = self.sps_parsed.get(&active_id).cloned() else {
+            let what = format!("SPS {active_id} was not parsed");
+            self.error(ParseError::BadParameterSet(what), out);
+            return;
+        };
+        let pps: Vec<Bytes> = self.pps.values().cloned().collect();
+        let parsed = self.sps_parsed.values().map(|p| p.sps.clone()).collect();
+        let new = ParamSets {
+            sps,
+            pps,
+            active,
+            info,
+            details,
+            parsed,
+        };
+        if self.params.as_deref() != Some(&new) {
+            if self.params.is_some() {
+                self.stats.param_changes += 1;
             }
-            Err(e) => self.error(e, out),
+            self.params = Some(Arc::new(new));
         }
     }
 

@@ -3,9 +3,34 @@
 //! reader for the leading ids of parameter sets and slice headers.
 use bytes::Bytes;
 use h264_reader::nal::sps::{Profile, SeqParameterSet};
-use h264_reader::rbsp::{decode_nal, BitRead, BitReader, ByteReader};
+use h264_reader::rbsp::{BitRead, BitReader, ByteReader};
 
+use crate::poc::SpsDetails;
 use crate::ParseError;
+
+/// One SPS, parsed once: h264-reader's reading of it (which picture ordering
+/// needs), what viewers are told and what packaging needs.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ParsedSps {
+    /// h264-reader's reading.
+    pub sps: SeqParameterSet,
+    /// What a viewer needs to know.
+    pub info: StreamInfo,
+    /// What fMP4 packaging and picture ordering need.
+    pub details: SpsDetails,
+}
+
+impl ParsedSps {
+    /// Parses an SPS NAL unit (header byte first, no start code).
+    pub fn parse(sps_nal: &[u8]) -> Result<ParsedSps, ParseError> {
+        let sps = crate::poc::parse_sps(sps_nal)?;
+        Ok(ParsedSps {
+            info: StreamInfo::from_parsed(&sps)?,
+            details: SpsDetails::from_parsed(&sps),
+            sps,
+        })
+    }
+}
 
 /// What a viewer needs to know about a stream, from its SPS.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,10 +59,11 @@ pub struct StreamInfo {
 impl StreamInfo {
     /// Parses an SPS NAL unit (header byte first, no start code).
     pub fn from_sps(sps_nal: &[u8]) -> Result<StreamInfo, ParseError> {
+        Ok(ParsedSps::parse(sps_nal)?.info)
+    }
+
+    fn from_parsed(sps: &SeqParameterSet) -> Result<StreamInfo, ParseError> {
         let bad = |what: String| ParseError::BadParameterSet(what);
-        let rbsp = decode_nal(sps_nal).map_err(|e| bad(format!("SPS: {e}")))?;
-        let sps = SeqParameterSet::from_bits(BitReader::new(&rbsp[..]))
-            .map_err(|e| bad(format!("SPS: {e:?}")))?;
         let (width, height) = sps
             .pixel_dimensions()
             .map_err(|e| bad(format!("SPS size: {e:?}")))?;
@@ -105,17 +131,28 @@ pub struct ParamSets {
     pub active: usize,
     /// Parsed from the active SPS.
     pub info: StreamInfo,
+    /// Parsed from the active SPS, with `info`.
+    pub details: SpsDetails,
+    /// Every SPS of `sps` as h264-reader read it, in the same order (for picture
+    /// ordering, which needs them all): each SPS is parsed once, when it comes.
+    pub parsed: Vec<SeqParameterSet>,
 }
 
 impl ParamSets {
     /// Parameter sets of one SPS and its PPS list (the common case: a camera).
     pub fn single(sps: Bytes, pps: Vec<Bytes>) -> Result<ParamSets, ParseError> {
-        let info = StreamInfo::from_sps(&sps)?;
+        let ParsedSps {
+            sps: parsed,
+            info,
+            details,
+        } = ParsedSps::parse(&sps)?;
         Ok(ParamSets {
             sps: vec![sps],
             pps,
             active: 0,
             info,
+            details,
+            parsed: vec![parsed],
         })
     }
 

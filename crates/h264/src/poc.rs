@@ -47,7 +47,7 @@ impl SpsDetails {
         Ok(SpsDetails::from_parsed(&sps))
     }
 
-    fn from_parsed(sps: &SeqParameterSet) -> SpsDetails {
+    pub(crate) fn from_parsed(sps: &SeqParameterSet) -> SpsDetails {
         let poc_type = match sps.pic_order_cnt {
             PicOrderCntType::TypeZero { .. } => 0,
             PicOrderCntType::TypeOne { .. } => 1,
@@ -82,7 +82,7 @@ impl SpsDetails {
     }
 }
 
-fn parse_sps(sps_nal: &[u8]) -> Result<SeqParameterSet, ParseError> {
+pub(crate) fn parse_sps(sps_nal: &[u8]) -> Result<SeqParameterSet, ParseError> {
     let bad = |what: String| ParseError::BadParameterSet(what);
     let rbsp = decode_nal(sps_nal).map_err(|e| bad(format!("SPS: {e}")))?;
     SeqParameterSet::from_bits(BitReader::new(&rbsp[..])).map_err(|e| bad(format!("SPS: {e:?}")))
@@ -149,9 +149,8 @@ impl PocCounter {
             return Ok(());
         }
         let mut ctx = Context::new();
-        for sps in &params.sps {
-            let sps = parse_sps(sps).map_err(|e| PocError::Params(e.to_string()))?;
-            ctx.put_seq_param_set(sps);
+        for sps in &params.parsed {
+            ctx.put_seq_param_set(sps.clone());
         }
         for pps in &params.pps {
             let pps = PicParameterSet::from_bits(&ctx, rbsp_reader(pps))

@@ -109,6 +109,33 @@ fn a_pps_that_switches_to_another_sps_is_a_parameter_change() {
     assert_eq!(asm.stats().param_changes, 1);
 }
 
+/// Each SPS is read once, when it first comes: not again when it is resent before
+/// every keyframe, nor when it becomes the active one, nor for picture ordering or
+/// fMP4 (they take what `ParamSets` carries).
+#[test]
+fn each_sps_is_parsed_once_and_what_was_read_travels_with_the_sets() {
+    let mut stream: Stream = Vec::new();
+    for round in 0..6 {
+        stream.extend([sps(0, 40, 30), sps(1, 80, 45)]);
+        stream.push(pps(0, round % 2)); // switches the active SPS at every keyframe
+        stream.extend(gop(0));
+    }
+    let (out, asm) = assemble(&stream);
+    let aus: Vec<AccessUnit> = out.into_iter().map(|r| r.expect("clean")).collect();
+    assert_eq!(asm.stats().param_changes, 5);
+    assert_eq!(asm.stats().sps_parsed, 2, "two SPS, each parsed once");
+    for au in &aus {
+        let p = &au.params;
+        assert_eq!(p.parsed.len(), p.sps.len(), "every SPS carried parsed");
+        let width = if au.params.active == 0 { 640 } else { 1280 };
+        assert_eq!(p.info.width, width);
+        assert_eq!(
+            p.details.frame_mbs_only,
+            p.parsed[p.active].frame_mbs_flags == h264_reader::nal::sps::FrameMbsFlags::Frames
+        );
+    }
+}
+
 #[test]
 fn identical_sets_sent_again_change_nothing() {
     let sets = [sps(0, 40, 30), pps(0, 0), pps(1, 0)];

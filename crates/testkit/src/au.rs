@@ -2,7 +2,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use nalcast_h264::{AccessUnit, ParamSets, StreamInfo};
+use nalcast_h264::{AccessUnit, ParamSets, SpsDetails, StreamInfo};
 
 use crate::fixtures::{unhex, PPS};
 
@@ -108,6 +108,17 @@ pub fn sized(keyframe: bool, len: usize) -> AccessUnit {
                 fps: None,
                 baseline_compatible: true,
             },
+            details: SpsDetails {
+                poc_type: 2,
+                max_num_reorder_frames: None,
+                max_num_ref_frames: 1,
+                frame_mbs_only: true,
+                chroma_format_idc: 1,
+                bit_depth_luma: 8,
+                bit_depth_chroma: 8,
+            },
+            // The stand-in SPS is a bare header: nothing to read.
+            parsed: Vec::new(),
         });
     }
     let len = len.max(5);

@@ -5,7 +5,7 @@ use mp4_atom::{
     Minf, Moov, Mvex, Mvhd, Stbl, Stco, Stsc, Stsd, Stsz, Stts, Tkhd, Trak, Trex, Url, Visual,
     Vmhd,
 };
-use nalcast_h264::{ParamSets, SpsDetails};
+use nalcast_h264::ParamSets;
 
 use super::{Fmp4Error, TIMESCALE, TRACK_ID};
 
@@ -39,7 +39,7 @@ fn avcc(params: &ParamSets) -> Result<Avcc, Fmp4Error> {
         return Err(Fmp4Error::BadParams(format!("PPS of {} bytes", p.len())));
     }
     let ext = if HIGH_PROFILES.contains(&sps[1]) {
-        let d = SpsDetails::from_sps(sps).map_err(|e| Fmp4Error::BadParams(e.to_string()))?;
+        let d = &params.details;
         Some(AvccExt {
             chroma_format: d.chroma_format_idc,
             bit_depth_luma: d.bit_depth_luma,

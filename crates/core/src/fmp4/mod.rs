@@ -67,7 +67,7 @@ mod timeline;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use nalcast_h264::{AccessUnit, ParamSets, PocCounter, SpsDetails};
+use nalcast_h264::{AccessUnit, ParamSets, PocCounter};
 
 use timeline::{Frame, Timeline};
 pub use timeline::{SampleTiming, TIMESCALE};
@@ -106,16 +106,12 @@ struct Ordering {
 impl Ordering {
     fn of(params: &Arc<ParamSets>) -> Ordering {
         let baseline = params.info.profile_idc == 66;
-        let reorder = match SpsDetails::from_sps(params.active_sps()) {
-            Ok(d) if d.may_reorder() && !baseline => Some(
-                d.max_num_reorder_frames
-                    .unwrap_or(d.max_num_ref_frames)
-                    .clamp(1, 16),
-            ),
-            // The assembler parsed this SPS already: unreadable here means
-            // nothing to reorder by.
-            _ => None,
-        };
+        let d = &params.details;
+        let reorder = (d.may_reorder() && !baseline).then(|| {
+            d.max_num_reorder_frames
+                .unwrap_or(d.max_num_ref_frames)
+                .clamp(1, 16)
+        });
         Ordering {
             params: params.clone(),
             reorder,
