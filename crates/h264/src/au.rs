@@ -12,7 +12,7 @@ use h264_reader::rbsp::BitRead;
 
 use crate::params::ParsedSps;
 use crate::params::{pps_ids, rbsp_reader, sps_id};
-use crate::{Nal, NalType, ParamSets, ParseError};
+use crate::{unit_type, Nal, ParamSets, ParseError, UnitType};
 
 const START_CODE: [u8; 4] = [0, 0, 0, 1];
 
@@ -54,19 +54,19 @@ impl AccessUnit {
             let types: Vec<_> = (0..self.nals.len())
                 .filter_map(|i| self.nal_type(i))
                 .collect();
-            let first = usize::from(types.first() == Some(&NalType::Aud));
+            let first = usize::from(types.first() == Some(&UnitType::AccessUnitDelimiter));
             let sps = types[first..]
                 .iter()
-                .take_while(|t| **t == NalType::Sps)
+                .take_while(|t| **t == UnitType::SeqParameterSet)
                 .count();
             let pps = types[first + sps..]
                 .iter()
-                .take_while(|t| **t == NalType::Pps)
+                .take_while(|t| **t == UnitType::PicParameterSet)
                 .count();
             if sps == 0 || pps == 0 {
                 return Err(format!("keyframe does not start with SPS, PPS: {types:?}"));
             }
-            if !types.contains(&NalType::Idr) {
+            if !types.contains(&UnitType::SliceLayerWithoutPartitioningIdr) {
                 return Err(format!("keyframe without IDR slice: {types:?}"));
             }
         }
@@ -82,11 +82,11 @@ impl AccessUnit {
     }
 
     /// Type of NAL unit `i`.
-    pub fn nal_type(&self, i: usize) -> Option<NalType> {
+    pub fn nal_type(&self, i: usize) -> Option<UnitType> {
         let r = self.nals.get(i)?;
         self.data
             .get(r.start as usize + START_CODE.len())
-            .map(|h| NalType::from_header(*h))
+            .map(|h| unit_type(*h))
     }
 }
 
@@ -164,10 +164,17 @@ fn opens_access_unit(prefix: &[u8]) -> Option<bool> {
     if header & 0x80 != 0 {
         return Some(false); // forbidden_zero_bit: the parser drops it
     }
-    match NalType::from_header(header) {
-        NalType::Aud | NalType::Sps | NalType::Pps | NalType::Sei => Some(true),
-        NalType::Other(14..=18) => Some(true),
-        NalType::Slice | NalType::Idr => {
+    match unit_type(header) {
+        UnitType::AccessUnitDelimiter
+        | UnitType::SeqParameterSet
+        | UnitType::PicParameterSet
+        | UnitType::SEI => Some(true),
+        UnitType::PrefixNALUnit
+        | UnitType::SubsetSeqParameterSet
+        | UnitType::DepthParameterSet
+        | UnitType::Reserved(17 | 18) => Some(true),
+        UnitType::SliceLayerWithoutPartitioningNonIdr
+        | UnitType::SliceLayerWithoutPartitioningIdr => {
             // first_mb_in_slice 0 opens a new picture; a ue(v) of 0 is one 1 bit.
             let second = *prefix.get(1)?;
             Some(second & 0x80 != 0)
@@ -202,13 +209,20 @@ impl AuAssembler {
     ) {
         let Some(kind) = nal.nal_type() else { return };
         match kind {
-            NalType::Slice | NalType::Idr | NalType::Partition => {
+            UnitType::SliceLayerWithoutPartitioningNonIdr
+            | UnitType::SliceLayerWithoutPartitioningIdr
+            | UnitType::SliceDataPartitionALayer
+            | UnitType::SliceDataPartitionBLayer
+            | UnitType::SliceDataPartitionCLayer => {
                 // Partitions B and C (types 3, 4) carry no slice header.
-                let has_header = !matches!(nal.type_number(), 3 | 4);
+                let has_header = !matches!(
+                    kind,
+                    UnitType::SliceDataPartitionBLayer | UnitType::SliceDataPartitionCLayer
+                );
                 if has_header {
                     let Some(start) = slice_start(&nal.0) else {
                         self.stats.truncated += 1;
-                        let what = if kind == NalType::Idr {
+                        let what = if kind == UnitType::SliceLayerWithoutPartitioningIdr {
                             "IDR slice"
                         } else {
                             "slice"
@@ -237,27 +251,36 @@ impl AuAssembler {
                 if self.current.is_empty() {
                     self.current_ts = timestamp_us;
                 }
-                self.current_keyframe |= kind == NalType::Idr;
+                self.current_keyframe |= kind == UnitType::SliceLayerWithoutPartitioningIdr;
                 self.current_has_vcl = true;
                 self.current.push(nal);
             }
-            NalType::EndOrFiller if nal.type_number() == 12 => {} // filler data: nothing to keep
+            UnitType::FillerData => {} // nothing to keep
             _ => {
                 let starts_new = matches!(
                     kind,
-                    NalType::Aud | NalType::Sps | NalType::Pps | NalType::Sei
-                ) || matches!(kind, NalType::Other(14..=18));
+                    UnitType::AccessUnitDelimiter
+                        | UnitType::SeqParameterSet
+                        | UnitType::PicParameterSet
+                        | UnitType::SEI
+                ) || matches!(
+                    kind,
+                    UnitType::PrefixNALUnit
+                        | UnitType::SubsetSeqParameterSet
+                        | UnitType::DepthParameterSet
+                        | UnitType::Reserved(17 | 18)
+                );
                 if starts_new && self.current_has_vcl {
                     self.finish(out);
-                } else if kind == NalType::Aud && !self.current.is_empty() {
+                } else if kind == UnitType::AccessUnitDelimiter && !self.current.is_empty() {
                     // An AUD always opens an access unit: what came before it without
                     // a picture was an empty one (parameter sets are remembered anyway).
                     self.current.clear();
                     self.current_pps = None;
                 }
                 match kind {
-                    NalType::Sps => self.remember_sps(&nal, out),
-                    NalType::Pps => self.remember_pps(&nal, out),
+                    UnitType::SeqParameterSet => self.remember_sps(&nal, out),
+                    UnitType::PicParameterSet => self.remember_pps(&nal, out),
                     _ => {}
                 }
                 if self.current.is_empty() {
@@ -439,7 +462,7 @@ impl AuAssembler {
             // rest without the parameter sets the access unit carried itself.
             let (aud, rest): (Vec<&Nal>, Vec<&Nal>) = nals
                 .iter()
-                .partition(|n| n.nal_type() == Some(NalType::Aud));
+                .partition(|n| n.nal_type() == Some(UnitType::AccessUnitDelimiter));
             for n in aud {
                 put(&mut data, &n.0);
             }
@@ -447,7 +470,10 @@ impl AuAssembler {
                 put(&mut data, p);
             }
             for n in rest {
-                if !matches!(n.nal_type(), Some(NalType::Sps | NalType::Pps)) {
+                if !matches!(
+                    n.nal_type(),
+                    Some(UnitType::SeqParameterSet | UnitType::PicParameterSet)
+                ) {
                     put(&mut data, &n.0);
                 }
             }

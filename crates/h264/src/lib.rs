@@ -12,6 +12,6 @@ pub mod poc;
 
 pub use annexb::{AnnexBParser, ParseError, ParserStats};
 pub use au::{AccessUnit, AssemblerStats, AuAssembler};
-pub use nal::{Nal, NalType};
+pub use nal::{unit_type, Nal, UnitType};
 pub use params::{ParamSets, StreamInfo};
 pub use poc::{PicOrder, PocCounter, PocError, SpsDetails};

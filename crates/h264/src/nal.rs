@@ -1,54 +1,22 @@
 //! NAL unit type and header helpers.
 use bytes::Bytes;
+pub use h264_reader::nal::UnitType;
 
 /// One NAL unit without its start code: header byte first, emulation prevention intact.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Nal(pub Bytes);
 
-/// NAL unit types nalcast cares about (ITU-T H.264 table 7-1).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum NalType {
-    /// Coded slice of a non-IDR picture (1).
-    Slice,
-    /// Slice data partitions A/B/C (2..=4).
-    Partition,
-    /// Coded slice of an IDR picture (5).
-    Idr,
-    /// Supplemental enhancement information (6).
-    Sei,
-    /// Sequence parameter set (7).
-    Sps,
-    /// Picture parameter set (8).
-    Pps,
-    /// Access unit delimiter (9).
-    Aud,
-    /// End of sequence / end of stream / filler (10..=12).
-    EndOrFiller,
-    /// Anything else, with its numeric type.
-    Other(u8),
-}
-
-impl NalType {
-    /// The type of a NAL unit from its header byte.
-    pub fn from_header(header: u8) -> NalType {
-        match header & 0x1f {
-            1 => NalType::Slice,
-            2..=4 => NalType::Partition,
-            5 => NalType::Idr,
-            6 => NalType::Sei,
-            7 => NalType::Sps,
-            8 => NalType::Pps,
-            9 => NalType::Aud,
-            10..=12 => NalType::EndOrFiller,
-            other => NalType::Other(other),
-        }
-    }
+/// The type of a NAL unit from its header byte (ITU-T H.264 table 7-1), as
+/// h264-reader names every one of them.
+pub fn unit_type(header: u8) -> UnitType {
+    // Five bits: every value is a type (`for_id` refuses only values above 31).
+    UnitType::for_id(header & 0x1f).unwrap_or(UnitType::Unspecified(0))
 }
 
 impl Nal {
     /// The NAL unit type from the header byte; `None` for an empty NAL.
-    pub fn nal_type(&self) -> Option<NalType> {
-        self.0.first().map(|h| NalType::from_header(*h))
+    pub fn nal_type(&self) -> Option<UnitType> {
+        self.0.first().map(|h| unit_type(*h))
     }
 
     /// The raw `nal_unit_type` number (0 for an empty NAL).
@@ -70,27 +38,27 @@ mod tests {
     fn types_from_header() {
         assert_eq!(
             Nal(Bytes::from_static(&[0x67])).nal_type(),
-            Some(NalType::Sps)
+            Some(UnitType::SeqParameterSet)
         );
         assert_eq!(
             Nal(Bytes::from_static(&[0x68])).nal_type(),
-            Some(NalType::Pps)
+            Some(UnitType::PicParameterSet)
         );
         assert_eq!(
             Nal(Bytes::from_static(&[0x65])).nal_type(),
-            Some(NalType::Idr)
+            Some(UnitType::SliceLayerWithoutPartitioningIdr)
         );
         assert_eq!(
             Nal(Bytes::from_static(&[0x41])).nal_type(),
-            Some(NalType::Slice)
+            Some(UnitType::SliceLayerWithoutPartitioningNonIdr)
         );
         assert_eq!(
             Nal(Bytes::from_static(&[0x09])).nal_type(),
-            Some(NalType::Aud)
+            Some(UnitType::AccessUnitDelimiter)
         );
         assert_eq!(
             Nal(Bytes::from_static(&[0x0e])).nal_type(),
-            Some(NalType::Other(14))
+            Some(UnitType::PrefixNALUnit)
         );
         assert_eq!(Nal(Bytes::new()).nal_type(), None);
         assert!(Nal(Bytes::from_static(&[0x65])).is_vcl());

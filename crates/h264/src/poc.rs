@@ -17,7 +17,7 @@ use h264_reader::rbsp::{decode_nal, BitReader};
 use h264_reader::Context;
 
 use crate::params::rbsp_reader;
-use crate::{AccessUnit, NalType, ParamSets, ParseError};
+use crate::{AccessUnit, ParamSets, ParseError, UnitType};
 
 /// What an SPS says about picture order and sample format, beyond [`crate::StreamInfo`].
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -166,7 +166,15 @@ impl PocCounter {
     pub fn push(&mut self, au: &AccessUnit) -> Result<PicOrder, PocError> {
         self.load_params(&au.params)?;
         let slice = (0..au.nals.len())
-            .find(|&i| matches!(au.nal_type(i), Some(NalType::Slice | NalType::Idr)))
+            .find(|&i| {
+                matches!(
+                    au.nal_type(i),
+                    Some(
+                        UnitType::SliceLayerWithoutPartitioningNonIdr
+                            | UnitType::SliceLayerWithoutPartitioningIdr
+                    )
+                )
+            })
             .ok_or(PocError::NoSlice)?;
         let nal = au.nal(slice);
         let nal = nal.get(4..).ok_or(PocError::NoSlice)?;
@@ -174,7 +182,7 @@ impl PocCounter {
         let (sh, sps, _pps) =
             SliceHeader::from_bits(&self.ctx, &mut rbsp_reader(nal), header, None)
                 .map_err(|e| PocError::Slice(format!("{e:?}")))?;
-        let idr = au.nal_type(slice) == Some(NalType::Idr);
+        let idr = au.nal_type(slice) == Some(UnitType::SliceLayerWithoutPartitioningIdr);
         let reference = header.nal_ref_idc() != 0;
         let mmco5 = match &sh.dec_ref_pic_marking {
             Some(DecRefPicMarking::Adaptive(ops)) => ops

@@ -2,7 +2,7 @@
 //! holding the access unit in AVCC form (4-byte lengths instead of start codes).
 use bytes::{BufMut, Bytes, BytesMut};
 use mp4_atom::{Encode, Mfhd, Moof, Tfdt, Tfhd, Traf, Trun, TrunEntry, TrunSamples};
-use nalcast_h264::{AccessUnit, NalType};
+use nalcast_h264::{AccessUnit, UnitType};
 
 use super::{Fmp4Error, SampleTiming, TRACK_ID};
 
@@ -16,8 +16,12 @@ pub(crate) const FLAGS_DISPOSABLE: u32 = 2 << 22;
 /// NAL units a sample keeps: not the parameter sets (they travel in the avcC, and a
 /// change brings a new init segment), not access unit delimiters (a sample is one
 /// access unit already).
-fn kept(t: Option<NalType>) -> bool {
-    !matches!(t, Some(NalType::Sps | NalType::Pps | NalType::Aud) | None)
+fn kept(t: Option<UnitType>) -> bool {
+    !matches!(
+        t,
+        Some(UnitType::SeqParameterSet | UnitType::PicParameterSet | UnitType::AccessUnitDelimiter)
+            | None
+    )
 }
 
 /// Size of `au` as an AVCC sample.
@@ -33,7 +37,15 @@ fn is_reference(au: &AccessUnit) -> bool {
     au.nals
         .iter()
         .zip(0..)
-        .find(|(_, i)| matches!(au.nal_type(*i), Some(NalType::Slice | NalType::Idr)))
+        .find(|(_, i)| {
+            matches!(
+                au.nal_type(*i),
+                Some(
+                    UnitType::SliceLayerWithoutPartitioningNonIdr
+                        | UnitType::SliceLayerWithoutPartitioningIdr
+                )
+            )
+        })
         .and_then(|(r, _)| au.data.get(r.start as usize + 4))
         .is_none_or(|h| h & 0x60 != 0)
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use nalcast_core::protocol::{self, StreamInfoMsg};
 use nalcast_core::queue::Item;
 use nalcast_core::SharedAu;
-use nalcast_h264::{NalType, ParamSets};
+use nalcast_h264::{ParamSets, UnitType};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::Dialect;
@@ -131,11 +131,13 @@ impl Batch {
                     if matches!(
                         unit.nal_type(i),
                         Some(
-                            NalType::Sps
-                                | NalType::Pps
-                                | NalType::Idr
-                                | NalType::Slice
-                                | NalType::Partition
+                            UnitType::SeqParameterSet
+                                | UnitType::PicParameterSet
+                                | UnitType::SliceLayerWithoutPartitioningIdr
+                                | UnitType::SliceLayerWithoutPartitioningNonIdr
+                                | UnitType::SliceDataPartitionALayer
+                                | UnitType::SliceDataPartitionBLayer
+                                | UnitType::SliceDataPartitionCLayer
                         )
                     ) {
                         self.push(wsf::OP_BINARY, unit.nal(i));
