@@ -60,7 +60,7 @@ function whyNot(wanted, info) {
  * Where the page connects first, before any stream-info says what the stream is:
  * /ws/fmp4 when it will likely play with MSE (it has MSE, and no WebCodecs or MSE was
  * asked for: plain HTTP on a LAN address), else /ws. A stream-info that MSE cannot
- * play there sends the page back to /ws (player-state.js), one reconnect.
+ * play there sends the page back to /ws (player.js), one reconnect.
  */
 export function firstEndpoint({ wanted = 'auto', webcodecs, mse }) {
   if (!mse) return ENDPOINT_ANNEX_B;

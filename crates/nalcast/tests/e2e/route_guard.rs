@@ -18,7 +18,7 @@ async fn status(addr: SocketAddr, method: &str, target: &str, extra: &[(&str, &s
 const PATHS: [&str; 22] = [
     "/",
     "/index.html",
-    "/player.js",
+    "/page.js",
     "/ws",
     "/ws/raw",
     "/ws/",

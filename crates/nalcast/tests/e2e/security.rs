@@ -424,7 +424,7 @@ async fn basic_auth_guards_page_websockets_and_metrics() {
             .iter()
             .map(|w| ("Authorization", w.as_str()))
             .collect();
-        for path in ["/", "/metrics", "/api/stream", "/player.js"] {
+        for path in ["/", "/metrics", "/api/stream", "/page.js"] {
             let (status, head, _) = http_request_on(
                 tcp_from(&local(), server.addr).await,
                 &server.addr.to_string(),

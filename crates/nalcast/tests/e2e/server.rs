@@ -339,7 +339,7 @@ async fn page_is_embedded_with_security_headers_and_etag() {
     let server = Server::start(SMALL);
     let (status, head, body) = http_request(server.addr, "/", &[]).await.expect("page");
     assert_eq!(status, 200);
-    assert!(body.contains("player.js"), "{body}");
+    assert!(body.contains("page.js"), "{body}");
     let lower = head.to_ascii_lowercase();
     assert!(
         lower.contains("content-security-policy: default-src 'self'"),

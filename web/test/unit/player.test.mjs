@@ -1,72 +1,11 @@
 // The player's logic without a browser: stand-in sockets, decoders, clock and timers.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  Player, Backoff, ClockSync, RateWindow, tooFarBehind, MAX_BACKLOG, STALE_MS,
-} from '../../public/player-state.js';
+import { Player } from '../../public/player.js';
+import { MAX_BACKLOG } from '../../public/playback.js';
+import { FakeSocket, FakeTime } from './fakes.mjs';
 
 const TIME_ORIGIN = 1_764_067_200_000; // ms since the epoch when the page started
-
-/** Timers that fire when the test moves the clock on. */
-class FakeTime {
-  constructor() {
-    this.nowMs = 0;
-    this.pending = new Map(); // id -> {at, f, every}
-    this.nextId = 1;
-  }
-
-  now = () => this.nowMs;
-
-  timers = {
-    setTimeout: (f, ms) => this.add(f, ms, null),
-    clearTimeout: (id) => this.pending.delete(id),
-    setInterval: (f, ms) => this.add(f, ms, ms),
-    clearInterval: (id) => this.pending.delete(id),
-  };
-
-  add(f, ms, every) {
-    const id = this.nextId++;
-    this.pending.set(id, { at: this.nowMs + ms, f, every });
-    return id;
-  }
-
-  /** Moves the clock on by `ms`, firing what falls due in order. */
-  advance(ms) {
-    const end = this.nowMs + ms;
-    for (;;) {
-      let next = null;
-      for (const [id, t] of this.pending) if (t.at <= end && (!next || t.at < next[1].at)) next = [id, t];
-      if (!next) break;
-      const [id, t] = next;
-      this.nowMs = t.at;
-      if (t.every === null) this.pending.delete(id);
-      else t.at += t.every;
-      t.f();
-    }
-    this.nowMs = end;
-  }
-}
-
-class FakeSocket {
-  constructor() {
-    this.readyState = 0;
-    this.sent = [];
-  }
-
-  send(text) { this.sent.push(text); }
-
-  open() {
-    this.readyState = 1;
-    this.onopen();
-  }
-
-  close() {
-    this.readyState = 3;
-    this.onclose();
-  }
-
-  receive(bytes) { this.onmessage({ data: bytes.buffer }); }
-}
 
 class FakeDecoder {
   constructor(name, onPicture, onError) {
@@ -183,13 +122,6 @@ function playing(over) {
 
 const keyframeRequests = (socket) => socket.sent.filter((m) => m === '{"type":"keyframe"}').length;
 
-test('reconnect delays double from 250 ms up to 5 s, and start over once connected', () => {
-  const b = new Backoff();
-  assert.deepEqual([1, 2, 3, 4, 5, 6, 7].map(() => b.next()), [250, 500, 1000, 2000, 4000, 5000, 5000]);
-  b.reset();
-  assert.equal(b.next(), 250);
-});
-
 test('a dropped connection is retried with backoff, keeping count and saying so', () => {
   const { player, time, sockets, socket, shown } = setup();
   socket().open();
@@ -261,17 +193,7 @@ test('pings go out on connecting and every 2 s, stamped with the page clock', ()
   assert.deepEqual(socket().sent, [], 'nor on the next one before it opens');
 });
 
-test('the clock offset comes from the pong with the shortest round trip', () => {
-  const sync = new ClockSync();
-  // Sent at 1000, back at 1020: the server's 5000 is taken to be our 1010.
-  assert.equal(sync.sample(1000, 5000, 1020), true);
-  assert.deepEqual(sync.best, { rtt: 20, offset: 3990 });
-  assert.equal(sync.sample(2000, 6000, 2100), false, 'a round trip five times longer says little');
-  assert.deepEqual(sync.best, { rtt: 20, offset: 3990 });
-  assert.equal(sync.sample(3000, 6990, 3020), true);
-  assert.equal(sync.best.offset, 3980);
-  assert.equal(sync.sample(Number.NaN, 0, 1), false);
-
+test('the pong with the shortest round trip sets the clock offset', () => {
   const { player, time, socket } = setup();
   socket().open();
   time.advance(30);
@@ -280,26 +202,6 @@ test('the clock offset comes from the pong with the shortest round trip', () => 
   assert.equal(player.stats.rttMs, 20);
   assert.equal(player.stats.clockOffsetMs, 2500);
   assert.equal(player.serverNowUs(), (TIME_ORIGIN + 30 + 2500) * 1000);
-});
-
-test('frame and bit rates over the last five seconds', () => {
-  const w = new RateWindow();
-  assert.deepEqual(w.rates(0), { fps: 0, bitrateKbps: 0 });
-  for (let i = 0; i <= 60; i++) w.add(i * 100, 1000);
-  // 61 units of 1000 bytes in 6 s of arrivals: the first ten fell out of the window.
-  assert.equal(w.entries.length, 51);
-  assert.deepEqual(w.rates(6000), { fps: 10.2, bitrateKbps: 82 });
-});
-
-test('too far behind: a stale live frame, or a warm decoder backlogged outside a join burst', () => {
-  const live = { catchUp: false, networkLatencyMs: 40, backlog: 0, warm: true, inBurst: false };
-  assert.equal(tooFarBehind(live), false);
-  assert.equal(tooFarBehind({ ...live, networkLatencyMs: STALE_MS + 1 }), true, 'the tab stalled');
-  assert.equal(tooFarBehind({ ...live, catchUp: true, networkLatencyMs: 30000 }), false, 'catch-up frames are old by design');
-  assert.equal(tooFarBehind({ ...live, backlog: MAX_BACKLOG }), false);
-  assert.equal(tooFarBehind({ ...live, backlog: MAX_BACKLOG + 1 }), true);
-  assert.equal(tooFarBehind({ ...live, backlog: MAX_BACKLOG + 1, warm: false }), false, 'a decoder still loading');
-  assert.equal(tooFarBehind({ ...live, backlog: MAX_BACKLOG + 1, inBurst: true }), false, 'working through a join burst');
 });
 
 test('a join burst deeper than the backlog limit is decoded whole; a backlog after it skips to a keyframe', () => {
