@@ -1,6 +1,7 @@
-//! The hub: one source in, many viewers out. It owns the stream state (parameter
-//! sets, GOP cache, viewer set) and never waits for a viewer.
-use std::collections::HashMap;
+//! The hub: one source in, many viewers out. It takes each access unit from the
+//! packaging stage (package.rs: numbered, framed, fragmented once), keeps the GOP
+//! cache, fans the unit out to every subscriber's queue (members.rs) and says when
+//! the source should make a keyframe (keyframe.rs). It never waits for a viewer.
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -11,10 +12,11 @@ use crate::gop::GopCache;
 use crate::join::{GopTiming, JoinFacts};
 use crate::keyframe::{KeyframeOutcome, KeyframePolicy};
 use crate::llhls::{Hls, HlsConfig};
+use crate::members::Members;
 use crate::metric::Series;
 use crate::package::{run_id, Packaged, Packaging};
 use crate::protocol::StreamState;
-use crate::queue::{Pushed, QueueLimits, ViewerQueue};
+use crate::queue::{QueueLimits, ViewerQueue};
 use crate::SharedAu;
 
 /// Access units the hub took in.
@@ -78,29 +80,12 @@ struct HubState {
     gop: GopCache,
     status: StreamState,
     /// Every subscriber: viewers and internal ones (publishers).
-    viewers: HashMap<u64, Member>,
-    /// How many of `viewers` are internal: not counted as viewers anywhere.
-    internal: usize,
-    next_viewer: u64,
+    members: Members,
     /// When to ask the source for a keyframe.
     keyframes: KeyframePolicy,
     last_frame: Option<Instant>,
     /// The GOP timing joins are weighed against.
     gop_timing: GopTiming,
-}
-
-/// A subscriber's queue, and whether it is one of nalcast's own (not a viewer).
-struct Member {
-    queue: Arc<ViewerQueue>,
-    internal: bool,
-}
-
-impl HubState {
-    /// Subscribers that are viewers (internal ones left out).
-    fn viewer_count(&self) -> usize {
-        debug_assert!(self.internal <= self.viewers.len());
-        self.viewers.len() - self.internal
-    }
 }
 
 /// One stream's hub.
@@ -141,9 +126,7 @@ impl Hub {
             state: Mutex::new(HubState {
                 gop: GopCache::new(config.gop_max_bytes),
                 status: StreamState::Starting,
-                viewers: HashMap::new(),
-                internal: 0,
-                next_viewer: 0,
+                members: Members::default(),
                 keyframes: KeyframePolicy::new(config.keyframe_min_interval),
                 last_frame: None,
                 gop_timing: GopTiming::default(),
@@ -197,27 +180,16 @@ impl Hub {
             self.ask_for_keyframe();
         }
         if state.status != StreamState::Live {
-            let live = StreamState::Live;
-            state.status = live.clone();
-            for member in state.viewers.values() {
-                member.queue.push_status(live.clone(), now);
-            }
+            state.status = StreamState::Live;
+            state.members.push_status(&StreamState::Live, now);
         }
-        let (mut overflowed, mut internal_overflowed) = (0, false);
-        for member in state.viewers.values() {
-            if member.queue.push_au(au.clone(), false, now) == Pushed::Overflowed {
-                if member.internal {
-                    internal_overflowed = true;
-                } else {
-                    overflowed += 1;
-                }
-            }
+        let overflows = state.members.push_au(&au, now);
+        if overflows.viewers > 0 {
+            let skips = overflows.viewers;
+            self.counters.skips.fetch_add(skips, Ordering::Relaxed);
+            VIEWER_SKIPS.count().increment(skips);
         }
-        if overflowed > 0 {
-            self.counters.skips.fetch_add(overflowed, Ordering::Relaxed);
-            VIEWER_SKIPS.count().increment(overflowed);
-        }
-        if overflowed > 0 || internal_overflowed {
+        if overflows.any() {
             self.request_keyframe_locked(&mut state, now);
         }
         au
@@ -249,19 +221,8 @@ impl Hub {
         if gop.is_empty() || gop.len() > self.config.keyframe_on_join_after {
             self.request_keyframe_locked(&mut state, now);
         }
-        let id = state.next_viewer;
-        state.next_viewer += 1;
-        state.viewers.insert(
-            id,
-            Member {
-                queue: queue.clone(),
-                internal,
-            },
-        );
-        if internal {
-            state.internal += 1;
-        }
-        VIEWERS.gauge_now().set(state.viewer_count() as f64);
+        let id = state.members.add(queue.clone(), internal);
+        VIEWERS.gauge_now().set(state.members.viewers() as f64);
         let join = state.gop_timing.facts();
         Subscription {
             hub: self.clone(),
@@ -329,17 +290,13 @@ impl Hub {
         let lost = StreamState::SourceLost(reason.to_owned());
         let mut state = self.lock();
         state.keyframes.source_lost();
-        state.status = lost.clone();
-        for member in state.viewers.values() {
-            member.queue.push_status(lost.clone(), now);
-        }
+        state.members.push_status(&lost, now);
+        state.status = lost;
     }
 
     /// Closes every viewer's queue (shutdown): their tasks end and close their sockets.
     pub fn close_all(&self) {
-        for member in self.lock().viewers.values() {
-            member.queue.close();
-        }
+        self.lock().members.close_all();
     }
 
     /// A snapshot for /api/stream and /healthz, at `now`.
@@ -349,7 +306,7 @@ impl Hub {
         HubStatus {
             params,
             status: state.status.clone(),
-            viewers: state.viewer_count(),
+            viewers: state.members.viewers(),
             gop_frames: state.gop.frames().len(),
             uptime: now.saturating_duration_since(self.started),
             since_last_frame: state.last_frame.map(|t| now.saturating_duration_since(t)),
@@ -358,10 +315,8 @@ impl Hub {
 
     fn unsubscribe(&self, id: u64) {
         let mut state = self.lock();
-        if state.viewers.remove(&id).is_some_and(|m| m.internal) {
-            state.internal -= 1;
-        }
-        VIEWERS.gauge_now().set(state.viewer_count() as f64);
+        state.members.remove(id);
+        VIEWERS.gauge_now().set(state.members.viewers() as f64);
     }
 }
 

@@ -15,6 +15,7 @@ pub mod ingest;
 pub mod join;
 pub mod keyframe;
 pub mod llhls;
+pub mod members;
 pub mod metric;
 pub mod package;
 pub mod protocol;
