@@ -20,6 +20,16 @@ use nalcast_core::clock::shutdown_requested;
 use nalcast_core::metric::Series;
 use nalcast_core::Hub;
 
+/// What every ffmpeg nalcast runs is told first: no banner, no keyboard, no
+/// statistics, warnings and errors only (they become log lines and failure reasons).
+pub(crate) const FFMPEG_QUIET: [&str; 5] = [
+    "-hide_banner",
+    "-nostdin",
+    "-nostats",
+    "-loglevel",
+    "warning",
+];
+
 /// Source restarts.
 pub const SOURCE_RESTARTS: Series = Series::counter(
     "nalcast_source_restarts_total",

@@ -34,25 +34,22 @@ const GRACE: Duration = Duration::from_millis(500);
 /// ffmpeg's arguments: fMP4 on standard input, copied (never re-encoded) to the
 /// target in the format its protocol carries; progress on standard output.
 pub(super) fn ffmpeg_args(target: &PublishTarget) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-hide_banner",
-        "-nostdin",
-        "-nostats",
-        "-loglevel",
-        "warning",
-        "-progress",
-        "pipe:1",
-        "-f",
-        "mp4",
-        "-i",
-        "pipe:0",
-        "-map",
-        "0:v:0",
-        "-c",
-        "copy",
-    ]
-    .map(str::to_owned)
-    .to_vec();
+    let mut args: Vec<String> = crate::FFMPEG_QUIET.map(str::to_owned).to_vec();
+    args.extend(
+        [
+            "-progress",
+            "pipe:1",
+            "-f",
+            "mp4",
+            "-i",
+            "pipe:0",
+            "-map",
+            "0:v:0",
+            "-c",
+            "copy",
+        ]
+        .map(str::to_owned),
+    );
     let output: &[&str] = match target.scheme() {
         // No duration or size to patch in at the end of a live stream.
         Scheme::Rtmp | Scheme::Rtmps => &["-f", "flv", "-flvflags", "no_duration_filesize"],

@@ -148,27 +148,24 @@ pub fn choose_encoder(machine: &Machine, encoders: &Encoders) -> Result<Encoder,
 
 /// ffmpeg's arguments to read `device` in `mode` and write Annex-B H.264 to stdout.
 pub fn ffmpeg_args(device: &str, mode: &Mode, encoder: Encoder, v: &VideoSettings) -> Vec<String> {
-    let mut args: Vec<String> = [
-        "-hide_banner",
-        "-nostdin",
-        "-nostats",
-        "-loglevel",
-        "warning",
-        "-f",
-        "v4l2",
-        "-input_format",
-        mode.coding.input_format().unwrap_or("h264"),
-        "-video_size",
-        &format!("{}x{}", mode.width, mode.height),
-        "-framerate",
-        &Fps(mode.fps).to_string(),
-        "-i",
-        device,
-        "-an",
-    ]
-    .into_iter()
-    .map(str::to_owned)
-    .collect();
+    let mut args: Vec<String> = crate::FFMPEG_QUIET.map(str::to_owned).to_vec();
+    args.extend(
+        [
+            "-f",
+            "v4l2",
+            "-input_format",
+            mode.coding.input_format().unwrap_or("h264"),
+            "-video_size",
+            &format!("{}x{}", mode.width, mode.height),
+            "-framerate",
+            &Fps(mode.fps).to_string(),
+            "-i",
+            device,
+            "-an",
+        ]
+        .into_iter()
+        .map(str::to_owned),
+    );
     let (bitrate, gop) = (v.bitrate.to_string(), v.keyframe_interval.to_string());
     let encode: Vec<&str> = match encoder {
         // Annex-B already (UVC H.264 is a byte stream): no bitstream filter, and the
