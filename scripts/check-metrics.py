@@ -6,7 +6,8 @@ Each series is a `Series` constant defined once beside what it counts
   - a series name is spelt in one file only, where it is defined;
   - nothing calls the metrics macros but crates/core/src/metric.rs;
   - every defined series is in the start-up list (server/series.rs, ALL);
-  - every listed series is emitted somewhere (not only registered at 0).
+  - every listed series is emitted somewhere (not only registered at 0);
+and every series the scripts and docs read from /metrics is one.
 Exit status 1 and one line per finding when any of them fails.
 """
 import pathlib
@@ -79,6 +80,17 @@ def main() -> int:
         )
         if not emitted:
             failures.append(f"{path}: {const} ({name}) is registered but nothing counts it")
+
+    # Scripts and docs read series by name from /metrics: each name they spell must
+    # be a series (a histogram's _bucket, _count and _sum included).
+    readers = sorted(ROOT.glob("scripts/*.sh")) + sorted(ROOT.glob("scripts/*.py")) \
+        + sorted(ROOT.glob("docs/*.md")) + [ROOT / "README.md"]
+    for reader in readers:
+        for token in set(re.findall(r"\bnalcast_[a-z0-9_]*[a-z0-9]", reader.read_text())):
+            base = re.sub(r"_(bucket|count|sum)$", "", token)
+            looks_like_metric = base in names or re.search(r"_(total|seconds)$", base)
+            if looks_like_metric and base not in names:
+                failures.append(f"{reader.relative_to(ROOT)}: reads {token}, which is no series")
 
     if not defined:
         failures.append("no Series constants found: has the definition syntax changed?")
