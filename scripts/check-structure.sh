@@ -8,7 +8,7 @@ cd "$(dirname "$0")/.."
 
 status=0
 edge_crates='retina openh264 openh264-sys2 nix url'
-linked=$(cargo tree --locked --offline -p nalcast-core -e normal,dev --prefix none 2>/dev/null \
+linked=$(cargo tree --locked -p nalcast-core -e normal,dev --prefix none 2>/dev/null \
     | awk '{print $1}' | sort -u)
 [[ -n $linked ]] || { echo "FAILED: cargo tree -p nalcast-core printed nothing" >&2; exit 1; }
 for crate in $edge_crates; do
