@@ -318,10 +318,11 @@ pub struct Options {
     /// own origin may frame it (a defence against clickjacking).
     #[arg(long, value_name = "ORIGIN", help_heading = heading::SECURITY)]
     pub frame_ancestors: Vec<String>,
-    /// A reverse proxy (address or CIDR) whose --proxy-header names the real client; repeatable.
+    /// A reverse proxy (address or CIDR) whose forwarding header names the real client; repeatable.
     ///
-    /// E.g. 127.0.0.1 or 10.0.0.0/8. The client it names counts for viewer limits,
-    /// lock-outs and logs. Others' forwarding headers are ignored.
+    /// E.g. 127.0.0.1 or 10.0.0.0/8. The client it names in the --proxy-header header
+    /// (X-Forwarded-For unless told otherwise) counts for viewer limits, lock-outs and
+    /// logs. Others' forwarding headers are ignored.
     #[arg(long, value_name = "CIDR", help_heading = heading::SECURITY)]
     pub trusted_proxy: Vec<String>,
     /// The one header a --trusted-proxy writes the client's address in.
