@@ -33,11 +33,9 @@ async fn get_body_from(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, String, String) {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(format!("{local}:0").parse().expect("local address"))
-        .expect("bind");
-    let stream = socket.connect(addr).await.expect("connect");
+    let stream = crate::common::connect_from(local, addr)
+        .await
+        .expect("connect");
     http_request_on(stream, &addr.to_string(), path, headers)
         .await
         .expect("GET")
@@ -47,11 +45,9 @@ async fn get_body_from(
 /// (the connection is dropped after the status line).
 async fn ws_status_from(local: &str, addr: SocketAddr, authorization: &str) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(format!("{local}:0").parse().expect("local address"))
-        .expect("bind");
-    let mut tcp = socket.connect(addr).await.expect("connect");
+    let mut tcp = crate::common::connect_from(local, addr)
+        .await
+        .expect("connect");
     let mut req = format!("GET /ws HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {authorization}\r\n");
     for (k, v) in crate::common::UPGRADE {
         req.push_str(&format!("{k}: {v}\r\n"));

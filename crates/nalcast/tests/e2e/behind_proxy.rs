@@ -6,17 +6,15 @@
 //!
 //! Skipped (with a message) where nginx is missing, unless NALCAST_REQUIRE_ALL is
 //! set; `scripts/setup.sh --test` installs it.
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
 
 use base64::Engine;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::common::{http_request_on, Server, UPGRADE};
-
-const NGINX: &str = "/usr/sbin/nginx";
+use crate::common::{connect_from, http_request_on, Server, UPGRADE};
+use crate::nginx::{free_addr, process_settings, Nginx, NGINX};
 
 /// The nginx block of docs/security.md, between its markers.
 fn documented_nginx_block() -> String {
@@ -59,89 +57,27 @@ impl Config {
 
 /// nginx as our child, proxying to nalcast at `upstream` with `config`'s block
 /// (its TLS lines dropped, its listen address a free loopback port).
-struct Nginx {
-    child: Child,
-    dir: PathBuf,
-    addr: SocketAddr,
-}
-
-impl Nginx {
-    async fn start(dir: &Path, upstream: SocketAddr, config: Config) -> Nginx {
-        let probe = TcpListener::bind("127.0.0.1:0").expect("free port");
-        let addr = probe.local_addr().expect("addr");
-        drop(probe);
-        let block: String = config
-            .block()
-            .lines()
-            .filter(|l| !l.trim_start().starts_with("ssl_"))
-            .map(|l| {
-                l.replace("listen 443 ssl;", &format!("listen {addr};"))
-                    .replace("127.0.0.1:8000", &upstream.to_string())
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert!(
-            block.contains(&format!("listen {addr};")) && block.contains(&upstream.to_string()),
-            "the documented block changed shape: {block}"
-        );
-        let conf = dir.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "daemon off;\nmaster_process off;\nworker_processes 1;\n\
-                 pid {dir}/nginx.pid;\nerror_log {dir}/error.log info;\n\
-                 events {{ worker_connections 256; }}\n\
-                 http {{\naccess_log off;\n{block}\n}}\n",
-                dir = dir.display()
-            ),
-        )
-        .expect("nginx.conf");
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx starts");
-        let mut nginx = Nginx {
-            child,
-            dir: dir.to_owned(),
-            addr,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                panic!("nginx exited ({status}): {}", nginx.log());
-            }
-            assert!(Instant::now() < deadline, "nginx does not listen on {addr}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        nginx
-    }
-
-    fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("error.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A connection to `addr` from the loopback address `local`.
-async fn connect_from(local: &str, addr: SocketAddr) -> tokio::net::TcpStream {
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket
-        .bind(format!("{local}:0").parse().expect("local address"))
-        .expect("bind");
-    socket.connect(addr).await.expect("connect")
+async fn start_proxy(dir: &Path, upstream: SocketAddr, config: Config) -> Nginx {
+    let addr = free_addr();
+    let block: String = config
+        .block()
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("ssl_"))
+        .map(|l| {
+            l.replace("listen 443 ssl;", &format!("listen {addr};"))
+                .replace("127.0.0.1:8000", &upstream.to_string())
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(
+        block.contains(&format!("listen {addr};")) && block.contains(&upstream.to_string()),
+        "the documented block changed shape: {block}"
+    );
+    let config = format!(
+        "{}events {{ worker_connections 256; }}\nhttp {{\naccess_log off;\n{block}\n}}\n",
+        process_settings(dir)
+    );
+    Nginx::run(dir, addr, &config).await
 }
 
 /// Every forwarding header a client could forge, claiming `claimed`.
@@ -162,7 +98,7 @@ fn basic(user_password: &str) -> String {
 
 /// GET `path` through `nginx` from `local`, with `headers`: the status.
 async fn get(nginx: &Nginx, local: &str, path: &str, headers: &[(&str, String)]) -> u16 {
-    let stream = connect_from(local, nginx.addr).await;
+    let stream = connect_from(local, nginx.addr).await.expect("connect");
     let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let (status, _, _) = http_request_on(stream, "127.0.0.1", path, &headers)
         .await
@@ -197,7 +133,7 @@ async fn forged_forwarding_headers_through_nginx_change_no_lock_out() {
             "127.0.0.1",
         ]);
         server.wait_healthy().await;
-        let nginx = Nginx::start(&dir, server.addr, config).await;
+        let nginx = start_proxy(&dir, server.addr, config).await;
         let (attacker, owner) = ("127.0.0.7", "127.0.0.9");
         let right = basic("ann:right password");
         assert_eq!(
@@ -263,7 +199,7 @@ async fn viewer(
     local: &str,
     headers: &[(&str, String)],
 ) -> (u16, tokio::net::TcpStream) {
-    let mut tcp = connect_from(local, nginx.addr).await;
+    let mut tcp = connect_from(local, nginx.addr).await.expect("connect");
     let mut req = "GET /ws HTTP/1.1\r\nHost: 127.0.0.1\r\n".to_owned();
     for (k, v) in UPGRADE {
         req.push_str(&format!("{k}: {v}\r\n"));
@@ -305,7 +241,7 @@ async fn forged_forwarding_headers_through_nginx_change_no_viewer_limit() {
             "127.0.0.1",
         ]);
         server.wait_healthy().await;
-        let nginx = Nginx::start(&dir, server.addr, config).await;
+        let nginx = start_proxy(&dir, server.addr, config).await;
         let (first, _held) = viewer(&nginx, "127.0.0.7", &forged("203.0.113.1")).await;
         assert_eq!(first, 101, "{config:?}: {}", nginx.log());
         let (second, _) = viewer(&nginx, "127.0.0.7", &forged("198.51.100.2")).await;

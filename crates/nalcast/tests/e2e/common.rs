@@ -92,3 +92,14 @@ pub fn peer_fingerprint(stream: &TlsStream) -> String {
 }
 
 pub type TlsStream = tokio_rustls::client::TlsStream<tokio::net::TcpStream>;
+
+/// A TCP connection to `addr` from the loopback address `local` (127.0.0.0/8 is
+/// all ours, so each test client can be a different "client address").
+pub async fn connect_from(
+    local: &str,
+    addr: std::net::SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let socket = tokio::net::TcpSocket::new_v4()?;
+    socket.bind(format!("{local}:0").parse().expect("local address"))?;
+    socket.connect(addr).await
+}

@@ -11,14 +11,6 @@ use crate::common::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// A TCP connection to `addr` from the loopback address `local` (127.0.0.0/8 is
-/// all ours, so each test client can be a different "client address").
-async fn connect_from(local: &str, addr: SocketAddr) -> std::io::Result<TcpStream> {
-    let socket = tokio::net::TcpSocket::new_v4()?;
-    socket.bind(format!("{local}:0").parse().expect("local address"))?;
-    socket.connect(addr).await
-}
-
 /// One keep-alive GET on an open connection: the status and the body.
 async fn get_keep_alive(stream: &mut TcpStream, path: &str) -> std::io::Result<(u16, String)> {
     stream

@@ -20,6 +20,7 @@ mod hls_cache;
 mod hls_limits;
 mod isolation;
 mod keyframes;
+mod nginx;
 mod packaging;
 mod publish;
 mod qemu;

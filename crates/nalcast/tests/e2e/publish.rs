@@ -7,16 +7,16 @@
 //! both.
 use crate::common;
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::common::{http_get, Server};
+use crate::nginx::{free_addr, process_settings, Nginx, NGINX};
 use nalcast_core::protocol::ServerMessage;
 use serde_json::Value;
 
-const NGINX: &str = "/usr/sbin/nginx";
 const RTMP_MODULE: &str = "/usr/lib/nginx/modules/ngx_rtmp_module.so";
 
 /// Whether nginx with RTMP is here (the test kit's policy for a missing tool).
@@ -29,81 +29,31 @@ fn nginx_available(test: &str) -> bool {
 }
 
 /// An nginx RTMP server run as our child, with the README's `rtmp { }` block
-/// (players start at a keyframe: `wait_key`) in a config of its own in a temp dir.
-struct Nginx {
-    child: Child,
-    dir: PathBuf,
-    addr: SocketAddr,
+/// (players start at a keyframe: `wait_key`) in a config of its own in a temp dir,
+/// on `addr` (or a free loopback port).
+async fn start_rtmp(dir: &Path, addr: Option<SocketAddr>) -> Nginx {
+    let addr = addr.unwrap_or_else(free_addr);
+    let config = format!(
+        "load_module {RTMP_MODULE};\n{}events {{ worker_connections 64; }}\n{rtmp}\n",
+        process_settings(dir),
+        // README's block, as a user copies it, on this test's port.
+        rtmp = crate::docs::block("README.md", "nginx", "rtmp {")
+            .replace("listen 1935;", &format!("listen {addr};")),
+    );
+    Nginx::run(dir, addr, &config).await
 }
 
-impl Nginx {
-    /// Starts nginx on `addr` (or a free loopback port) and waits until it accepts.
-    async fn start(dir: &Path, addr: Option<SocketAddr>) -> Nginx {
-        let addr = addr.unwrap_or_else(|| {
-            let probe = TcpListener::bind("127.0.0.1:0").expect("free port");
-            probe.local_addr().expect("addr")
-        });
-        let conf = dir.join("nginx.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "load_module {RTMP_MODULE};\n\
-                 daemon off;\nmaster_process off;\nworker_processes 1;\n\
-                 pid {dir}/nginx.pid;\nerror_log {dir}/error.log info;\n\
-                 events {{ worker_connections 64; }}\n{rtmp}\n",
-                dir = dir.display(),
-                // README's block, as a user copies it, on this test's port.
-                rtmp = crate::docs::block("README.md", "nginx", "rtmp {")
-                    .replace("listen 1935;", &format!("listen {addr};")),
-            ),
-        )
-        .expect("nginx.conf");
-        let child = Command::new(NGINX)
-            .arg("-p")
-            .arg(dir)
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("nginx starts");
-        let mut nginx = Nginx {
-            child,
-            dir: dir.to_owned(),
-            addr,
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while tokio::net::TcpStream::connect(addr).await.is_err() {
-            if let Ok(Some(status)) = nginx.child.try_wait() {
-                let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
-                panic!("nginx exited ({status}): {log}");
-            }
-            assert!(Instant::now() < deadline, "nginx does not listen on {addr}");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        nginx
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("rtmp://{}/{path}", self.addr)
-    }
-
-    fn stop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-
-    async fn restart(mut self) -> Nginx {
-        self.stop();
-        let (dir, addr) = (self.dir.clone(), self.addr);
-        Nginx::start(&dir, Some(addr)).await
-    }
+/// The RTMP URL of `path` on `nginx`.
+fn rtmp_url(nginx: &Nginx, path: &str) -> String {
+    format!("rtmp://{}/{path}", nginx.addr)
 }
 
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// Stops `nginx` and starts it again on the same port.
+async fn restart(mut nginx: Nginx) -> Nginx {
+    nginx.stop();
+    let (dir, addr) = (nginx.dir().to_owned(), nginx.addr);
+    drop(nginx);
+    start_rtmp(&dir, Some(addr)).await
 }
 
 /// nalcast with the test pattern, publishing to `url`, its log in `log`.
@@ -226,8 +176,8 @@ async fn the_stream_reaches_nginx_with_camera_timing_and_returns_after_nginx_res
         return;
     }
     let dir = common::temp_dir("publish-restart");
-    let nginx = Nginx::start(&dir, None).await;
-    let url = nginx.url("live/cam");
+    let nginx = start_rtmp(&dir, None).await;
+    let url = rtmp_url(&nginx, "live/cam");
     let started = Instant::now();
     let server = nalcast(&url, &dir.join("nalcast.log"));
     publish_state(&server, "live", Duration::from_secs(20)).await;
@@ -319,10 +269,10 @@ async fn the_stream_reaches_nginx_with_camera_timing_and_returns_after_nginx_res
 
     // It comes back on the same port: the stream is there again.
     let back = Instant::now();
-    let nginx = nginx.restart().await;
+    let nginx = restart(nginx).await;
     publish_state(&server, "live", Duration::from_secs(30)).await;
     eprintln!("publishing live {:?} after nginx restarted", back.elapsed());
-    let pulled = pull(&nginx.url("live/cam")).await;
+    let pulled = pull(&rtmp_url(&nginx, "live/cam")).await;
     assert_eq!((pulled.width, pulled.height), (1280, 720));
     assert!(!pulled.pts_ms.is_empty());
     eprintln!("pulled again {:?} after nginx restarted", back.elapsed());
@@ -360,7 +310,7 @@ async fn the_urls_user_password_and_keys_reach_no_api_page_metric_or_log() {
     }
     let secrets = ["alice", "pa55word", "s3cr3tkey", "str3amname"];
     let dir = common::temp_dir("publish-secrets");
-    let nginx = Nginx::start(&dir, None).await;
+    let nginx = start_rtmp(&dir, None).await;
     let log = dir.join("nalcast.log");
     let url = format!(
         "rtmp://alice:pa55word@{}/live/str3amname?key=s3cr3tkey",
@@ -373,7 +323,7 @@ async fn the_urls_user_password_and_keys_reach_no_api_page_metric_or_log() {
         format!("rtmp://***@{}/live/***?***", nginx.addr)
     );
     // nginx takes the stream under its name (the query string is its arguments).
-    let pulled = pull(&nginx.url("live/str3amname")).await;
+    let pulled = pull(&rtmp_url(&nginx, "live/str3amname")).await;
     assert!(!pulled.pts_ms.is_empty());
 
     // Failing, ffmpeg prints the URL: that must not get through either.
@@ -452,8 +402,8 @@ async fn a_stuck_server_costs_its_publisher_pictures_never_the_viewers() {
         return;
     }
     let dir = common::temp_dir("publish-stuck");
-    let nginx = Nginx::start(&dir, None).await;
-    let server = nalcast(&nginx.url("live/cam"), &dir.join("nalcast.log"));
+    let nginx = start_rtmp(&dir, None).await;
+    let server = nalcast(&rtmp_url(&nginx, "live/cam"), &dir.join("nalcast.log"));
     publish_state(&server, "live", Duration::from_secs(20)).await;
     let mut ws = common::connect(&server.url("/ws")).await;
     // The viewer's first pictures (its catch-up burst) come before the server sticks.
@@ -467,7 +417,7 @@ async fn a_stuck_server_costs_its_publisher_pictures_never_the_viewers() {
 
     // nginx stops reading (SIGSTOP): ffmpeg's socket and pipe fill up.
     let status = Command::new("kill")
-        .args(["-STOP", &nginx.child.id().to_string()])
+        .args(["-STOP", &nginx.pid().to_string()])
         .status()
         .expect("kill");
     assert!(status.success());
