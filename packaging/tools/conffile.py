@@ -18,6 +18,8 @@ OUT = ROOT / "packaging" / "nalcast.toml"
 
 # Keys whose default is not a value a file can hold: the line shows an example.
 EXAMPLES = {
+    "source": '"rpicam"',
+    "stream": '["garden=rtsp://user:password@garden-cam.lan/stream1", "desk=usb"]',
     "legacy-listen": '"off"',
     "max-connections": "4096",
     "max-connections-per-ip": "256",
@@ -37,6 +39,7 @@ EXAMPLES = {
 # A line more for the settings a Pi owner changes first.
 HINTS = {
     "source": 'With a Raspberry Pi camera: source = "rpicam"; a USB webcam: source = "usb" (nalcast --list-cameras shows them)',
+    "stream": "Or, with settings per camera, [[stream]] tables: see the end of this file.",
     "tls": 'For WebCodecs (hardware decoding) in browsers on other machines: tls = "self-signed"',
     "auth": "Make the hash with: echo 'my password' | nalcast --hash-password",
     "data-dir": "The service sets it to /var/lib/nalcast (systemd's StateDirectory).",
@@ -50,6 +53,32 @@ HEADER = """\
 # the '#' to set one, then: sudo systemctl restart nalcast
 # An unknown key or a bad value stops nalcast with one line naming it:
 # journalctl -u nalcast shows it. This file is kept as it is on upgrades."""
+
+FOOTER = """\
+## Several cameras
+#
+# One [[stream]] table per camera, instead of source: each is served at
+# /streams/NAME/ and the page at / shows them all; the first also at the plain
+# URLs and on the legacy port 9000. A table takes name, source, and any of width,
+# height, fps, bitrate, keyframe-interval, rtsp-transport, hls, publish, on-demand
+# and idle-timeout; what it leaves out comes from the settings above. After a
+# change: sudo systemctl reload nalcast (streams not changed keep playing).
+#
+#[[stream]]
+#name = "printer"
+#source = "rpicam"
+#
+#[[stream]]
+#name = "desk"
+#source = "usb"
+#width = 640
+#height = 480
+#on-demand = "on"
+#
+#[[stream]]
+#name = "garden"
+#source = "rtsp://user:password@garden-cam.lan/stream1"
+#publish = ["rtmp://media.lan/live/garden"]"""
 
 
 def rows():
@@ -91,6 +120,7 @@ def render():
         if key in HINTS:
             out.append(f"# {HINTS[key]}")
         out.append(line)
+    out += ["", ""] + FOOTER.splitlines()
     return "\n".join(out) + "\n"
 
 

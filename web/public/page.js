@@ -13,6 +13,12 @@ const params = new URLSearchParams(location.search);
 const wanted = params.get('decoder') || 'auto';
 const $ = (id) => document.getElementById(id);
 
+// A stream's own page is /streams/NAME/; in the grid at / it is a tile (?tile=1),
+// whose caption the grid draws, without the buttons.
+const streamName = decodeURIComponent(location.pathname.match(/\/streams\/([^/]+)\//)?.[1] ?? '');
+if (streamName) document.title = `${streamName} · nalcast`;
+if (params.get('tile') === '1') document.body.classList.add('tile');
+
 // What is on the stage: the canvas WebCodecs and Broadway paint into, or MSE's <video>.
 let canvas = $('video');
 let stage = canvas;

@@ -3,3 +3,4 @@
 pub mod banner;
 pub mod config;
 pub mod server;
+pub mod streams;

@@ -5,15 +5,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
-use nalcast_core::hub::{Hub, HubConfig};
 use nalcast_sources::{self as source, publish};
 use tokio::sync::watch;
-use tokio::task::{JoinHandle, JoinSet};
+use tokio::task::JoinSet;
 use tracing::{info, warn};
 
 use nalcast::config::{Config, LoadError, Options};
 use nalcast::server;
 use nalcast::server::auth::Auth;
+use nalcast::streams::{Running, Stream, Streams};
 
 fn main() -> ExitCode {
     match start() {
@@ -68,9 +68,19 @@ fn start() -> Result<ExitCode, Fatal> {
     }
     let config = Config::resolve(options).map_err(Fatal::config)?;
     let auth = Auth::from_config(&config).map_err(Fatal::config)?;
-    source::preflight(&config.source).map_err(Fatal::config)?;
+    for stream in &config.streams {
+        source::preflight(&stream.source).map_err(|e| match config.streams.len() {
+            1 => Fatal::config(e),
+            _ => Fatal::config(format!("stream '{}': {e}", stream.name)),
+        })?;
+    }
+    let targets: Vec<_> = config
+        .streams
+        .iter()
+        .flat_map(|s| s.publish.iter().cloned())
+        .collect();
     let publish_options = publish::PublishOptions {
-        ffmpeg: publish::preflight(&config.publish).map_err(Fatal::config)?,
+        ffmpeg: publish::preflight(&targets).map_err(Fatal::config)?,
         ..publish::PublishOptions::default()
     };
     init_logging();
@@ -159,12 +169,20 @@ async fn run(
     fd_limit: Option<u64>,
     publish_options: publish::PublishOptions,
 ) -> anyhow::Result<()> {
-    let metrics = server::series::install(config.publish.len())?;
-    let hub = Hub::new(HubConfig {
-        queue: config.queue,
-        hls: config.hls.then(|| HubConfig::default().hls).flatten(),
-        ..HubConfig::default()
-    });
+    let publish_targets = config.streams.iter().map(|s| s.publish.len()).sum();
+    let metrics = server::series::install(publish_targets)?;
+    let mut publish_index = 0;
+    let streams = Streams::new(
+        config
+            .streams
+            .iter()
+            .map(|s| {
+                let stream = Stream::new(s.clone(), config.queue, publish_index);
+                publish_index += s.publish.len();
+                Arc::new(stream)
+            })
+            .collect(),
+    );
     let (shutdown_tx, shutdown) = watch::channel(false);
     let front = front(&config, tls.as_ref());
     let main_listener = server::listen::bind(config.listen, "listen").await?;
@@ -183,7 +201,7 @@ async fn run(
     );
     let state = app_state(
         &config,
-        &hub,
+        &streams,
         metrics,
         auth,
         viewer_threads,
@@ -191,23 +209,11 @@ async fn run(
         &shutdown,
     );
 
-    let source = tokio::spawn(source::supervise(
-        config.source.clone(),
-        config.source_options.clone(),
-        hub.clone(),
-        shutdown.clone(),
-    ));
-    // Publishers read the hub like viewers: started with it, stopped (their ffmpeg
-    // reaped) at shutdown.
-    let mut publishers = JoinSet::new();
-    for publisher in state.publishers.iter() {
-        publishers.spawn(publish::supervise(
-            publisher.clone(),
-            hub.clone(),
-            publish_options.clone(),
-            shutdown.clone(),
-        ));
-    }
+    let running: Vec<Running> = streams
+        .all()
+        .iter()
+        .map(|stream| Running::start(stream.clone(), &publish_options))
+        .collect();
     let options = server::listen::ListenOptions {
         send_buffer: config.send_buffer,
         header_timeout: config.header_timeout,
@@ -241,12 +247,12 @@ async fn run(
             server::tls::reload_on_change(&tls, Duration::from_secs(2), stop).await;
         });
     }
-    info!(source = %config.source, "nalcast started");
+    info!(streams = streams.all().len(), "nalcast started");
 
     shutdown_signal().await;
     info!("shutting down");
     let _ = shutdown_tx.send(true);
-    stop(&hub, servers, source, publishers).await;
+    stop(&streams, servers, running).await;
     Ok(())
 }
 
@@ -269,7 +275,7 @@ fn front(config: &Config, tls: Option<&server::tls::Tls>) -> server::Front {
 /// What every request handler shares.
 fn app_state(
     config: &Config,
-    hub: &Arc<Hub>,
+    streams: &Arc<Streams>,
     metrics: metrics_exporter_prometheus::PrometheusHandle,
     auth: Option<Arc<Auth>>,
     viewer_threads: server::threads::ViewerThreads,
@@ -280,9 +286,8 @@ fn app_state(
         warn!("credentials are checked but travel unencrypted: add --tls self-signed or --tls-cert/--tls-key");
     }
     server::AppState {
-        hub: hub.clone(),
-        source: config.source.kind().to_owned(),
-        video: config.source_options.video,
+        stream: streams.default_stream(),
+        streams: streams.clone(),
         metrics,
         viewer_timeout: config.viewer_timeout,
         shutdown: shutdown.clone(),
@@ -298,14 +303,6 @@ fn app_state(
             config.max_hls_memory,
         ),
         auth,
-        publishers: Arc::new(
-            config
-                .publish
-                .iter()
-                .enumerate()
-                .map(|(i, target)| publish::Publisher::new(target.clone(), i))
-                .collect(),
-        ),
     }
 }
 
@@ -332,7 +329,7 @@ fn announce(config: &Config, main_addr: SocketAddr, legacy: Option<SocketAddr>, 
         addresses: nalcast::banner::machine_addresses(),
         hostname: server::host::HostNames::current().hostname,
         public_hosts: config.public_hosts.clone(),
-        hls: config.hls,
+        hls: config.default_stream().hls,
         legacy,
     };
     for line in nalcast::banner::lines(&banner) {
@@ -340,41 +337,32 @@ fn announce(config: &Config, main_addr: SocketAddr, legacy: Option<SocketAddr>, 
     }
 }
 
-/// Viewers get their close frames and the source stops its camera process; give
-/// them a moment, never more than a second in all.
-async fn stop(
-    hub: &Hub,
-    mut servers: JoinSet<()>,
-    mut source: JoinHandle<()>,
-    mut publishers: JoinSet<()>,
-) {
-    hub.close_all();
-    let deadline = tokio::time::Instant::now() + Duration::from_millis(800);
+/// Viewers get their close frames and the sources stop their camera processes;
+/// give them a moment, never more than a second in all.
+async fn stop(streams: &Streams, mut servers: JoinSet<()>, running: Vec<Running>) {
+    let grace = Duration::from_millis(800);
+    for stream in streams.all().iter() {
+        stream.hub.close_all();
+    }
+    let deadline = tokio::time::Instant::now() + grace;
     let viewers_gone = tokio::time::timeout_at(deadline, async {
         while servers.join_next().await.is_some() {}
-        while hub.status(std::time::Instant::now()).viewers > 0 {
+        let viewers = || {
+            streams
+                .all()
+                .iter()
+                .map(|s| s.hub.status(std::time::Instant::now()).viewers)
+                .sum::<usize>()
+        };
+        while viewers() > 0 {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-    let publishers_stopped = tokio::time::timeout_at(deadline, async {
-        while publishers.join_next().await.is_some() {}
-    });
-    let (viewers_gone, source_stopped, publishers_stopped) = tokio::join!(
-        viewers_gone,
-        tokio::time::timeout_at(deadline, &mut source),
-        publishers_stopped
-    );
-    if publishers_stopped.is_err() {
-        // Dropping them kills their ffmpeg (kill_on_drop, process group).
-        warn!("some publishers did not stop in time");
-        publishers.shutdown().await;
-    }
+    let sources_stopped =
+        futures_util::future::join_all(running.into_iter().map(|r| r.stop(grace)));
+    let (viewers_gone, _) = tokio::join!(viewers_gone, sources_stopped);
     if viewers_gone.is_err() {
         warn!("some connections did not close in time");
-    }
-    if source_stopped.is_err() {
-        warn!("the source did not stop in time");
-        source.abort();
     }
 }
 

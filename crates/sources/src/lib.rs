@@ -215,7 +215,7 @@ impl Default for VideoSettings {
 }
 
 /// Everything a source needs besides the hub.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SourceOptions {
     /// Picture settings.
     pub video: VideoSettings,

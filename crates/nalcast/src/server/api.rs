@@ -10,26 +10,41 @@ use axum::Json;
 use nalcast_sources::publish::Publisher;
 use serde_json::json;
 
-use super::AppState;
+use super::{AppState, ForStream};
+use crate::streams::Stream;
 
 /// A stream without a frame for this long counts as unhealthy.
 const HEALTHY_FRAME_AGE: Duration = Duration::from_secs(5);
 
-/// `GET /api/stream`: what is being streamed and to how many viewers.
-pub async fn stream(State(s): State<AppState>) -> Json<serde_json::Value> {
+/// `GET /api/stream` (the default stream) and `/streams/NAME/api/stream`: what is
+/// being streamed and to how many viewers.
+pub async fn stream(ForStream(s): ForStream) -> Json<serde_json::Value> {
+    Json(details(&s.stream))
+}
+
+/// `GET /api/streams`: every stream, in order, with the same details.
+pub async fn streams(State(s): State<AppState>) -> Json<serde_json::Value> {
+    let list: Vec<_> = s.streams.all().iter().map(|st| details(st)).collect();
+    Json(json!({ "streams": list }))
+}
+
+/// A stream's state and figures.
+fn details(s: &Stream) -> serde_json::Value {
     let status = s.hub.status(std::time::Instant::now());
     let info = status.params.as_ref().map(|p| &p.info);
     let c = &s.hub.counters;
-    Json(json!({
-        "source": s.source,
+    let video = s.video();
+    json!({
+        "name": s.name(),
+        "source": s.source_kind(),
         "state": status.status.name(),
         "reason": status.status.reason(),
         "codec": info.map(|i| i.codec.clone()),
         "width": info.map(|i| i.width),
         "height": info.map(|i| i.height),
-        "fps": info.and_then(|i| i.fps).unwrap_or(f64::from(s.video.fps)),
-        "bitrate": s.video.bitrate,
-        "keyframe_interval": s.video.keyframe_interval,
+        "fps": info.and_then(|i| i.fps).unwrap_or(f64::from(video.fps)),
+        "bitrate": video.bitrate,
+        "keyframe_interval": video.keyframe_interval,
         "keyframes_on_demand": s.hub.keyframes_on_demand(),
         "baseline": info.map(|i| i.baseline_compatible),
         "viewers": status.viewers,
@@ -39,7 +54,7 @@ pub async fn stream(State(s): State<AppState>) -> Json<serde_json::Value> {
         "skips": c.skips.load(Ordering::Relaxed),
         "gop_frames": status.gop_frames,
         "publish": s.publishers.iter().map(|o| publisher(o)).collect::<Vec<_>>(),
-    }))
+    })
 }
 
 /// A `--publish` target's state; its URL without secrets.
@@ -58,25 +73,45 @@ fn publisher(o: &Publisher) -> serde_json::Value {
     })
 }
 
-/// `GET /healthz`: 200 while frames flow, 503 with the reason otherwise.
+/// `GET /healthz`: 200 while frames flow in every stream, 503 with the reasons
+/// otherwise (each naming its stream when there are several).
 pub async fn healthz(State(s): State<AppState>) -> Response {
+    let streams = s.streams.all();
+    let unhealthy: Vec<String> = streams
+        .iter()
+        .filter_map(|st| {
+            let why = unhealthy(st)?;
+            Some(if streams.len() > 1 {
+                format!("{}: {why}", st.name())
+            } else {
+                why
+            })
+        })
+        .collect();
+    if unhealthy.is_empty() {
+        (StatusCode::OK, "ok\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {}\n", unhealthy.join("; ")),
+        )
+            .into_response()
+    }
+}
+
+/// Why a stream is not healthy, if it is not: frames must flow.
+fn unhealthy(s: &Stream) -> Option<String> {
     let status = s.hub.status(std::time::Instant::now());
     let fresh = status
         .since_last_frame
         .is_some_and(|d| d < HEALTHY_FRAME_AGE);
     if fresh && status.status == StreamState::Live {
-        (StatusCode::OK, "ok\n").into_response()
-    } else {
-        let reason = match status.status.reason() {
-            Some(reason) => kind_of(reason).to_owned(),
-            None => format!("no frame from the source ({})", status.status.name()),
-        };
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("unhealthy: {reason}\n"),
-        )
-            .into_response()
+        return None;
     }
+    Some(match status.status.reason() {
+        Some(reason) => kind_of(reason).to_owned(),
+        None => format!("no frame from the source ({})", status.status.name()),
+    })
 }
 
 /// The kind of a failure, for the always-open /healthz: a reason up to its details,

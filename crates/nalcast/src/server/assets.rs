@@ -1,12 +1,15 @@
 //! The player page and Broadway.js, embedded in release builds (read from disk in
 //! debug builds, so the page can be edited without rebuilding). ETags let browsers
 //! revalidate cheaply. build.rs refuses to build without Broadway.js.
-use axum::extract::{Path, State};
+use std::sync::Arc;
+
+use axum::extract::{Extension, Path, State};
 use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use rust_embed::{EmbeddedFile, RustEmbed};
 
 use super::AppState;
+use crate::streams::Stream;
 
 #[derive(RustEmbed)]
 #[folder = "../../web/public/"]
@@ -64,10 +67,21 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// `GET /` and the page's files.
-pub async fn page(State(state): State<AppState>, uri: Uri, headers: HeaderMap) -> Response {
+/// `GET /` and the page's files. `/` is the grid of every stream when there are
+/// several (grid.html), else the player; `/streams/NAME/` is always that stream's
+/// player.
+pub async fn page(
+    State(state): State<AppState>,
+    named: Option<Extension<Arc<Stream>>>,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Response {
     let path = uri.path().trim_start_matches('/');
-    let name = if path.is_empty() { "index.html" } else { path };
+    let name = match path {
+        "" if named.is_none() && state.streams.all().len() > 1 => "grid.html",
+        "" => "index.html",
+        path => path,
+    };
     match Page::get(name) {
         Some(file) => respond(file, &headers, &state.page_csp),
         None => (StatusCode::NOT_FOUND, "not found\n").into_response(),

@@ -12,13 +12,13 @@ use nalcast_core::metric::Series;
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path};
 use axum::http::{header, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use nalcast_core::llhls::{Hls, Wait};
 
-use super::AppState;
+use super::{AppState, ForStream};
 
 /// The longest a request waits for a part, a segment or a playlist version: the
 /// spec's three target durations, after which 503 tells the client to try again.
@@ -116,11 +116,11 @@ async fn wait_for<T>(
     s: &AppState,
     mut ready: impl FnMut(&Hls) -> Result<T, Wait>,
 ) -> Result<T, Response> {
-    let mut changes = s.hub.hls_changes();
+    let mut changes = s.stream.hub.hls_changes();
     let deadline = tokio::time::Instant::now() + WAIT_MAX;
     loop {
         changes.borrow_and_update();
-        match s.hub.with_hls(&mut ready) {
+        match s.stream.hub.with_hls(&mut ready) {
             None => return Err(text(StatusCode::NOT_FOUND, "HLS is off (--hls off)\n")),
             Some(Ok(v)) => return Ok(v),
             Some(Err(Wait::Never)) => {
@@ -141,12 +141,13 @@ async fn wait_for<T>(
 }
 
 /// `GET /hls/index.m3u8[?_HLS_msn=M[&_HLS_part=P]]`.
-pub async fn playlist(State(s): State<AppState>, uri: Uri) -> Response {
+pub async fn playlist(ForStream(s): ForStream, uri: Uri) -> Response {
     let q = match parse_reload(uri.query()) {
         Ok(q) => q,
         Err(why) => return text(StatusCode::BAD_REQUEST, why),
     };
     match s
+        .stream
         .hub
         .with_hls(|hls| q.msn.is_none_or(|m| hls.in_window(m, q.part)))
     {
@@ -227,7 +228,7 @@ fn parse_file(name: &str) -> Option<File> {
 /// `GET /hls/<run>/<init N.mp4 | sN.m4s | pN.I.m4s>`: waits for a part or segment
 /// that is about to come (a preload hint).
 pub async fn file(
-    State(s): State<AppState>,
+    ForStream(s): ForStream,
     Path((run, name)): Path<(String, String)>,
     uri: Uri,
     slot: Option<Extension<super::hls_budget::SlotHandle>>,

@@ -3,14 +3,21 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::extract::{FromRequestParts, Request, State};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, Uri};
 use axum::middleware::from_fn_with_state;
+use axum::middleware::map_request_with_state;
+use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use nalcast_core::Hub;
-use nalcast_sources::publish::Publisher;
-use nalcast_sources::VideoSettings;
+use nalcast_sources::SourceSpec;
 use tokio::sync::watch;
+use tower::Layer;
+
+use crate::streams::{Stream, Streams};
 
 mod api;
 pub mod assets;
@@ -33,13 +40,11 @@ pub mod websocket;
 /// What every handler can see.
 #[derive(Clone)]
 pub struct AppState {
-    /// The stream.
-    pub hub: Arc<Hub>,
-    /// The kind of source (test, file, exec, …) for the API and stream-info: never
-    /// the command line or path, which may hold a camera password.
-    pub source: String,
-    /// Configured picture settings.
-    pub video: VideoSettings,
+    /// The stream the request is for: the default stream, or the one a
+    /// `/streams/NAME/` URL names (see [`ForStream`]).
+    pub stream: Arc<Stream>,
+    /// Every stream.
+    pub streams: Arc<Streams>,
     /// Prometheus renderer.
     pub metrics: PrometheusHandle,
     /// Stuck-viewer timeout.
@@ -56,8 +61,6 @@ pub struct AppState {
     pub viewer_threads: Arc<threads::ViewerThreads>,
     /// Credentials every request but the main port's /healthz must show, when configured.
     pub auth: Option<Arc<auth::Auth>>,
-    /// The `--publish` targets and their state.
-    pub publishers: Arc<Vec<Arc<Publisher>>>,
     /// What HLS requests may hold at once.
     pub hls_budget: Arc<hls_budget::HlsBudget>,
 }
@@ -66,12 +69,16 @@ impl AppState {
     /// A state with nalcast's defaults around `hub` (no credentials, extra origins
     /// or viewer threads) and the sender that shuts it down: for tests that drive
     /// the routes in-process, and for embedding.
-    pub fn with_defaults(hub: Arc<Hub>, source: &str) -> (AppState, watch::Sender<bool>) {
+    pub fn with_defaults(hub: Arc<Hub>, source: SourceSpec) -> (AppState, watch::Sender<bool>) {
         let (stop, shutdown) = watch::channel(false);
-        let state = AppState {
+        let stream = Arc::new(Stream::around(
+            crate::config::stream::DEFAULT_NAME,
+            source,
             hub,
-            source: source.to_owned(),
-            video: VideoSettings::default(),
+        ));
+        let state = AppState {
+            streams: Streams::new(vec![stream.clone()]),
+            stream,
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
                 .build_recorder()
                 .handle(),
@@ -82,7 +89,6 @@ impl AppState {
             limits: limits::ViewerLimits::new(100, 100),
             viewer_threads: Arc::new(threads::ViewerThreads::none()),
             auth: None,
-            publishers: Arc::default(),
             hls_budget: hls_budget::HlsBudget::new(64, 64 << 20),
         };
         (state, stop)
@@ -124,6 +130,18 @@ pub fn router(state: AppState, front: &Front) -> Router {
     let open = Router::new()
         .route("/healthz", get(api::healthz))
         .with_state(state.clone());
+    let protected = Router::new()
+        .route("/api/streams", get(api::streams))
+        .route("/metrics", get(api::metrics))
+        .route("/vendor/broadway/{file}", get(assets::broadway))
+        .fallback_service(per_stream(state.clone()))
+        .with_state(state);
+    front.wrap(open.merge(guarded(protected, &auth)))
+}
+
+/// The routes every stream has, at `/streams/NAME/…` and, for the default stream,
+/// at the root: the page, the WebSocket endpoints, HLS and /api/stream.
+fn per_stream(state: AppState) -> Router {
     let hls = Router::new()
         .route("/hls/index.m3u8", get(hls::playlist))
         .route("/hls/{run}/{file}", get(hls::file))
@@ -134,26 +152,84 @@ pub fn router(state: AppState, front: &Front) -> Router {
         .route("/hls", get(cors::to_playlist))
         .route("/hls/", get(cors::to_playlist))
         .layer(from_fn_with_state(state.allow_origins.clone(), cors::hls));
-    let protected = Router::new()
+    let streams = state.streams.clone();
+    let routes = Router::new()
         .route("/ws", get(viewer::routes::framed))
         .route("/ws/raw", get(viewer::routes::raw))
         .route("/ws/fmp4", get(viewer::routes::fmp4))
         .merge(hls)
         .route("/api/stream", get(api::stream))
-        .route("/metrics", get(api::metrics))
-        .route("/vendor/broadway/{file}", get(assets::broadway))
         .fallback(get(assets::page))
         .with_state(state);
-    front.wrap(open.merge(guarded(protected, &auth)))
+    by_stream(streams, routes)
+}
+
+/// `routes` for the stream each request names: the name is read, and taken off
+/// the path, before `routes` route it.
+fn by_stream(streams: Arc<Streams>, routes: Router) -> Router {
+    Router::new().fallback_service(map_request_with_state(streams, named_stream).layer(routes))
+}
+
+/// `/streams/NAME/REST`: the stream called NAME, for the routes as `/REST`.
+/// `/streams/NAME` is redirected to `/streams/NAME/`, so that the page's relative
+/// URLs stay under it; any other path is the default stream's.
+async fn named_stream(
+    State(streams): State<Arc<Streams>>,
+    mut request: Request,
+) -> Result<Request, Response> {
+    let Some(rest) = request.uri().path().strip_prefix("/streams/") else {
+        return Ok(request);
+    };
+    let (name, tail) = match rest.split_once('/') {
+        Some((name, tail)) => (name, tail),
+        None if rest.is_empty() => return Err(Redirect::permanent("/").into_response()),
+        None => return Err(Redirect::permanent(&format!("/streams/{rest}/")).into_response()),
+    };
+    let Some(stream) = streams.get(name) else {
+        return Err((
+            StatusCode::NOT_FOUND,
+            "no stream of that name: /api/streams lists them\n",
+        )
+            .into_response());
+    };
+    let path_and_query = match request.uri().query() {
+        Some(q) => format!("/{tail}?{q}"),
+        None => format!("/{tail}"),
+    };
+    let Ok(uri) = path_and_query.parse::<Uri>() else {
+        return Err((StatusCode::BAD_REQUEST, "bad path\n").into_response());
+    };
+    *request.uri_mut() = uri;
+    request.extensions_mut().insert(stream);
+    Ok(request)
+}
+
+/// A handler's state for the stream the request is for: the one
+/// [`named_stream`] found, else the default stream.
+pub struct ForStream(pub AppState);
+
+impl FromRequestParts<AppState> for ForStream {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let mut state = state.clone();
+        state.stream = match parts.extensions.get::<Arc<Stream>>() {
+            Some(stream) => stream.clone(),
+            None => state.streams.default_stream(),
+        };
+        Ok(ForStream(state))
+    }
 }
 
 /// The legacy listener: a raw WebSocket on any path, every path guarded.
 pub fn legacy_router(state: AppState, front: &Front) -> Router {
     let auth = state.auth.clone();
-    front.wrap(guarded(
-        Router::new()
-            .fallback(viewer::routes::legacy)
-            .with_state(state),
-        &auth,
-    ))
+    let streams = state.streams.clone();
+    let routes = Router::new()
+        .fallback(viewer::routes::legacy)
+        .with_state(state);
+    front.wrap(guarded(by_stream(streams, routes), &auth))
 }

@@ -31,5 +31,6 @@ mod rtsp;
 mod secrets;
 mod security;
 mod server;
+mod streams;
 mod v4l2;
 mod websocket_protocol;

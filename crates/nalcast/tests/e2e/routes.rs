@@ -8,6 +8,7 @@ use axum::http::{header, Request, StatusCode};
 use http_body_util::BodyExt;
 use nalcast::server::{self, AppState, Front};
 use nalcast_core::Hub;
+use nalcast_sources::SourceSpec;
 use tower::ServiceExt;
 
 /// GETs `path` from the main port's router: (status, body).
@@ -41,7 +42,7 @@ async fn stream_json(state: &AppState) -> serde_json::Value {
 #[tokio::test]
 async fn api_stream_says_whether_the_source_makes_keyframes_on_demand() {
     let hub = Hub::new(Default::default());
-    let (state, _stop) = AppState::with_defaults(hub.clone(), "file");
+    let (state, _stop) = AppState::with_defaults(hub.clone(), SourceSpec::File("clip.h264".into()));
     assert_eq!(stream_json(&state).await["keyframes_on_demand"], false);
     hub.source_started(true);
     assert_eq!(stream_json(&state).await["keyframes_on_demand"], true);
@@ -55,7 +56,7 @@ async fn api_stream_says_whether_the_source_makes_keyframes_on_demand() {
 #[tokio::test]
 async fn healthz_is_503_with_the_reason_until_frames_flow() {
     let hub = Hub::new(Default::default());
-    let (state, _stop) = AppState::with_defaults(hub.clone(), "test");
+    let (state, _stop) = AppState::with_defaults(hub.clone(), SourceSpec::Test);
     let (status, _) = get(&state, "/healthz").await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     hub.source_lost("camera unplugged", std::time::Instant::now());
@@ -66,7 +67,7 @@ async fn healthz_is_503_with_the_reason_until_frames_flow() {
 
 #[tokio::test]
 async fn a_plain_get_of_a_websocket_route_is_told_to_open_the_page() {
-    let (state, _stop) = AppState::with_defaults(Hub::new(Default::default()), "test");
+    let (state, _stop) = AppState::with_defaults(Hub::new(Default::default()), SourceSpec::Test);
     for path in ["/ws", "/ws/raw"] {
         let (status, body) = get(&state, path).await;
         assert_eq!(status, StatusCode::UPGRADE_REQUIRED, "{path}");
@@ -76,7 +77,7 @@ async fn a_plain_get_of_a_websocket_route_is_told_to_open_the_page() {
 
 #[tokio::test]
 async fn the_page_is_served_and_unknown_names_are_refused() {
-    let (state, _stop) = AppState::with_defaults(Hub::new(Default::default()), "test");
+    let (state, _stop) = AppState::with_defaults(Hub::new(Default::default()), SourceSpec::Test);
     let (status, body) = get(&state, "/").await;
     assert_eq!(status, StatusCode::OK);
     assert!(

@@ -2,7 +2,7 @@
 //! a WebSocket passes before it becomes a viewer — Origin, viewer limits, handshake.
 use std::net::SocketAddr;
 
-use axum::extract::{ConnectInfo, State};
+use axum::extract::ConnectInfo;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
@@ -10,14 +10,14 @@ use super::{handover, Dialect};
 use crate::server::limits::Refused;
 use crate::server::origin::{origin_allowed, refuse_origin};
 use crate::server::websocket::handshake::{NotWebSocket, WsUpgrade};
-use crate::server::AppState;
+use crate::server::{AppState, ForStream};
 
 /// `GET /ws`: the framed protocol.
 pub async fn framed(
     ws: WsUpgrade,
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    State(state): State<AppState>,
+    ForStream(state): ForStream,
 ) -> Response {
     same_origin_only(ws, &headers, peer, state, Dialect::Framed)
 }
@@ -27,7 +27,7 @@ pub async fn raw(
     ws: WsUpgrade,
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    State(state): State<AppState>,
+    ForStream(state): ForStream,
 ) -> Response {
     same_origin_only(ws, &headers, peer, state, Dialect::Raw)
 }
@@ -38,7 +38,7 @@ pub async fn fmp4(
     ws: WsUpgrade,
     headers: HeaderMap,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    State(state): State<AppState>,
+    ForStream(state): ForStream,
 ) -> Response {
     same_origin_only(ws, &headers, peer, state, Dialect::Fmp4)
 }
@@ -59,7 +59,7 @@ fn same_origin_only(
 
 /// Legacy listener, any path: raw WebSocket, or a hint for anything else.
 pub async fn legacy(
-    State(state): State<AppState>,
+    ForStream(state): ForStream,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     ws: Result<WsUpgrade, NotWebSocket>,

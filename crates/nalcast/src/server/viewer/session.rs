@@ -151,19 +151,19 @@ pub async fn serve_viewer<IO>(
     // A viewer is stuck when its socket takes no byte for the viewer timeout; one
     // that takes bytes slowly is a slow viewer, which its queue deals with.
     let mut io = WriteDeadline::new(io, state.viewer_timeout);
-    let sub = state.hub.subscribe(std::time::Instant::now());
+    let sub = state.stream.hub.subscribe(std::time::Instant::now());
     if let Some(group) = wake {
         sub.queue.wake_through(group);
     }
     let mut shutdown = state.shutdown.clone();
     info!(
         dialect = dialect.name(),
-        viewers = state.hub.status(std::time::Instant::now()).viewers,
+        viewers = state.stream.hub.status(std::time::Instant::now()).viewers,
         "viewer joined"
     );
     let facts = StreamFacts {
-        source: state.source.clone(),
-        fps: state.video.fps,
+        source: state.stream.source_kind().to_owned(),
+        fps: state.stream.video().fps,
     };
     let m = ViewerMetrics::new();
     let mut sent_params: Option<Arc<ParamSets>> = None;
@@ -229,7 +229,7 @@ pub async fn serve_viewer<IO>(
                     match reply {
                         Reply::Nothing => {}
                         Reply::Keyframe => {
-                            let outcome = state.hub.request_keyframe(std::time::Instant::now());
+                            let outcome = state.stream.hub.request_keyframe(std::time::Instant::now());
                             debug!(outcome = outcome.label(), "the viewer asked for a keyframe");
                         }
                         Reply::Send(b) => {
@@ -297,12 +297,16 @@ async fn drain_until_closed<R: AsyncRead + Unpin>(io: &mut R) {
 mod tests {
     use super::*;
     use nalcast_core::protocol;
+    use nalcast_sources::SourceSpec;
     use testkit::websocket::{client_frame, read_server_frame};
     use tokio::io::DuplexStream;
 
     fn state() -> (AppState, tokio::sync::watch::Sender<bool>) {
-        let (mut state, stop) =
-            AppState::with_defaults(nalcast_core::Hub::new(Default::default()), "test");
+        state_around(nalcast_core::Hub::new(Default::default()))
+    }
+
+    fn state_around(hub: Arc<nalcast_core::Hub>) -> (AppState, tokio::sync::watch::Sender<bool>) {
+        let (mut state, stop) = AppState::with_defaults(hub, SourceSpec::Test);
         state.viewer_timeout = Duration::from_secs(2);
         (state, stop)
     }
@@ -339,8 +343,7 @@ mod tests {
             hub.publish(access_unit(false, &params), second + frame * i);
         }
         let (mut client, server) = tokio::io::duplex(16 * 1024);
-        let (mut state, _shutdown) = state();
-        state.hub = hub.clone();
+        let (state, _shutdown) = state_around(hub.clone());
         // The source goes on: frames every 33 ms, the next keyframe 2 s late (so a
         // keyframe overtaking the catch-up is not what ends it here).
         let source = tokio::spawn({

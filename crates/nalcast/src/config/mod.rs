@@ -12,9 +12,12 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, Command, CommandFactory, FromArgMatches, Parser};
 use nalcast_core::queue::QueueLimits;
 use nalcast_sources::publish::PublishTarget;
-use nalcast_sources::{RtspTransport, SourceOptions, SourceSpec, VideoSettings};
+use nalcast_sources::{RtspTransport, SourceOptions, VideoSettings};
 
 use crate::server::tls::TlsMode;
+
+pub mod stream;
+pub use stream::{StreamConfig, StreamTable};
 
 /// Port of the legacy raw WebSocket listener (the original design's 9000).
 const DEFAULT_LEGACY_PORT: u16 = 9000;
@@ -48,7 +51,7 @@ pub struct Options {
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
 
-    /// Video source: test, rpicam, usb, v4l2:DEVICE, rtsp://URL, file:PATH, exec:COMMAND or stdin.
+    /// Video source: test, rpicam, usb, v4l2:DEVICE, rtsp://URL, file:PATH, exec:COMMAND or stdin [default: test]
     ///
     /// test is the built-in test pattern; rpicam a Raspberry Pi camera; usb the first
     /// USB webcam; v4l2:DEVICE a V4L2 camera such as /dev/video0 (its H.264 is sent as
@@ -59,16 +62,55 @@ pub struct Options {
     /// nalcast's standard input.
     ///
     /// A camera password is better kept out of nalcast's own command line, which other
-    /// users can read: in the config file or NALCAST_SOURCE.
+    /// users can read: in the config file or NALCAST_SOURCE. The stream is named
+    /// "camera"; for several cameras use --stream instead.
     #[arg(
         long,
         value_name = "SPEC",
-        default_value = "test",
         env = "NALCAST_SOURCE",
         hide_env_values = true,
         help_heading = heading::SOURCE
     )]
-    pub source: String,
+    pub source: Option<String>,
+    /// A named stream from a source (SPEC as for --source); repeatable, one per camera.
+    ///
+    /// E.g. `--stream garden=rtsp://cam.lan/live --stream desk=usb`. Each is served at
+    /// /streams/NAME/ (the page, its WebSocket endpoints and HLS) and the page at / shows
+    /// them all; the first is also served at the plain URLs (/ws, /hls/…) and on the
+    /// legacy port. Names are 1 to 32 of a-z A-Z 0-9 - _. They take the picture,
+    /// RTSP, HLS and on-demand settings of the flags; the config file's `[[stream]]`
+    /// tables can set those per stream (docs/configuration.md). Not together with
+    /// --source.
+    #[arg(long, value_name = "NAME=SPEC", help_heading = heading::SOURCE)]
+    pub stream: Vec<String>,
+    /// Start a stream's source only while someone watches: on or off.
+    ///
+    /// The source starts at the first viewer (the page says "starting camera") and stops
+    /// --idle-timeout seconds after the last one left: the camera's LED goes off and an
+    /// RTSP camera is not pulled for nothing. The price: nothing is cached while it is
+    /// stopped, so the first viewer waits for the camera to start and send a keyframe
+    /// instead of starting at once.
+    #[arg(
+        long,
+        hide_short_help = true,
+        value_name = "on|off",
+        default_value = "off",
+        value_parser = ["on", "off"],
+        help_heading = heading::SOURCE
+    )]
+    pub on_demand: String,
+    /// With --on-demand, seconds a source runs on after its last viewer left.
+    #[arg(
+        long,
+        hide_short_help = true,
+        value_name = "SECONDS",
+        default_value_t = stream::DEFAULT_IDLE.as_secs_f64(),
+        help_heading = heading::SOURCE
+    )]
+    pub idle_timeout: f64,
+    /// The config file's `[[stream]]` tables.
+    #[arg(skip)]
+    pub stream_tables: Vec<StreamTable>,
     /// List the cameras (V4L2 capture devices such as USB webcams) and exit.
     ///
     /// Each with its formats and sizes, and what nalcast would stream from it with
@@ -265,7 +307,8 @@ pub struct Options {
     pub max_hls_memory: usize,
     /// Also send the stream, copied unchanged, to a media server at this URL; repeatable.
     ///
-    /// rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam). An ffmpeg
+    /// With several streams, the first one's; a `[[stream]]` table's `publish` key sends
+    /// that stream. rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam). An ffmpeg
     /// process per URL does it and is restarted when it fails; /api/stream shows its
     /// state without the URL's user, password, query string or RTMP stream key.
     /// NALCAST_PUBLISH (URLs separated by spaces) or the config file keep them out of
@@ -416,7 +459,12 @@ impl Options {
             Some(_) if options.hash_password => Ok(options),
             // Read again with the file's values as the flags' defaults: clap then
             // ranks them below the command line and the environment by itself.
-            Some(path) => parse(with_file_defaults(Options::command(), path)?),
+            Some(path) => {
+                let (command, tables) = with_file_defaults(Options::command(), path)?;
+                let mut options = parse(command)?;
+                options.stream_tables = tables;
+                Ok(options)
+            }
         }
     }
 }
@@ -489,8 +537,12 @@ pub fn shown_default(arg: &Arg) -> Option<String> {
     Some(rule[start + "[default: ".len()..].to_owned())
 }
 
-/// `command` with the values from the config file at `path` as its flags' defaults.
-fn with_file_defaults(mut command: Command, path: &Path) -> Result<Command, LoadError> {
+/// `command` with the values from the config file at `path` as its flags' defaults,
+/// and the file's `[[stream]]` tables.
+fn with_file_defaults(
+    mut command: Command,
+    path: &Path,
+) -> Result<(Command, Vec<StreamTable>), LoadError> {
     // One line, even when it quotes a multi-line value back.
     let fail = |what: String| {
         let what = what.replace('\n', " ");
@@ -501,7 +553,17 @@ fn with_file_defaults(mut command: Command, path: &Path) -> Result<Command, Load
     let table: toml::Table = text
         .parse()
         .map_err(|e: toml::de::Error| fail(toml_error(&text, &e)))?;
+    let mut tables = Vec::new();
     for (key, value) in table {
+        if let Some(items) = stream_tables(&key, &value) {
+            for (i, item) in items.iter().enumerate() {
+                let table = toml::Value::Table((*item).clone())
+                    .try_into::<StreamTable>()
+                    .map_err(|e| fail(format!("[[stream]] number {}: {}", i + 1, e.message())))?;
+                tables.push(table);
+            }
+            continue;
+        }
         let Some(arg) = command
             .get_arguments()
             .find(|arg| file_key(arg) == Some(key.as_str()))
@@ -514,7 +576,19 @@ fn with_file_defaults(mut command: Command, path: &Path) -> Result<Command, Load
         let id = arg.get_id().clone();
         command = command.mut_arg(id, |arg| arg.default_values(values));
     }
-    Ok(command)
+    Ok((command, tables))
+}
+
+/// The `[[stream]]` tables, when `key = value` is them (`stream = ["a=test"]` is
+/// the flag's list instead).
+fn stream_tables<'a>(key: &str, value: &'a toml::Value) -> Option<Vec<&'a toml::Table>> {
+    let toml::Value::Array(items) = value else {
+        return None;
+    };
+    if key != "stream" || items.is_empty() {
+        return None;
+    }
+    items.iter().map(toml::Value::as_table).collect()
 }
 
 /// Origins given to `--KEY` (http:// or https:// and an authority, or `*`), as
@@ -605,22 +679,16 @@ fn file_values(arg: &Arg, value: &toml::Value) -> Result<Vec<String>, String> {
 /// its runtime objects.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Where video comes from.
-    pub source: SourceSpec,
-    /// Media servers the stream is sent on to (`--publish`).
-    pub publish: Vec<PublishTarget>,
+    /// The streams, the default one first.
+    pub streams: Vec<StreamConfig>,
     /// Main listener.
     pub listen: SocketAddr,
     /// Legacy raw listener, if enabled.
     pub legacy_listen: Option<SocketAddr>,
-    /// LL-HLS at /hls/.
-    pub hls: bool,
     /// Most HLS requests open per client address.
     pub max_hls_requests_per_ip: usize,
     /// Most bytes of HLS answers not yet sent.
     pub max_hls_memory: usize,
-    /// Source options.
-    pub source_options: SourceOptions,
     /// Per-viewer queue limits.
     pub queue: QueueLimits,
     /// Stuck-viewer timeout.
@@ -723,7 +791,6 @@ fn seconds(key: &str, v: f64) -> Result<Duration, String> {
 impl Config {
     /// Checks every option and applies the defaults that are rules.
     pub fn resolve(o: Options) -> Result<Config, String> {
-        let source: SourceSpec = o.source.parse().map_err(|e| format!("--source: {e}"))?;
         let publish = o
             .publish
             .iter()
@@ -759,6 +826,15 @@ impl Config {
             rtsp_allow_basic: o.rtsp_allow_basic == "on",
             ..SourceOptions::default()
         };
+        let defaults = stream::Defaults {
+            options: source_options,
+            hls: o.hls == "on",
+            on_demand: (o.on_demand == "on")
+                .then(|| stream::idle_timeout(o.idle_timeout))
+                .transpose()
+                .map_err(|e| format!("--idle-timeout {e}"))?,
+        };
+        let streams = streams(&o, &defaults, publish)?;
         let queue = QueueLimits {
             max_bytes: range("queue-max-bytes", o.queue_max_bytes, 64 * 1024, 1 << 30)?,
             max_delay: Duration::from_millis(range(
@@ -860,11 +936,9 @@ impl Config {
             trusted_proxies,
             proxy_header,
             send_buffer,
-            source,
-            publish,
+            streams,
             listen,
             legacy_listen,
-            hls: o.hls == "on",
             max_hls_requests_per_ip: range(
                 "max-hls-requests-per-ip",
                 o.max_hls_requests_per_ip,
@@ -878,11 +952,59 @@ impl Config {
                 1 << 20,
                 (1u64 << 40).min(usize::MAX as u64) as usize,
             )?,
-            source_options,
             queue,
             viewer_timeout,
         })
     }
+
+    /// The default stream: the first.
+    pub fn default_stream(&self) -> &StreamConfig {
+        &self.streams[0]
+    }
+}
+
+/// The streams asked for: `--stream` flags (which, as any flag, replace the file's
+/// `[[stream]]` tables), else the tables, else the one stream of `--source`. The
+/// `--publish` targets go to the first.
+fn streams(
+    o: &Options,
+    defaults: &stream::Defaults,
+    publish: Vec<PublishTarget>,
+) -> Result<Vec<StreamConfig>, String> {
+    let mut streams = if !o.stream.is_empty() {
+        o.stream
+            .iter()
+            .map(|flag| stream::from_flag(flag, defaults))
+            .collect::<Result<Vec<_>, _>>()?
+    } else {
+        o.stream_tables
+            .iter()
+            .map(|table| stream::from_table(table, defaults))
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    match (&o.source, streams.is_empty()) {
+        (Some(_), false) => {
+            return Err(
+                "--source and --stream (or [[stream]] tables) do not go together: name that camera with --stream NAME=SPEC (or a [[stream]] table)"
+                    .into(),
+            )
+        }
+        (source, true) => {
+            let spec = source.as_deref().unwrap_or("test");
+            streams.push(StreamConfig {
+                name: stream::DEFAULT_NAME.to_owned(),
+                source: spec.parse().map_err(|e| format!("--source: {e}"))?,
+                options: defaults.options.clone(),
+                publish: Vec::new(),
+                hls: defaults.hls,
+                on_demand: defaults.on_demand,
+            });
+        }
+        (None, false) => {}
+    }
+    stream::check_unique(&streams)?;
+    streams[0].publish.extend(publish);
+    Ok(streams)
 }
 
 #[cfg(test)]
@@ -907,7 +1029,8 @@ mod tests {
     }
 
     /// Defaults that are rules rather than values: `--help` describes them.
-    const RULES: [&str; 5] = [
+    const RULES: [&str; 6] = [
+        "source",
         "legacy-listen",
         "max-connections",
         "max-connections-per-ip",
@@ -1018,7 +1141,11 @@ mod tests {
 
     #[test]
     fn publish_targets_come_from_flags_or_the_file() {
-        assert!(parse(&[]).expect("valid").publish.is_empty());
+        assert!(parse(&[])
+            .expect("valid")
+            .default_stream()
+            .publish
+            .is_empty());
         let c = parse(&[
             "--publish",
             "rtmp://u:pw@a/live/key",
@@ -1026,20 +1153,25 @@ mod tests {
             "srt://b:8890?streamid=x",
         ])
         .expect("valid");
-        let shown: Vec<_> = c.publish.iter().map(ToString::to_string).collect();
+        let shown: Vec<_> = c
+            .default_stream()
+            .publish
+            .iter()
+            .map(ToString::to_string)
+            .collect();
         assert_eq!(shown, ["rtmp://***@a/live/***", "srt://b:8890?***"]);
         assert!(!format!("{c:?}").contains("pw"), "a config may be logged");
         let path = temp_file("p.toml", "publish = [\"rtsp://m:8554/cam\"]\n");
         let c = parse(&["--config", path.to_str().expect("utf-8")]).expect("valid");
-        assert_eq!(c.publish[0].url(), "rtsp://m:8554/cam");
+        assert_eq!(c.default_stream().publish[0].url(), "rtsp://m:8554/cam");
     }
 
     #[test]
     fn defaults() {
         let c = parse(&[]).expect("defaults are valid");
-        assert_eq!(c.source, SourceSpec::Test);
+        assert_eq!(c.default_stream().source, nalcast_sources::SourceSpec::Test);
         assert_eq!(c.listen.to_string(), "0.0.0.0:8000");
-        assert_eq!(c.source_options.video, VideoSettings::default());
+        assert_eq!(c.default_stream().options.video, VideoSettings::default());
         assert_eq!(c.tls, None);
         assert!(c.credentials.basic.is_none() && c.credentials.token.is_none());
     }
@@ -1061,6 +1193,97 @@ mod tests {
         assert_eq!(c.max_connections_per_ip, 20, "a given value is kept");
     }
 
+    fn names(c: &Config) -> Vec<&str> {
+        c.streams.iter().map(|s| s.name.as_str()).collect()
+    }
+
+    #[test]
+    fn one_stream_named_camera_without_stream_flags() {
+        let c =
+            parse(&["--source", "file:/x.h264", "--publish", "rtmp://m/live/k"]).expect("valid");
+        assert_eq!(names(&c), ["camera"]);
+        assert_eq!(c.default_stream().source.kind(), "file");
+        assert_eq!(c.default_stream().publish.len(), 1);
+        assert_eq!(c.default_stream().on_demand, None);
+    }
+
+    #[test]
+    fn streams_from_flags_take_the_flags_settings() {
+        let c = parse(&[
+            "--stream",
+            "garden=test",
+            "--stream",
+            "door=file:/d.h264",
+            "--fps",
+            "12",
+            "--hls",
+            "off",
+            "--on-demand",
+            "on",
+            "--idle-timeout",
+            "4",
+            "--publish",
+            "rtmp://m/live/k",
+        ])
+        .expect("valid");
+        assert_eq!(names(&c), ["garden", "door"]);
+        for s in &c.streams {
+            assert_eq!(s.options.video.fps, 12);
+            assert!(!s.hls);
+            assert_eq!(s.on_demand, Some(Duration::from_secs(4)));
+        }
+        // --publish is the first stream's.
+        assert_eq!(c.streams[0].publish.len(), 1);
+        assert!(c.streams[1].publish.is_empty());
+    }
+
+    #[test]
+    fn stream_tables_come_from_the_file_and_flags_replace_them() {
+        let path = temp_file(
+            "streams.toml",
+            "fps = 20\n\n[[stream]]\nname = \"pi\"\nsource = \"test\"\nwidth = 640\nheight = 480\n\n\
+             [[stream]]\nname = \"usb\"\nsource = \"usb\"\non-demand = \"on\"\n",
+        );
+        let file = path.to_str().expect("utf-8");
+        let c = parse(&["--config", file]).expect("valid");
+        assert_eq!(names(&c), ["pi", "usb"]);
+        assert_eq!(c.streams[0].options.video.width, 640);
+        assert_eq!(
+            c.streams[0].options.video.fps, 20,
+            "the file's top-level fps"
+        );
+        assert_eq!(c.streams[1].options.video.width, 1280);
+        assert_eq!(c.streams[1].on_demand, Some(stream::DEFAULT_IDLE));
+        let c = parse(&["--config", file, "--stream", "only=test"]).expect("valid");
+        assert_eq!(names(&c), ["only"]);
+    }
+
+    #[test]
+    fn stream_mistakes_are_one_line_errors() {
+        let e = parse(&["--source", "usb", "--stream", "a=test"]).expect_err("both");
+        assert!(e.contains("--source and --stream"), "{e}");
+        let e = parse(&["--stream", "a=test", "--stream", "a=usb"]).expect_err("twice");
+        assert!(e.contains("'a' is given twice"), "{e}");
+        let e = parse(&["--stream", "../x=test"]).expect_err("unsafe");
+        assert!(e.contains("stream name '../x'"), "{e}");
+        let path = temp_file(
+            "bad-stream.toml",
+            "[[stream]]\nname = \"a\"\nsource = \"test\"\nzoom = 2\n",
+        );
+        let e = parse(&["--config", path.to_str().expect("utf-8")]).expect_err("unknown key");
+        assert!(
+            e.contains("[[stream]] number 1") && e.contains("zoom"),
+            "{e}"
+        );
+        assert!(!e.contains('\n'), "{e}");
+        let path = temp_file(
+            "both.toml",
+            "source = \"usb\"\n[[stream]]\nname = \"a\"\nsource = \"test\"\n",
+        );
+        let e = parse(&["--config", path.to_str().expect("utf-8")]).expect_err("both in file");
+        assert!(e.contains("--source and --stream"), "{e}");
+    }
+
     #[test]
     fn flags_win_over_file_and_file_over_defaults() {
         let path = temp_file(
@@ -1069,9 +1292,9 @@ mod tests {
         );
         let path = path.to_str().expect("utf-8");
         let c = parse(&["--config", path, "--fps", "25"]).expect("valid");
-        assert_eq!(c.source_options.video.fps, 25);
-        assert_eq!(c.source_options.video.width, 640);
-        assert_eq!(c.source_options.video.height, 720);
+        assert_eq!(c.default_stream().options.video.fps, 25);
+        assert_eq!(c.default_stream().options.video.width, 640);
+        assert_eq!(c.default_stream().options.video.height, 720);
         assert_eq!(c.legacy_listen, None);
         assert_eq!(c.viewer_timeout, Duration::from_millis(2500));
         assert_eq!(c.allow_origins, ["http://a.lan", "http://b.lan"]);
@@ -1086,16 +1309,25 @@ mod tests {
     #[test]
     fn rtsp_sources_take_their_transport_from_flag_or_file() {
         let c = parse(&["--source", "rtsp://u:p%40ss@cam:8554/live"]).expect("valid");
-        assert_eq!(c.source.kind(), "rtsp");
-        assert_eq!(c.source.to_string(), "rtsp://***@cam:8554/live");
+        assert_eq!(c.default_stream().source.kind(), "rtsp");
+        assert_eq!(
+            c.default_stream().source.to_string(),
+            "rtsp://***@cam:8554/live"
+        );
         assert!(
             !format!("{c:?}").contains("p%40ss"),
             "Debug leaks the password"
         );
-        assert_eq!(c.source_options.rtsp_transport, RtspTransport::Tcp);
+        assert_eq!(
+            c.default_stream().options.rtsp_transport,
+            RtspTransport::Tcp
+        );
         let path = temp_file("rtsp.toml", "rtsp-transport = \"udp\"\n");
         let c = parse(&["--config", path.to_str().expect("utf-8")]).expect("valid");
-        assert_eq!(c.source_options.rtsp_transport, RtspTransport::Udp);
+        assert_eq!(
+            c.default_stream().options.rtsp_transport,
+            RtspTransport::Udp
+        );
         let err = parse(&["--rtsp-transport", "quic"]).unwrap_err();
         assert!(err.contains("expected tcp or udp"), "{err}");
     }
