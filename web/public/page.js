@@ -61,7 +61,10 @@ function stageSize() {
 const view = {
   showState(state, reason) {
     const badge = $('state');
-    badge.textContent = reason ? `${state}: ${reason}` : state;
+    // "starting": the camera is being started (at nalcast's start, or for the first
+    // viewer of a stream started on demand).
+    const label = state === 'starting' ? 'starting camera' : state;
+    badge.textContent = reason ? `${label}: ${reason}` : label;
     badge.className = `badge ${state}`;
   },
 

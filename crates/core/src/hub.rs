@@ -100,6 +100,10 @@ pub struct Hub {
     started: Instant,
     /// The HLS stream's version: changes when a part is published.
     hls_version: tokio::sync::watch::Sender<u64>,
+    /// How many subscribers (viewers and nalcast's own) there are.
+    members: tokio::sync::watch::Sender<usize>,
+    /// Counts HLS requests: a source started on demand runs while they come.
+    hls_demand: tokio::sync::watch::Sender<u64>,
 }
 
 /// A snapshot of the hub's state.
@@ -140,6 +144,8 @@ impl Hub {
             counters: HubCounters::default(),
             started: Instant::now(),
             hls_version: tokio::sync::watch::channel(0).0,
+            members: tokio::sync::watch::channel(0).0,
+            hls_demand: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -223,6 +229,7 @@ impl Hub {
         }
         let id = state.members.add(queue.clone(), internal);
         VIEWERS.gauge_now().set(state.members.viewers() as f64);
+        self.members.send_replace(state.members.len());
         let join = state.gop_timing.facts();
         Subscription {
             hub: self.clone(),
@@ -294,6 +301,34 @@ impl Hub {
         state.status = lost;
     }
 
+    /// The source was stopped for want of viewers (started on demand) at `now`:
+    /// what is cached is of a picture no longer live, so the next viewer starts
+    /// afresh at the restarted source's first keyframe.
+    pub fn source_idle(&self, now: Instant) {
+        let mut state = self.lock();
+        state.keyframes.source_lost();
+        state.gop.clear();
+        state.last_frame = None;
+        state.status = StreamState::Starting;
+        state.members.push_status(&StreamState::Starting, now);
+    }
+
+    /// Changes whenever a subscriber comes or goes, to their number (viewers and
+    /// nalcast's own).
+    pub fn member_changes(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.members.subscribe()
+    }
+
+    /// An HLS client asks for the stream (a source started on demand starts).
+    pub fn hls_wanted(&self) {
+        self.hls_demand.send_modify(|n| *n += 1);
+    }
+
+    /// Changes whenever an HLS client asks for the stream.
+    pub fn hls_demand(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.hls_demand.subscribe()
+    }
+
     /// Closes every viewer's queue (shutdown): their tasks end and close their sockets.
     pub fn close_all(&self) {
         self.lock().members.close_all();
@@ -317,6 +352,7 @@ impl Hub {
         let mut state = self.lock();
         state.members.remove(id);
         VIEWERS.gauge_now().set(state.members.viewers() as f64);
+        self.members.send_replace(state.members.len());
     }
 }
 

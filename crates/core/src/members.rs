@@ -59,7 +59,17 @@ impl Members {
         }
     }
 
-    /// Subscribers that are viewers (internal ones left out).
+    /// Every subscriber, viewers and nalcast's own.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Whether there is no subscriber at all.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// Viewers: the members that are not nalcast's own.
     pub fn viewers(&self) -> usize {
         debug_assert!(self.internal <= self.by_id.len());
         self.by_id.len() - self.internal

@@ -3,6 +3,7 @@
 //! failing, restarting or sending garbage never reaches another stream's viewers.
 //! The server finds them here by name ([`Streams`]); the first is the default
 //! stream, served at the URLs nalcast had before it held many.
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ pub struct Stream {
     pub hub: Arc<Hub>,
     /// Its `publish` targets and their state.
     pub publishers: Arc<Vec<Arc<Publisher>>>,
+    /// Started on demand and stopped for want of viewers just now.
+    idle: AtomicBool,
 }
 
 impl Stream {
@@ -42,6 +45,7 @@ impl Stream {
             .map(|(i, target)| Publisher::new(target.clone(), publish_index + i))
             .collect();
         Stream {
+            idle: AtomicBool::new(config.on_demand.is_some()),
             config,
             hub,
             publishers: Arc::new(publishers),
@@ -61,6 +65,7 @@ impl Stream {
             },
             hub,
             publishers: Arc::default(),
+            idle: AtomicBool::new(false),
         }
     }
 
@@ -78,6 +83,11 @@ impl Stream {
     /// Its configured picture settings.
     pub fn video(&self) -> VideoSettings {
         self.config.options.video
+    }
+
+    /// Whether its source is stopped until someone watches (`--on-demand`).
+    pub fn is_idle(&self) -> bool {
+        self.idle.load(Ordering::Relaxed)
     }
 }
 
@@ -127,18 +137,14 @@ impl Running {
     /// Starts the source and publishers of `stream`.
     pub fn start(stream: Arc<Stream>, publish_options: &publish::PublishOptions) -> Running {
         let (stop, stopped) = watch::channel(false);
-        let name = stream.name().to_owned();
+        info!(stream = %stream.name(), source = %stream.config.source, "stream started");
         let source = tokio::spawn({
             let stream = stream.clone();
             async move {
-                info!(stream = %name, source = %stream.config.source, "stream started");
-                source::supervise(
-                    stream.config.source.clone(),
-                    stream.config.options.clone(),
-                    stream.hub.clone(),
-                    stopped,
-                )
-                .await;
+                match stream.config.on_demand {
+                    Some(idle) => on_demand(&stream, idle, stopped).await,
+                    None => supervise(&stream, stopped).await,
+                }
             }
         });
         // Publishers read the hub like viewers: started with it, stopped (their
@@ -182,6 +188,79 @@ impl Running {
         if source.is_err() {
             warn!(stream = %name, "the source did not stop in time");
             self.source.abort();
+        }
+    }
+}
+
+/// Runs the stream's source until `stop`, restarting it as it fails.
+async fn supervise(stream: &Stream, stop: watch::Receiver<bool>) {
+    source::supervise(
+        stream.config.source.clone(),
+        stream.config.options.clone(),
+        stream.hub.clone(),
+        stop,
+    )
+    .await;
+}
+
+/// How long a stopping source has to end before it is killed.
+const SOURCE_GRACE: Duration = Duration::from_millis(800);
+
+/// Runs the stream's source while someone wants it: from the first subscriber (a
+/// viewer, a publisher) or HLS request, until `idle` after the last one, and again
+/// at the next; until `stop`.
+async fn on_demand(stream: &Stream, idle: Duration, mut stop: watch::Receiver<bool>) {
+    let name = stream.name();
+    let mut members = stream.hub.member_changes();
+    let mut hls = stream.hub.hls_demand();
+    loop {
+        // Idle: wait for someone.
+        stream.idle.store(true, Ordering::Relaxed);
+        loop {
+            if *members.borrow_and_update() > 0 || hls.has_changed().unwrap_or(false) {
+                hls.borrow_and_update();
+                break;
+            }
+            tokio::select! {
+                _ = members.changed() => {}
+                _ = hls.changed() => {}
+                _ = stop.changed() => return,
+            }
+        }
+        info!(stream = %name, "starting the source for a viewer (on demand)");
+        stream.idle.store(false, Ordering::Relaxed);
+        let (stop_source, source_stopped) = watch::channel(false);
+        let mut source = tokio::spawn(source::supervise(
+            stream.config.source.clone(),
+            stream.config.options.clone(),
+            stream.hub.clone(),
+            source_stopped,
+        ));
+        // Running: until `idle` has passed with nobody.
+        let ended = loop {
+            let nobody = *members.borrow_and_update() == 0;
+            tokio::select! {
+                () = tokio::time::sleep(idle), if nobody => break false,
+                _ = members.changed() => {}
+                // An HLS request starts the idle time again.
+                _ = hls.changed() => {}
+                _ = stop.changed() => break true,
+            }
+        };
+        if !ended {
+            info!(stream = %name, idle_s = idle.as_secs_f64(), "stopping the source: nobody watched (on demand)");
+        }
+        let _ = stop_source.send(true);
+        if tokio::time::timeout(SOURCE_GRACE, &mut source)
+            .await
+            .is_err()
+        {
+            warn!(stream = %name, "the source did not stop in time");
+            source.abort();
+        }
+        stream.hub.source_idle(std::time::Instant::now());
+        if ended {
+            return;
         }
     }
 }

@@ -34,10 +34,17 @@ fn details(s: &Stream) -> serde_json::Value {
     let info = status.params.as_ref().map(|p| &p.info);
     let c = &s.hub.counters;
     let video = s.video();
+    // An on-demand stream nobody watches has its source stopped: "idle".
+    let state = if s.is_idle() {
+        "idle"
+    } else {
+        status.status.name()
+    };
     json!({
         "name": s.name(),
         "source": s.source_kind(),
-        "state": status.status.name(),
+        "on_demand": s.config.on_demand.is_some(),
+        "state": state,
         "reason": status.status.reason(),
         "codec": info.map(|i| i.codec.clone()),
         "width": info.map(|i| i.width),
@@ -99,8 +106,12 @@ pub async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// Why a stream is not healthy, if it is not: frames must flow.
+/// Why a stream is not healthy, if it is not: frames must flow, unless it is an
+/// on-demand stream nobody watches.
 fn unhealthy(s: &Stream) -> Option<String> {
+    if s.is_idle() {
+        return None;
+    }
     let status = s.hub.status(std::time::Instant::now());
     let fresh = status
         .since_last_frame

@@ -103,3 +103,122 @@ async fn each_stream_has_its_own_urls_and_the_first_keeps_the_plain_ones() {
         200
     );
 }
+
+/// Whether process `pid` is alive (not gone, not a zombie).
+fn alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit(')')
+            .next()
+            .is_some_and(|rest| !rest.trim_start().starts_with('Z'))
+    })
+}
+
+/// The state /api/streams gives stream `name`.
+async fn state_of(server: &Server, name: &str) -> String {
+    let (_, body) = http_get(server.addr, "/api/streams").await.expect("list");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("json");
+    list["streams"]
+        .as_array()
+        .expect("an array")
+        .iter()
+        .find(|s| s["name"] == name)
+        .and_then(|s| s["state"].as_str())
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// Waits until `what` holds, for at most `secs`.
+async fn eventually(secs: u64, what: &str, mut holds: impl AsyncFnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !holds().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_on_demand_source_runs_only_while_someone_watches() {
+    let dir = temp_dir("streams-on-demand");
+    let clip = dir.join("clip.h264");
+    write_h264(&clip, 320, 240, 30, 10);
+    let pid_file = dir.join("camera.pid");
+    let config = dir.join("nalcast.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[[stream]]\nname = \"always\"\nsource = \"test\"\n\n\
+             [[stream]]\nname = \"porch\"\nsource = \"exec:echo $$ > {pid}; exec ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -f h264 -i {clip} -c copy -f h264 -\"\n\
+             on-demand = \"on\"\nidle-timeout = 1\n",
+            pid = pid_file.display(),
+            clip = clip.display()
+        ),
+    )
+    .expect("config");
+    let server = Server::start(&[
+        "--config",
+        config.to_str().expect("utf-8"),
+        "--width",
+        "320",
+        "--height",
+        "240",
+    ]);
+    server.wait_healthy().await;
+    assert_eq!(state_of(&server, "porch").await, "idle");
+    assert!(
+        !pid_file.exists(),
+        "no camera process before the first viewer"
+    );
+
+    // The first viewer starts the camera: "starting", then pictures.
+    let mut ws = connect(&server.url("/streams/porch/ws")).await;
+    let mut saw_starting = false;
+    loop {
+        match next_framed(&mut ws, Duration::from_secs(15)).await {
+            Some(ServerMessage::Status(state)) => saw_starting |= state.name() == "starting",
+            Some(ServerMessage::AccessUnit { .. }) => break,
+            Some(_) => {}
+            None => panic!("no picture from the on-demand stream"),
+        }
+    }
+    assert!(saw_starting, "the viewer is told the camera is starting");
+    let pid: u32 = std::fs::read_to_string(&pid_file)
+        .expect("the camera process wrote its pid")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert!(alive(pid));
+    assert_eq!(state_of(&server, "porch").await, "live");
+
+    // The last viewer leaves: the camera process ends after the idle time.
+    drop(ws);
+    eventually(10, "the camera process to end", async || !alive(pid)).await;
+    assert_eq!(state_of(&server, "porch").await, "idle");
+    let (status, _) = http_get(server.addr, "/healthz").await.expect("healthz");
+    assert_eq!(status, 200, "an idle on-demand stream is healthy");
+
+    // The next viewer starts it again, from a fresh picture (nothing stale cached).
+    std::fs::remove_file(&pid_file).expect("remove pid file");
+    let mut ws = connect(&server.url("/streams/porch/ws")).await;
+    loop {
+        match next_framed(&mut ws, Duration::from_secs(15)).await {
+            Some(ServerMessage::AccessUnit { flags, .. }) => {
+                assert!(
+                    flags & nalcast_core::protocol::FLAG_KEYFRAME != 0,
+                    "a keyframe first"
+                );
+                break;
+            }
+            Some(_) => {}
+            None => panic!("no picture after the restart"),
+        }
+    }
+    let again: u32 = std::fs::read_to_string(&pid_file)
+        .expect("a new camera process")
+        .trim()
+        .parse()
+        .expect("a pid");
+    assert_ne!(again, pid);
+}
