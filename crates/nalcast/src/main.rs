@@ -13,7 +13,7 @@ use tracing::{info, warn};
 use nalcast::config::{Config, LoadError, Options};
 use nalcast::server;
 use nalcast::server::auth::Auth;
-use nalcast::streams::{Running, Stream, Streams};
+use nalcast::streams::{Fleet, Streams};
 
 fn main() -> ExitCode {
     match start() {
@@ -169,20 +169,12 @@ async fn run(
     fd_limit: Option<u64>,
     publish_options: publish::PublishOptions,
 ) -> anyhow::Result<()> {
+    // Before anything is announced: a SIGHUP from then on reloads, never kills.
+    let mut signals = Signals::new();
     let publish_targets = config.streams.iter().map(|s| s.publish.len()).sum();
     let metrics = server::series::install(publish_targets)?;
-    let mut publish_index = 0;
-    let streams = Streams::new(
-        config
-            .streams
-            .iter()
-            .map(|s| {
-                let stream = Stream::new(s.clone(), config.queue, publish_index);
-                publish_index += s.publish.len();
-                Arc::new(stream)
-            })
-            .collect(),
-    );
+    let mut fleet = Fleet::start(&config.streams, config.queue, publish_options);
+    let streams = fleet.streams();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let front = front(&config, tls.as_ref());
     let main_listener = server::listen::bind(config.listen, "listen").await?;
@@ -209,11 +201,6 @@ async fn run(
         &shutdown,
     );
 
-    let running: Vec<Running> = streams
-        .all()
-        .iter()
-        .map(|stream| Running::start(stream.clone(), &publish_options))
-        .collect();
     let options = server::listen::ListenOptions {
         send_buffer: config.send_buffer,
         header_timeout: config.header_timeout,
@@ -249,10 +236,12 @@ async fn run(
     }
     info!(streams = streams.all().len(), "nalcast started");
 
-    shutdown_signal().await;
+    while signals.next().await == Signal::Reload {
+        nalcast::streams::reload(&mut fleet, &config).await;
+    }
     info!("shutting down");
     let _ = shutdown_tx.send(true);
-    stop(&streams, servers, running).await;
+    stop(&streams, servers, fleet).await;
     Ok(())
 }
 
@@ -339,11 +328,8 @@ fn announce(config: &Config, main_addr: SocketAddr, legacy: Option<SocketAddr>, 
 
 /// Viewers get their close frames and the sources stop their camera processes;
 /// give them a moment, never more than a second in all.
-async fn stop(streams: &Streams, mut servers: JoinSet<()>, running: Vec<Running>) {
+async fn stop(streams: &Streams, mut servers: JoinSet<()>, fleet: Fleet) {
     let grace = Duration::from_millis(800);
-    for stream in streams.all().iter() {
-        stream.hub.close_all();
-    }
     let deadline = tokio::time::Instant::now() + grace;
     let viewers_gone = tokio::time::timeout_at(deadline, async {
         while servers.join_next().await.is_some() {}
@@ -358,22 +344,54 @@ async fn stop(streams: &Streams, mut servers: JoinSet<()>, running: Vec<Running>
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
-    let sources_stopped =
-        futures_util::future::join_all(running.into_iter().map(|r| r.stop(grace)));
-    let (viewers_gone, _) = tokio::join!(viewers_gone, sources_stopped);
+    let (viewers_gone, ()) = tokio::join!(viewers_gone, fleet.stop(grace));
     if viewers_gone.is_err() {
         warn!("some connections did not close in time");
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let Ok(mut term) = signal(SignalKind::terminate()) else {
-        let _ = tokio::signal::ctrl_c().await;
-        return;
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// What a signal asks of nalcast.
+#[derive(PartialEq, Eq)]
+enum Signal {
+    /// SIGHUP: read the settings again.
+    Reload,
+    /// SIGTERM or Ctrl-C: stop.
+    Stop,
+}
+
+/// The signals nalcast acts on.
+struct Signals {
+    term: Option<tokio::signal::unix::Signal>,
+    hup: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Signals {
+        use tokio::signal::unix::{signal, SignalKind};
+        Signals {
+            term: signal(SignalKind::terminate()).ok(),
+            hup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// The next signal.
+    async fn next(&mut self) -> Signal {
+        let term = async {
+            match &mut self.term {
+                Some(term) => term.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        let hup = async {
+            match &mut self.hup {
+                Some(hup) => hup.recv().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => Signal::Stop,
+            _ = term => Signal::Stop,
+            _ = hup => Signal::Reload,
+        }
     }
 }

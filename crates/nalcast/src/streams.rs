@@ -8,12 +8,15 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use nalcast_core::hub::{Hub, HubConfig};
+use nalcast_core::metric::Series;
 use nalcast_core::queue::QueueLimits;
 use nalcast_sources::publish::{self, Publisher};
 use nalcast_sources::{self as source, VideoSettings};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{info, warn};
+use tracing::{error, info, warn};
+
+use crate::config::{Config, LoadError, Options};
 
 use crate::config::StreamConfig;
 
@@ -38,6 +41,12 @@ impl Stream {
             hls: config.hls.then(|| HubConfig::default().hls).flatten(),
             ..HubConfig::default()
         });
+        Stream::with_hub(config, hub, publish_index)
+    }
+
+    /// A stream of `config` around `hub`, whose viewers it keeps (a stream whose
+    /// source changed on a reload).
+    pub fn with_hub(config: StreamConfig, hub: Arc<Hub>, publish_index: usize) -> Stream {
         let publishers = config
             .publish
             .iter()
@@ -122,6 +131,15 @@ impl Streams {
     pub fn default_stream(&self) -> Arc<Stream> {
         self.all()[0].clone()
     }
+
+    /// Serves `list` from now on (a reload).
+    ///
+    /// # Panics
+    /// When `list` is empty.
+    pub fn replace(&self, list: Vec<Arc<Stream>>) {
+        assert!(!list.is_empty(), "a server has at least one stream");
+        *self.list.write().unwrap_or_else(|e| e.into_inner()) = list.into();
+    }
 }
 
 /// A started stream: its tasks, and the switch that stops them.
@@ -168,9 +186,15 @@ impl Running {
 
     /// Closes its viewers and stops its source and publishers, waiting at most
     /// `grace` for them; what does not stop in time is killed.
-    pub async fn stop(mut self, grace: Duration) {
-        let name = self.stream.name().to_owned();
+    pub async fn stop(self, grace: Duration) {
         self.stream.hub.close_all();
+        self.stop_source(grace).await;
+    }
+
+    /// Stops its source and publishers, waiting at most `grace` for them; the
+    /// viewers stay, for the source that takes its place.
+    pub async fn stop_source(mut self, grace: Duration) {
+        let name = self.stream.name().to_owned();
         let _ = self.stop.send(true);
         let deadline = tokio::time::Instant::now() + grace;
         let publishers = tokio::time::timeout_at(deadline, async {
@@ -263,4 +287,191 @@ async fn on_demand(stream: &Stream, idle: Duration, mut stop: watch::Receiver<bo
             return;
         }
     }
+}
+
+/// What a reload did, by stream name.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Started.
+    pub added: Vec<String>,
+    /// Ended.
+    pub removed: Vec<String>,
+    /// Restarted with new settings.
+    pub changed: Vec<String>,
+    /// Left running as they were.
+    pub kept: Vec<String>,
+}
+
+/// Every running stream, and the registry the server reads them from.
+pub struct Fleet {
+    streams: Arc<Streams>,
+    running: Vec<Running>,
+    queue: QueueLimits,
+    publish_options: publish::PublishOptions,
+    /// The `target` label of the next publisher.
+    next_publisher: usize,
+}
+
+impl Fleet {
+    /// Starts a stream of each of `configs` (never empty), in order.
+    pub fn start(
+        configs: &[StreamConfig],
+        queue: QueueLimits,
+        publish_options: publish::PublishOptions,
+    ) -> Fleet {
+        let mut next_publisher = 0;
+        let running: Vec<Running> = configs
+            .iter()
+            .map(|config| {
+                let stream = Stream::new(config.clone(), queue, next_publisher);
+                next_publisher += config.publish.len();
+                Running::start(Arc::new(stream), &publish_options)
+            })
+            .collect();
+        Fleet {
+            streams: Streams::new(running.iter().map(|r| r.stream.clone()).collect()),
+            running,
+            queue,
+            publish_options,
+            next_publisher,
+        }
+    }
+
+    /// The registry the server reads.
+    pub fn streams(&self) -> Arc<Streams> {
+        self.streams.clone()
+    }
+
+    /// Makes the running set `configs` (checked, never empty): streams not in it
+    /// end, their viewers told why; new ones start; those whose settings changed
+    /// get a new source (and keep their viewers, unless HLS was turned on or off);
+    /// the rest run on untouched, their viewers losing nothing.
+    pub async fn reload(&mut self, configs: &[StreamConfig]) -> Changes {
+        let mut changes = Changes::default();
+        let mut old: Vec<Running> = std::mem::take(&mut self.running);
+        let mut retired = Vec::new();
+        let mut next = Vec::with_capacity(configs.len());
+        for config in configs {
+            let Some(at) = old.iter().position(|r| r.stream.name() == config.name) else {
+                changes.added.push(config.name.clone());
+                next.push(self.start_one(config, None));
+                continue;
+            };
+            let running = old.swap_remove(at);
+            if running.stream.config == *config {
+                changes.kept.push(config.name.clone());
+                next.push(running);
+                continue;
+            }
+            changes.changed.push(config.name.clone());
+            let keep_hub = running.stream.config.hls == config.hls;
+            let hub = keep_hub.then(|| running.stream.hub.clone());
+            if keep_hub {
+                running.stop_source(SOURCE_GRACE).await;
+            } else {
+                running.stream.hub.source_lost(
+                    "the stream's settings changed: reconnect",
+                    std::time::Instant::now(),
+                );
+                retired.push(running);
+            }
+            next.push(self.start_one(config, hub));
+        }
+        // Those left in `old` are no longer configured: new viewers cannot find
+        // them from now on, and those watching are told why before they close.
+        self.streams
+            .replace(next.iter().map(|r| r.stream.clone()).collect());
+        self.running = next;
+        for running in old {
+            changes.removed.push(running.stream.name().to_owned());
+            running.stream.hub.source_lost(
+                "this stream was removed from nalcast's settings",
+                std::time::Instant::now(),
+            );
+            retired.push(running);
+        }
+        futures_util::future::join_all(retired.into_iter().map(|r| r.stop(SOURCE_GRACE))).await;
+        changes
+    }
+
+    fn start_one(&mut self, config: &StreamConfig, hub: Option<Arc<Hub>>) -> Running {
+        let index = self.next_publisher;
+        self.next_publisher += config.publish.len();
+        let stream = match hub {
+            Some(hub) => Stream::with_hub(config.clone(), hub, index),
+            None => Stream::new(config.clone(), self.queue, index),
+        };
+        Running::start(Arc::new(stream), &self.publish_options)
+    }
+
+    /// Stops every stream: their viewers' connections close and their sources end,
+    /// within `grace`.
+    pub async fn stop(self, grace: Duration) {
+        futures_util::future::join_all(self.running.into_iter().map(|r| r.stop(grace))).await;
+    }
+}
+
+/// Settings reloads, by how they ended.
+pub const RELOADS: Series = Series::counter(
+    "nalcast_reloads_total",
+    "Settings reloads (SIGHUP), by result: applied, refused (the settings did not check out; the log says why)",
+)
+.labelled("result", &["applied", "refused"]);
+
+/// SIGHUP (`systemctl reload nalcast`): reads the settings again and applies the
+/// streams' (added, removed, changed). Settings that are not the streams' are read
+/// once, at start: a change to one is named in the log, and waits for a restart.
+/// Settings that do not check out are refused with the reason, and the running
+/// streams stay as they are.
+pub async fn reload(fleet: &mut Fleet, running: &Config) {
+    info!("reloading the settings (SIGHUP)");
+    let new = match Options::load(std::env::args_os()) {
+        Ok(options) => Config::resolve(options),
+        Err(LoadError::File(e)) => Err(e),
+        Err(LoadError::Usage(e)) => Err(e.to_string()),
+    };
+    let checked = new.and_then(|config| {
+        for stream in &config.streams {
+            source::preflight(&stream.source)
+                .map_err(|e| format!("stream '{}': {e}", stream.name))?;
+        }
+        let targets: Vec<_> = config
+            .streams
+            .iter()
+            .flat_map(|s| s.publish.iter().cloned())
+            .collect();
+        publish::preflight(&targets)?;
+        Ok(config)
+    });
+    let config = match checked {
+        Ok(config) => config,
+        Err(e) => {
+            error!("settings not reloaded, the streams run on as they were: {e}");
+            RELOADS.count_as("refused").increment(1);
+            return;
+        }
+    };
+    // Every setting but the streams, compared as printed (the Debug form names
+    // credentials only as set or not).
+    let others = |c: &Config| {
+        format!(
+            "{:?}",
+            Config {
+                streams: Vec::new(),
+                ..c.clone()
+            }
+        )
+    };
+    if others(&config) != others(running) {
+        warn!("settings other than the streams changed: they take effect when nalcast restarts");
+    }
+    let changes = fleet.reload(&config.streams).await;
+    RELOADS.count_as("applied").increment(1);
+    info!(
+        added = ?changes.added,
+        removed = ?changes.removed,
+        restarted = ?changes.changed,
+        unchanged = changes.kept.len(),
+        "settings reloaded"
+    );
 }

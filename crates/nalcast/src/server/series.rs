@@ -17,7 +17,7 @@ use nalcast_core::{hub, ingest, join, keyframe, package};
 use nalcast_sources::publish;
 
 /// Every series, in the order `/metrics` describes them.
-pub const ALL: [Series; 25] = [
+pub const ALL: [Series; 26] = [
     hub::VIEWERS,
     limits::CONNECTIONS_OPEN,
     hub::FRAMES_IN,
@@ -43,6 +43,7 @@ pub const ALL: [Series; 25] = [
     publish::PUBLISH_RESTARTS,
     session::QUEUE_DELAY,
     session::SERVER_LATENCY,
+    crate::streams::RELOADS,
 ];
 
 /// Describes every series and creates it at zero, the publish series for each of

@@ -222,3 +222,132 @@ async fn an_on_demand_source_runs_only_while_someone_watches() {
         .expect("a pid");
     assert_ne!(again, pid);
 }
+
+/// The names /api/streams lists, in order.
+async fn names(server: &Server) -> Vec<String> {
+    let (_, body) = http_get(server.addr, "/api/streams").await.expect("list");
+    let list: serde_json::Value = serde_json::from_str(&body).expect("json");
+    list["streams"]
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|s| s["name"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+fn streams_file(streams: &[(&str, &str)]) -> String {
+    streams
+        .iter()
+        .map(|(name, extra)| format!("[[stream]]\nname = \"{name}\"\nsource = \"test\"\n{extra}\n"))
+        .collect()
+}
+
+fn hang_up(server: &Server) {
+    let status = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_adds_removes_and_restarts_streams_and_the_others_lose_no_frame() {
+    let dir = temp_dir("streams-reload");
+    let config = dir.join("nalcast.toml");
+    let top = "width = 320\nheight = 240\nbitrate = 200000\n\n";
+    std::fs::write(
+        &config,
+        format!(
+            "{top}{}",
+            streams_file(&[("steady", ""), ("tuned", ""), ("leaving", "")])
+        ),
+    )
+    .expect("config");
+    let server = Server::start(&["--config", config.to_str().expect("utf-8")]);
+    server.wait_healthy().await;
+
+    // A viewer of the stream the reload leaves alone counts every frame.
+    let mut steady = connect(&server.url("/streams/steady/ws")).await;
+    let mut leaving = connect(&server.url("/streams/leaving/ws")).await;
+    let watch = tokio::spawn(async move {
+        let (mut last, mut frames) = (None::<u32>, 0u32);
+        let until = std::time::Instant::now() + Duration::from_secs(4);
+        while std::time::Instant::now() < until {
+            match next_framed(&mut steady, Duration::from_secs(2)).await {
+                Some(ServerMessage::AccessUnit { seq, .. }) => {
+                    if let Some(l) = last {
+                        assert_eq!(seq, l + 1, "a frame of the untouched stream was lost");
+                    }
+                    last = Some(seq);
+                    frames += 1;
+                }
+                Some(ServerMessage::Skipped { .. }) => panic!("the untouched stream skipped"),
+                Some(ServerMessage::Status(s)) => assert_eq!(s.name(), "live", "status {s:?}"),
+                Some(_) => {}
+                None => panic!("the untouched stream stopped"),
+            }
+        }
+        frames
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // Added, removed, changed: the running set follows the file.
+    std::fs::write(
+        &config,
+        format!(
+            "{top}{}",
+            streams_file(&[("steady", ""), ("tuned", "fps = 10"), ("arriving", "")])
+        ),
+    )
+    .expect("config");
+    hang_up(&server);
+    eventually(10, "the new list", async || {
+        names(&server).await == ["steady", "tuned", "arriving"]
+    })
+    .await;
+    // The removed stream's viewer hears why, then the connection ends.
+    let mut told = None;
+    while let Some(msg) = next_framed(&mut leaving, Duration::from_secs(5)).await {
+        if let ServerMessage::Status(s) = msg {
+            told = s.reason().map(str::to_owned);
+        }
+    }
+    let told = told.expect("a status with the reason");
+    assert!(told.contains("removed from nalcast's settings"), "{told}");
+    let (status, _) = http_get(server.addr, "/streams/leaving/api/stream")
+        .await
+        .expect("gone");
+    assert_eq!(status, 404);
+    let (_, tuned) = http_get(server.addr, "/streams/tuned/api/stream")
+        .await
+        .expect("tuned");
+    assert!(tuned.contains("\"fps\":10"), "{tuned}");
+    assert_eq!(
+        stream_info(&server.url("/streams/arriving/ws")).await,
+        ("test".into(), 320)
+    );
+
+    let frames = watch.await.expect("the untouched stream's viewer");
+    assert!(
+        frames >= 80,
+        "the untouched stream kept its rate: {frames} frames in 4 s"
+    );
+
+    // Settings that do not check out are refused, and the streams run on.
+    std::fs::write(
+        &config,
+        format!("{top}{}", streams_file(&[("steady", "width = 9000")])),
+    )
+    .expect("config");
+    hang_up(&server);
+    eventually(10, "the reload to be refused", async || {
+        let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
+        metrics.contains("nalcast_reloads_total{result=\"refused\"} 1")
+    })
+    .await;
+    assert_eq!(names(&server).await, ["steady", "tuned", "arriving"]);
+    assert_eq!(
+        stream_info(&server.url("/streams/tuned/ws")).await,
+        ("test".into(), 320)
+    );
+}
