@@ -26,7 +26,7 @@ DEFINITION = re.compile(
 )
 NAME = re.compile(r"\"(nalcast_[a-z0-9_]+)\"")
 MACRO = re.compile(r"\bmetrics::(?:describe_)?(?:counter|gauge|histogram)!")
-EMIT = r"\b{}\.(?:count|count_as|gauge_now|gauge_as|observe|observe_as)\("
+EMIT = r"\b{}\s*\.(?:count|count_as|gauge_now|gauge_in|gauge_as|observe|observe_as)(?:_in)?\("
 
 
 def non_test(text: str) -> str:

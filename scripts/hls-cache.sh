@@ -124,7 +124,7 @@ done
 counts() {
     curl -fs "$url_up/metrics" | awk '
         /^nalcast_hls_requests_total\{/ { r += $2 }
-        /^nalcast_hls_playlist_versions_total / { v = $2 }
+        /^nalcast_hls_playlist_versions_total[{ ]/ { v += $2 }
         END { printf "%d %d\n", r, v }'
 }
 

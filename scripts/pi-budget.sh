@@ -197,8 +197,8 @@ asyncio.run(main())
 print(f"{n} viewers read {total} bytes in {secs} s: {total * 8 / secs / 1e6:.1f} Mbit/s; TLS: {sorted(negotiated) or 'none'}")
 EOF
 
-metric() { # name scheme
-    curl -sfk "$2://127.0.0.1:$port/metrics" | awk -v m="$1" '$1 == m {print $2}'
+metric() { # name scheme: summed over its streams
+    curl -sfk "$2://127.0.0.1:$port/metrics" | awk -v m="$1" 'index($1, m "{") == 1 || $1 == m {s += $2} END {print s + 0}'
 }
 now() { date +%s.%N; }
 

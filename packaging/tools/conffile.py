@@ -19,6 +19,7 @@ OUT = ROOT / "packaging" / "nalcast.toml"
 # Keys whose default is not a value a file can hold: the line shows an example.
 EXAMPLES = {
     "source": '"rpicam"',
+    "camera": "1",
     "stream": '["garden=rtsp://user:password@garden-cam.lan/stream1", "desk=usb"]',
     "legacy-listen": '"off"',
     "max-connections": "4096",

@@ -13,8 +13,8 @@ use crate::join::{GopTiming, JoinFacts};
 use crate::keyframe::{KeyframeOutcome, KeyframePolicy};
 use crate::llhls::{Hls, HlsConfig};
 use crate::members::Members;
-use crate::metric::Series;
-use crate::package::{run_id, Packaged, Packaging};
+use crate::metric::{Series, StreamLabel};
+use crate::package::{run_id, Packaged, Packaging, HLS_PLAYLIST_VERSIONS};
 use crate::protocol::StreamState;
 use crate::queue::{QueueLimits, ViewerQueue};
 use crate::SharedAu;
@@ -23,19 +23,22 @@ use crate::SharedAu;
 pub const FRAMES_IN: Series = Series::counter(
     "nalcast_frames_in_total",
     "access units received from the source",
-);
+)
+.per_stream();
 /// Their bytes.
 pub const BYTES_IN: Series = Series::counter(
     "nalcast_bytes_in_total",
     "bytes of access units received from the source",
-);
+)
+.per_stream();
 /// Viewers' queues that overflowed.
 pub const VIEWER_SKIPS: Series = Series::counter(
     "nalcast_viewer_skips_total",
     "times a viewer's queue overflowed and skipped to the next keyframe",
-);
+)
+.per_stream();
 /// Viewers now.
-pub const VIEWERS: Series = Series::gauge("nalcast_viewers", "viewers connected");
+pub const VIEWERS: Series = Series::gauge("nalcast_viewers", "viewers connected").per_stream();
 /// Hub settings.
 #[derive(Clone, Debug)]
 pub struct HubConfig {
@@ -49,6 +52,8 @@ pub struct HubConfig {
     pub keyframe_on_join_after: usize,
     /// The LL-HLS stream's settings; None: no HLS.
     pub hls: Option<HlsConfig>,
+    /// The stream's name in the per-stream metrics.
+    pub stream: StreamLabel,
 }
 
 impl Default for HubConfig {
@@ -59,6 +64,7 @@ impl Default for HubConfig {
             keyframe_min_interval: Duration::from_millis(1000),
             keyframe_on_join_after: 10,
             hls: Some(HlsConfig::default()),
+            stream: StreamLabel::default(),
         }
     }
 }
@@ -164,13 +170,15 @@ impl Hub {
         self.counters
             .bytes_in
             .fetch_add(au.data.len() as u64, Ordering::Relaxed);
-        FRAMES_IN.count().increment(1);
-        BYTES_IN.count().increment(au.data.len() as u64);
+        let stream = &self.config.stream;
+        FRAMES_IN.count_in(stream).increment(1);
+        BYTES_IN.count_in(stream).increment(au.data.len() as u64);
         // Packaged under its own lock, held until the fan-out has the access unit,
         // so viewers get access units in the order they were numbered.
         let mut packaging = self.packaging();
         let Packaged { au, hls_version } = packaging.package(au, now);
         if let Some(version) = hls_version {
+            HLS_PLAYLIST_VERSIONS.count_in(stream).increment(1);
             self.hls_version.send_replace(version);
         }
         let mut state = self.lock();
@@ -182,7 +190,7 @@ impl Hub {
         state.gop.push(au.clone());
         state.last_frame = Some(now);
         if state.keyframes.frame(au.keyframe(), now) {
-            KeyframeOutcome::Sent.count();
+            KeyframeOutcome::Sent.count_in(stream);
             self.ask_for_keyframe();
         }
         if state.status != StreamState::Live {
@@ -193,7 +201,7 @@ impl Hub {
         if overflows.viewers > 0 {
             let skips = overflows.viewers;
             self.counters.skips.fetch_add(skips, Ordering::Relaxed);
-            VIEWER_SKIPS.count().increment(skips);
+            VIEWER_SKIPS.count_in(stream).increment(skips);
         }
         if overflows.any() {
             self.request_keyframe_locked(&mut state, now);
@@ -228,7 +236,9 @@ impl Hub {
             self.request_keyframe_locked(&mut state, now);
         }
         let id = state.members.add(queue.clone(), internal);
-        VIEWERS.gauge_now().set(state.members.viewers() as f64);
+        VIEWERS
+            .gauge_in(&self.config.stream)
+            .set(state.members.viewers() as f64);
         self.members.send_replace(state.members.len());
         let join = state.gop_timing.facts();
         Subscription {
@@ -243,7 +253,7 @@ impl Hub {
     /// (keyframe.rs), and the outcome is counted.
     fn request_keyframe_locked(&self, state: &mut HubState, now: Instant) -> KeyframeOutcome {
         let outcome = state.keyframes.request(now);
-        outcome.count();
+        outcome.count_in(&self.config.stream);
         if outcome == KeyframeOutcome::Sent {
             self.ask_for_keyframe();
         }
@@ -329,6 +339,20 @@ impl Hub {
         self.hls_demand.subscribe()
     }
 
+    /// The stream's name in the per-stream metrics.
+    pub fn stream_label(&self) -> &StreamLabel {
+        &self.config.stream
+    }
+
+    /// Ends every viewer with `reason` as the last thing it is told (a stream
+    /// removed or replaced): the source is lost for good, as far as they know.
+    pub fn end(&self, reason: &str, now: Instant) {
+        let ended = StreamState::SourceLost(reason.to_owned());
+        let mut state = self.lock();
+        state.members.finish_all(&ended, now);
+        state.status = ended;
+    }
+
     /// Closes every viewer's queue (shutdown): their tasks end and close their sockets.
     pub fn close_all(&self) {
         self.lock().members.close_all();
@@ -351,7 +375,9 @@ impl Hub {
     fn unsubscribe(&self, id: u64) {
         let mut state = self.lock();
         state.members.remove(id);
-        VIEWERS.gauge_now().set(state.members.viewers() as f64);
+        VIEWERS
+            .gauge_in(&self.config.stream)
+            .set(state.members.viewers() as f64);
         self.members.send_replace(state.members.len());
     }
 }

@@ -6,14 +6,15 @@ use std::time::Instant;
 use nalcast_h264::{AccessUnit, AnnexBParser, AuAssembler, Nal, ParamSets, ParseError};
 use tracing::warn;
 
-use crate::metric::Series;
+use crate::metric::{Series, StreamLabel};
 use crate::Hub;
 
 /// Bad input from the source.
 pub const STREAM_ERRORS: Series = Series::counter(
     "nalcast_stream_errors_total",
     "bad input from the source (damaged or unknown NAL units)",
-);
+)
+.per_stream();
 
 /// Default cap on one NAL unit's size (a 4K intra frame at high quality fits).
 pub const DEFAULT_MAX_NAL_SIZE: usize = 8 << 20;
@@ -32,14 +33,18 @@ pub struct Splitter {
 }
 
 impl Splitter {
-    /// A splitter dropping NAL units larger than `max_nal_size`.
-    pub fn new(max_nal_size: usize) -> Self {
+    /// A splitter dropping NAL units larger than `max_nal_size`, counting stream
+    /// errors as `stream`'s.
+    pub fn new(max_nal_size: usize, stream: &StreamLabel) -> Self {
         Splitter {
             parser: AnnexBParser::new(max_nal_size),
             assembler: AuAssembler::new(),
             nals: Vec::new(),
             aus: Vec::new(),
-            errors: ErrorLog::default(),
+            errors: ErrorLog {
+                count: 0,
+                counter: STREAM_ERRORS.count_in(stream),
+            },
         }
     }
 
@@ -71,7 +76,7 @@ impl Splitter {
         let bytes = self.parser.discard();
         let nals = self.assembler.discard();
         if bytes > 0 || nals > 0 {
-            STREAM_ERRORS.count().increment(1);
+            self.errors.counter.increment(1);
         }
         bytes
     }
@@ -129,15 +134,16 @@ impl Splitter {
 }
 
 /// Stream errors to the log and the metrics, without flooding the log.
-#[derive(Default)]
 struct ErrorLog {
     /// Errors reported so far.
     count: u64,
+    /// The stream's STREAM_ERRORS.
+    counter: metrics::Counter,
 }
 
 impl ErrorLog {
     fn report(&mut self, error: &ParseError) {
-        STREAM_ERRORS.count().increment(1);
+        self.counter.increment(1);
         self.count += 1;
         // The first few tell the story; after that, one line per thousand.
         if self.count <= 10 || self.count.is_multiple_of(1000) {
@@ -159,7 +165,7 @@ impl Ingest {
     /// Ingest into `hub`.
     pub fn new(hub: Arc<Hub>, max_nal_size: usize) -> Self {
         Ingest {
-            splitter: Splitter::new(max_nal_size),
+            splitter: Splitter::new(max_nal_size, hub.stream_label()),
             hub,
             out: Vec::new(),
             warned_b_frames: false,
@@ -216,7 +222,7 @@ mod tests {
 
     #[test]
     fn every_stream_error_is_reported_however_many_one_push_reveals() {
-        let mut splitter = Splitter::new(1 << 20);
+        let mut splitter = Splitter::new(1 << 20, &StreamLabel::default());
         // 40 NAL units with the forbidden bit set in their header, in one push.
         let data: Vec<u8> = std::iter::repeat_n([0, 0, 1, 0xe5, 1], 40)
             .flatten()

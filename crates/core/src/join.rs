@@ -70,7 +70,8 @@ pub const JOINS: crate::metric::Series = crate::metric::Series::counter(
      next_keyframe (the link was too slow to finish it before the next keyframe), \
      overtaken (a new keyframe came while some of it was still queued)",
 )
-.labelled("start", &JOIN_STARTS);
+.labelled("start", &JOIN_STARTS)
+.per_stream();
 
 /// How to go on with a viewer's catch-up.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -15,7 +15,8 @@ pub const KEYFRAME_REQUESTS: Series = Series::counter(
      deferred (asked again too soon), unsupported (the source cannot make one), \
      no_source",
 )
-.labelled("outcome", &KeyframeOutcome::LABELS);
+.labelled("outcome", &KeyframeOutcome::LABELS)
+.per_stream();
 
 /// What became of a request for a keyframe (`nalcast_keyframe_requests_total`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -50,9 +51,11 @@ impl KeyframeOutcome {
         }
     }
 
-    /// Counts it in `nalcast_keyframe_requests_total`.
-    pub fn count(self) {
-        KEYFRAME_REQUESTS.count_as(self.label()).increment(1);
+    /// Counts it in `nalcast_keyframe_requests_total` of `stream`.
+    pub fn count_in(self, stream: &crate::metric::StreamLabel) {
+        KEYFRAME_REQUESTS
+            .count_as_in(stream, self.label())
+            .increment(1);
     }
 }
 

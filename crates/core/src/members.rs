@@ -97,6 +97,13 @@ impl Members {
         }
     }
 
+    /// Ends every queue with `status` as its last message.
+    pub fn finish_all(&self, status: &StreamState, now: Instant) {
+        for member in self.by_id.values() {
+            member.queue.finish(status.clone(), now);
+        }
+    }
+
     /// Closes every queue (shutdown): their tasks end.
     pub fn close_all(&self) {
         for member in self.by_id.values() {

@@ -41,6 +41,34 @@ pub struct Series {
     pub kind: Kind,
     /// The label, for a labelled series.
     pub label: Option<Label>,
+    /// Counted per stream, with a `stream` label (before its own label, if any).
+    pub per_stream: bool,
+}
+
+/// The name of the label every per-stream series has.
+pub const STREAM_LABEL: &str = "stream";
+
+/// A stream's name as the value of the per-stream series' `stream` label.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StreamLabel(SharedString);
+
+impl StreamLabel {
+    /// The label of the stream called `name`.
+    pub fn new(name: &str) -> StreamLabel {
+        StreamLabel(SharedString::from(name.to_owned()))
+    }
+
+    /// The stream's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for StreamLabel {
+    /// The stream of a nalcast with one: "camera".
+    fn default() -> Self {
+        StreamLabel(SharedString::const_str("camera"))
+    }
 }
 
 impl Series {
@@ -51,6 +79,7 @@ impl Series {
             help,
             kind: Kind::Counter,
             label: None,
+            per_stream: false,
         }
     }
 
@@ -61,6 +90,7 @@ impl Series {
             help,
             kind: Kind::Gauge,
             label: None,
+            per_stream: false,
         }
     }
 
@@ -71,6 +101,7 @@ impl Series {
             help,
             kind: Kind::Histogram,
             label: None,
+            per_stream: false,
         }
     }
 
@@ -82,10 +113,66 @@ impl Series {
         }
     }
 
+    /// The same series, counted per stream.
+    pub const fn per_stream(self) -> Series {
+        Series {
+            per_stream: true,
+            ..self
+        }
+    }
+
+    /// The counter of `stream` (a per-stream series without a label of its own).
+    pub fn count_in(&self, stream: &StreamLabel) -> Counter {
+        debug_assert!(
+            self.kind == Kind::Counter && self.per_stream && self.label.is_none(),
+            "{self:?}"
+        );
+        metrics::counter!(self.name, STREAM_LABEL => stream.0.clone())
+    }
+
+    /// The counter of `stream` with its own label at `value`.
+    pub fn count_as_in(&self, stream: &StreamLabel, value: impl Into<SharedString>) -> Counter {
+        debug_assert!(self.per_stream, "{self:?}");
+        let (label, value) = self.label_at(Kind::Counter, value.into());
+        metrics::counter!(self.name, STREAM_LABEL => stream.0.clone(), label => value)
+    }
+
+    /// The gauge of `stream` (per stream, without a label of its own).
+    pub fn gauge_in(&self, stream: &StreamLabel) -> Gauge {
+        debug_assert!(
+            self.kind == Kind::Gauge && self.per_stream && self.label.is_none(),
+            "{self:?}"
+        );
+        metrics::gauge!(self.name, STREAM_LABEL => stream.0.clone())
+    }
+
+    /// The gauge of `stream` with its own label at `value`.
+    pub fn gauge_as_in(&self, stream: &StreamLabel, value: impl Into<SharedString>) -> Gauge {
+        debug_assert!(self.per_stream, "{self:?}");
+        let (label, value) = self.label_at(Kind::Gauge, value.into());
+        metrics::gauge!(self.name, STREAM_LABEL => stream.0.clone(), label => value)
+    }
+
+    /// The histogram of `stream` (per stream, without a label of its own).
+    pub fn observe_in(&self, stream: &StreamLabel) -> Histogram {
+        debug_assert!(
+            self.kind == Kind::Histogram && self.per_stream && self.label.is_none(),
+            "{self:?}"
+        );
+        metrics::histogram!(self.name, STREAM_LABEL => stream.0.clone())
+    }
+
+    /// The histogram of `stream` with its own label at `value`.
+    pub fn observe_as_in(&self, stream: &StreamLabel, value: impl Into<SharedString>) -> Histogram {
+        debug_assert!(self.per_stream, "{self:?}");
+        let (label, value) = self.label_at(Kind::Histogram, value.into());
+        metrics::histogram!(self.name, STREAM_LABEL => stream.0.clone(), label => value)
+    }
+
     /// The counter (unlabelled).
     pub fn count(&self) -> Counter {
         debug_assert!(
-            self.kind == Kind::Counter && self.label.is_none(),
+            self.kind == Kind::Counter && self.label.is_none() && !self.per_stream,
             "{self:?}"
         );
         metrics::counter!(self.name)
@@ -93,18 +180,23 @@ impl Series {
 
     /// The counter with its label at `value`.
     pub fn count_as(&self, value: impl Into<SharedString>) -> Counter {
+        debug_assert!(!self.per_stream, "{self:?}");
         let (label, value) = self.label_at(Kind::Counter, value.into());
         metrics::counter!(self.name, label => value)
     }
 
     /// The gauge (unlabelled).
     pub fn gauge_now(&self) -> Gauge {
-        debug_assert!(self.kind == Kind::Gauge && self.label.is_none(), "{self:?}");
+        debug_assert!(
+            self.kind == Kind::Gauge && self.label.is_none() && !self.per_stream,
+            "{self:?}"
+        );
         metrics::gauge!(self.name)
     }
 
     /// The gauge with its label at `value`.
     pub fn gauge_as(&self, value: impl Into<SharedString>) -> Gauge {
+        debug_assert!(!self.per_stream, "{self:?}");
         let (label, value) = self.label_at(Kind::Gauge, value.into());
         metrics::gauge!(self.name, label => value)
     }
@@ -112,7 +204,7 @@ impl Series {
     /// The histogram (unlabelled).
     pub fn observe(&self) -> Histogram {
         debug_assert!(
-            self.kind == Kind::Histogram && self.label.is_none(),
+            self.kind == Kind::Histogram && self.label.is_none() && !self.per_stream,
             "{self:?}"
         );
         metrics::histogram!(self.name)
@@ -120,6 +212,7 @@ impl Series {
 
     /// The histogram with its label at `value`.
     pub fn observe_as(&self, value: impl Into<SharedString>) -> Histogram {
+        debug_assert!(!self.per_stream, "{self:?}");
         let (label, value) = self.label_at(Kind::Histogram, value.into());
         metrics::histogram!(self.name, label => value)
     }
@@ -142,10 +235,30 @@ impl Series {
         (label.name, value)
     }
 
-    /// Creates the series at zero, with each of its label's values (or `values`,
-    /// where those are known only now), and describes it. Call once, after the
-    /// recorder is installed.
+    /// Describes the series and, unless it is per stream ([`Series::register_stream`]
+    /// creates those), creates it at zero with each of its label's values (or
+    /// `values`, where those are known only now). Call once, after the recorder is
+    /// installed.
     pub fn register(&self, values: &[String]) {
+        match self.kind {
+            Kind::Counter => metrics::describe_counter!(self.name, self.help),
+            Kind::Gauge => metrics::describe_gauge!(self.name, self.help),
+            Kind::Histogram => metrics::describe_histogram!(self.name, self.help),
+        }
+        if !self.per_stream {
+            self.create(None, values);
+        }
+    }
+
+    /// Creates a per-stream series at zero for `stream`, with each of its own
+    /// label's values (or `values`, where those are known only now).
+    pub fn register_stream(&self, stream: &StreamLabel, values: &[String]) {
+        if self.per_stream {
+            self.create(Some(stream), values);
+        }
+    }
+
+    fn create(&self, stream: Option<&StreamLabel>, values: &[String]) {
         let values: Vec<SharedString> = match self.label {
             Some(label) if label.values.is_empty() => {
                 values.iter().cloned().map(SharedString::from).collect()
@@ -153,9 +266,8 @@ impl Series {
             Some(label) => label.values.iter().map(|&v| v.into()).collect(),
             None => Vec::new(),
         };
-        match self.kind {
-            Kind::Counter => {
-                metrics::describe_counter!(self.name, self.help);
+        match (self.kind, stream) {
+            (Kind::Counter, None) => {
                 if self.label.is_none() {
                     self.count().increment(0);
                 }
@@ -163,8 +275,15 @@ impl Series {
                     self.count_as(value).increment(0);
                 }
             }
-            Kind::Gauge => {
-                metrics::describe_gauge!(self.name, self.help);
+            (Kind::Counter, Some(stream)) => {
+                if self.label.is_none() {
+                    self.count_in(stream).increment(0);
+                }
+                for value in values {
+                    self.count_as_in(stream, value).increment(0);
+                }
+            }
+            (Kind::Gauge, None) => {
                 if self.label.is_none() {
                     self.gauge_now().set(0.0);
                 }
@@ -172,14 +291,29 @@ impl Series {
                     self.gauge_as(value).set(0.0);
                 }
             }
-            Kind::Histogram => {
-                metrics::describe_histogram!(self.name, self.help);
-                // Registering a histogram creates its series; no sample is recorded.
+            (Kind::Gauge, Some(stream)) => {
+                if self.label.is_none() {
+                    self.gauge_in(stream).set(0.0);
+                }
+                for value in values {
+                    self.gauge_as_in(stream, value).set(0.0);
+                }
+            }
+            // Making a histogram's handle creates its series; no sample is recorded.
+            (Kind::Histogram, None) => {
                 if self.label.is_none() {
                     let _ = self.observe();
                 }
                 for value in values {
                     let _ = self.observe_as(value);
+                }
+            }
+            (Kind::Histogram, Some(stream)) => {
+                if self.label.is_none() {
+                    let _ = self.observe_in(stream);
+                }
+                for value in values {
+                    let _ = self.observe_as_in(stream, value);
                 }
             }
         }

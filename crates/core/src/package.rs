@@ -21,7 +21,8 @@ use crate::SharedAu;
 pub const HLS_PLAYLIST_VERSIONS: Series = Series::counter(
     "nalcast_hls_playlist_versions_total",
     "LL-HLS playlist versions: each a new part (or a segment closed)",
-);
+)
+.per_stream();
 /// The packaging stage's state: numbering, parameter sets in force, fMP4 and HLS.
 pub struct Packaging {
     next_seq: u32,
@@ -81,7 +82,7 @@ impl Packaging {
             if let (Some(hls), Some(init)) = (self.hls.as_mut(), self.fmp4.init_raw.as_ref()) {
                 let au = &shared.au;
                 if hls.push(init, &fragment, duration, au.keyframe, au.timestamp_us) {
-                    HLS_PLAYLIST_VERSIONS.count().increment(1);
+                    // Counted (HLS_PLAYLIST_VERSIONS) by the hub, which knows the stream.
                     hls_version = Some(hls.version());
                 }
             }

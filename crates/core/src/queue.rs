@@ -67,6 +67,8 @@ pub struct QueueState {
     waiting_for_keyframe: bool,
     lost: u32,
     closed: bool,
+    /// Ends once what is queued (status messages only) has been taken.
+    finishing: bool,
     /// Frames this viewer lost in all.
     pub total_lost: u64,
     /// How often the queue overflowed.
@@ -294,6 +296,18 @@ impl ViewerQueue {
         self.wake();
     }
 
+    /// Ends the viewer with `status` as the last thing it is told: the pictures
+    /// still queued are dropped, the status goes out, then the queue reads as
+    /// closed (a stream removed from the settings says why before it closes).
+    pub fn finish(&self, status: StreamState, now: Instant) {
+        let mut state = self.lock();
+        state.drop_units();
+        state.push_status(status, now);
+        state.finishing = true;
+        drop(state);
+        self.wake();
+    }
+
     /// Marks the queue closed: the viewer's task ends after draining nothing more.
     pub fn close(&self) {
         self.lock().closed = true;
@@ -320,6 +334,9 @@ impl ViewerQueue {
                 if state.drain_into(max, max_bytes, out) > 0 {
                     return true;
                 }
+                if state.finishing {
+                    return false;
+                }
             }
             self.notify.notified().await;
         }
@@ -340,6 +357,27 @@ impl ViewerQueue {
 mod tests {
     use super::*;
     use crate::test_support::unit;
+
+    #[tokio::test]
+    async fn a_finished_queue_gives_its_last_status_then_ends() {
+        let q = ViewerQueue::new(limits());
+        let now = Instant::now();
+        q.push_au(unit(1, true, 100), false, now);
+        q.push_au(unit(2, false, 100), false, now);
+        q.finish(StreamState::SourceLost("removed".into()), now);
+        let mut out = Vec::new();
+        assert!(q.next_batch(10, usize::MAX, &mut out).await);
+        let items: Vec<_> = out.iter().map(|(item, _)| item).collect();
+        assert!(
+            matches!(items.as_slice(), [Item::Status(StreamState::SourceLost(r))] if r == "removed"),
+            "{items:?}"
+        );
+        out.clear();
+        assert!(
+            !q.next_batch(10, usize::MAX, &mut out).await,
+            "then it ends"
+        );
+    }
 
     fn limits() -> QueueLimits {
         QueueLimits {

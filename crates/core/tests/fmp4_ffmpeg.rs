@@ -38,7 +38,7 @@ fn encode(size: &str, x264: &[&str], frames: u32) -> PathBuf {
 /// `burst` access units sharing one timestamp (as when one read holds several).
 fn split(path: &Path, burst: u64) -> Vec<AccessUnit> {
     let bytes = std::fs::read(path).expect("read clip");
-    let mut splitter = Splitter::new(DEFAULT_MAX_NAL_SIZE);
+    let mut splitter = Splitter::new(DEFAULT_MAX_NAL_SIZE, &Default::default());
     let mut aus = Vec::new();
     splitter.push(&bytes, 0, &mut aus);
     splitter.end_of_access_unit(0, &mut aus);

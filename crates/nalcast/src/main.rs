@@ -66,8 +66,21 @@ fn start() -> Result<ExitCode, Fatal> {
     if options.list_cameras {
         return Ok(list_cameras(&options));
     }
+    let check = options.check;
     let config = Config::resolve(options).map_err(Fatal::config)?;
     let auth = Auth::from_config(&config).map_err(Fatal::config)?;
+    if check {
+        println!("settings ok: {} stream(s)", config.streams.len());
+        for s in &config.streams {
+            let on_demand = if s.on_demand.is_some() {
+                ", on demand"
+            } else {
+                ""
+            };
+            println!("  {}: {}{on_demand}", s.name, s.source.kind());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
     for stream in &config.streams {
         source::preflight(&stream.source).map_err(|e| match config.streams.len() {
             1 => Fatal::config(e),
@@ -171,9 +184,13 @@ async fn run(
 ) -> anyhow::Result<()> {
     // Before anything is announced: a SIGHUP from then on reloads, never kills.
     let mut signals = Signals::new();
-    let publish_targets = config.streams.iter().map(|s| s.publish.len()).sum();
-    let metrics = server::series::install(publish_targets)?;
-    let mut fleet = Fleet::start(&config.streams, config.queue, publish_options);
+    let metrics = server::series::install()?;
+    let mut fleet = Fleet::start(
+        &config.streams,
+        config.queue,
+        publish_options,
+        server::series::register_stream,
+    );
     let streams = fleet.streams();
     let (shutdown_tx, shutdown) = watch::channel(false);
     let front = front(&config, tls.as_ref());

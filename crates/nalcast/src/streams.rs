@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use nalcast_core::hub::{Hub, HubConfig};
-use nalcast_core::metric::Series;
+use nalcast_core::metric::{Series, StreamLabel};
 use nalcast_core::queue::QueueLimits;
 use nalcast_sources::publish::{self, Publisher};
 use nalcast_sources::{self as source, VideoSettings};
@@ -39,6 +39,7 @@ impl Stream {
         let hub = Hub::new(HubConfig {
             queue,
             hls: config.hls.then(|| HubConfig::default().hls).flatten(),
+            stream: StreamLabel::new(&config.name),
             ..HubConfig::default()
         });
         Stream::with_hub(config, hub, publish_index)
@@ -51,7 +52,13 @@ impl Stream {
             .publish
             .iter()
             .enumerate()
-            .map(|(i, target)| Publisher::new(target.clone(), publish_index + i))
+            .map(|(i, target)| {
+                Publisher::new(
+                    target.clone(),
+                    publish_index + i,
+                    hub.stream_label().clone(),
+                )
+            })
             .collect();
         Stream {
             idle: AtomicBool::new(config.on_demand.is_some()),
@@ -106,12 +113,9 @@ pub struct Streams {
 }
 
 impl Streams {
-    /// The registry of `list`, whose first is the default stream.
-    ///
-    /// # Panics
-    /// When `list` is empty: configuration always makes one stream.
+    /// The registry of `list`, whose first is the default stream; empty only
+    /// until [`Streams::replace`] fills it.
     pub fn new(list: Vec<Arc<Stream>>) -> Arc<Streams> {
-        assert!(!list.is_empty(), "a server has at least one stream");
         Arc::new(Streams {
             list: RwLock::new(list.into()),
         })
@@ -310,6 +314,9 @@ pub struct Fleet {
     publish_options: publish::PublishOptions,
     /// The `target` label of the next publisher.
     next_publisher: usize,
+    /// Creates a new stream's per-stream metric series (its name, its publishers'
+    /// `target` labels).
+    register: fn(&StreamLabel, &[String]),
 }
 
 impl Fleet {
@@ -318,23 +325,21 @@ impl Fleet {
         configs: &[StreamConfig],
         queue: QueueLimits,
         publish_options: publish::PublishOptions,
+        register: fn(&StreamLabel, &[String]),
     ) -> Fleet {
-        let mut next_publisher = 0;
-        let running: Vec<Running> = configs
-            .iter()
-            .map(|config| {
-                let stream = Stream::new(config.clone(), queue, next_publisher);
-                next_publisher += config.publish.len();
-                Running::start(Arc::new(stream), &publish_options)
-            })
-            .collect();
-        Fleet {
-            streams: Streams::new(running.iter().map(|r| r.stream.clone()).collect()),
-            running,
+        let mut fleet = Fleet {
+            streams: Streams::new(Vec::new()),
+            running: Vec::new(),
             queue,
             publish_options,
-            next_publisher,
-        }
+            next_publisher: 0,
+            register,
+        };
+        fleet.running = configs.iter().map(|c| fleet.start_one(c, None)).collect();
+        fleet
+            .streams
+            .replace(fleet.running.iter().map(|r| r.stream.clone()).collect());
+        fleet
     }
 
     /// The registry the server reads.
@@ -369,7 +374,7 @@ impl Fleet {
             if keep_hub {
                 running.stop_source(SOURCE_GRACE).await;
             } else {
-                running.stream.hub.source_lost(
+                running.stream.hub.end(
                     "the stream's settings changed: reconnect",
                     std::time::Instant::now(),
                 );
@@ -384,13 +389,15 @@ impl Fleet {
         self.running = next;
         for running in old {
             changes.removed.push(running.stream.name().to_owned());
-            running.stream.hub.source_lost(
+            running.stream.hub.end(
                 "this stream was removed from nalcast's settings",
                 std::time::Instant::now(),
             );
             retired.push(running);
         }
-        futures_util::future::join_all(retired.into_iter().map(|r| r.stop(SOURCE_GRACE))).await;
+        // Their viewers end on their own, after their last status.
+        futures_util::future::join_all(retired.into_iter().map(|r| r.stop_source(SOURCE_GRACE)))
+            .await;
         changes
     }
 
@@ -399,7 +406,16 @@ impl Fleet {
         self.next_publisher += config.publish.len();
         let stream = match hub {
             Some(hub) => Stream::with_hub(config.clone(), hub, index),
-            None => Stream::new(config.clone(), self.queue, index),
+            None => {
+                let stream = Stream::new(config.clone(), self.queue, index);
+                let targets: Vec<String> = stream
+                    .publishers
+                    .iter()
+                    .map(|p| p.index.to_string())
+                    .collect();
+                (self.register)(stream.hub.stream_label(), &targets);
+                stream
+            }
         };
         Running::start(Arc::new(stream), &self.publish_options)
     }

@@ -34,7 +34,8 @@ pub(crate) const FFMPEG_QUIET: [&str; 5] = [
 pub const SOURCE_RESTARTS: Series = Series::counter(
     "nalcast_source_restarts_total",
     "times the source was restarted",
-);
+)
+.per_stream();
 
 pub mod backoff;
 pub mod exec;
@@ -230,6 +231,46 @@ pub struct SourceOptions {
     /// Whether an RTSP camera may have the password as HTTP Basic (readable on
     /// the network) when it offers nothing better.
     pub rtsp_allow_basic: bool,
+    /// Which of the machine's cameras (`rpicam-vid --camera N`); None: the app's
+    /// default, the first.
+    pub camera: Option<u32>,
+    /// Which way the camera's picture is turned.
+    pub orientation: Orientation,
+}
+
+/// Which way a camera's picture is turned: rotated clockwise, then mirrored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Orientation {
+    /// Degrees clockwise: 0, 90, 180 or 270.
+    pub rotation: u16,
+    /// Mirrored left to right.
+    pub hflip: bool,
+    /// Mirrored top to bottom.
+    pub vflip: bool,
+}
+
+impl Orientation {
+    /// Whether the picture is left as the camera makes it.
+    pub fn is_identity(&self) -> bool {
+        *self == Orientation::default()
+    }
+
+    /// ffmpeg's video filter for it, when it turns the picture at all.
+    pub fn ffmpeg_filter(&self) -> Option<String> {
+        let mut steps: Vec<&str> = match self.rotation {
+            90 => vec!["transpose=clock"],
+            180 => vec!["hflip", "vflip"],
+            270 => vec!["transpose=cclock"],
+            _ => vec![],
+        };
+        if self.hflip {
+            steps.push("hflip");
+        }
+        if self.vflip {
+            steps.push("vflip");
+        }
+        (!steps.is_empty()).then(|| steps.join(","))
+    }
 }
 
 impl Default for SourceOptions {
@@ -241,6 +282,8 @@ impl Default for SourceOptions {
             backoff: Backoff::default(),
             rtsp_transport: RtspTransport::default(),
             rtsp_allow_basic: false,
+            camera: None,
+            orientation: Orientation::default(),
         }
     }
 }
@@ -378,7 +421,7 @@ pub async fn supervise(
             Err(SourceError::Final(r)) => (r, true, Duration::ZERO),
             Err(SourceError::Refused(r)) => (r, false, retries.longest()),
         };
-        SOURCE_RESTARTS.count().increment(1);
+        SOURCE_RESTARTS.count_in(hub.stream_label()).increment(1);
         hub.source_lost(&reason, std::time::Instant::now());
         if last {
             warn!(source = %spec, "source stopped for good: {reason}");

@@ -21,7 +21,7 @@ use tokio::sync::watch;
 use tracing::info;
 
 use crate::frame_end::FrameEnds;
-use crate::{exec, SourceError, SourceOptions, VideoSettings};
+use crate::{exec, Orientation, SourceError, SourceOptions, VideoSettings};
 use nalcast_core::clock::shutdown_requested;
 use nalcast_core::Hub;
 
@@ -481,7 +481,7 @@ fn no_usable_format(path: &Path, formats: &[Format]) -> String {
 
 /// Finds the camera, picks its mode and the encoder, and builds ffmpeg's command
 /// line. Every error is one line for the user.
-fn plan(device: &Device, want: &VideoSettings) -> Result<Plan, String> {
+fn plan(device: &Device, want: &VideoSettings, turn: Orientation) -> Result<Plan, String> {
     let tools = Tools::find();
     let ffmpeg = tools
         .ffmpeg_for(&format!("--source {device}"))?
@@ -504,13 +504,15 @@ fn plan(device: &Device, want: &VideoSettings) -> Result<Plan, String> {
         }
     };
     let mode = choose_mode(&formats, want).ok_or_else(|| no_usable_format(&path, &formats))?;
-    let encoder = if mode.coding == Coding::H264 {
+    // A camera's own H.264 is sent as it is, unless it is to be turned: then it is
+    // decoded and encoded again, which costs what an MJPEG camera costs.
+    let encoder = if mode.coding == Coding::H264 && turn.is_identity() {
         Encoder::Copy
     } else {
         choose_encoder(&machine(), &encoders(&ffmpeg)?)
             .map_err(|e| format!("camera {} sends {}: {e}", path.display(), mode.name))?
     };
-    let args = ffmpeg_args(&path.to_string_lossy(), &mode, encoder, want);
+    let args = ffmpeg_args(&path.to_string_lossy(), &mode, encoder, want, turn);
     Ok(Plan {
         ffmpeg,
         device: path,
@@ -527,7 +529,7 @@ fn plan(device: &Device, want: &VideoSettings) -> Result<Plan, String> {
 pub fn preflight(device: &Device) -> Result<(), String> {
     // The format chosen depends on the size asked for, but whether there is one
     // and whether it needs an encoder do not.
-    plan(device, &VideoSettings::default()).map(|_| ())
+    plan(device, &VideoSettings::default(), Orientation::default()).map(|_| ())
 }
 
 /// Runs the camera once through ffmpeg, until it stops or `shutdown` turns true.
@@ -538,8 +540,8 @@ pub async fn run(
     mut shutdown: watch::Receiver<bool>,
     ends: &mut FrameEnds,
 ) -> Result<(), SourceError> {
-    let (d, want) = (device.clone(), opts.video);
-    let planning = tokio::task::spawn_blocking(move || plan(&d, &want));
+    let (d, want, turn) = (device.clone(), opts.video, opts.orientation);
+    let planning = tokio::task::spawn_blocking(move || plan(&d, &want, turn));
     let plan = tokio::select! {
         planned = planning => planned
             .map_err(|e| SourceError::Retry(format!("the camera check failed: {e}")))?

@@ -22,7 +22,7 @@ fn decoded_test_source_shows_its_frame_numbers_in_order() {
     let base_us = 1_790_000_000_000_000u64;
     for (w, h) in [(320, 240), (1280, 720)] {
         let mut pattern = TestPattern::new(&settings(w, h, 10)).expect("encoder");
-        let mut splitter = Splitter::new(1 << 20);
+        let mut splitter = Splitter::new(1 << 20, &Default::default());
         let mut decoder = Decoder::new().expect("decoder");
         let mut aus = Vec::new();
         let mut seen = Vec::new();
@@ -54,7 +54,7 @@ fn decoded_test_source_shows_its_frame_numbers_in_order() {
 #[test]
 fn keyframe_on_demand() {
     let mut pattern = TestPattern::new(&settings(320, 240, 1000)).expect("encoder");
-    let mut splitter = Splitter::new(1 << 20);
+    let mut splitter = Splitter::new(1 << 20, &Default::default());
     let mut aus = Vec::new();
     for i in 0..6u64 {
         let bytes = pattern.next_frame(i, i == 4).expect("encode").to_vec();

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Arg, ArgAction, Command, CommandFactory, FromArgMatches, Parser};
 use nalcast_core::queue::QueueLimits;
 use nalcast_sources::publish::PublishTarget;
-use nalcast_sources::{RtspTransport, SourceOptions, VideoSettings};
+use nalcast_sources::{Orientation, RtspTransport, SourceOptions, VideoSettings};
 
 use crate::server::tls::TlsMode;
 
@@ -50,6 +50,12 @@ pub struct Options {
     /// their environment variables win over it.
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// Check the settings (the file and the flags) as nalcast would read them, list the streams and exit.
+    ///
+    /// Exit status 0 when nalcast would take them, 2 with the reason otherwise. It
+    /// does not look for the cameras: run before `systemctl reload nalcast`.
+    #[arg(long)]
+    pub check: bool,
 
     /// Video source: test, rpicam, usb, v4l2:DEVICE, rtsp://URL, file:PATH, exec:COMMAND or stdin [default: test]
     ///
@@ -191,6 +197,44 @@ pub struct Options {
         help_heading = heading::PICTURE
     )]
     pub keyframe_interval: u32,
+    /// Which camera of the machine: rpicam-vid's --camera N (0 the first, 1 the second on a Pi 5).
+    ///
+    /// For rpicam sources (raspivid's -cs); a USB camera is chosen by its device
+    /// (v4l2:/dev/videoN). `rpicam-vid --list-cameras` lists the Pi's.
+    #[arg(long, hide_short_help = true, value_name = "N", help_heading = heading::PICTURE)]
+    pub camera: Option<u32>,
+    /// Turn the picture clockwise by 0, 90, 180 or 270 degrees.
+    ///
+    /// rpicam cameras turn by 0 or 180 (libcamera flips both ways); USB cameras by any,
+    /// through ffmpeg, which then encodes the picture (a camera's own H.264 too).
+    #[arg(
+        long,
+        hide_short_help = true,
+        value_name = "DEGREES",
+        default_value_t = 0,
+        help_heading = heading::PICTURE
+    )]
+    pub rotation: u16,
+    /// Mirror the picture left to right (rpicam and USB cameras): on or off.
+    #[arg(
+        long,
+        hide_short_help = true,
+        value_name = "on|off",
+        default_value = "off",
+        value_parser = ["on", "off"],
+        help_heading = heading::PICTURE
+    )]
+    pub hflip: String,
+    /// Mirror the picture top to bottom (rpicam and USB cameras): on or off.
+    #[arg(
+        long,
+        hide_short_help = true,
+        value_name = "on|off",
+        default_value = "off",
+        value_parser = ["on", "off"],
+        help_heading = heading::PICTURE
+    )]
+    pub vflip: String,
 
     /// Address for the page, API and WebSocket endpoints.
     #[arg(
@@ -824,6 +868,12 @@ impl Config {
             stall_timeout: seconds("stall-timeout", o.stall_timeout)?,
             rtsp_transport: o.rtsp_transport,
             rtsp_allow_basic: o.rtsp_allow_basic == "on",
+            camera: o.camera,
+            orientation: Orientation {
+                rotation: o.rotation,
+                hflip: o.hflip == "on",
+                vflip: o.vflip == "on",
+            },
             ..SourceOptions::default()
         };
         let defaults = stream::Defaults {
@@ -1002,7 +1052,7 @@ fn streams(
         }
         (None, false) => {}
     }
-    stream::check_unique(&streams)?;
+    stream::check_streams(&streams)?;
     streams[0].publish.extend(publish);
     Ok(streams)
 }

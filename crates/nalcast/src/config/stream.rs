@@ -61,6 +61,14 @@ pub struct StreamTable {
     pub on_demand: Option<String>,
     /// As `--idle-timeout`.
     pub idle_timeout: Option<f64>,
+    /// As `--camera`.
+    pub camera: Option<u32>,
+    /// As `--rotation`.
+    pub rotation: Option<u16>,
+    /// As `--hflip`.
+    pub hflip: Option<String>,
+    /// As `--vflip`.
+    pub vflip: Option<String>,
 }
 
 /// What every stream takes unless its table says otherwise: the flags' values.
@@ -178,6 +186,13 @@ pub fn from_table(table: &StreamTable, defaults: &Defaults) -> Result<StreamConf
         Some(other) => Err(bad(key, format!("'{other}' is not on or off"))),
     };
     let hls = on_off("hls", &table.hls, defaults.hls)?;
+    if table.camera.is_some() {
+        options.camera = table.camera;
+    }
+    let o = &mut options.orientation;
+    o.rotation = table.rotation.unwrap_or(o.rotation);
+    o.hflip = on_off("hflip", &table.hflip, o.hflip)?;
+    o.vflip = on_off("vflip", &table.vflip, o.vflip)?;
     let idle = match table.idle_timeout {
         None => defaults.on_demand.unwrap_or(DEFAULT_IDLE),
         Some(s) => idle_timeout(s).map_err(|e| bad("idle-timeout", e))?,
@@ -216,9 +231,45 @@ pub fn idle_timeout(seconds: f64) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// Refuses a second stream of the same name.
-pub fn check_unique(streams: &[StreamConfig]) -> Result<(), String> {
+/// Checks the camera choice and orientation against the kind of source: they are
+/// asked of a camera app or of ffmpeg reading a camera, and mean nothing to a
+/// stream that arrives encoded.
+pub fn check_camera(stream: &StreamConfig) -> Result<(), String> {
+    let o = stream.options.orientation;
+    let (rpicam, v4l2) = match &stream.source {
+        SourceSpec::Rpicam => (true, false),
+        SourceSpec::V4l2(_) => (false, true),
+        _ => (false, false),
+    };
+    let fail = |what: String| Err(format!("stream '{}': {what}", stream.name));
+    if !matches!(o.rotation, 0 | 90 | 180 | 270) {
+        return fail(format!("rotation {} is not 0, 90, 180 or 270", o.rotation));
+    }
+    if !(rpicam || v4l2) && (!o.is_identity() || stream.options.camera.is_some()) {
+        return fail(format!(
+            "camera, rotation, hflip and vflip are for rpicam and USB (v4l2) cameras, not a {} source",
+            stream.source.kind()
+        ));
+    }
+    if rpicam && matches!(o.rotation, 90 | 270) {
+        return fail(
+            "a Raspberry Pi camera turns by 0 or 180 degrees only (libcamera flips it both ways)"
+                .into(),
+        );
+    }
+    if v4l2 && stream.options.camera.is_some() {
+        return fail(
+            "camera is for rpicam; a USB camera is chosen by its device: v4l2:/dev/videoN (nalcast --list-cameras lists them)".into(),
+        );
+    }
+    Ok(())
+}
+
+/// Refuses a second stream of the same name, and camera settings a stream's source
+/// cannot take.
+pub fn check_streams(streams: &[StreamConfig]) -> Result<(), String> {
     for (i, s) in streams.iter().enumerate() {
+        check_camera(s)?;
         if streams[..i].iter().any(|t| t.name == s.name) {
             return Err(format!(
                 "stream name '{}' is given twice: each stream needs its own name",
@@ -371,11 +422,53 @@ mod tests {
     }
 
     #[test]
+    fn camera_settings_go_with_camera_sources_only() {
+        let with = |source: &str, extra: fn(&mut StreamTable)| {
+            let mut table = StreamTable {
+                name: Some("c".into()),
+                source: Some(source.into()),
+                ..StreamTable::default()
+            };
+            extra(&mut table);
+            from_table(&table, &defaults()).and_then(|s| check_streams(&[s]))
+        };
+        assert_eq!(with("rpicam", |t| t.camera = Some(1)), Ok(()));
+        assert_eq!(with("rpicam", |t| t.rotation = Some(180)), Ok(()));
+        assert_eq!(with("usb", |t| t.rotation = Some(90)), Ok(()));
+        assert_eq!(
+            with("v4l2:/dev/video2", |t| t.hflip = Some("on".into())),
+            Ok(())
+        );
+        for (source, extra, wanted) in [
+            (
+                "rpicam",
+                (|t: &mut StreamTable| t.rotation = Some(90)) as fn(&mut StreamTable),
+                "0 or 180 degrees only",
+            ),
+            (
+                "rpicam",
+                |t| t.rotation = Some(45),
+                "rotation 45 is not 0, 90, 180 or 270",
+            ),
+            ("usb", |t| t.camera = Some(1), "chosen by its device"),
+            (
+                "rtsp://cam/live",
+                |t| t.vflip = Some("on".into()),
+                "not a rtsp source",
+            ),
+            ("test", |t| t.camera = Some(0), "not a test source"),
+        ] {
+            let e = with(source, extra).expect_err(wanted);
+            assert!(e.starts_with("stream 'c': ") && e.contains(wanted), "{e}");
+        }
+    }
+
+    #[test]
     fn duplicate_names_are_refused() {
         let a = from_flag("a=test", &defaults()).expect("valid");
         let b = from_flag("b=test", &defaults()).expect("valid");
-        assert_eq!(check_unique(&[a.clone(), b]), Ok(()));
-        let e = check_unique(&[a.clone(), a]).expect_err("twice");
+        assert_eq!(check_streams(&[a.clone(), b]), Ok(()));
+        let e = check_streams(&[a.clone(), a]).expect_err("twice");
         assert!(e.contains("'a' is given twice"), "{e}");
     }
 }

@@ -45,7 +45,8 @@ pub const HLS_REQUESTS: Series = Series::counter(
     "HLS requests answered, by file: playlist, part, segment, init (with a cache in \
      front, about one per part and playlist version whatever the number of viewers)",
 )
-.labelled("file", &FILES);
+.labelled("file", &FILES)
+.per_stream();
 
 /// The blocking reload's query (RFC 8216bis 6.2.5.2).
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -171,7 +172,9 @@ pub async fn playlist(ForStream(s): ForStream, uri: Uri) -> Response {
         hls.playlist().ok_or(Wait::Later)
     })
     .await;
-    HLS_REQUESTS.count_as("playlist").increment(1);
+    HLS_REQUESTS
+        .count_as_in(s.stream.hub.stream_label(), "playlist")
+        .increment(1);
     match result {
         Ok(body) => {
             let cache = if q.msn.is_some() {
@@ -245,7 +248,9 @@ pub async fn file(
         File::Segment(_) => "segment",
         File::Part(..) => "part",
     };
-    HLS_REQUESTS.count_as(label).increment(1);
+    HLS_REQUESTS
+        .count_as_in(s.stream.hub.stream_label(), label)
+        .increment(1);
     let result: Result<Vec<Bytes>, Response> = wait_for(&s, |hls| {
         if hls.run() != run {
             return Err(Wait::Never);

@@ -46,20 +46,27 @@ pub const ALL: [Series; 26] = [
     crate::streams::RELOADS,
 ];
 
-/// Describes every series and creates it at zero, the publish series for each of
-/// `publish_targets` (`target="0"`, `"1"`, …). Call once, after the recorder is
-/// installed.
-pub fn register(publish_targets: usize) {
-    let targets: Vec<String> = (0..publish_targets).map(|t| t.to_string()).collect();
+/// Describes every series and creates those of the whole server at zero (the
+/// per-stream ones are created with each stream: [`register_stream`]). Call once,
+/// after the recorder is installed.
+pub fn register() {
     for series in ALL {
-        series.register(&targets);
+        series.register(&[]);
+    }
+}
+
+/// Creates every per-stream series at zero for a new stream, the publish series
+/// for each of its publishers' `targets`.
+pub fn register_stream(stream: &nalcast_core::metric::StreamLabel, targets: &[String]) {
+    for series in ALL {
+        series.register_stream(stream, targets);
     }
 }
 
 /// Installs the Prometheus recorder (latency histograms in buckets fine enough for
 /// the figures they are compared with), creates every series and keeps the
 /// histograms folded; the handle renders `/metrics`.
-pub fn install(publish_targets: usize) -> anyhow::Result<PrometheusHandle> {
+pub fn install() -> anyhow::Result<PrometheusHandle> {
     // Fine steps up to 25 ms, where the server-added delay and the kernel floor it is
     // compared with lie (1 ms with few viewers, 10-20 ms with a thousand): a
     // percentile read as a bucket's upper bound is at most 25 % high below 2 ms and
@@ -75,7 +82,7 @@ pub fn install(publish_targets: usize) -> anyhow::Result<PrometheusHandle> {
         .context("metrics buckets")?
         .install_recorder()
         .context("cannot install the metrics recorder")?;
-    register(publish_targets);
+    register();
     // Histograms keep every recorded sample until upkeep folds them in: without it
     // an unscraped nalcast grew by about 1 KB per viewer every second.
     let upkeep = metrics.clone();

@@ -370,7 +370,7 @@ async fn run(
             Ok((200, metrics)) => {
                 let errors = metrics
                     .lines()
-                    .find(|l| l.starts_with("nalcast_stream_errors_total "))
+                    .find(|l| l.starts_with("nalcast_stream_errors_total{stream=\"camera\"} "))
                     .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok());
                 if errors != Some(0.0) {
                     failures_early.push(format!(

@@ -144,7 +144,7 @@ async fn garbage_then_valid_h264_recovers_and_is_counted() {
     let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
     let errors: f64 = metrics
         .lines()
-        .find(|l| l.starts_with("nalcast_stream_errors_total"))
+        .find(|l| l.starts_with("nalcast_stream_errors_total{stream=\"camera\"}"))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
     assert!(errors > 0.0, "stream errors counted:\n{metrics}");

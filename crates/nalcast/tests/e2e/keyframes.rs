@@ -11,11 +11,12 @@ use tokio_tungstenite::tungstenite::Message;
 
 const ASK: &str = r#"{"type":"keyframe"}"#;
 
-/// The value of `nalcast_keyframe_requests_total{outcome="…"}`.
+/// The value of `nalcast_keyframe_requests_total{stream="camera",outcome="…"}`.
 async fn requests(server: &Server, outcome: &str) -> u64 {
     let (status, body) = http_get(server.addr, "/metrics").await.expect("metrics");
     assert_eq!(status, 200);
-    let series = format!("nalcast_keyframe_requests_total{{outcome=\"{outcome}\"}} ");
+    let series =
+        format!("nalcast_keyframe_requests_total{{stream=\"camera\",outcome=\"{outcome}\"}} ");
     body.lines()
         .find_map(|l| l.strip_prefix(&series))
         .unwrap_or_else(|| panic!("no {series} in /metrics"))

@@ -187,10 +187,13 @@ async fn the_stream_reaches_nginx_with_camera_timing_and_returns_after_nginx_res
     assert_eq!(api(&server).await["viewers"], 0);
     let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
     assert!(
-        metrics.contains("nalcast_publish_up{target=\"0\"} 1"),
+        metrics.contains("nalcast_publish_up{stream=\"camera\",target=\"0\"} 1"),
         "{metrics}"
     );
-    assert!(metrics.contains("nalcast_viewers 0"), "{metrics}");
+    assert!(
+        metrics.contains("nalcast_viewers{stream=\"camera\"} 0"),
+        "{metrics}"
+    );
 
     // Pulled back: 1280x720 at the test pattern's 30 fps, not ffmpeg's invented 25.
     let pulled = pull(&url).await;
@@ -278,7 +281,7 @@ async fn the_stream_reaches_nginx_with_camera_timing_and_returns_after_nginx_res
     eprintln!("pulled again {:?} after nginx restarted", back.elapsed());
     let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
     assert!(
-        !metrics.contains("nalcast_publish_restarts_total{target=\"0\"} 0"),
+        !metrics.contains("nalcast_publish_restarts_total{stream=\"camera\",target=\"0\"} 0"),
         "{metrics}"
     );
 
@@ -366,10 +369,10 @@ async fn publish_series_are_there_at_zero_and_bad_urls_are_refused() {
     ]);
     let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
     for series in [
-        "nalcast_publish_up{target=\"0\"} 0",
-        "nalcast_publish_up{target=\"1\"} 0",
-        "nalcast_publish_restarts_total{target=\"0\"} 0",
-        "nalcast_publish_restarts_total{target=\"1\"} 0",
+        "nalcast_publish_up{stream=\"camera\",target=\"0\"} 0",
+        "nalcast_publish_up{stream=\"camera\",target=\"1\"} 0",
+        "nalcast_publish_restarts_total{stream=\"camera\",target=\"0\"} 0",
+        "nalcast_publish_restarts_total{stream=\"camera\",target=\"1\"} 0",
     ] {
         assert!(metrics.contains(series), "{series} missing:\n{metrics}");
     }

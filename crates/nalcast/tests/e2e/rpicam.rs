@@ -99,6 +99,8 @@ const VC4_VALUE_CHECKS: &str = r#"    '--profile') case "$2" in baseline|main|hi
     '--level') case "$2" in 4|4.1|4.2) ;; *) echo "ERROR: *** no such level $2 ***" >&2; exit 255;; esac; shift 2;;
     '--denoise') case "$2" in auto|off|cdn_off|cdn_fast|cdn_hq) ;; *) echo "ERROR: *** Invalid denoise mode $2 ***" >&2; exit 255;; esac; shift 2;;
     '--codec') case "$2" in h264|mjpeg|yuv420|libav) ;; *) echo "ERROR: *** Unrecognised codec $2 ***" >&2; exit 255;; esac; shift 2;;
+    '--rotation') case "$2" in 0|180) ;; *) echo "ERROR: *** illegal rotation value ***" >&2; exit 255;; esac; shift 2;;
+    '--camera') case "$2" in 0|1) ;; *) echo "ERROR: *** selected camera is not available ***" >&2; exit 255;; esac; shift 2;;
 "#;
 
 /// The picture nalcast asks for.
@@ -350,6 +352,11 @@ impl Log {
 /// Starts nalcast on `--source rpicam` with `dir/bin` first on PATH, on a board
 /// of this `model`.
 fn start(dir: &Path, model: &str) -> (Server, Log) {
+    start_with(dir, model, &[])
+}
+
+/// [`start`] with more of nalcast's options.
+fn start_with(dir: &Path, model: &str, extra: &[&str]) -> (Server, Log) {
     let model_file = dir.join("model");
     std::fs::write(&model_file, format!("{model}\0")).expect("write model");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
@@ -362,6 +369,7 @@ fn start(dir: &Path, model: &str) -> (Server, Log) {
         "rpicam",
     ])
     .args(SETTINGS)
+    .args(extra)
     .env(
         "PATH",
         format!("{}:/usr/bin:/bin", dir.join("bin").display()),
@@ -458,6 +466,23 @@ async fn a_current_rpicam_vid_on_a_pi_4_streams_with_every_option() {
          --width 320 --height 240 --framerate 30 --bitrate 500000 --intra 10 -o -"
     );
     assert_eq!(helps(&dir, "rpicam-vid"), 1);
+}
+
+#[tokio::test]
+async fn the_second_camera_of_a_pi_5_turned_and_mirrored_as_the_app_takes_it() {
+    let dir = setup("second-camera");
+    Fake::rpicam(RPICAM_1_13_0).install(&dir);
+    let (server, _log) = start_with(
+        &dir,
+        PI_5,
+        &["--camera", "1", "--rotation", "180", "--hflip", "on"],
+    );
+    pictures_decode(&server, 15).await;
+    let run = &runs(&dir, "rpicam-vid")[0];
+    assert!(
+        run.ends_with(" --rotation 180 --hflip --camera 1 -o -"),
+        "{run}"
+    );
 }
 
 #[tokio::test]

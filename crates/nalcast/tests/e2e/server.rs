@@ -254,14 +254,14 @@ async fn api_health_and_metrics_report_the_stream() {
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
             .unwrap_or_else(|| panic!("metric {name} missing in:\n{metrics}"))
     };
-    assert!(value("nalcast_frames_in_total") > 0.0);
-    assert!(value("nalcast_bytes_out_total") > 0.0);
-    assert_eq!(value("nalcast_viewers"), 2.0);
+    assert!(value("nalcast_frames_in_total{stream=\"camera\"}") > 0.0);
+    assert!(value("nalcast_bytes_out_total{stream=\"camera\"}") > 0.0);
+    assert_eq!(value("nalcast_viewers{stream=\"camera\"}"), 2.0);
     assert!(
-        value("nalcast_server_latency_seconds_count{frame=\"delta\"}") > 0.0,
+        value("nalcast_server_latency_seconds_count{stream=\"camera\",frame=\"delta\"}") > 0.0,
         "{metrics}"
     );
-    assert!(value("nalcast_queue_delay_seconds_count") > 0.0);
+    assert!(value("nalcast_queue_delay_seconds_count{stream=\"camera\"}") > 0.0);
 }
 
 #[tokio::test]
@@ -431,14 +431,22 @@ async fn every_metric_series_is_there_at_zero_before_anything_happens() {
             nalcast_core::metric::Kind::Histogram => format!("{}_count", series.name),
             _ => series.name.to_owned(),
         };
+        // A per-stream series has the stream's label first: the one stream here is
+        // "camera".
+        let stream = if series.per_stream {
+            "stream=\"camera\","
+        } else {
+            ""
+        };
         match series.label {
             None if series.name == "nalcast_connections_open" => {
                 expected.push(format!("{name} ")); // the scrape's own connection
             }
+            None if series.per_stream => expected.push(format!("{name}{{stream=\"camera\"}} 0")),
             None => expected.push(format!("{name} 0")),
             Some(label) => {
                 for value in label.values {
-                    expected.push(format!("{name}{{{}=\"{value}\"}} 0", label.name));
+                    expected.push(format!("{name}{{{stream}{}=\"{value}\"}} 0", label.name));
                 }
             }
         }

@@ -351,3 +351,38 @@ async fn sighup_adds_removes_and_restarts_streams_and_the_others_lose_no_frame()
         ("test".into(), 320)
     );
 }
+
+#[test]
+fn check_lists_the_streams_or_says_what_is_wrong_in_one_line() {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(nalcast_bin())
+            .args(args)
+            .arg("--check")
+            .output()
+            .expect("nalcast runs");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (code, stdout, _) = run(&[
+        "--stream",
+        "door=rpicam",
+        "--stream",
+        "desk=usb",
+        "--on-demand",
+        "on",
+    ]);
+    assert_eq!(code, Some(0), "{stdout}");
+    assert_eq!(
+        stdout,
+        "settings ok: 2 stream(s)\n  door: rpicam, on demand\n  desk: v4l2, on demand\n"
+    );
+    let (code, stdout, stderr) = run(&["--stream", "door=rpicam", "--stream", "door=usb"]);
+    assert_eq!(code, Some(2), "{stdout}");
+    assert_eq!(
+        stderr,
+        "nalcast: error: stream name 'door' is given twice: each stream needs its own name\n"
+    );
+}

@@ -23,7 +23,7 @@ use tracing::{info, warn};
 
 use crate::backoff::{Backoff, Retries};
 use nalcast_core::clock::shutdown_requested;
-use nalcast_core::metric::Series;
+use nalcast_core::metric::{Series, StreamLabel};
 use nalcast_core::Hub;
 
 /// Whether each target receives the stream.
@@ -31,13 +31,15 @@ pub const PUBLISH_UP: Series = Series::gauge(
     "nalcast_publish_up",
     "1 while a --publish target receives the stream, by target (its place among the --publish URLs, from 0)",
 )
-.labelled("target", &[]);
+.labelled("target", &[])
+.per_stream();
 /// ffmpeg restarts per target.
 pub const PUBLISH_RESTARTS: Series = Series::counter(
     "nalcast_publish_restarts_total",
     "times a --publish target's ffmpeg was restarted (failures and parameter changes), by target",
 )
-.labelled("target", &[]);
+.labelled("target", &[])
+.per_stream();
 
 mod child;
 pub mod feed;
@@ -87,15 +89,18 @@ pub struct Publisher {
     pub target: PublishTarget,
     /// Its number among the targets (the metrics' `target` label).
     pub index: usize,
+    /// The stream it sends (the metrics' `stream` label).
+    stream: StreamLabel,
     status: Mutex<PublisherStatus>,
 }
 
 impl Publisher {
-    /// A publisher that has not started.
-    pub fn new(target: PublishTarget, index: usize) -> Arc<Publisher> {
+    /// A publisher of `stream` that has not started.
+    pub fn new(target: PublishTarget, index: usize, stream: StreamLabel) -> Arc<Publisher> {
         Arc::new(Publisher {
             target,
             index,
+            stream,
             status: Mutex::new(PublisherStatus {
                 state: State::Connecting,
                 since: SystemTime::now(),
@@ -126,7 +131,7 @@ impl Publisher {
             status.since = SystemTime::now();
         }
         let up = if state == State::Live { 1.0 } else { 0.0 };
-        PUBLISH_UP.gauge_as(self.label()).set(up);
+        PUBLISH_UP.gauge_as_in(&self.stream, self.label()).set(up);
     }
 
     fn failed(&self, reason: String) {
@@ -135,13 +140,17 @@ impl Publisher {
             status.restarts += 1;
             status.last_error = Some(reason);
         }
-        PUBLISH_RESTARTS.count_as(self.label()).increment(1);
+        PUBLISH_RESTARTS
+            .count_as_in(&self.stream, self.label())
+            .increment(1);
         self.set_state(State::Retrying);
     }
 
     fn restarted(&self) {
         self.lock().restarts += 1;
-        PUBLISH_RESTARTS.count_as(self.label()).increment(1);
+        PUBLISH_RESTARTS
+            .count_as_in(&self.stream, self.label())
+            .increment(1);
         self.set_state(State::Connecting);
     }
 }
@@ -267,5 +276,7 @@ pub async fn supervise(
         }
         publisher.set_state(State::Connecting);
     }
-    PUBLISH_UP.gauge_as(publisher.label()).set(0.0);
+    PUBLISH_UP
+        .gauge_as_in(&publisher.stream, publisher.label())
+        .set(0.0);
 }

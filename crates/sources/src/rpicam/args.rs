@@ -24,7 +24,7 @@
 //! d2b1326), `-lev` level (2016-06, 8daf8dd), `-pf`, `-g`, `-fps`, `-w`, `-h`,
 //! `-b`, `-n`, `-t`, `-o`; no denoise option.
 use super::help::Listing;
-use crate::VideoSettings;
+use crate::{Orientation, VideoSettings};
 
 /// Which command-line dialect an app speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,7 +68,10 @@ impl CliDialect {
 }
 
 /// The options of Bullseye's first libcamera-vid (2021-11) that nalcast uses.
-const LIBCAMERA_SINCE_2021: [&str; 19] = [
+const LIBCAMERA_SINCE_2021: [&str; 22] = [
+    "--rotation",
+    "--hflip",
+    "--vflip",
     "-t",
     "--timeout",
     "-n",
@@ -91,8 +94,9 @@ const LIBCAMERA_SINCE_2021: [&str; 19] = [
 ];
 
 /// The options of raspivid since 2016 that nalcast uses.
-const RASPIVID_SINCE_2016: [&str; 12] = [
-    "-t", "-n", "-o", "-pf", "-lev", "-ih", "-fl", "-w", "-h", "-fps", "-b", "-g",
+const RASPIVID_SINCE_2016: [&str; 15] = [
+    "-t", "-n", "-o", "-pf", "-lev", "-ih", "-fl", "-w", "-h", "-fps", "-b", "-g", "-rot", "-hf",
+    "-vf",
 ];
 
 /// What to ask of the camera besides the picture settings.
@@ -101,6 +105,12 @@ pub struct Wants {
     /// Ask for H.264 Baseline (`--profile baseline`): the page's software decoder
     /// (Broadway, over plain HTTP) decodes nothing else.
     pub baseline: bool,
+    /// Which camera (`--camera N`, raspivid's `-cs N`); None: the app's default.
+    pub camera: Option<u32>,
+    /// Rotation and mirroring: rpicam-vid's `--rotation` (0 or 180: libcamera
+    /// turns by flipping both ways), `--hflip`, `--vflip`; raspivid's `-rot`
+    /// (also 90 and 270), `-hf`, `-vf`. Every version of both apps has them.
+    pub orientation: Orientation,
 }
 
 /// H.264 level 4's limit in macroblocks per second (1920x1088 at 30 fps is 244800).
@@ -159,6 +169,16 @@ pub fn camera_args(
             if level.is_some() {
                 put("--level", level);
             }
+            let o = wants.orientation;
+            if o.rotation != 0 {
+                put("--rotation", Some(o.rotation.to_string()));
+            }
+            if o.hflip {
+                put("--hflip", None);
+            }
+            if o.vflip {
+                put("--vflip", None);
+            }
         }
         CliDialect::Raspivid => {
             if wants.baseline {
@@ -174,7 +194,26 @@ pub fn camera_args(
             if level.is_some() {
                 put("-lev", level);
             }
+            let o = wants.orientation;
+            if o.rotation != 0 {
+                put("-rot", Some(o.rotation.to_string()));
+            }
+            if o.hflip {
+                put("-hf", None);
+            }
+            if o.vflip {
+                put("-vf", None);
+            }
         }
+    }
+    // The camera asked for goes in even when the listing does not show the option:
+    // an app that cannot choose then says so, rather than streaming another camera.
+    if let Some(n) = wants.camera {
+        let option = match dialect {
+            CliDialect::Libcamera => "--camera",
+            CliDialect::Raspivid => "-cs",
+        };
+        args.extend([option.to_owned(), n.to_string()]);
     }
     args.extend(["-o", "-"].map(str::to_owned));
     args
@@ -184,7 +223,15 @@ pub fn camera_args(
 mod tests {
     use super::*;
 
-    const BASELINE: Wants = Wants { baseline: true };
+    const BASELINE: Wants = Wants {
+        baseline: true,
+        camera: None,
+        orientation: Orientation {
+            rotation: 0,
+            hflip: false,
+            vflip: false,
+        },
+    };
 
     fn line(dialect: CliDialect, listing: &Listing, v: &VideoSettings, wants: Wants) -> String {
         camera_args(dialect, listing, v, wants).join(" ")
@@ -195,6 +242,50 @@ mod tests {
         let mut names = LIBCAMERA_SINCE_2021.to_vec();
         names.push("--low-latency");
         Listing::of(&names)
+    }
+
+    #[test]
+    fn the_camera_and_its_turn_are_asked_in_each_dialect() {
+        let v = VideoSettings::default();
+        let wants = Wants {
+            camera: Some(1),
+            orientation: Orientation {
+                rotation: 180,
+                hflip: true,
+                vflip: false,
+            },
+            ..BASELINE
+        };
+        let line = line(CliDialect::Libcamera, &current(), &v, wants);
+        assert!(line.contains(" --rotation 180 --hflip "), "{line}");
+        assert!(line.ends_with(" --camera 1 -o -"), "{line}");
+        assert!(!line.contains("--vflip"), "{line}");
+        let raspivid = CliDialect::Raspivid.assumed_listing();
+        let wants = Wants {
+            orientation: Orientation {
+                rotation: 270,
+                hflip: false,
+                vflip: true,
+            },
+            ..wants
+        };
+        let line = super::camera_args(CliDialect::Raspivid, &raspivid, &v, wants).join(" ");
+        assert!(line.contains(" -rot 270 -vf "), "{line}");
+        assert!(line.ends_with(" -cs 1 -o -"), "{line}");
+        // An app whose listing lacks --camera is still asked: it says it cannot,
+        // rather than streaming the first camera.
+        let old = Listing::of(&LIBCAMERA_SINCE_2021);
+        let line = super::camera_args(
+            CliDialect::Libcamera,
+            &old,
+            &v,
+            Wants {
+                camera: Some(1),
+                ..BASELINE
+            },
+        )
+        .join(" ");
+        assert!(line.contains(" --camera 1 "), "{line}");
     }
 
     #[test]
@@ -245,14 +336,20 @@ mod tests {
             CliDialect::Libcamera,
             &current(),
             &VideoSettings::default(),
-            Wants { baseline: false },
+            Wants {
+                baseline: false,
+                ..BASELINE
+            },
         );
         assert!(!got.contains("--profile"), "{got}");
         let got = line(
             CliDialect::Raspivid,
             &CliDialect::Raspivid.assumed_listing(),
             &VideoSettings::default(),
-            Wants { baseline: false },
+            Wants {
+                baseline: false,
+                ..BASELINE
+            },
         );
         assert!(!got.contains("-pf"), "{got}");
     }

@@ -99,6 +99,8 @@ impl CameraApp {
         let known = self.known.insert(known);
         let wants = Wants {
             baseline: !known.profile_refused,
+            camera: opts.camera,
+            orientation: opts.orientation,
         };
         let args = camera_args(dialect, &known.listing, &opts.video, wants);
         let description = format!("{} {}", app.display(), args.join(" "));

@@ -4,7 +4,7 @@
 use std::fmt;
 
 use super::listing::{Coding, Encoders, Format, Fps};
-use crate::VideoSettings;
+use crate::{Orientation, VideoSettings};
 
 /// The camera mode nalcast asks for.
 #[derive(Clone, Debug, PartialEq)]
@@ -147,7 +147,13 @@ pub fn choose_encoder(machine: &Machine, encoders: &Encoders) -> Result<Encoder,
 }
 
 /// ffmpeg's arguments to read `device` in `mode` and write Annex-B H.264 to stdout.
-pub fn ffmpeg_args(device: &str, mode: &Mode, encoder: Encoder, v: &VideoSettings) -> Vec<String> {
+pub fn ffmpeg_args(
+    device: &str,
+    mode: &Mode,
+    encoder: Encoder,
+    v: &VideoSettings,
+    turn: Orientation,
+) -> Vec<String> {
     let mut args: Vec<String> = crate::FFMPEG_QUIET.map(str::to_owned).to_vec();
     args.extend(
         [
@@ -220,6 +226,11 @@ pub fn ffmpeg_args(device: &str, mode: &Mode, encoder: Encoder, v: &VideoSetting
             &bitrate,
         ],
     };
+    if encoder != Encoder::Copy {
+        if let Some(filter) = turn.ffmpeg_filter() {
+            args.extend(["-vf".to_owned(), filter]);
+        }
+    }
     args.extend(encode.into_iter().map(str::to_owned));
     // Each access unit out as soon as it is made, not when a buffer fills.
     args.extend(["-flush_packets", "1", "-f", "h264", "-"].map(str::to_owned));
@@ -301,6 +312,7 @@ mod tests {
             &mode,
             Encoder::Copy,
             &VideoSettings::default(),
+            Orientation::default(),
         );
         let line = args.join(" ");
         assert!(
@@ -327,7 +339,7 @@ mod tests {
         let encoder = choose_encoder(&pi4(), &DEBIAN_FFMPEG).expect("an encoder");
         assert_eq!(encoder, Encoder::V4l2m2m);
         let v = VideoSettings::default();
-        let line = ffmpeg_args("/dev/video0", &mode, encoder, &v).join(" ");
+        let line = ffmpeg_args("/dev/video0", &mode, encoder, &v, Orientation::default()).join(" ");
         assert!(
             line.contains("-input_format mjpeg -video_size 1280x720"),
             "{line}"
@@ -365,7 +377,14 @@ mod tests {
             keyframe_interval: 30,
             ..VideoSettings::default()
         };
-        let line = ffmpeg_args("/dev/video2", &mode, Encoder::X264, &v).join(" ");
+        let line = ffmpeg_args(
+            "/dev/video2",
+            &mode,
+            Encoder::X264,
+            &v,
+            Orientation::default(),
+        )
+        .join(" ");
         assert!(
             line.contains("-c:v libx264 -preset ultrafast -tune zerolatency -profile:v baseline -pix_fmt yuv420p -g 30 -b:v 800000 -bf 0"),
             "{line}"
@@ -376,6 +395,31 @@ mod tests {
             ..DEBIAN_FFMPEG
         };
         assert_eq!(choose_encoder(&pi4(), &no_m2m), Ok(Encoder::X264));
+    }
+
+    #[test]
+    fn a_turned_picture_is_filtered_before_the_encoder() {
+        let mode = Mode {
+            coding: Coding::Mjpeg,
+            name: "MJPG".into(),
+            width: 640,
+            height: 480,
+            fps: 30.0,
+        };
+        let v = settings(640, 480, 30);
+        let turned = |rotation, hflip, vflip| {
+            let turn = Orientation {
+                rotation,
+                hflip,
+                vflip,
+            };
+            ffmpeg_args("/dev/video0", &mode, Encoder::X264, &v, turn).join(" ")
+        };
+        assert!(!turned(0, false, false).contains("-vf"));
+        assert!(turned(90, false, false).contains("-vf transpose=clock -c:v libx264"));
+        assert!(turned(180, false, false).contains("-vf hflip,vflip "));
+        assert!(turned(270, true, false).contains("-vf transpose=cclock,hflip "));
+        assert!(turned(0, false, true).contains("-vf vflip "));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! One viewer's session: its queue drained into its socket, batch by batch, and the
 //! client's few control messages read in between, until either side ends it.
 //! Generic over the connection so it runs on a socket, a TLS stream or a test pipe.
-use nalcast_core::metric::Series;
+use nalcast_core::join::JOINS;
+use nalcast_core::metric::{Series, StreamLabel};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,20 +26,23 @@ use crate::server::AppState;
 pub const QUEUE_DELAY: Series = Series::histogram(
     "nalcast_queue_delay_seconds",
     "time an item waited in a viewer's queue",
-);
+)
+.per_stream();
 /// From a frame's arrival to its last byte written, by kind.
 pub const SERVER_LATENCY: Series = Series::histogram(
     "nalcast_server_latency_seconds",
     "from a frame's arrival to its last byte written to a viewer, by frame kind",
 )
-.labelled("frame", &["key", "delta"]);
+.labelled("frame", &["key", "delta"])
+.per_stream();
 /// Bytes written to viewers.
 pub const BYTES_OUT: Series =
-    Series::counter("nalcast_bytes_out_total", "bytes written to viewers");
+    Series::counter("nalcast_bytes_out_total", "bytes written to viewers").per_stream();
 /// Viewers that left, by reason.
 pub const DISCONNECTS: Series =
     Series::counter("nalcast_disconnects_total", "viewers that left, by reason")
-        .labelled("reason", &Ended::REASONS);
+        .labelled("reason", &Ended::REASONS)
+        .per_stream();
 
 /// Most queue items written in one go (one system call) to a viewer that is behind;
 /// the rest go in the next write.
@@ -56,12 +60,12 @@ struct ViewerMetrics {
 }
 
 impl ViewerMetrics {
-    fn new() -> Self {
+    fn new(stream: &StreamLabel) -> Self {
         ViewerMetrics {
-            queue_delay: QUEUE_DELAY.observe(),
-            latency_key: SERVER_LATENCY.observe_as("key"),
-            latency_delta: SERVER_LATENCY.observe_as("delta"),
-            bytes_out: BYTES_OUT.count(),
+            queue_delay: QUEUE_DELAY.observe_in(stream),
+            latency_key: SERVER_LATENCY.observe_as_in(stream, "key"),
+            latency_delta: SERVER_LATENCY.observe_as_in(stream, "delta"),
+            bytes_out: BYTES_OUT.count_in(stream),
         }
     }
 
@@ -88,6 +92,7 @@ fn weigh_catch_up(
     bytes: u64,
     took: Duration,
     now: Instant,
+    stream: &StreamLabel,
 ) {
     let mut queue = queue.lock();
     let remaining = queue.catch_up_bytes() as u64;
@@ -106,7 +111,7 @@ fn weigh_catch_up(
         Plan::Burst => "gop",
     };
     drop(queue);
-    nalcast_core::join::JOINS.count_as(start).increment(1);
+    JOINS.count_as_in(stream, start).increment(1);
 }
 
 /// Sends `batch`; a socket that took nothing of it for the viewer timeout is stuck
@@ -165,7 +170,7 @@ pub async fn serve_viewer<IO>(
         source: state.stream.source_kind().to_owned(),
         fps: state.stream.video().fps,
     };
-    let m = ViewerMetrics::new();
+    let m = ViewerMetrics::new(state.stream.hub.stream_label());
     let mut sent_params: Option<Arc<ParamSets>> = None;
     let mut batch = Batch::default();
     let mut items = Vec::with_capacity(MAX_BATCH_ITEMS);
@@ -203,7 +208,7 @@ pub async fn serve_viewer<IO>(
                     if let Some(p) = link.as_ref().and_then(Link::progress) {
                         catch_up.acknowledged(p.acked, p.link_time);
                     }
-                    weigh_catch_up(&mut catch_up, &sub.queue, batch.bytes(), done.saturating_duration_since(now), done);
+                    weigh_catch_up(&mut catch_up, &sub.queue, batch.bytes(), done.saturating_duration_since(now), done, state.stream.hub.stream_label());
                     if !catch_up.active() {
                         link = None; // its second descriptor is needed no more
                     }
@@ -260,7 +265,9 @@ pub async fn serve_viewer<IO>(
     let _ = tokio::time::timeout(Duration::from_millis(100), io.shutdown()).await;
     let lost = sub.queue.lock().total_lost;
     drop(sub);
-    DISCONNECTS.count_as(ended.reason()).increment(1);
+    DISCONNECTS
+        .count_as_in(state.stream.hub.stream_label(), ended.reason())
+        .increment(1);
     if ended != Ended::Client {
         info!(
             dialect = dialect.name(),
