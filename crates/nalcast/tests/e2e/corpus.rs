@@ -183,7 +183,7 @@ struct Captured {
 }
 
 /// Whether a message starts a picture, and a keyframe.
-fn picture_start(dialect: Dialect, msg: &[u8]) -> (bool, bool) {
+pub(crate) fn picture_start(dialect: Dialect, msg: &[u8]) -> (bool, bool) {
     match dialect {
         Dialect::Framed => (
             msg.first() == Some(&0x02),

@@ -14,6 +14,7 @@ mod docs;
 mod faults;
 mod first_hour;
 mod fmp4;
+mod four_streams;
 mod front;
 mod hls;
 mod hls_cache;

@@ -29,7 +29,7 @@ fn fixture() -> PathBuf {
 
 /// Whether GStreamer's RTSP server and the encoders are here (the test kit's
 /// policy for a missing tool).
-fn gstreamer_ready(test: &str) -> bool {
+pub(crate) fn gstreamer_ready(test: &str) -> bool {
     let probe = "import gi; gi.require_version('Gst', '1.0'); \
         gi.require_version('GstRtspServer', '1.0'); \
         from gi.repository import Gst, GstRtspServer; Gst.init(None); \
@@ -48,13 +48,13 @@ fn gstreamer_ready(test: &str) -> bool {
 
 /// A loopback port nobody listens on (for the camera, which must keep it across
 /// restarts).
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
     l.local_addr().expect("addr").port()
 }
 
 /// The stand-in camera, killed on drop.
-struct Camera {
+pub(crate) struct Camera {
     child: Child,
     port: u16,
 }
@@ -62,7 +62,7 @@ struct Camera {
 impl Camera {
     /// Starts the RTSP server on `port` and waits until it listens. `auth` is
     /// ("basic" | "digest", "user:password").
-    fn start(port: u16, auth: Option<(&str, &str)>) -> Camera {
+    pub(crate) fn start(port: u16, auth: Option<(&str, &str)>) -> Camera {
         let mut cmd = Command::new(PYTHON);
         cmd.arg(fixture()).arg(port.to_string());
         if let Some((method, user_pass)) = auth {
@@ -85,7 +85,7 @@ impl Camera {
         Camera { child, port }
     }
 
-    fn url(&self, mount: &str) -> String {
+    pub(crate) fn url(&self, mount: &str) -> String {
         format!("rtsp://127.0.0.1:{}{mount}", self.port)
     }
 
