@@ -61,9 +61,11 @@ FOOTER = """\
 # One [[stream]] table per camera, instead of source: each is served at
 # /streams/NAME/ and the page at / shows them all; the first also at the plain
 # URLs and on the legacy port 9000. A table takes name, source, and any of width,
-# height, fps, bitrate, keyframe-interval, rtsp-transport, hls, publish, on-demand
-# and idle-timeout; what it leaves out comes from the settings above. After a
-# change: sudo systemctl reload nalcast (streams not changed keep playing).
+# height, fps, bitrate, keyframe-interval, camera, rotation, hflip, vflip,
+# rtsp-transport, hls, publish, on-demand, idle-timeout and max-viewers; what it
+# leaves out comes from the settings above. Check the file with
+# nalcast --config /etc/nalcast/nalcast.toml --check, then:
+# sudo systemctl reload nalcast (streams not changed keep playing).
 #
 #[[stream]]
 #name = "printer"

@@ -3,7 +3,7 @@
 //! failing, restarting or sending garbage never reaches another stream's viewers.
 //! The server finds them here by name ([`Streams`]); the first is the default
 //! stream, served at the URLs nalcast had before it held many.
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -30,6 +30,18 @@ pub struct Stream {
     pub publishers: Arc<Vec<Arc<Publisher>>>,
     /// Started on demand and stopped for want of viewers just now.
     idle: AtomicBool,
+    /// Viewers holding a [`Seat`].
+    seated: Arc<AtomicUsize>,
+}
+
+/// A viewer's place in a stream with a `max-viewers` of its own; given back on drop.
+#[derive(Debug)]
+pub struct Seat(Arc<AtomicUsize>);
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Stream {
@@ -62,6 +74,7 @@ impl Stream {
             .collect();
         Stream {
             idle: AtomicBool::new(config.on_demand.is_some()),
+            seated: Arc::default(),
             config,
             hub,
             publishers: Arc::new(publishers),
@@ -78,10 +91,12 @@ impl Stream {
                 publish: Vec::new(),
                 hls: true,
                 on_demand: None,
+                max_viewers: None,
             },
             hub,
             publishers: Arc::default(),
             idle: AtomicBool::new(false),
+            seated: Arc::default(),
         }
     }
 
@@ -99,6 +114,18 @@ impl Stream {
     /// Its configured picture settings.
     pub fn video(&self) -> VideoSettings {
         self.config.options.video
+    }
+
+    /// A place for one more viewer, unless the stream has as many as its
+    /// `max-viewers` allows (`Err`).
+    pub fn seat(&self) -> Result<Seat, ()> {
+        let max = self.config.max_viewers.unwrap_or(usize::MAX);
+        self.seated
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .map(|_| Seat(self.seated.clone()))
+            .map_err(|_| ())
     }
 
     /// Whether its source is stopped until someone watches (`--on-demand`).

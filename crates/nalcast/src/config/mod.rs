@@ -1048,6 +1048,7 @@ fn streams(
                 publish: Vec::new(),
                 hls: defaults.hls,
                 on_demand: defaults.on_demand,
+                max_viewers: None,
             });
         }
         (None, false) => {}

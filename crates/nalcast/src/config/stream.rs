@@ -30,6 +30,8 @@ pub struct StreamConfig {
     /// Started at the first viewer and stopped this long after the last one left;
     /// `None`: always running.
     pub on_demand: Option<Duration>,
+    /// Most viewers of this stream at once (`--max-viewers` counts all streams').
+    pub max_viewers: Option<usize>,
 }
 
 /// A `[[stream]]` table as written: the name and source, and any per-stream
@@ -69,6 +71,8 @@ pub struct StreamTable {
     pub hflip: Option<String>,
     /// As `--vflip`.
     pub vflip: Option<String>,
+    /// Most viewers of this stream at once.
+    pub max_viewers: Option<usize>,
 }
 
 /// What every stream takes unless its table says otherwise: the flags' values.
@@ -130,6 +134,7 @@ pub fn from_flag(value: &str, defaults: &Defaults) -> Result<StreamConfig, Strin
         publish: Vec::new(),
         hls: defaults.hls,
         on_demand: defaults.on_demand,
+        max_viewers: None,
     })
 }
 
@@ -208,6 +213,9 @@ pub fn from_table(table: &StreamTable, defaults: &Defaults) -> Result<StreamConf
                 .map_err(|e| bad("publish", e.to_string()))
         })
         .collect::<Result<_, _>>()?;
+    if table.max_viewers == Some(0) {
+        return Err(bad("max-viewers", "0 would let nobody watch".into()));
+    }
     Ok(StreamConfig {
         name: name.to_owned(),
         source: source(name, spec)?,
@@ -215,6 +223,7 @@ pub fn from_table(table: &StreamTable, defaults: &Defaults) -> Result<StreamConf
         publish,
         hls,
         on_demand,
+        max_viewers: table.max_viewers,
     })
 }
 

@@ -246,6 +246,8 @@ pub struct ViewerSlot {
     slots: Slots,
     connections: Option<Slots>,
     key: IpAddr,
+    /// The viewer's place in its stream, where the stream limits its viewers.
+    seat: Option<crate::streams::Seat>,
 }
 
 impl ViewerLimits {
@@ -277,6 +279,7 @@ impl ViewerLimits {
             slots: self.slots.clone(),
             connections: self.connections.clone(),
             key,
+            seat: None,
         })
     }
 }
@@ -297,6 +300,14 @@ impl ViewerSlot {
             slots: connections.clone(),
             key: self.key,
         }))
+    }
+}
+
+impl ViewerSlot {
+    /// Holds `seat` (the viewer's place in its stream) as long as the slot.
+    pub fn with_seat(mut self, seat: crate::streams::Seat) -> ViewerSlot {
+        self.seat = Some(seat);
+        self
     }
 }
 

@@ -10,7 +10,15 @@ pub const WS_REJECTED: Series = Series::counter(
     "nalcast_ws_rejected_total",
     "WebSocket handshakes refused, by reason",
 )
-.labelled("reason", &["origin", "max_viewers", "max_viewers_per_ip"]);
+.labelled(
+    "reason",
+    &[
+        "origin",
+        "max_viewers",
+        "max_viewers_per_ip",
+        "stream_max_viewers",
+    ],
+);
 
 /// Whether a browser page from `Origin` may open this WebSocket. Without the check,
 /// any web page a visitor opens could read the camera (cross-site WebSocket

@@ -386,3 +386,38 @@ fn check_lists_the_streams_or_says_what_is_wrong_in_one_line() {
         "nalcast: error: stream name 'door' is given twice: each stream needs its own name\n"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_s_own_viewer_limit_holds_and_leaves_the_others_open() {
+    let dir = temp_dir("streams-limits");
+    let config = dir.join("nalcast.toml");
+    std::fs::write(
+        &config,
+        "width = 320\nheight = 240\n\n[[stream]]\nname = \"small\"\nsource = \"test\"\nmax-viewers = 2\n\n\
+         [[stream]]\nname = \"big\"\nsource = \"test\"\n",
+    )
+    .expect("config");
+    let server = Server::start(&["--config", config.to_str().expect("utf-8")]);
+    server.wait_healthy().await;
+    let first = connect(&server.url("/streams/small/ws")).await;
+    let _second = connect(&server.url("/streams/small/ws")).await;
+    let status = status_of(server.addr, "GET", "/streams/small/ws", &UPGRADE).await;
+    assert_eq!(status, 503, "a third viewer of a stream limited to two");
+    // The other stream and the server's limits are not touched by it.
+    let big = server.url("/streams/big/ws");
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        others.push(connect(&big).await);
+    }
+    // A place comes free when a viewer leaves.
+    drop(first);
+    eventually(5, "a place for a new viewer", async || {
+        status_of(server.addr, "GET", "/streams/small/ws", &UPGRADE).await == 101
+    })
+    .await;
+    let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
+    assert!(
+        metrics.contains("nalcast_ws_rejected_total{reason=\"stream_max_viewers\"} 1"),
+        "{metrics}"
+    );
+}

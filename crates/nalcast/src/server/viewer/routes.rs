@@ -83,6 +83,14 @@ fn admit(ws: WsUpgrade, peer: SocketAddr, state: AppState, dialect: Dialect) -> 
         Ok(slot) => slot,
         Err(why) => return refuse_viewer(why),
     };
+    let slot = match state.stream.seat() {
+        Ok(seat) => slot.with_seat(seat),
+        Err(()) => return refused(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "stream_max_viewers",
+            "this stream has as many viewers as it takes (max-viewers in its [[stream]] table)\n",
+        ),
+    };
     let (response, connection) = ws.accept();
     handover::serve(connection, state, dialect, slot);
     response
@@ -101,6 +109,11 @@ fn refuse_viewer(why: Refused) -> Response {
             "too many viewers from your address (--max-viewers-per-ip)\n",
         ),
     };
+    refused(status, reason, text)
+}
+
+/// Counts a refused viewer by `reason` and answers it.
+fn refused(status: StatusCode, reason: &'static str, text: &'static str) -> Response {
     crate::server::origin::WS_REJECTED
         .count_as(reason)
         .increment(1);
