@@ -117,15 +117,15 @@ impl Stream {
     }
 
     /// A place for one more viewer, unless the stream has as many as its
-    /// `max-viewers` allows (`Err`).
-    pub fn seat(&self) -> Result<Seat, ()> {
+    /// `max-viewers` allows (`None`).
+    pub fn seat(&self) -> Option<Seat> {
         let max = self.config.max_viewers.unwrap_or(usize::MAX);
         self.seated
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
                 (n < max).then_some(n + 1)
             })
+            .ok()
             .map(|_| Seat(self.seated.clone()))
-            .map_err(|_| ())
     }
 
     /// Whether its source is stopped until someone watches (`--on-demand`).

@@ -514,8 +514,8 @@ impl Options {
 }
 
 /// The config-file key for a flag: its long name, for every flag that takes a value
-/// except `--config` itself: `--hash-password`, `--list-cameras`, `--help` and
-/// `--version` are actions, not settings.
+/// except `--config` itself: `--check`, `--hash-password`, `--list-cameras`,
+/// `--help` and `--version` are actions, not settings.
 pub fn file_key(arg: &Arg) -> Option<&str> {
     let key = arg.get_long()?;
     (arg.get_action().takes_values() && key != "config").then_some(key)
@@ -1100,7 +1100,7 @@ mod tests {
         // (--help and --version are clap's, added when the command is built.)
         assert_eq!(
             flag_only,
-            ["config", "list-cameras", "hash-password"],
+            ["config", "check", "list-cameras", "hash-password"],
             "only these flags stay out of the config file"
         );
         for arg in command.get_arguments() {

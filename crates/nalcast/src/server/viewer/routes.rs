@@ -84,8 +84,8 @@ fn admit(ws: WsUpgrade, peer: SocketAddr, state: AppState, dialect: Dialect) -> 
         Err(why) => return refuse_viewer(why),
     };
     let slot = match state.stream.seat() {
-        Ok(seat) => slot.with_seat(seat),
-        Err(()) => return refused(
+        Some(seat) => slot.with_seat(seat),
+        None => return refused(
             StatusCode::SERVICE_UNAVAILABLE,
             "stream_max_viewers",
             "this stream has as many viewers as it takes (max-viewers in its [[stream]] table)\n",
