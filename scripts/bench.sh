@@ -135,6 +135,10 @@ run() { # name, then nalcast-bench args; ws:// or wss:// as the server was start
     start "${test_source[@]}"
     run fanout-1000-normal-priority --viewers 1000 --duration "$(long 5 20)"
     stop
+    # Four streams of 250 viewers: one process against four (a section of its own,
+    # after the scenario table).
+    echo
+    scripts/many-streams.sh "$clip" "$(long 8 20)" 250
 } | sed -n '/^|/p;/^#/p;/^Machine/p;/^Command/p;/^$/p' |
     # Each run prints the table's header (nalcast-bench's own) above its row: keep the first.
     awk '!/^\| scenario|^\|---/ || !seen[$0]++' > "$out.tmp"

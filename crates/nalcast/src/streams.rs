@@ -14,7 +14,7 @@ use nalcast_sources::publish::{self, Publisher};
 use nalcast_sources::{self as source, VideoSettings};
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{error, info, warn};
+use tracing::{error, info, info_span, warn, Instrument};
 
 use crate::config::{Config, LoadError, Options};
 
@@ -187,25 +187,33 @@ impl Running {
     pub fn start(stream: Arc<Stream>, publish_options: &publish::PublishOptions) -> Running {
         let (stop, stopped) = watch::channel(false);
         info!(stream = %stream.name(), source = %stream.config.source, "stream started");
-        let source = tokio::spawn({
-            let stream = stream.clone();
-            async move {
-                match stream.config.on_demand {
-                    Some(idle) => on_demand(&stream, idle, stopped).await,
-                    None => supervise(&stream, stopped).await,
+        // Everything the source and publishers log names the stream.
+        let span = info_span!("stream", name = %stream.name());
+        let source = tokio::spawn(
+            {
+                let stream = stream.clone();
+                async move {
+                    match stream.config.on_demand {
+                        Some(idle) => on_demand(&stream, idle, stopped).await,
+                        None => supervise(&stream, stopped).await,
+                    }
                 }
             }
-        });
+            .instrument(span.clone()),
+        );
         // Publishers read the hub like viewers: started with it, stopped (their
         // ffmpeg reaped) with it.
         let mut publishers = JoinSet::new();
         for publisher in stream.publishers.iter() {
-            publishers.spawn(publish::supervise(
-                publisher.clone(),
-                stream.hub.clone(),
-                publish_options.clone(),
-                stop.subscribe(),
-            ));
+            publishers.spawn(
+                publish::supervise(
+                    publisher.clone(),
+                    stream.hub.clone(),
+                    publish_options.clone(),
+                    stop.subscribe(),
+                )
+                .instrument(span.clone()),
+            );
         }
         Running {
             stream,

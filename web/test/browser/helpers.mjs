@@ -42,11 +42,12 @@ export function benchBin() {
  * camera.lan (mapped to loopback in Chromium, not a secure context), which nalcast
  * serves only when told (--public-host: its DNS rebinding defence).
  */
-export function startServer(args = [], port = 0) {
+export function startServer(args = [], port = 0, { legacyPort = null } = {}) {
   if (!existsSync(BIN)) {
     throw new Error(`nalcast binary not found at ${BIN}: build it (cargo build -p nalcast) or set NALCAST_BIN`);
   }
-  const base = ['--listen', `127.0.0.1:${port}`, '--legacy-listen', 'off', '--public-host', 'camera.lan'];
+  const legacy = legacyPort === null ? 'off' : `127.0.0.1:${legacyPort}`;
+  const base = ['--listen', `127.0.0.1:${port}`, '--legacy-listen', legacy, '--public-host', 'camera.lan'];
   const proc = spawn(BIN, [...base, ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },

@@ -2,8 +2,9 @@
 //! from ffmpeg (`exec:`) and an RTSP camera (GStreamer's RTSP server) — each
 //! watched on every endpoint at a random point of its GOP and checked as the
 //! corpus checks a viewer (decodable from the first picture, no reference frame
-//! missing, no unexplained sequence gap, ffmpeg decodes it without a word); then
-//! one source killed while the other three streams' viewers keep their full rate.
+//! missing, no unexplained sequence gap, ffmpeg decodes it without a word), and
+//! its LL-HLS played by ffmpeg; then one source killed while the other three
+//! streams' viewers keep their full rate.
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -139,7 +140,9 @@ async fn four_kinds_of_camera_play_on_every_endpoint_and_one_dying_harms_no_othe
         "pattern=test".to_owned(),
         format!("clip=file:{}", clip.display()),
         format!(
-            "pipe=exec:echo $$ > {}; exec ffmpeg -hide_banner -loglevel error -re -stream_loop -1 -f h264 -i {} -c copy -f h264 -",
+            // As the corpus pipes a camera-like stream: ffmpeg paces it (a raw
+            // H.264 input cannot -stream_loop: it would end after one pass).
+            "pipe=exec:echo $$ > {}; while :; do cat {}; done | ffmpeg -hide_banner -loglevel error -re -f h264 -i - -c copy -f h264 -",
             pid_file.display(),
             piped.display()
         ),
@@ -210,6 +213,33 @@ async fn four_kinds_of_camera_play_on_every_endpoint_and_one_dying_harms_no_othe
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert_eq!(checked, 14);
 
+    // And each stream's LL-HLS, as ffmpeg plays it: 2 s of pictures, not a word.
+    let hls: Vec<_> = ["pattern", "clip", "pipe", "ipcam"]
+        .into_iter()
+        .map(|name| {
+            let url = format!("http://{}/streams/{name}/hls/index.m3u8", server.addr);
+            let task = tokio::task::spawn_blocking(move || {
+                std::process::Command::new("ffmpeg")
+                    .args(["-v", "error", "-i", &url, "-t", "2", "-f", "framemd5", "-"])
+                    .output()
+                    .expect("ffmpeg runs")
+            });
+            (name, task)
+        })
+        .collect();
+    for (name, task) in hls {
+        let out = task.await.expect("ffmpeg task");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let pictures = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .count();
+        assert!(
+            out.status.success() && stderr.trim().is_empty() && pictures >= 45,
+            "{name}'s HLS: {pictures} pictures in 2 s; ffmpeg: {stderr}"
+        );
+    }
+
     // The pipe's camera process dies: the other three streams' viewers keep every
     // frame (no gap, no skip) at the rate they had before, while nalcast restarts it.
     // (The test pattern makes about 26 of its 30 frames a second at this size and
@@ -227,11 +257,20 @@ async fn four_kinds_of_camera_play_on_every_endpoint_and_one_dying_harms_no_othe
         .collect();
     tokio::time::sleep_until(split.into()).await;
     let pid = std::fs::read_to_string(&pid_file).expect("the pipe's pid");
+    // The shell leads the source's process group: the whole pipeline dies.
     let killed = std::process::Command::new("kill")
-        .args(["-KILL", pid.trim()])
+        .args(["-KILL", "--", &format!("-{}", pid.trim())])
         .status()
         .expect("kill");
-    assert!(killed.success());
+    let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
+    let restarts: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("nalcast_source_restarts_total"))
+        .collect();
+    assert!(
+        killed.success(),
+        "the pipe's process {pid} was gone already: {restarts:?}"
+    );
     let mut seen = Vec::new();
     for (name, task) in watchers {
         let (before, after) = task

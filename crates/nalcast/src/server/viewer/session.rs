@@ -162,6 +162,7 @@ pub async fn serve_viewer<IO>(
     }
     let mut shutdown = state.shutdown.clone();
     info!(
+        stream = state.stream.name(),
         dialect = dialect.name(),
         viewers = state.stream.hub.status(std::time::Instant::now()).viewers,
         "viewer joined"
@@ -270,13 +271,19 @@ pub async fn serve_viewer<IO>(
         .increment(1);
     if ended != Ended::Client {
         info!(
+            stream = state.stream.name(),
             dialect = dialect.name(),
             reason = ended.reason(),
             frames_lost = lost,
             "viewer left"
         );
     } else {
-        debug!(dialect = dialect.name(), frames_lost = lost, "viewer left");
+        debug!(
+            stream = state.stream.name(),
+            dialect = dialect.name(),
+            frames_lost = lost,
+            "viewer left"
+        );
     }
     if matches!(ended, Ended::Protocol | Ended::Client) {
         drain_until_closed(&mut io).await;
