@@ -271,6 +271,10 @@ async fn four_kinds_of_camera_play_on_every_endpoint_and_one_dying_harms_no_othe
         killed.success(),
         "the pipe's process {pid} was gone already: {restarts:?}"
     );
+    assert!(
+        restarts.contains(&"nalcast_source_restarts_total{stream=\"pipe\"} 0"),
+        "no source restarted before the kill: {restarts:?}"
+    );
     let mut seen = Vec::new();
     for (name, task) in watchers {
         let (before, after) = task
