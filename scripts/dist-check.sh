@@ -41,7 +41,11 @@ import re, sys, tomllib
 text = open(sys.argv[1]).read()
 assert tomllib.loads(text) == {}, "a setting is not commented out"
 every = tomllib.loads(re.sub(r"(?m)^#([a-z-]+ = )", r"\1", text))
-print(f"all commented out; {len(every)} options, valid TOML when uncommented")
+# The several-cameras example, its lines commented with "# ", uncommented alone.
+example = text.split("## Several cameras", 1)[1]
+tables = tomllib.loads(re.sub(r"(?m)^# (\[\[stream\]\]|[a-z-]+ = )", r"\1", example))["stream"]
+assert all("name" in t and "source" in t for t in tables), tables
+print(f"all commented out; {len(every)} options, valid TOML when uncommented; {len(tables)} example streams")
 PY
 }
 check "conffile" check_toml

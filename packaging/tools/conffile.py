@@ -65,23 +65,24 @@ FOOTER = """\
 # rtsp-transport, hls, publish, on-demand, idle-timeout and max-viewers; what it
 # leaves out comes from the settings above. Check the file with
 # nalcast --config /etc/nalcast/nalcast.toml --check, then:
-# sudo systemctl reload nalcast (streams not changed keep playing).
+# sudo systemctl reload nalcast (streams not changed keep playing). The example
+# below: remove the "# " before its lines (and the source line above).
 #
-#[[stream]]
-#name = "printer"
-#source = "rpicam"
+# [[stream]]
+# name = "printer"
+# source = "rpicam"
 #
-#[[stream]]
-#name = "desk"
-#source = "usb"
-#width = 640
-#height = 480
-#on-demand = "on"
+# [[stream]]
+# name = "desk"
+# source = "usb"
+# width = 640
+# height = 480
+# on-demand = "on"
 #
-#[[stream]]
-#name = "garden"
-#source = "rtsp://user:password@garden-cam.lan/stream1"
-#publish = ["rtmp://media.lan/live/garden"]"""
+# [[stream]]
+# name = "garden"
+# source = "rtsp://user:password@garden-cam.lan/stream1"
+# publish = ["rtmp://media.lan/live/garden"]"""
 
 
 def rows():

@@ -4,7 +4,8 @@
 //! corpus checks a viewer (decodable from the first picture, no reference frame
 //! missing, no unexplained sequence gap, ffmpeg decodes it without a word), and
 //! its LL-HLS played by ffmpeg; then one source killed while the other three
-//! streams' viewers keep their full rate.
+//! streams' viewers keep their full rate; then a reload (SIGHUP) adding a fifth
+//! stream and removing one while a viewer of an untouched stream loses no frame.
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -148,20 +149,21 @@ async fn four_kinds_of_camera_play_on_every_endpoint_and_one_dying_harms_no_othe
         ),
         format!("ipcam={}", camera.url("/baseline")),
     ];
-    let mut args: Vec<&str> = streams
-        .iter()
-        .flat_map(|s| ["--stream", s.as_str()])
-        .collect();
-    args.extend([
-        "--width",
-        "320",
-        "--height",
-        "240",
-        "--keyframe-interval",
-        "15",
-        "--bitrate",
-        "300000",
-    ]);
+    // In a settings file, so that a reload can change them.
+    let settings = |streams: &[String]| -> String {
+        let mut text =
+            "width = 320\nheight = 240\nkeyframe-interval = 15\nbitrate = 300000\n".to_owned();
+        for s in streams {
+            let (name, source) = s.split_once('=').expect("NAME=SPEC");
+            text.push_str(&format!(
+                "\n[[stream]]\nname = \"{name}\"\nsource = '{source}'\n"
+            ));
+        }
+        text
+    };
+    let config = dir.join("nalcast.toml");
+    std::fs::write(&config, settings(&streams)).expect("settings");
+    let args = ["--config", config.to_str().expect("utf-8")];
     let server = Server::start(&args);
     // /healthz is 200 once every stream has frames.
     server.wait_healthy().await;
@@ -256,17 +258,17 @@ async fn four_kinds_of_camera_play_on_every_endpoint_and_one_dying_harms_no_othe
         })
         .collect();
     tokio::time::sleep_until(split.into()).await;
+    let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
+    let restarts: Vec<&str> = metrics
+        .lines()
+        .filter(|l| l.starts_with("nalcast_source_restarts_total"))
+        .collect();
     let pid = std::fs::read_to_string(&pid_file).expect("the pipe's pid");
     // The shell leads the source's process group: the whole pipeline dies.
     let killed = std::process::Command::new("kill")
         .args(["-KILL", "--", &format!("-{}", pid.trim())])
         .status()
         .expect("kill");
-    let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
-    let restarts: Vec<&str> = metrics
-        .lines()
-        .filter(|l| l.starts_with("nalcast_source_restarts_total"))
-        .collect();
     assert!(
         killed.success(),
         "the pipe's process {pid} was gone already: {restarts:?}"
@@ -298,4 +300,50 @@ async fn four_kinds_of_camera_play_on_every_endpoint_and_one_dying_harms_no_othe
         );
     }
     assert!(live, "the pipe's source was restarted");
+
+    // A reload adds a fifth stream and removes one; a viewer of a stream it leaves
+    // alone loses no frame (every sequence number, no skip) across it.
+    let split = Instant::now() + Duration::from_millis(1500);
+    let untouched = tokio::spawn(rates(
+        server.url("/streams/ipcam/ws"),
+        split,
+        Duration::from_secs(4),
+    ));
+    tokio::time::sleep_until(split.into()).await;
+    let mut next = streams.to_vec();
+    next.retain(|s| !s.starts_with("clip="));
+    next.push("fifth=test".to_owned());
+    std::fs::write(&config, settings(&next)).expect("settings");
+    let hup = std::process::Command::new("kill")
+        .args(["-HUP", &server.pid().to_string()])
+        .status()
+        .expect("kill");
+    assert!(hup.success());
+    let (before, after) = untouched
+        .await
+        .expect("watcher")
+        .unwrap_or_else(|e| panic!("across the reload: {e}"));
+    assert!(
+        after >= 0.9 * before,
+        "ipcam fell from {before:.1} to {after:.1} fps across the reload"
+    );
+    let (_, list) = http_get(server.addr, "/api/streams").await.expect("list");
+    let list: serde_json::Value = serde_json::from_str(&list).expect("json");
+    let names: Vec<&str> = list["streams"]
+        .as_array()
+        .expect("streams")
+        .iter()
+        .filter_map(|s| s["name"].as_str())
+        .collect();
+    assert_eq!(names, ["pattern", "pipe", "ipcam", "fifth"]);
+    let mut fifth = connect(&server.url("/streams/fifth/ws")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut plays = false;
+    while !plays && Instant::now() < deadline {
+        plays = matches!(
+            next_framed(&mut fifth, Duration::from_secs(5)).await,
+            Some(ServerMessage::AccessUnit { .. })
+        );
+    }
+    assert!(plays, "the fifth stream plays");
 }
