@@ -20,7 +20,12 @@ pub struct Facts {
     pub hls: bool,
     /// The legacy raw WebSocket listener, if on.
     pub legacy: Option<SocketAddr>,
+    /// The streams' names, the default one first.
+    pub streams: Vec<String>,
 }
+
+/// Most streams the banner lists one by one.
+const STREAMS_LISTED: usize = 8;
 
 /// The lines after `listening on …`.
 pub fn lines(f: &Facts) -> Vec<String> {
@@ -68,8 +73,22 @@ pub fn lines(f: &Facts) -> Vec<String> {
     for name in f.public_hosts.iter().filter(|n| !n.contains('*')) {
         row(url(name), "by its public name (--public-host)");
     }
+    let host = network.first().map_or("localhost", String::as_str);
+    if f.streams.len() > 1 {
+        for name in f.streams.iter().take(STREAMS_LISTED) {
+            row(
+                format!("{scheme}://{host}:{port}/streams/{name}/"),
+                &format!("camera {name} alone (the page above shows them all)"),
+            );
+        }
+        if f.streams.len() > STREAMS_LISTED {
+            row(
+                format!("{scheme}://{host}:{port}/api/streams"),
+                &format!("and {} more cameras", f.streams.len() - STREAMS_LISTED),
+            );
+        }
+    }
     if f.hls {
-        let host = network.first().map_or("localhost", String::as_str);
         row(
             format!("{scheme}://{host}:{port}/hls/index.m3u8"),
             "LL-HLS: iPhones, VLC, hls.js pages",
@@ -135,6 +154,7 @@ mod tests {
             public_hosts: vec!["cam.example.com".into(), "*.example.org".into()],
             hls: true,
             legacy: Some("0.0.0.0:9000".parse().expect("addr")),
+            streams: vec!["camera".into()],
         }
     }
 
@@ -182,6 +202,21 @@ mod tests {
         };
         let text = lines(&f).join("\n");
         assert!(text.contains("http://[fd00::20]:8000/"), "{text}");
+    }
+
+    #[test]
+    fn several_cameras_are_listed_each_with_its_own_page() {
+        let f = Facts {
+            streams: vec!["garden".into(), "door".into()],
+            ..facts()
+        };
+        let text = lines(&f).join("\n");
+        assert!(
+            text.contains("/streams/garden/") && text.contains("camera door alone"),
+            "{text}"
+        );
+        let one = lines(&facts()).join("\n");
+        assert!(!one.contains("/streams/"), "{one}");
     }
 
     #[test]

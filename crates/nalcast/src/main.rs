@@ -337,6 +337,7 @@ fn announce(config: &Config, main_addr: SocketAddr, legacy: Option<SocketAddr>, 
         public_hosts: config.public_hosts.clone(),
         hls: config.default_stream().hls,
         legacy,
+        streams: config.streams.iter().map(|s| s.name.clone()).collect(),
     };
     for line in nalcast::banner::lines(&banner) {
         println!("{line}");
