@@ -108,8 +108,9 @@ pub struct Hub {
     hls_version: tokio::sync::watch::Sender<u64>,
     /// How many subscribers (viewers and nalcast's own) there are.
     members: tokio::sync::watch::Sender<usize>,
-    /// Counts HLS requests: a source started on demand runs while they come.
-    hls_demand: tokio::sync::watch::Sender<u64>,
+    /// Counts requests that want the stream without subscribing (HLS, snapshots):
+    /// a source started on demand runs while they come.
+    demand: tokio::sync::watch::Sender<u64>,
 }
 
 /// A snapshot of the hub's state.
@@ -151,7 +152,7 @@ impl Hub {
             started: Instant::now(),
             hls_version: tokio::sync::watch::channel(0).0,
             members: tokio::sync::watch::channel(0).0,
-            hls_demand: tokio::sync::watch::channel(0).0,
+            demand: tokio::sync::watch::channel(0).0,
         })
     }
 
@@ -329,14 +330,9 @@ impl Hub {
         self.members.subscribe()
     }
 
-    /// An HLS client asks for the stream (a source started on demand starts).
-    pub fn hls_wanted(&self) {
-        self.hls_demand.send_modify(|n| *n += 1);
-    }
-
-    /// Changes whenever an HLS client asks for the stream.
-    pub fn hls_demand(&self) -> tokio::sync::watch::Receiver<u64> {
-        self.hls_demand.subscribe()
+    /// Changes whenever someone wants the stream without subscribing ([`Hub::wanted`]).
+    pub fn demand(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.demand.subscribe()
     }
 
     /// The stream's name in the per-stream metrics.
@@ -356,6 +352,18 @@ impl Hub {
     /// Closes every viewer's queue (shutdown): their tasks end and close their sockets.
     pub fn close_all(&self) {
         self.lock().members.close_all();
+    }
+
+    /// The cached GOP: the last keyframe and every access unit since, in decode
+    /// order (empty before the first keyframe).
+    pub fn gop(&self) -> Vec<Arc<SharedAu>> {
+        self.lock().gop.frames().to_vec()
+    }
+
+    /// Someone wants the stream without subscribing (an HLS request, a snapshot):
+    /// a source started on demand starts.
+    pub fn wanted(&self) {
+        self.demand.send_modify(|n| *n += 1);
     }
 
     /// A snapshot for /api/stream and /healthz, at `now`.

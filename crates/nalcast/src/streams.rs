@@ -32,6 +32,8 @@ pub struct Stream {
     idle: AtomicBool,
     /// Viewers holding a [`Seat`].
     seated: Arc<AtomicUsize>,
+    /// Its snapshots.
+    pub stills: crate::server::snapshot::StillDesk,
 }
 
 /// A viewer's place in a stream with a `max-viewers` of its own; given back on drop.
@@ -75,6 +77,7 @@ impl Stream {
         Stream {
             idle: AtomicBool::new(config.on_demand.is_some()),
             seated: Arc::default(),
+            stills: Default::default(),
             config,
             hub,
             publishers: Arc::new(publishers),
@@ -97,6 +100,7 @@ impl Stream {
             publishers: Arc::default(),
             idle: AtomicBool::new(false),
             seated: Arc::default(),
+            stills: Default::default(),
         }
     }
 
@@ -270,12 +274,12 @@ async fn supervise(stream: &Stream, stop: watch::Receiver<bool>) {
 const SOURCE_GRACE: Duration = Duration::from_millis(800);
 
 /// Runs the stream's source while someone wants it: from the first subscriber (a
-/// viewer, a publisher) or HLS request, until `idle` after the last one, and again
+/// viewer, a publisher) or HLS or snapshot request, until `idle` after the last one, and again
 /// at the next; until `stop`.
 async fn on_demand(stream: &Stream, idle: Duration, mut stop: watch::Receiver<bool>) {
     let name = stream.name();
     let mut members = stream.hub.member_changes();
-    let mut hls = stream.hub.hls_demand();
+    let mut hls = stream.hub.demand();
     loop {
         // Idle: wait for someone.
         stream.idle.store(true, Ordering::Relaxed);
@@ -305,7 +309,7 @@ async fn on_demand(stream: &Stream, idle: Duration, mut stop: watch::Receiver<bo
             tokio::select! {
                 () = tokio::time::sleep(idle), if nobody => break false,
                 _ = members.changed() => {}
-                // An HLS request starts the idle time again.
+                // An HLS or snapshot request starts the idle time again.
                 _ = hls.changed() => {}
                 _ = stop.changed() => break true,
             }

@@ -117,7 +117,7 @@ async fn wait_for<T>(
     s: &AppState,
     mut ready: impl FnMut(&Hls) -> Result<T, Wait>,
 ) -> Result<T, Response> {
-    s.stream.hub.hls_wanted();
+    s.stream.hub.wanted();
     let mut changes = s.stream.hub.hls_changes();
     let deadline = tokio::time::Instant::now() + WAIT_MAX;
     loop {

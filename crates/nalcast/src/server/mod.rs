@@ -32,6 +32,7 @@ pub mod origin;
 pub mod progress;
 pub mod proxy;
 pub mod series;
+pub mod snapshot;
 pub mod threads;
 pub mod tls;
 pub mod viewer;
@@ -159,6 +160,7 @@ fn per_stream(state: AppState) -> Router {
         .route("/ws/fmp4", get(viewer::routes::fmp4))
         .merge(hls)
         .route("/api/stream", get(api::stream))
+        .route("/snapshot.jpg", get(snapshot::jpeg))
         .fallback(get(assets::page))
         .with_state(state);
     by_stream(streams, routes)

@@ -17,7 +17,7 @@ use nalcast_core::{hub, ingest, join, keyframe, package};
 use nalcast_sources::publish;
 
 /// Every series, in the order `/metrics` describes them.
-pub const ALL: [Series; 26] = [
+pub const ALL: [Series; 28] = [
     hub::VIEWERS,
     limits::CONNECTIONS_OPEN,
     hub::FRAMES_IN,
@@ -44,6 +44,8 @@ pub const ALL: [Series; 26] = [
     session::QUEUE_DELAY,
     session::SERVER_LATENCY,
     crate::streams::RELOADS,
+    super::snapshot::SNAPSHOTS,
+    super::snapshot::SNAPSHOT_SECONDS,
 ];
 
 /// Describes every series and creates those of the whole server at zero (the

@@ -32,6 +32,7 @@ mod rtsp;
 mod secrets;
 mod security;
 mod server;
+mod snapshot;
 mod streams;
 mod v4l2;
 mod websocket_protocol;

@@ -1,0 +1,185 @@
+//! `GET /snapshot.jpg` (the default stream) and `/streams/NAME/snapshot.jpg`: the
+//! newest picture as a JPEG, for Home Assistant's generic camera, OctoPrint and
+//! anything else that polls a still. `?width=` scales it (the aspect kept),
+//! `?quality=` sets the JPEG quality.
+//!
+//! Decoding is bounded per stream: one decode at a time (nalcast-still keeps one
+//! decoder per stream and makes each picture once, however many ask), at most
+//! [`MAX_WAITING`] requests waiting behind it, and more get 429, so a flood of
+//! snapshot requests costs a stream one decode per new picture and never starves
+//! its viewers.
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::extract::rejection::QueryRejection;
+use axum::extract::Query;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use nalcast_core::metric::Series;
+use nalcast_still::{StillError, Stills, Want};
+use serde::Deserialize;
+
+use super::ForStream;
+
+/// Snapshot requests, by result.
+pub const SNAPSHOTS: Series = Series::counter(
+    "nalcast_snapshots_total",
+    "snapshot requests, by result: ok, no_picture (nothing to show yet), busy (too many waiting), failed",
+)
+.labelled("result", &["ok", "no_picture", "busy", "failed"])
+.per_stream();
+/// Time to make a still that was not already made.
+pub const SNAPSHOT_SECONDS: Series = Series::histogram(
+    "nalcast_snapshot_seconds",
+    "time to decode and encode a snapshot not already made",
+)
+.per_stream();
+
+/// Requests that may wait for a stream's decoder; more are refused.
+pub const MAX_WAITING: usize = 64;
+
+/// A stream's stills and the requests waiting for them.
+#[derive(Default)]
+pub struct StillDesk {
+    stills: Arc<Mutex<Stills>>,
+    waiting: Arc<AtomicUsize>,
+}
+
+/// `?width=&quality=`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StillQuery {
+    width: Option<u32>,
+    quality: Option<u8>,
+}
+
+/// Gives the place back when a waiting request is done.
+struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn text(status: StatusCode, body: &'static str) -> Response {
+    (status, [(header::CACHE_CONTROL, "no-store")], body).into_response()
+}
+
+/// `GET /snapshot.jpg[?width=W][&quality=Q]`.
+pub async fn jpeg(
+    ForStream(s): ForStream,
+    query: Result<Query<StillQuery>, QueryRejection>,
+) -> Response {
+    let Ok(Query(q)) = query else {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "the query takes width (16 to 4096) and quality (1 to 100)\n",
+        );
+    };
+    let width_ok = q.width.is_none_or(|w| (16..=4096).contains(&w));
+    let quality_ok = q.quality.is_none_or(|v| (1..=100).contains(&v));
+    if !width_ok || !quality_ok {
+        return text(
+            StatusCode::BAD_REQUEST,
+            "width is 16 to 4096 pixels, quality 1 to 100\n",
+        );
+    }
+    let want = Want {
+        width: q.width,
+        quality: q.quality.unwrap_or(nalcast_still::DEFAULT_QUALITY),
+    };
+    let stream = s.stream.clone();
+    let label = stream.hub.stream_label().clone();
+    // A source started on demand starts for a snapshot too.
+    stream.hub.wanted();
+    let desk = &stream.stills;
+    if desk.waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
+        desk.waiting.fetch_sub(1, Ordering::Relaxed);
+        SNAPSHOTS.count_as_in(&label, "busy").increment(1);
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            [(header::RETRY_AFTER, "1")],
+            "too many snapshot requests for this stream at once\n",
+        )
+            .into_response();
+    }
+    let waiting = Waiting(desk.waiting.clone());
+    let stills = desk.stills.clone();
+    let hub = stream.hub.clone();
+    let made = tokio::task::spawn_blocking(move || {
+        let _waiting = waiting;
+        // One decode at a time per stream; the GOP is taken once the decoder is
+        // free, so a request that waited gets the newest picture.
+        let mut stills = stills.lock().unwrap_or_else(|e| e.into_inner());
+        let started = std::time::Instant::now();
+        let before = stills.decoded;
+        let result = stills.jpeg(&hub.gop(), want);
+        (result, stills.decoded > before, started.elapsed())
+    })
+    .await;
+    let (result, decoded, took) = match made {
+        Ok(made) => made,
+        Err(_) => (
+            Err(StillError::Decode("the decoder stopped".into())),
+            false,
+            Duration::ZERO,
+        ),
+    };
+    if decoded {
+        SNAPSHOT_SECONDS
+            .observe_in(&label)
+            .record(took.as_secs_f64());
+    }
+    let jpeg = match result {
+        Ok(jpeg) => jpeg,
+        Err(StillError::NoPicture) => {
+            SNAPSHOTS.count_as_in(&label, "no_picture").increment(1);
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                [
+                    (header::RETRY_AFTER, "1"),
+                    (header::CACHE_CONTROL, "no-store"),
+                ],
+                "no picture yet: the camera is starting\n",
+            )
+                .into_response();
+        }
+        Err(e) => {
+            SNAPSHOTS.count_as_in(&label, "failed").increment(1);
+            tracing::warn!(stream = stream.name(), "snapshot failed: {e}");
+            return text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "the picture cannot be made\n",
+            );
+        }
+    };
+    SNAPSHOTS.count_as_in(&label, "ok").increment(1);
+    let captured = UNIX_EPOCH + Duration::from_micros(jpeg.capture_us);
+    let age_ms = SystemTime::now()
+        .duration_since(captured)
+        .unwrap_or_default()
+        .as_millis();
+    let header_value =
+        |v: String| HeaderValue::from_str(&v).unwrap_or(HeaderValue::from_static(""));
+    let mut response = (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("image/jpeg")),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+            (
+                header::LAST_MODIFIED,
+                header_value(httpdate::fmt_http_date(captured)),
+            ),
+        ],
+        jpeg.bytes,
+    )
+        .into_response();
+    // How old the picture is: a few frames while the camera runs; while it is
+    // lost, how long ago it last sent one.
+    let headers = response.headers_mut();
+    headers.insert("x-picture-age-ms", HeaderValue::from(age_ms as u64));
+    // The access unit it shows: the sequence number of the framed protocol.
+    headers.insert("x-picture-seq", HeaderValue::from(jpeg.seq));
+    response
+}

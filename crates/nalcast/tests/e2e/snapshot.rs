@@ -1,0 +1,189 @@
+//! Snapshots over HTTP: a JPEG of the newest picture whose burned-in stamp reads
+//! back as that picture's, a burst of requests making each picture once while the
+//! stream's viewers keep every frame, and clear answers for what cannot be served.
+use std::time::{Duration, Instant};
+
+use nalcast_core::protocol::ServerMessage;
+use nalcast_core::stamp::Stamp;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::common::*;
+
+/// A GET: status, headers (lower-case names) and the body's bytes.
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("send");
+    let mut raw = Vec::new();
+    tcp.read_to_end(&mut raw).await.expect("read");
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    let head = String::from_utf8_lossy(&raw[..end]).into_owned();
+    let status = status_code(&head).expect("status");
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    (status, headers, raw[end + 4..].to_vec())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
+
+/// The stamp of a JPEG of the test pattern.
+fn stamp_of(jpeg: &[u8]) -> Stamp {
+    let mut d = jpeg_decoder::Decoder::new(jpeg);
+    let rgb = d.decode().expect("a valid JPEG");
+    let width = usize::from(d.info().expect("info").width);
+    let luma: Vec<u8> = rgb
+        .chunks(3)
+        .map(|p| {
+            (0.299 * f64::from(p[0]) + 0.587 * f64::from(p[1]) + 0.114 * f64::from(p[2])) as u8
+        })
+        .collect();
+    Stamp::read(&luma, width, width).expect("the stamp reads back")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_snapshot_is_the_newest_picture_and_its_stamp_reads_back() {
+    let server = Server::start(&[
+        "--stream",
+        "desk=test",
+        "--stream",
+        "door=test",
+        "--width",
+        "640",
+        "--height",
+        "360",
+    ]);
+    server.wait_healthy().await;
+    // A viewer knows the newest access unit: its sequence number and capture time.
+    let mut ws = connect(&server.url("/streams/door/ws")).await;
+    let mut captured = std::collections::HashMap::new();
+    let mut newest = 0;
+    for _ in 0..30 {
+        if let Some(ServerMessage::AccessUnit {
+            seq, capture_us, ..
+        }) = next_framed(&mut ws, Duration::from_secs(5)).await
+        {
+            captured.insert(seq, capture_us);
+            newest = seq;
+        }
+    }
+    let (status, headers, body) = get(server.addr, "/streams/door/snapshot.jpg").await;
+    assert_eq!(status, 200);
+    assert_eq!(header(&headers, "content-type"), Some("image/jpeg"));
+    let seq: u32 = header(&headers, "x-picture-seq")
+        .expect("seq")
+        .parse()
+        .expect("number");
+    // The viewer's newest unit when the request went out, and what came after.
+    while let Some(ServerMessage::AccessUnit {
+        seq: s, capture_us, ..
+    }) = next_framed(&mut ws, Duration::from_millis(200)).await
+    {
+        captured.insert(s, capture_us);
+        if s >= seq {
+            break;
+        }
+    }
+    assert!(
+        seq + 2 >= newest,
+        "the snapshot shows #{seq}, the stream was at #{newest}"
+    );
+    let stamp = stamp_of(&body);
+    let when = captured[&seq];
+    assert_eq!(
+        stamp.capture_us_near(when),
+        when,
+        "the stamp is the picture's own"
+    );
+    let age: u64 = header(&headers, "x-picture-age-ms")
+        .expect("age")
+        .parse()
+        .expect("ms");
+    assert!(age < 2000, "a live picture is young: {age} ms");
+    assert!(header(&headers, "last-modified").is_some_and(|v| v.ends_with(" GMT")));
+
+    // A smaller one keeps the aspect; bad sizes are a clear 400.
+    let (status, _, small) = get(server.addr, "/snapshot.jpg?width=320&quality=50").await;
+    assert_eq!(status, 200);
+    let mut d = jpeg_decoder::Decoder::new(&small[..]);
+    d.decode().expect("a valid JPEG");
+    let info = d.info().expect("info");
+    assert_eq!((info.width, info.height), (320, 180));
+    assert_eq!(get(server.addr, "/snapshot.jpg?width=5").await.0, 400);
+    assert_eq!(get(server.addr, "/snapshot.jpg?size=5").await.0, 400);
+    assert_eq!(get(server.addr, "/streams/nope/snapshot.jpg").await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_snapshot_requests_decodes_each_picture_once_and_viewers_keep_every_frame() {
+    let server = Server::start(&["--width", "1280", "--height", "720", "--bitrate", "3000000"]);
+    server.wait_healthy().await;
+    let url = server.url("/ws");
+    let viewer = tokio::spawn(async move {
+        let mut ws = connect(&url).await;
+        let (mut last, mut frames) = (None::<u32>, 0u32);
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            match next_framed(&mut ws, Duration::from_secs(2)).await {
+                Some(ServerMessage::AccessUnit { seq, .. }) => {
+                    if let Some(l) = last {
+                        assert_eq!(seq, l + 1, "a viewer lost a frame to the snapshots");
+                    }
+                    last = Some(seq);
+                    frames += 1;
+                }
+                Some(ServerMessage::Skipped { .. }) => panic!("a viewer skipped"),
+                Some(_) => {}
+                None => panic!("the viewer stalled"),
+            }
+        }
+        frames
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Five bursts of 50 at once, half a second apart.
+    let mut pictures = std::collections::HashSet::new();
+    let mut served = 0;
+    for _ in 0..5 {
+        let burst: Vec<_> = (0..50)
+            .map(|_| {
+                let addr = server.addr;
+                tokio::spawn(async move { get(addr, "/snapshot.jpg").await })
+            })
+            .collect();
+        for r in burst {
+            let (status, headers, _) = r.await.expect("request");
+            assert_eq!(status, 200);
+            served += 1;
+            pictures.insert(header(&headers, "x-picture-seq").expect("seq").to_owned());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let frames = viewer.await.expect("viewer");
+    assert!(
+        frames >= 100,
+        "the viewer kept its rate: {frames} frames in 4 s"
+    );
+    let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
+    let made: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("nalcast_snapshot_seconds_count{stream=\"camera\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .expect("the decode histogram");
+    assert_eq!(served, 250);
+    assert!(
+        made as usize <= pictures.len(),
+        "{made} stills made for {} distinct pictures served",
+        pictures.len()
+    );
+}
