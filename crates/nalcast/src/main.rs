@@ -292,6 +292,7 @@ fn app_state(
         warn!("credentials are checked but travel unencrypted: add --tls self-signed or --tls-cert/--tls-key");
     }
     server::AppState {
+        mjpeg: config.mjpeg,
         stream: streams.default_stream(),
         streams: streams.clone(),
         metrics,

@@ -366,6 +366,16 @@ pub struct Options {
         help_heading = heading::HLS
     )]
     pub publish: Vec<String>,
+    /// Pictures a second of the MJPEG streams (/mjpeg, /?action=stream).
+    ///
+    /// Each stream's MJPEG pictures are decoded and encoded once for all its MJPEG
+    /// viewers, and only while one watches; a snapshot (/snapshot.jpg) costs one
+    /// decode per new picture however many ask.
+    #[arg(long, hide_short_help = true, value_name = "FPS", default_value_t = 10, help_heading = heading::HLS)]
+    pub mjpeg_fps: u32,
+    /// Width of the MJPEG streams' pictures (the height keeps the aspect); 0: the stream's own.
+    #[arg(long, hide_short_help = true, value_name = "PIXELS", default_value_t = 640, help_heading = heading::HLS)]
+    pub mjpeg_width: u32,
 
     /// Require HTTP Basic authentication as USER:PASSWORD for everything but /healthz.
     ///
@@ -459,7 +469,7 @@ pub mod heading {
     /// How many viewers, and how far one may fall behind.
     pub const VIEWERS: &str = "Viewers";
     /// HLS for iPhones and caches, and copies sent to media servers.
-    pub const HLS: &str = "HLS and publishing";
+    pub const HLS: &str = "HLS, MJPEG and publishing";
     /// Who may watch, from which pages, through which proxies, and how much one client may take.
     pub const SECURITY: &str = "Security";
     /// All of them, in order.
@@ -735,6 +745,8 @@ pub struct Config {
     pub max_hls_memory: usize,
     /// Per-viewer queue limits.
     pub queue: QueueLimits,
+    /// How MJPEG streams are made.
+    pub mjpeg: crate::server::snapshot::MjpegSettings,
     /// Stuck-viewer timeout.
     pub viewer_timeout: Duration,
     /// Kernel send buffer per connection.
@@ -1003,6 +1015,14 @@ impl Config {
                 (1u64 << 40).min(usize::MAX as u64) as usize,
             )?,
             queue,
+            mjpeg: crate::server::snapshot::MjpegSettings {
+                fps: range("mjpeg-fps", o.mjpeg_fps, 1, 30)?,
+                width: match o.mjpeg_width {
+                    0 => None,
+                    w => Some(range("mjpeg-width", w, 16, 4096)?),
+                },
+                ..Default::default()
+            },
             viewer_timeout,
         })
     }

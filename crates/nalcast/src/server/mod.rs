@@ -46,6 +46,8 @@ pub struct AppState {
     pub stream: Arc<Stream>,
     /// Every stream.
     pub streams: Arc<Streams>,
+    /// How MJPEG streams are made.
+    pub mjpeg: snapshot::MjpegSettings,
     /// Prometheus renderer.
     pub metrics: PrometheusHandle,
     /// Stuck-viewer timeout.
@@ -80,6 +82,7 @@ impl AppState {
         let state = AppState {
             streams: Streams::new(vec![stream.clone()]),
             stream,
+            mjpeg: snapshot::MjpegSettings::default(),
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
                 .build_recorder()
                 .handle(),
@@ -161,6 +164,8 @@ fn per_stream(state: AppState) -> Router {
         .merge(hls)
         .route("/api/stream", get(api::stream))
         .route("/snapshot.jpg", get(snapshot::jpeg))
+        .route("/mjpeg", get(snapshot::mjpeg))
+        .route("/", get(root))
         .fallback(get(assets::page))
         .with_state(state);
     by_stream(streams, routes)
@@ -170,6 +175,26 @@ fn per_stream(state: AppState) -> Router {
 /// the path, before `routes` route it.
 fn by_stream(streams: Arc<Streams>, routes: Router) -> Router {
     Router::new().fallback_service(map_request_with_state(streams, named_stream).layer(routes))
+}
+
+/// `/`: the page, or mjpg-streamer's `/?action=snapshot` and `/?action=stream`,
+/// so that nalcast can stand in for mjpg-streamer (OctoPrint's and Klipper's
+/// webcam settings) with no setting changed.
+async fn root(
+    for_stream: ForStream,
+    query: axum::extract::RawQuery,
+    state: State<AppState>,
+    named: Option<axum::Extension<Arc<Stream>>>,
+    uri: Uri,
+    headers: axum::http::HeaderMap,
+) -> Response {
+    match query.0.as_deref() {
+        Some("action=snapshot") => {
+            snapshot::jpeg(for_stream, Ok(axum::extract::Query(Default::default()))).await
+        }
+        Some("action=stream") => snapshot::mjpeg(for_stream).await,
+        _ => assets::page(state, named, uri, headers).await,
+    }
 }
 
 /// `/streams/NAME/REST`: the stream called NAME, for the routes as `/REST`.

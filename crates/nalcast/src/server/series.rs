@@ -17,7 +17,7 @@ use nalcast_core::{hub, ingest, join, keyframe, package};
 use nalcast_sources::publish;
 
 /// Every series, in the order `/metrics` describes them.
-pub const ALL: [Series; 28] = [
+pub const ALL: [Series; 30] = [
     hub::VIEWERS,
     limits::CONNECTIONS_OPEN,
     hub::FRAMES_IN,
@@ -46,6 +46,8 @@ pub const ALL: [Series; 28] = [
     crate::streams::RELOADS,
     super::snapshot::SNAPSHOTS,
     super::snapshot::SNAPSHOT_SECONDS,
+    super::snapshot::MJPEG_VIEWERS,
+    super::snapshot::MJPEG_FRAMES,
 ];
 
 /// Describes every series and creates those of the whole server at zero (the

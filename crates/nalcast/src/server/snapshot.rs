@@ -17,10 +17,12 @@ use axum::extract::Query;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nalcast_core::metric::Series;
-use nalcast_still::{StillError, Stills, Want};
+use nalcast_still::{Jpeg, StillError, Stills, Want};
 use serde::Deserialize;
+use tokio::sync::watch;
 
 use super::ForStream;
+use crate::streams::Stream;
 
 /// Snapshot requests, by result.
 pub const SNAPSHOTS: Series = Series::counter(
@@ -39,15 +41,48 @@ pub const SNAPSHOT_SECONDS: Series = Series::histogram(
 /// Requests that may wait for a stream's decoder; more are refused.
 pub const MAX_WAITING: usize = 64;
 
-/// A stream's stills and the requests waiting for them.
+/// A stream's stills, the requests waiting for them, and its MJPEG feed.
 #[derive(Default)]
 pub struct StillDesk {
     stills: Arc<Mutex<Stills>>,
     waiting: Arc<AtomicUsize>,
+    /// The newest MJPEG picture, while someone watches the MJPEG stream.
+    mjpeg: Mutex<Option<watch::Sender<Option<Jpeg>>>>,
 }
 
+/// How MJPEG streams are made (`--mjpeg-fps`, `--mjpeg-width`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MjpegSettings {
+    /// Pictures a second.
+    pub fps: u32,
+    /// Width (the picture's own when it is narrower); `None`: the picture's own.
+    pub width: Option<u32>,
+    /// JPEG quality.
+    pub quality: u8,
+}
+
+impl Default for MjpegSettings {
+    fn default() -> Self {
+        MjpegSettings {
+            fps: 10,
+            width: Some(640),
+            quality: nalcast_still::DEFAULT_QUALITY,
+        }
+    }
+}
+
+/// Viewers of MJPEG streams now.
+pub const MJPEG_VIEWERS: Series =
+    Series::gauge("nalcast_mjpeg_viewers", "viewers of MJPEG streams").per_stream();
+/// Pictures made for MJPEG streams (each once, however many watch).
+pub const MJPEG_FRAMES: Series = Series::counter(
+    "nalcast_mjpeg_frames_total",
+    "pictures made for MJPEG streams, each once however many watch",
+)
+.per_stream();
+
 /// `?width=&quality=`.
-#[derive(Deserialize)]
+#[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct StillQuery {
     width: Option<u32>,
@@ -182,4 +217,129 @@ pub async fn jpeg(
     // The access unit it shows: the sequence number of the framed protocol.
     headers.insert("x-picture-seq", HeaderValue::from(jpeg.seq));
     response
+}
+
+/// The boundary between MJPEG parts.
+const BOUNDARY: &str = "nalcastframe";
+
+/// `GET /mjpeg` (and mjpg-streamer's `/?action=stream`): the stream as
+/// multipart/x-mixed-replace JPEGs at `--mjpeg-fps`, made once for every MJPEG
+/// viewer of the stream and only while one watches. A slow viewer gets the newest
+/// picture when it can take one, never a backlog.
+pub async fn mjpeg(ForStream(s): ForStream) -> Response {
+    let stream = s.stream.clone();
+    let pictures = feed(&stream, s.mjpeg);
+    let viewer = MjpegViewer::new(stream.hub.stream_label().clone());
+    let parts = futures_util::stream::unfold(
+        (pictures, viewer, true),
+        |(mut pictures, viewer, first)| async move {
+            // The newest picture at once if there is one, then each new one.
+            if !first || pictures.borrow().is_none() {
+                pictures.changed().await.ok()?;
+            }
+            let jpeg = pictures.borrow_and_update().clone()?;
+            let mut part = format!(
+                "--{BOUNDARY}\r\nContent-Type: image/jpeg\r\nContent-Length: {}\r\n\r\n",
+                jpeg.bytes.len()
+            )
+            .into_bytes();
+            part.extend_from_slice(&jpeg.bytes);
+            part.extend_from_slice(b"\r\n");
+            let part = Ok::<_, std::convert::Infallible>(bytes::Bytes::from(part));
+            Some((part, (pictures, viewer, false)))
+        },
+    );
+    (
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("multipart/x-mixed-replace; boundary=nalcastframe"),
+            ),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
+        ],
+        axum::body::Body::from_stream(parts),
+    )
+        .into_response()
+}
+
+/// Counts an MJPEG viewer while it lasts.
+struct MjpegViewer(nalcast_core::metric::StreamLabel);
+
+impl MjpegViewer {
+    fn new(label: nalcast_core::metric::StreamLabel) -> Self {
+        MJPEG_VIEWERS.gauge_in(&label).increment(1.0);
+        MjpegViewer(label)
+    }
+}
+
+impl Drop for MjpegViewer {
+    fn drop(&mut self) {
+        MJPEG_VIEWERS.gauge_in(&self.0).decrement(1.0);
+    }
+}
+
+/// The stream's MJPEG pictures: its running feed, or a new one.
+fn feed(stream: &Arc<Stream>, settings: MjpegSettings) -> watch::Receiver<Option<Jpeg>> {
+    let mut slot = stream
+        .stills
+        .mjpeg
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(sender) = slot.as_ref() {
+        return sender.subscribe();
+    }
+    let (sender, receiver) = watch::channel(None);
+    *slot = Some(sender.clone());
+    drop(slot);
+    tokio::spawn(make_pictures(stream.clone(), sender, settings));
+    receiver
+}
+
+/// Makes a JPEG of each new picture, at most `settings.fps` a second, until no
+/// MJPEG viewer is left.
+async fn make_pictures(
+    stream: Arc<Stream>,
+    sender: watch::Sender<Option<Jpeg>>,
+    settings: MjpegSettings,
+) {
+    let label = stream.hub.stream_label().clone();
+    let want = Want {
+        width: settings.width,
+        quality: settings.quality,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs_f64(
+        1.0 / f64::from(settings.fps.max(1)),
+    ));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    let mut last = None;
+    loop {
+        tick.tick().await;
+        {
+            // Nobody left: the feed ends (under the lock, so no viewer joins it now).
+            let mut slot = stream
+                .stills
+                .mjpeg
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if sender.receiver_count() == 0 {
+                *slot = None;
+                return;
+            }
+        }
+        stream.hub.wanted();
+        let stills = stream.stills.stills.clone();
+        let hub = stream.hub.clone();
+        let made = tokio::task::spawn_blocking(move || {
+            let mut stills = stills.lock().unwrap_or_else(|e| e.into_inner());
+            stills.jpeg(&hub.gop(), want)
+        })
+        .await;
+        if let Ok(Ok(jpeg)) = made {
+            if last != Some(jpeg.seq) {
+                last = Some(jpeg.seq);
+                MJPEG_FRAMES.count_in(&label).increment(1);
+                sender.send_replace(Some(jpeg));
+            }
+        }
+    }
 }

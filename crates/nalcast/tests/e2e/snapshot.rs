@@ -187,3 +187,159 @@ async fn a_burst_of_snapshot_requests_decodes_each_picture_once_and_viewers_keep
         pictures.len()
     );
 }
+
+/// Reads multipart/x-mixed-replace parts from `tcp` (after the response head):
+/// the JPEGs, each with when its last byte came.
+async fn read_parts(
+    tcp: &mut tokio::net::TcpStream,
+    buf: &mut Vec<u8>,
+    until: Instant,
+) -> Vec<(Vec<u8>, Instant)> {
+    let mut parts = Vec::new();
+    let mut chunk = [0u8; 65536];
+    while Instant::now() < until {
+        // A part: "--boundary\r\n", headers, blank line, Content-Length bytes, "\r\n".
+        if let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+            if let Some(len) = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:"))
+                .and_then(|v| v.trim().parse::<usize>().ok())
+            {
+                let start = head_end + 4;
+                if buf.len() >= start + len + 2 {
+                    parts.push((buf[start..start + len].to_vec(), Instant::now()));
+                    buf.drain(..start + len + 2);
+                    continue;
+                }
+            }
+        }
+        let left = until.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, tcp.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    parts
+}
+
+/// Opens an MJPEG stream; the socket and what came after the response head.
+async fn open_mjpeg(
+    addr: std::net::SocketAddr,
+    path: &str,
+    recv_buffer: Option<u32>,
+) -> (tokio::net::TcpStream, Vec<u8>) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    if let Some(size) = recv_buffer {
+        socket.set_recv_buffer_size(size).expect("rcvbuf");
+    }
+    let mut tcp = socket.connect(addr).await.expect("connect");
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    tcp.write_all(req.as_bytes()).await.expect("send");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i;
+        }
+        let n = tcp.read(&mut chunk).await.expect("read");
+        assert!(n > 0, "closed before the head");
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    assert!(
+        head.contains("multipart/x-mixed-replace; boundary=nalcastframe"),
+        "{head}"
+    );
+    let rest = buf[head_end + 4..].to_vec();
+    (tcp, rest)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mjpeg_viewers_get_the_configured_rate_and_a_stalled_one_is_not_buffered_for() {
+    let server = Server::start(&[
+        "--width",
+        "640",
+        "--height",
+        "360",
+        "--mjpeg-fps",
+        "10",
+        // Full size: the stamps are read back (their rows are 16 pixels high).
+        "--mjpeg-width",
+        "0",
+    ]);
+    server.wait_healthy().await;
+    // ffmpeg, a real MJPEG client, decodes mjpg-streamer's URL without a word.
+    let url = format!("http://{}/?action=stream", server.addr);
+    let ffmpeg = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("ffmpeg")
+            .args([
+                "-v",
+                "error",
+                "-f",
+                "mpjpeg",
+                "-i",
+                &url,
+                "-frames:v",
+                "20",
+                "-f",
+                "framemd5",
+                "-",
+            ])
+            .output()
+            .expect("ffmpeg runs")
+    });
+
+    // The rate, counted by a reader of our own over 4 s.
+    let (mut tcp, mut buf) = open_mjpeg(server.addr, "/mjpeg", None).await;
+    let first = read_parts(&mut tcp, &mut buf, Instant::now() + Duration::from_secs(5)).await;
+    assert!(!first.is_empty());
+    let from = first[0].1;
+    let counted = first
+        .iter()
+        .filter(|(_, at)| at.duration_since(from) < Duration::from_secs(4))
+        .count();
+    assert!(counted >= 38, "{counted} pictures in 4 s at --mjpeg-fps 10");
+    let mut d = jpeg_decoder::Decoder::new(&first[0].0[..]);
+    d.decode().expect("a JPEG");
+    assert_eq!(d.info().map(|i| (i.width, i.height)), Some((640, 360)));
+
+    let out = ffmpeg.await.expect("ffmpeg");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let frames = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .count();
+    assert!(
+        out.status.success() && stderr.trim().is_empty() && frames == 20,
+        "ffmpeg: {frames} frames; {stderr}"
+    );
+
+    // A viewer that stops reading for 3 s gets, once it reads again, no more than
+    // the kernel's buffers held before a live picture: nalcast queued nothing.
+    let (mut stalled, mut buf) = open_mjpeg(server.addr, "/mjpeg", Some(4096)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let resumed = Instant::now();
+    let parts = read_parts(&mut stalled, &mut buf, resumed + Duration::from_secs(3)).await;
+    let now_us = nalcast_core::clock::wall_us();
+    let fresh = parts.iter().position(|(jpeg, _)| {
+        let stamp = stamp_of(jpeg);
+        now_us.saturating_sub(stamp.capture_us_near(now_us)) < 3_000_000
+            && stamp.capture_us_near(now_us) + 500_000 >= now_us.saturating_sub(3_000_000)
+    });
+    let stale_bytes: usize = parts[..fresh.unwrap_or(parts.len())]
+        .iter()
+        .map(|(j, _)| j.len())
+        .sum();
+    eprintln!(
+        "STALL stale {stale_bytes} bytes in {:?} pictures of {}",
+        fresh,
+        parts.len()
+    );
+    assert!(fresh.is_some(), "a live picture after the stall");
+    assert!(
+        stale_bytes < 1 << 20,
+        "{stale_bytes} bytes of old pictures were kept for a stalled viewer"
+    );
+}
