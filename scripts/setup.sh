@@ -29,6 +29,9 @@ if [[ "${1:-}" == "--test" ]]; then
     # x264enc is in -ugly.
     want+=(python3-gi gir1.2-gst-rtsp-server-1.0 gstreamer1.0-plugins-base
         gstreamer1.0-plugins-good gstreamer1.0-plugins-ugly gstreamer1.0-plugins-bad)
+    # Home Assistant's generic camera reads a stream URL with PyAV: the
+    # integration test opens the LL-HLS URL with it.
+    want+=(python3-av)
 fi
 if [[ "${1:-}" == "--dist" ]]; then
     # qemu-user and the ARM C libraries run the ARM binaries in `make dist-check`;

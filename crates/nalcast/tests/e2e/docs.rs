@@ -1,5 +1,5 @@
 //! Every fenced command and configuration of README.md, docs/raspberry-pi.md,
-//! docs/scale-out.md and docs/security.md, run here (issue 28), so a doc that
+//! docs/scale-out.md, docs/security.md and docs/integrations.md, run here (issue 28), so a doc that
 //! drifts from the program fails `make test`.
 //!
 //! Each command line is matched by one rule of [`how`], which says how it runs on
@@ -16,11 +16,12 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 
 /// The documents whose fenced blocks are run.
-const DOCS: [&str; 4] = [
+const DOCS: [&str; 5] = [
     "README.md",
     "docs/raspberry-pi.md",
     "docs/scale-out.md",
     "docs/security.md",
+    "docs/integrations.md",
 ];
 
 fn repo(path: &str) -> PathBuf {

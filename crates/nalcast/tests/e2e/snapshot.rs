@@ -343,3 +343,73 @@ async fn mjpeg_viewers_get_the_configured_rate_and_a_stalled_one_is_not_buffered
         "{stale_bytes} bytes of old pictures were kept for a stalled viewer"
     );
 }
+
+/// Home Assistant's generic camera reads its stream source with PyAV.
+const PYAV: &str = r#"
+import sys, av
+container = av.open(sys.argv[1], timeout=10)
+video = container.streams.video[0]
+pictures = 0
+for frame in container.decode(video):
+    pictures += 1
+    if pictures == 30:
+        break
+print(pictures, frame.width, frame.height)
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pyav_opens_the_ll_hls_url_as_home_assistant_does() {
+    let python = "/usr/bin/python3";
+    let has_av = std::process::Command::new(python)
+        .args(["-c", "import av"])
+        .status()
+        .is_ok_and(|s| s.success());
+    if !testkit::tools::require(
+        "pyav_opens_the_ll_hls_url_as_home_assistant_does",
+        "PyAV (python3-av)",
+        has_av,
+    ) {
+        return;
+    }
+    let server = Server::start(&[
+        "--stream",
+        "porch=test",
+        "--stream",
+        "garden=test",
+        "--width",
+        "640",
+        "--height",
+        "360",
+    ]);
+    server.wait_healthy().await;
+    // As Home Assistant meets it: running for a while, the playlist holding whole
+    // segments (FFmpeg's HLS reader takes segments, not LL-HLS parts).
+    let path = "/streams/garden/hls/index.m3u8";
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !http_get(server.addr, path)
+        .await
+        .is_ok_and(|(_, body)| body.contains("#EXTINF"))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "no whole segment in the playlist"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let url = format!("http://{}{path}", server.addr);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(python)
+            .args(["-c", PYAV, &url])
+            .output()
+            .expect("python runs")
+    })
+    .await
+    .expect("join");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "PyAV: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(stdout.trim(), "30 640 360");
+}
