@@ -139,6 +139,7 @@ run() { # name, then nalcast-bench args; ws:// or wss:// as the server was start
     # after the scenario table).
     echo
     scripts/many-streams.sh "$clip" "$(long 8 20)" 250
+    scripts/stills-bench.sh "$(long 5 20)"
 } | sed -n '/^|/p;/^#/p;/^Machine/p;/^Command/p;/^$/p' |
     # Each run prints the table's header (nalcast-bench's own) above its row: keep the first.
     awk '!/^\| scenario|^\|---/ || !seen[$0]++' > "$out.tmp"

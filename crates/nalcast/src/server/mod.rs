@@ -182,6 +182,7 @@ fn by_stream(streams: Arc<Streams>, routes: Router) -> Router {
 /// webcam settings) with no setting changed.
 async fn root(
     for_stream: ForStream,
+    peer: axum::extract::ConnectInfo<std::net::SocketAddr>,
     query: axum::extract::RawQuery,
     state: State<AppState>,
     named: Option<axum::Extension<Arc<Stream>>>,
@@ -192,7 +193,7 @@ async fn root(
         Some("action=snapshot") => {
             snapshot::jpeg(for_stream, Ok(axum::extract::Query(Default::default()))).await
         }
-        Some("action=stream") => snapshot::mjpeg(for_stream).await,
+        Some("action=stream") => snapshot::mjpeg(for_stream, peer).await,
         _ => assets::page(state, named, uri, headers).await,
     }
 }

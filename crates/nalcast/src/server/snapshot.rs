@@ -8,12 +8,13 @@
 //! [`MAX_WAITING`] requests waiting behind it, and more get 429, so a flood of
 //! snapshot requests costs a stream one decode per new picture and never starves
 //! its viewers.
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::QueryRejection;
-use axum::extract::Query;
+use axum::extract::{ConnectInfo, Query};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nalcast_core::metric::Series;
@@ -21,6 +22,7 @@ use nalcast_still::{Jpeg, StillError, Stills, Want};
 use serde::Deserialize;
 use tokio::sync::watch;
 
+use super::limits::ViewerSlot;
 use super::ForStream;
 use crate::streams::Stream;
 
@@ -226,10 +228,18 @@ const BOUNDARY: &str = "nalcastframe";
 /// multipart/x-mixed-replace JPEGs at `--mjpeg-fps`, made once for every MJPEG
 /// viewer of the stream and only while one watches. A slow viewer gets the newest
 /// picture when it can take one, never a backlog.
-pub async fn mjpeg(ForStream(s): ForStream) -> Response {
+pub async fn mjpeg(
+    ForStream(s): ForStream,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+) -> Response {
+    // A viewer like any other: the same limits, its place held while it watches.
+    let slot = match super::viewer::routes::viewer_place(&s, peer) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
     let stream = s.stream.clone();
     let pictures = feed(&stream, s.mjpeg);
-    let viewer = MjpegViewer::new(stream.hub.stream_label().clone());
+    let viewer = MjpegViewer::new(stream.hub.stream_label().clone(), slot);
     let parts = futures_util::stream::unfold(
         (pictures, viewer, true),
         |(mut pictures, viewer, first)| async move {
@@ -262,13 +272,16 @@ pub async fn mjpeg(ForStream(s): ForStream) -> Response {
         .into_response()
 }
 
-/// Counts an MJPEG viewer while it lasts.
-struct MjpegViewer(nalcast_core::metric::StreamLabel);
+/// An MJPEG viewer while it lasts: counted, and holding its viewer slot.
+struct MjpegViewer(
+    nalcast_core::metric::StreamLabel,
+    #[allow(dead_code)] ViewerSlot,
+);
 
 impl MjpegViewer {
-    fn new(label: nalcast_core::metric::StreamLabel) -> Self {
+    fn new(label: nalcast_core::metric::StreamLabel, slot: ViewerSlot) -> Self {
         MJPEG_VIEWERS.gauge_in(&label).increment(1.0);
-        MjpegViewer(label)
+        MjpegViewer(label, slot)
     }
 }
 

@@ -413,3 +413,27 @@ async fn pyav_opens_the_ll_hls_url_as_home_assistant_does() {
     );
     assert_eq!(stdout.trim(), "30 640 360");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_mjpeg_viewer_takes_a_viewer_place_like_any_other() {
+    let server = Server::start(&[
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--max-viewers-per-ip",
+        "1",
+    ]);
+    server.wait_healthy().await;
+    let (first, _) = open_mjpeg(server.addr, "/mjpeg", None).await;
+    // The address's one place is taken: a second MJPEG viewer and a WebSocket
+    // viewer are refused as any viewer over the limit is.
+    assert_eq!(get(server.addr, "/?action=stream").await.0, 429);
+    assert_eq!(status_of(server.addr, "GET", "/ws", &UPGRADE).await, 429);
+    drop(first);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while status_of(server.addr, "GET", "/ws", &UPGRADE).await != 101 {
+        assert!(Instant::now() < deadline, "the place was not given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

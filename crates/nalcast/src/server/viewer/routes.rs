@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use super::{handover, Dialect};
-use crate::server::limits::Refused;
+use crate::server::limits::{Refused, ViewerSlot};
 use crate::server::origin::{origin_allowed, refuse_origin};
 use crate::server::websocket::handshake::{NotWebSocket, WsUpgrade};
 use crate::server::{AppState, ForStream};
@@ -79,43 +79,55 @@ pub async fn legacy(
 /// Takes a viewer slot for `peer` (or refuses), answers the handshake and hands the
 /// connection over; the slot is held until the viewer leaves.
 fn admit(ws: WsUpgrade, peer: SocketAddr, state: AppState, dialect: Dialect) -> Response {
-    let slot = match state.limits.acquire(peer.ip()) {
+    let slot = match viewer_place(&state, peer) {
         Ok(slot) => slot,
-        Err(why) => return refuse_viewer(why),
-    };
-    let slot = match state.stream.seat() {
-        Some(seat) => slot.with_seat(seat),
-        None => return refused(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "stream_max_viewers",
-            "this stream has as many viewers as it takes (max-viewers in its [[stream]] table)\n",
-        ),
+        Err(refused) => return refused.into_response(),
     };
     let (response, connection) = ws.accept();
     handover::serve(connection, state, dialect, slot);
     response
 }
 
-fn refuse_viewer(why: Refused) -> Response {
-    let (status, reason, text) = match why {
-        Refused::Total => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "max_viewers",
-            "the server has as many viewers as it takes (--max-viewers)\n",
-        ),
-        Refused::PerAddress => (
-            StatusCode::TOO_MANY_REQUESTS,
-            "max_viewers_per_ip",
-            "too many viewers from your address (--max-viewers-per-ip)\n",
-        ),
-    };
-    refused(status, reason, text)
+/// A place for one more viewer of the request's stream from `peer` — within
+/// `--max-viewers`, `--max-viewers-per-ip` and the stream's own `max-viewers` —
+/// held as long as the slot; or why not, which answers the request. WebSocket and
+/// MJPEG viewers take theirs here alike.
+pub fn viewer_place(state: &AppState, peer: SocketAddr) -> Result<ViewerSlot, ViewerRefused> {
+    let slot = state.limits.acquire(peer.ip()).map_err(|why| match why {
+        Refused::Total => ViewerRefused {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: "max_viewers",
+            text: "the server has as many viewers as it takes (--max-viewers)\n",
+        },
+        Refused::PerAddress => ViewerRefused {
+            status: StatusCode::TOO_MANY_REQUESTS,
+            reason: "max_viewers_per_ip",
+            text: "too many viewers from your address (--max-viewers-per-ip)\n",
+        },
+    })?;
+    match state.stream.seat() {
+        Some(seat) => Ok(slot.with_seat(seat)),
+        None => Err(ViewerRefused {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            reason: "stream_max_viewers",
+            text: "this stream has as many viewers as it takes (max-viewers in its [[stream]] table)\n",
+        }),
+    }
 }
 
-/// Counts a refused viewer by `reason` and answers it.
-fn refused(status: StatusCode, reason: &'static str, text: &'static str) -> Response {
-    crate::server::origin::WS_REJECTED
-        .count_as(reason)
-        .increment(1);
-    (status, text).into_response()
+/// Why a viewer was refused: counted by its reason when answered.
+#[derive(Debug)]
+pub struct ViewerRefused {
+    status: StatusCode,
+    reason: &'static str,
+    text: &'static str,
+}
+
+impl IntoResponse for ViewerRefused {
+    fn into_response(self) -> Response {
+        crate::server::origin::WS_REJECTED
+            .count_as(self.reason)
+            .increment(1);
+        (self.status, self.text).into_response()
+    }
 }
