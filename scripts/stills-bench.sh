@@ -56,7 +56,7 @@ for _ in $(seq $((duration * 10))); do
     curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$port/snapshot.jpg"
     sleep 0.1
 done >"$raw/latency.txt"
-read -r p50 p95 < <(sort -n "$raw/latency.txt" | awk '{v[NR] = $1} END {printf "%.1f %.1f", 1000 * v[int(NR * 0.5)], 1000 * v[int(NR * 0.95)]}')
+read -r p50 p95 < <(sort -n "$raw/latency.txt" | awk '{v[NR] = $1} END {printf "%.1f %.1f\n", 1000 * v[int(NR * 0.5)], 1000 * v[int(NR * 0.95)]}')
 
 # MJPEG: nalcast's CPU with no MJPEG viewer, then with one (ffmpeg reading it).
 sleep 2
