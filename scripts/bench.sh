@@ -4,6 +4,7 @@
 #   BENCH_QUICK=1 scripts/bench.sh   shorter runs, for a smoke check
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/healthy.sh
 
 cargo build --release --quiet -p nalcast -p nalcast-bench
 NALCAST=target/release/nalcast
@@ -46,12 +47,7 @@ launch() { # http|https, then nalcast args
     "${server_cpu[@]}" "$NALCAST" --listen 127.0.0.1:$port --legacy-listen off --max-viewers 5000 --max-viewers-per-ip 5000 \
         "${tls[@]}" "$@" > "$raw/server.log" 2>&1 &
     server_pid=$!
-    for _ in $(seq 100); do
-        curl -skf "$scheme://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "bench: nalcast ($scheme) did not become healthy" >&2
-    exit 1
+    healthy "$scheme://127.0.0.1:$port" "bench: nalcast ($scheme)"
 }
 start() { launch http "$@"; }
 start_tls() { launch https "$@"; }

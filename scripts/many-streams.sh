@@ -30,13 +30,9 @@ stop_all() {
 }
 trap 'stop_all; rm -rf "$raw"' EXIT
 
+source scripts/lib/healthy.sh
 wait_healthy() { # port
-    for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$1/healthz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "many-streams: nalcast on port $1 did not become healthy" >&2
-    exit 1
+    healthy "http://127.0.0.1:$1" "many-streams: nalcast on port $1"
 }
 
 limits=(--legacy-listen off --max-viewers 5000 --max-viewers-per-ip 5000 --fps 30)

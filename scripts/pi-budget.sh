@@ -62,13 +62,9 @@ stop() {
     fi
 }
 trap stop EXIT
-healthy() { # scheme
-    for _ in $(seq 600); do
-        curl -sfk "$1://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "pi-budget: nalcast did not become healthy (log: $raw/server.log)" >&2
-    exit 1
+source scripts/lib/healthy.sh
+up() { # scheme: the emulated builds start slowly
+    healthy "$1://127.0.0.1:$port" "pi-budget: nalcast (log: $raw/server.log)" 60
 }
 for c in $clips; do
     [[ -s $raw/clip-$c.h264 ]] && continue
@@ -76,7 +72,7 @@ for c in $clips; do
     "$NALCAST" --listen 127.0.0.1:$port --legacy-listen off --source test --width "$w" --height "$h" \
         --bitrate "$b" --fps 30 --keyframe-interval 60 > "$raw/server.log" 2>&1 &
     server_pid=$!
-    healthy http
+    up http
     "$BENCH" --url "ws://127.0.0.1:$port/ws/raw" --dialect raw --duration 10 --record "$raw/clip-$c.h264" >/dev/null
     stop
 done
@@ -229,7 +225,7 @@ run_one() {
         --max-viewers-per-ip 5000 "${tls[@]}" --source "file:$raw/clip-$clip.h264" --fps 30 \
         > "$raw/server-$tag.log" 2>&1 &
     server_pid=$!
-    healthy "$scheme"
+    up "$scheme"
     local vpid=""
     local secs=$((warm + window + 3))
     [[ $mode == native ]] && secs=$((secs + sample_window))

@@ -7,6 +7,7 @@
 #   scripts/stills-bench.sh [DURATION_S]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/lib/healthy.sh
 
 duration=${1:-20}
 NALCAST=target/release/nalcast
@@ -28,12 +29,7 @@ start() { # nalcast args
     stop
     "$NALCAST" --listen "127.0.0.1:$port" --legacy-listen off "$@" >"$raw/server.log" 2>&1 &
     pid=$!
-    for _ in $(seq 100); do
-        curl -sf "http://127.0.0.1:$port/healthz" >/dev/null 2>&1 && return 0
-        sleep 0.1
-    done
-    echo "stills-bench: nalcast did not become healthy" >&2
-    exit 1
+    healthy "http://127.0.0.1:$port" "stills-bench: nalcast"
 }
 ticks() { awk '{print $14 + $15}' "/proc/$pid/stat"; }
 cpu_over() { # seconds: nalcast's CPU, % of one core, over that long from now
