@@ -201,6 +201,10 @@ async fn run(
         None => None,
     };
     let legacy_addr = legacy.as_ref().map(|l| l.local_addr()).transpose()?;
+    let mjpg_streamer = match config.mjpg_streamer_listen {
+        Some(addr) => Some(server::listen::bind(addr, "mjpg-streamer-listen").await?),
+        None => None,
+    };
     let viewer_threads = server::threads::ViewerThreads::start(config.viewer_threads)
         .context("cannot start the viewer threads")?;
     // Counted now that the listeners and viewer threads hold their descriptors.
@@ -236,6 +240,18 @@ async fn run(
         },
         shutdown.clone(),
     ));
+    if let Some(listener) = mjpg_streamer {
+        println!(
+            "mjpg-streamer's URLs on http://{}/?action=stream",
+            listener.local_addr()?
+        );
+        servers.spawn(server::listen::serve(
+            listener,
+            server::mjpg_streamer_router(state.clone(), &front),
+            options.clone(),
+            shutdown.clone(),
+        ));
+    }
     if let Some(listener) = legacy {
         servers.spawn(server::listen::serve(
             listener,

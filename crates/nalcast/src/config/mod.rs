@@ -250,6 +250,20 @@ pub struct Options {
     /// always plain ws://.
     #[arg(long, value_name = "HOST:PORT|off", help_heading = heading::LISTENING)]
     pub legacy_listen: Option<String>,
+    /// Address for mjpg-streamer's URLs (/?action=stream, /?action=snapshot), or "off".
+    ///
+    /// So that nalcast replaces mjpg-streamer (OctoPi's webcam, port 8080) with no
+    /// setting changed in OctoPrint or Klipper: e.g. 0.0.0.0:8080. They are on the main
+    /// port too; this port serves only them (the first camera's), with the same
+    /// credentials and limits.
+    #[arg(
+        long,
+        hide_short_help = true,
+        value_name = "HOST:PORT|off",
+        default_value = "off",
+        help_heading = heading::LISTENING
+    )]
+    pub mjpg_streamer_listen: String,
     /// Also answer to this host name (*.example.com for a domain, * for any); repeatable.
     ///
     /// A DNS name or a reverse proxy's name that users open the camera by. IP
@@ -739,6 +753,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Legacy raw listener, if enabled.
     pub legacy_listen: Option<SocketAddr>,
+    /// mjpg-streamer's URLs on a port of their own, if wanted.
+    pub mjpg_streamer_listen: Option<SocketAddr>,
     /// Most HLS requests open per client address.
     pub max_hls_requests_per_ip: usize,
     /// Most bytes of HLS answers not yet sent.
@@ -1001,6 +1017,10 @@ impl Config {
             streams,
             listen,
             legacy_listen,
+            mjpg_streamer_listen: match o.mjpg_streamer_listen.as_str() {
+                "off" | "none" | "" => None,
+                other => Some(parse_addr("mjpg-streamer-listen", other)?),
+            },
             max_hls_requests_per_ip: range(
                 "max-hls-requests-per-ip",
                 o.max_hls_requests_per_ip,

@@ -252,6 +252,40 @@ impl FromRequestParts<AppState> for ForStream {
     }
 }
 
+/// `--mjpg-streamer-listen`: mjpg-streamer's `/?action=stream` and
+/// `/?action=snapshot` for the default stream, guarded as the main port is; any
+/// other request is told what the port is for.
+pub fn mjpg_streamer_router(state: AppState, front: &Front) -> Router {
+    let auth = state.auth.clone();
+    let routes = Router::new()
+        .route("/", get(mjpg_streamer))
+        .fallback(|| async { not_mjpg_streamer() })
+        .with_state(state);
+    front.wrap(guarded(routes, &auth))
+}
+
+async fn mjpg_streamer(
+    for_stream: ForStream,
+    peer: axum::extract::ConnectInfo<std::net::SocketAddr>,
+    query: axum::extract::RawQuery,
+) -> Response {
+    match query.0.as_deref() {
+        Some("action=snapshot") => {
+            snapshot::jpeg(for_stream, Ok(axum::extract::Query(Default::default()))).await
+        }
+        Some("action=stream") => snapshot::mjpeg(for_stream, peer).await,
+        _ => not_mjpg_streamer(),
+    }
+}
+
+fn not_mjpg_streamer() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        "this port serves mjpg-streamer's /?action=stream and /?action=snapshot; the player is on the main port\n",
+    )
+        .into_response()
+}
+
 /// The legacy listener: a raw WebSocket on any path, every path guarded.
 pub fn legacy_router(state: AppState, front: &Front) -> Router {
     let auth = state.auth.clone();

@@ -434,3 +434,37 @@ async fn an_mjpeg_viewer_takes_a_viewer_place_like_any_other() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mjpg_streamer_s_urls_on_a_port_of_their_own() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let server = Server::start(&[
+        "--width",
+        "320",
+        "--height",
+        "240",
+        "--mjpg-streamer-listen",
+        &listen,
+    ]);
+    server.wait_healthy().await;
+    let addr: std::net::SocketAddr = listen.parse().expect("addr");
+    let (status, headers, body) = get(addr, "/?action=snapshot").await;
+    assert_eq!(
+        (status, header(&headers, "content-type")),
+        (200, Some("image/jpeg"))
+    );
+    jpeg_decoder::Decoder::new(&body[..])
+        .decode()
+        .expect("a JPEG");
+    let (mut tcp, mut buf) = open_mjpeg(addr, "/?action=stream", None).await;
+    let parts = read_parts(&mut tcp, &mut buf, Instant::now() + Duration::from_secs(2)).await;
+    assert!(parts.len() >= 5, "{} pictures in 2 s", parts.len());
+    // Nothing else there: the player is on the main port.
+    let (status, _, body) = get(addr, "/ws").await;
+    assert_eq!(status, 404);
+    assert!(String::from_utf8_lossy(&body).contains("main port"));
+}
