@@ -468,3 +468,60 @@ async fn mjpg_streamer_s_urls_on_a_port_of_their_own() {
     assert_eq!(status, 404);
     assert!(String::from_utf8_lossy(&body).contains("main port"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn while_the_camera_is_lost_the_snapshot_is_its_last_picture_and_says_how_old() {
+    let dir = temp_dir("snapshot-lost");
+    let clip = dir.join("clip.h264");
+    write_h264(&clip, 320, 240, 30, 30);
+    let (pid, dead) = (dir.join("camera.pid"), dir.join("dead"));
+    // A camera that sends its pictures, then stays; once "dead", it fails to start.
+    let source = format!(
+        "exec:[ -e {dead} ] && exit 1; echo $$ > {pid}; cat {clip}; exec sleep 600",
+        dead = dead.display(),
+        pid = pid.display(),
+        clip = clip.display()
+    );
+    let server = Server::start(&["--source", &source, "--stall-timeout", "30"]);
+    server.wait_healthy().await;
+    let (status, headers, _) = get(server.addr, "/snapshot.jpg").await;
+    assert_eq!(status, 200);
+    let seq = header(&headers, "x-picture-seq").expect("seq").to_owned();
+
+    std::fs::write(&dead, "").expect("mark");
+    let group = std::fs::read_to_string(&pid).expect("pid");
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{}", group.trim())])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let lost = Instant::now();
+    let deadline = lost + Duration::from_secs(10);
+    loop {
+        let (_, body) = http_get(server.addr, "/api/stream").await.expect("api");
+        if body.contains("\"source-lost\"") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the camera was not seen lost: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let (status, headers, body) = get(server.addr, "/snapshot.jpg").await;
+    assert_eq!(status, 200, "the last picture, not an error");
+    assert_eq!(header(&headers, "x-picture-seq"), Some(seq.as_str()));
+    jpeg_decoder::Decoder::new(&body[..])
+        .decode()
+        .expect("a JPEG");
+    let age: u128 = header(&headers, "x-picture-age-ms")
+        .expect("age")
+        .parse()
+        .expect("ms");
+    assert!(
+        age >= lost.elapsed().as_millis().saturating_sub(100),
+        "it says how old it is: {age} ms, the camera was lost {} ms ago",
+        lost.elapsed().as_millis()
+    );
+}
