@@ -70,7 +70,7 @@ libraries() {
     ! grep -qvE '^(libc|libm|libdl|libpthread|librt|ld-linux[-a-z0-9_.]*)\.so' <<<"$needed"
 }
 
-stream() { # stream ARCH BINARY CONFIG: the test pattern streamed to ws_capture, decoded by ffmpeg
+stream() { # stream ARCH BINARY CONFIG: the test pattern streamed to ws_capture, decoded by ffmpeg, and a snapshot
     local arch=$1 bin=$2 config=$3 log="$tmp/$1.log" cap="$tmp/$1.h264" port="" i
     # shellcheck disable=SC2086 # runner is a command with its arguments
     ${runner[$arch]} "$bin" --config "$config" --source test --width 320 --height 240 --fps 10 \
@@ -87,16 +87,20 @@ stream() { # stream ARCH BINARY CONFIG: the test pattern streamed to ws_capture,
         echo "did not start: $(tail -n 3 "$log")"
         return 1
     fi
-    local got
+    local got still
     got=$(packaging/tools/ws_capture.py "ws://127.0.0.1:$port/ws/raw" "$cap" 8) || { echo "$got"; return 1; }
+    # A snapshot: the stream decoded (openh264) and a JPEG made on this architecture.
+    curl -sf -o "$tmp/$arch.jpg" "http://127.0.0.1:$port/snapshot.jpg?width=160" || { echo "no snapshot"; return 1; }
+    still=$(ffprobe -v error -show_entries stream=codec_name,width,height -of csv=p=0 "$tmp/$arch.jpg")
     kill "$pid"
     wait "$pid" 2>/dev/null
+    [[ $still == mjpeg,160,120 ]] || { echo "snapshot: $still"; return 1; }
     local errors frames
     errors=$(ffmpeg -v error -i "$cap" -f null - 2>&1)
     [[ -z $errors ]] || { echo "ffmpeg: $errors"; return 1; }
     frames=$(ffprobe -v error -count_frames -select_streams v:0 \
         -show_entries stream=width,height,nb_read_frames -of csv=p=0 "$cap")
-    echo "$got in 8 s; ffmpeg decoded width,height,frames = $frames"
+    echo "$got in 8 s; ffmpeg decoded width,height,frames = $frames; snapshot $still"
     [[ $frames == 320,240,* ]] && ((${frames##*,} >= 10))
 }
 
@@ -166,7 +170,7 @@ for arch in ${DIST_ARCHES:-arm64 armhf amd64}; do
     check "$arch .deb control ($(stat -c %s "$deb") bytes)" deb_fields "$arch" "$deb"
     check "$arch .deb contents" deb_contents "$arch" "$deb" "$bin"
     check "$arch .deb maintainer scripts" deb_scripts "$arch"
-    check "$arch streams the test pattern${runner[$arch]:+ under ${runner[$arch]}} with the packaged config" \
+    check "$arch streams the test pattern and makes a snapshot${runner[$arch]:+ under ${runner[$arch]}} with the packaged config" \
         stream "$arch" "$bin" "$tmp/deb-$arch/etc/nalcast/nalcast.toml"
 done
 
