@@ -33,7 +33,18 @@ pub struct Stream {
     /// Viewers holding a [`Seat`].
     seated: Arc<AtomicUsize>,
     /// Its snapshots.
-    pub stills: crate::server::snapshot::StillDesk,
+    pub stills: StillDesk,
+}
+
+/// A stream's stills (server/snapshot.rs serves them): its decoder, the requests
+/// waiting for it, and its MJPEG feed.
+#[derive(Default)]
+pub struct StillDesk {
+    pub(crate) stills: Arc<std::sync::Mutex<nalcast_still::Stills>>,
+    /// Requests waiting for the decoder.
+    pub(crate) waiting: Arc<AtomicUsize>,
+    /// The newest MJPEG picture, while someone watches the MJPEG stream.
+    pub(crate) mjpeg: std::sync::Mutex<Option<watch::Sender<Option<nalcast_still::Jpeg>>>>,
 }
 
 /// A viewer's place in a stream with a `max-viewers` of its own; given back on drop.

@@ -762,7 +762,7 @@ pub struct Config {
     /// Per-viewer queue limits.
     pub queue: QueueLimits,
     /// How MJPEG streams are made.
-    pub mjpeg: crate::server::snapshot::MjpegSettings,
+    pub mjpeg: MjpegSettings,
     /// Stuck-viewer timeout.
     pub viewer_timeout: Duration,
     /// Kernel send buffer per connection.
@@ -793,6 +793,27 @@ pub struct Config {
     pub tls: Option<TlsMode>,
     /// `--auth` and `--token` as given; `server::auth::Auth::from_config` checks them.
     pub credentials: Credentials,
+}
+
+/// How MJPEG streams are made (`--mjpeg-fps`, `--mjpeg-width`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MjpegSettings {
+    /// Pictures a second.
+    pub fps: u32,
+    /// Width (the picture's own when it is narrower); `None`: the picture's own.
+    pub width: Option<u32>,
+    /// JPEG quality.
+    pub quality: u8,
+}
+
+impl Default for MjpegSettings {
+    fn default() -> Self {
+        MjpegSettings {
+            fps: 10,
+            width: Some(640),
+            quality: nalcast_still::DEFAULT_QUALITY,
+        }
+    }
 }
 
 /// The credentials a client must show, as given (`--auth`, `--token`).
@@ -1035,7 +1056,7 @@ impl Config {
                 (1u64 << 40).min(usize::MAX as u64) as usize,
             )?,
             queue,
-            mjpeg: crate::server::snapshot::MjpegSettings {
+            mjpeg: MjpegSettings {
                 fps: range("mjpeg-fps", o.mjpeg_fps, 1, 30)?,
                 width: match o.mjpeg_width {
                     0 => None,

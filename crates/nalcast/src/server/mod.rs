@@ -47,7 +47,7 @@ pub struct AppState {
     /// Every stream.
     pub streams: Arc<Streams>,
     /// How MJPEG streams are made.
-    pub mjpeg: snapshot::MjpegSettings,
+    pub mjpeg: crate::config::MjpegSettings,
     /// Prometheus renderer.
     pub metrics: PrometheusHandle,
     /// Stuck-viewer timeout.
@@ -82,7 +82,7 @@ impl AppState {
         let state = AppState {
             streams: Streams::new(vec![stream.clone()]),
             stream,
-            mjpeg: snapshot::MjpegSettings::default(),
+            mjpeg: crate::config::MjpegSettings::default(),
             metrics: metrics_exporter_prometheus::PrometheusBuilder::new()
                 .build_recorder()
                 .handle(),

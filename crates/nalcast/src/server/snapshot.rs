@@ -10,7 +10,7 @@
 //! its viewers.
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::rejection::QueryRejection;
@@ -18,12 +18,13 @@ use axum::extract::{ConnectInfo, Query};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use nalcast_core::metric::Series;
-use nalcast_still::{Jpeg, StillError, Stills, Want};
+use nalcast_still::{Jpeg, StillError, Want};
 use serde::Deserialize;
 use tokio::sync::watch;
 
 use super::limits::ViewerSlot;
 use super::ForStream;
+use crate::config::MjpegSettings;
 use crate::streams::Stream;
 
 /// Snapshot requests, by result.
@@ -42,36 +43,6 @@ pub const SNAPSHOT_SECONDS: Series = Series::histogram(
 
 /// Requests that may wait for a stream's decoder; more are refused.
 pub const MAX_WAITING: usize = 64;
-
-/// A stream's stills, the requests waiting for them, and its MJPEG feed.
-#[derive(Default)]
-pub struct StillDesk {
-    stills: Arc<Mutex<Stills>>,
-    waiting: Arc<AtomicUsize>,
-    /// The newest MJPEG picture, while someone watches the MJPEG stream.
-    mjpeg: Mutex<Option<watch::Sender<Option<Jpeg>>>>,
-}
-
-/// How MJPEG streams are made (`--mjpeg-fps`, `--mjpeg-width`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct MjpegSettings {
-    /// Pictures a second.
-    pub fps: u32,
-    /// Width (the picture's own when it is narrower); `None`: the picture's own.
-    pub width: Option<u32>,
-    /// JPEG quality.
-    pub quality: u8,
-}
-
-impl Default for MjpegSettings {
-    fn default() -> Self {
-        MjpegSettings {
-            fps: 10,
-            width: Some(640),
-            quality: nalcast_still::DEFAULT_QUALITY,
-        }
-    }
-}
 
 /// Viewers of MJPEG streams now.
 pub const MJPEG_VIEWERS: Series =
