@@ -64,7 +64,9 @@ step "page: unit tests (node)"
 # The browser tests mostly wait on the page and the server: two files at a time
 # (three took 50 s instead of 55 s, and once let Chromium drop a quarter of an MSE
 # stream's frames; four made the busiest miss their deadlines). Those in
-# browser-alone/ measure how fast the page decodes and run by themselves.
+# browser-alone/ measure how fast the page decodes, or decode four cameras at once
+# in the grid (beside it, the MSE test dropped 39 of 142 frames), and run by
+# themselves.
 # The binaries are the ones the Rust tests ran (cargo nextest built them with the
 # tests' features; a separate `cargo build` would build everything again).
 step "page: end to end in headless Chromium"

@@ -3,7 +3,7 @@
 // opening the stream's own page, and that page playing the stream it names.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, waitForStats, screenshotPath } from './helpers.mjs';
+import { startServer, launchBrowser, waitForStats, screenshotPath } from '../browser/helpers.mjs';
 
 let browser;
 before(async () => { browser = await launchBrowser(); });
