@@ -295,13 +295,14 @@ async fn on_demand(stream: &Stream, idle: Duration, mut stop: watch::Receiver<bo
         // Idle: wait for someone.
         stream.idle.store(true, Ordering::Relaxed);
         loop {
-            if *members.borrow_and_update() > 0 || hls.has_changed().unwrap_or(false) {
-                hls.borrow_and_update();
+            if *members.borrow_and_update() > 0 {
                 break;
             }
+            // (`changed` marks the demand seen as it returns: a request is acted
+            // on here, not looked for afterwards.)
             tokio::select! {
                 _ = members.changed() => {}
-                _ = hls.changed() => {}
+                asked = hls.changed() => if asked.is_ok() { break },
                 _ = stop.changed() => return,
             }
         }

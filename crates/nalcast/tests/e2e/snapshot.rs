@@ -525,3 +525,38 @@ async fn while_the_camera_is_lost_the_snapshot_is_its_last_picture_and_says_how_
         lost.elapsed().as_millis()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn before_the_first_picture_a_snapshot_is_a_clear_503_and_starts_an_on_demand_camera() {
+    let server = Server::start(&[
+        "--stream",
+        "porch=test",
+        "--on-demand",
+        "on",
+        "--idle-timeout",
+        "5",
+        "--width",
+        "320",
+        "--height",
+        "240",
+    ]);
+    // An idle on-demand camera has no picture: 503 saying so, with when to ask again.
+    let (status, headers, body) = get(server.addr, "/streams/porch/snapshot.jpg").await;
+    assert_eq!(status, 503);
+    assert_eq!(header(&headers, "retry-after"), Some("1"));
+    assert!(String::from_utf8_lossy(&body).contains("no picture yet"));
+    // That request started the camera: a picture follows without a viewer.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (status, headers, _) = get(server.addr, "/streams/porch/snapshot.jpg").await;
+        if status == 200 {
+            assert_eq!(header(&headers, "content-type"), Some("image/jpeg"));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the camera never started for snapshots"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
