@@ -47,9 +47,23 @@ pub struct StillDesk {
     pub(crate) mjpeg: std::sync::Mutex<Option<watch::Sender<Option<nalcast_still::Jpeg>>>>,
 }
 
-/// A viewer's place in a stream with a `max-viewers` of its own; given back on drop.
+/// A place counted in `taken`, at most `max` at once (a viewer's in a stream with a
+/// `max-viewers` of its own, a snapshot request's in the queue for the decoder);
+/// given back on drop.
 #[derive(Debug)]
 pub struct Seat(Arc<AtomicUsize>);
+
+impl Seat {
+    /// A place, unless `max` are taken.
+    pub fn take(taken: &Arc<AtomicUsize>, max: usize) -> Option<Seat> {
+        taken
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| Seat(taken.clone()))
+    }
+}
 
 impl Drop for Seat {
     fn drop(&mut self) {
@@ -134,13 +148,7 @@ impl Stream {
     /// A place for one more viewer, unless the stream has as many as its
     /// `max-viewers` allows (`None`).
     pub fn seat(&self) -> Option<Seat> {
-        let max = self.config.max_viewers.unwrap_or(usize::MAX);
-        self.seated
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| Seat(self.seated.clone()))
+        Seat::take(&self.seated, self.config.max_viewers.unwrap_or(usize::MAX))
     }
 
     /// Whether its source is stopped until someone watches (`--on-demand`).

@@ -189,12 +189,24 @@ async fn root(
     uri: Uri,
     headers: axum::http::HeaderMap,
 ) -> Response {
+    match mjpg_streamer_action(for_stream, peer, query).await {
+        Ok(answer) => answer,
+        Err(()) => assets::page(state, named, uri, headers).await,
+    }
+}
+
+/// mjpg-streamer's `?action=snapshot` or `?action=stream`, when the query is one.
+async fn mjpg_streamer_action(
+    for_stream: ForStream,
+    peer: axum::extract::ConnectInfo<std::net::SocketAddr>,
+    query: axum::extract::RawQuery,
+) -> Result<Response, ()> {
     match query.0.as_deref() {
         Some("action=snapshot") => {
-            snapshot::jpeg(for_stream, Ok(axum::extract::Query(Default::default()))).await
+            Ok(snapshot::jpeg(for_stream, Ok(axum::extract::Query(Default::default()))).await)
         }
-        Some("action=stream") => snapshot::mjpeg(for_stream, peer).await,
-        _ => assets::page(state, named, uri, headers).await,
+        Some("action=stream") => Ok(snapshot::mjpeg(for_stream, peer).await),
+        _ => Err(()),
     }
 }
 
@@ -269,13 +281,9 @@ async fn mjpg_streamer(
     peer: axum::extract::ConnectInfo<std::net::SocketAddr>,
     query: axum::extract::RawQuery,
 ) -> Response {
-    match query.0.as_deref() {
-        Some("action=snapshot") => {
-            snapshot::jpeg(for_stream, Ok(axum::extract::Query(Default::default()))).await
-        }
-        Some("action=stream") => snapshot::mjpeg(for_stream, peer).await,
-        _ => not_mjpg_streamer(),
-    }
+    mjpg_streamer_action(for_stream, peer, query)
+        .await
+        .unwrap_or_else(|()| not_mjpg_streamer())
 }
 
 fn not_mjpg_streamer() -> Response {

@@ -9,7 +9,6 @@
 //! snapshot requests costs a stream one decode per new picture and never starves
 //! its viewers.
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -25,7 +24,7 @@ use tokio::sync::watch;
 use super::limits::ViewerSlot;
 use super::ForStream;
 use crate::config::MjpegSettings;
-use crate::streams::Stream;
+use crate::streams::{Seat, Stream};
 
 /// Snapshot requests, by result.
 pub const SNAPSHOTS: Series = Series::counter(
@@ -62,15 +61,6 @@ pub struct StillQuery {
     quality: Option<u8>,
 }
 
-/// Gives the place back when a waiting request is done.
-struct Waiting(Arc<AtomicUsize>);
-
-impl Drop for Waiting {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
-}
-
 fn text(status: StatusCode, body: &'static str) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store")], body).into_response()
 }
@@ -102,9 +92,7 @@ pub async fn jpeg(
     let label = stream.hub.stream_label().clone();
     // A source started on demand starts for a snapshot too.
     stream.hub.wanted();
-    let desk = &stream.stills;
-    if desk.waiting.fetch_add(1, Ordering::Relaxed) >= MAX_WAITING {
-        desk.waiting.fetch_sub(1, Ordering::Relaxed);
+    let Some(waiting) = Seat::take(&stream.stills.waiting, MAX_WAITING) else {
         SNAPSHOTS.count_as_in(&label, "busy").increment(1);
         return (
             StatusCode::TOO_MANY_REQUESTS,
@@ -112,29 +100,12 @@ pub async fn jpeg(
             "too many snapshot requests for this stream at once\n",
         )
             .into_response();
-    }
-    let waiting = Waiting(desk.waiting.clone());
-    let stills = desk.stills.clone();
-    let hub = stream.hub.clone();
-    let made = tokio::task::spawn_blocking(move || {
-        let _waiting = waiting;
-        // One decode at a time per stream; the GOP is taken once the decoder is
-        // free, so a request that waited gets the newest picture.
-        let mut stills = stills.lock().unwrap_or_else(|e| e.into_inner());
-        let started = std::time::Instant::now();
-        let before = stills.decoded;
-        let result = stills.jpeg(&hub.gop(), want);
-        (result, stills.decoded > before, started.elapsed())
-    })
-    .await;
-    let (result, decoded, took) = match made {
-        Ok(made) => made,
-        Err(_) => (
-            Err(StillError::Decode("the decoder stopped".into())),
-            false,
-            Duration::ZERO,
-        ),
     };
+    let Made {
+        result,
+        decoded,
+        took,
+    } = make(&stream, want, Some(waiting)).await;
     if decoded {
         SNAPSHOT_SECONDS
             .observe_in(&label)
@@ -190,6 +161,41 @@ pub async fn jpeg(
     // The access unit it shows: the sequence number of the framed protocol.
     headers.insert("x-picture-seq", HeaderValue::from(jpeg.seq));
     response
+}
+
+/// A still of the stream's newest picture, and whether it had to be made.
+struct Made {
+    result: Result<Jpeg, StillError>,
+    /// Access units were decoded for it (it was not made already).
+    decoded: bool,
+    /// How long it took, waiting for the decoder left out.
+    took: Duration,
+}
+
+/// The stream's newest picture as `want` asks, made on a blocking thread: one
+/// decode at a time per stream, the GOP taken once the decoder is free, so a
+/// request that waited gets the newest picture. `hold` (a place in the queue for
+/// the decoder) is held until the work is done, also if the request goes away.
+async fn make(stream: &Arc<Stream>, want: Want, hold: Option<Seat>) -> Made {
+    let (stills, hub) = (stream.stills.stills.clone(), stream.hub.clone());
+    let made = tokio::task::spawn_blocking(move || {
+        let _hold = hold;
+        let mut stills = stills.lock().unwrap_or_else(|e| e.into_inner());
+        let started = std::time::Instant::now();
+        let before = stills.decoded;
+        let result = stills.jpeg(&hub.gop(), want);
+        Made {
+            result,
+            decoded: stills.decoded > before,
+            took: started.elapsed(),
+        }
+    })
+    .await;
+    made.unwrap_or_else(|_| Made {
+        result: Err(StillError::Decode("the decoder stopped".into())),
+        decoded: false,
+        took: Duration::ZERO,
+    })
 }
 
 /// The boundary between MJPEG parts.
@@ -311,14 +317,7 @@ async fn make_pictures(
             }
         }
         stream.hub.wanted();
-        let stills = stream.stills.stills.clone();
-        let hub = stream.hub.clone();
-        let made = tokio::task::spawn_blocking(move || {
-            let mut stills = stills.lock().unwrap_or_else(|e| e.into_inner());
-            stills.jpeg(&hub.gop(), want)
-        })
-        .await;
-        if let Ok(Ok(jpeg)) = made {
+        if let Ok(jpeg) = make(&stream, want, None).await.result {
             if last != Some(jpeg.seq) {
                 last = Some(jpeg.seq);
                 MJPEG_FRAMES.count_in(&label).increment(1);
