@@ -205,6 +205,10 @@ async fn run(
         Some(addr) => Some(server::listen::bind(addr, "mjpg-streamer-listen").await?),
         None => None,
     };
+    let webrtc = match &config.webrtc {
+        Some(settings) => Some(server::webrtc::WebRtc::start(settings).await?),
+        None => None,
+    };
     let viewer_threads = server::threads::ViewerThreads::start(config.viewer_threads)
         .context("cannot start the viewer threads")?;
     // Counted now that the listeners and viewer threads hold their descriptors.
@@ -212,7 +216,7 @@ async fn run(
         server::limits::connection_budget(config.max_connections, fd_limit),
         config.max_connections_per_ip,
     );
-    let state = app_state(
+    let mut state = app_state(
         &config,
         &streams,
         metrics,
@@ -221,6 +225,7 @@ async fn run(
         &connections,
         &shutdown,
     );
+    state.webrtc = webrtc;
 
     let options = server::listen::ListenOptions {
         send_buffer: config.send_buffer,
@@ -326,6 +331,7 @@ fn app_state(
             config.max_hls_memory,
         ),
         auth,
+        webrtc: None,
     }
 }
 

@@ -264,6 +264,24 @@ pub struct Options {
         help_heading = heading::LISTENING
     )]
     pub mjpg_streamer_listen: String,
+    /// UDP address for WebRTC viewers (WHEP), or "off"
+    ///
+    /// One port for every WebRTC viewer. With host 0.0.0.0 nalcast offers each of
+    /// this machine's addresses; viewers must reach this UDP port (open it in a
+    /// firewall). Plain-HTTP pages play through it at WebCodecs' latency.
+    #[arg(
+        long,
+        value_name = "HOST:PORT|off",
+        default_value = "0.0.0.0:8189",
+        help_heading = heading::LISTENING
+    )]
+    pub webrtc: String,
+    /// An address WebRTC viewers outside the LAN reach the --webrtc port at; repeatable.
+    ///
+    /// A router's public address with the UDP port forwarded to this machine (the
+    /// same port number). Offered to viewers beside the machine's own addresses.
+    #[arg(long, hide_short_help = true, value_name = "IP", help_heading = heading::LISTENING)]
+    pub webrtc_public_ip: Vec<std::net::IpAddr>,
     /// Also answer to this host name (*.example.com for a domain, * for any); repeatable.
     ///
     /// A DNS name or a reverse proxy's name that users open the camera by. IP
@@ -755,6 +773,8 @@ pub struct Config {
     pub legacy_listen: Option<SocketAddr>,
     /// mjpg-streamer's URLs on a port of their own, if wanted.
     pub mjpg_streamer_listen: Option<SocketAddr>,
+    /// WebRTC viewers, unless off.
+    pub webrtc: Option<crate::server::webrtc::WebRtcSettings>,
     /// Most HLS requests open per client address.
     pub max_hls_requests_per_ip: usize,
     /// Most bytes of HLS answers not yet sent.
@@ -1041,6 +1061,13 @@ impl Config {
             mjpg_streamer_listen: match o.mjpg_streamer_listen.as_str() {
                 "off" | "none" | "" => None,
                 other => Some(parse_addr("mjpg-streamer-listen", other)?),
+            },
+            webrtc: match o.webrtc.as_str() {
+                "off" | "none" | "" => None,
+                other => Some(crate::server::webrtc::WebRtcSettings {
+                    listen: parse_addr("webrtc", other)?,
+                    public_ips: o.webrtc_public_ip.clone(),
+                }),
             },
             max_hls_requests_per_ip: range(
                 "max-hls-requests-per-ip",

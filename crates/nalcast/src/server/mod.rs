@@ -36,6 +36,7 @@ pub mod snapshot;
 pub mod threads;
 pub mod tls;
 pub mod viewer;
+pub mod webrtc;
 pub mod websocket;
 
 /// What every handler can see.
@@ -66,6 +67,8 @@ pub struct AppState {
     pub auth: Option<Arc<auth::Auth>>,
     /// What HLS requests may hold at once.
     pub hls_budget: Arc<hls_budget::HlsBudget>,
+    /// WebRTC viewers (WHEP), unless `--webrtc off`.
+    pub webrtc: Option<Arc<webrtc::WebRtc>>,
 }
 
 impl AppState {
@@ -94,6 +97,7 @@ impl AppState {
             viewer_threads: Arc::new(threads::ViewerThreads::none()),
             auth: None,
             hls_budget: hls_budget::HlsBudget::new(64, 64 << 20),
+            webrtc: None,
         };
         (state, stop)
     }
@@ -161,6 +165,11 @@ fn per_stream(state: AppState) -> Router {
         .route("/ws", get(viewer::routes::framed))
         .route("/ws/raw", get(viewer::routes::raw))
         .route("/ws/fmp4", get(viewer::routes::fmp4))
+        .route("/whep", axum::routing::post(webrtc::offer))
+        .route(
+            "/whep/{id}",
+            axum::routing::delete(webrtc::end).patch(webrtc::patch),
+        )
         .merge(hls)
         .route("/api/stream", get(api::stream))
         .route("/snapshot.jpg", get(snapshot::jpeg))

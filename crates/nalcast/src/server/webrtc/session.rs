@@ -1,0 +1,312 @@
+//! One WebRTC viewer: its str0m `Rtc` driven by datagrams and timeouts, its own hub
+//! subscription, and the rule for the first picture.
+//!
+//! Live from the first picture: a browser shows what it decodes at once (playout
+//! delay 0 is offered), so the cached GOP is not sent — its first pictures would be
+//! old. When the connection is up the session starts at a keyframe that is live:
+//! one that came while ICE and DTLS were being set up, or the cached one when
+//! only a few pictures follow it; otherwise it waits for the next keyframe, which
+//! the source is asked for at once when it can make them (the test pattern, a Pi
+//! camera) — never a picture decoded without its reference.
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::StatusCode;
+use nalcast_core::hub::Subscription;
+use nalcast_core::queue::Item;
+use nalcast_core::SharedAu;
+use str0m::change::SdpOffer;
+use str0m::format::Codec;
+use str0m::media::{Frequency, MediaTime, Mid, Pt};
+use str0m::net::{Protocol, Receive};
+use str0m::rtp::Extension;
+use str0m::{Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::{debug, info};
+
+use super::{Datagram, WebRtc};
+use crate::server::limits::ViewerSlot;
+use crate::server::AppState;
+
+/// A viewer whose connection is not up by then is given up.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// The cached keyframe is live enough when at most this many pictures follow it.
+const FRESH_GOP: usize = 4;
+/// The RTP header extension id offered for playout-delay when the offer has none.
+const PLAYOUT_DELAY_ID: u8 = 12;
+
+/// Why an offer was refused.
+pub struct Refusal {
+    pub status: StatusCode,
+    pub text: &'static str,
+}
+
+pub struct Session {
+    rtc: Rtc,
+    mid: Mid,
+    pt: Pt,
+    sub: Subscription,
+    state: AppState,
+    /// Held for the session's life: its viewer place.
+    _slot: ViewerSlot,
+    /// RTP time 0.
+    epoch: Instant,
+    connected: bool,
+    /// Sends nothing until a keyframe (at the start, and after a keyframe request).
+    waiting_for_keyframe: bool,
+    opened: Instant,
+}
+
+impl Session {
+    /// Answers `offer`: an `Rtc` with nalcast's candidates, H.264 only, ICE-lite.
+    pub fn open(
+        webrtc: &WebRtc,
+        state: &AppState,
+        offer: &str,
+        ice: IceCreds,
+        slot: ViewerSlot,
+    ) -> Result<(Session, String), Refusal> {
+        let offer = SdpOffer::from_sdp_string(offer).map_err(|_| Refusal {
+            status: StatusCode::BAD_REQUEST,
+            text: "the body is not an SDP offer nalcast can read\n",
+        })?;
+        let now = Instant::now();
+        let mut rtc = RtcConfig::new()
+            .set_ice_lite(true)
+            .set_local_ice_credentials(ice)
+            .set_dtls_cert(webrtc.cert.clone())
+            .clear_codecs()
+            .enable_h264(true)
+            .set_extension(PLAYOUT_DELAY_ID, Extension::PlayoutDelay)
+            .build(now);
+        for candidate in &webrtc.candidates {
+            rtc.add_local_candidate(candidate.clone());
+        }
+        let answer = rtc.sdp_api().accept_offer(offer).map_err(|_| Refusal {
+            status: StatusCode::BAD_REQUEST,
+            text: "the SDP offer cannot be answered (it needs a video media section nalcast may send on)\n",
+        })?;
+        // str0m tells of the offer's media sections only once connected; the
+        // answer names the video section now.
+        let answer = answer.to_sdp_string();
+        let no_video = || {
+            Refusal {
+            status: StatusCode::NOT_ACCEPTABLE,
+            text: "the offer has no H.264 video nalcast can send (a recvonly video section with H.264, packetization-mode 1)\n",
+        }
+        };
+        let mid = video_mid(&answer).ok_or_else(no_video)?;
+        let pt = choose_pt(&mut rtc, mid).ok_or_else(no_video)?;
+        let sub = state.stream.hub.subscribe(now);
+        Ok((
+            Session {
+                rtc,
+                mid,
+                pt,
+                sub,
+                state: state.clone(),
+                _slot: slot,
+                epoch: now,
+                connected: false,
+                waiting_for_keyframe: true,
+                opened: now,
+            },
+            answer,
+        ))
+    }
+
+    /// Runs the session until the viewer leaves, DELETEs it, or nalcast stops.
+    pub async fn run(
+        mut self,
+        webrtc: &WebRtc,
+        mut inbox: mpsc::Receiver<Datagram>,
+        stop: Arc<Notify>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut batch = Vec::new();
+        let give_up = tokio::time::Instant::from_std(self.opened + CONNECT_TIMEOUT);
+        let why = loop {
+            let timeout = match self.drive(webrtc) {
+                Ok(Some(t)) => t,
+                Ok(None) => break "the connection ended",
+                Err(e) => {
+                    debug!("WebRTC session: {e}");
+                    break "WebRTC error";
+                }
+            };
+            let connected = self.connected;
+            tokio::select! {
+                datagram = inbox.recv() => match datagram {
+                    Some(d) => {
+                        let input = Receive::new(Protocol::Udp, d.remote, d.local, &d.contents)
+                            .map(|r| Input::Receive(d.at, r));
+                        if let Ok(input) = input {
+                            if let Err(e) = self.rtc.handle_input(input) {
+                                debug!("WebRTC input: {e}");
+                            }
+                        }
+                    }
+                    None => break "closed",
+                },
+                _ = tokio::time::sleep_until(tokio::time::Instant::from_std(timeout)) => {
+                    if let Err(e) = self.rtc.handle_input(Input::Timeout(Instant::now())) {
+                        debug!("WebRTC timeout: {e}");
+                    }
+                }
+                more = self.sub.queue.next_batch(32, usize::MAX, &mut batch), if connected => {
+                    if !more {
+                        break "the stream ended";
+                    }
+                    let items: Vec<_> = batch.drain(..).map(|(item, _)| item).collect();
+                    self.send(items);
+                }
+                _ = tokio::time::sleep_until(give_up), if !connected => break "no connection within 15 s",
+                _ = stop.notified() => break "the viewer ended the session",
+                _ = shutdown.changed() => break "nalcast stops",
+            }
+        };
+        info!(stream = %self.state.stream.config.name, "WebRTC viewer left: {why}");
+        self.rtc.disconnect();
+        // Flush the goodbye (DTLS close_notify).
+        let _ = self.drive(webrtc);
+    }
+
+    /// Sends what str0m has to send and handles its events; the next timeout, or
+    /// None once the connection is over.
+    fn drive(&mut self, webrtc: &WebRtc) -> Result<Option<Instant>, str0m::RtcError> {
+        loop {
+            if !self.rtc.is_alive() {
+                return Ok(None);
+            }
+            match self.rtc.poll_output()? {
+                Output::Timeout(t) => return Ok(Some(t)),
+                Output::Transmit(t) => {
+                    if let Some(socket) = webrtc.socket_for(t.source) {
+                        // Full kernel buffer: dropped, as the network would; NACKs
+                        // and keyframes recover.
+                        let _ = socket.try_send_to(&t.contents, t.destination);
+                    }
+                }
+                Output::Event(event) => self.event(event),
+            }
+        }
+    }
+
+    fn event(&mut self, event: Event) {
+        match event {
+            Event::Connected => {
+                self.connected = true;
+                info!(
+                    stream = %self.state.stream.config.name,
+                    after_ms = self.opened.elapsed().as_millis() as u64,
+                    "WebRTC viewer connected"
+                );
+                self.start();
+            }
+            Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                self.rtc.disconnect();
+            }
+            // The viewer's decoder lost its reference (losses NACK did not mend):
+            // P-frames are useless to it until a keyframe comes.
+            Event::KeyframeRequest(_) if !self.waiting_for_keyframe => {
+                self.waiting_for_keyframe = true;
+                self.state.stream.hub.request_keyframe(Instant::now());
+            }
+            _ => {}
+        }
+    }
+
+    /// The connection is up: start at a live keyframe (module comment).
+    fn start(&mut self) {
+        let mut items = Vec::new();
+        {
+            let mut queue = self.sub.queue.lock();
+            while let Some((item, _)) = queue.pop() {
+                items.push(item);
+            }
+        }
+        let units: Vec<(Arc<SharedAu>, bool)> = items
+            .into_iter()
+            .filter_map(|item| match item {
+                Item::Au { au, catch_up } => Some((au, catch_up)),
+                _ => None,
+            })
+            .collect();
+        let newest_keyframe = units.iter().rposition(|(au, _)| au.keyframe());
+        match newest_keyframe {
+            Some(k) if !units[k].1 || units.len() - k <= FRESH_GOP => {
+                let from_k: Vec<Item> = units[k..]
+                    .iter()
+                    .map(|(au, catch_up)| Item::Au {
+                        au: au.clone(),
+                        catch_up: *catch_up,
+                    })
+                    .collect();
+                self.send(from_k);
+            }
+            _ => {
+                self.waiting_for_keyframe = true;
+                self.state.stream.hub.request_keyframe(Instant::now());
+            }
+        }
+    }
+
+    fn send(&mut self, items: Vec<Item>) {
+        for item in items {
+            let Item::Au { au, .. } = item else {
+                continue;
+            };
+            if self.waiting_for_keyframe {
+                if !au.keyframe() {
+                    continue;
+                }
+                self.waiting_for_keyframe = false;
+            }
+            let since = au.published.saturating_duration_since(self.epoch);
+            let rtp_time = MediaTime::new(
+                (since.as_micros() as u64).saturating_mul(9) / 100,
+                Frequency::NINETY_KHZ,
+            );
+            let Some(writer) = self.rtc.writer(self.mid) else {
+                return;
+            };
+            let written = writer
+                .playout_delay(MediaTime::ZERO, MediaTime::ZERO)
+                .write(self.pt, au.published, rtp_time, &au.au.data[..]);
+            if let Err(e) = written {
+                debug!("WebRTC write: {e}");
+            }
+        }
+    }
+}
+
+/// The mid of the first video section an SDP answer accepts (port not 0).
+fn video_mid(answer: &str) -> Option<Mid> {
+    let mut in_video = false;
+    for line in answer.lines() {
+        if let Some(m) = line.strip_prefix("m=") {
+            in_video = m.starts_with("video ") && !m.starts_with("video 0 ");
+        } else if let Some(mid) = line.strip_prefix("a=mid:").filter(|_| in_video) {
+            return Some(Mid::from(mid.trim()));
+        }
+    }
+    None
+}
+
+/// The payload type to send H.264 with: packetization-mode 1 (FU-A, needed for
+/// pictures larger than a datagram), with retransmission if offered.
+fn choose_pt(rtc: &mut Rtc, mid: Mid) -> Option<Pt> {
+    let writer = rtc.writer(mid)?;
+    let mut best: Option<(u8, Pt)> = None;
+    for params in writer.payload_params() {
+        let spec = params.spec();
+        if spec.codec != Codec::H264 || spec.format.packetization_mode != Some(1) {
+            continue;
+        }
+        let score = u8::from(params.resend().is_some()) * 2 + u8::from(params.fb_nack());
+        if best.is_none_or(|(s, _)| score > s) {
+            best = Some((score, params.pt()));
+        }
+    }
+    best.map(|(_, pt)| pt)
+}
