@@ -57,6 +57,17 @@ function whyNot(wanted, info) {
 }
 
 /**
+ * Whether the page tries WebRTC (webrtc.js) before the WebSocket decoders: where it
+ * is asked for (?decoder=webrtc), or on a page without WebCodecs (plain HTTP), where
+ * the browser's WebRTC receiver plays at WebCodecs' latency and MSE buffers. Never
+ * when another decoder is asked for, nor without RTCPeerConnection.
+ */
+export function triesWebrtc({ wanted = 'auto', webcodecs, webrtc }) {
+  if (!webrtc) return false;
+  return wanted === 'webrtc' || (wanted === 'auto' && !webcodecs);
+}
+
+/**
  * Where the page connects first, before any stream-info says what the stream is:
  * /ws/fmp4 when it will likely play with MSE (it has MSE, and no WebCodecs or MSE was
  * asked for: plain HTTP on a LAN address), else /ws. A stream-info that MSE cannot

@@ -8,6 +8,8 @@ import { WebCodecsDecoder, BroadwayDecoder, preloadBroadway } from './decoders.j
 import { MseDecoder } from './mse.js';
 import { Player } from './player.js';
 import { readStamp } from './stamp.js';
+import { WebRtcPlayer, webrtcAvailable } from './webrtc.js';
+import { triesWebrtc } from './decoder-choice.js';
 
 const params = new URLSearchParams(location.search);
 const wanted = params.get('decoder') || 'auto';
@@ -158,10 +160,34 @@ const player = new Player({
   view,
 });
 
+// Plain HTTP (no WebCodecs) with WebRTC: the browser's WebRTC receiver plays at
+// WebCodecs' latency (webrtc.js); ?decoder=webrtc asks for it anywhere. Where it
+// cannot play (no H.264 in this browser's WebRTC, WebRTC off on the server) the
+// WebSocket player takes over: MSE, then Broadway.js.
+const tryWebrtc = triesWebrtc({ wanted, webcodecs: WebCodecsDecoder.supported(), webrtc: webrtcAvailable() });
+let rtc = null;
+let webrtcNote = null;
+
 function renderOverlay() {
+  const o = $('overlay');
+  if (rtc) {
+    const s = rtc.report();
+    if (o.hidden) return;
+    const f = (v, unit = '') => (v === null || v === undefined ? '-' : `${v}${unit}`);
+    o.textContent = [
+      `decoder   webrtc (${f(s.decoderImplementation)})`,
+      `stream    H264 ${s.width}x${s.height}`,
+      `rate      ${s.fps} fps, ${s.bitrateKbps} kbit/s`,
+      `frames    ${s.framesPainted} painted / ${s.framesDecoded} decoded, ${s.framesDropped} dropped`,
+      `latency   to paint ${f(s.latencyMs, ' ms')}, jitter buffer ${f(s.jitterBufferMs, ' ms')}`,
+      `first     picture ${f(s.firstPaintMs, ' ms')}, live picture ${f(s.firstLiveMs, ' ms')}`,
+      `network   ${s.packetsLost} packets lost, ${s.nacks} NACKs, ${s.keyframeRequests} keyframes asked for`,
+      `frame     #${f(s.lastFrameNumber)}`,
+    ].join('\n');
+    return;
+  }
   // The overlay's timer also keeps the rates and the frame on screen current for stats().
   player.tick();
-  const o = $('overlay');
   if (o.hidden) return;
   const stats = player.stats;
   const f = (v, unit = '') => (v === null || v === undefined ? '-' : `${v}${unit}`);
@@ -226,11 +252,25 @@ window.nalcast = {
   stats() {
     // canvasWidth/Height: the size of the picture on the stage (the canvas, or MSE's video).
     const size = stageSize();
-    return { ...player.report(), canvasWidth: size.width, canvasHeight: size.height };
+    const report = rtc ? rtc.report() : { ...player.report(), webrtcNote };
+    return { ...report, canvasWidth: size.width, canvasHeight: size.height };
   },
 };
 
 // The decoder is chosen when the first stream-info says what the stream is. Where
 // Broadway may be needed, fetch its renderer now so the first picture can use it.
-if (wanted === 'broadway' || (!WebCodecsDecoder.supported() && !MseDecoder.supported())) preloadBroadway();
-player.start();
+if (wanted === 'broadway' || (!WebCodecsDecoder.supported() && !MseDecoder.supported() && !tryWebrtc)) preloadBroadway();
+if (tryWebrtc) {
+  rtc = new WebRtcPlayer({
+    view,
+    onUnavailable(reason) {
+      // Why WebRTC did not play, for stats(); the WebSocket player takes over.
+      webrtcNote = reason;
+      rtc = null;
+      player.start();
+    },
+  });
+  rtc.start();
+} else {
+  player.start();
+}

@@ -2,8 +2,9 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  profileName, broadwayCanPlay, chooseDecoder, explainUnplayable, firstEndpoint, endpointOf,
+  profileName, broadwayCanPlay, chooseDecoder, explainUnplayable, firstEndpoint, endpointOf, triesWebrtc,
 } from '../../public/decoder-choice.js';
+import { answerHasH264, reconnectDelay } from '../../public/webrtc.js';
 
 // Broadway's judge is the server (nalcast-h264 parses the SPS; its tests hold the
 // table of profiles and constraint flags): the page takes stream-info's word.
@@ -128,4 +129,28 @@ test('on plain HTTP with MSE that refuses the codec, the explanation says so', (
   assert.match(withHls.todo.at(-1), /LL-HLS stream.*Safari.*`http:\/\/camera\.lan:8000\/hls\/index\.m3u8`/);
   assert.match(e.why, /Media Source Extensions, which cannot play this stream/);
   assert.match(e.todo[0], /--tls self-signed/);
+});
+
+test('WebRTC is tried on plain HTTP (no WebCodecs) and when asked for, never when another decoder is', () => {
+  assert.equal(triesWebrtc({ wanted: 'auto', webcodecs: false, webrtc: true }), true, 'plain HTTP');
+  assert.equal(triesWebrtc({ wanted: 'auto', webcodecs: true, webrtc: true }), false, 'secure page: WebCodecs');
+  assert.equal(triesWebrtc({ wanted: 'webrtc', webcodecs: true, webrtc: true }), true, '?decoder=webrtc');
+  assert.equal(triesWebrtc({ wanted: 'webrtc', webcodecs: false, webrtc: false }), false, 'no RTCPeerConnection');
+  assert.equal(triesWebrtc({ wanted: 'auto', webcodecs: false, webrtc: false }), false);
+  for (const wanted of ['mse', 'broadway', 'webcodecs']) {
+    assert.equal(triesWebrtc({ wanted, webcodecs: false, webrtc: true }), false, wanted);
+  }
+});
+
+test("a WHEP answer plays only when its video section kept H.264", () => {
+  const answer = (video) => ['v=0', 'o=- 1 1 IN IP4 0.0.0.0', 's=-', 't=0 0', video, 'a=mid:0',
+    'a=rtpmap:102 H264/90000', 'a=fmtp:102 packetization-mode=1'].join('\r\n');
+  assert.equal(answerHasH264(answer('m=video 9 UDP/TLS/RTP/SAVPF 102')), true);
+  assert.equal(answerHasH264(answer('m=video 0 UDP/TLS/RTP/SAVPF 102')), false, 'rejected section');
+  assert.equal(answerHasH264(answer('m=audio 9 UDP/TLS/RTP/SAVPF 102')), false, 'not video');
+  assert.equal(answerHasH264('m=video 9 UDP/TLS/RTP/SAVPF 96\na=rtpmap:96 VP8/90000'), false);
+});
+
+test('WebRTC reconnects quickly at first, then every 5 s', () => {
+  assert.deepEqual([0, 1, 2, 3, 4, 5, 9].map(reconnectDelay), [250, 500, 1000, 2000, 4000, 5000, 5000]);
 });
