@@ -114,6 +114,11 @@ if [[ "${1:-}" == "--dist" ]]; then
     done
 fi
 
+# The WHEP tests' third-party WebRTC client: aiortc, in a venv of its own.
+if [[ "${1:-}" == "--test" ]]; then
+    scripts/setup-webrtc-client.sh
+fi
+
 # Node.js packages (Broadway.js for the page, playwright-core for the browser tests),
 # reinstalled only when the lockfile changed.
 if [[ ! -f web/node_modules/.package-lock.json || web/package-lock.json -nt web/node_modules/.package-lock.json ]]; then

@@ -206,7 +206,20 @@ async fn run(
         None => None,
     };
     let webrtc = match &config.webrtc {
-        Some(settings) => Some(server::webrtc::WebRtc::start(settings).await?),
+        Some(settings) => match server::webrtc::WebRtc::start(settings).await {
+            Ok(webrtc) => {
+                println!(
+                    "WebRTC (WHEP) viewers on UDP port {}: POST an SDP offer to /whep",
+                    webrtc.port()
+                );
+                Some(webrtc)
+            }
+            Err(e) if !settings.chosen => {
+                warn!("WebRTC is off: {e:#}; give --webrtc HOST:PORT (a free UDP port) or --webrtc off");
+                None
+            }
+            Err(e) => return Err(e),
+        },
         None => None,
     };
     let viewer_threads = server::threads::ViewerThreads::start(config.viewer_threads)

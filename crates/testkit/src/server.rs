@@ -56,8 +56,12 @@ impl Server {
     /// [`Server::start`] with extra environment variables.
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Server {
         let mut cmd = Command::new(nalcast_bin());
-        cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "127.0.0.1:0"])
-            .args(args)
+        cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "127.0.0.1:0"]);
+        // WebRTC's UDP port too, unless the test chooses: many servers run at once.
+        if !args.iter().any(|a| a.starts_with("--webrtc")) {
+            cmd.args(["--webrtc", "127.0.0.1:0"]);
+        }
+        cmd.args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

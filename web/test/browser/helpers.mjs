@@ -48,6 +48,9 @@ export function startServer(args = [], port = 0, { legacyPort = null } = {}) {
   }
   const legacy = legacyPort === null ? 'off' : `127.0.0.1:${legacyPort}`;
   const base = ['--listen', `127.0.0.1:${port}`, '--legacy-listen', legacy, '--public-host', 'camera.lan'];
+  // WebRTC only where a test asks for it (webrtc.test.mjs): elsewhere the plain-HTTP
+  // page finds it off (404) and plays over the WebSocket, the path those tests check.
+  if (!args.some((a) => a.startsWith('--webrtc'))) base.push('--webrtc', 'off');
   const proc = spawn(BIN, [...base, ...args], {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },

@@ -16,6 +16,8 @@ use nalcast_sources::{Orientation, RtspTransport, SourceOptions, VideoSettings};
 
 use crate::server::tls::TlsMode;
 
+/// Where WebRTC listens unless told (MediaMTX's port for the same).
+pub const DEFAULT_WEBRTC: &str = "0.0.0.0:8189";
 pub mod stream;
 pub use stream::{StreamConfig, StreamTable};
 
@@ -264,18 +266,15 @@ pub struct Options {
         help_heading = heading::LISTENING
     )]
     pub mjpg_streamer_listen: String,
-    /// UDP address for WebRTC viewers (WHEP), or "off"
+    /// UDP address for WebRTC viewers (WHEP), or "off" [default: 0.0.0.0:8189]
     ///
     /// One port for every WebRTC viewer. With host 0.0.0.0 nalcast offers each of
     /// this machine's addresses; viewers must reach this UDP port (open it in a
-    /// firewall). Plain-HTTP pages play through it at WebCodecs' latency.
-    #[arg(
-        long,
-        value_name = "HOST:PORT|off",
-        default_value = "0.0.0.0:8189",
-        help_heading = heading::LISTENING
-    )]
-    pub webrtc: String,
+    /// firewall). Plain-HTTP pages play through it at WebCodecs' latency. When the
+    /// default port is taken (another nalcast), nalcast says so and runs without
+    /// WebRTC; a port given here must be free.
+    #[arg(long, value_name = "HOST:PORT|off", help_heading = heading::LISTENING)]
+    pub webrtc: Option<String>,
     /// An address WebRTC viewers outside the LAN reach the --webrtc port at; repeatable.
     ///
     /// A router's public address with the UDP port forwarded to this machine (the
@@ -1062,11 +1061,12 @@ impl Config {
                 "off" | "none" | "" => None,
                 other => Some(parse_addr("mjpg-streamer-listen", other)?),
             },
-            webrtc: match o.webrtc.as_str() {
-                "off" | "none" | "" => None,
-                other => Some(crate::server::webrtc::WebRtcSettings {
-                    listen: parse_addr("webrtc", other)?,
+            webrtc: match o.webrtc.as_deref() {
+                Some("off" | "none" | "") => None,
+                chosen => Some(crate::server::webrtc::WebRtcSettings {
+                    listen: parse_addr("webrtc", chosen.unwrap_or(DEFAULT_WEBRTC))?,
                     public_ips: o.webrtc_public_ip.clone(),
+                    chosen: chosen.is_some(),
                 }),
             },
             max_hls_requests_per_ip: range(

@@ -35,4 +35,5 @@ mod server;
 mod snapshot;
 mod streams;
 mod v4l2;
+mod webrtc;
 mod websocket_protocol;

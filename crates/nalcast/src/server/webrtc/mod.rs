@@ -53,6 +53,9 @@ pub struct WebRtcSettings {
     /// Addresses viewers outside the LAN reach this port at (a router's public
     /// address with the port forwarded), offered beside the machine's own.
     pub public_ips: Vec<IpAddr>,
+    /// Given by the user: a port that cannot be had stops nalcast (the default
+    /// one only turns WebRTC off, with a warning).
+    pub chosen: bool,
 }
 
 /// One datagram for a session.
