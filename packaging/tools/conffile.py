@@ -28,6 +28,8 @@ EXAMPLES = {
     "allow-origin": '["http://dashboard.lan:3000"]',
     "frame-ancestors": '["http://homeassistant.lan:8123"]',
     "public-host": '["camera.example.com"]',
+    "webrtc": '"0.0.0.0:8189"',
+    "webrtc-public-ip": '["203.0.113.7"]',
     "trusted-proxy": '["127.0.0.1"]',
     "tls": '"off"',
     "tls-cert": '"/etc/nalcast/cert.pem"',

@@ -271,6 +271,9 @@ if (tryWebrtc) {
     },
   });
   rtc.start();
+  // Leaving the page ends the session (DELETE, sent with keepalive), rather than
+  // leaving the server to notice the silence.
+  addEventListener('pagehide', () => rtc?.stop());
 } else {
   player.start();
 }

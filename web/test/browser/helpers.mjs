@@ -1,7 +1,7 @@
 // Shared helpers for the browser tests: start the real nalcast binary, drive Debian's
 // Chromium with playwright-core, wait for conditions instead of sleeping.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, mkdirSync, existsSync } from 'node:fs';
+import { spawn, execFileSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync, existsSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,7 +42,7 @@ export function benchBin() {
  * camera.lan (mapped to loopback in Chromium, not a secure context), which nalcast
  * serves only when told (--public-host: its DNS rebinding defence).
  */
-export function startServer(args = [], port = 0, { legacyPort = null } = {}) {
+export function startServer(args = [], port = 0, { legacyPort = null, netns = null } = {}) {
   if (!existsSync(BIN)) {
     throw new Error(`nalcast binary not found at ${BIN}: build it (cargo build -p nalcast) or set NALCAST_BIN`);
   }
@@ -51,7 +51,9 @@ export function startServer(args = [], port = 0, { legacyPort = null } = {}) {
   // WebRTC only where a test asks for it (webrtc.test.mjs): elsewhere the plain-HTTP
   // page finds it off (404) and plays over the WebSocket, the path those tests check.
   if (!args.some((a) => a.startsWith('--webrtc'))) base.push('--webrtc', 'off');
-  const proc = spawn(BIN, [...base, ...args], {
+  // In a network namespace (webrtcNamespace) when asked: `ip netns exec` runs nalcast there.
+  const [cmd, argv] = netns ? ['ip', ['netns', 'exec', netns, BIN, ...base, ...args]] : [BIN, [...base, ...args]];
+  const proc = spawn(cmd, argv, {
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
   });
@@ -90,7 +92,7 @@ export async function launchBrowser(extraArgs = [], options = {}) {
   const userDataDir = mkdtempSync(path.join(tmpdir(), 'nalcast-chromium-'));
   return chromium.launchPersistentContext(userDataDir, {
     ...options,
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
+    executablePath: options.executablePath || process.env.CHROMIUM || '/usr/bin/chromium',
     headless: true,
     viewport: { width: 1280, height: 800 },
     args: [
@@ -99,6 +101,35 @@ export async function launchBrowser(extraArgs = [], options = {}) {
       ...extraArgs,
     ],
   });
+}
+
+/**
+ * A network namespace for the WebRTC tests: Chromium gathers no ICE candidates on
+ * the loopback device, so the namespace has a second address (10.213.0.1, on a veth
+ * pair inside it) besides its own loopback. Made once, idempotently (needs root, as
+ * `make test` has). Returns its name, or throws saying what is missing.
+ */
+export function webrtcNamespace() {
+  const name = 'nalcast-webrtc';
+  const ip = (...a) => execFileSync('ip', a, { stdio: ['ignore', 'pipe', 'pipe'] }).toString();
+  if (!ip('netns', 'list').split('\n').some((l) => l.split(' ')[0] === name)) ip('netns', 'add', name);
+  ip('-n', name, 'link', 'set', 'lo', 'up');
+  if (!ip('-n', name, 'link', 'show').includes('rtc0')) {
+    // A veth pair with both ends inside: kernels without the dummy module have veth.
+    ip('-n', name, 'link', 'add', 'rtc0', 'type', 'veth', 'peer', 'name', 'rtc1');
+    ip('-n', name, 'addr', 'add', '10.213.0.1/24', 'dev', 'rtc0');
+  }
+  ip('-n', name, 'link', 'set', 'rtc0', 'up');
+  ip('-n', name, 'link', 'set', 'rtc1', 'up');
+  return name;
+}
+
+/** Chromium (launchBrowser's) run inside network namespace `netns`: a wrapper script as its executable. */
+export function chromiumIn(netns) {
+  const dir = mkdtempSync(path.join(tmpdir(), 'nalcast-netns-chromium-'));
+  const wrapper = path.join(dir, 'chromium');
+  writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${netns} ${process.env.CHROMIUM || '/usr/bin/chromium'} "$@"\n`, { mode: 0o755 });
+  return wrapper;
 }
 
 /** Polls `window.nalcast.stats()` until `pred(stats)` holds; returns the stats. */

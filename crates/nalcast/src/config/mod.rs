@@ -273,7 +273,7 @@ pub struct Options {
     /// firewall). Plain-HTTP pages play through it at WebCodecs' latency. When the
     /// default port is taken (another nalcast), nalcast says so and runs without
     /// WebRTC; a port given here must be free.
-    #[arg(long, value_name = "HOST:PORT|off", help_heading = heading::LISTENING)]
+    #[arg(long, hide_short_help = true, value_name = "HOST:PORT|off", help_heading = heading::LISTENING)]
     pub webrtc: Option<String>,
     /// An address WebRTC viewers outside the LAN reach the --webrtc port at; repeatable.
     ///
