@@ -154,6 +154,11 @@ source_pct=$(awk -v a="$idle_cpu" -v b="$idle_cpu2" -v s="$secs" 'BEGIN {printf 
 glass=$(cd web && node bench/glass.mjs "http://127.0.0.1:$port/" "$(long 8 20)")
 stop
 
+# WebRTC on a plain-HTTP LAN name against WebCodecs on a secure page, one Chromium
+# (its own nalcast and Chromium in a network namespace: needs root).
+webrtc_glass=$(cd web && NALCAST_BIN="$NALCAST" node bench/webrtc-glass.mjs "$(long 3 6)" "$(long 6 12)" 2>&1) \
+    || webrtc_glass="not measured: $webrtc_glass"
+
 # LL-HLS behind real HTTP caches: does nalcast's work stay flat as clients grow?
 hls_cache=$(
     HEADER=1 CACHE=nginx scripts/hls-cache.sh "$NALCAST" "$HLS_LOAD" "$(long 5 20)" 10 100 300
@@ -174,6 +179,16 @@ slow_links=$(SLOW_JOINS=$(long 6 20) SLOW_OUT="$raw/slow-link" scripts/slow-link
     echo "|---|---|---|---|---|---|---|---|"
     echo "$glass" | while read -r line; do
         node -e 'const j = JSON.parse(process.argv[1]); console.log(`| ${j.decoder} (${j.played_by}) | ${j.first_picture_ms} | ${j.samples} | ${j.p50_ms} | ${j.p95_ms} | ${j.max_ms} | ${j.fps} | ${j.framesDropped} |`)' "$line"
+    done
+    echo
+    echo "## WebRTC against WebCodecs (web/bench/webrtc-glass.mjs, test source 1280x720 30 fps, one headless Chromium)"
+    echo
+    echo "WebCodecs on a secure page (http://127.0.0.1), WebRTC on a plain-HTTP LAN name (camera.lan), each page opened afresh per round, order alternating. First live picture: the first whose stamp is at most 200 ms old, after navigation. Targets (issue 31): WebRTC p95 ≤ 1.1× WebCodecs' p95; its first live picture ≤ 300 ms."
+    echo
+    echo "| path (played by) | rounds | first picture ms (median) | first live picture ms (median, max) | samples | p50 ms | p95 ms | dropped per round |"
+    echo "|---|---|---|---|---|---|---|---|"
+    echo "$webrtc_glass" | while read -r line; do
+        node -e 'let j; try { j = JSON.parse(process.argv[1]); } catch { console.log(`| ${process.argv[1]} |`); process.exit(0); } console.log(`| ${j.path} (${j.played_by}) | ${j.rounds} | ${j.first_picture_ms_median} | ${j.first_live_picture_ms_median}, ${j.first_live_picture_ms_max} | ${j.samples} | ${j.p50_ms} | ${j.p95_ms} | ${j.dropped_per_round_median} |`)' "$line"
     done
     echo
     echo "## LL-HLS behind an HTTP cache (scripts/hls-cache.sh, test source 1280x720 30 fps, parts of 0.2 s)"

@@ -3,7 +3,7 @@
 // sampled for a while per decoder (MSE through /ws/fmp4 too). Prints one JSON line per
 // decoder, with the time from navigation to the first picture.
 //   node bench/glass.mjs http://127.0.0.1:8000/ [seconds]
-import { launchBrowser } from '../test/helpers.mjs';
+import { launchBrowser } from '../test/browser/helpers.mjs';
 
 const url = process.argv[2];
 const seconds = Number(process.argv[3] || 20);

@@ -202,6 +202,7 @@ function renderOverlay() {
       `buffer    ${f(stats.bufferedAheadS === null ? null : Math.round(stats.bufferedAheadS * 1000), ' ms')} ahead, rate ${f(stats.playbackRate)}, `
         + `${n(stats.liveSeeks ?? 0, 'seek')}, video dropped ${f(stats.videoFramesDropped)}/${f(stats.videoFramesTotal)}`,
     ] : []),
+    `first     picture ${f(stats.firstPaintMs, ' ms')}, live picture ${f(stats.firstLiveMs, ' ms')}`,
     `clock     offset ${stats.clockOffsetMs.toFixed(1)} ms, rtt ${f(stats.rttMs, ' ms')}`,
     `frame     #${f(stats.lastFrameNumber)}`,
     `sequence  ${n(stats.sequenceGaps, 'gap')} (${n(stats.framesMissing, 'frame')} missing), ${n(stats.keyframeRequests, 'keyframe')} asked for`,

@@ -8,7 +8,7 @@ import { chooseDecoder, endpointOf, explainUnplayable, firstEndpoint } from './d
 import { Painter, RateWindow, tooFarBehind } from './playback.js';
 import { decodeServerMessage, encodeKeyframeRequest, encodePing } from './protocol.js';
 import { SequenceTracker } from './sequence.js';
-import { captureNear } from './stamp.js';
+import { captureNear, LIVE_MS } from './stamp.js';
 
 /** The stats `window.nalcast.stats()` reports, as they are before connecting. */
 function initialStats() {
@@ -19,7 +19,7 @@ function initialStats() {
     // ({expected, got, resumedAt: seq of the keyframe decoding resumed at}).
     sequenceGaps: 0, framesMissing: 0, lastGap: null, keyframeRequests: 0,
     lastFrameNumber: null, latencyMs: null, networkLatencyMs: null, fps: 0, bitrateKbps: 0,
-    clockOffsetMs: 0, rttMs: null, reconnects: 0, firstPaintMs: null, error: null, sourceReason: null,
+    clockOffsetMs: 0, rttMs: null, reconnects: 0, firstPaintMs: null, firstLiveMs: null, error: null, sourceReason: null,
     // The WebSocket endpoint in use ('ws' or 'ws/fmp4') and how often the page changed it.
     endpoint: null, endpointSwitches: 0,
     // MSE only (mse.js): how far the playhead is behind the newest data, the video
@@ -408,6 +408,9 @@ export class Player {
       const now = this.serverNowUs();
       stats.lastFrameNumber = stamp.frame;
       stats.latencyMs = Math.round((now - captureNear(stamp.low40, now)) / 100) / 10;
+      // The first picture on screen may be the start of the catch-up burst, seconds
+      // old; the first live one is the first whose stamp is at most 200 ms old.
+      if (stats.firstLiveMs === null && stats.latencyMs <= LIVE_MS) stats.firstLiveMs = Math.round(this.now());
     } else if (this.lastPainted) {
       // Not the test pattern: use the capture time the server sent.
       stats.lastFrameNumber = null;

@@ -1,6 +1,9 @@
 // Reads the test pattern's frame stamp (docs/test-pattern.md) from RGBA pixels:
 // two rows of 40 cells, 80 bits: frame number, low 40 bits of the capture time in
 // µs, check byte.
+/** A picture whose stamp is at most this old (ms) is live: the first such is the "first live picture". */
+export const LIVE_MS = 200;
+
 const CELLS = 40;
 const ROW_HEIGHT = 16;
 

@@ -8,10 +8,7 @@
 // Not a Player decoder: the media do not come through the WebSocket. The stream's
 // state comes from its /api/stream, read every 2 s; the picture's size, frames and
 // latency from the <video> and RTCPeerConnection.getStats().
-import { captureNear } from './stamp.js';
-
-/** A stamp at most this old makes the first live picture. */
-export const LIVE_MS = 200;
+import { captureNear, LIVE_MS } from './stamp.js';
 
 /** Whether this browser can try WebRTC at all. */
 export function webrtcAvailable() {
