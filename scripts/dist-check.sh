@@ -11,6 +11,8 @@ cd "$(dirname "$0")/.."
 version=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json,sys; print(next(p["version"] for p in json.load(sys.stdin)["packages"] if p["name"] == "nalcast"))')
 max_glibc=2.31
 tmp=$(mktemp -d)
+# The WHEP client's Python (scripts/setup-webrtc-client.sh, run by setup --dist).
+aiortc_python="${XDG_CACHE_HOME:-$HOME/.cache}/nalcast/aiortc-venv/bin/python"
 pids=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null; done
@@ -74,7 +76,7 @@ stream() { # stream ARCH BINARY CONFIG: the test pattern streamed to ws_capture,
     local arch=$1 bin=$2 config=$3 log="$tmp/$1.log" cap="$tmp/$1.h264" port="" i
     # shellcheck disable=SC2086 # runner is a command with its arguments
     ${runner[$arch]} "$bin" --config "$config" --source test --width 320 --height 240 --fps 10 \
-        --listen 127.0.0.1:0 --legacy-listen off --data-dir "$tmp/data-$arch" >"$log" 2>&1 &
+        --listen 127.0.0.1:0 --legacy-listen off --webrtc 127.0.0.1:0 --data-dir "$tmp/data-$arch" >"$log" 2>&1 &
     local pid=$!
     pids+=("$pid")
     for ((i = 0; i < 600; i++)); do
@@ -92,6 +94,14 @@ stream() { # stream ARCH BINARY CONFIG: the test pattern streamed to ws_capture,
     # A snapshot: the stream decoded (openh264) and a JPEG made on this architecture.
     curl -sf -o "$tmp/$arch.jpg" "http://127.0.0.1:$port/snapshot.jpg?width=160" || { echo "no snapshot"; return 1; }
     still=$(ffprobe -v error -show_entries stream=codec_name,width,height -of csv=p=0 "$tmp/$arch.jpg")
+    # WebRTC: a third-party client (aiortc) plays 3 s over WHEP; DTLS and SRTP run
+    # on this architecture (str0m's rust-crypto backend, aws-lc's certificate).
+    local whep played
+    whep=$("$aiortc_python" tests/webrtc/whep_client.py "http://127.0.0.1:$port/whep" --seconds 3 2>&1) \
+        || { kill "$pid"; echo "WHEP: ${whep//$'\n'/ }"; return 1; }
+    played=$(python3 -c 'import json, sys; d = json.loads(sys.argv[1]); s = [x for x in d["stamps"] if x is not None]
+gaps = sum(1 for a, b in zip(s, s[1:]) if b != a + 1)
+print(",".join(str(v) for v in (d["frames"], d["width"], d["height"], d["packets_lost"], gaps)))' "$whep")
     kill "$pid"
     wait "$pid" 2>/dev/null
     [[ $still == mjpeg,160,120 ]] || { echo "snapshot: $still"; return 1; }
@@ -100,8 +110,9 @@ stream() { # stream ARCH BINARY CONFIG: the test pattern streamed to ws_capture,
     [[ -z $errors ]] || { echo "ffmpeg: $errors"; return 1; }
     frames=$(ffprobe -v error -count_frames -select_streams v:0 \
         -show_entries stream=width,height,nb_read_frames -of csv=p=0 "$cap")
-    echo "$got in 8 s; ffmpeg decoded width,height,frames = $frames; snapshot $still"
-    [[ $frames == 320,240,* ]] && ((${frames##*,} >= 10))
+    echo "$got in 8 s; ffmpeg decoded width,height,frames = $frames; snapshot $still; WHEP frames,width,height,lost,gaps = $played"
+    [[ $frames == 320,240,* ]] && ((${frames##*,} >= 10)) || return 1
+    [[ $played =~ ^([0-9]+),320,240,0,0$ ]] && ((BASH_REMATCH[1] >= 15))
 }
 
 deb_fields() { # deb_fields ARCH DEB (adduser: postinst makes the nalcast system user)
@@ -170,7 +181,7 @@ for arch in ${DIST_ARCHES:-arm64 armhf amd64}; do
     check "$arch .deb control ($(stat -c %s "$deb") bytes)" deb_fields "$arch" "$deb"
     check "$arch .deb contents" deb_contents "$arch" "$deb" "$bin"
     check "$arch .deb maintainer scripts" deb_scripts "$arch"
-    check "$arch streams the test pattern and makes a snapshot${runner[$arch]:+ under ${runner[$arch]}} with the packaged config" \
+    check "$arch streams the test pattern, over WHEP too, and makes a snapshot${runner[$arch]:+ under ${runner[$arch]}} with the packaged config" \
         stream "$arch" "$bin" "$tmp/deb-$arch/etc/nalcast/nalcast.toml"
 done
 

@@ -114,8 +114,9 @@ if [[ "${1:-}" == "--dist" ]]; then
     done
 fi
 
-# The WHEP tests' third-party WebRTC client: aiortc, in a venv of its own.
-if [[ "${1:-}" == "--test" ]]; then
+# The WHEP tests' third-party WebRTC client (make test, and make dist-check under
+# qemu): aiortc, in a venv of its own.
+if [[ "${1:-}" == "--test" || "${1:-}" == "--dist" ]]; then
     scripts/setup-webrtc-client.sh
 fi
 
