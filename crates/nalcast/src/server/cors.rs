@@ -13,6 +13,36 @@ use axum::response::{IntoResponse, Redirect, Response};
 /// Adds the CORS headers to /hls answers for an allowed Origin, and answers its
 /// preflight requests.
 pub async fn hls(State(allowed): State<Arc<Vec<String>>>, req: Request, next: Next) -> Response {
+    cross_origin(&allowed, req, next, &HLS).await
+}
+
+/// The same for WHEP (a player on a dashboard, Mainsail or Fluidd on the printer's
+/// own address, posts its offer across origins): POST and DELETE, the SDP's
+/// Content-Type, and Location readable by the page.
+pub async fn whep(State(allowed): State<Arc<Vec<String>>>, req: Request, next: Next) -> Response {
+    cross_origin(&allowed, req, next, &WHEP).await
+}
+
+/// What an endpoint lets other origins do.
+struct Rules {
+    methods: &'static str,
+    headers: &'static str,
+    expose: Option<&'static str>,
+}
+
+const HLS: Rules = Rules {
+    methods: "GET, OPTIONS",
+    headers: "authorization, range",
+    expose: None,
+};
+
+const WHEP: Rules = Rules {
+    methods: "POST, DELETE, PATCH, OPTIONS",
+    headers: "authorization, content-type",
+    expose: Some("location"),
+};
+
+async fn cross_origin(allowed: &[String], req: Request, next: Next, rules: &Rules) -> Response {
     let origin = req
         .headers()
         .get(header::ORIGIN)
@@ -41,14 +71,20 @@ pub async fn hls(State(allowed): State<Arc<Vec<String>>>, req: Request, next: Ne
         HeaderValue::from_static("true"),
     );
     h.append(header::VARY, HeaderValue::from_static("Origin"));
+    if let Some(expose) = rules.expose {
+        h.insert(
+            header::ACCESS_CONTROL_EXPOSE_HEADERS,
+            HeaderValue::from_static(expose),
+        );
+    }
     if preflight {
         h.insert(
             header::ACCESS_CONTROL_ALLOW_METHODS,
-            HeaderValue::from_static("GET, OPTIONS"),
+            HeaderValue::from_static(rules.methods),
         );
         h.insert(
             header::ACCESS_CONTROL_ALLOW_HEADERS,
-            HeaderValue::from_static("authorization, range"),
+            HeaderValue::from_static(rules.headers),
         );
         h.insert(
             header::ACCESS_CONTROL_MAX_AGE,

@@ -160,16 +160,19 @@ fn per_stream(state: AppState) -> Router {
         .route("/hls", get(cors::to_playlist))
         .route("/hls/", get(cors::to_playlist))
         .layer(from_fn_with_state(state.allow_origins.clone(), cors::hls));
-    let streams = state.streams.clone();
-    let routes = Router::new()
-        .route("/ws", get(viewer::routes::framed))
-        .route("/ws/raw", get(viewer::routes::raw))
-        .route("/ws/fmp4", get(viewer::routes::fmp4))
+    let whep = Router::new()
         .route("/whep", axum::routing::post(webrtc::offer))
         .route(
             "/whep/{id}",
             axum::routing::delete(webrtc::end).patch(webrtc::patch),
         )
+        .layer(from_fn_with_state(state.allow_origins.clone(), cors::whep));
+    let streams = state.streams.clone();
+    let routes = Router::new()
+        .route("/ws", get(viewer::routes::framed))
+        .route("/ws/raw", get(viewer::routes::raw))
+        .route("/ws/fmp4", get(viewer::routes::fmp4))
+        .merge(whep)
         .merge(hls)
         .route("/api/stream", get(api::stream))
         .route("/snapshot.jpg", get(snapshot::jpeg))

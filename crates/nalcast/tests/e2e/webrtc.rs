@@ -167,3 +167,188 @@ async fn aiortc_plays_a_main_profile_camera_with_b_frames_of_a_named_stream() {
         "{j}"
     );
 }
+
+/// Chromium's offer to receive video, cut to its H.264 payload types.
+const OFFER: &str = "v=0\r\no=- 5161606966918190967 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+a=group:BUNDLE 0\r\na=extmap-allow-mixed\r\na=msid-semantic: WMS\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 102 103 108 109\r\nc=IN IP4 0.0.0.0\r\na=rtcp:9 IN IP4 0.0.0.0\r\n\
+a=ice-ufrag:gOb6\r\na=ice-pwd:g6edhJb1XmmmzAcBWu7v7I+j\r\na=ice-options:trickle\r\n\
+a=fingerprint:sha-256 17:DA:9A:A9:C2:70:EC:C6:DE:26:5E:6F:55:B3:03:6A:2A:43:19:0D:1D:B9:AF:C1:EC:C9:57:A7:7C:0D:D9:00\r\n\
+a=setup:actpass\r\na=mid:0\r\n\
+a=extmap:2 http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time\r\n\
+a=extmap:5 http://www.webrtc.org/experiments/rtp-hdrext/playout-delay\r\n\
+a=extmap:9 urn:ietf:params:rtp-hdrext:sdes:mid\r\na=recvonly\r\na=rtcp-mux\r\na=rtcp-rsize\r\n\
+a=rtpmap:102 H264/90000\r\na=rtcp-fb:102 ccm fir\r\na=rtcp-fb:102 nack\r\na=rtcp-fb:102 nack pli\r\n\
+a=fmtp:102 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42001f\r\n\
+a=rtpmap:103 rtx/90000\r\na=fmtp:103 apt=102\r\n\
+a=rtpmap:108 H264/90000\r\na=rtcp-fb:108 ccm fir\r\na=rtcp-fb:108 nack\r\na=rtcp-fb:108 nack pli\r\n\
+a=fmtp:108 level-asymmetry-allowed=1;packetization-mode=1;profile-level-id=42e01f\r\n\
+a=rtpmap:109 rtx/90000\r\na=fmtp:109 apt=108\r\n";
+
+/// One HTTP/1.1 request with a body: (status, head, body).
+async fn send(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    stream.write_all(req.as_bytes()).await.expect("write");
+    let mut raw = Vec::new();
+    let _ = stream.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    (
+        status_code(head).unwrap_or(0),
+        head.to_owned(),
+        body.to_owned(),
+    )
+}
+
+const SDP: (&str, &str) = ("Content-Type", "application/sdp");
+
+#[tokio::test]
+async fn whep_answers_an_offer_and_refuses_what_it_cannot_serve_with_the_reason() {
+    let server = Server::start(&["--allow-origin", "http://dash.lan:3000"]);
+    server.wait_healthy().await;
+    let addr = server.addr;
+    // An offer: 201, the answer, the session's URL; DELETE ends it, once.
+    let (status, head, answer) = send(addr, "POST", "/whep", &[SDP], OFFER).await;
+    assert_eq!(status, 201, "{head}\n{answer}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("content-type: application/sdp"),
+        "{head}"
+    );
+    assert!(
+        answer.contains("m=video 9") || answer.contains("m=video "),
+        "{answer}"
+    );
+    assert!(
+        answer.contains("a=ice-lite"),
+        "nalcast is ICE-lite: {answer}"
+    );
+    assert!(answer.contains("a=candidate:"), "{answer}");
+    assert!(answer.contains("H264/90000"), "{answer}");
+    assert!(answer.contains("playout-delay"), "{answer}");
+    let location = head
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .expect("Location")
+        .trim()
+        .to_owned();
+    assert!(location.starts_with("/streams/camera/whep/"), "{location}");
+    assert_eq!(send(addr, "PATCH", &location, &[], "").await.0, 405);
+    assert_eq!(send(addr, "DELETE", &location, &[], "").await.0, 200);
+    assert_eq!(
+        send(
+            addr,
+            "DELETE",
+            "/whep/0123456789abcdef0123456789abcdef",
+            &[],
+            ""
+        )
+        .await
+        .0,
+        404
+    );
+    // Refusals, each with its reason.
+    let (status, _, body) = send(
+        addr,
+        "POST",
+        "/whep",
+        &[("Content-Type", "text/plain")],
+        OFFER,
+    )
+    .await;
+    assert_eq!(
+        (status, body.contains("application/sdp")),
+        (415, true),
+        "{body}"
+    );
+    let (status, _, body) = send(addr, "POST", "/whep", &[SDP], "hello").await;
+    assert_eq!(status, 400, "{body}");
+    let audio_only = OFFER.replace("m=video", "m=audio");
+    let (status, _, body) = send(addr, "POST", "/whep", &[SDP], &audio_only).await;
+    assert!(matches!(status, 400 | 406), "{status} {body}");
+    let vp8_only = OFFER.replace("H264/90000", "VP8/90000");
+    let (status, _, body) = send(addr, "POST", "/whep", &[SDP], &vp8_only).await;
+    assert_eq!((status, body.contains("H.264")), (406, true), "{body}");
+    let huge = "a".repeat(70 * 1024);
+    assert_eq!(send(addr, "POST", "/whep", &[SDP], &huge).await.0, 413);
+    // Another site's page may not open a session; an allowed one may, reading Location.
+    let (status, _, _) = send(
+        addr,
+        "POST",
+        "/whep",
+        &[SDP, ("Origin", "http://evil.example")],
+        OFFER,
+    )
+    .await;
+    assert_eq!(status, 403);
+    let (status, head, _) = send(
+        addr,
+        "OPTIONS",
+        "/whep",
+        &[
+            ("Origin", "http://dash.lan:3000"),
+            ("Access-Control-Request-Method", "POST"),
+        ],
+        "",
+    )
+    .await;
+    let head = head.to_ascii_lowercase();
+    assert_eq!(status, 204, "{head}");
+    assert!(
+        head.contains("access-control-allow-methods: post"),
+        "{head}"
+    );
+    let (status, head, _) = send(
+        addr,
+        "POST",
+        "/whep",
+        &[SDP, ("Origin", "http://dash.lan:3000")],
+        OFFER,
+    )
+    .await;
+    assert_eq!(status, 201);
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("access-control-expose-headers: location"),
+        "{head}"
+    );
+}
+
+#[tokio::test]
+async fn a_whep_session_is_a_viewer_within_the_viewer_limits_and_off_means_404() {
+    let server = Server::start(&["--max-viewers-per-ip", "1"]);
+    server.wait_healthy().await;
+    let (status, _, body) = send(server.addr, "POST", "/whep", &[SDP], OFFER).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, stream) = http_get(server.addr, "/api/stream").await.expect("api");
+    assert!(stream.contains("\"viewers\":1"), "{stream}");
+    // The one place of this address is taken by the session (not yet connected).
+    let (status, _, body) = send(server.addr, "POST", "/whep", &[SDP], OFFER).await;
+    assert_eq!(status, 429, "{body}");
+    let off = Server::start(&["--webrtc", "off"]);
+    let (status, _, body) = send(off.addr, "POST", "/whep", &[SDP], OFFER).await;
+    assert_eq!(
+        (status, body.contains("--webrtc off")),
+        (404, true),
+        "{body}"
+    );
+}
