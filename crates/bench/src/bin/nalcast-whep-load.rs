@@ -2,8 +2,8 @@
 //! the offering (ICE-controlling) side, with one UDP socket: it POSTs a recvonly
 //! H.264 offer carrying its host candidate, takes the answer, checks the server's
 //! candidates, sets up DTLS-SRTP and receives the stream as frames (str0m
-//! depacketizes). Viewers join one every `--ramp-ms`; once every viewer has
-//! connected or failed, the tool measures `--duration` seconds, DELETEs every
+//! depacketizes). Viewers join one every `--ramp-ms`; once every viewer has its
+//! first frame or has failed, the tool measures `--duration` seconds, DELETEs every
 //! session, listens `--linger-ms` more for RTP the server still sends, and prints a
 //! markdown table like nalcast-bench's (the whole results as JSON with `--json`).
 //! It exits non-zero when a viewer did not connect or got no frames.
@@ -50,7 +50,8 @@ struct Args {
     /// Viewers.
     #[arg(long, default_value_t = 100)]
     viewers: usize,
-    /// Seconds to measure, from when every viewer has connected (or failed).
+    /// Seconds to measure, from when every viewer has its first frame (or failed, or
+    /// --connect-timeout passed).
     #[arg(long, default_value_t = 20.0)]
     duration: f64,
     /// A new viewer every this many milliseconds.
@@ -90,15 +91,15 @@ struct Ctx {
     linger: Duration,
 }
 
-/// The measured window, once every viewer has connected or failed.
+/// The measured window, once every viewer is under way or has failed.
 #[derive(Clone, Copy, Debug)]
 struct Window {
     start: Instant,
     end: Instant,
 }
 
-/// Tells the main task a viewer has connected or failed, once (at the latest when
-/// the viewer's task ends).
+/// Tells the main task a viewer is under way (its first frame came, or
+/// `--connect-timeout` passed) or failed, once (at the latest when its task ends).
 struct Settle(Option<mpsc::Sender<()>>);
 
 impl Settle {
@@ -138,7 +139,7 @@ struct ViewerResult {
     window_datagram_bytes: u64,
     /// Frames with an IDR picture within the window.
     window_keyframes: u64,
-    /// Longest wait between two frames within the window, ms.
+    /// Longest wait for a frame within the window, ms (from the frame before).
     max_gap_ms: f64,
     /// Frames str0m marked not contiguous with the previous one (a gap it could
     /// not mend with NACKs).
@@ -168,14 +169,14 @@ struct Viewer {
 impl Viewer {
     fn event(&mut self, event: Event, settle: &mut Settle) {
         match event {
-            Event::Connected => {
-                self.result.connect_ms = Some(ms(self.started.elapsed()));
-                settle.done();
-            }
+            Event::Connected => self.result.connect_ms = Some(ms(self.started.elapsed())),
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.disconnected = true;
             }
-            Event::MediaData(data) => self.frame(&data, Instant::now()),
+            Event::MediaData(data) => {
+                self.frame(&data, Instant::now());
+                settle.done();
+            }
             _ => {}
         }
     }
@@ -197,12 +198,13 @@ impl Viewer {
             r.rtp_missing += first.saturating_sub(prev + 1);
         }
         self.last_seq = Some(self.last_seq.map_or(last, |p| p.max(last)));
-        if let Some(w) = self.window.filter(|w| now >= w.start && now < w.end) {
+        if self.window.is_some_and(|w| now >= w.start && now < w.end) {
             r.window_frames += 1;
             r.window_bytes += data.data.len() as u64;
             r.window_keyframes += u64::from(keyframe);
-            let since = self.last_frame_at.map_or(w.start, |t| t.max(w.start));
-            r.max_gap_ms = r.max_gap_ms.max(ms(now.duration_since(since)));
+            if let Some(prev) = self.last_frame_at {
+                r.max_gap_ms = r.max_gap_ms.max(ms(now.duration_since(prev)));
+            }
         }
         self.last_frame_at = Some(now);
     }
@@ -369,14 +371,18 @@ async fn drive(
         if viewer.disconnected && delete.is_none() && deleted_at.is_none() {
             bail!("ICE disconnected");
         }
-        if viewer.result.connect_ms.is_none() {
-            if now >= connect_deadline {
+        if settle.0.is_some() {
+            if now < connect_deadline {
+                wake = wake.min(connect_deadline);
+            } else if viewer.result.connect_ms.is_none() {
                 bail!(
                     "not connected {} s after the POST",
                     ctx.connect_timeout.as_secs_f64()
                 );
+            } else {
+                // Connected but no frame yet: the run need not wait for it.
+                settle.done();
             }
-            wake = wake.min(connect_deadline);
         }
         match (viewer.window, &delete, deleted_at) {
             (Some(w), None, None) if now >= w.end => {

@@ -17,7 +17,7 @@ use nalcast_core::{hub, ingest, join, keyframe, package};
 use nalcast_sources::publish;
 
 /// Every series, in the order `/metrics` describes them.
-pub const ALL: [Series; 30] = [
+pub const ALL: [Series; 33] = [
     hub::VIEWERS,
     limits::CONNECTIONS_OPEN,
     hub::FRAMES_IN,
@@ -48,6 +48,9 @@ pub const ALL: [Series; 30] = [
     super::snapshot::SNAPSHOT_SECONDS,
     super::snapshot::MJPEG_VIEWERS,
     super::snapshot::MJPEG_FRAMES,
+    super::webrtc::SESSIONS,
+    super::webrtc::SESSIONS_ENDED,
+    super::webrtc::VIEWER_KEYFRAME_REQUESTS,
 ];
 
 /// Describes every series and creates those of the whole server at zero (the

@@ -123,6 +123,24 @@ async fn aiortc_plays_the_test_pattern_over_whep_from_a_live_keyframe_without_a_
         "{}",
         played.json
     );
+    // The session is over (DELETE) and counted as played.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
+        let ended = metrics.lines().any(|l| {
+            l.starts_with("nalcast_webrtc_sessions_total{")
+                && l.contains("result=\"connected\"")
+                && l.ends_with(" 1")
+        });
+        let none_now = metrics
+            .lines()
+            .any(|l| l.starts_with("nalcast_webrtc_sessions{") && l.ends_with(" 0"));
+        if ended && none_now {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,7 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use nalcast_core::metric::Series;
 use str0m::config::DtlsCert;
 use str0m::{Candidate, IceCreds};
 use tokio::net::UdpSocket;
@@ -37,6 +38,23 @@ use crate::server::viewer::routes::viewer_place;
 use crate::server::ForStream;
 
 mod session;
+
+/// WebRTC viewers now (also counted in `nalcast_viewers`).
+pub const SESSIONS: Series =
+    Series::gauge("nalcast_webrtc_sessions", "WebRTC (WHEP) sessions now").per_stream();
+/// Sessions that ended, by how far they got.
+pub const SESSIONS_ENDED: Series = Series::counter(
+    "nalcast_webrtc_sessions_total",
+    "WebRTC (WHEP) sessions ended, by result: connected (played), unconnected (no ICE and DTLS within 15 s, or an error before)",
+)
+.labelled("result", &["connected", "unconnected"])
+.per_stream();
+/// Keyframe requests (PLI, FIR) from WebRTC viewers.
+pub const VIEWER_KEYFRAME_REQUESTS: Series = Series::counter(
+    "nalcast_webrtc_keyframe_requests_total",
+    "keyframe requests (PLI or FIR) from WebRTC viewers whose decoder lost a reference",
+)
+.per_stream();
 
 /// Largest SDP offer taken (a browser's is 3-6 KB).
 const MAX_OFFER: usize = 64 * 1024;

@@ -123,6 +123,8 @@ impl Session {
         stop: Arc<Notify>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        let label = self.state.stream.hub.stream_label().clone();
+        super::SESSIONS.gauge_in(&label).increment(1.0);
         let mut batch = Vec::new();
         let give_up = tokio::time::Instant::from_std(self.opened + CONNECT_TIMEOUT);
         let why = loop {
@@ -166,6 +168,15 @@ impl Session {
             }
         };
         info!(stream = %self.state.stream.config.name, "WebRTC viewer left: {why}");
+        super::SESSIONS.gauge_in(&label).decrement(1.0);
+        let result = if self.connected {
+            "connected"
+        } else {
+            "unconnected"
+        };
+        super::SESSIONS_ENDED
+            .count_as_in(&label, result)
+            .increment(1);
         self.rtc.disconnect();
         // Flush the goodbye (DTLS close_notify).
         let _ = self.drive(webrtc);
@@ -209,6 +220,9 @@ impl Session {
             // The viewer's decoder lost its reference (losses NACK did not mend):
             // P-frames are useless to it until a keyframe comes.
             Event::KeyframeRequest(_) if !self.waiting_for_keyframe => {
+                super::VIEWER_KEYFRAME_REQUESTS
+                    .count_in(self.state.stream.hub.stream_label())
+                    .increment(1);
                 self.waiting_for_keyframe = true;
                 self.state.stream.hub.request_keyframe(Instant::now());
             }
