@@ -220,13 +220,15 @@ fn has_idr(au: &[u8]) -> bool {
         .any(|w| w[..3] == [0, 0, 1] && w[3] & 0x1f == 5)
 }
 
-/// One HTTP/1.1 request on a connection of its own: status, Location, body.
-async fn http(
-    authority: &str,
-    method: Method,
-    path: &str,
-    sdp: Option<String>,
-) -> Result<(u16, Option<String>, String)> {
+/// An HTTP response.
+struct Reply {
+    status: u16,
+    location: Option<String>,
+    body: String,
+}
+
+/// One HTTP/1.1 request on a connection of its own.
+async fn http(authority: &str, method: Method, path: &str, sdp: Option<String>) -> Result<Reply> {
     let stream = TcpStream::connect(authority)
         .await
         .with_context(|| format!("connect to {authority}"))?;
@@ -251,11 +253,11 @@ async fn http(
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
     let body = res.into_body().collect().await?.to_bytes();
-    Ok((
+    Ok(Reply {
         status,
         location,
-        String::from_utf8_lossy(&body).into_owned(),
-    ))
+        body: String::from_utf8_lossy(&body).into_owned(),
+    })
 }
 
 /// The path a Location names, relative to the offer's path.
@@ -333,7 +335,11 @@ async fn drive(
     .await
     .context("POST timed out")?
     .context("POST")?;
-    let (status, location, body) = posted;
+    let Reply {
+        status,
+        location,
+        body,
+    } = posted;
     if status != 201 {
         bail!("POST: HTTP {status}: {}", body.trim_end());
     }
@@ -346,7 +352,7 @@ async fn drive(
 
     let connect_deadline = viewer.started + ctx.connect_timeout;
     let mut buf = vec![0u8; MAX_DATAGRAM];
-    let mut delete: Option<JoinHandle<Result<(u16, Option<String>, String)>>> = None;
+    let mut delete: Option<JoinHandle<Result<Reply>>> = None;
     let mut deleted_at: Option<Instant> = None;
     loop {
         // Everything str0m has to send and tell, up to its next timeout (not
@@ -443,7 +449,7 @@ async fn drive(
                 delete = None;
                 deleted_at = Some(Instant::now());
                 match done {
-                    Ok(Ok((status, _, _))) => viewer.result.delete_status = Some(status),
+                    Ok(Ok(reply)) => viewer.result.delete_status = Some(reply.status),
                     Ok(Err(e)) => viewer.result.error = Some(format!("DELETE: {e:#}")),
                     Err(e) => viewer.result.error = Some(format!("DELETE task: {e}")),
                 }

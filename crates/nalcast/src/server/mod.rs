@@ -161,7 +161,10 @@ fn per_stream(state: AppState) -> Router {
         .route("/hls/", get(cors::to_playlist))
         .layer(from_fn_with_state(state.allow_origins.clone(), cors::hls));
     let whep = Router::new()
-        .route("/whep", axum::routing::post(webrtc::offer))
+        .route(
+            "/whep",
+            axum::routing::post(webrtc::offer).options(webrtc::options),
+        )
         .route(
             "/whep/{id}",
             axum::routing::delete(webrtc::end).patch(webrtc::patch),

@@ -271,6 +271,8 @@ async fn whep_answers_an_offer_and_refuses_what_it_cannot_serve_with_the_reason(
         .to_owned();
     assert!(location.starts_with("/streams/camera/whep/"), "{location}");
     assert_eq!(send(addr, "PATCH", &location, &[], "").await.0, 405);
+    // A MediaMTX-style player asks for ICE servers first: none needed, 204.
+    assert_eq!(send(addr, "OPTIONS", "/whep", &[], "").await.0, 204);
     assert_eq!(send(addr, "DELETE", &location, &[], "").await.0, 200);
     assert_eq!(
         send(

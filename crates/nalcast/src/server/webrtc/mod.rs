@@ -414,6 +414,16 @@ pub async fn end(ForStream(state): ForStream, Path(id): Path<String>) -> Respons
     }
 }
 
+/// `OPTIONS /whep`: what MediaMTX's player (and players made after it, such as
+/// Mainsail's) asks first, for ICE servers in `Link` headers. nalcast needs none:
+/// its candidates are in the answer.
+pub async fn options() -> Response {
+    let mut res = StatusCode::NO_CONTENT.into_response();
+    res.headers_mut()
+        .insert(header::ALLOW, HeaderValue::from_static("POST, OPTIONS"));
+    res
+}
+
 /// `PATCH /whep/{id}`: trickle ICE is not needed (nalcast's candidates are all in
 /// the answer, and as ICE-lite it learns the viewer's from its checks): 405, which
 /// RFC 9725 lets a server answer.
