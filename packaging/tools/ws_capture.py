@@ -4,7 +4,10 @@ message) to an .h264 file that ffmpeg reads, for the packaging smoke test.
 Standard library only, so it runs wherever the packages are built.
 
     ws_capture.py ws://127.0.0.1:PORT/ws/raw OUT.h264 SECONDS
-Prints the number of messages and bytes saved.
+Prints the number of messages and bytes saved. OUT "-" writes to standard output,
+each NAL unit as it comes (a live source for another nalcast: `--source
+exec:ws_capture.py URL - 3600`, a camera that cannot make keyframes on demand),
+and the count to standard error.
 """
 import base64
 import os
@@ -43,7 +46,8 @@ def main():
     end = time.monotonic() + seconds
     messages = size = 0
     message = b""
-    with open(out_path, "wb") as out:
+    live = out_path == "-"
+    with (os.fdopen(os.dup(1), "wb", buffering=0) if live else open(out_path, "wb")) as out:
         while time.monotonic() < end:
             sock.settimeout(max(0.1, end - time.monotonic()))
             try:
@@ -67,7 +71,7 @@ def main():
                     messages += 1
                     size += len(message)
                     message = b""
-    print(f"{messages} messages, {size} bytes")
+    print(f"{messages} messages, {size} bytes", file=sys.stderr if live else sys.stdout)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ export class WebRtcPlayer {
     this.connectedOnce = false;
     this.stats = {
       decoder: 'webrtc', endpoint: 'whep', state: 'connecting', framesPainted: 0, framesDecoded: 0,
-      firstPaintMs: null, firstLiveMs: null, lastFrameNumber: null, latencyMs: null, width: 0, height: 0,
+      firstPaintMs: null, firstLiveMs: null, firstLatencyMs: null, lastFrameNumber: null, latencyMs: null, width: 0, height: 0,
       codec: 'H264', reconnects: 0, packetsLost: 0, nacks: 0, jitterBufferMs: null, decoderImplementation: null,
       framesDropped: 0, sourceReason: null, error: null, sequenceGaps: 0, framesMissing: 0, endpointSwitches: 0,
       keyframeRequests: 0, fps: 0, bitrateKbps: 0, clockOffsetMs: 0, rttMs: null, networkLatencyMs: null,
@@ -189,6 +189,9 @@ export class WebRtcPlayer {
     const nowUs = (performance.timeOrigin + performance.now()) * 1000;
     stats.lastFrameNumber = stamp.frame;
     stats.latencyMs = Math.round((nowUs - captureNear(stamp.low40, nowUs)) / 100) / 10;
+    // The first stamped picture's age: with a camera that cannot make keyframes,
+    // the wait for its next one is the first picture's time less this.
+    if (stats.firstLatencyMs === null) stats.firstLatencyMs = stats.latencyMs;
     if (stats.firstLiveMs === null && stats.latencyMs <= LIVE_MS) stats.firstLiveMs = Math.round(now);
   }
 
