@@ -65,7 +65,7 @@ const view = {
     const badge = $('state');
     // "starting": the camera is being started (at nalcast's start, or for the first
     // viewer of a stream started on demand).
-    const label = state === 'starting' ? 'starting camera' : state;
+    const label = { starting: 'starting camera', 'catching-up': 'catching up' }[state] ?? state;
     badge.textContent = reason ? `${label}: ${reason}` : label;
     badge.className = `badge ${state}`;
   },

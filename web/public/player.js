@@ -395,7 +395,13 @@ export class Player {
       this.connection.proven();
     }
     if (stats.firstPaintMs === null) stats.firstPaintMs = Math.round(at);
-    if (stats.state !== 'live' && stats.state !== 'source-lost') this.setState('live');
+    // A picture of the join burst (the cached GOP) is not live yet: "catching up"
+    // until the first live one is on screen, rather than an old picture called live.
+    const catchingUp = Boolean(unit?.catchUp);
+    const want = catchingUp ? 'catching-up' : 'live';
+    if (stats.state !== want && stats.state !== 'source-lost' && !(catchingUp && stats.state === 'live')) {
+      this.setState(want);
+    }
     if (at - this.lastStampRead > 100) this.refreshStamp();
   }
 

@@ -294,15 +294,18 @@ test('live pictures are painted at once; while catching up only the newest, afte
   const first = d.output({ seq: 1, catchUp: true });
   assert.deepEqual(painted, [first], 'the first picture is painted at once');
   assert.equal(player.stats.firstPaintMs, 1000);
-  assert.equal(shown.state, 'live');
+  // The cached GOP's first picture is old: not called live until a live one shows.
+  assert.equal(shown.state, 'catching-up');
   const older = d.output({ seq: 2, catchUp: true });
   const newer = d.output({ seq: 3, catchUp: true });
   assert.equal(older.released, true, 'replaced before it was painted');
   assert.equal(painted.length, 1);
   time.advance(50);
   assert.deepEqual(painted, [first, newer]);
+  assert.equal(shown.state, 'catching-up');
   d.output({ seq: 4, catchUp: false });
   assert.equal(painted.length, 3);
+  assert.equal(shown.state, 'live');
   assert.equal(player.stats.framesDecoded, 4);
   assert.equal(player.stats.framesPainted, 3);
 });
@@ -440,9 +443,13 @@ test('a secure page asked for MSE (?decoder=mse) connects to ws/fmp4; pictures M
   d.init = () => {};
   socket().receive(initSegment());
   socket().receive(fragment({ seq: 1, key: true, catchUp: true }));
-  // Even a catch-up picture: the video element has already shown it.
+  // Even a catch-up picture: the video element has already shown it (catching up
+  // until a live one).
   d.output({ seq: 1, catchUp: true, captureUs: TIME_ORIGIN * 1000 });
   assert.equal(painted.length, 1);
+  assert.equal(player.stats.state, 'catching-up');
+  socket().receive(fragment({ seq: 2, key: false }));
+  d.output({ seq: 2, catchUp: false, captureUs: TIME_ORIGIN * 1000 });
   assert.equal(player.stats.state, 'live');
 });
 
