@@ -111,7 +111,7 @@ pub fn lines(f: &Facts) -> Vec<String> {
     out
 }
 
-fn is_link_local(ip: &IpAddr) -> bool {
+pub(crate) fn is_link_local(ip: &IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_link_local(),
         IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,

@@ -126,7 +126,7 @@ impl WebRtc {
             crate::banner::machine_addresses()
                 .into_iter()
                 .filter(|ip| ip.is_ipv4() || want_v6)
-                .filter(|ip| !is_link_local(ip))
+                .filter(|ip| !crate::banner::is_link_local(ip))
                 .collect()
         } else {
             vec![settings.listen.ip()]
@@ -260,13 +260,6 @@ impl WebRtc {
             }
             None => false,
         }
-    }
-}
-
-fn is_link_local(ip: &IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_link_local(),
-        IpAddr::V6(v6) => v6.segments()[0] & 0xffc0 == 0xfe80,
     }
 }
 
