@@ -214,7 +214,7 @@ async fn run(
                 );
                 Some(webrtc)
             }
-            Err(e) if !settings.chosen => {
+            Err(e) if settings.optional() => {
                 warn!("WebRTC is off: {e:#}; give --webrtc HOST:PORT (a free UDP port) or --webrtc off");
                 None
             }

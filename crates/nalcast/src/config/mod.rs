@@ -271,8 +271,8 @@ pub struct Options {
     /// One port for every WebRTC viewer. With host 0.0.0.0 nalcast offers each of
     /// this machine's addresses; viewers must reach this UDP port (open it in a
     /// firewall). Plain-HTTP pages play through it at WebCodecs' latency. When the
-    /// default port is taken (another nalcast), nalcast says so and runs without
-    /// WebRTC; a port given here must be free.
+    /// default address is taken (another nalcast), nalcast says so and runs without
+    /// WebRTC; any other address must be free.
     #[arg(long, hide_short_help = true, value_name = "HOST:PORT|off", help_heading = heading::LISTENING)]
     pub webrtc: Option<String>,
     /// An address WebRTC viewers outside the LAN reach the --webrtc port at; repeatable.
@@ -280,7 +280,7 @@ pub struct Options {
     /// A router's public address with the UDP port forwarded to this machine (the
     /// same port number). Offered to viewers beside the machine's own addresses.
     #[arg(long, hide_short_help = true, value_name = "IP", help_heading = heading::LISTENING)]
-    pub webrtc_public_ip: Vec<std::net::IpAddr>,
+    pub webrtc_public_ip: Vec<String>,
     /// Also answer to this host name (*.example.com for a domain, * for any); repeatable.
     ///
     /// A DNS name or a reverse proxy's name that users open the camera by. IP
@@ -1065,8 +1065,15 @@ impl Config {
                 Some("off" | "none" | "") => None,
                 chosen => Some(crate::server::webrtc::WebRtcSettings {
                     listen: parse_addr("webrtc", chosen.unwrap_or(DEFAULT_WEBRTC))?,
-                    public_ips: o.webrtc_public_ip.clone(),
-                    chosen: chosen.is_some(),
+                    public_ips: o
+                        .webrtc_public_ip
+                        .iter()
+                        .map(|ip| {
+                            ip.parse().map_err(|_| {
+                                format!("--webrtc-public-ip '{ip}' is not an IP address (e.g. 203.0.113.7)")
+                            })
+                        })
+                        .collect::<Result<_, _>>()?,
                 }),
             },
             max_hls_requests_per_ip: range(

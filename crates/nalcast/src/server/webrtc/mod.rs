@@ -71,9 +71,14 @@ pub struct WebRtcSettings {
     /// Addresses viewers outside the LAN reach this port at (a router's public
     /// address with the port forwarded), offered beside the machine's own.
     pub public_ips: Vec<IpAddr>,
-    /// Given by the user: a port that cannot be had stops nalcast (the default
-    /// one only turns WebRTC off, with a warning).
-    pub chosen: bool,
+}
+
+impl WebRtcSettings {
+    /// Whether nalcast may run without WebRTC when this address cannot be had: the
+    /// default one (taken, most likely, by another nalcast), not one chosen.
+    pub fn optional(&self) -> bool {
+        self.listen.to_string() == crate::config::DEFAULT_WEBRTC
+    }
 }
 
 /// One datagram for a session.
