@@ -528,17 +528,22 @@ async fn while_the_camera_is_lost_the_snapshot_is_its_last_picture_and_says_how_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn before_the_first_picture_a_snapshot_is_a_clear_503_and_starts_an_on_demand_camera() {
+    // A camera that takes a second to start (as a real one does): the test pattern
+    // starts in milliseconds, sometimes before the first request is answered.
+    let dir = temp_dir("snapshot-on-demand");
+    let clip = dir.join("clip.h264");
+    write_h264(&clip, 320, 240, 30, 30);
+    let camera = format!(
+        "porch=exec:sleep 1; while true; do cat {}; done",
+        clip.display()
+    );
     let server = Server::start(&[
         "--stream",
-        "porch=test",
+        &camera,
         "--on-demand",
         "on",
         "--idle-timeout",
         "5",
-        "--width",
-        "320",
-        "--height",
-        "240",
     ]);
     // An idle on-demand camera has no picture: 503 saying so, with when to ask again.
     let (status, headers, body) = get(server.addr, "/streams/porch/snapshot.jpg").await;
