@@ -63,6 +63,15 @@ struct Args {
     /// After the DELETE, listen this long for RTP the server should no longer send.
     #[arg(long, default_value_t = 1000)]
     linger_ms: u64,
+    /// Each viewer socket's receive buffer, bytes (SO_RCVBUF, capped by the kernel's
+    /// net.core.rmem_max; 0: the system's default). One thread serving hundreds of
+    /// viewers reads each socket later than a viewer with a CPU of its own would, so
+    /// a larger buffer keeps the load generator's own lateness from losing packets.
+    #[arg(long, default_value_t = 0)]
+    recv_buffer: usize,
+    /// The source's frame rate, to count from RTP times the frames that never came.
+    #[arg(long, default_value_t = 30.0)]
+    fps: f64,
     /// Runtime worker threads (1: a single-threaded runtime).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -89,6 +98,10 @@ struct Ctx {
     cert: DtlsCert,
     connect_timeout: Duration,
     linger: Duration,
+    /// SO_RCVBUF of each viewer's socket (0: the default).
+    recv_buffer: usize,
+    /// The source's frame rate.
+    fps: f64,
 }
 
 /// The measured window, once every viewer is under way or has failed.
@@ -146,10 +159,17 @@ struct ViewerResult {
     non_contiguous: u64,
     /// RTP sequence numbers skipped between consecutive frames.
     rtp_missing: u64,
+    /// Frames missing by the RTP times of consecutive frames at `--fps`: the server
+    /// skipped them, the source was late, or every packet of theirs was lost.
+    time_skipped: u64,
     /// Errors str0m returned for a datagram or a timeout.
     input_errors: u64,
     /// HTTP status of the DELETE.
     delete_status: Option<u16>,
+    /// The server said goodbye (DTLS close_notify): str0m's Closed event.
+    server_closed: bool,
+    /// DTLS datagrams (an alert: the goodbye) received after the DELETE was answered.
+    dtls_after_delete: u64,
     /// RTP datagrams received more than 100 ms after the DELETE was answered.
     rtp_after_delete: u64,
     /// Why the viewer failed, if it did.
@@ -163,7 +183,13 @@ struct Viewer {
     window: Option<Window>,
     last_frame_at: Option<Instant>,
     last_seq: Option<u64>,
+    /// The last frame's RTP time, s.
+    last_time: Option<f64>,
+    /// The source's frame rate.
+    fps: f64,
     disconnected: bool,
+    /// The session's path, once the POST was answered, until it is DELETEd.
+    session: Option<String>,
 }
 
 impl Viewer {
@@ -173,6 +199,7 @@ impl Viewer {
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.disconnected = true;
             }
+            Event::Closed => self.result.server_closed = true,
             Event::MediaData(data) => {
                 self.frame(&data, Instant::now());
                 settle.done();
@@ -198,6 +225,14 @@ impl Viewer {
             r.rtp_missing += first.saturating_sub(prev + 1);
         }
         self.last_seq = Some(self.last_seq.map_or(last, |p| p.max(last)));
+        let time = data.time.numer() as f64 / f64::from(data.time.denom().max(1));
+        if let Some(prev) = self.last_time {
+            let frames = ((time - prev) * self.fps).round();
+            if frames > 1.0 {
+                r.time_skipped += frames as u64 - 1;
+            }
+        }
+        self.last_time = Some(time);
         if self.window.is_some_and(|w| now >= w.start && now < w.end) {
             r.window_frames += 1;
             r.window_bytes += data.data.len() as u64;
@@ -292,10 +327,21 @@ async fn run_viewer(
         window: None,
         last_frame_at: None,
         last_seq: None,
+        last_time: None,
+        fps: ctx.fps,
         disconnected: false,
+        session: None,
     };
     if let Err(e) = drive(&ctx, &mut viewer, window_rx, &mut settle).await {
         viewer.result.error = Some(format!("{e:#}"));
+        // A viewer that gives up still ends its session, as a page would.
+        if let Some(path) = viewer.session.take() {
+            let _ = tokio::time::timeout(
+                Duration::from_secs(2),
+                http(&ctx.authority, Method::DELETE, &path, None),
+            )
+            .await;
+        }
     }
     viewer.result
 }
@@ -306,9 +352,8 @@ async fn drive(
     mut window_rx: watch::Receiver<Option<Window>>,
     settle: &mut Settle,
 ) -> Result<()> {
-    let socket = UdpSocket::bind(SocketAddr::new(ctx.local_ip, 0))
-        .await
-        .context("bind a UDP socket")?;
+    let socket =
+        bind_udp(SocketAddr::new(ctx.local_ip, 0), ctx.recv_buffer).context("bind a UDP socket")?;
     let local = socket.local_addr()?;
     let mut rtc = RtcConfig::new()
         .set_dtls_cert(ctx.cert.clone())
@@ -345,6 +390,7 @@ async fn drive(
     }
     let location = location.context("201 without Location")?;
     let session = resolve_location(&ctx.authority, &ctx.path, &location)?;
+    viewer.session = Some(session.clone());
     let answer = SdpAnswer::from_sdp_string(&body).context("the answer is not SDP")?;
     rtc.sdp_api()
         .accept_answer(pending, answer)
@@ -355,25 +401,28 @@ async fn drive(
     let mut delete: Option<JoinHandle<Result<Reply>>> = None;
     let mut deleted_at: Option<Instant> = None;
     loop {
-        // Everything str0m has to send and tell, up to its next timeout (not
-        // driven after the DELETE: only what the server still sends is counted).
-        let mut wake = match deleted_at {
-            Some(at) => at + ctx.linger,
-            None => loop {
-                if !rtc.is_alive() {
-                    bail!("the connection closed");
+        // Everything str0m has to send and tell, up to its next timeout.
+        let mut wake = Instant::now() + Duration::from_secs(3600);
+        while rtc.is_alive() {
+            match rtc.poll_output().context("str0m")? {
+                Output::Timeout(t) => {
+                    wake = t;
+                    break;
                 }
-                match rtc.poll_output().context("str0m")? {
-                    Output::Timeout(t) => break t,
-                    Output::Transmit(t) => {
-                        // A full socket buffer drops it, as the network would.
-                        let _ = socket.try_send_to(&t.contents, t.destination);
-                    }
-                    Output::Event(e) => viewer.event(e, settle),
+                Output::Transmit(t) => {
+                    // A full socket buffer drops it, as the network would.
+                    let _ = socket.try_send_to(&t.contents, t.destination);
                 }
-            },
-        };
+                Output::Event(e) => viewer.event(e, settle),
+            }
+        }
         let now = Instant::now();
+        if !rtc.is_alive() && delete.is_none() && deleted_at.is_none() {
+            bail!("the server closed the connection");
+        }
+        if let Some(at) = deleted_at {
+            wake = wake.min(at + ctx.linger);
+        }
         if viewer.disconnected && delete.is_none() && deleted_at.is_none() {
             bail!("ICE disconnected");
         }
@@ -392,6 +441,7 @@ async fn drive(
         }
         match (viewer.window, &delete, deleted_at) {
             (Some(w), None, None) if now >= w.end => {
+                viewer.session = None;
                 let (authority, path) = (ctx.authority.clone(), session.clone());
                 delete = Some(tokio::spawn(async move {
                     http(&authority, Method::DELETE, &path, None).await
@@ -412,12 +462,18 @@ async fn drive(
                     viewer.result.window_datagram_bytes += n as u64;
                 }
                 if let Some(at) = deleted_at {
-                    // RTP/SRTP (RFC 7983: first byte 128..=191, RTCP's PT 200..=207 aside).
+                    // RTP/SRTP (RFC 7983: first byte 128..=191; RFC 5761: RTCP's
+                    // second byte 192..=223).
                     let rtp = contents.first().is_some_and(|b| (128..=191).contains(b))
-                        && contents.get(1).is_some_and(|pt| !(200..=207).contains(pt));
+                        && contents.get(1).is_some_and(|pt| !(192..=223).contains(pt));
                     if rtp && now > at + DELETE_GRACE {
                         viewer.result.rtp_after_delete += 1;
                     }
+                    if contents.first().is_some_and(|b| (20..=63).contains(b)) {
+                        viewer.result.dtls_after_delete += 1;
+                    }
+                }
+                if !rtc.is_alive() {
                     continue;
                 }
                 match Receive::new(Protocol::Udp, source, local, contents) {
@@ -430,7 +486,7 @@ async fn drive(
                 }
             }
             _ = sleep => {
-                if deleted_at.is_none() && rtc.handle_input(Input::Timeout(Instant::now())).is_err() {
+                if rtc.is_alive() && rtc.handle_input(Input::Timeout(Instant::now())).is_err() {
                     viewer.result.input_errors += 1;
                 }
             }
@@ -464,6 +520,28 @@ fn cpu_ticks(pid: &str) -> Option<u64> {
     let rest = stat.get(stat.rfind(')')? + 2..)?;
     let fields: Vec<&str> = rest.split_whitespace().collect();
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
+}
+
+/// The machine's CPU ticks: (busy, all), every core and process (steal counts as busy).
+fn host_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let all: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((all - idle, all))
+}
+
+/// The share of the machine's CPU that was busy between two readings, %.
+fn host_busy_pct(before: Option<(u64, u64)>, after: Option<(u64, u64)>) -> Option<f64> {
+    let ((b0, a0), (b1, a1)) = (before?, after?);
+    let all = a1.saturating_sub(a0);
+    (all > 0).then(|| b1.saturating_sub(b0) as f64 / all as f64 * 100.0)
 }
 
 /// Resident memory of a process, MiB.
@@ -529,6 +607,8 @@ struct Summary {
     viewers_non_contiguous: usize,
     /// RTP sequence numbers skipped between frames, all viewers.
     rtp_missing: u64,
+    /// Frames missing by RTP time (not sent, or wholly lost), all viewers.
+    time_skipped: u64,
     /// IDR frames per viewer within the window: median, max.
     keyframes: [Option<f64>; 2],
     /// Frame payload received within the window by all viewers, Mbit/s.
@@ -541,6 +621,10 @@ struct Summary {
     rtp_after_delete: u64,
     /// Viewers that got such datagrams.
     viewers_rtp_after_delete: usize,
+    /// Viewers the server said goodbye to (DTLS close_notify), after the DELETE or before.
+    server_closed: usize,
+    /// DTLS datagrams received after the DELETEs were answered, all viewers.
+    dtls_after_delete: u64,
     /// datagrams or timeouts str0m refused, all viewers.
     input_errors: u64,
     /// The load generator's CPU over the window, % of one core.
@@ -549,6 +633,11 @@ struct Summary {
     server_cpu_pct: Option<f64>,
     /// The server's resident memory at the window's end, MiB (with --pid).
     server_rss_mib: Option<f64>,
+    /// The whole machine's CPU busy over the window, % of all its cores: well above
+    /// what the load generator and the server use, something else ran too.
+    host_busy_pct: Option<f64>,
+    /// The machine's cores.
+    host_cores: usize,
 }
 
 impl Summary {
@@ -599,6 +688,7 @@ impl Summary {
             non_contiguous: results.iter().map(|r| r.non_contiguous).sum(),
             viewers_non_contiguous: results.iter().filter(|r| r.non_contiguous > 0).count(),
             rtp_missing: results.iter().map(|r| r.rtp_missing).sum(),
+            time_skipped: results.iter().map(|r| r.time_skipped).sum(),
             keyframes: [percentile(&keyframes, 50.0), percentile(&keyframes, 100.0)],
             media_mbit_s: mbit(results.iter().map(|r| r.window_bytes).sum()),
             udp_mbit_s: mbit(results.iter().map(|r| r.window_datagram_bytes).sum()),
@@ -608,10 +698,14 @@ impl Summary {
                 .count(),
             rtp_after_delete: results.iter().map(|r| r.rtp_after_delete).sum(),
             viewers_rtp_after_delete: results.iter().filter(|r| r.rtp_after_delete > 0).count(),
+            server_closed: results.iter().filter(|r| r.server_closed).count(),
+            dtls_after_delete: results.iter().map(|r| r.dtls_after_delete).sum(),
             input_errors: results.iter().map(|r| r.input_errors).sum(),
             load_cpu_pct: None,
             server_cpu_pct: None,
             server_rss_mib: None,
+            host_busy_pct: None,
+            host_cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
         }
     }
 
@@ -623,9 +717,9 @@ impl Summary {
             v.map_or("-".into(), |x| format!("{x:.0}"))
         }
         format!(
-            "| scenario | viewers | connected | failed | no frames | connect p50/p95/max ms | first frame p50/p95/max ms | first not IDR | frames/viewer min/median | fps min/p5/p50 | max gap p95/max ms | non-contiguous (viewers) | RTP seq missing | IDR/viewer p50/max | media/UDP Mbit/s | deleted | RTP after DELETE (viewers) | load CPU % | server CPU % | server RSS MiB |\n\
-             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
-             | {} | {} | {} | {} | {} | {}/{}/{} | {}/{}/{} | {} | {}/{} | {}/{}/{} | {}/{} | {} ({}) | {} | {}/{} | {:.1}/{:.1} | {} | {} ({}) | {} | {} | {} |",
+            "| scenario | viewers | connected | failed | no frames | connect p50/p95/max ms | first frame p50/p95/max ms | first not IDR | frames/viewer min/median | fps min/p5/p50 | max gap p95/max ms | non-contiguous (viewers) | RTP seq missing | frames missing by RTP time | IDR/viewer p50/max | media/UDP Mbit/s | deleted | RTP after DELETE (viewers) | close_notify (DTLS after DELETE) | load CPU % | server CPU % | server RSS MiB | host busy % of cores |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n\
+             | {} | {} | {} | {} | {} | {}/{}/{} | {}/{}/{} | {} | {}/{} | {}/{}/{} | {}/{} | {} ({}) | {} | {} | {}/{} | {:.1}/{:.1} | {} | {} ({}) | {} ({}) | {} | {} | {} | {} of {} |",
             self.name, self.viewers, self.connected, self.failed, self.no_frames,
             f(self.connect_ms[0]), f(self.connect_ms[1]), f(self.connect_ms[2]),
             f(self.first_frame_ms[0]), f(self.first_frame_ms[1]), f(self.first_frame_ms[2]),
@@ -635,11 +729,15 @@ impl Summary {
             f0(self.max_gap_ms[0]), f0(self.max_gap_ms[1]),
             self.non_contiguous, self.viewers_non_contiguous,
             self.rtp_missing,
+            self.time_skipped,
             f0(self.keyframes[0]), f0(self.keyframes[1]),
             self.media_mbit_s, self.udp_mbit_s,
             self.deleted,
             self.rtp_after_delete, self.viewers_rtp_after_delete,
+            self.server_closed,
+            self.dtls_after_delete,
             f(self.load_cpu_pct), f(self.server_cpu_pct), f(self.server_rss_mib),
+            f(self.host_busy_pct), self.host_cores,
         )
     }
 }
@@ -654,6 +752,23 @@ fn split_url(url: &str) -> Result<(String, String)> {
         bail!("--url has no host");
     }
     Ok((authority.to_owned(), format!("/{path}")))
+}
+
+/// A non-blocking UDP socket bound to `addr`, with a receive buffer of `recv_buffer`
+/// bytes unless 0.
+fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(
+        Domain::for_address(addr),
+        Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    if recv_buffer > 0 {
+        socket.set_recv_buffer_size(recv_buffer)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    Ok(UdpSocket::from_std(socket.into())?)
 }
 
 /// The local address packets to `server` leave from: the viewers' candidate.
@@ -694,6 +809,8 @@ async fn run(args: Args) -> Result<()> {
         cert,
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         linger: Duration::from_millis(args.linger_ms),
+        recv_buffer: args.recv_buffer,
+        fps: args.fps,
     });
     let (window_tx, window_rx) = watch::channel(None);
     let (settle_tx, mut settle_rx) = mpsc::channel(args.viewers.max(1));
@@ -721,6 +838,7 @@ async fn run(args: Args) -> Result<()> {
     };
     let server_pid = args.pid.map(|p| p.to_string());
     let load_before = cpu_ticks("self");
+    let host_before = host_ticks();
     let server_before = server_pid.as_deref().and_then(cpu_ticks);
     eprintln!(
         "{settled} of {} viewers settled after {:.1} s; measuring {} s",
@@ -738,6 +856,7 @@ async fn run(args: Args) -> Result<()> {
         secs,
     );
     let server_rss = server_pid.as_deref().and_then(rss_mib);
+    let host_busy = host_busy_pct(host_before, host_ticks());
     let mut results = Vec::with_capacity(tasks.len());
     for task in tasks {
         results.push(task.await.context("viewer task")?);
@@ -747,6 +866,7 @@ async fn run(args: Args) -> Result<()> {
     summary.load_cpu_pct = load_cpu;
     summary.server_cpu_pct = server_cpu;
     summary.server_rss_mib = server_rss;
+    summary.host_busy_pct = host_busy;
     println!("{}", summary.markdown());
     let mut errors: Vec<String> = results
         .iter()
@@ -786,12 +906,13 @@ async fn run(args: Args) -> Result<()> {
         std::fs::write(path, serde_json::to_vec_pretty(&doc)?)
             .with_context(|| format!("cannot write {}", path.display()))?;
     }
+    // A verdict, not an error: no backtrace.
     if summary.failed > 0 || summary.no_frames > 0 {
-        bail!(
-            "{} viewer(s) did not connect, {} connected without a frame",
-            summary.failed,
-            summary.no_frames
+        eprintln!(
+            "FAILED: {} viewer(s) did not connect, {} connected without a frame",
+            summary.failed, summary.no_frames
         );
+        std::process::exit(1);
     }
     Ok(())
 }
