@@ -158,6 +158,9 @@ stop
 # (its own nalcast and Chromium in a network namespace: needs root).
 webrtc_glass=$(cd web && NALCAST_BIN="$NALCAST" node bench/webrtc-glass.mjs "$(long 3 6)" "$(long 6 12)" 2>&1) \
     || webrtc_glass="not measured: $webrtc_glass"
+# 100 WebRTC viewers against 100 wss:// ones, pinned, on the clip recorded above.
+webrtc_load=$(scripts/webrtc-load.sh "$NALCAST" "$BENCH" "${BENCH%/*}/nalcast-whep-load" "$raw/clip.h264" "$(long 5 20)" 100 2>&1) \
+    || webrtc_load="## WebRTC viewers against wss:// viewers: not measured: $webrtc_load"
 webrtc_camera=$(cd web && CAMERA=1 NALCAST_BIN="$NALCAST" node bench/webrtc-glass.mjs "$(long 3 6)" "$(long 3 6)" 2>&1) \
     || webrtc_camera="not measured: $webrtc_camera"
 
@@ -194,6 +197,8 @@ slow_links=$(SLOW_JOINS=$(long 6 20) SLOW_OUT="$raw/slow-link" scripts/slow-link
     echo "$webrtc_glass"$'\n'"$webrtc_camera" | while read -r line; do
         node -e 'let j; try { j = JSON.parse(process.argv[1]); } catch { console.log(`| ${process.argv[1]} |`); process.exit(0); } console.log(`| ${j.source} | ${j.path} (${j.played_by}) | ${j.rounds} | ${j.first_picture_ms_median} | ${j.first_live_picture_ms_median}, ${j.first_live_picture_ms_max} | ${j.first_live_over_keyframe_wait_ms_max ?? "-"} | ${j.samples} | ${j.p50_ms} | ${j.p95_ms} | ${j.dropped_per_round_median} |`)' "$line"
     done
+    echo
+    echo "$webrtc_load"
     echo
     echo "## LL-HLS behind an HTTP cache (scripts/hls-cache.sh, test source 1280x720 30 fps, parts of 0.2 s)"
     echo

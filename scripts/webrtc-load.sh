@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# WebRTC viewers against wss:// viewers: what each costs nalcast (issue 31's target:
+# 100 WebRTC viewers at most 1.5x the CPU of 100 wss:// viewers). Same run, same
+# source (a recorded clip, so the encoder's cost is out), nalcast pinned to core 0
+# and the load generator to core 1 as the pinned wss rows of make bench.
+#   scripts/webrtc-load.sh NALCAST BENCH WHEP_LOAD CLIP SECONDS VIEWERS
+# Prints a markdown section.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib/healthy.sh
+source scripts/lib/healthy.sh
+
+nalcast=$1 bench=$2 whep_load=$3 clip=$4 seconds=$5 viewers=$6
+work=$(mktemp -d)
+pid=""
+stop() {
+    if [[ -n $pid ]]; then
+        kill "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+        pid=""
+    fi
+}
+trap 'stop; rm -rf "$work"' EXIT
+
+pin_server=() pin_load=()
+if taskset -c 1 true 2>/dev/null; then pin_server=(taskset -c 0) pin_load=(taskset -c 1); fi
+
+serve() { # http|https: nalcast on the clip, WebRTC on a port of its own
+    local tls=()
+    [[ $1 == https ]] && tls=(--tls self-signed --data-dir "$work/tls")
+    "${pin_server[@]}" "$nalcast" --listen 127.0.0.1:18290 --legacy-listen off --webrtc 127.0.0.1:18291 \
+        --max-viewers 5000 --max-viewers-per-ip 5000 --source "file:$clip" --fps 30 "${tls[@]}" \
+        >"$work/server.log" 2>&1 &
+    pid=$!
+    healthy "$1://127.0.0.1:18290" "webrtc-load: nalcast ($1)"
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+
+# nalcast's CPU (% of one core) over SECONDS once the viewers are in: the load
+# generator runs in the background for ramp + SECONDS + a margin.
+measure() { # name, then the load generator's command
+    local name=$1
+    shift
+    "${pin_load[@]}" "$@" >"$work/$name.out" 2>&1 &
+    local load=$!
+    sleep 6 # the viewers join (a keyframe for each) before the window opens
+    local a b hz
+    hz=$(getconf CLK_TCK)
+    a=$(cpu_ticks "$pid")
+    sleep "$seconds"
+    b=$(cpu_ticks "$pid")
+    wait "$load" || echo "webrtc-load: $name: the load generator failed: $(tail -n 3 "$work/$name.out")" >&2
+    awk -v a="$a" -v b="$b" -v s="$seconds" -v hz="$hz" 'BEGIN {printf "%.1f", (b - a) / hz / s * 100}'
+}
+
+serve https
+wss=$(measure wss "$bench" --name wss --url "wss://127.0.0.1:18290/ws" --ca "$work/tls/tls/self-signed.crt" \
+    --viewers "$viewers" --duration $((seconds + 8)))
+stop
+serve http
+rtc=$(measure whep "$whep_load" --url "http://127.0.0.1:18290/whep" --viewers "$viewers" \
+    --duration $((seconds + 4)) --recv-buffer 4194304)
+stop
+
+echo "## WebRTC viewers against wss:// viewers (scripts/webrtc-load.sh)"
+echo
+echo "nalcast's CPU over ${seconds} s with ${viewers} viewers of the same recorded 1280x720 30 fps clip, once they are in; nalcast on core 0, the load generator on core 1 (\`${pin_load[*]:-unpinned}\`). wss:// viewers by nalcast-bench (TLS 1.3), WebRTC viewers by nalcast-whep-load (str0m: ICE, DTLS-SRTP, NACK). Target (issue 31): WebRTC at most 1.5x wss://."
+echo
+echo "| viewers | wss:// CPU % | WebRTC CPU % | ratio |"
+echo "|---|---|---|---|"
+awk -v v="$viewers" -v w="$wss" -v r="$rtc" 'BEGIN {printf "| %s | %s | %s | %.2f |\n", v, w, r, (w > 0 ? r / w : 0)}'
+echo
+echo "The load generators' own lines:"
+echo
+echo '```'
+grep -E '^\| (wss|whep) ' "$work/wss.out" "$work/whep.out" | sed 's|^[^:]*:||'
+echo '```'
