@@ -6,7 +6,7 @@
 //! WebSocket protocol (core/protocol.rs); a *WebSocket frame* is RFC 6455's unit
 //! on the wire (the server's websocket/framing.rs), and only that is called a frame
 //! in code. "Frames" in metric names and logs mean pictures, as users count them.
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -27,6 +27,9 @@ pub struct SharedAu {
     pub published: Instant,
     /// The same access unit for `/ws/fmp4` viewers, when it could be packaged.
     pub fmp4: Option<Fmp4Unit>,
+    /// Its Annex-B bytes as one shared `Arc<[u8]>`, made the first time a WebRTC
+    /// viewer asks (the WebRTC stack takes that type): once, not once per viewer.
+    annexb: OnceLock<Arc<[u8]>>,
 }
 
 /// An access unit's messages for `/ws/fmp4` (fragmented MP4 for Media Source
@@ -66,6 +69,7 @@ impl SharedAu {
             message,
             published,
             fmp4: None,
+            annexb: OnceLock::new(),
         }
     }
 
@@ -73,6 +77,13 @@ impl SharedAu {
     pub fn with_fmp4(mut self, fmp4: Fmp4Unit) -> Self {
         self.fmp4 = Some(fmp4);
         self
+    }
+
+    /// The access unit's Annex-B bytes as an `Arc<[u8]>`, copied once for all who ask.
+    pub fn annexb(&self) -> Arc<[u8]> {
+        self.annexb
+            .get_or_init(|| Arc::from(&self.au.data[..]))
+            .clone()
     }
 
     /// Whether this access unit is a keyframe.

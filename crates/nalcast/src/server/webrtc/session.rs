@@ -36,6 +36,8 @@ const FRESH_GOP: usize = 4;
 /// packets and about 2 s of a 3 Mbit/s stream; str0m's default of 1000 held 1.5 MiB
 /// per viewer.
 const SEND_BUFFER: usize = 600;
+/// The RTP header extension ids nalcast uses (the offer's own ids win).
+const MID_ID: u8 = 4;
 /// The RTP header extension id offered for playout-delay when the offer has none.
 const PLAYOUT_DELAY_ID: u8 = 12;
 
@@ -81,6 +83,12 @@ impl Session {
             .set_dtls_cert(webrtc.cert.clone())
             .clear_codecs()
             .enable_h264(true)
+            // Only the extensions used: the stream's mid (BUNDLE) and playout-delay.
+            // No transport-wide congestion control: nalcast does no bandwidth
+            // estimation (the camera's rate is what it is), and the browser's
+            // per-packet feedback cost a tenth of the sending CPU.
+            .clear_extension_map()
+            .set_extension(MID_ID, Extension::RtpMid)
             .set_extension(PLAYOUT_DELAY_ID, Extension::PlayoutDelay)
             .set_send_buffer_video(SEND_BUFFER)
             .build(now);
@@ -293,7 +301,7 @@ impl Session {
             };
             let written = writer
                 .playout_delay(MediaTime::ZERO, MediaTime::ZERO)
-                .write(self.pt, au.published, rtp_time, &au.au.data[..]);
+                .write(self.pt, au.published, rtp_time, au.annexb());
             if let Err(e) = written {
                 debug!("WebRTC write: {e}");
             }
