@@ -10,6 +10,9 @@
 // latency from the <video> and RTCPeerConnection.getStats().
 import { captureNear, LIVE_MS } from './stamp.js';
 
+/** The first connection must be up this soon, or the page plays over the WebSocket. */
+export const CONNECT_TIMEOUT_MS = 5000;
+
 /** Whether this browser can try WebRTC at all. */
 export function webrtcAvailable() {
   return typeof RTCPeerConnection === 'function' && typeof RTCRtpReceiver === 'function';
@@ -122,6 +125,16 @@ export class WebRtcPlayer {
       }
       this.session = res.headers.get('Location') ? new URL(res.headers.get('Location'), this.whep).href : null;
       await pc.setRemoteDescription({ type: 'answer', sdp: text });
+      // A firewall that drops the UDP port leaves ICE checking for half a minute:
+      // if the first connection is not up soon, play over the WebSocket instead.
+      if (!this.connectedOnce) {
+        clearTimeout(this.connectTimer);
+        this.connectTimer = setTimeout(() => {
+          if (pc === this.pc && pc.connectionState !== 'connected' && !this.connectedOnce) {
+            this.giveUp(`no WebRTC connection within ${CONNECT_TIMEOUT_MS / 1000} s (is the server's UDP port reachable?)`);
+          }
+        }, CONNECT_TIMEOUT_MS);
+      }
     } catch (e) {
       if (pc === this.pc) this.retry(String(e?.message ?? e));
     }
@@ -156,6 +169,7 @@ export class WebRtcPlayer {
     clearInterval(this.statusTimer);
     clearInterval(this.statsTimer);
     clearTimeout(this.retryTimer);
+    clearTimeout(this.connectTimer);
     this.close();
   }
 
