@@ -5,7 +5,7 @@
 //! and its help text all come from that field. docs/configuration.md is generated
 //! from the same definition, and a test keeps the two in step.
 use std::ffi::OsString;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -18,6 +18,24 @@ use crate::server::tls::TlsMode;
 
 /// Where WebRTC listens unless told (MediaMTX's port for the same).
 pub const DEFAULT_WEBRTC: &str = "0.0.0.0:8189";
+/// Where WebRTC listens and what it offers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WebRtcSettings {
+    /// The UDP address; an unspecified host means every address of the machine.
+    pub listen: SocketAddr,
+    /// Addresses viewers outside the LAN reach this port at (a router's public
+    /// address with the port forwarded), offered beside the machine's own.
+    pub public_ips: Vec<IpAddr>,
+}
+
+impl WebRtcSettings {
+    /// Whether nalcast may run without WebRTC when this address cannot be had: the
+    /// default one (taken, most likely, by another nalcast), not one chosen.
+    pub fn optional(&self) -> bool {
+        self.listen.to_string() == DEFAULT_WEBRTC
+    }
+}
+
 pub mod stream;
 pub use stream::{StreamConfig, StreamTable};
 
@@ -773,7 +791,7 @@ pub struct Config {
     /// mjpg-streamer's URLs on a port of their own, if wanted.
     pub mjpg_streamer_listen: Option<SocketAddr>,
     /// WebRTC viewers, unless off.
-    pub webrtc: Option<crate::server::webrtc::WebRtcSettings>,
+    pub webrtc: Option<WebRtcSettings>,
     /// Most HLS requests open per client address.
     pub max_hls_requests_per_ip: usize,
     /// Most bytes of HLS answers not yet sent.
@@ -1063,7 +1081,7 @@ impl Config {
             },
             webrtc: match o.webrtc.as_deref() {
                 Some("off" | "none" | "") => None,
-                chosen => Some(crate::server::webrtc::WebRtcSettings {
+                chosen => Some(WebRtcSettings {
                     listen: parse_addr("webrtc", chosen.unwrap_or(DEFAULT_WEBRTC))?,
                     public_ips: o
                         .webrtc_public_ip

@@ -33,6 +33,7 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
+use crate::config::WebRtcSettings;
 use crate::server::origin::{origin_allowed, refuse_origin};
 use crate::server::viewer::routes::viewer_place;
 use crate::server::ForStream;
@@ -62,24 +63,6 @@ const MAX_OFFER: usize = 64 * 1024;
 const INBOX: usize = 256;
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 2048;
-
-/// Where WebRTC listens and what it offers.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct WebRtcSettings {
-    /// The UDP address; an unspecified host means every address of the machine.
-    pub listen: SocketAddr,
-    /// Addresses viewers outside the LAN reach this port at (a router's public
-    /// address with the port forwarded), offered beside the machine's own.
-    pub public_ips: Vec<IpAddr>,
-}
-
-impl WebRtcSettings {
-    /// Whether nalcast may run without WebRTC when this address cannot be had: the
-    /// default one (taken, most likely, by another nalcast), not one chosen.
-    pub fn optional(&self) -> bool {
-        self.listen.to_string() == crate::config::DEFAULT_WEBRTC
-    }
-}
 
 /// One datagram for a session.
 struct Datagram {
