@@ -27,9 +27,10 @@ pub struct SharedAu {
     pub published: Instant,
     /// The same access unit for `/ws/fmp4` viewers, when it could be packaged.
     pub fmp4: Option<Fmp4Unit>,
-    /// Its Annex-B bytes as one shared `Arc<[u8]>`, made the first time a WebRTC
-    /// viewer asks (the WebRTC stack takes that type): once, not once per viewer.
-    annexb: OnceLock<Arc<[u8]>>,
+    /// Its RTP payloads (RFC 6184 packets), made the first time a WebRTC viewer
+    /// needs them: packetized once for every viewer, each viewer sending the same
+    /// shared bytes under its own sequence numbers.
+    rtp: OnceLock<Arc<[Arc<[u8]>]>>,
 }
 
 /// An access unit's messages for `/ws/fmp4` (fragmented MP4 for Media Source
@@ -69,7 +70,7 @@ impl SharedAu {
             message,
             published,
             fmp4: None,
-            annexb: OnceLock::new(),
+            rtp: OnceLock::new(),
         }
     }
 
@@ -79,10 +80,14 @@ impl SharedAu {
         self
     }
 
-    /// The access unit's Annex-B bytes as an `Arc<[u8]>`, copied once for all who ask.
-    pub fn annexb(&self) -> Arc<[u8]> {
-        self.annexb
-            .get_or_init(|| Arc::from(&self.au.data[..]))
+    /// The access unit's RTP payloads, made by `packetize` from its Annex-B bytes
+    /// the first time anyone asks; the same shared slices for everyone after.
+    pub fn rtp_payloads(
+        &self,
+        packetize: impl FnOnce(&[u8]) -> Vec<Arc<[u8]>>,
+    ) -> Arc<[Arc<[u8]>]> {
+        self.rtp
+            .get_or_init(|| packetize(&self.au.data).into())
             .clone()
     }
 

@@ -5,7 +5,7 @@
 //! delay 0 is offered), so the cached GOP is not sent — its first pictures would be
 //! old. When the connection is up the session starts at a keyframe that is live:
 //! one that came while ICE and DTLS were being set up, or the cached one when
-//! only a few pictures follow it; otherwise it waits for the next keyframe, which
+//! the hub took it at most 100 ms ago; otherwise it waits for the next keyframe, which
 //! the source is asked for at once when it can make them (the test pattern, a Pi
 //! camera) — never a picture decoded without its reference.
 use std::sync::Arc;
@@ -17,9 +17,9 @@ use nalcast_core::queue::Item;
 use nalcast_core::SharedAu;
 use str0m::change::SdpOffer;
 use str0m::format::Codec;
-use str0m::media::{Frequency, MediaTime, Mid, Pt};
+use str0m::media::{MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::Extension;
+use str0m::rtp::{Extension, ExtensionValues, RtpWrite};
 use str0m::{Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info};
@@ -30,8 +30,10 @@ use crate::server::AppState;
 
 /// A viewer whose connection is not up by then is given up.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
-/// The cached keyframe is live enough when at most this many pictures follow it.
-const FRESH_GOP: usize = 4;
+/// The cached keyframe is live enough when the hub took it at most this long ago:
+/// shown some tens of milliseconds later, its picture is still under the 200 ms a
+/// live picture may be old.
+const FRESH_KEYFRAME: Duration = Duration::from_millis(100);
 /// RTP packets kept per session for retransmission (NACK): a large keyframe's
 /// packets and about 2 s of a 3 Mbit/s stream; str0m's default of 1000 held 1.5 MiB
 /// per viewer.
@@ -57,6 +59,8 @@ pub struct Session {
     _slot: ViewerSlot,
     /// RTP time 0.
     epoch: Instant,
+    /// The next RTP sequence number (str0m's extended 64-bit form).
+    seq: u64,
     connected: bool,
     /// Sends nothing until a keyframe (at the start, and after a keyframe request).
     waiting_for_keyframe: bool,
@@ -91,6 +95,9 @@ impl Session {
             .set_extension(MID_ID, Extension::RtpMid)
             .set_extension(PLAYOUT_DELAY_ID, Extension::PlayoutDelay)
             .set_send_buffer_video(SEND_BUFFER)
+            // RTP written directly: each access unit is packetized once for all
+            // viewers (SharedAu::rtp_payloads), not by each viewer's str0m again.
+            .set_rtp_mode(true)
             .build(now);
         for candidate in &webrtc.candidates {
             rtc.add_local_candidate(candidate.clone());
@@ -120,6 +127,14 @@ impl Session {
                 state: state.clone(),
                 _slot: slot,
                 epoch: now,
+                // Random-ish start, as RFC 3550 asks: the low bits of the clock.
+                seq: u64::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .subsec_nanos()
+                        & 0x7fff,
+                ),
                 connected: false,
                 waiting_for_keyframe: true,
                 opened: now,
@@ -263,7 +278,7 @@ impl Session {
             .collect();
         let newest_keyframe = units.iter().rposition(|(au, _)| au.keyframe());
         match newest_keyframe {
-            Some(k) if !units[k].1 || units.len() - k <= FRESH_GOP => {
+            Some(k) if !units[k].1 || units[k].0.published.elapsed() <= FRESH_KEYFRAME => {
                 let from_k: Vec<Item> = units[k..]
                     .iter()
                     .map(|(au, catch_up)| Item::Au {
@@ -292,19 +307,50 @@ impl Session {
                 self.waiting_for_keyframe = false;
             }
             let since = au.published.saturating_duration_since(self.epoch);
-            let rtp_time = MediaTime::new(
-                (since.as_micros() as u64).saturating_mul(9) / 100,
-                Frequency::NINETY_KHZ,
-            );
-            let Some(writer) = self.rtc.writer(self.mid) else {
+            // 90 kHz RTP time, wrapping as RTP time does.
+            let time = ((since.as_micros() as u64).saturating_mul(9) / 100) as u32;
+            let packets = au.rtp_payloads(packetize);
+            let mut api = self.rtc.direct_api();
+            let Some(tx) = api.stream_tx_by_mid(self.mid, None) else {
                 return;
             };
-            let written = writer
-                .playout_delay(MediaTime::ZERO, MediaTime::ZERO)
-                .write(self.pt, au.published, rtp_time, au.annexb());
-            if let Err(e) = written {
-                debug!("WebRTC write: {e}");
+            let ext = ExtensionValues {
+                play_delay_min: Some(MediaTime::ZERO),
+                play_delay_max: Some(MediaTime::ZERO),
+                ..Default::default()
+            };
+            for (i, payload) in packets.iter().enumerate() {
+                let write = RtpWrite::new(
+                    self.pt,
+                    self.seq.into(),
+                    time,
+                    au.published,
+                    payload.clone(),
+                )
+                .marker(i + 1 == packets.len())
+                .nackable(true)
+                .ext_vals(ext.clone());
+                tx.write_rtp(write);
+                self.seq += 1;
             }
+        }
+    }
+}
+
+/// RTP payload bytes at most: a datagram of str0m's 1150 target with the RTP
+/// header, its extensions and the SRTP tag.
+const RTP_PAYLOAD: usize = 1100;
+
+/// An access unit's RTP payloads (RFC 6184, packetization-mode 1: parameter sets in
+/// a STAP-A, large NAL units in FU-A fragments), by str0m's packetizer. A stream
+/// nalcast cannot packetize has no payloads, and its viewers get nothing of it.
+fn packetize(annexb: &[u8]) -> Vec<Arc<[u8]>> {
+    use str0m::unversioned::{H264Packetizer, Packetizer};
+    match H264Packetizer::default().packetize(RTP_PAYLOAD, annexb) {
+        Ok(packets) => packets.into_iter().map(Arc::from).collect(),
+        Err(e) => {
+            debug!("WebRTC: cannot packetize an access unit: {e}");
+            Vec::new()
         }
     }
 }
@@ -325,11 +371,14 @@ fn video_mid(answer: &str) -> Option<Mid> {
 /// The payload type to send H.264 with: packetization-mode 1 (FU-A, needed for
 /// pictures larger than a datagram), with retransmission if offered.
 fn choose_pt(rtc: &mut Rtc, mid: Mid) -> Option<Pt> {
-    let writer = rtc.writer(mid)?;
+    let offered = rtc.media(mid)?.remote_pts().to_vec();
     let mut best: Option<(u8, Pt)> = None;
-    for params in writer.payload_params() {
+    for params in rtc.codec_config().params() {
         let spec = params.spec();
-        if spec.codec != Codec::H264 || spec.format.packetization_mode != Some(1) {
+        if !offered.contains(&params.pt())
+            || spec.codec != Codec::H264
+            || spec.format.packetization_mode != Some(1)
+        {
             continue;
         }
         let score = u8::from(params.resend().is_some()) * 2 + u8::from(params.fb_nack());
