@@ -75,7 +75,10 @@ test('hls.js plays /hls/index.m3u8 in low-latency mode: parts, blocking reload, 
     assert.equal(log.canBlockReload, true, 'the playlist says CAN-BLOCK-RELOAD');
     assert.ok(Math.abs(log.partTarget - 0.2) < 1e-6, `PART-TARGET ${log.partTarget}`);
     assert.ok(log.parts > 10, `${log.parts} parts loaded (low-latency mode), ${log.fragments} segments`);
-    assert.ok(log.reloads > 10, `${log.reloads} playlist reloads`);
+    // About one blocking reload per 0.2 s part over the ~2 s watched (11-12 on a
+    // quiet machine, 10 once on a busy one); a player not in low-latency mode
+    // reloads once per segment target (about 1 s), 2 or 3 times.
+    assert.ok(log.reloads >= 8, `${log.reloads} playlist reloads`);
     assert.deepEqual(log.errors.filter((e) => e.includes('fatal')), [], 'no fatal hls.js error');
     // Pictures move forward: frame numbers only grow (no going back), mostly by one.
     const frames = log.stamps.map((s) => s.frame);
