@@ -66,7 +66,8 @@ step "page: unit tests (node)"
 # stream's frames; four made the busiest miss their deadlines). Those in
 # browser-alone/ measure how fast the page decodes, or decode four cameras at once
 # in the grid (beside it, the MSE test dropped 39 of 142 frames), and run by
-# themselves.
+# themselves, as does the WebRTC test (its 720p decoding beside the MSE tests made
+# Chromium drop a quarter of their frames).
 # The binaries are the ones the Rust tests ran (cargo nextest built them with the
 # tests' features; a separate `cargo build` would build everything again).
 step "page: end to end in headless Chromium"

@@ -1,12 +1,13 @@
 // WebRTC (WHEP) in a real Chromium on a plain-HTTP LAN name (camera.lan: not a secure
 // context, so no WebCodecs): the page chooses WebRTC by itself and paints the live
 // stamped picture. Chromium and nalcast run in a network namespace with an address
-// on a dummy device, as Chromium gathers no ICE candidates on the loopback device.
+// on a veth pair, as Chromium gathers no ICE candidates on the loopback device.
+// Alone: its 720p decoding beside the MSE tests made Chromium drop their frames.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   startServer, launchBrowser, waitForStats, screenshotPath, LAN, webrtcNamespace, chromiumIn, requireTool,
-} from './helpers.mjs';
+} from '../browser/helpers.mjs';
 
 let browser;
 let netns;
