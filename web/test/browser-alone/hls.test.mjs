@@ -9,7 +9,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import { createRequire } from 'node:module';
-import { startServer, launchBrowser, screenshotPath } from './helpers.mjs';
+import { startServer, launchBrowser, screenshotPath } from '../browser/helpers.mjs';
 
 const require = createRequire(import.meta.url);
 const HLS_JS = readFileSync(require.resolve('hls.js/dist/hls.min.js'));

@@ -5,7 +5,7 @@
 // pictures naming the others failed to decode.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, waitForStats, screenshotPath, LAN } from './helpers.mjs';
+import { startServer, launchBrowser, waitForStats, screenshotPath, LAN } from '../browser/helpers.mjs';
 
 // One second of x264 per id, looped, paced by a second ffmpeg as a camera would be.
 const part = (id) => 'ffmpeg -hide_banner -loglevel error -f lavfi -i testsrc2=size=640x360:rate=30 -t 1 '
