@@ -57,14 +57,13 @@ pub struct Session {
     state: AppState,
     /// Held for the session's life: its viewer place.
     _slot: ViewerSlot,
-    /// RTP time 0.
+    /// When the offer was answered: RTP time 0, and the start of the connect timeout.
     epoch: Instant,
     /// The next RTP sequence number (str0m's extended 64-bit form).
     seq: u64,
     connected: bool,
     /// Sends nothing until a keyframe (at the start, and after a keyframe request).
     waiting_for_keyframe: bool,
-    opened: Instant,
 }
 
 impl Session {
@@ -137,7 +136,6 @@ impl Session {
                 ),
                 connected: false,
                 waiting_for_keyframe: true,
-                opened: now,
             },
             answer,
         ))
@@ -154,7 +152,7 @@ impl Session {
         let label = self.state.stream.hub.stream_label().clone();
         super::SESSIONS.gauge_in(&label).increment(1.0);
         let mut batch = Vec::new();
-        let give_up = tokio::time::Instant::from_std(self.opened + CONNECT_TIMEOUT);
+        let give_up = tokio::time::Instant::from_std(self.epoch + CONNECT_TIMEOUT);
         let why = loop {
             let timeout = match self.drive(webrtc) {
                 Ok(Some(t)) => t,
@@ -187,8 +185,10 @@ impl Session {
                     if !more {
                         break "the stream ended";
                     }
-                    let items: Vec<_> = batch.drain(..).map(|(item, _)| item).collect();
-                    self.send(items);
+                    self.send(batch.drain(..).filter_map(|(item, _)| match item {
+                        Item::Au { au, .. } => Some(au),
+                        _ => None,
+                    }));
                 }
                 _ = tokio::time::sleep_until(give_up), if !connected => break "no connection within 15 s",
                 _ = stop.notified() => break "the viewer ended the session",
@@ -239,7 +239,7 @@ impl Session {
                 self.connected = true;
                 info!(
                     stream = %self.state.stream.config.name,
-                    after_ms = self.opened.elapsed().as_millis() as u64,
+                    after_ms = self.epoch.elapsed().as_millis() as u64,
                     "WebRTC viewer connected"
                 );
                 self.start();
@@ -262,31 +262,20 @@ impl Session {
 
     /// The connection is up: start at a live keyframe (module comment).
     fn start(&mut self) {
-        let mut items = Vec::new();
+        // The queued access units (the cached GOP, then what came since), whether
+        // each was of the catch-up.
+        let mut units: Vec<(Arc<SharedAu>, bool)> = Vec::new();
         {
             let mut queue = self.sub.queue.lock();
             while let Some((item, _)) = queue.pop() {
-                items.push(item);
+                if let Item::Au { au, catch_up } = item {
+                    units.push((au, catch_up));
+                }
             }
         }
-        let units: Vec<(Arc<SharedAu>, bool)> = items
-            .into_iter()
-            .filter_map(|item| match item {
-                Item::Au { au, catch_up } => Some((au, catch_up)),
-                _ => None,
-            })
-            .collect();
-        let newest_keyframe = units.iter().rposition(|(au, _)| au.keyframe());
-        match newest_keyframe {
+        match units.iter().rposition(|(au, _)| au.keyframe()) {
             Some(k) if !units[k].1 || units[k].0.published.elapsed() <= FRESH_KEYFRAME => {
-                let from_k: Vec<Item> = units[k..]
-                    .iter()
-                    .map(|(au, catch_up)| Item::Au {
-                        au: au.clone(),
-                        catch_up: *catch_up,
-                    })
-                    .collect();
-                self.send(from_k);
+                self.send(units.drain(k..).map(|(au, _)| au));
             }
             _ => {
                 self.waiting_for_keyframe = true;
@@ -295,11 +284,9 @@ impl Session {
         }
     }
 
-    fn send(&mut self, items: Vec<Item>) {
-        for item in items {
-            let Item::Au { au, .. } = item else {
-                continue;
-            };
+    /// Sends access units, none before a keyframe when one is awaited.
+    fn send(&mut self, units: impl IntoIterator<Item = Arc<SharedAu>>) {
+        for au in units {
             if self.waiting_for_keyframe {
                 if !au.keyframe() {
                     continue;
