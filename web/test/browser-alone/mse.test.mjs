@@ -8,7 +8,7 @@
 // (tested below). These tests run under the server's own policy.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, waitForStats, screenshotPath, x264, LAN, openWatchingMse } from './helpers.mjs';
+import { startServer, launchBrowser, waitForStats, screenshotPath, x264, LAN, openWatchingMse } from '../browser/helpers.mjs';
 
 let browser;
 before(async () => { browser = await launchBrowser(LAN); });
