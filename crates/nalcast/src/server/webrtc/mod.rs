@@ -7,7 +7,9 @@
 //! passed in, nothing spawned behind our back), with its pure-Rust crypto backend
 //! (`rust-crypto`: DTLS by dimpl, SRTP by RustCrypto's AES), so the ARM packages
 //! build with no C library to cross-compile but aws-lc's certificate maker, which
-//! str0m's rust-crypto backend still links for making the DTLS certificate.
+//! str0m's rust-crypto backend still links for making the DTLS certificate. SRTP
+//! sealing, the per-packet cost, is ring's (srtp.rs); a viewer's packets leave in
+//! runs, one system call for many (outbox.rs).
 //!
 //! One UDP port serves every viewer: a socket per local address (so each datagram's
 //! destination is known, as ICE needs), a receiving task per socket that hands each
@@ -38,7 +40,9 @@ use crate::server::origin::{origin_allowed, refuse_origin};
 use crate::server::viewer::routes::viewer_place;
 use crate::server::ForStream;
 
+mod outbox;
 mod session;
+mod srtp;
 
 /// WebRTC viewers now (also counted in `nalcast_viewers`).
 pub const SESSIONS: Series =
@@ -108,7 +112,7 @@ impl WebRtc {
     /// unspecified) and starts receiving.
     pub async fn start(settings: &WebRtcSettings) -> anyhow::Result<Arc<WebRtc>> {
         use anyhow::Context;
-        str0m::crypto::from_feature_flags().install_process_default();
+        srtp::provider().install_process_default();
         let addresses: Vec<IpAddr> = if settings.listen.ip().is_unspecified() {
             let want_v6 = settings.listen.is_ipv6();
             crate::banner::machine_addresses()

@@ -24,6 +24,7 @@ use str0m::{Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info};
 
+use super::outbox::Outbox;
 use super::{Datagram, WebRtc};
 use crate::server::limits::ViewerSlot;
 use crate::server::AppState;
@@ -64,6 +65,8 @@ pub struct Session {
     connected: bool,
     /// Sends nothing until a keyframe (at the start, and after a keyframe request).
     waiting_for_keyframe: bool,
+    /// Datagrams str0m gave, sent in runs.
+    outbox: Outbox,
 }
 
 impl Session {
@@ -136,6 +139,7 @@ impl Session {
                 ),
                 connected: false,
                 waiting_for_keyframe: true,
+                outbox: Outbox::default(),
             },
             answer,
         ))
@@ -215,22 +219,22 @@ impl Session {
     /// Sends what str0m has to send and handles its events; the next timeout, or
     /// None once the connection is over.
     fn drive(&mut self, webrtc: &WebRtc) -> Result<Option<Instant>, str0m::RtcError> {
-        loop {
+        let next = loop {
             if !self.rtc.is_alive() {
-                return Ok(None);
+                break Ok(None);
             }
-            match self.rtc.poll_output()? {
-                Output::Timeout(t) => return Ok(Some(t)),
-                Output::Transmit(t) => {
-                    if let Some(socket) = webrtc.socket_for(t.source) {
-                        // Full kernel buffer: dropped, as the network would; NACKs
-                        // and keyframes recover.
-                        let _ = socket.try_send_to(&t.contents, t.destination);
-                    }
+            match self.rtc.poll_output() {
+                Ok(Output::Timeout(t)) => break Ok(Some(t)),
+                Ok(Output::Transmit(t)) => {
+                    self.outbox
+                        .push(webrtc, t.source, t.destination, t.contents)
                 }
-                Output::Event(event) => self.event(event),
+                Ok(Output::Event(event)) => self.event(event),
+                Err(e) => break Err(e),
             }
-        }
+        };
+        self.outbox.flush(webrtc);
+        next
     }
 
     fn event(&mut self, event: Event) {
