@@ -136,6 +136,14 @@ async fn aiortc_plays_the_test_pattern_over_whep_from_a_live_keyframe_without_a_
             .lines()
             .any(|l| l.starts_with("nalcast_webrtc_sessions{") && l.ends_with(" 0"));
         if ended && none_now {
+            // What it sent is in the bytes written to viewers (3 s at 1.5 Mbit/s
+            // is about 560 KB; no WebSocket viewer here).
+            let out: f64 = metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("nalcast_bytes_out_total{stream=\"camera\"} "))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0.0);
+            assert!(out > 200_000.0, "bytes out {out}");
             break;
         }
         assert!(std::time::Instant::now() < deadline, "{metrics}");

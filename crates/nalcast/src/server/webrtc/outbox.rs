@@ -38,6 +38,8 @@ pub struct Outbox {
     path: Option<(SocketAddr, SocketAddr)>,
     datagrams: Vec<DatagramSend>,
     bytes: usize,
+    /// Bytes the kernel took since the owner last read this (`nalcast_bytes_out_total`).
+    pub sent: u64,
 }
 
 impl Outbox {
@@ -76,13 +78,16 @@ impl Outbox {
             return;
         };
         let datagrams = std::mem::take(&mut self.datagrams);
-        self.bytes = 0;
+        let bytes = std::mem::take(&mut self.bytes);
         let Some(socket) = webrtc.socket_for(source) else {
             return;
         };
         if datagrams.len() > 1 && SEGMENTATION.load(Ordering::Relaxed) {
             match send_run(socket, destination, &datagrams) {
-                Ok(()) => return,
+                Ok(()) => {
+                    self.sent += bytes as u64;
+                    return;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
                 Err(e) => {
                     if SEGMENTATION.swap(false, Ordering::Relaxed) {
@@ -92,7 +97,9 @@ impl Outbox {
             }
         }
         for datagram in &datagrams {
-            let _ = socket.try_send_to(datagram, destination);
+            if let Ok(n) = socket.try_send_to(datagram, destination) {
+                self.sent += n as u64;
+            }
         }
     }
 }
@@ -160,6 +167,7 @@ mod tests {
         }
         let n = other.recv(&mut buf).await.unwrap();
         assert_eq!((n, buf[0]), (500, 99));
+        assert_eq!(outbox.sent, sizes.iter().sum::<usize>() as u64 + 500);
     }
 
     /// Which datagrams join a run: same path, the first's size, or one shorter to end it.

@@ -27,6 +27,7 @@ use tracing::{debug, info};
 use super::outbox::Outbox;
 use super::{Datagram, WebRtc};
 use crate::server::limits::ViewerSlot;
+use crate::server::viewer::session::BYTES_OUT;
 use crate::server::AppState;
 
 /// A viewer whose connection is not up by then is given up.
@@ -67,6 +68,8 @@ pub struct Session {
     waiting_for_keyframe: bool,
     /// Datagrams str0m gave, sent in runs.
     outbox: Outbox,
+    /// `nalcast_bytes_out_total` of the stream: WebRTC viewers' bytes count too.
+    bytes_out: metrics::Counter,
 }
 
 impl Session {
@@ -140,6 +143,7 @@ impl Session {
                 connected: false,
                 waiting_for_keyframe: true,
                 outbox: Outbox::default(),
+                bytes_out: BYTES_OUT.count_in(state.stream.hub.stream_label()),
             },
             answer,
         ))
@@ -234,6 +238,8 @@ impl Session {
             }
         };
         self.outbox.flush(webrtc);
+        self.bytes_out
+            .increment(std::mem::take(&mut self.outbox.sent));
         next
     }
 
