@@ -51,13 +51,7 @@ launch() { # http|https, then nalcast args
 }
 start() { launch http "$@"; }
 start_tls() { launch https "$@"; }
-stop() {
-    if [[ -n $server_pid ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-        server_pid=""
-    fi
-}
+stop() { stop_server server_pid; }
 trap stop EXIT
 
 run() { # name, then nalcast-bench args; ws:// or wss:// as the server was started

@@ -16,13 +16,7 @@ raw=$(mktemp -d /tmp/nalcast-stills.XXXXXX)
 hz=$(getconf CLK_TCK)
 port=18700
 pid=""
-stop() {
-    if [[ -n $pid ]]; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        pid=""
-    fi
-}
+stop() { stop_server pid; }
 trap 'stop; rm -rf "$raw"' EXIT
 
 start() { # nalcast args

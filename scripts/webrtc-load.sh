@@ -13,13 +13,7 @@ source scripts/lib/healthy.sh
 nalcast=$1 bench=$2 whep_load=$3 clip=$4 seconds=$5 viewers=$6
 work=$(mktemp -d)
 pid=""
-stop() {
-    if [[ -n $pid ]]; then
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-        pid=""
-    fi
-}
+stop() { stop_server pid; }
 trap 'stop; rm -rf "$work"' EXIT
 
 pin_server=() pin_load=()

@@ -10,3 +10,14 @@ healthy() {
     echo "$who did not become healthy" >&2
     exit 1
 }
+
+# `stop_server VAR`: stops the nalcast whose PID the variable named VAR holds, if
+# any, waits for it, and empties VAR (safe to call twice, as an EXIT trap does).
+stop_server() {
+    local -n server_pid_ref=$1
+    if [[ -n ${server_pid_ref:-} ]]; then
+        kill "$server_pid_ref" 2>/dev/null || true
+        wait "$server_pid_ref" 2>/dev/null || true
+        server_pid_ref=""
+    fi
+}
