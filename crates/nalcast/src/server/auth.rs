@@ -701,6 +701,14 @@ fn query_token(uri: &Uri) -> Option<String> {
 /// to the same address without it, so it stays out of the address bar; a WebSocket
 /// handshake with `?token=` (the original page on the legacy port) is let through.
 pub async fn require(State(auth): State<Arc<Auth>>, req: Request, next: Next) -> Response {
+    // A browser's CORS preflight never carries credentials (the Fetch standard):
+    // refused here, a player on another page (a dashboard, Mainsail) could never
+    // send the request that does. It goes on to the CORS layers, which answer it
+    // for the --allow-origin list only; no route answers OPTIONS with anything
+    // but its methods. The request that follows is checked as any other.
+    if is_preflight(&req) {
+        return next.run(req).await;
+    }
     match auth.check(&req).await {
         Ok(Via::Query)
             if req.method() == Method::GET
@@ -732,6 +740,14 @@ pub async fn require(State(auth): State<Arc<Auth>>, req: Request, next: Next) ->
         }
         Err(refusal) => refusal,
     }
+}
+
+fn is_preflight(req: &Request) -> bool {
+    req.method() == Method::OPTIONS
+        && req.headers().contains_key(header::ORIGIN)
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
 }
 
 fn is_page(uri: &Uri) -> bool {

@@ -361,6 +361,73 @@ async fn whep_answers_an_offer_and_refuses_what_it_cannot_serve_with_the_reason(
     );
 }
 
+/// A player on another page with a token (--token on, its origin allowed): the
+/// browser's preflight carries no credentials and must still be answered, for WHEP
+/// and LL-HLS alike; the requests that follow are checked as before; a foreign
+/// origin's preflight gets no CORS answer, and OPTIONS without a preflight's headers
+/// is refused as any request without credentials.
+#[tokio::test]
+async fn a_cross_origin_player_with_a_token_gets_its_preflight_answered() {
+    let server = Server::start(&[
+        "--token",
+        "s3cret-token-value",
+        "--allow-origin",
+        "http://dash.lan:3000",
+    ]);
+    server.wait_healthy().await;
+    let addr = server.addr;
+    let preflight = |path: &'static str, origin: &'static str, method: &'static str| async move {
+        let (status, head, _) = send(
+            addr,
+            "OPTIONS",
+            path,
+            &[
+                ("Origin", origin),
+                ("Access-Control-Request-Method", method),
+            ],
+            "",
+        )
+        .await;
+        (status, head.to_ascii_lowercase())
+    };
+    for (path, method) in [
+        ("/whep", "POST"),
+        ("/streams/camera/whep", "POST"),
+        ("/hls/index.m3u8", "GET"),
+    ] {
+        let (status, head) = preflight(path, "http://dash.lan:3000", method).await;
+        assert_eq!(status, 204, "{path}: {head}");
+        assert!(
+            head.contains("access-control-allow-origin: http://dash.lan:3000"),
+            "{path}: {head}"
+        );
+        let (_, head) = preflight(path, "http://evil.example", method).await;
+        assert!(
+            !head.contains("access-control-allow-origin"),
+            "{path}: {head}"
+        );
+    }
+    let origin = ("Origin", "http://dash.lan:3000");
+    let (status, _, _) = send(addr, "OPTIONS", "/whep", &[origin], "").await;
+    assert_eq!(status, 401, "OPTIONS that is not a preflight");
+    let (status, _, _) = send(addr, "POST", "/whep", &[SDP, origin], OFFER).await;
+    assert_eq!(status, 401, "the offer itself without the token");
+    let (status, head, _) = send(
+        addr,
+        "POST",
+        "/whep?token=s3cret-token-value",
+        &[SDP, origin],
+        OFFER,
+    )
+    .await;
+    assert_eq!(status, 201, "{head}");
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("access-control-allow-origin: http://dash.lan:3000"),
+        "{head}"
+    );
+}
+
 #[tokio::test]
 async fn a_whep_session_is_a_viewer_within_the_viewer_limits_and_off_means_404() {
     let server = Server::start(&["--max-viewers-per-ip", "1"]);
