@@ -67,6 +67,10 @@ const MAX_OFFER: usize = 64 * 1024;
 const INBOX: usize = 256;
 /// Largest datagram read.
 const MAX_DATAGRAM: usize = 2048;
+/// (local, remote) paths one session may be reached by: a viewer's candidates
+/// (host, server-reflexive, relayed; IPv4 and IPv6) times nalcast's addresses
+/// are a handful.
+const MAX_PATHS: usize = 16;
 
 /// One datagram for a session.
 struct Datagram {
@@ -88,6 +92,8 @@ struct Handle {
     inbox: mpsc::Sender<Datagram>,
     stop: Arc<Notify>,
     ufrag: String,
+    /// Paths learnt for it (`Registry::by_path`), at most `MAX_PATHS`.
+    paths: usize,
 }
 
 #[derive(Default)]
@@ -225,6 +231,15 @@ impl WebRtc {
                 let Some(id) = registry.by_ufrag.get(&ufrag).cloned() else {
                     return;
                 };
+                // A viewer checks from a few addresses (its candidates); one that
+                // sends checks from ever new (spoofed) ones does not grow the map.
+                let Some(handle) = registry.by_id.get_mut(&id) else {
+                    return;
+                };
+                if handle.paths >= MAX_PATHS {
+                    return;
+                }
+                handle.paths += 1;
                 registry.by_path.insert(key, id.clone());
                 id
             }
@@ -359,6 +374,7 @@ pub async fn offer(
                         inbox,
                         stop: stop.clone(),
                         ufrag: ice.ufrag.clone(),
+                        paths: 0,
                     },
                 );
             }
@@ -474,6 +490,52 @@ mod tests {
         assert_eq!(stun_user(&[0x80, 96, 0, 1]), None);
         assert_eq!(stun_user(&[0, 1, 0]), None);
         assert_eq!(stun_user(&[]), None);
+    }
+
+    /// A session's checks from ever new addresses (spoofed) stop being learnt at
+    /// MAX_PATHS: the routing map does not grow with them; known paths still route.
+    #[tokio::test]
+    async fn a_session_learns_a_bounded_number_of_paths() {
+        let webrtc = WebRtc::start(&WebRtcSettings {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            public_ips: Vec::new(),
+        })
+        .await
+        .unwrap();
+        let (inbox, mut rx) = mpsc::channel(1024);
+        webrtc.registry().by_id.insert(
+            "s1".into(),
+            Handle {
+                inbox,
+                stop: Arc::new(Notify::new()),
+                ufrag: "abcd".into(),
+                paths: 0,
+            },
+        );
+        webrtc
+            .registry()
+            .by_ufrag
+            .insert("abcd".into(), "s1".into());
+        let local = webrtc.addresses()[0];
+        let check = |port: u16| Datagram {
+            at: Instant::now(),
+            local,
+            remote: SocketAddr::from(([192, 0, 2, 1], port)),
+            contents: binding_request("abcd:wxyz"),
+        };
+        for port in 1000..1100 {
+            webrtc.route(check(port));
+        }
+        assert_eq!(webrtc.registry().by_path.len(), MAX_PATHS);
+        let mut routed = 0;
+        while rx.try_recv().is_ok() {
+            routed += 1;
+        }
+        assert_eq!(routed, MAX_PATHS);
+        webrtc.route(check(1000));
+        assert!(rx.try_recv().is_ok(), "a known path still routes");
+        webrtc.forget("s1");
+        assert!(webrtc.registry().by_path.is_empty());
     }
 
     #[test]
