@@ -108,6 +108,7 @@ async fn pump(
         }
         ends.read(Read {
             at,
+            len: n,
             filled: n == buf.len(),
             ended_frame: ingest.frames() > before,
             // The parser holds the last NAL unit until a start code or an end.

@@ -14,7 +14,11 @@
 //!   where that is half the frame interval or more, there are no guesses at all
 //!   (they would gain little and risk a cut frame);
 //! - a read that filled the whole buffer means more bytes are waiting (a frame
-//!   larger than the pipe): no guess until a read comes back short;
+//!   larger than the pipe): no guess until a read comes back short; so does a read
+//!   of a power of two from 4 KiB, a writer's buffer flushed whole (ffmpeg writes
+//!   a large frame 32 KiB at a time, and a busy machine can hold back the rest
+//!   longer than any pause learnt; a whole frame of exactly such a size is rare,
+//!   and costs it only the wait for the next start code);
 //! - a guess that turns out wrong (the stream shows bytes with no start code, or a
 //!   picture's later slice first) ends guessing for good, also across restarts of
 //!   the source, since the same writer will do it again.
@@ -28,6 +32,8 @@ pub const MIN_QUIET: Duration = Duration::from_millis(2);
 const QUIET_PER_PAUSE: u32 = 4;
 /// Pauses inside frames remembered (a few seconds of frames).
 const PAUSES_KEPT: usize = 128;
+/// The smallest read taken as a writer's whole buffer (a power of two, from this).
+const MIN_CHUNK: usize = 4096;
 
 /// The frame-end rule of one byte source, kept across its restarts.
 #[derive(Clone, Debug)]
@@ -43,7 +49,7 @@ pub struct FrameEnds {
     last_end: Option<Instant>,
     /// When the last bytes came, if the frame they belong to has not ended.
     unended_since: Option<Instant>,
-    /// The last read filled the whole buffer.
+    /// The last read filled the whole buffer, or looked like the writer's.
     more_waiting: bool,
     /// A guess went wrong: no more guesses.
     given_up: bool,
@@ -69,6 +75,8 @@ impl Default for FrameEnds {
 pub struct Read {
     /// When they came.
     pub at: Instant,
+    /// How many bytes came.
+    pub len: usize,
     /// The read filled the whole buffer: more is likely waiting.
     pub filled: bool,
     /// They ended a frame (the next frame's start code came in them).
@@ -97,7 +105,8 @@ impl FrameEnds {
         if read.ended_frame {
             self.frame_ended(read.at);
         }
-        self.more_waiting = read.filled;
+        let writers_buffer = read.len >= MIN_CHUNK && read.len.is_power_of_two();
+        self.more_waiting = read.filled || writers_buffer;
         self.unended_since = read.left_unended.then_some(read.at);
     }
 
@@ -177,6 +186,7 @@ mod tests {
             for p in 0..pieces {
                 rule.read(Read {
                     at: at + pause * p,
+                    len: 1000,
                     filled: false,
                     // The first piece of a frame carries its start code: the
                     // frame before it ends there.
@@ -224,6 +234,7 @@ mod tests {
             let at = start + f * 33 * MS;
             rule.read(Read {
                 at,
+                len: 1000,
                 filled: false,
                 ended_frame: f > 0,
                 left_unended: true,
@@ -231,6 +242,7 @@ mod tests {
             if f % 10 == 5 {
                 rule.read(Read {
                     at: at + 20 * MS,
+                    len: 1000,
                     filled: false,
                     ended_frame: false,
                     left_unended: true,
@@ -245,6 +257,7 @@ mod tests {
         let (mut rule, at) = learn(30, 1, Duration::ZERO, 40);
         rule.read(Read {
             at: at + 33 * MS,
+            len: 1000,
             filled: true,
             ended_frame: true,
             left_unended: true,
@@ -252,6 +265,7 @@ mod tests {
         assert_eq!(rule.quiet_wait(), None, "a keyframe larger than the pipe");
         rule.read(Read {
             at: at + 34 * MS,
+            len: 1000,
             filled: false,
             ended_frame: false,
             left_unended: true,
@@ -263,6 +277,44 @@ mod tests {
         );
     }
 
+    /// ffmpeg writes a large frame 32 KiB at a time: a 32 KiB read (or two
+    /// together) is not taken as a frame's end however quiet the pipe; the short
+    /// last piece is.
+    #[test]
+    fn a_read_of_the_writers_buffer_size_means_more_is_coming() {
+        let mut rule = FrameEnds::new();
+        let start = Instant::now();
+        let piece = |rule: &mut FrameEnds, at: Instant, len: usize, ended_frame: bool| {
+            rule.read(Read {
+                at,
+                len,
+                filled: false,
+                ended_frame,
+                left_unended: true,
+            })
+        };
+        for f in 0..40u32 {
+            let at = start + f * 33 * MS;
+            piece(&mut rule, at, 32768, f > 0);
+            piece(&mut rule, at + MS / 10, 1500 + f as usize, false);
+        }
+        assert_eq!(
+            rule.quiet_wait(),
+            Some(MIN_QUIET),
+            "after a short last piece"
+        );
+        let at = start + 40 * 33 * MS;
+        piece(&mut rule, at, 32768, true);
+        assert_eq!(rule.quiet_wait(), None, "a 32 KiB piece");
+        piece(&mut rule, at + MS, 65536, false);
+        assert_eq!(rule.quiet_wait(), None, "two 32 KiB pieces read at once");
+        piece(&mut rule, at + 2 * MS, 700, false);
+        assert!(rule.quiet_wait().is_some(), "the short last piece");
+        // Smaller powers of two are chance, not a buffer.
+        piece(&mut rule, at + 40 * MS, 2048, true);
+        assert!(rule.quiet_wait().is_some(), "2 KiB");
+    }
+
     #[test]
     fn a_wrong_guess_ends_guessing_across_restarts() {
         let (mut rule, at) = learn(30, 1, Duration::ZERO, 40);
@@ -270,6 +322,7 @@ mod tests {
         rule.restart();
         rule.read(Read {
             at: at + 33 * MS,
+            len: 1000,
             filled: false,
             ended_frame: true,
             left_unended: true,
