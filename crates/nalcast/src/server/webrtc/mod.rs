@@ -454,6 +454,17 @@ fn session_id() -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// WebRTC on a free loopback port, for tests.
+#[cfg(test)]
+async fn on_loopback() -> Arc<WebRtc> {
+    WebRtc::start(&WebRtcSettings {
+        listen: "127.0.0.1:0".parse().expect("address"),
+        public_ips: Vec::new(),
+    })
+    .await
+    .expect("WebRTC on loopback")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -496,12 +507,7 @@ mod tests {
     /// MAX_PATHS: the routing map does not grow with them; known paths still route.
     #[tokio::test]
     async fn a_session_learns_a_bounded_number_of_paths() {
-        let webrtc = WebRtc::start(&WebRtcSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            public_ips: Vec::new(),
-        })
-        .await
-        .unwrap();
+        let webrtc = on_loopback().await;
         let (inbox, mut rx) = mpsc::channel(1024);
         webrtc.registry().by_id.insert(
             "s1".into(),

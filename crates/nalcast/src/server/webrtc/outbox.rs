@@ -130,19 +130,13 @@ fn send_run(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::WebRtcSettings;
 
     /// A picture's packets (equal-sized, the last shorter), then one of another
     /// size and one to another viewer: each arrives as the datagram it was, in order,
     /// whether sent in runs or one by one.
     #[tokio::test]
     async fn runs_arrive_as_the_datagrams_they_were() {
-        let webrtc = WebRtc::start(&WebRtcSettings {
-            listen: "127.0.0.1:0".parse().unwrap(),
-            public_ips: Vec::new(),
-        })
-        .await
-        .unwrap();
+        let webrtc = super::super::on_loopback().await;
         let source = webrtc.addresses()[0];
         // tokio sends only once it has seen the socket writable (as it has long
         // before a session sends).

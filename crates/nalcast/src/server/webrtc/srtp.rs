@@ -124,53 +124,36 @@ impl Sealer {
     }
 }
 
-fn not_for_decrypting() -> CryptoError {
-    CryptoError::Other("SRTP: an encrypting cipher asked to decrypt".into())
+/// str0m has a trait per key size with the same methods: one body for both.
+macro_rules! sealer_for {
+    ($($cipher:ident),+) => {$(
+        impl $cipher for Sealer {
+            fn encrypt(
+                &mut self,
+                iv: &[u8; 12],
+                aad: &[u8],
+                input: &[u8],
+                output: &mut [u8],
+            ) -> Result<(), CryptoError> {
+                self.seal(iv, aad, input, output)
+            }
+
+            fn decrypt(
+                &mut self,
+                _: &[u8; 12],
+                _: &[&[u8]],
+                _: &[u8],
+                _: &mut [u8],
+            ) -> Result<usize, CryptoError> {
+                Err(CryptoError::Other(
+                    "SRTP: an encrypting cipher asked to decrypt".into(),
+                ))
+            }
+        }
+    )+};
 }
 
-impl AeadAes128GcmCipher for Sealer {
-    fn encrypt(
-        &mut self,
-        iv: &[u8; 12],
-        aad: &[u8],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<(), CryptoError> {
-        self.seal(iv, aad, input, output)
-    }
-
-    fn decrypt(
-        &mut self,
-        _: &[u8; 12],
-        _: &[&[u8]],
-        _: &[u8],
-        _: &mut [u8],
-    ) -> Result<usize, CryptoError> {
-        Err(not_for_decrypting())
-    }
-}
-
-impl AeadAes256GcmCipher for Sealer {
-    fn encrypt(
-        &mut self,
-        iv: &[u8; 12],
-        aad: &[u8],
-        input: &[u8],
-        output: &mut [u8],
-    ) -> Result<(), CryptoError> {
-        self.seal(iv, aad, input, output)
-    }
-
-    fn decrypt(
-        &mut self,
-        _: &[u8; 12],
-        _: &[&[u8]],
-        _: &[u8],
-        _: &mut [u8],
-    ) -> Result<usize, CryptoError> {
-        Err(not_for_decrypting())
-    }
-}
+sealer_for!(AeadAes128GcmCipher, AeadAes256GcmCipher);
 
 #[cfg(test)]
 mod tests {
