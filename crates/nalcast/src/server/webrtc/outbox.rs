@@ -77,31 +77,61 @@ impl Outbox {
         let Some((source, destination)) = self.path.take() else {
             return;
         };
-        let datagrams = std::mem::take(&mut self.datagrams);
+        let mut datagrams = std::mem::take(&mut self.datagrams);
         let bytes = std::mem::take(&mut self.bytes);
-        let Some(socket) = webrtc.socket_for(source) else {
-            return;
-        };
-        if datagrams.len() > 1 && SEGMENTATION.load(Ordering::Relaxed) {
-            match send_run(socket, destination, &datagrams) {
-                Ok(()) => {
-                    self.sent += bytes as u64;
-                    return;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
-                Err(e) => {
-                    if SEGMENTATION.swap(false, Ordering::Relaxed) {
-                        warn!("WebRTC: the kernel refuses UDP segmentation offload ({e}); sending each datagram on its own");
-                    }
-                }
-            }
+        if let Some(socket) = webrtc.socket_for(source) {
+            self.sent += send(socket, destination, &datagrams, bytes);
         }
-        for datagram in &datagrams {
-            if let Ok(n) = socket.try_send_to(datagram, destination) {
-                self.sent += n as u64;
+        datagrams.clear();
+        self.datagrams = datagrams;
+    }
+}
+
+/// Sends a run, in one call where the kernel can; the bytes it took.
+fn send(
+    socket: &UdpSocket,
+    destination: SocketAddr,
+    datagrams: &[DatagramSend],
+    bytes: usize,
+) -> u64 {
+    if datagrams.len() > 1 && SEGMENTATION.load(Ordering::Relaxed) {
+        match send_run(socket, destination, datagrams) {
+            Ok(()) => return bytes as u64,
+            // A full socket buffer: the run is dropped, as a congested link would.
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return 0,
+            // What a kernel or device without UDP segmentation says (an unknown
+            // control message, no checksum offload): never again.
+            Err(e) if is_unsupported(&e) => {
+                if SEGMENTATION.swap(false, Ordering::Relaxed) {
+                    warn!("WebRTC: the kernel refuses UDP segmentation offload ({e}); sending each datagram on its own");
+                }
             }
+            // Anything else (an unreachable viewer) is this destination's: tried
+            // one by one below, segmentation kept for the others.
+            Err(_) => {}
         }
     }
+    let mut sent = 0;
+    for datagram in datagrams {
+        if let Ok(n) = socket.try_send_to(datagram, destination) {
+            sent += n as u64;
+        }
+    }
+    sent
+}
+
+fn is_unsupported(e: &std::io::Error) -> bool {
+    use nix::errno::Errno;
+    e.raw_os_error().is_some_and(|code| {
+        [
+            Errno::EIO,
+            Errno::EINVAL,
+            Errno::ENOPROTOOPT,
+            Errno::EOPNOTSUPP,
+        ]
+        .iter()
+        .any(|&errno| errno as i32 == code)
+    })
 }
 
 /// One `sendmsg` with `UDP_SEGMENT`: the datagrams as one buffer cut at the first's size.
