@@ -48,14 +48,36 @@ measure() { # name, then the load generator's command
     awk -v a="$a" -v b="$b" -v s="$seconds" -v hz="$hz" 'BEGIN {printf "%.1f", (b - a) / hz / s * 100}'
 }
 
-serve https
-wss=$(measure wss "$bench" --name wss --url "wss://127.0.0.1:18290/ws" --ca "$work/tls/tls/self-signed.crt" \
-    --viewers "$viewers" --duration $((seconds + 8)))
-stop
-serve http
-rtc=$(measure whep "$whep_load" --url "http://127.0.0.1:18290/whep" --viewers "$viewers" \
-    --duration $((seconds + 4)) --recv-buffer 4194304)
-stop
+pair() { # sets wss and rtc: one wss:// and one WebRTC measurement
+    serve https
+    wss=$(measure wss "$bench" --name wss --url "wss://127.0.0.1:18290/ws" --ca "$work/tls/tls/self-signed.crt" \
+        --viewers "$viewers" --duration $((seconds + 8)))
+    stop
+    serve http
+    rtc=$(measure whep "$whep_load" --url "http://127.0.0.1:18290/whep" --viewers "$viewers" \
+        --duration $((seconds + 4)) --recv-buffer 4194304)
+    stop
+}
+pair
+lines=$(grep -hE '^\| (wss|whep) ' "$work/wss.out" "$work/whep.out" || true)
+
+# On loopback the receiving side's kernel work (softirq) runs on the sender's core,
+# in nalcast's time, for TCP and UDP alike; on a network the viewer's machine does
+# it. Steering loopback's receive processing to the load generator's core (RPS)
+# leaves each path its sending side only. Needs root; the setting is restored.
+rps=/sys/class/net/lo/queues/rx-0/rps_cpus
+rps_row=""
+if [[ ${#pin_load[@]} -gt 0 && -w $rps ]]; then
+    rps_was=$(cat "$rps")
+    trap 'stop; echo "$rps_was" >"$rps"; rm -rf "$work"' EXIT
+    plain_wss=$wss plain_rtc=$rtc
+    echo 2 >"$rps"
+    pair
+    echo "$rps_was" >"$rps"
+    rps_row=$(awk -v v="$viewers" -v w="$wss" -v r="$rtc" \
+        'BEGIN {printf "| %s, loopback receive on the load generator'"'"'s core (RPS) | %s | %s | %.2f |", v, w, r, (w > 0 ? r / w : 0)}')
+    wss=$plain_wss rtc=$plain_rtc
+fi
 
 echo "## WebRTC viewers against wss:// viewers (scripts/webrtc-load.sh)"
 echo
@@ -64,9 +86,10 @@ echo
 echo "| viewers | wss:// CPU % | WebRTC CPU % | ratio |"
 echo "|---|---|---|---|"
 awk -v v="$viewers" -v w="$wss" -v r="$rtc" 'BEGIN {printf "| %s | %s | %s | %.2f |\n", v, w, r, (w > 0 ? r / w : 0)}'
+if [[ -n $rps_row ]]; then echo "$rps_row"; fi
 echo
 echo "The load generators' own lines:"
 echo
 echo '```'
-grep -E '^\| (wss|whep) ' "$work/wss.out" "$work/whep.out" | sed 's|^[^:]*:||'
+echo "$lines"
 echo '```'
