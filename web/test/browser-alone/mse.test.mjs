@@ -8,7 +8,7 @@
 // (tested below). These tests run under the server's own policy.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, waitForStats, screenshotPath, x264, LAN, openWatchingMse } from '../browser/helpers.mjs';
+import { startServer, launchBrowser, waitForStats, screenshotPath, x264, LAN, openWatchingMse, samplePicture } from '../browser/helpers.mjs';
 
 let browser;
 before(async () => { browser = await launchBrowser(LAN); });
@@ -63,24 +63,9 @@ test('a Main profile stream with B-frames plays in order', async (t) => {
     assert.ok(back.length <= s.liveSeeks, `${back.length} steps back, ${s.liveSeeks} seeks`);
     assert.ok(s.videoFramesDropped <= s.videoFramesTotal / 4, `${s.videoFramesDropped} of ${s.videoFramesTotal} dropped`);
     // testsrc2 moves: two pictures a second apart differ, and are colourful.
-    const grab = () => page.evaluate(() => {
-      const v = document.getElementById('video');
-      const ctx = document.createElement('canvas').getContext('2d', { willReadFrequently: true });
-      ctx.canvas.width = v.videoWidth;
-      ctx.canvas.height = v.videoHeight;
-      ctx.drawImage(v, 0, 0);
-      const data = ctx.getImageData(0, 0, v.videoWidth, v.videoHeight).data;
-      const seen = new Set();
-      let sum = 0;
-      for (let i = 0; i < data.length; i += 4 * 97) {
-        seen.add((data[i] >> 4) << 8 | (data[i + 1] >> 4) << 4 | (data[i + 2] >> 4));
-        sum = (sum * 31 + data[i] + data[i + 1]) % 1e9;
-      }
-      return { colours: seen.size, sum };
-    });
-    const a = await grab();
+    const a = await samplePicture(page);
     await page.waitForTimeout(1000);
-    const b = await grab();
+    const b = await samplePicture(page);
     assert.ok(a.colours > 50, `${a.colours} colours`);
     assert.notEqual(a.sum, b.sum, 'the picture changes');
     assert.equal(s.canvasWidth, 640);

@@ -240,3 +240,26 @@ export async function openWatchingMse(browser, server, query = '/?stats=1') {
   await page.goto(`http://camera.lan:${server.port}${query}`);
   return page;
 }
+
+/** The page's picture (#video: the canvas WebCodecs and Broadway paint, or MSE's
+ *  video element), sampled every 97th pixel: how many colours it shows (a blank or
+ *  grey picture shows few) and a checksum (two pictures apart in time differ). */
+export function samplePicture(page) {
+  return page.evaluate(() => {
+    const el = document.getElementById('video');
+    const width = el.videoWidth ?? el.width;
+    const height = el.videoHeight ?? el.height;
+    const ctx = document.createElement('canvas').getContext('2d', { willReadFrequently: true });
+    ctx.canvas.width = width;
+    ctx.canvas.height = height;
+    ctx.drawImage(el, 0, 0);
+    const data = ctx.getImageData(0, 0, width, height).data;
+    const seen = new Set();
+    let sum = 0;
+    for (let i = 0; i < data.length; i += 4 * 97) {
+      seen.add((data[i] >> 4) << 8 | (data[i + 1] >> 4) << 4 | (data[i + 2] >> 4));
+      sum = (sum * 31 + data[i] + data[i + 1]) % 1e9;
+    }
+    return { colours: seen.size, sum };
+  });
+}

@@ -3,7 +3,7 @@
 // page explains on the stage why nothing plays and what to do, and stays connected.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { startServer, launchBrowser, waitForStats, screenshotPath, x264, LAN } from './helpers.mjs';
+import { startServer, launchBrowser, waitForStats, screenshotPath, x264, LAN, samplePicture } from './helpers.mjs';
 
 const MAIN_PROFILE = `exec:${x264('main', '640x360')}`;
 
@@ -46,17 +46,7 @@ test('a Main profile stream plays with WebCodecs on a secure page, even with ?de
     assert.equal(later.canvasHeight, 360);
     // testsrc2 is a colourful moving pattern: the canvas shows many colours, not a
     // blank or grey picture.
-    const colours = await page.evaluate(() => {
-      const c = document.getElementById('video');
-      const ctx = document.createElement('canvas').getContext('2d', { willReadFrequently: true });
-      ctx.canvas.width = c.width;
-      ctx.canvas.height = c.height;
-      ctx.drawImage(c, 0, 0);
-      const data = ctx.getImageData(0, 0, c.width, c.height).data;
-      const seen = new Set();
-      for (let i = 0; i < data.length; i += 4 * 97) seen.add((data[i] >> 4) << 8 | (data[i + 1] >> 4) << 4 | (data[i + 2] >> 4));
-      return seen.size;
-    });
+    const { colours } = await samplePicture(page);
     assert.ok(colours > 50, `the canvas shows ${colours} colours`);
     assert.equal(await page.evaluate(() => window.workersCreated), 0, 'no Broadway worker');
     assert.equal(await page.isVisible('#message'), false);
