@@ -95,6 +95,18 @@ export function liveEdgeAction({
 }
 
 /**
+ * Whether the video running dry says the cushion is too thin. Not while the decoder
+ * settles after a seek (`sinceSeekMs` below `settleMs`), nor while catching up faster
+ * than the steering's gentlest nudge (a decoder working through a burst is not a late
+ * arrival). At that nudge it does count: the steering plays a little fast to reach
+ * an aim too close to the edge, and a stall there that did not widen the cushion let
+ * it narrow on, each narrowing adding stalls (a quarter of the pictures dropped).
+ */
+export function stallWidens({ playbackRate, sinceSeekMs, settleMs }) {
+  return playbackRate <= 1 + RATE_STEP + 1e-9 && sinceSeekMs > settleMs;
+}
+
+/**
  * The margin for late arrivals: as small as it goes without the video running dry.
  * Every stall (the element waits for data while live) widens it; a stretch without
  * one narrows it again. Time is passed in (ms).

@@ -15,7 +15,9 @@
 // (requestVideoFrameCallback); `unit` is the fragment it came from, found by its
 // presentation time. The player's latency to paint is computed from that unit.
 import { readFragmentTiming, readTimescale } from './fmp4.js';
-import { CaptureTimes, Cushion, Reorder, liveEdgeAction, rangesOf, trimPoint } from './live-edge.js';
+import {
+  CaptureTimes, Cushion, Reorder, liveEdgeAction, rangesOf, stallWidens, trimPoint,
+} from './live-edge.js';
 
 const DEFAULT_TIMESCALE = 90000;
 /** A decode time this far beyond the expected one means a new timeline (a reconnect to a restarted server). */
@@ -94,7 +96,9 @@ export class MseDecoder {
       const now = performance.now();
       if (this.presented > 0 && !video.seeking) {
         this.stalls++;
-        if (video.playbackRate <= 1 && now - this.lastSeekAt > SETTLE_MS) this.cushion.stalled(now);
+        if (stallWidens({ playbackRate: video.playbackRate, sinceSeekMs: now - this.lastSeekAt, settleMs: SETTLE_MS })) {
+          this.cushion.stalled(now);
+        }
       }
       this.keepLive();
     });

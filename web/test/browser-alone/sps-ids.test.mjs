@@ -30,7 +30,7 @@ async function playsAll(browser, url, decoder, shot) {
     assert.equal(later.sequenceGaps, 0);
     assert.equal(later.canvasWidth, 640);
     if (decoder === 'mse') {
-      assert.ok(later.videoFramesDropped <= later.videoFramesTotal / 4,
+      assert.ok(later.videoFramesDropped <= later.videoFramesTotal / 6,
         `${later.videoFramesDropped} of ${later.videoFramesTotal} dropped`);
     } else {
       // A WebCodecs decode error makes the page drop frames and ask for a keyframe.

@@ -3,7 +3,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
-  liveEdgeAction, steeringRate, trimPoint, Cushion, Reorder, CaptureTimes, rangesOf, RATE_STEP, MIN_RATE, MAX_RATE,
+  liveEdgeAction, stallWidens, steeringRate, trimPoint, Cushion, Reorder, CaptureTimes, rangesOf, RATE_STEP, MIN_RATE, MAX_RATE,
   DEADBAND_S, BURST_SEEK_S, SEEK_BEHIND_S, TRIM_AT_S, KEEP_BEHIND_S,
 } from '../../public/live-edge.js';
 
@@ -151,4 +151,17 @@ test('the fragment on screen is found by presentation time, B-frames arriving ou
 test('TimeRanges become pairs', () => {
   const tr = { length: 2, start: (i) => [1, 5][i], end: (i) => [2, 6][i] };
   assert.deepEqual(rangesOf(tr), [[1, 2], [5, 6]]);
+});
+
+test('a stall at the steering\'s gentlest nudge widens the cushion; catching up or settling after a seek does not', () => {
+  const settleMs = 1000;
+  assert.equal(stallWidens({ playbackRate: 1, sinceSeekMs: 5000, settleMs }), true);
+  assert.equal(stallWidens({ playbackRate: 1 - RATE_STEP, sinceSeekMs: 5000, settleMs }), true);
+  // The steering plays a little fast toward an aim too close to the edge: the stall
+  // says the cushion is too thin (before, it did not count, and the cushion narrowed on).
+  assert.equal(stallWidens({ playbackRate: steeringRate(0.02), sinceSeekMs: 5000, settleMs }), true);
+  assert.equal(steeringRate(0.02), 1 + RATE_STEP);
+  // Working through a catch-up burst, or the decoder settling after a seek.
+  assert.equal(stallWidens({ playbackRate: 1 + 2 * RATE_STEP, sinceSeekMs: 5000, settleMs }), false);
+  assert.equal(stallWidens({ playbackRate: 1, sinceSeekMs: 500, settleMs }), false);
 });
