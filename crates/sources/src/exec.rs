@@ -11,6 +11,7 @@ use tokio::sync::watch;
 use tracing::{debug, warn};
 
 use crate::frame_end::{FrameEnds, Read};
+use crate::writer::Writer;
 use crate::{mask_credentials, SourceError, SourceOptions};
 use nalcast_core::clock::{shutdown_requested, wall_us};
 use nalcast_core::ingest::Ingest;
@@ -23,13 +24,15 @@ const STDERR_LINES: usize = 5;
 const STDERR_DRAIN: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Reads Annex-B bytes until end of stream, publishing frames as they complete
-/// (at the next start code, or earlier when `ends` says a quiet pipe may end one).
+/// (at the next start code, or earlier when `ends` says a quiet pipe may end one
+/// and `writer`, where known, is not at work: writer.rs).
 /// Returns `Ok(())` at end of stream; an error when nothing arrives for the stall timeout.
 async fn pump(
     mut input: impl AsyncRead + Unpin,
     opts: &SourceOptions,
     hub: &Arc<Hub>,
     ends: &mut FrameEnds,
+    writer: Option<Writer>,
 ) -> Result<(), SourceError> {
     ends.restart();
     let mut ingest = Ingest::new(hub.clone(), opts.max_nal_size);
@@ -42,6 +45,9 @@ async fn pump(
     let mut last_bytes_us = wall_us();
     // The stream's first bytes, to tell a container or MJPEG from H.264 (sniff.rs).
     let mut sniffed = Vec::new();
+    // The quiet time passed while the writer was at work: this frame ends at a
+    // start code (or is dropped at the end), whatever the quiet.
+    let mut writer_was_busy = false;
     loop {
         if ingest.frames() != frames {
             frames = ingest.frames();
@@ -52,13 +58,22 @@ async fn pump(
                 opts.stall_timeout.as_secs_f32()
             )));
         }
-        let quiet = ends.quiet_wait().filter(|q| *q < opts.stall_timeout);
+        let quiet = ends
+            .quiet_wait()
+            .filter(|q| *q < opts.stall_timeout && !writer_was_busy);
         let n =
             match tokio::time::timeout(quiet.unwrap_or(opts.stall_timeout), input.read(&mut buf))
                 .await
             {
                 Ok(r) => r?,
                 Err(_) if quiet.is_some() => {
+                    if writer.is_some_and(|w| w.at_work()) {
+                        debug!(
+                            "quiet pipe, but its writer is at work: the frame ends at a start code"
+                        );
+                        writer_was_busy = true;
+                        continue;
+                    }
                     let before = ingest.frames();
                     ingest.end_of_access_unit(last_bytes_us);
                     ends.ended_quietly(std::time::Instant::now());
@@ -94,6 +109,7 @@ async fn pump(
             }
         }
         let (now, at) = (wall_us(), std::time::Instant::now());
+        writer_was_busy = false;
         let before = ingest.frames();
         ingest.push(&buf[..n], now);
         last_bytes_us = now;
@@ -211,7 +227,7 @@ pub async fn run_child_to_end(
         })
     });
     let pumped = tokio::select! {
-        r = pump(stdout, opts, hub, ends) => Some(r),
+        r = pump(stdout, opts, hub, ends, child.id().map(Writer::new)) => Some(r),
         _ = shutdown_requested(&mut shutdown) => None,
     };
     // Stalled, done or shutting down: make sure the child and its group are gone,
@@ -338,7 +354,7 @@ pub async fn run_stdin(
     hub: &Arc<Hub>,
     ends: &mut FrameEnds,
 ) -> Result<(), SourceError> {
-    match pump(tokio::io::stdin(), opts, hub, ends).await {
+    match pump(tokio::io::stdin(), opts, hub, ends, None).await {
         Ok(()) => Err(SourceError::Final("standard input ended".into())),
         Err(e) => Err(e),
     }
@@ -425,6 +441,7 @@ mod tests {
                 &SourceOptions::default(),
                 &hub,
                 &mut FrameEnds::new(),
+                None,
             )
             .await
         });
@@ -476,6 +493,65 @@ mod tests {
                 [true],
                 "{script}: one kill of the group, while the child was unreaped"
             );
+        }
+    }
+
+    /// Before: a quiet pipe 2 ms after half a frame published the half, while the
+    /// writer was still at it (descheduled on a busy machine, or dying: an encoder
+    /// killed mid-frame closes its pipe only after the kernel has freed its memory).
+    #[tokio::test]
+    async fn a_frame_is_not_taken_as_ended_while_its_writer_is_at_work() {
+        let frames = encoded(LEARN_FRAMES as usize + 4);
+        let file = std::env::temp_dir().join(format!(
+            "nalcast-writer-at-work-{}.h264",
+            std::process::id()
+        ));
+        std::fs::write(&file, frames.concat()).expect("write frames");
+        let lengths: Vec<String> = frames.iter().map(|f| f.len().to_string()).collect();
+        // Every frame but the last whole, 20 ms apart (the quiet rule learns them);
+        // then half the last, 300 ms at work, and dead.
+        let script = format!(
+            "import os, sys, time\n\
+             data = open(sys.argv[1], 'rb').read()\n\
+             at = 0\n\
+             for n in [{}]:\n    os.write(1, data[at:at + n]); at += n; time.sleep(0.02)\n\
+             os.write(1, data[at:at + ({}) // 2])\n\
+             t = time.monotonic()\n\
+             while time.monotonic() - t < 0.3: pass\n\
+             os._exit(1)\n",
+            lengths[..lengths.len() - 1].join(", "),
+            lengths[lengths.len() - 1],
+        );
+        let hub = nalcast_core::Hub::new(HubConfig::default());
+        let viewer = hub.subscribe(std::time::Instant::now());
+        let (_stop, shutdown) = tokio::sync::watch::channel(false);
+        let mut command = Command::new("python3");
+        command.arg("-c").arg(&script).arg(&file);
+        let end = run_child_to_end(
+            command,
+            "writer",
+            &SourceOptions::default(),
+            &hub,
+            shutdown,
+            &mut FrameEnds::new(),
+        )
+        .await
+        .expect("ran")
+        .expect("ended by itself");
+        let _ = std::fs::remove_file(&file);
+        assert!(end.reason.contains("status 1"), "{}", end.reason);
+        for (i, frame) in frames[..frames.len() - 1].iter().enumerate() {
+            expect_frame(&viewer, frame, &format!("frame {i}")).await;
+        }
+        while let Ok(item) =
+            tokio::time::timeout(Duration::from_millis(200), viewer.queue.next()).await
+        {
+            if let Some((Item::Au { au, .. }, _)) = item {
+                panic!(
+                    "the half frame was published: {} NAL units",
+                    au.au.nals.len()
+                );
+            }
         }
     }
 

@@ -49,6 +49,7 @@ pub mod rtsp_guard;
 pub mod sniff;
 pub mod test_pattern;
 pub mod v4l2;
+pub mod writer;
 
 pub use rtsp::{RtspTransport, RtspUrl};
 
