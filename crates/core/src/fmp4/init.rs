@@ -61,6 +61,17 @@ fn avcc(params: &ParamSets) -> Result<Avcc, Fmp4Error> {
     })
 }
 
+/// The AVCDecoderConfigurationRecord (the avcC box's body, without its header):
+/// what an FLV/RTMP stream's sequence header carries.
+pub(super) fn decoder_configuration(params: &ParamSets) -> Result<Bytes, Fmp4Error> {
+    let mut buf = BytesMut::new();
+    avcc(params)?
+        .encode(&mut buf)
+        .map_err(|e| Fmp4Error::BadParams(format!("avcC: {e}")))?;
+    // size (4) and type (4) first.
+    Ok(buf.freeze().slice(8..))
+}
+
 /// `ftyp` + `moov` for one avc1 track of `params`' size, 90 kHz, no samples in
 /// the `moov` (they all come in fragments: `mvex` says so).
 pub(super) fn init_segment(params: &ParamSets) -> Result<Bytes, Fmp4Error> {

@@ -148,6 +148,21 @@ impl Packager {
         init::init_segment(params)
     }
 
+    /// The AVCDecoderConfigurationRecord of these SPS/PPS (the avcC's body): an
+    /// FLV/RTMP stream's sequence header.
+    pub fn decoder_configuration(params: &ParamSets) -> Result<Bytes, Fmp4Error> {
+        init::decoder_configuration(params)
+    }
+
+    /// The sample of a fragment [`Packager::fragment`] built: the access unit in
+    /// AVCC form (4-byte lengths), without its parameter sets and delimiters, a
+    /// slice of `fragment` (after its moof and the mdat's header).
+    pub fn sample_of(fragment: &Bytes) -> Option<Bytes> {
+        let moof = u32::from_be_bytes(fragment.get(..4)?.try_into().ok()?) as usize;
+        let start = moof.checked_add(8)?;
+        (start <= fragment.len()).then(|| fragment.slice(start..))
+    }
+
     /// One fragment (moof + mdat, exactly one sample) for `au`, given in decode order.
     /// On error nothing changed: the timeline and sequence numbers go on as if `au`
     /// had not been given.

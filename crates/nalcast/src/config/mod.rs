@@ -401,11 +401,13 @@ pub struct Options {
     /// Also send the stream, copied unchanged, to a media server at this URL; repeatable.
     ///
     /// With several streams, the first one's; a `[[stream]]` table's `publish` key sends
-    /// that stream. rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam). An ffmpeg
-    /// process per URL does it and is restarted when it fails; /api/stream shows its
-    /// state without the URL's user, password, query string or RTMP stream key.
-    /// NALCAST_PUBLISH (URLs separated by spaces) or the config file keep them out of
-    /// nalcast's own command line (ffmpeg's still holds its URL).
+    /// that stream. rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam).
+    /// nalcast sends rtmp:// and rtmps:// itself; rtsp://, srt:// and an RTMP URL with
+    /// a user go through an ffmpeg process per URL. A failed target is retried;
+    /// /api/stream shows its state without the URL's user, password, query string or
+    /// RTMP stream key. NALCAST_PUBLISH (URLs separated by spaces) or the config file
+    /// keep them out of nalcast's own command line; an RTMP key is then on none (an
+    /// ffmpeg target's URL is on its ffmpeg's).
     #[arg(
         long,
         value_name = "URL",

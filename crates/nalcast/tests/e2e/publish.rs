@@ -10,6 +10,7 @@ use crate::common;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::common::{http_get, Server};
@@ -265,7 +266,7 @@ async fn the_stream_reaches_nginx_with_camera_timing_and_returns_after_nginx_res
     nginx.stop();
     let retrying = publish_state(&server, "retrying", Duration::from_secs(20)).await;
     let error = retrying["last_error"].as_str().unwrap_or_default();
-    assert!(error.contains("ffmpeg"), "{retrying}");
+    assert!(error.contains("the server"), "{retrying}");
     assert!(retrying["restarts"].as_u64() >= Some(1), "{retrying}");
     let (status, _) = http_get(server.addr, "/healthz").await.expect("healthz");
     assert_eq!(status, 200, "a publisher's failure is not the camera's");
@@ -285,12 +286,7 @@ async fn the_stream_reaches_nginx_with_camera_timing_and_returns_after_nginx_res
         "{metrics}"
     );
 
-    // Shut down: ffmpeg goes with nalcast (reaped before it exits).
     drop(server);
-    assert!(
-        !ffmpeg_publishing_to(&url),
-        "an ffmpeg still publishes to {url} after nalcast stopped"
-    );
 }
 
 /// Whether any ffmpeg process on this machine has `url` on its command line.
@@ -325,6 +321,8 @@ async fn the_urls_user_password_and_keys_reach_no_api_page_metric_or_log() {
         live["url"],
         format!("rtmp://***@{}/live/***?***", nginx.addr)
     );
+    // A URL with a user and password (RTMP logins differ by server) is ffmpeg's.
+    assert!(ffmpeg_publishing_to(&url), "ffmpeg publishes to {url}");
     // nginx takes the stream under its name (the query string is its arguments).
     let pulled = pull(&rtmp_url(&nginx, "live/str3amname")).await;
     assert!(!pulled.pts_ms.is_empty());
@@ -345,7 +343,12 @@ async fn the_urls_user_password_and_keys_reach_no_api_page_metric_or_log() {
         let (_, body) = http_get(server.addr, path).await.expect(path);
         seen.push((path.to_owned(), body));
     }
+    // ffmpeg goes with nalcast (reaped before nalcast exits).
     drop(server);
+    assert!(
+        !ffmpeg_publishing_to(&url),
+        "an ffmpeg still publishes to {url} after nalcast stopped"
+    );
     let log = std::fs::read_to_string(&log).expect("log");
     assert!(log.contains("ffmpeg: "), "ffmpeg's lines are logged: {log}");
     seen.push(("the log".to_owned(), log));
@@ -354,6 +357,165 @@ async fn the_urls_user_password_and_keys_reach_no_api_page_metric_or_log() {
             assert!(!text.contains(secret), "{secret} in {what}: {text}");
         }
     }
+}
+
+/// The processes on this machine whose command line holds `text`.
+fn command_lines_holding(text: &str) -> Vec<String> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .flatten()
+        .filter_map(|p| std::fs::read(p.path().join("cmdline")).ok())
+        .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+        .filter(|c| c.contains(text))
+        .collect()
+}
+
+/// Before: an ffmpeg per target carried the URL, stream key and all, on its
+/// command line, which `ps` shows every local user. rtmp:// (and rtmps://) are
+/// now published by nalcast itself.
+#[tokio::test]
+async fn an_rtmp_stream_key_is_on_no_command_line_and_the_stream_plays_whole() {
+    let test = "an_rtmp_stream_key_is_on_no_command_line_and_the_stream_plays_whole";
+    if !nginx_available(test) {
+        return;
+    }
+    let key = "k3y-only-in-the-environment";
+    let dir = common::temp_dir("publish-native");
+    let nginx = start_rtmp(&dir, None).await;
+    let log = dir.join("nalcast.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
+    cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "off"])
+        .args(["--source", "test"])
+        .env("NALCAST_PUBLISH", rtmp_url(&nginx, &format!("live/{key}")))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let server = Server::from_command(cmd);
+    publish_state(&server, "live", Duration::from_secs(20)).await;
+    // Live: the key is on no command line (nalcast's own has no --publish).
+    assert_eq!(command_lines_holding(key), Vec::<String>::new());
+    // What a player gets back from nginx: the test pattern's size, 30 pictures a
+    // second, decoded without an error.
+    let pulled = pull(&rtmp_url(&nginx, &format!("live/{key}"))).await;
+    assert_eq!((pulled.width, pulled.height), (1280, 720));
+    let interval = median_interval(&pulled.pts_ms);
+    assert!(
+        (30.0..=37.0).contains(&interval),
+        "{interval} ms between pictures"
+    );
+    let url = rtmp_url(&nginx, &format!("live/{key}"));
+    let (ok, _, err) = run(
+        "ffmpeg",
+        &["-v", "error", "-i", &url, "-t", "2", "-f", "null", "-"],
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(
+        ok && err.trim().is_empty(),
+        "decoding what nginx passes on: {err}"
+    );
+    drop(server);
+    let log = std::fs::read_to_string(&log).expect("log");
+    assert!(!log.contains(key), "the key in the log: {log}");
+}
+
+/// A TLS terminator in front of `backend` (as an RTMPS service has in front of its
+/// RTMP servers), for `localhost`, with a certificate of its own; returns its
+/// address and the certificate (PEM) for the client to trust.
+async fn tls_front(backend: SocketAddr) -> (SocketAddr, String) {
+    let key = rcgen::KeyPair::generate().expect("key pair");
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    let pem = cert.pem();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .expect("config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let Ok(mut plain) = tokio::net::TcpStream::connect(backend).await else {
+                    return;
+                };
+                let _ = tokio::io::copy_bidirectional(&mut tls, &mut plain).await;
+            });
+        }
+    });
+    (addr, pem)
+}
+
+/// rtmps://: TLS checked against the trusted certificates (here SSL_CERT_FILE),
+/// the stream through to nginx; a server whose certificate is not trusted is
+/// refused, and says why.
+#[tokio::test]
+async fn rtmps_publishes_through_tls_to_a_trusted_server_only() {
+    let test = "rtmps_publishes_through_tls_to_a_trusted_server_only";
+    if !nginx_available(test) {
+        return;
+    }
+    let dir = common::temp_dir("publish-rtmps");
+    let nginx = start_rtmp(&dir, None).await;
+    let (front, pem) = tls_front(nginx.addr).await;
+    let trusted = dir.join("trusted.pem");
+    std::fs::write(&trusted, &pem).expect("write certificate");
+    let url = format!("rtmps://localhost:{}/live/tls-cam", front.port());
+    let start = |ca: &Path, log: &Path| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
+        cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "off"])
+            .args(["--source", "test"])
+            .env("NALCAST_PUBLISH", &url)
+            .env("SSL_CERT_FILE", ca)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(log).expect("log file"));
+        Server::from_command(cmd)
+    };
+    let server = start(&trusted, &dir.join("trusted.log"));
+    publish_state(&server, "live", Duration::from_secs(20)).await;
+    let pulled = pull(&rtmp_url(&nginx, "live/tls-cam")).await;
+    assert_eq!((pulled.width, pulled.height), (1280, 720));
+    assert!(
+        pulled.pts_ms.len() > 30,
+        "{} pictures in 2 s",
+        pulled.pts_ms.len()
+    );
+    drop(server);
+
+    // Trusting another certificate (the system's, say): refused, with the reason.
+    let other = dir.join("other.pem");
+    let key = rcgen::KeyPair::generate().expect("key pair");
+    let stranger = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .expect("params")
+        .self_signed(&key)
+        .expect("certificate");
+    std::fs::write(&other, stranger.pem()).expect("write certificate");
+    let server = start(&other, &dir.join("untrusted.log"));
+    let refused = publish_state(&server, "retrying", Duration::from_secs(20)).await;
+    let error = refused["last_error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("TLS") && error.contains("certificate"),
+        "{refused}"
+    );
 }
 
 #[tokio::test]

@@ -1,6 +1,8 @@
 //! Publishers: the stream sent on, unchanged, to media servers (`--publish URL`).
 //!
-//! (Not [`Hub::publish`], which takes an access unit *into* the hub.) Each publisher
+//! (Not [`Hub::publish`], which takes an access unit *into* the hub.) `rtmp://` and
+//! `rtmps://` targets (without a user) are published by nalcast itself ([`rtmp`]): no
+//! process holds their stream key on its command line. Every other publisher
 //! is an ffmpeg child fed the fMP4 the hub makes anyway
 //! (init segment, then one `moof`+`mdat` per access unit, 90 kHz decode times from
 //! capture times) on its standard input, copying it (`-c copy`, no re-encoding) to
@@ -9,9 +11,9 @@
 //! viewer has, so a slow or stuck server costs it pictures (it resumes at the next
 //! keyframe), never the hub or the viewers; and it is not counted as a viewer.
 //!
-//! A supervisor per publisher restarts ffmpeg with capped exponential backoff, like
-//! the source's, and at once when the stream's parameters change (ffmpeg reads one
-//! init segment per run). Its state (`connecting`, `live`, `retrying`) and the last
+//! A supervisor per publisher restarts it with capped exponential backoff, like
+//! the source's, and an ffmpeg at once when the stream's parameters change (ffmpeg
+//! reads one init segment per run; the RTMP client sends a new sequence header). Its state (`connecting`, `live`, `retrying`) and the last
 //! failure are shown by `/api/stream` and `nalcast_publish_up`; the URL's user,
 //! password, query string and RTMP stream key are not ([`PublishTarget`]).
 use std::path::{Path, PathBuf};
@@ -43,9 +45,10 @@ pub const PUBLISH_RESTARTS: Series = Series::counter(
 
 mod child;
 pub mod feed;
+pub mod rtmp;
 mod target;
 
-pub use target::{BadTarget, PublishTarget, Scheme};
+pub use target::{BadTarget, PublishTarget, RtmpEndpoint, Scheme};
 
 /// What a publisher is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -181,12 +184,13 @@ impl Default for PublishOptions {
 /// protocol; returns the ffmpeg to run. The message is one line for the user.
 pub fn preflight(targets: &[PublishTarget]) -> Result<PathBuf, String> {
     let ffmpeg = PathBuf::from("ffmpeg");
-    if targets.is_empty() {
+    // rtmp:// and rtmps:// (without a user) are nalcast's own (rtmp.rs).
+    if !targets.iter().any(PublishTarget::needs_ffmpeg) {
         return Ok(ffmpeg);
     }
     let listing = protocols_of(&ffmpeg)?;
     let protocols = feed::output_protocols(&listing);
-    for target in targets {
+    for target in targets.iter().filter(|t| t.needs_ffmpeg()) {
         if let Some(needed) = target.scheme().ffmpeg_protocol() {
             if !protocols.iter().any(|p| p == needed) {
                 return Err(format!(
@@ -247,12 +251,17 @@ pub async fn supervise(
         }
         let started = Instant::now();
         info!(publish = %publisher.target, "publishing");
-        let ended = child::run_once(&publisher, &hub, &opts, shutdown.clone()).await;
+        let ended = match publisher.target.rtmp_endpoint() {
+            Some(endpoint) => {
+                rtmp::run_once(&publisher, &hub, &opts, &endpoint, shutdown.clone()).await
+            }
+            None => child::run_once(&publisher, &hub, &opts, shutdown.clone()).await,
+        };
         retries.ended(started.elapsed());
         let backoff = match ended {
             RunEnd::Shutdown => break,
             RunEnd::NewParameters => {
-                info!(publish = %publisher.target, "new stream parameters: restarting ffmpeg");
+                info!(publish = %publisher.target, "new stream parameters: publishing again");
                 publisher.restarted();
                 continue;
             }

@@ -176,7 +176,80 @@ impl FromStr for PublishTarget {
     }
 }
 
+/// Where an `rtmp://` or `rtmps://` target is, as nalcast's own RTMP client needs it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RtmpEndpoint {
+    /// Host name or address (an IPv6 one without its brackets).
+    pub host: String,
+    /// 1935 for RTMP, 443 for RTMPS unless the URL says.
+    pub port: u16,
+    /// Over TLS (`rtmps://`).
+    pub tls: bool,
+    /// The application: the path's first segment (`live`, YouTube's `live2`).
+    pub app: String,
+    /// The stream name: the rest of the path with the query, if any (the stream
+    /// key, MediaMTX's `cam?user=…&pass=…`). A secret.
+    pub stream: String,
+    /// The URL of the application, as the `connect` command gives it (no key).
+    pub tc_url: String,
+}
+
 impl PublishTarget {
+    /// For `rtmp://` and `rtmps://` URLs without a user or password: where nalcast
+    /// publishes by itself (publish/rtmp.rs). `None` for the others: ffmpeg's.
+    pub fn rtmp_endpoint(&self) -> Option<RtmpEndpoint> {
+        let tls = match self.scheme {
+            Scheme::Rtmp => false,
+            Scheme::Rtmps => true,
+            Scheme::Rtsp | Scheme::Srt => return None,
+        };
+        let rest = self.url.split_once("://")?.1;
+        let (before_query, query) = match rest.split_once('?') {
+            Some((b, q)) => (b, Some(q)),
+            None => (rest, None),
+        };
+        let (authority, path) = before_query.split_once('/')?;
+        if authority.contains('@') {
+            return None;
+        }
+        let (app, name) = path.split_once('/')?;
+        if app.is_empty() || name.is_empty() {
+            return None;
+        }
+        let default_port = if tls { 443 } else { 1935 };
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let (host, after) = v6.split_once(']')?;
+                match after.strip_prefix(':') {
+                    Some(port) => (host, port.parse().ok()?),
+                    None if after.is_empty() => (host, default_port),
+                    None => return None,
+                }
+            }
+            None => match authority.rsplit_once(':') {
+                Some((host, port)) => (host, port.parse().ok()?),
+                None => (authority, default_port),
+            },
+        };
+        let stream = match query {
+            Some(q) => format!("{name}?{q}"),
+            None => name.to_owned(),
+        };
+        Some(RtmpEndpoint {
+            host: host.to_owned(),
+            port,
+            tls,
+            app: app.to_owned(),
+            stream,
+            tc_url: format!("{}://{authority}/{app}", self.scheme.name()),
+        })
+    }
+
+    /// Whether publishing here takes an ffmpeg process (all but [`Self::rtmp_endpoint`]'s).
+    pub fn needs_ffmpeg(&self) -> bool {
+        self.rtmp_endpoint().is_none()
+    }
+
     /// The URL as given, secrets and all: for ffmpeg's command line only.
     pub fn url(&self) -> &str {
         &self.url
@@ -218,6 +291,40 @@ impl fmt::Debug for PublishTarget {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rtmp_urls_give_nalcasts_own_client_host_port_app_and_stream() {
+        let ep = |url: &str| url.parse::<PublishTarget>().expect(url).rtmp_endpoint();
+        let yt = ep("rtmps://a.rtmps.youtube.com/live2/abcd-efgh").expect("rtmps");
+        assert_eq!(
+            (
+                yt.host.as_str(),
+                yt.port,
+                yt.tls,
+                yt.app.as_str(),
+                yt.stream.as_str()
+            ),
+            ("a.rtmps.youtube.com", 443, true, "live2", "abcd-efgh")
+        );
+        assert_eq!(yt.tc_url, "rtmps://a.rtmps.youtube.com/live2");
+        let mtx = ep("rtmp://[::1]:1936/cams/garden?user=u&pass=p").expect("rtmp");
+        assert_eq!((mtx.host.as_str(), mtx.port, mtx.tls), ("::1", 1936, false));
+        assert_eq!(mtx.stream, "garden?user=u&pass=p");
+        assert!(!mtx.tc_url.contains("garden"), "the key stays out of tcUrl");
+        assert_eq!(ep("rtmp://nginx.lan/live/cam").expect("rtmp").port, 1935);
+        // A user and password (RTMP's server-specific logins): ffmpeg's, as before.
+        assert_eq!(ep("rtmp://u:p@host/live/cam"), None);
+        assert_eq!(ep("rtsp://host/cam"), None);
+        assert_eq!(ep("srt://host:8890?streamid=publish:cam"), None);
+        assert!(!"rtmp://host/live/cam"
+            .parse::<PublishTarget>()
+            .expect("rtmp")
+            .needs_ffmpeg());
+        assert!("rtsp://host/cam"
+            .parse::<PublishTarget>()
+            .expect("rtsp")
+            .needs_ffmpeg());
+    }
 
     fn shown(url: &str) -> String {
         url.parse::<PublishTarget>().expect(url).shown().to_owned()
