@@ -232,7 +232,10 @@ impl Running {
                 publish::supervise(
                     publisher.clone(),
                     stream.hub.clone(),
-                    publish_options.clone(),
+                    publish::PublishOptions {
+                        allow_basic: stream.config.options.rtsp_allow_basic,
+                        ..publish_options.clone()
+                    },
                     stop.subscribe(),
                 )
                 .instrument(span.clone()),

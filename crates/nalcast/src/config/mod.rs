@@ -159,7 +159,8 @@ pub struct Options {
     ///
     /// Basic sends it readable by anyone on the network, RTSP being unencrypted. Off,
     /// such a camera is refused with one log line; Digest is always used where the
-    /// camera offers it.
+    /// camera offers it. The same for an rtsp:// --publish target (a stream's own
+    /// setting for its targets).
     #[arg(
         long,
         hide_short_help = true,
@@ -402,12 +403,12 @@ pub struct Options {
     ///
     /// With several streams, the first one's; a `[[stream]]` table's `publish` key sends
     /// that stream. rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam).
-    /// nalcast sends rtmp:// and rtmps:// itself; rtsp://, srt:// and an RTMP URL with
+    /// nalcast sends rtmp://, rtmps:// and rtsp:// itself; srt:// and an RTMP URL with
     /// a user go through an ffmpeg process per URL. A failed target is retried;
     /// /api/stream shows its state without the URL's user, password, query string or
     /// RTMP stream key. NALCAST_PUBLISH (URLs separated by spaces) or the config file
-    /// keep them out of nalcast's own command line; an RTMP key is then on none (an
-    /// ffmpeg target's URL is on its ffmpeg's).
+    /// keep them out of nalcast's own command line; an RTMP key or RTSP password is
+    /// then on none (an ffmpeg target's URL is on its ffmpeg's).
     #[arg(
         long,
         value_name = "URL",

@@ -421,6 +421,99 @@ async fn an_rtmp_stream_key_is_on_no_command_line_and_the_stream_plays_whole() {
     assert!(!log.contains(key), "the key in the log: {log}");
 }
 
+/// Before: an ffmpeg carried the rtsp:// URL, user and password, on its command
+/// line. Now nalcast publishes it itself: ANNOUNCE, RECORD, RTP over the TCP
+/// connection, with a Digest login; GStreamer's RTSP server records what comes.
+#[tokio::test]
+async fn an_rtsp_login_is_on_no_command_line_and_the_server_records_every_picture() {
+    let test = "an_rtsp_login_is_on_no_command_line_and_the_server_records_every_picture";
+    if !crate::rtsp::gstreamer_ready(test) {
+        return;
+    }
+    let password = "pa55-only-in-the-environment";
+    let dir = common::temp_dir("publish-rtsp");
+    let recorded = dir.join("recorded.h264");
+    let _ = std::fs::remove_file(&recorded);
+    let port = crate::rtsp::free_port();
+    let server_side = crate::rtsp::Camera::start_recording(
+        port,
+        Some(("digest", &format!("publisher:{password}"))),
+        Some(&recorded),
+    );
+    let log = dir.join("nalcast.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
+    cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "off"])
+        .args(["--source", "test"])
+        .env(
+            "NALCAST_PUBLISH",
+            format!("rtsp://publisher:{password}@127.0.0.1:{port}/record"),
+        )
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let server = Server::from_command(cmd);
+    let live = publish_state(&server, "live", Duration::from_secs(20)).await;
+    assert_eq!(live["url"], format!("rtsp://***@127.0.0.1:{port}/record"));
+    // None but the server's own (the fixture is given the login to check).
+    let holding: Vec<String> = command_lines_holding(password)
+        .into_iter()
+        .filter(|c| !c.contains("rtsp_server.py"))
+        .collect();
+    assert_eq!(holding, Vec::<String>::new());
+    // Two seconds of pictures recorded (the server writes as they come).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let (_, out, _) = run(
+            "ffprobe",
+            &[
+                "-v",
+                "error",
+                "-count_frames",
+                "-show_entries",
+                "stream=nb_read_frames",
+                "-of",
+                "csv=p=0",
+                recorded.to_str().expect("path"),
+            ],
+            Duration::from_secs(20),
+        )
+        .await;
+        if out.trim().parse::<u32>().unwrap_or(0) >= 60 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the server recorded {out:?} pictures"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    drop(server);
+    drop(server_side);
+    // What was recorded: decodable, and no picture missing (frame_num, POC), as
+    // the corpus checks a raw viewer's capture.
+    let file = std::fs::read(&recorded).expect("the recording");
+    // Slices and parameter sets, each set once before a picture (the server's
+    // parser repeats them from the SDP besides those sent in-band).
+    let mut nals: Vec<bytes::Bytes> = Vec::new();
+    let mut sets_since_slice: Vec<&[u8]> = Vec::new();
+    for nal in testkit::annexb::split(&file) {
+        match nal[0] & 0x1f {
+            7 | 8 if sets_since_slice.contains(&nal) => continue,
+            7 | 8 => sets_since_slice.push(nal),
+            1..=5 => sets_since_slice.clear(),
+            _ => continue,
+        }
+        nals.push(bytes::Bytes::from([&[0, 0, 0, 1][..], nal].concat()));
+    }
+    let seen =
+        crate::corpus::check::check_capture(crate::corpus::check::Dialect::Raw, &nals, &[], false)
+            .expect("a whole stream");
+    assert!(seen.pictures >= 60, "{} pictures", seen.pictures);
+    crate::corpus::check::ffmpeg_decodes(&recorded).expect("ffmpeg decodes the recording");
+    let log = std::fs::read_to_string(&log).expect("log");
+    assert!(!log.contains(password), "the password in the log: {log}");
+}
+
 /// A TLS terminator in front of `backend` (as an RTMPS service has in front of its
 /// RTMP servers), for `localhost`, with a certificate of its own; returns its
 /// address and the certificate (PEM) for the client to trust.

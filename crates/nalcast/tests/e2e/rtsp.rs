@@ -63,10 +63,23 @@ impl Camera {
     /// Starts the RTSP server on `port` and waits until it listens. `auth` is
     /// ("basic" | "digest", "user:password").
     pub(crate) fn start(port: u16, auth: Option<(&str, &str)>) -> Camera {
+        Camera::start_recording(port, auth, None)
+    }
+
+    /// [`Camera::start`], also taking a published stream on `/record` into
+    /// `record` (Annex-B) when given: a media server that records.
+    pub(crate) fn start_recording(
+        port: u16,
+        auth: Option<(&str, &str)>,
+        record: Option<&Path>,
+    ) -> Camera {
         let mut cmd = Command::new(PYTHON);
         cmd.arg(fixture()).arg(port.to_string());
         if let Some((method, user_pass)) = auth {
             cmd.args(["--auth", method, user_pass]);
+        }
+        if let Some(file) = record {
+            cmd.arg("--record").arg(file);
         }
         let mut child = cmd
             .stdout(Stdio::piped())

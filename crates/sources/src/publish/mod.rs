@@ -1,8 +1,9 @@
 //! Publishers: the stream sent on, unchanged, to media servers (`--publish URL`).
 //!
 //! (Not [`Hub::publish`], which takes an access unit *into* the hub.) `rtmp://` and
-//! `rtmps://` targets (without a user) are published by nalcast itself ([`rtmp`]): no
-//! process holds their stream key on its command line. Every other publisher
+//! `rtmps://` targets (without a user) and `rtsp://` ones are published by nalcast
+//! itself ([`rtmp`], [`rtsp`]): no process holds their stream key or password on its
+//! command line. Every other publisher
 //! is an ffmpeg child fed the fMP4 the hub makes anyway
 //! (init segment, then one `moof`+`mdat` per access unit, 90 kHz decode times from
 //! capture times) on its standard input, copying it (`-c copy`, no re-encoding) to
@@ -46,9 +47,10 @@ pub const PUBLISH_RESTARTS: Series = Series::counter(
 mod child;
 pub mod feed;
 pub mod rtmp;
+pub mod rtsp;
 mod target;
 
-pub use target::{BadTarget, PublishTarget, RtmpEndpoint, Scheme};
+pub use target::{BadTarget, PublishTarget, RtmpEndpoint, RtspEndpoint, Scheme};
 
 /// What a publisher is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -168,6 +170,9 @@ pub struct PublishOptions {
     /// ffmpeg that takes nothing from its input for this long is restarted (a
     /// server that accepted the connection but stopped reading).
     pub stall_timeout: Duration,
+    /// An RTSP server that asks for Basic login gets the password (readable on the
+    /// network): `--rtsp-allow-basic on`.
+    pub allow_basic: bool,
 }
 
 impl Default for PublishOptions {
@@ -176,6 +181,7 @@ impl Default for PublishOptions {
             ffmpeg: PathBuf::from("ffmpeg"),
             backoff: Backoff::default(),
             stall_timeout: Duration::from_secs(10),
+            allow_basic: false,
         }
     }
 }
@@ -251,11 +257,13 @@ pub async fn supervise(
         }
         let started = Instant::now();
         info!(publish = %publisher.target, "publishing");
-        let ended = match publisher.target.rtmp_endpoint() {
-            Some(endpoint) => {
-                rtmp::run_once(&publisher, &hub, &opts, &endpoint, shutdown.clone()).await
-            }
-            None => child::run_once(&publisher, &hub, &opts, shutdown.clone()).await,
+        let target = &publisher.target;
+        let ended = if let Some(endpoint) = target.rtmp_endpoint() {
+            rtmp::run_once(&publisher, &hub, &opts, &endpoint, shutdown.clone()).await
+        } else if let Some(endpoint) = target.rtsp_endpoint() {
+            rtsp::run_once(&publisher, &hub, &opts, &endpoint, shutdown.clone()).await
+        } else {
+            child::run_once(&publisher, &hub, &opts, shutdown.clone()).await
         };
         retries.ended(started.elapsed());
         let backoff = match ended {

@@ -466,7 +466,7 @@ async fn stop<S: AsyncWrite + Unpin>(io: &mut S, session: &mut ClientSession) ->
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use std::time::Instant;
 
     use super::*;
@@ -478,7 +478,7 @@ mod tests {
 
     /// `count` frames of the test pattern, 30 fps, keyframes where `key` says, as
     /// the hub shares them.
-    fn items(count: usize, key: impl Fn(usize) -> bool) -> Vec<Item> {
+    pub(crate) fn items(count: usize, key: impl Fn(usize) -> bool) -> Vec<Item> {
         let mut pattern = TestPattern::new(&VideoSettings {
             width: 320,
             height: 240,

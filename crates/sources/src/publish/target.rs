@@ -194,7 +194,55 @@ pub struct RtmpEndpoint {
     pub tc_url: String,
 }
 
+/// Where an `rtsp://` target is, as nalcast's own RTSP client needs it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct RtspEndpoint {
+    /// Host name or address (an IPv6 one without its brackets).
+    pub host: String,
+    /// 554 unless the URL says.
+    pub port: u16,
+    /// The URL without its user and password: the requests' URL.
+    pub url: String,
+    /// The user and password, percent-decoded, when the URL has them.
+    pub login: Option<(String, String)>,
+}
+
+impl fmt::Debug for RtspEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RtspEndpoint({}:{})", self.host, self.port)
+    }
+}
+
 impl PublishTarget {
+    /// For `rtsp://` URLs: where nalcast publishes by itself (publish/rtsp.rs).
+    pub fn rtsp_endpoint(&self) -> Option<RtspEndpoint> {
+        if self.scheme != Scheme::Rtsp {
+            return None;
+        }
+        let rest = self.url.split_once("://")?.1;
+        let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
+        let (login, hostport) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => {
+                let decode = |s: &str| {
+                    percent_encoding::percent_decode_str(s)
+                        .decode_utf8()
+                        .map(|c| c.into_owned())
+                        .ok()
+                };
+                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+                (Some((decode(user)?, decode(password)?)), hostport)
+            }
+            None => (None, authority),
+        };
+        let (host, port) = host_and_port(hostport, 554)?;
+        Some(RtspEndpoint {
+            host,
+            port,
+            url: format!("rtsp://{hostport}/{path}"),
+            login,
+        })
+    }
+
     /// For `rtmp://` and `rtmps://` URLs without a user or password: where nalcast
     /// publishes by itself (publish/rtmp.rs). `None` for the others: ffmpeg's.
     pub fn rtmp_endpoint(&self) -> Option<RtmpEndpoint> {
@@ -216,27 +264,13 @@ impl PublishTarget {
         if app.is_empty() || name.is_empty() {
             return None;
         }
-        let default_port = if tls { 443 } else { 1935 };
-        let (host, port) = match authority.strip_prefix('[') {
-            Some(v6) => {
-                let (host, after) = v6.split_once(']')?;
-                match after.strip_prefix(':') {
-                    Some(port) => (host, port.parse().ok()?),
-                    None if after.is_empty() => (host, default_port),
-                    None => return None,
-                }
-            }
-            None => match authority.rsplit_once(':') {
-                Some((host, port)) => (host, port.parse().ok()?),
-                None => (authority, default_port),
-            },
-        };
+        let (host, port) = host_and_port(authority, if tls { 443 } else { 1935 })?;
         let stream = match query {
             Some(q) => format!("{name}?{q}"),
             None => name.to_owned(),
         };
         Some(RtmpEndpoint {
-            host: host.to_owned(),
+            host,
             port,
             tls,
             app: app.to_owned(),
@@ -245,9 +279,10 @@ impl PublishTarget {
         })
     }
 
-    /// Whether publishing here takes an ffmpeg process (all but [`Self::rtmp_endpoint`]'s).
+    /// Whether publishing here takes an ffmpeg process (all but
+    /// [`Self::rtmp_endpoint`]'s and [`Self::rtsp_endpoint`]'s).
     pub fn needs_ffmpeg(&self) -> bool {
-        self.rtmp_endpoint().is_none()
+        self.rtmp_endpoint().is_none() && self.rtsp_endpoint().is_none()
     }
 
     /// The URL as given, secrets and all: for ffmpeg's command line only.
@@ -274,6 +309,25 @@ impl PublishTarget {
         }
         crate::mask_credentials(&out)
     }
+}
+
+/// `host[:port]` or `[v6][:port]`: the host (without brackets) and the port.
+fn host_and_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
+    let (host, port) = match authority.strip_prefix('[') {
+        Some(v6) => {
+            let (host, after) = v6.split_once(']')?;
+            match after.strip_prefix(':') {
+                Some(port) => (host, port.parse().ok()?),
+                None if after.is_empty() => (host, default_port),
+                None => return None,
+            }
+        }
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, port.parse().ok()?),
+            None => (authority, default_port),
+        },
+    };
+    (!host.is_empty()).then(|| (host.to_owned(), port))
 }
 
 impl fmt::Display for PublishTarget {
@@ -316,14 +370,20 @@ mod tests {
         assert_eq!(ep("rtmp://u:p@host/live/cam"), None);
         assert_eq!(ep("rtsp://host/cam"), None);
         assert_eq!(ep("srt://host:8890?streamid=publish:cam"), None);
-        assert!(!"rtmp://host/live/cam"
-            .parse::<PublishTarget>()
-            .expect("rtmp")
-            .needs_ffmpeg());
-        assert!("rtsp://host/cam"
+        let rtsp = "rtsp://al%40ce:p%3Ass@[::1]:8554/cams/garden?x=1"
             .parse::<PublishTarget>()
             .expect("rtsp")
-            .needs_ffmpeg());
+            .rtsp_endpoint()
+            .expect("an RTSP endpoint");
+        assert_eq!((rtsp.host.as_str(), rtsp.port), ("::1", 8554));
+        assert_eq!(rtsp.url, "rtsp://[::1]:8554/cams/garden?x=1");
+        assert_eq!(rtsp.login, Some(("al@ce".to_owned(), "p:ss".to_owned())));
+        assert!(!format!("{rtsp:?}").contains("p:ss"));
+        let needs = |url: &str| url.parse::<PublishTarget>().expect(url).needs_ffmpeg();
+        assert!(!needs("rtmp://host/live/cam"));
+        assert!(needs("rtmp://u:p@host/live/cam"));
+        assert!(!needs("rtsp://u:p@host/cam"));
+        assert!(needs("srt://host:1?a=b"));
     }
 
     fn shown(url: &str) -> String {
