@@ -361,6 +361,16 @@ async fn run_once(
     let ends = &mut learned.frame_ends;
     match spec {
         SourceSpec::Exec(cmd) => {
+            if !learned.said_password_in_argv && mask_credentials(cmd) != *cmd {
+                learned.said_password_in_argv = true;
+                warn!(
+                    "the exec: command holds a URL's password, which every user of this \
+                     machine can read in its command line (ps): give it to the command \
+                     through nalcast's environment instead (a script reading it from a \
+                     variable, set in the service's EnvironmentFile), or, for an RTSP \
+                     camera, use --source rtsp://, which nalcast reads itself"
+                );
+            }
             let mut c = tokio::process::Command::new("sh");
             c.arg("-c").arg(cmd);
             exec::run_child(c, cmd, opts, hub, stop, ends).await
@@ -383,6 +393,8 @@ struct Learned {
     camera: rpicam::CameraApp,
     /// How a byte source's writer writes its frames.
     frame_ends: frame_end::FrameEnds,
+    /// Whether the warning about a password on an `exec:` command line was given.
+    said_password_in_argv: bool,
 }
 
 /// Runs an in-process source until it stops, or until shutdown (then `Ok`): these

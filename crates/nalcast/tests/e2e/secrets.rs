@@ -83,6 +83,13 @@ async fn a_failing_cameras_command_line_and_output_stay_out_of_healthz_api_and_v
         !logged.contains(PASSWORD),
         "the log shows the password:\n{logged}"
     );
+    // Said once, across the command's restarts: the password is on its command
+    // line, for any user of the machine to read.
+    assert_eq!(
+        logged.matches("holds a URL's password").count(),
+        1,
+        "{logged}"
+    );
 }
 
 /// Before: a camera password or a stream key could only be given to nalcast on
