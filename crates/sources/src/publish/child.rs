@@ -14,7 +14,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::feed::{progress_frames, Admit, Feed, LineBudget, Step};
-use super::{PublishOptions, PublishTarget, Publisher, RunEnd, Scheme, State};
+use super::{first_accepted, PublishOptions, PublishTarget, Publisher, RunEnd, Scheme, State};
 use crate::exec::{exited as group_leader_exited, GroupKiller};
 use nalcast_core::clock::shutdown_requested;
 use nalcast_core::Hub;
@@ -82,20 +82,16 @@ pub(super) async fn run_once(
     let mut feed = Feed::new();
     // ffmpeg starts once there is something to give it: a keyframe and its init
     // segment (it would otherwise sit on a connection with nothing to send).
-    let first = loop {
-        let item = tokio::select! {
-            item = queue.next() => item,
-            _ = shutdown_requested(&mut shutdown) => return RunEnd::Shutdown,
-        };
-        // The hub closes every queue at shutdown.
-        let Some((item, _)) = item else {
-            return RunEnd::Shutdown;
-        };
-        match feed.next(&item) {
-            Step::Write(bufs) => break bufs,
-            Step::Wait => {}
-            Step::Restart => return RunEnd::NewParameters,
-        }
+    let first = first_accepted(queue, &mut shutdown, |item| match feed.next(item) {
+        Step::Write(bufs) => Some(Some(bufs)),
+        Step::Wait => None,
+        Step::Restart => Some(None),
+    })
+    .await;
+    let first = match first {
+        None => return RunEnd::Shutdown,
+        Some(None) => return RunEnd::NewParameters,
+        Some(Some(bufs)) => bufs,
     };
 
     let mut command = Command::new(&opts.ffmpeg);

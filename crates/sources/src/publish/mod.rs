@@ -231,6 +231,62 @@ fn protocols_of(ffmpeg: &Path) -> Result<String, String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// Waits for the first queue item `accept` takes (a keyframe, mostly): what it
+/// made of it, or `None` at shutdown (the hub closes every queue then, too).
+pub(crate) async fn first_accepted<T>(
+    queue: &nalcast_core::queue::ViewerQueue,
+    shutdown: &mut watch::Receiver<bool>,
+    mut accept: impl FnMut(&nalcast_core::queue::Item) -> Option<T>,
+) -> Option<T> {
+    loop {
+        let item = tokio::select! {
+            item = queue.next() => item,
+            _ = shutdown_requested(shutdown) => return None,
+        };
+        if let Some(taken) = accept(&item?.0) {
+            return Some(taken);
+        }
+    }
+}
+
+/// How long a publisher's connection may take.
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A TCP connection to a media server, for nalcast's own RTMP and RTSP clients.
+pub(crate) async fn connect(host: &str, port: u16) -> Result<tokio::net::TcpStream, String> {
+    let tcp = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        tokio::net::TcpStream::connect((host, port)),
+    )
+    .await
+    .map_err(|_| {
+        format!(
+            "no connection to the server within {} s",
+            CONNECT_TIMEOUT.as_secs()
+        )
+    })?
+    .map_err(|e| format!("cannot connect to the server: {e}"))?;
+    let _ = tcp.set_nodelay(true);
+    Ok(tcp)
+}
+
+/// Runs one session of nalcast's own clients until it ends or nalcast shuts down;
+/// a failure's reason without the target's secrets.
+pub(crate) async fn session_until_shutdown(
+    publisher: &Publisher,
+    session: impl std::future::Future<Output = Result<RunEnd, String>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> RunEnd {
+    let ended = tokio::select! {
+        r = session => r,
+        _ = shutdown_requested(shutdown) => Ok(RunEnd::Shutdown),
+    };
+    match ended {
+        Ok(end) => end,
+        Err(why) => RunEnd::Failed(publisher.target.scrub(&why)),
+    }
+}
+
 /// How one ffmpeg run ended.
 #[derive(Debug)]
 pub(crate) enum RunEnd {

@@ -24,8 +24,9 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::target::RtmpEndpoint;
-use super::{PublishOptions, Publisher, RunEnd, State};
-use nalcast_core::clock::shutdown_requested;
+use super::{
+    connect, first_accepted, session_until_shutdown, PublishOptions, Publisher, RunEnd, State,
+};
 use nalcast_core::fmp4::Packager;
 use nalcast_core::queue::Item;
 use nalcast_core::Hub;
@@ -158,33 +159,15 @@ pub(super) async fn run_once(
     let queue = &subscription.queue;
     let mut feed = TagFeed::new();
     // Connect once there is something to send: a keyframe.
-    let first = loop {
-        let item = tokio::select! {
-            item = queue.next() => item,
-            _ = shutdown_requested(&mut shutdown) => return RunEnd::Shutdown,
-        };
-        let Some((item, _)) = item else {
-            return RunEnd::Shutdown;
-        };
-        let tags = feed.next(&item);
-        if !tags.is_empty() {
-            break tags;
-        }
+    let first = first_accepted(queue, &mut shutdown, |item| {
+        Some(feed.next(item)).filter(|tags| !tags.is_empty())
+    })
+    .await;
+    let Some(first) = first else {
+        return RunEnd::Shutdown;
     };
     let session = async {
-        let tcp = tokio::time::timeout(
-            SETUP_TIMEOUT,
-            TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
-        )
-        .await
-        .map_err(|_| {
-            format!(
-                "no connection to the server within {} s",
-                SETUP_TIMEOUT.as_secs()
-            )
-        })?
-        .map_err(|e| format!("cannot connect to the server: {e}"))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = connect(&endpoint.host, endpoint.port).await?;
         if endpoint.tls {
             let tls = tls_connect(tcp, &endpoint.host).await?;
             publish(tls, publisher, queue, &mut feed, first, opts, endpoint).await
@@ -192,14 +175,7 @@ pub(super) async fn run_once(
             publish(tcp, publisher, queue, &mut feed, first, opts, endpoint).await
         }
     };
-    let ended = tokio::select! {
-        r = session => r,
-        _ = shutdown_requested(&mut shutdown) => Ok(RunEnd::Shutdown),
-    };
-    match ended {
-        Ok(end) => end,
-        Err(why) => RunEnd::Failed(publisher.target.scrub(&why)),
-    }
+    session_until_shutdown(publisher, session, &mut shutdown).await
 }
 
 async fn tls_connect(

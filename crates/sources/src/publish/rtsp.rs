@@ -15,12 +15,12 @@ use base64::Engine as _;
 use bytes::{BufMut, Bytes, BytesMut};
 use http_auth::{PasswordClient, PasswordParams};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use super::target::RtspEndpoint;
-use super::{PublishOptions, Publisher, RunEnd, State};
-use nalcast_core::clock::shutdown_requested;
+use super::{
+    connect, first_accepted, session_until_shutdown, PublishOptions, Publisher, RunEnd, State,
+};
 use nalcast_core::fmp4::Packager;
 use nalcast_core::queue::Item;
 use nalcast_core::Hub;
@@ -199,33 +199,19 @@ pub(super) async fn run_once(
         .map_or(0x6e61_6c63, |d| d.subsec_nanos() ^ std::process::id());
     let mut feed = RtpFeed::new(ssrc);
     // Announce once there is something to send: a keyframe and its parameter sets.
-    let (first, params) = loop {
-        let item = tokio::select! {
-            item = queue.next() => item,
-            _ = shutdown_requested(&mut shutdown) => return RunEnd::Shutdown,
-        };
-        let Some((item, _)) = item else {
-            return RunEnd::Shutdown;
-        };
-        let frames = feed.next(&item);
-        if let (false, Item::Au { au, .. }) = (frames.is_empty(), &item) {
-            break (frames, au.au.params.clone());
+    let first = first_accepted(queue, &mut shutdown, |item| {
+        let frames = feed.next(item);
+        match item {
+            Item::Au { au, .. } if !frames.is_empty() => Some((frames, au.au.params.clone())),
+            _ => None,
         }
+    })
+    .await;
+    let Some((first, params)) = first else {
+        return RunEnd::Shutdown;
     };
     let session = async {
-        let tcp = tokio::time::timeout(
-            SETUP_TIMEOUT,
-            TcpStream::connect((endpoint.host.as_str(), endpoint.port)),
-        )
-        .await
-        .map_err(|_| {
-            format!(
-                "no connection to the server within {} s",
-                SETUP_TIMEOUT.as_secs()
-            )
-        })?
-        .map_err(|e| format!("cannot connect to the server: {e}"))?;
-        let _ = tcp.set_nodelay(true);
+        let tcp = connect(&endpoint.host, endpoint.port).await?;
         let mut client = Client::new(tcp, endpoint, opts.allow_basic);
         let keepalive = client.record(&params, &endpoint.host).await?;
         client.send(&first, opts.stall_timeout).await?;
@@ -234,14 +220,7 @@ pub(super) async fn run_once(
             .stream(queue, &mut feed, keepalive, opts.stall_timeout)
             .await
     };
-    let ended = tokio::select! {
-        r = session => r,
-        _ = shutdown_requested(&mut shutdown) => Ok(RunEnd::Shutdown),
-    };
-    match ended {
-        Ok(end) => end,
-        Err(why) => RunEnd::Failed(publisher.target.scrub(&why)),
-    }
+    session_until_shutdown(publisher, session, &mut shutdown).await
 }
 
 /// A response: its status and headers (names in lower case).
