@@ -262,7 +262,9 @@ async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
                             ));
                         }
                         ClientSessionEvent::PublishRequestAccepted => return Ok(session),
-                        ClientSessionEvent::UnhandleableOnStatusCode { code } => {
+                        ClientSessionEvent::UnhandleableOnStatusCode { code }
+                            if ends_publishing(&code) =>
+                        {
                             return Err(format!("the server refused publishing: {code}"));
                         }
                         _ => {}
@@ -333,13 +335,33 @@ async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
                         }
                         ClientSessionResult::RaisedEvent(
                             ClientSessionEvent::UnhandleableOnStatusCode { code },
-                        ) => return Err(format!("the server ended publishing: {code}")),
+                        ) if ends_publishing(&code) => {
+                            return Err(format!("the server ended publishing: {code}"))
+                        }
                         _ => {}
                     }
                 }
             }
         }
     }
+}
+
+/// Whether an onStatus code the session does not handle itself says publishing
+/// failed or ended ("NetStream.Publish.BadName", "….Denied", "NetConnection.Connect.Closed");
+/// others ("NetStream.Data.Start", a server's own notices) are let go.
+fn ends_publishing(code: &str) -> bool {
+    [
+        "Fail",
+        "Error",
+        "BadName",
+        "Denied",
+        "Reject",
+        "Closed",
+        "Unpublish",
+        "Idle",
+    ]
+    .iter()
+    .any(|word| code.contains(word))
 }
 
 /// The client's side of the handshake; returns bytes that came after it.
@@ -549,6 +571,22 @@ pub(crate) mod tests {
         let mut feed = TagFeed::new();
         assert!(feed.next(&items[1]).is_empty());
         assert!(feed.next(&items[2]).is_empty());
+    }
+
+    #[test]
+    fn only_a_status_that_says_so_ends_publishing() {
+        for code in [
+            "NetStream.Publish.BadName",
+            "NetStream.Publish.Denied",
+            "NetStream.Publish.Failed",
+            "NetConnection.Connect.Closed",
+            "NetStream.Unpublish.Success",
+        ] {
+            assert!(ends_publishing(code), "{code}");
+        }
+        for code in ["NetStream.Data.Start", "NetStream.Publish.Notify"] {
+            assert!(!ends_publishing(code), "{code}");
+        }
     }
 
     #[test]

@@ -273,7 +273,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Client<'a, S> {
             sdp.as_bytes(),
         )
         .await?;
-        let track = format!("{}/trackID=0", url.trim_end_matches('/'));
+        let track = track_url(&url);
         let setup = self
             .call(
                 "SETUP",
@@ -522,6 +522,14 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Client<'a, S> {
     }
 }
 
+/// The track's URL (the SDP's `a=control`), before the query string if any.
+fn track_url(url: &str) -> String {
+    match url.split_once('?') {
+        Some((path, query)) => format!("{}/trackID=0?{query}", path.trim_end_matches('/')),
+        None => format!("{}/trackID=0", url.trim_end_matches('/')),
+    }
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
@@ -549,6 +557,16 @@ mod tests {
         let seq = u16::from_be_bytes([p[2], p[3]]);
         let time = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
         (p[1] & 0x80 != 0, seq, time, &p[12..])
+    }
+
+    #[test]
+    fn the_track_url_keeps_the_query_last() {
+        assert_eq!(track_url("rtsp://h/cam"), "rtsp://h/cam/trackID=0");
+        assert_eq!(track_url("rtsp://h/cam/"), "rtsp://h/cam/trackID=0");
+        assert_eq!(
+            track_url("rtsp://h/cam?user=u&pass=p"),
+            "rtsp://h/cam/trackID=0?user=u&pass=p"
+        );
     }
 
     #[test]
