@@ -2,7 +2,8 @@
 # Checks what `make dist` made, one line per check: each binary's CPU, stripping,
 # highest GLIBC symbol version (Raspberry Pi OS Bullseye has 2.31) and libraries;
 # each binary streaming the test pattern to a client here (the ARM ones under
-# qemu-user), the capture decoded by ffmpeg; each .deb's control fields,
+# qemu-user), the capture decoded by ffmpeg, and publishing it to nginx's RTMP
+# module (pulled back and decoded); each .deb's control fields,
 # conffile, contents and maintainer scripts; the systemd unit.
 #   DIST_ARCHES="arm64 armhf"   check only these
 set -uo pipefail
@@ -115,6 +116,43 @@ print(",".join(str(v) for v in (d["frames"], d["width"], d["height"], d["packets
     [[ $played =~ ^([0-9]+),320,240,0,0$ ]] && ((BASH_REMATCH[1] >= 15))
 }
 
+# One nginx with its RTMP module for the publish checks, on a free loopback port.
+rtmp_port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+rtmp_up=false
+start_rtmp() {
+    mkdir -p "$tmp/nginx/logs"
+    cat >"$tmp/nginx/nginx.conf" <<CONF
+load_module /usr/lib/nginx/modules/ngx_rtmp_module.so;
+daemon off; master_process off; pid $tmp/nginx/nginx.pid; error_log $tmp/nginx/logs/error.log;
+events { worker_connections 64; }
+rtmp { server { listen 127.0.0.1:$rtmp_port; application live { live on; wait_key on; record off; } } }
+CONF
+    nginx -p "$tmp/nginx" -c "$tmp/nginx/nginx.conf" >"$tmp/nginx/out.log" 2>&1 &
+    pids+=("$!")
+    for ((i = 0; i < 50; i++)); do
+        (echo >"/dev/tcp/127.0.0.1/$rtmp_port") 2>/dev/null && { rtmp_up=true; return 0; }
+        sleep 0.1
+    done
+    return 1
+}
+
+publish() { # publish ARCH BINARY: nalcast's own RTMP client sends the test pattern to nginx, pulled back and decoded
+    local arch=$1 bin=$2 log="$tmp/$1-publish.log" url="rtmp://127.0.0.1:$rtmp_port/live/$1"
+    $rtmp_up || { echo "no nginx RTMP server: $(tail -n 2 "$tmp/nginx/out.log" 2>/dev/null)"; return 1; }
+    # shellcheck disable=SC2086 # runner is a command with its arguments
+    NALCAST_PUBLISH=$url ${runner[$arch]} "$bin" --source test --width 320 --height 240 --fps 10 \
+        --listen 127.0.0.1:0 --legacy-listen off --webrtc off --data-dir "$tmp/pub-$arch" >"$log" 2>&1 &
+    local pid=$! frames errors
+    pids+=("$pid")
+    frames=$(timeout 60 ffprobe -v error -rw_timeout 30000000 -read_intervals %+3 -count_frames -select_streams v:0 \
+        -show_entries stream=width,height,nb_read_frames -of csv=p=0 "$url" 2>&1)
+    errors=$(timeout 60 ffmpeg -v error -rw_timeout 30000000 -i "$url" -t 2 -f null - 2>&1)
+    kill "$pid"
+    wait "$pid" 2>/dev/null
+    echo "pulled back from nginx: width,height,frames in 3 s = $frames${errors:+; ffmpeg: $errors}"
+    [[ -z $errors && $frames == 320,240,* ]] && ((${frames##*,} >= 10))
+}
+
 deb_fields() { # deb_fields ARCH DEB (adduser: postinst makes the nalcast system user)
     local control
     control=$(dpkg-deb -f "$2" Package Version Architecture Depends Suggests)
@@ -168,6 +206,7 @@ deb_scripts() { # deb_scripts ARCH: what the maintainer scripts do, from the ext
     echo "preinst refuses armv6l and takes armv7l; prerm stops; postinst enables, restarts on upgrade, prints \"$(head -n 1 <<<"$out")\""
 }
 
+start_rtmp || fail "nginx with its RTMP module did not start (scripts/setup.sh --dist installs it): $(tail -n 2 "$tmp/nginx/out.log")"
 for arch in ${DIST_ARCHES:-arm64 armhf amd64}; do
     bin="dist/nalcast-$version-linux-$arch"
     deb="dist/nalcast_$version-1_$arch.deb"
@@ -183,6 +222,7 @@ for arch in ${DIST_ARCHES:-arm64 armhf amd64}; do
     check "$arch .deb maintainer scripts" deb_scripts "$arch"
     check "$arch streams the test pattern, over WHEP too, and makes a snapshot${runner[$arch]:+ under ${runner[$arch]}} with the packaged config" \
         stream "$arch" "$bin" "$tmp/deb-$arch/etc/nalcast/nalcast.toml"
+    check "$arch publishes to an RTMP server by itself${runner[$arch]:+ under ${runner[$arch]}}" publish "$arch" "$bin"
 done
 
 # systemd checks the unit as installed, its ExecStart pointed at a binary that runs here.

@@ -37,6 +37,9 @@ if [[ "${1:-}" == "--dist" ]]; then
     # qemu-user and the ARM C libraries run the ARM binaries in `make dist-check`;
     # the build itself needs no cross compiler (zig is one), pip installs zig.
     want+=(python3 python3-pip binutils file ffmpeg qemu-user libc6-arm64-cross libc6-armhf-cross)
+    # Each binary publishes to nginx's RTMP module in `make dist-check`: nalcast's own
+    # RTMP client on this architecture.
+    want+=(nginx libnginx-mod-rtmp)
 fi
 
 missing=()
