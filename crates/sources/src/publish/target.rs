@@ -301,14 +301,44 @@ impl PublishTarget {
     }
 
     /// `text` (a line ffmpeg wrote, an error) with every secret of this URL
-    /// replaced by `***`, and any other URL's password masked too.
+    /// replaced by `***`, and any other URL's password masked too. A secret of
+    /// fewer than [`SHORT_SECRET`] characters (a user "al", a password "1234") is
+    /// replaced where it stands alone, not inside a longer word or number: before,
+    /// user "al" made "nalcast" read "n***cast".
     pub fn scrub(&self, text: &str) -> String {
         let mut out = text.replace(&self.url, &self.shown);
         for secret in &self.secrets {
-            out = out.replace(secret.as_str(), "***");
+            out = if secret.chars().count() < SHORT_SECRET {
+                replace_standalone(&out, secret)
+            } else {
+                out.replace(secret.as_str(), "***")
+            };
         }
         crate::mask_credentials(&out)
     }
+}
+
+/// Secrets shorter than this are scrubbed only where they stand alone.
+const SHORT_SECRET: usize = 8;
+
+/// `text` with each occurrence of `secret` that no letter or digit touches on
+/// either side replaced by `***`.
+fn replace_standalone(text: &str, secret: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find(secret) {
+        let (before, after) = (&rest[..at], &rest[at + secret.len()..]);
+        let touches = |c: Option<char>| c.is_some_and(char::is_alphanumeric);
+        out.push_str(before);
+        if touches(before.chars().next_back()) || touches(after.chars().next()) {
+            out.push_str(secret);
+        } else {
+            out.push_str("***");
+        }
+        rest = after;
+    }
+    out.push_str(rest);
+    out
 }
 
 /// `host[:port]` or `[v6][:port]`: the host (without brackets) and the port.
@@ -436,6 +466,19 @@ mod tests {
             assert!(err.contains(needle), "{url}: {err}");
             assert!(!err.contains("pw") && !err.contains("k3y"), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn a_short_secret_is_scrubbed_where_it_stands_alone_not_inside_words() {
+        let t: PublishTarget = "rtsp://al:1234@10.0.0.2/cam".parse().expect("valid");
+        assert_eq!(
+            t.scrub("nalcast: login al/1234 refused, retry in 12345 ms (al)"),
+            "nalcast: login ***/*** refused, retry in 12345 ms (***)"
+        );
+        assert_eq!(t.scrub("user al:1234@host"), "user ***@host");
+        // A long one goes wherever it is.
+        let k: PublishTarget = "rtmp://h/live/longstreamkey".parse().expect("valid");
+        assert_eq!(k.scrub("xlongstreamkeyx"), "x***x");
     }
 
     #[test]
