@@ -514,6 +514,86 @@ async fn an_rtsp_login_is_on_no_command_line_and_the_server_records_every_pictur
     assert!(!log.contains(password), "the password in the log: {log}");
 }
 
+/// A hostile RTMP server: the handshake, then messages that never end (60 chunk
+/// streams in turn, each message declared 16 MB) instead of answering. nalcast
+/// leaves it after 16 MiB whatever rml_rtmp would hold, says why, and its memory
+/// stays small. (rml_rtmp alone also gave up on this flood, with an AMF error,
+/// at 69 MiB resident: the bound is ours, not its internals'.)
+#[tokio::test]
+async fn a_server_flooding_the_rtmp_client_is_left_with_memory_bounded() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut c0c1 = vec![0u8; 1537];
+                if tcp.read_exact(&mut c0c1).await.is_err() {
+                    return;
+                }
+                // S0, S1 (no digest: the original handshake), S2 = C1.
+                let mut hello = vec![3u8];
+                hello.extend_from_slice(&[0u8; 1536]);
+                hello.extend_from_slice(&c0c1[1..]);
+                if tcp.write_all(&hello).await.is_err() {
+                    return;
+                }
+                // 200 MiB at most, in 128-byte chunks of 60 messages declared
+                // 16 MB each, taken in turn: none ever complete.
+                let mut sent = 0usize;
+                let mut batch = Vec::new();
+                'flood: for round in 0.. {
+                    for csid in 3u8..63 {
+                        if round == 0 {
+                            batch.extend_from_slice(&[
+                                csid, 0, 0, 0, 0xff, 0xff, 0xff, 20, 0, 0, 0, 0,
+                            ]);
+                        } else {
+                            batch.push(0xc0 | csid);
+                        }
+                        batch.extend_from_slice(&[0x41; 128]);
+                    }
+                    if tcp.write_all(&batch).await.is_err() {
+                        return;
+                    }
+                    sent += batch.len();
+                    batch.clear();
+                    if sent > 200 << 20 {
+                        break 'flood;
+                    }
+                }
+                // Then hold the connection, saying nothing.
+                let mut sink = [0u8; 4096];
+                while matches!(tcp.read(&mut sink).await, Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let dir = common::temp_dir("publish-flood");
+    let log = dir.join("nalcast.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
+    cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "off"])
+        .args(["--source", "test"])
+        .env("NALCAST_PUBLISH", format!("rtmp://{addr}/live/cam"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let server = Server::from_command(cmd);
+    let left = publish_until(&server, Duration::from_secs(30), |p| {
+        p["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("more than a publisher ever needs"))
+    })
+    .await;
+    assert!(left["restarts"].as_u64() >= Some(1), "{left}");
+    let rss_mib = testkit::server::rss_kib(server.pid()) / 1024;
+    assert!(rss_mib < 120, "nalcast holds {rss_mib} MiB");
+    // Viewers are not the publisher's business: the stream plays on.
+    let (status, _) = http_get(server.addr, "/healthz").await.expect("healthz");
+    assert_eq!(status, 200);
+}
+
 /// A TLS terminator in front of `backend` (as an RTMPS service has in front of its
 /// RTMP servers), for `localhost`, with a certificate of its own; returns its
 /// address and the certificate (PEM) for the client to trust.

@@ -220,6 +220,10 @@ async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
     endpoint: &RtmpEndpoint,
 ) -> Result<RunEnd, Failure> {
     let mut buf = vec![0u8; 16 * 1024];
+    // What the server sent: rml_rtmp holds a message until its last chunk, so a
+    // hostile server could make it hold much; a real one sends a few bytes a
+    // second (acknowledgements, pings, status).
+    let mut received = 0usize;
     let setup = async {
         let leftover = handshake(&mut io, &mut buf).await?;
         let mut config = ClientSessionConfig::new();
@@ -282,6 +286,7 @@ async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
             if n == 0 {
                 return Err("the server closed the connection while setting up".into());
             }
+            count_from_server(&mut received, n)?;
             pending = buf[..n].to_vec();
         }
     };
@@ -324,6 +329,7 @@ async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
                 if n == 0 {
                     return Err("the server closed the connection".into());
                 }
+                count_from_server(&mut received, n)?;
                 // Acknowledgements, pings, status: answered where the session says.
                 let results = session
                     .handle_input(&buf[..n])
@@ -344,6 +350,23 @@ async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Bytes a server may send in one session: days of acknowledgements and pings,
+/// and a bound on what rml_rtmp may be made to hold.
+const MAX_FROM_SERVER: usize = 16 << 20;
+
+/// Counts `n` more bytes from the server; an error past [`MAX_FROM_SERVER`] (the
+/// supervisor connects again).
+fn count_from_server(received: &mut usize, n: usize) -> Result<(), Failure> {
+    *received = received.saturating_add(n);
+    if *received > MAX_FROM_SERVER {
+        return Err(format!(
+            "the server sent more than a publisher ever needs ({} MiB in one session)",
+            MAX_FROM_SERVER >> 20
+        ));
+    }
+    Ok(())
 }
 
 /// Whether an onStatus code the session does not handle itself says publishing
@@ -571,6 +594,14 @@ pub(crate) mod tests {
         let mut feed = TagFeed::new();
         assert!(feed.next(&items[1]).is_empty());
         assert!(feed.next(&items[2]).is_empty());
+    }
+
+    #[test]
+    fn a_server_sending_more_than_a_publisher_needs_is_left() {
+        let mut received = 0;
+        assert!(count_from_server(&mut received, MAX_FROM_SERVER).is_ok());
+        let err = count_from_server(&mut received, 1).expect_err("past the bound");
+        assert!(err.contains("16 MiB"), "{err}");
     }
 
     #[test]
