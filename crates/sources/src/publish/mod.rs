@@ -270,6 +270,25 @@ pub(crate) async fn connect(host: &str, port: u16) -> Result<tokio::net::TcpStre
     Ok(tcp)
 }
 
+/// Writes `bufs` to a media server and flushes, failing when it takes nothing
+/// for `stall` (a server that accepted the connection but stopped reading).
+pub(crate) async fn send_within<S: tokio::io::AsyncWrite + Unpin>(
+    io: &mut S,
+    bufs: &[impl AsRef<[u8]>],
+    stall: Duration,
+) -> Result<(), String> {
+    use tokio::io::AsyncWriteExt;
+    tokio::time::timeout(stall, async {
+        for buf in bufs {
+            io.write_all(buf.as_ref()).await?;
+        }
+        io.flush().await
+    })
+    .await
+    .map_err(|_| format!("the server took nothing for {} s", stall.as_secs()))?
+    .map_err(|e| format!("sending to the server: {e}"))
+}
+
 /// Runs one session of nalcast's own clients until it ends or nalcast shuts down;
 /// a failure's reason without the target's secrets.
 pub(crate) async fn session_until_shutdown(

@@ -25,7 +25,8 @@ use tokio::sync::watch;
 
 use super::target::RtmpEndpoint;
 use super::{
-    connect, first_accepted, session_until_shutdown, PublishOptions, Publisher, RunEnd, State,
+    connect, first_accepted, send_within, session_until_shutdown, PublishOptions, Publisher,
+    RunEnd, State,
 };
 use nalcast_core::fmp4::Packager;
 use nalcast_core::queue::Item;
@@ -337,7 +338,7 @@ async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
                 for result in results {
                     match result {
                         ClientSessionResult::OutboundResponse(packet) => {
-                            write(&mut io, &packet.bytes, opts.stall_timeout).await?;
+                            send_within(&mut io, &[&packet.bytes], opts.stall_timeout).await?;
                         }
                         ClientSessionResult::RaisedEvent(
                             ClientSessionEvent::UnhandleableOnStatusCode { code },
@@ -445,21 +446,6 @@ async fn send_results<S: AsyncWrite + Unpin>(
         .map_err(|e| format!("sending to the server: {e}"))
 }
 
-/// Writes `bytes`, failing when the server takes nothing for `stall`.
-async fn write<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    bytes: &[u8],
-    stall: Duration,
-) -> Result<(), Failure> {
-    tokio::time::timeout(stall, async {
-        io.write_all(bytes).await?;
-        io.flush().await
-    })
-    .await
-    .map_err(|_| format!("the server took nothing for {} s", stall.as_secs()))?
-    .map_err(|e| format!("sending to the server: {e}"))
-}
-
 async fn send_tags<S: AsyncWrite + Unpin>(
     io: &mut S,
     session: &mut ClientSession,
@@ -471,7 +457,7 @@ async fn send_tags<S: AsyncWrite + Unpin>(
             .publish_video_data(tag.data, RtmpTimestamp::new(tag.timestamp_ms), false)
             .map_err(|e| format!("RTMP: {e}"))?;
         if let ClientSessionResult::OutboundResponse(packet) = packet {
-            write(io, &packet.bytes, stall).await?;
+            send_within(io, &[&packet.bytes], stall).await?;
         }
     }
     Ok(())

@@ -19,7 +19,8 @@ use tokio::sync::watch;
 
 use super::target::RtspEndpoint;
 use super::{
-    connect, first_accepted, session_until_shutdown, PublishOptions, Publisher, RunEnd, State,
+    connect, first_accepted, send_within, session_until_shutdown, PublishOptions, Publisher,
+    RunEnd, State,
 };
 use nalcast_core::fmp4::Packager;
 use nalcast_core::queue::Item;
@@ -473,15 +474,7 @@ impl<'a, S: AsyncRead + AsyncWrite + Unpin> Client<'a, S> {
 
     /// Writes frames, failing when the server takes nothing for `stall`.
     async fn send(&mut self, frames: &[Bytes], stall: Duration) -> Result<(), Failure> {
-        tokio::time::timeout(stall, async {
-            for frame in frames {
-                self.io.write_all(frame).await?;
-            }
-            self.io.flush().await
-        })
-        .await
-        .map_err(|_| format!("the server took nothing for {} s", stall.as_secs()))?
-        .map_err(|e| format!("sending to the server: {e}"))
+        send_within(&mut self.io, frames, stall).await
     }
 
     /// Sends the pictures as they come; what the server says (RTCP, answers to the
