@@ -12,7 +12,10 @@ session's Location. Prints (or writes to --out) one JSON object:
   first_frame_ms (POST to first decoded frame), first_stamp_age_ms (wall clock
   minus the first frame's capture time), delete_status, answer_has_h264, and
   location (the header as the server sent it; DELETE goes to it resolved against URL),
-  packets_received and packets_lost (the receiver's RTP counts).
+  packets_received and packets_lost (the receiver's RTP counts), dropped (RTP
+  datagrams thrown away by --drop-every) and nacks (RTCP NACKs sent, by aiortc).
+--drop-every N throws away every Nth RTP datagram as it arrives, before SRTP (as
+a lossy network would): what the server sends again on the NACKs makes up for it.
 When URL's host is loopback the offer has a loopback candidate too (aioice leaves
 loopback out): a server on this machine or in a namespace with only lo is reached.
 Exit status 0 when frames came, 1 with the reason on stderr otherwise.
@@ -110,6 +113,38 @@ def allow_loopback_candidates(url):
     aioice.ice.get_host_addresses = with_loopback
 
 
+def lose_packets(every, loss):
+    """Throw away every `every`-th RTP datagram before SRTP sees it, and count the
+    NACKs aiortc sends for them."""
+    import aioice.ice
+    from aiortc.rtcrtpreceiver import RTCRtpReceiver
+
+    # aiortc's ICE transport reads its datagrams with aioice's Connection.recv.
+    receive = aioice.ice.Connection.recv
+    seen = 0
+
+    async def lossy(self):
+        nonlocal seen
+        while True:
+            data = await receive(self)
+            # RTP, not RTCP (RFC 5761: RTCP's packet types 192-223 in byte 2).
+            if len(data) > 1 and 128 <= data[0] < 192 and not 64 <= data[1] & 0x7F < 96:
+                seen += 1
+                if seen % every == 0:
+                    loss["dropped"] += 1
+                    continue
+            return data
+
+    aioice.ice.Connection.recv = lossy
+    send_nack = RTCRtpReceiver._send_rtcp_nack
+
+    async def counted(self, media_ssrc, lost):
+        loss["nacks"] += 1
+        await send_nack(self, media_ssrc, lost)
+
+    RTCRtpReceiver._send_rtcp_nack = counted
+
+
 def has_h264(sdp):
     """Whether a video m-section of the SDP maps a payload type to H264."""
     for section in re.split(r"\r?\n(?=m=)", sdp):
@@ -125,6 +160,9 @@ async def play(args, headers):
     from aiortc.rtcrtpreceiver import RTCRtpReceiver
 
     allow_loopback_candidates(args.url)
+    loss = {"dropped": 0, "nacks": 0}
+    if args.drop_every:
+        lose_packets(args.drop_every, loss)
     # No ICE servers: aiortc's default is a public STUN server.
     pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     track_future = asyncio.get_running_loop().create_future()
@@ -172,7 +210,7 @@ async def play(args, headers):
         "frames": 0, "width": None, "height": None, "stamps": [],
         "first_frame_ms": None, "first_stamp_age_ms": None, "delete_status": None,
         "answer_has_h264": has_h264(answer), "location": location,
-        "packets_received": None, "packets_lost": None,
+        "packets_received": None, "packets_lost": None, "dropped": 0, "nacks": 0,
     }
 
     error = None
@@ -217,6 +255,7 @@ async def play(args, headers):
     except Exception as e:  # e.g. an answer without a codec of the offer: OperationError
         error = f"the answer could not be played: {type(e).__name__}: {e}"
     finally:
+        result.update(loss)
         if location:
             session = urllib.parse.urljoin(args.url, location)
             try:
@@ -232,6 +271,7 @@ def main():
     parser.add_argument("url")
     parser.add_argument("--seconds", type=float, required=True)
     parser.add_argument("--out")
+    parser.add_argument("--drop-every", type=int, default=0, metavar="N")
     parser.add_argument("--header", action="append", default=[], metavar="'Name: value'")
     args = parser.parse_args()
     headers = {}

@@ -17,7 +17,7 @@ use nalcast_core::{hub, ingest, join, keyframe, package};
 use nalcast_sources::publish;
 
 /// Every series, in the order `/metrics` describes them.
-pub const ALL: [Series; 33] = [
+pub const ALL: [Series; 34] = [
     hub::VIEWERS,
     limits::CONNECTIONS_OPEN,
     hub::FRAMES_IN,
@@ -51,6 +51,7 @@ pub const ALL: [Series; 33] = [
     super::webrtc::SESSIONS,
     super::webrtc::SESSIONS_ENDED,
     super::webrtc::VIEWER_KEYFRAME_REQUESTS,
+    super::webrtc::PACKETS_RESENT,
 ];
 
 /// Describes every series and creates those of the whole server at zero (the

@@ -31,6 +31,11 @@ struct Played {
 
 /// Plays `url` for `seconds` with aiortc; None when aiortc is missing (and allowed to be).
 async fn play(test: &str, url: String, seconds: f64) -> Option<Played> {
+    play_with(test, url, seconds, &[]).await
+}
+
+/// [`play`] with more of the client's options.
+async fn play_with(test: &str, url: String, seconds: f64, options: &[&str]) -> Option<Played> {
     let python = aiortc_python();
     if !testkit::tools::require(
         test,
@@ -39,10 +44,12 @@ async fn play(test: &str, url: String, seconds: f64) -> Option<Played> {
     ) {
         return None;
     }
+    let options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(python)
             .arg(client_script())
             .args([&url, "--seconds", &seconds.to_string()])
+            .args(&options)
             .output()
             .expect("the WHEP client runs")
     })
@@ -149,6 +156,52 @@ async fn aiortc_plays_the_test_pattern_over_whep_from_a_live_keyframe_without_a_
         assert!(std::time::Instant::now() < deadline, "{metrics}");
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+}
+
+/// A lossy network: aiortc throws away every 20th RTP datagram before SRTP sees it.
+/// Each loss is reported (NACK) and the packet sent again by nalcast's own sending
+/// (sender.rs), so no picture is lost and none is decoded without its data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn packets_lost_on_the_way_are_sent_again_on_nack_and_no_picture_is_lost() {
+    let server = Server::start(&["--width", "640", "--height", "360", "--bitrate", "1500000"]);
+    server.wait_healthy().await;
+    let Some(played) = play_with(
+        "packets_lost_on_the_way_are_sent_again_on_nack_and_no_picture_is_lost",
+        format!("http://{}/whep", server.addr),
+        3.0,
+        &["--drop-every", "20"],
+    )
+    .await
+    else {
+        return;
+    };
+    let j = &played.json;
+    let dropped = j["dropped"].as_u64().unwrap_or(0);
+    assert!(dropped >= 10, "only {dropped} packets thrown away: {j}");
+    assert!(j["nacks"].as_u64().unwrap_or(0) > 0, "no NACK sent: {j}");
+    assert!(
+        played.stamps.len() >= 60,
+        "{} pictures",
+        played.stamps.len()
+    );
+    assert_eq!(
+        gaps(&played.stamps),
+        vec![],
+        "pictures missing between these stamps: {j}"
+    );
+    // The receiver's count: every packet came, the last one thrown away perhaps
+    // still on its way back when the count was read.
+    assert!(j["packets_lost"].as_u64().is_some_and(|n| n <= 1), "{j}");
+    let (_, metrics) = http_get(server.addr, "/metrics").await.expect("metrics");
+    let resent: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("nalcast_webrtc_packets_resent_total{stream=\"camera\"} "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(
+        resent + 1 >= dropped,
+        "{resent} packets sent again for {dropped} lost"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

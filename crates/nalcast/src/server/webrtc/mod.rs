@@ -41,6 +41,7 @@ use crate::server::viewer::routes::viewer_place;
 use crate::server::ForStream;
 
 mod outbox;
+mod sender;
 mod session;
 mod srtp;
 
@@ -58,6 +59,12 @@ pub const SESSIONS_ENDED: Series = Series::counter(
 pub const VIEWER_KEYFRAME_REQUESTS: Series = Series::counter(
     "nalcast_webrtc_keyframe_requests_total",
     "keyframe requests (PLI or FIR) from WebRTC viewers whose decoder lost a reference",
+)
+.per_stream();
+/// RTP packets sent again on a WebRTC viewer's NACK.
+pub const PACKETS_RESENT: Series = Series::counter(
+    "nalcast_webrtc_packets_resent_total",
+    "RTP packets sent again because a WebRTC viewer reported them lost (NACK)",
 )
 .per_stream();
 

@@ -1,6 +1,7 @@
-//! A session's outgoing datagrams, sent in runs: str0m hands over an access unit's
-//! SRTP packets one by one, and a system call for each was the largest part of
-//! what a WebRTC viewer cost (a 720p picture is a dozen packets or more). Linux's
+//! A session's outgoing datagrams, sent in runs: an access unit's SRTP packets
+//! are written back to back into one buffer (sealed in place by sender.rs, or
+//! copied from str0m's output), and a system call for each packet was the largest
+//! part of what a WebRTC viewer cost (a 720p picture is a dozen packets or more). Linux's
 //! UDP segmentation offload (`UDP_SEGMENT`, Linux 4.18) sends a run of equal-sized
 //! datagrams to one address in one call: the kernel splits the run into datagrams
 //! (or the network card does). The packets of a picture are equal-sized but the
@@ -15,7 +16,6 @@ use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use str0m::net::DatagramSend;
 use tokio::io::Interest;
 use tokio::net::UdpSocket;
 use tracing::warn;
@@ -31,13 +31,17 @@ const MAX_RUN_BYTES: usize = 65_000;
 /// Whether segmentation offload still works here (cleared on the first refusal).
 static SEGMENTATION: AtomicBool = AtomicBool::new(true);
 
-/// The datagrams of a run: one source and destination, each datagram the size of
-/// the first but the last, which may be shorter.
+/// The datagrams of a run, back to back in one buffer: one source and destination,
+/// each datagram the size of the first but the last, which may be shorter.
 #[derive(Default)]
 pub struct Outbox {
     path: Option<(SocketAddr, SocketAddr)>,
-    datagrams: Vec<DatagramSend>,
-    bytes: usize,
+    run: Vec<u8>,
+    /// The first datagram's size, and how many there are.
+    segment: usize,
+    count: usize,
+    /// The last datagram's size.
+    last: usize,
     /// Bytes the kernel took since the owner last read this (`nalcast_bytes_out_total`).
     pub sent: u64,
 }
@@ -49,27 +53,48 @@ impl Outbox {
         webrtc: &WebRtc,
         source: SocketAddr,
         destination: SocketAddr,
-        contents: DatagramSend,
+        contents: &[u8],
     ) {
-        if !self.joins(source, destination, contents.len()) {
+        self.push_with(webrtc, source, destination, contents.len(), |run| {
+            run.extend_from_slice(contents);
+            true
+        });
+    }
+
+    /// Adds a datagram of `len` bytes that `write` appends to the run (the
+    /// sealing of a packet in place); `write` returning false leaves it out.
+    pub fn push_with(
+        &mut self,
+        webrtc: &WebRtc,
+        source: SocketAddr,
+        destination: SocketAddr,
+        len: usize,
+        write: impl FnOnce(&mut Vec<u8>) -> bool,
+    ) {
+        if !self.joins(source, destination, len) {
             self.flush(webrtc);
         }
+        let start = self.run.len();
+        if !write(&mut self.run) {
+            self.run.truncate(start);
+            return;
+        }
+        debug_assert_eq!(self.run.len() - start, len, "the datagram's promised size");
+        if self.count == 0 {
+            self.segment = len;
+        }
         self.path = Some((source, destination));
-        self.bytes += contents.len();
-        self.datagrams.push(contents);
+        self.count += 1;
+        self.last = len;
     }
 
     fn joins(&self, source: SocketAddr, destination: SocketAddr, len: usize) -> bool {
-        let Some(first) = self.datagrams.first() else {
-            return true;
-        };
-        let size = first.len();
-        let last = self.datagrams[self.datagrams.len() - 1].len();
-        self.path == Some((source, destination))
-            && last == size
-            && len <= size
-            && self.datagrams.len() < MAX_SEGMENTS
-            && self.bytes + len <= MAX_RUN_BYTES
+        self.count == 0
+            || (self.path == Some((source, destination))
+                && self.last == self.segment
+                && len <= self.segment
+                && self.count < MAX_SEGMENTS
+                && self.run.len() + len <= MAX_RUN_BYTES)
     }
 
     /// Sends the run.
@@ -77,26 +102,26 @@ impl Outbox {
         let Some((source, destination)) = self.path.take() else {
             return;
         };
-        let mut datagrams = std::mem::take(&mut self.datagrams);
-        let bytes = std::mem::take(&mut self.bytes);
         if let Some(socket) = webrtc.socket_for(source) {
-            self.sent += send(socket, destination, &datagrams, bytes);
+            self.sent += send(socket, destination, &self.run, self.segment, self.count);
         }
-        datagrams.clear();
-        self.datagrams = datagrams;
+        self.run.clear();
+        self.count = 0;
     }
 }
 
-/// Sends a run, in one call where the kernel can; the bytes it took.
+/// Sends a run of `count` datagrams, each `segment` bytes but the last, in one call
+/// where the kernel can; the bytes it took.
 fn send(
     socket: &UdpSocket,
     destination: SocketAddr,
-    datagrams: &[DatagramSend],
-    bytes: usize,
+    run: &[u8],
+    segment: usize,
+    count: usize,
 ) -> u64 {
-    if datagrams.len() > 1 && SEGMENTATION.load(Ordering::Relaxed) {
-        match send_run(socket, destination, datagrams) {
-            Ok(()) => return bytes as u64,
+    if count > 1 && SEGMENTATION.load(Ordering::Relaxed) {
+        match send_run(socket, destination, run, segment) {
+            Ok(()) => return run.len() as u64,
             // A full socket buffer: the run is dropped, as a congested link would.
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return 0,
             // What a kernel or device without UDP segmentation says (an unknown
@@ -112,7 +137,7 @@ fn send(
         }
     }
     let mut sent = 0;
-    for datagram in datagrams {
+    for datagram in run.chunks(segment.max(1)) {
         if let Ok(n) = socket.try_send_to(datagram, destination) {
             sent += n as u64;
         }
@@ -134,20 +159,20 @@ fn is_unsupported(e: &std::io::Error) -> bool {
     })
 }
 
-/// One `sendmsg` with `UDP_SEGMENT`: the datagrams as one buffer cut at the first's size.
+/// One `sendmsg` with `UDP_SEGMENT`: the run cut by the kernel at `segment` bytes.
 fn send_run(
     socket: &UdpSocket,
     destination: SocketAddr,
-    datagrams: &[DatagramSend],
+    run: &[u8],
+    segment: usize,
 ) -> std::io::Result<()> {
     use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags, SockaddrStorage};
-    let segment = datagrams[0].len() as u16;
-    let slices: Vec<IoSlice> = datagrams.iter().map(|d| IoSlice::new(d)).collect();
+    let segment = segment as u16;
     let address = SockaddrStorage::from(destination);
     socket.try_io(Interest::WRITABLE, || {
         sendmsg(
             socket.as_raw_fd(),
-            &slices,
+            &[IoSlice::new(run)],
             &[ControlMessage::UdpGsoSegments(&segment)],
             MsgFlags::empty(),
             Some(&address),
@@ -178,9 +203,9 @@ mod tests {
         let sizes = [1200, 1200, 1200, 1200, 700, 1200, 300, 1150];
         let mut outbox = Outbox::default();
         for (i, &len) in sizes.iter().enumerate() {
-            outbox.push(&webrtc, source, to_viewer, vec![i as u8; len].into());
+            outbox.push(&webrtc, source, to_viewer, &vec![i as u8; len]);
         }
-        outbox.push(&webrtc, source, to_other, vec![99; 500].into());
+        outbox.push(&webrtc, source, to_other, &[99; 500]);
         outbox.flush(&webrtc);
 
         let mut buf = vec![0u8; 65536];
@@ -201,14 +226,21 @@ mod tests {
         let b: SocketAddr = "127.0.0.1:2".parse().unwrap();
         let mut outbox = Outbox::default();
         assert!(outbox.joins(a, b, 1200));
-        outbox.path = Some((a, b));
-        outbox.datagrams.push(vec![0; 1200].into());
-        outbox.bytes = 1200;
+        let add = |outbox: &mut Outbox, len: usize| {
+            outbox.path = Some((a, b));
+            if outbox.count == 0 {
+                outbox.segment = len;
+            }
+            outbox.run.resize(outbox.run.len() + len, 0);
+            outbox.count += 1;
+            outbox.last = len;
+        };
+        add(&mut outbox, 1200);
         assert!(outbox.joins(a, b, 1200));
         assert!(outbox.joins(a, b, 800));
         assert!(!outbox.joins(a, b, 1300), "longer than the first");
         assert!(!outbox.joins(b, a, 1200), "another path");
-        outbox.datagrams.push(vec![0; 800].into());
+        add(&mut outbox, 800);
         assert!(!outbox.joins(a, b, 800), "after the shorter last");
         assert!(!outbox.joins(a, b, 1200), "after the shorter last");
     }

@@ -8,6 +8,8 @@
 //! the hub took it at most 100 ms ago; otherwise it waits for the next keyframe, which
 //! the source is asked for at once when it can make them (the test pattern, a Pi
 //! camera) — never a picture decoded without its reference.
+use std::net::SocketAddr;
+use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -19,12 +21,14 @@ use str0m::change::SdpOffer;
 use str0m::format::Codec;
 use str0m::media::{MediaTime, Mid, Pt};
 use str0m::net::{Protocol, Receive};
-use str0m::rtp::{Extension, ExtensionValues, RtpWrite};
+use str0m::rtp::rtcp::Rtcp;
+use str0m::rtp::{Extension, ExtensionValues, RawPacket, RtpWrite};
 use str0m::{Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info};
 
 use super::outbox::Outbox;
+use super::sender::{self, Sender};
 use super::{Datagram, WebRtc};
 use crate::server::limits::ViewerSlot;
 use crate::server::viewer::session::BYTES_OUT;
@@ -66,8 +70,14 @@ pub struct Session {
     connected: bool,
     /// Sends nothing until a keyframe (at the start, and after a keyframe request).
     waiting_for_keyframe: bool,
-    /// Datagrams str0m gave, sent in runs.
+    /// Datagrams to send, in runs.
     outbox: Outbox,
+    /// nalcast's address and the viewer's, as str0m last sent DTLS or media on.
+    path: Option<(SocketAddr, SocketAddr)>,
+    /// The sequence numbers written through str0m before `sender` took over.
+    through_str0m: Range<u64>,
+    /// nalcast's own sending of the packets once it has the keys (sender.rs).
+    sender: Option<Sender>,
     /// `nalcast_bytes_out_total` of the stream: WebRTC viewers' bytes count too.
     bytes_out: metrics::Counter,
 }
@@ -100,6 +110,9 @@ impl Session {
             .set_extension(MID_ID, Extension::RtpMid)
             .set_extension(PLAYOUT_DELAY_ID, Extension::PlayoutDelay)
             .set_send_buffer_video(SEND_BUFFER)
+            // The viewer's RTCP as parsed packets: its NACKs are answered by
+            // sender.rs once str0m no longer sends the media.
+            .enable_raw_packets(true)
             // RTP written directly: each access unit is packetized once for all
             // viewers (SharedAu::rtp_payloads), not by each viewer's str0m again.
             .set_rtp_mode(true)
@@ -143,6 +156,9 @@ impl Session {
                 connected: false,
                 waiting_for_keyframe: true,
                 outbox: Outbox::default(),
+                path: None,
+                through_str0m: 0..0,
+                sender: None,
                 bytes_out: BYTES_OUT.count_in(state.stream.hub.stream_label()),
             },
             answer,
@@ -193,7 +209,7 @@ impl Session {
                     if !more {
                         break "the stream ended";
                     }
-                    self.send(batch.drain(..).filter_map(|(item, _)| match item {
+                    self.send(webrtc, batch.drain(..).filter_map(|(item, _)| match item {
                         Item::Au { au, .. } => Some(au),
                         _ => None,
                     }));
@@ -203,7 +219,13 @@ impl Session {
                 _ = shutdown.changed() => break "nalcast stops",
             }
         };
-        info!(stream = %self.state.stream.config.name, "WebRTC viewer left: {why}");
+        info!(
+            stream = %self.state.stream.config.name,
+            // Who sealed the packets (sender.rs): str0m when the viewer chose an
+            // SRTP profile other than AES-GCM, or left before its first picture.
+            sealed_by = if self.sender.is_some() { "nalcast" } else { "str0m" },
+            "WebRTC viewer left: {why}"
+        );
         super::SESSIONS.gauge_in(&label).decrement(1.0);
         let result = if self.connected {
             "connected"
@@ -223,6 +245,9 @@ impl Session {
     /// Sends what str0m has to send and handles its events; the next timeout, or
     /// None once the connection is over.
     fn drive(&mut self, webrtc: &WebRtc) -> Result<Option<Instant>, str0m::RtcError> {
+        if self.sender.is_none() {
+            sender::arm();
+        }
         let next = loop {
             if !self.rtc.is_alive() {
                 break Ok(None);
@@ -230,20 +255,50 @@ impl Session {
             match self.rtc.poll_output() {
                 Ok(Output::Timeout(t)) => break Ok(Some(t)),
                 Ok(Output::Transmit(t)) => {
+                    // The path str0m sends DTLS and media on (the nominated pair);
+                    // not STUN, whose answers go to whichever pair was checked.
+                    if t.contents.first().is_some_and(|b| (20..192).contains(b)) {
+                        self.path = Some((t.source, t.destination));
+                    }
                     self.outbox
-                        .push(webrtc, t.source, t.destination, t.contents)
+                        .push(webrtc, t.source, t.destination, &t.contents)
                 }
-                Ok(Output::Event(event)) => self.event(event),
+                Ok(Output::Event(event)) => self.event(webrtc, event),
                 Err(e) => break Err(e),
             }
         };
+        if self.sender.is_none() {
+            self.take_over();
+        }
         self.outbox.flush(webrtc);
         self.bytes_out
             .increment(std::mem::take(&mut self.outbox.sent));
         next
     }
 
-    fn event(&mut self, event: Event) {
+    /// After the first packets str0m sealed: nalcast sends the rest itself
+    /// (sender.rs) when the cipher showed it the keys.
+    fn take_over(&mut self) {
+        let Some(captured) = sender::take() else {
+            return;
+        };
+        let ssrc = {
+            let mut api = self.rtc.direct_api();
+            api.stream_tx_by_mid(self.mid, None).map(|tx| *tx.ssrc())
+        };
+        let Some(ssrc) = ssrc else {
+            return;
+        };
+        self.sender = Sender::new(
+            captured,
+            *self.pt,
+            ssrc,
+            self.through_str0m.clone(),
+            SEND_BUFFER,
+        );
+    }
+
+    fn event(&mut self, webrtc: &WebRtc, event: Event) {
         match event {
             Event::Connected => {
                 self.connected = true;
@@ -252,7 +307,7 @@ impl Session {
                     after_ms = self.epoch.elapsed().as_millis() as u64,
                     "WebRTC viewer connected"
                 );
-                self.start();
+                self.start(webrtc);
             }
             Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
                 self.rtc.disconnect();
@@ -266,12 +321,31 @@ impl Session {
                 self.waiting_for_keyframe = true;
                 self.state.stream.hub.request_keyframe(Instant::now());
             }
+            Event::RawPacket(raw) => {
+                if let (RawPacket::RtcpRx(Rtcp::Nack(nack)), Some(sender), Some(path)) =
+                    (raw.as_ref(), self.sender.as_mut(), self.path)
+                {
+                    if *nack.ssrc != sender.ssrc() {
+                        return;
+                    }
+                    let asked = nack.reports.iter().flat_map(|entry| {
+                        let lost = (0..16u16).filter(|bit| entry.blp & (1 << bit) != 0);
+                        std::iter::once(entry.pid)
+                            .chain(lost.map(|bit| entry.pid.wrapping_add(bit + 1)))
+                    });
+                    let resent =
+                        sender.resend(&mut self.outbox, webrtc, path, asked, Instant::now());
+                    super::PACKETS_RESENT
+                        .count_in(self.state.stream.hub.stream_label())
+                        .increment(u64::from(resent));
+                }
+            }
             _ => {}
         }
     }
 
     /// The connection is up: start at a live keyframe (module comment).
-    fn start(&mut self) {
+    fn start(&mut self, webrtc: &WebRtc) {
         // The queued access units (the cached GOP, then what came since), whether
         // each was of the catch-up.
         let mut units: Vec<(Arc<SharedAu>, bool)> = Vec::new();
@@ -285,7 +359,7 @@ impl Session {
         }
         match units.iter().rposition(|(au, _)| au.keyframe()) {
             Some(k) if !units[k].1 || units[k].0.published.elapsed() <= FRESH_KEYFRAME => {
-                self.send(units.drain(k..).map(|(au, _)| au));
+                self.send(webrtc, units.drain(k..).map(|(au, _)| au));
             }
             _ => {
                 self.waiting_for_keyframe = true;
@@ -295,7 +369,7 @@ impl Session {
     }
 
     /// Sends access units, none before a keyframe when one is awaited.
-    fn send(&mut self, units: impl IntoIterator<Item = Arc<SharedAu>>) {
+    fn send(&mut self, webrtc: &WebRtc, units: impl IntoIterator<Item = Arc<SharedAu>>) {
         for au in units {
             if self.waiting_for_keyframe {
                 if !au.keyframe() {
@@ -307,6 +381,26 @@ impl Session {
             // 90 kHz RTP time, wrapping as RTP time does.
             let time = ((since.as_micros() as u64).saturating_mul(9) / 100) as u32;
             let packets = au.rtp_payloads(packetize);
+            if let (Some(sender), Some(path)) = (self.sender.as_mut(), self.path) {
+                for (i, payload) in packets.iter().enumerate() {
+                    let marker = i + 1 == packets.len();
+                    sender.send(
+                        &mut self.outbox,
+                        webrtc,
+                        path,
+                        self.seq,
+                        time,
+                        marker,
+                        payload,
+                    );
+                    self.seq += 1;
+                }
+                continue;
+            }
+            if self.through_str0m.is_empty() {
+                self.through_str0m = self.seq..self.seq;
+            }
+            self.through_str0m.end = self.seq + packets.len() as u64;
             let mut api = self.rtc.direct_api();
             let Some(tx) = api.stream_tx_by_mid(self.mid, None) else {
                 return;

@@ -9,6 +9,9 @@
 //! the ARMv8 crypto extensions where the CPU has them, a constant-time fallback
 //! where not, as on the Raspberry Pi 4). Decryption is only of the viewer's RTCP, a
 //! few packets a second: left to RustCrypto.
+//!
+//! Being the provider also hands nalcast the sending key of a session's RTP, from
+//! which sender.rs seals every packet after the first access unit itself.
 use std::sync::OnceLock;
 
 use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_128_GCM, AES_256_GCM};
@@ -103,6 +106,7 @@ impl Sealer {
         input: &[u8],
         output: &mut [u8],
     ) -> Result<(), CryptoError> {
+        super::sender::offer(&self.0, iv, aad);
         let n = input.len();
         let tag_len = self.0.algorithm().tag_len();
         if output.len() < n + tag_len {
