@@ -32,8 +32,8 @@ use tokio::net::{TcpStream, UdpSocket};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
-/// Largest datagram read (the server keeps to str0m's MTU, about 1150 bytes).
-const MAX_DATAGRAM: usize = 2048;
+/// Largest read: a run of datagrams joined by GRO (each about 1150 bytes).
+const MAX_DATAGRAM: usize = 65_536;
 /// RTP arriving this long after the DELETE was answered counts as sent after it.
 const DELETE_GRACE: Duration = Duration::from_millis(100);
 
@@ -72,6 +72,14 @@ struct Args {
     /// The source's frame rate, to count from RTP times the frames that never came.
     #[arg(long, default_value_t = 30.0)]
     fps: f64,
+    /// Receive with UDP GRO off (each datagram on its own). On: a run of the server's
+    /// datagrams sent with UDP segmentation stays one buffer to the viewer's socket,
+    /// split here. On loopback the kernel does the receiving side's work in the
+    /// sender's time, so without GRO the server's CPU includes its viewers' kernel
+    /// receiving, datagram by datagram (a TCP viewer's receiving is of 64 KiB
+    /// segments on loopback).
+    #[arg(long)]
+    no_gro: bool,
     /// Runtime worker threads (1: a single-threaded runtime).
     #[arg(long, default_value_t = 1)]
     threads: usize,
@@ -100,6 +108,8 @@ struct Ctx {
     linger: Duration,
     /// SO_RCVBUF of each viewer's socket (0: the default).
     recv_buffer: usize,
+    /// UDP GRO on the viewers' sockets.
+    gro: bool,
     /// The source's frame rate.
     fps: f64,
 }
@@ -352,8 +362,8 @@ async fn drive(
     mut window_rx: watch::Receiver<Option<Window>>,
     settle: &mut Settle,
 ) -> Result<()> {
-    let socket =
-        bind_udp(SocketAddr::new(ctx.local_ip, 0), ctx.recv_buffer).context("bind a UDP socket")?;
+    let socket = bind_udp(SocketAddr::new(ctx.local_ip, 0), ctx.recv_buffer, ctx.gro)
+        .context("bind a UDP socket")?;
     let local = socket.local_addr()?;
     let mut rtc = RtcConfig::new()
         .set_dtls_cert(ctx.cert.clone())
@@ -453,13 +463,13 @@ async fn drive(
         }
         let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(wake));
         tokio::select! {
-            received = socket.recv_from(&mut buf) => {
+            received = recv_segments(&socket, &mut buf) => {
                 // ICMP errors surface here on some systems: not the viewer's end.
-                let Ok((n, source)) = received else { continue };
+                let Ok((n, source, segment)) = received else { continue };
                 let now = Instant::now();
-                let contents = &buf[..n];
+                for contents in buf[..n].chunks(segment.max(1)) {
                 if viewer.window.is_some_and(|w| now >= w.start && now < w.end) {
-                    viewer.result.window_datagram_bytes += n as u64;
+                    viewer.result.window_datagram_bytes += contents.len() as u64;
                 }
                 if let Some(at) = deleted_at {
                     // RTP/SRTP (RFC 7983: first byte 128..=191; RFC 5761: RTCP's
@@ -474,7 +484,7 @@ async fn drive(
                     }
                 }
                 if !rtc.is_alive() {
-                    continue;
+                    break;
                 }
                 match Receive::new(Protocol::Udp, source, local, contents) {
                     Ok(r) => {
@@ -483,6 +493,7 @@ async fn drive(
                         }
                     }
                     Err(_) => viewer.result.input_errors += 1,
+                }
                 }
             }
             _ = sleep => {
@@ -755,8 +766,8 @@ fn split_url(url: &str) -> Result<(String, String)> {
 }
 
 /// A non-blocking UDP socket bound to `addr`, with a receive buffer of `recv_buffer`
-/// bytes unless 0.
-fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> Result<UdpSocket> {
+/// bytes unless 0, and UDP GRO if `gro` (where the kernel has it).
+fn bind_udp(addr: SocketAddr, recv_buffer: usize, gro: bool) -> Result<UdpSocket> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(
         Domain::for_address(addr),
@@ -766,9 +777,59 @@ fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> Result<UdpSocket> {
     if recv_buffer > 0 {
         socket.set_recv_buffer_size(recv_buffer)?;
     }
+    if gro {
+        let _ =
+            nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::UdpGroSegment, &true);
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     Ok(UdpSocket::from_std(socket.into())?)
+}
+
+/// Receives into `buf`: the bytes, the sender, and the size of each datagram in
+/// them (one datagram unless GRO joined a run).
+async fn recv_segments(
+    socket: &UdpSocket,
+    buf: &mut [u8],
+) -> std::io::Result<(usize, SocketAddr, usize)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags, SockaddrStorage};
+    use std::os::fd::AsRawFd;
+    socket
+        .async_io(tokio::io::Interest::READABLE, || {
+            let mut cmsg = nix::cmsg_space!(i32);
+            let mut iov = [std::io::IoSliceMut::new(buf)];
+            let msg = recvmsg::<SockaddrStorage>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut cmsg),
+                MsgFlags::empty(),
+            )
+            .map_err(std::io::Error::from)?;
+            let n = msg.bytes;
+            let segment = msg
+                .cmsgs()
+                .ok()
+                .into_iter()
+                .flatten()
+                .find_map(|c| match c {
+                    ControlMessageOwned::UdpGroSegments(size) => usize::try_from(size).ok(),
+                    _ => None,
+                })
+                .unwrap_or(n);
+            let source = msg
+                .address
+                .and_then(|a| {
+                    a.as_sockaddr_in()
+                        .map(|v4| SocketAddr::from(std::net::SocketAddrV4::from(*v4)))
+                        .or_else(|| {
+                            a.as_sockaddr_in6()
+                                .map(|v6| SocketAddr::from(std::net::SocketAddrV6::from(*v6)))
+                        })
+                })
+                .ok_or_else(|| std::io::Error::other("a datagram without its sender"))?;
+            Ok((n, source, segment))
+        })
+        .await
 }
 
 /// The local address packets to `server` leave from: the viewers' candidate.
@@ -810,6 +871,7 @@ async fn run(args: Args) -> Result<()> {
         connect_timeout: Duration::from_secs_f64(args.connect_timeout),
         linger: Duration::from_millis(args.linger_ms),
         recv_buffer: args.recv_buffer,
+        gro: !args.no_gro,
         fps: args.fps,
     });
     let (window_tx, window_rx) = watch::channel(None);

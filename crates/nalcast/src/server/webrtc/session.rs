@@ -177,15 +177,22 @@ impl Session {
         super::SESSIONS.gauge_in(&label).increment(1.0);
         let mut batch = Vec::new();
         let give_up = tokio::time::Instant::from_std(self.epoch + CONNECT_TIMEOUT);
+        // str0m is driven after what concerns it (a datagram, its timeout, media
+        // written through it); pictures nalcast sends itself only need the outbox
+        // sent.
+        let mut timeout = Instant::now();
+        let mut drive = true;
         let why = loop {
-            let timeout = match self.drive(webrtc) {
-                Ok(Some(t)) => t,
-                Ok(None) => break "the connection ended",
-                Err(e) => {
-                    debug!("WebRTC session: {e}");
-                    break "WebRTC error";
-                }
-            };
+            if std::mem::take(&mut drive) {
+                timeout = match self.drive(webrtc) {
+                    Ok(Some(t)) => t,
+                    Ok(None) => break "the connection ended",
+                    Err(e) => {
+                        debug!("WebRTC session: {e}");
+                        break "WebRTC error";
+                    }
+                };
+            }
             let connected = self.connected;
             tokio::select! {
                 datagram = inbox.recv() => match datagram {
@@ -213,11 +220,16 @@ impl Session {
                         Item::Au { au, .. } => Some(au),
                         _ => None,
                     }));
+                    if self.sender.is_some() {
+                        self.flush(webrtc);
+                        continue;
+                    }
                 }
                 _ = tokio::time::sleep_until(give_up), if !connected => break "no connection within 15 s",
                 _ = stop.notified() => break "the viewer ended the session",
                 _ = shutdown.changed() => break "nalcast stops",
             }
+            drive = true;
         };
         info!(
             stream = %self.state.stream.config.name,
@@ -270,10 +282,15 @@ impl Session {
         if self.sender.is_none() {
             self.take_over();
         }
+        self.flush(webrtc);
+        next
+    }
+
+    /// Sends the outbox's run and counts the bytes.
+    fn flush(&mut self, webrtc: &WebRtc) {
         self.outbox.flush(webrtc);
         self.bytes_out
             .increment(std::mem::take(&mut self.outbox.sent));
-        next
     }
 
     /// After the first packets str0m sealed: nalcast sends the rest itself
