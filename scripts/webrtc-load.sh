@@ -59,7 +59,14 @@ pair() { # sets wss and rtc: one wss:// and one WebRTC measurement
     stop
 }
 pair
-lines=$(grep -hE '^\| (wss|whep) ' "$work/wss.out" "$work/whep.out" || true)
+# The same WebRTC viewers receiving each datagram on its own (no UDP GRO): on
+# loopback the kernel then receives the 30,000 datagrams a second of 100 viewers
+# one by one in nalcast's time, where a TCP viewer's receiving is of 64 KiB segments.
+serve http
+rtc_no_gro=$(measure whep-no-gro "$whep_load" --url "http://127.0.0.1:18290/whep" --viewers "$viewers" \
+    --duration $((seconds + 4)) --recv-buffer 4194304 --no-gro --name whep-no-gro)
+stop
+lines=$(grep -hE '^\| (wss|whep|whep-no-gro) ' "$work/wss.out" "$work/whep.out" "$work/whep-no-gro.out" || true)
 
 # On loopback the receiving side's kernel work (softirq) runs on the sender's core,
 # in nalcast's time, for TCP and UDP alike; on a network the viewer's machine does
@@ -81,11 +88,13 @@ fi
 
 echo "## WebRTC viewers against wss:// viewers (scripts/webrtc-load.sh)"
 echo
-echo "nalcast's CPU over ${seconds} s with ${viewers} viewers of the same recorded 1280x720 30 fps clip, once they are in; nalcast on core 0, the load generator on core 1 (\`${pin_load[*]:-unpinned}\`). wss:// viewers by nalcast-bench (TLS 1.3), WebRTC viewers by nalcast-whep-load (str0m: ICE, DTLS-SRTP, NACK). Target (issue 31): WebRTC at most 1.5x wss://."
+echo "nalcast's CPU over ${seconds} s with ${viewers} viewers of the same recorded 1280x720 30 fps clip, once they are in; nalcast on core 0, the load generator on core 1 (\`${pin_load[*]:-unpinned}\`). wss:// viewers by nalcast-bench (TLS 1.3), WebRTC viewers by nalcast-whep-load (str0m: ICE, DTLS-SRTP, NACK; receiving with UDP GRO, a run of datagrams at a time, unless the row says not). Target (issue 31): WebRTC at most 1.5x wss://."
 echo
 echo "| viewers | wss:// CPU % | WebRTC CPU % | ratio |"
 echo "|---|---|---|---|"
 awk -v v="$viewers" -v w="$wss" -v r="$rtc" 'BEGIN {printf "| %s | %s | %s | %.2f |\n", v, w, r, (w > 0 ? r / w : 0)}'
+awk -v v="$viewers" -v w="$wss" -v r="$rtc_no_gro" \
+    'BEGIN {printf "| %s, WebRTC viewers receiving without GRO | %s | %s | %.2f |\n", v, w, r, (w > 0 ? r / w : 0)}'
 if [[ -n $rps_row ]]; then echo "$rps_row"; fi
 echo
 echo "The load generators' own lines:"
