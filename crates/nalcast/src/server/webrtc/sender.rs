@@ -137,39 +137,23 @@ impl Sender {
             return None;
         }
         let seq16 = u16::from_be_bytes([h[2], h[3]]);
-        // The latest number written with these low 16 bits.
-        let last = seqs.end.checked_sub(1)?;
-        let seq = last
-            .checked_sub(u64::from((last as u16).wrapping_sub(seq16)))
-            .filter(|s| seqs.contains(s))?;
-        let mut sender = Sender {
+        let seq = extend(seqs.end.checked_sub(1)?, seq16).filter(|s| seqs.contains(s))?;
+        let ssrc = ssrc.to_be_bytes();
+        Some(Sender {
             key,
-            salt: [0; 12],
+            // The IV is the salt XOR the packet's index, so XOR undoes it.
+            salt: xor_index(iv, ssrc, seq),
             header,
-            ssrc: ssrc.to_be_bytes(),
+            ssrc,
             history: VecDeque::with_capacity(keep),
             keep,
             resent: (0, Instant::now()),
-        };
-        // The IV XOR (SSRC, ROC, SEQ) is the salt.
-        sender.salt = iv;
-        sender.salt = sender.nonce(seq);
-        Some(sender)
+        })
     }
 
-    /// RFC 7714 section 8.1: 00 00, SSRC, rollover counter, sequence number, XOR
-    /// the salt.
+    /// The IV of packet `seq` (RFC 7714 section 8.1).
     fn nonce(&self, seq: u64) -> [u8; 12] {
-        let mut nonce = self.salt;
-        let roc = ((seq >> 16) as u32).to_be_bytes();
-        let seq = (seq as u16).to_be_bytes();
-        for i in 0..4 {
-            nonce[2 + i] ^= self.ssrc[i];
-            nonce[6 + i] ^= roc[i];
-        }
-        nonce[10] ^= seq[0];
-        nonce[11] ^= seq[1];
-        nonce
+        xor_index(self.salt, self.ssrc, seq)
     }
 
     /// The SSRC the packets go out under.
@@ -233,8 +217,7 @@ impl Sender {
     }
 
     /// Sends again the packets a NACK names (16-bit sequence numbers) that are
-    /// still kept, within the resend budget.
-    /// The number sent again.
+    /// still kept, within the resend budget; the number sent again.
     pub fn resend(
         &mut self,
         outbox: &mut Outbox,
@@ -252,9 +235,7 @@ impl Sender {
         let mut resent = 0;
         let (first, last) = (first.seq, last.seq);
         for seq16 in asked {
-            // The extended number at or before the last sent with these low bits.
-            let back = u64::from((last as u16).wrapping_sub(seq16));
-            let Some(seq) = last.checked_sub(back).filter(|s| *s >= first) else {
+            let Some(seq) = extend(last, seq16).filter(|s| *s >= first) else {
                 continue;
             };
             if self.resent.0 >= RESENDS_PER_SECOND {
@@ -271,6 +252,26 @@ impl Sender {
         }
         resent
     }
+}
+
+/// RFC 7714 section 8.1: `bytes` XOR (00 00, SSRC, rollover counter, sequence
+/// number), the packet's index being `seq` (extended: the rollover counter above
+/// the 16-bit number). From the salt it makes the IV, from the IV the salt.
+fn xor_index(mut bytes: [u8; 12], ssrc: [u8; 4], seq: u64) -> [u8; 12] {
+    let roc = ((seq >> 16) as u32).to_be_bytes();
+    let seq = (seq as u16).to_be_bytes();
+    for i in 0..4 {
+        bytes[2 + i] ^= ssrc[i];
+        bytes[6 + i] ^= roc[i];
+    }
+    bytes[10] ^= seq[0];
+    bytes[11] ^= seq[1];
+    bytes
+}
+
+/// The extended sequence number with the low 16 bits `seq16` at or before `last`.
+fn extend(last: u64, seq16: u16) -> Option<u64> {
+    last.checked_sub(u64::from((last as u16).wrapping_sub(seq16)))
 }
 
 #[cfg(test)]
