@@ -468,32 +468,32 @@ async fn drive(
                 let Ok((n, source, segment)) = received else { continue };
                 let now = Instant::now();
                 for contents in buf[..n].chunks(segment.max(1)) {
-                if viewer.window.is_some_and(|w| now >= w.start && now < w.end) {
-                    viewer.result.window_datagram_bytes += contents.len() as u64;
-                }
-                if let Some(at) = deleted_at {
-                    // RTP/SRTP (RFC 7983: first byte 128..=191; RFC 5761: RTCP's
-                    // second byte 192..=223).
-                    let rtp = contents.first().is_some_and(|b| (128..=191).contains(b))
-                        && contents.get(1).is_some_and(|pt| !(192..=223).contains(pt));
-                    if rtp && now > at + DELETE_GRACE {
-                        viewer.result.rtp_after_delete += 1;
+                    if viewer.window.is_some_and(|w| now >= w.start && now < w.end) {
+                        viewer.result.window_datagram_bytes += contents.len() as u64;
                     }
-                    if contents.first().is_some_and(|b| (20..=63).contains(b)) {
-                        viewer.result.dtls_after_delete += 1;
-                    }
-                }
-                if !rtc.is_alive() {
-                    break;
-                }
-                match Receive::new(Protocol::Udp, source, local, contents) {
-                    Ok(r) => {
-                        if rtc.handle_input(Input::Receive(now, r)).is_err() {
-                            viewer.result.input_errors += 1;
+                    if let Some(at) = deleted_at {
+                        // RTP/SRTP (RFC 7983: first byte 128..=191; RFC 5761: RTCP's
+                        // second byte 192..=223).
+                        let rtp = contents.first().is_some_and(|b| (128..=191).contains(b))
+                            && contents.get(1).is_some_and(|pt| !(192..=223).contains(pt));
+                        if rtp && now > at + DELETE_GRACE {
+                            viewer.result.rtp_after_delete += 1;
+                        }
+                        if contents.first().is_some_and(|b| (20..=63).contains(b)) {
+                            viewer.result.dtls_after_delete += 1;
                         }
                     }
-                    Err(_) => viewer.result.input_errors += 1,
-                }
+                    if !rtc.is_alive() {
+                        continue;
+                    }
+                    match Receive::new(Protocol::Udp, source, local, contents) {
+                        Ok(r) => {
+                            if rtc.handle_input(Input::Receive(now, r)).is_err() {
+                                viewer.result.input_errors += 1;
+                            }
+                        }
+                        Err(_) => viewer.result.input_errors += 1,
+                    }
                 }
             }
             _ = sleep => {
