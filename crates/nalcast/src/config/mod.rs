@@ -407,8 +407,9 @@ pub struct Options {
     /// a user go through an ffmpeg process per URL. A failed target is retried;
     /// /api/stream shows its state without the URL's user, password, query string or
     /// RTMP stream key. NALCAST_PUBLISH (URLs separated by spaces) or the config file
-    /// keep them out of nalcast's own command line; an RTMP key or RTSP password is
-    /// then on none (an ffmpeg target's URL is on its ffmpeg's).
+    /// keep them out of nalcast's own command line; an RTMP key, RTSP password or SRT
+    /// query string (passphrase, streamid) is then on none (an RTMP URL with a user
+    /// is on its ffmpeg's).
     #[arg(
         long,
         value_name = "URL",

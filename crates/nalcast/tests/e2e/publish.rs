@@ -460,7 +460,16 @@ async fn an_rtsp_login_is_on_no_command_line_and_the_server_records_every_pictur
         .filter(|c| !c.contains("rtsp_server.py"))
         .collect();
     assert_eq!(holding, Vec::<String>::new());
-    // Two seconds of pictures recorded (the server writes as they come).
+    await_recorded_pictures(&recorded, 60).await;
+    drop(server);
+    drop(server_side);
+    assert_recording_whole(&recorded, 60);
+    let log = std::fs::read_to_string(&log).expect("log");
+    assert!(!log.contains(password), "the password in the log: {log}");
+}
+
+/// Waits until `recorded` holds `pictures` pictures (the server writes as they come).
+async fn await_recorded_pictures(recorded: &Path, pictures: u32) {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         let (_, out, _) = run(
@@ -478,8 +487,8 @@ async fn an_rtsp_login_is_on_no_command_line_and_the_server_records_every_pictur
             Duration::from_secs(20),
         )
         .await;
-        if out.trim().parse::<u32>().unwrap_or(0) >= 60 {
-            break;
+        if out.trim().parse::<u32>().unwrap_or(0) >= pictures {
+            return;
         }
         assert!(
             Instant::now() < deadline,
@@ -487,13 +496,14 @@ async fn an_rtsp_login_is_on_no_command_line_and_the_server_records_every_pictur
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    drop(server);
-    drop(server_side);
-    // What was recorded: decodable, and no picture missing (frame_num, POC), as
-    // the corpus checks a raw viewer's capture.
-    let file = std::fs::read(&recorded).expect("the recording");
-    // Slices and parameter sets, each set once before a picture (the server's
-    // parser repeats them from the SDP besides those sent in-band).
+}
+
+/// What a server recorded (Annex B): decodable, at least `pictures` of them, and
+/// none missing (frame_num, POC), as the corpus checks a raw viewer's capture.
+fn assert_recording_whole(recorded: &Path, pictures: usize) {
+    let file = std::fs::read(recorded).expect("the recording");
+    // Slices and parameter sets, each set once before a picture (a server's parser
+    // may repeat them from the SDP besides those sent in-band).
     let mut nals: Vec<bytes::Bytes> = Vec::new();
     let mut sets_since_slice: Vec<&[u8]> = Vec::new();
     for nal in testkit::annexb::split(&file) {
@@ -508,10 +518,81 @@ async fn an_rtsp_login_is_on_no_command_line_and_the_server_records_every_pictur
     let seen =
         crate::corpus::check::check_capture(crate::corpus::check::Dialect::Raw, &nals, &[], false)
             .expect("a whole stream");
-    assert!(seen.pictures >= 60, "{} pictures", seen.pictures);
-    crate::corpus::check::ffmpeg_decodes(&recorded).expect("ffmpeg decodes the recording");
+    assert!(seen.pictures >= pictures, "{} pictures", seen.pictures);
+    crate::corpus::check::ffmpeg_decodes(recorded).expect("ffmpeg decodes the recording");
+}
+
+/// Before: an srt:// target's ffmpeg carried the URL on its command line,
+/// passphrase and streamid with it. Now ffmpeg reads the query string from a pipe
+/// of nalcast's (`-fpre`): a real SRT listener (ffmpeg's, which refuses a wrong or
+/// missing passphrase) records every picture, and no command line but the
+/// listener's own holds the passphrase or the streamid.
+#[tokio::test]
+async fn an_srt_passphrase_is_on_no_command_line_and_the_listener_records_every_picture() {
+    let passphrase = "srt-pa55phrase-only-in-the-environment";
+    let streamid = "publish:garden-only-in-the-environment";
+    let dir = common::temp_dir("publish-srt");
+    let recorded = dir.join("recorded.h264");
+    let _ = std::fs::remove_file(&recorded);
+    let port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .expect("a free UDP port")
+        .port();
+    let listener_url =
+        format!("srt://127.0.0.1:{port}?mode=listener&passphrase={passphrase}&pbkeylen=16");
+    let mut listener = tokio::process::Command::new("ffmpeg")
+        .args(["-nostdin", "-v", "error", "-i", &listener_url])
+        .args(["-c", "copy", "-f", "h264"])
+        .arg(&recorded)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("listener.log")).expect("log file"))
+        .kill_on_drop(true)
+        .spawn()
+        .expect("ffmpeg listens");
+    let log = dir.join("nalcast.log");
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
+    cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "off"])
+        .args(["--source", "test"])
+        .env(
+            "NALCAST_PUBLISH",
+            format!(
+                "srt://127.0.0.1:{port}?streamid={streamid}&passphrase={passphrase}&pbkeylen=16"
+            ),
+        )
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(&log).expect("log file"));
+    let server = Server::from_command(cmd);
+    let live = publish_state(&server, "live", Duration::from_secs(20)).await;
+    assert_eq!(live["url"], format!("srt://127.0.0.1:{port}?***"));
+    let ours = |secret: &str| -> Vec<String> {
+        command_lines_holding(secret)
+            .into_iter()
+            .filter(|c| !c.contains("mode=listener"))
+            .collect()
+    };
+    assert_eq!(ours(passphrase), Vec::<String>::new());
+    assert_eq!(ours(streamid), Vec::<String>::new());
+    assert!(
+        command_lines_holding(&format!("-fpre /proc/{}/fd/", server.pid()))
+            .iter()
+            .any(|c| c.starts_with("ffmpeg ")),
+        "nalcast's ffmpeg reads its options from nalcast's pipe"
+    );
+    await_recorded_pictures(&recorded, 60).await;
+    drop(server);
+    // The listener ends with the connection, its recording complete.
+    tokio::time::timeout(Duration::from_secs(20), listener.wait())
+        .await
+        .expect("the listener ends when nalcast goes")
+        .expect("reaped");
+    assert_recording_whole(&recorded, 60);
     let log = std::fs::read_to_string(&log).expect("log");
-    assert!(!log.contains(password), "the password in the log: {log}");
+    assert!(
+        !log.contains(passphrase),
+        "the passphrase in the log: {log}"
+    );
+    assert!(!log.contains(streamid), "the streamid in the log: {log}");
 }
 
 /// A hostile RTMP server: the handshake, then messages that never end (60 chunk

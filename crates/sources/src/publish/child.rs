@@ -32,8 +32,10 @@ const REASON_LINES: usize = 3;
 const GRACE: Duration = Duration::from_millis(500);
 
 /// ffmpeg's arguments: fMP4 on standard input, copied (never re-encoded) to the
-/// target in the format its protocol carries; progress on standard output.
-pub(super) fn ffmpeg_args(target: &PublishTarget) -> Vec<String> {
+/// target in the format its protocol carries; progress on standard output. The
+/// target's options that are not for the command line (srt://'s query string) come
+/// from `options_file`, a path ffmpeg reads `key=value` lines from.
+pub(super) fn ffmpeg_args(target: &PublishTarget, options_file: Option<&str>) -> Vec<String> {
     let mut args: Vec<String> = crate::FFMPEG_QUIET.map(str::to_owned).to_vec();
     args.extend(
         [
@@ -57,8 +59,35 @@ pub(super) fn ffmpeg_args(target: &PublishTarget) -> Vec<String> {
         Scheme::Srt => &["-f", "mpegts"],
     };
     args.extend(output.iter().map(|s| (*s).to_owned()));
-    args.push(target.url().to_owned());
+    if let Some(path) = options_file {
+        args.extend(["-fpre".to_owned(), path.to_owned()]);
+    }
+    args.push(target.ffmpeg_output().address);
     args
+}
+
+/// A pipe holding `options` for ffmpeg to read at `path`: nalcast's own end of it
+/// under /proc, which ffmpeg (nalcast's user) may open. The pipe is not inherited
+/// by any child (close-on-exec); the options are written whole before ffmpeg
+/// starts (they fit the pipe's buffer: target.rs bounds them) and the write end
+/// closed, so ffmpeg reads them and then the end. Keep it until ffmpeg has ended.
+struct OptionsPipe {
+    path: String,
+    _reader: std::io::PipeReader,
+}
+
+impl OptionsPipe {
+    fn new(options: &str) -> std::io::Result<OptionsPipe> {
+        use std::io::Write;
+        use std::os::fd::AsRawFd;
+        let (reader, mut writer) = std::io::pipe()?;
+        writer.write_all(options.as_bytes())?;
+        drop(writer);
+        Ok(OptionsPipe {
+            path: format!("/proc/{}/fd/{}", std::process::id(), reader.as_raw_fd()),
+            _reader: reader,
+        })
+    }
 }
 
 /// How the feeding ended.
@@ -94,9 +123,19 @@ pub(super) async fn run_once(
         Some(Some(bufs)) => bufs,
     };
 
+    let options = match publisher.target.ffmpeg_output().options {
+        Some(options) => match OptionsPipe::new(&options) {
+            Ok(pipe) => Some(pipe),
+            Err(e) => return RunEnd::Failed(format!("cannot pass ffmpeg its options: {e}")),
+        },
+        None => None,
+    };
     let mut command = Command::new(&opts.ffmpeg);
     command
-        .args(ffmpeg_args(&publisher.target))
+        .args(ffmpeg_args(
+            &publisher.target,
+            options.as_ref().map(|o| o.path.as_str()),
+        ))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -269,7 +308,7 @@ mod tests {
 
     #[test]
     fn ffmpeg_copies_the_stream_in_the_targets_format() {
-        let args = |url: &str| ffmpeg_args(&url.parse().expect("valid")).join(" ");
+        let args = |url: &str| ffmpeg_args(&url.parse().expect("valid"), None).join(" ");
         let rtmp = args("rtmp://host/live/cam");
         assert!(
             rtmp.contains("-f mp4 -i pipe:0 -map 0:v:0 -c copy"),
@@ -279,7 +318,29 @@ mod tests {
         assert!(
             args("rtsp://m:8554/cam").ends_with("-f rtsp -rtsp_transport tcp rtsp://m:8554/cam")
         );
-        assert!(args("srt://m:8890?streamid=x").ends_with("-f mpegts srt://m:8890?streamid=x"));
         assert!(!rtmp.contains("-c:v libx264"), "never re-encodes");
+    }
+
+    /// Before: an srt:// URL went whole onto ffmpeg's command line, passphrase
+    /// and streamid with it, for every user of the machine to read.
+    #[test]
+    fn an_srt_query_goes_to_ffmpeg_through_a_file_not_its_command_line() {
+        let target: PublishTarget = "srt://m:8890?streamid=publish:cam&passphrase=long+secret1"
+            .parse()
+            .expect("valid");
+        let options = target.ffmpeg_output().options.expect("options");
+        let pipe = OptionsPipe::new(&options).expect("a pipe");
+        let line = ffmpeg_args(&target, Some(&pipe.path)).join(" ");
+        assert!(
+            line.ends_with(&format!("-f mpegts -fpre {} srt://m:8890", pipe.path)),
+            "{line}"
+        );
+        assert!(!line.contains("secret") && !line.contains("publish:cam"));
+        // Whoever opens the path (ffmpeg, as nalcast's user) reads the options.
+        let read = std::fs::read_to_string(&pipe.path).expect("the options");
+        assert_eq!(read, "streamid=publish:cam\npassphrase=long secret1\n");
+        // Without a query there is nothing to pass.
+        let plain: PublishTarget = "srt://m:8890".parse().expect("valid");
+        assert_eq!(plain.ffmpeg_output().options, None);
     }
 }

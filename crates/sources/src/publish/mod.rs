@@ -7,7 +7,9 @@
 //! is an ffmpeg child fed the fMP4 the hub makes anyway
 //! (init segment, then one `moof`+`mdat` per access unit, 90 kHz decode times from
 //! capture times) on its standard input, copying it (`-c copy`, no re-encoding) to
-//! the server as FLV over RTMP, RTSP, or MPEG-TS over SRT. It reads the hub through
+//! the server as FLV over RTMP, RTSP, or MPEG-TS over SRT (an srt:// URL's query
+//! string, passphrase and streamid, read from a pipe, not its command line:
+//! [`PublishTarget::ffmpeg_output`]). It reads the hub through
 //! an internal subscription ([`Hub::subscribe_internal`]): the same bounded queue a
 //! viewer has, so a slow or stuck server costs it pictures (it resumes at the next
 //! keyframe), never the hub or the viewers; and it is not counted as a viewer.
@@ -50,7 +52,7 @@ pub mod rtmp;
 pub mod rtsp;
 mod target;
 
-pub use target::{BadTarget, PublishTarget, RtmpEndpoint, RtspEndpoint, Scheme};
+pub use target::{BadTarget, FfmpegOutput, PublishTarget, RtmpEndpoint, RtspEndpoint, Scheme};
 
 /// What a publisher is doing.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

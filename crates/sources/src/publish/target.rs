@@ -121,6 +121,9 @@ impl FromStr for PublishTarget {
                 "srt:// needs a port (e.g. srt://host:8890?streamid=…)".into()
             ));
         }
+        if scheme == Scheme::Srt {
+            srt_options(query.unwrap_or_default()).map_err(bad)?;
+        }
         if matches!(scheme, Scheme::Rtmp | Scheme::Rtmps | Scheme::Rtsp) && path.is_empty() {
             return Err(bad(format!(
                 "no stream path (e.g. {}://host/live/cam)",
@@ -279,6 +282,27 @@ impl PublishTarget {
         })
     }
 
+    /// What ffmpeg is given to publish here: the output address for its command
+    /// line, and the options it reads from a file (`-fpre`) rather than from its
+    /// arguments. For `srt://` that is the whole query string (passphrase,
+    /// streamid, latency, …), one `key=value` a line, so that nothing of it is on a
+    /// command line every user of the machine can read; the others take the URL
+    /// as given (an RTMP URL with a user and password: ffmpeg reads logins from
+    /// the URL only).
+    pub fn ffmpeg_output(&self) -> FfmpegOutput {
+        match (self.scheme, self.url.split_once('?')) {
+            (Scheme::Srt, Some((address, query))) => FfmpegOutput {
+                address: address.to_owned(),
+                // Checked when the URL was parsed.
+                options: srt_options(query).ok().filter(|o| !o.is_empty()),
+            },
+            _ => FfmpegOutput {
+                address: self.url.clone(),
+                options: None,
+            },
+        }
+    }
+
     /// Whether publishing here takes an ffmpeg process (all but
     /// [`Self::rtmp_endpoint`]'s and [`Self::rtsp_endpoint`]'s).
     pub fn needs_ffmpeg(&self) -> bool {
@@ -316,6 +340,66 @@ impl PublishTarget {
         }
         crate::mask_credentials(&out)
     }
+}
+
+/// The output address and option lines of an ffmpeg run ([`PublishTarget::ffmpeg_output`]).
+#[derive(Clone, PartialEq, Eq)]
+pub struct FfmpegOutput {
+    /// The address on ffmpeg's command line.
+    pub address: String,
+    /// `key=value` lines for `-fpre`, when there are options to give that way.
+    pub options: Option<String>,
+}
+
+impl fmt::Debug for FfmpegOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let lines = self.options.as_deref().map_or(0, |o| o.lines().count());
+        write!(f, "FfmpegOutput({}, {lines} option lines)", self.address)
+    }
+}
+
+/// Longest srt:// query string taken: it goes to ffmpeg through a pipe, written
+/// whole before ffmpeg starts, so it must fit a pipe's buffer with room to spare.
+const MAX_SRT_QUERY: usize = 4096;
+/// Longest `key=value` line ffmpeg reads from an options file (its buffer is 1000).
+const MAX_OPTION_LINE: usize = 999;
+
+/// An srt:// query string as ffmpeg's `-fpre` lines: each `key=value` on its own
+/// line, as ffmpeg reads the URL (a `+` is a space; no percent-decoding; of a key
+/// given twice the first counts). Option names are ffmpeg's SRT options
+/// (`passphrase`, `streamid`, `latency`, `mode`, …): letters, digits and `_`.
+fn srt_options(query: &str) -> Result<String, String> {
+    if query.len() > MAX_SRT_QUERY {
+        return Err(format!(
+            "the srt:// options are longer than {MAX_SRT_QUERY} characters"
+        ));
+    }
+    let mut lines = String::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err("an srt:// option has no value (key=value)".into());
+        };
+        if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(
+                "an srt:// option name is letters, digits and '_' (e.g. passphrase=…)".into(),
+            );
+        }
+        if key.len() + value.len() + 1 > MAX_OPTION_LINE {
+            return Err(format!(
+                "srt:// option '{key}' is longer than {MAX_OPTION_LINE} characters"
+            ));
+        }
+        if seen.contains(&key) {
+            continue;
+        }
+        seen.push(key);
+        lines.push_str(key);
+        lines.push('=');
+        lines.push_str(&value.replace('+', " "));
+        lines.push('\n');
+    }
+    Ok(lines)
 }
 
 /// Secrets shorter than this are scrubbed only where they stand alone.
@@ -461,11 +545,46 @@ mod tests {
             ("rtmp://host", "no stream path"),
             ("srt://host?streamid=x", "needs a port"),
             ("rtmp://host/live/k3 y", "no spaces"),
+            ("srt://host:1?mode=caller&k3y", "has no value"),
+            ("srt://host:1?pass-phrase=k3y", "option name"),
+            ("srt://host:1?=k3y", "option name"),
         ] {
             let err = url.parse::<PublishTarget>().unwrap_err().to_string();
             assert!(err.contains(needle), "{url}: {err}");
             assert!(!err.contains("pw") && !err.contains("k3y"), "{url}: {err}");
         }
+    }
+
+    #[test]
+    fn srt_options_are_read_as_ffmpeg_reads_the_url() {
+        let output = |url: &str| url.parse::<PublishTarget>().expect(url).ffmpeg_output();
+        let o = output("srt://[::1]:8890?mode=caller&latency=200000&latency=1&streamid=a+b%20c&");
+        assert_eq!(o.address, "srt://[::1]:8890");
+        // First of a key counts, '+' is a space, no percent-decoding (as ffmpeg's
+        // URL parsing), an empty pair is nothing.
+        assert_eq!(
+            o.options.as_deref(),
+            Some("mode=caller\nlatency=200000\nstreamid=a b%20c\n")
+        );
+        assert!(!format!("{o:?}").contains("a b"), "{o:?}");
+        assert_eq!(output("srt://h:1?").options, None);
+        let rtmp = output("rtmp://u:p@h/live/k");
+        assert_eq!(
+            (rtmp.address.as_str(), rtmp.options),
+            ("rtmp://u:p@h/live/k", None)
+        );
+        let long = format!("srt://h:1?streamid={}", "x".repeat(991));
+        assert!(long
+            .parse::<PublishTarget>()
+            .unwrap_err()
+            .to_string()
+            .contains("longer than 999"));
+        let huge = format!("srt://h:1?{}", "a=b&".repeat(1100));
+        assert!(huge
+            .parse::<PublishTarget>()
+            .unwrap_err()
+            .to_string()
+            .contains("longer than 4096"));
     }
 
     #[test]
