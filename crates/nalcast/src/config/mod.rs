@@ -403,13 +403,13 @@ pub struct Options {
     ///
     /// With several streams, the first one's; a `[[stream]]` table's `publish` key sends
     /// that stream. rtmp://, rtmps://, rtsp:// or srt:// (e.g. rtmp://host/live/cam).
-    /// nalcast sends rtmp://, rtmps:// and rtsp:// itself; srt:// and an RTMP URL with
-    /// a user go through an ffmpeg process per URL. A failed target is retried;
+    /// nalcast sends rtmp://, rtmps:// and rtsp:// itself (rtmp://user:password@… logs
+    /// in where the server asks: authmod=adobe or llnw); srt:// goes through an
+    /// ffmpeg process per URL. A failed target is retried;
     /// /api/stream shows its state without the URL's user, password, query string or
     /// RTMP stream key. NALCAST_PUBLISH (URLs separated by spaces) or the config file
-    /// keep them out of nalcast's own command line; an RTMP key, RTSP password or SRT
-    /// query string (passphrase, streamid) is then on none (an RTMP URL with a user
-    /// is on its ffmpeg's).
+    /// keep them out of nalcast's own command line; an RTMP key or password, RTSP
+    /// password or SRT query string (passphrase, streamid) is then on none.
     #[arg(
         long,
         value_name = "URL",
@@ -1331,7 +1331,7 @@ mod tests {
         assert!(!format!("{c:?}").contains("pw"), "a config may be logged");
         let path = temp_file("p.toml", "publish = [\"rtsp://m:8554/cam\"]\n");
         let c = parse(&["--config", path.to_str().expect("utf-8")]).expect("valid");
-        assert_eq!(c.default_stream().publish[0].url(), "rtsp://m:8554/cam");
+        assert_eq!(c.default_stream().publish[0].shown(), "rtsp://m:8554/cam");
     }
 
     #[test]

@@ -28,6 +28,7 @@ mod qemu;
 mod route_guard;
 mod routes;
 mod rpicam;
+mod rtmp_login;
 mod rtsp;
 mod secrets;
 mod security;

@@ -76,11 +76,11 @@ async fn api(server: &Server) -> Value {
 
 /// Waits until the first publish target's state is `state`; returns it.
 async fn publish_state(server: &Server, state: &str, within: Duration) -> Value {
-    publish_until(server, within, |p| p["state"] == state).await
+    api_publish_until(server, within, |p| p["state"] == state).await
 }
 
 /// Waits until the first publish target's entry in /api/stream is `wanted`.
-async fn publish_until(
+pub(crate) async fn api_publish_until(
     server: &Server,
     within: Duration,
     wanted: impl Fn(&Value) -> bool,
@@ -289,18 +289,6 @@ async fn the_stream_reaches_nginx_with_camera_timing_and_returns_after_nginx_res
     drop(server);
 }
 
-/// Whether any ffmpeg process on this machine has `url` on its command line.
-fn ffmpeg_publishing_to(url: &str) -> bool {
-    let Ok(procs) = std::fs::read_dir("/proc") else {
-        return false;
-    };
-    procs.flatten().any(|p| {
-        let cmdline = std::fs::read(p.path().join("cmdline")).unwrap_or_default();
-        let cmdline = String::from_utf8_lossy(&cmdline);
-        cmdline.starts_with("ffmpeg\0") && cmdline.contains(url)
-    })
-}
-
 #[tokio::test]
 async fn the_urls_user_password_and_keys_reach_no_api_page_metric_or_log() {
     let test = "the_urls_user_password_and_keys_reach_no_api_page_metric_or_log";
@@ -321,21 +309,26 @@ async fn the_urls_user_password_and_keys_reach_no_api_page_metric_or_log() {
         live["url"],
         format!("rtmp://***@{}/live/***?***", nginx.addr)
     );
-    // A URL with a user and password (RTMP logins differ by server) is ffmpeg's.
-    assert!(ffmpeg_publishing_to(&url), "ffmpeg publishes to {url}");
+    // nalcast's own client (a login only where the server asks: nginx does not):
+    // no process but nalcast (given the URL on its command line here) holds it.
+    let others: Vec<String> = command_lines_holding("pa55word")
+        .into_iter()
+        .filter(|c| !c.starts_with(env!("CARGO_BIN_EXE_nalcast")))
+        .collect();
+    assert_eq!(others, Vec::<String>::new());
     // nginx takes the stream under its name (the query string is its arguments).
     let pulled = pull(&rtmp_url(&nginx, "live/str3amname")).await;
     assert!(!pulled.pts_ms.is_empty());
 
-    // Failing, ffmpeg prints the URL: that must not get through either.
+    // Failing: the reason is there, the secrets are not.
     let mut nginx = nginx;
     nginx.stop();
     let retrying = publish_state(&server, "retrying", Duration::from_secs(20)).await;
     assert!(
-        retrying["last_error"]
+        !retrying["last_error"]
             .as_str()
             .unwrap_or_default()
-            .contains("rtmp://***@"),
+            .is_empty(),
         "{retrying}"
     );
     let mut seen = Vec::new();
@@ -343,14 +336,8 @@ async fn the_urls_user_password_and_keys_reach_no_api_page_metric_or_log() {
         let (_, body) = http_get(server.addr, path).await.expect(path);
         seen.push((path.to_owned(), body));
     }
-    // ffmpeg goes with nalcast (reaped before nalcast exits).
     drop(server);
-    assert!(
-        !ffmpeg_publishing_to(&url),
-        "an ffmpeg still publishes to {url} after nalcast stopped"
-    );
     let log = std::fs::read_to_string(&log).expect("log");
-    assert!(log.contains("ffmpeg: "), "ffmpeg's lines are logged: {log}");
     seen.push(("the log".to_owned(), log));
     for (what, text) in &seen {
         for secret in secrets {
@@ -360,7 +347,7 @@ async fn the_urls_user_password_and_keys_reach_no_api_page_metric_or_log() {
 }
 
 /// The processes on this machine whose command line holds `text`.
-fn command_lines_holding(text: &str) -> Vec<String> {
+pub(crate) fn command_lines_holding(text: &str) -> Vec<String> {
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return Vec::new();
     };
@@ -500,7 +487,7 @@ async fn await_recorded_pictures(recorded: &Path, pictures: u32) {
 
 /// What a server recorded (Annex B): decodable, at least `pictures` of them, and
 /// none missing (frame_num, POC), as the corpus checks a raw viewer's capture.
-fn assert_recording_whole(recorded: &Path, pictures: usize) {
+pub(crate) fn assert_recording_whole(recorded: &Path, pictures: usize) {
     let file = std::fs::read(recorded).expect("the recording");
     // Slices and parameter sets, each set once before a picture (a server's parser
     // may repeat them from the SDP besides those sent in-band).
@@ -573,14 +560,17 @@ async fn an_srt_passphrase_is_on_no_command_line_and_the_listener_records_every_
     };
     assert_eq!(ours(passphrase), Vec::<String>::new());
     assert_eq!(ours(streamid), Vec::<String>::new());
+    let options_from = format!("-fpre /proc/{}/fd/", server.pid());
     assert!(
-        command_lines_holding(&format!("-fpre /proc/{}/fd/", server.pid()))
+        command_lines_holding(&options_from)
             .iter()
             .any(|c| c.starts_with("ffmpeg ")),
         "nalcast's ffmpeg reads its options from nalcast's pipe"
     );
     await_recorded_pictures(&recorded, 60).await;
     drop(server);
+    // ffmpeg goes with nalcast (reaped before nalcast exits).
+    assert_eq!(command_lines_holding(&options_from), Vec::<String>::new());
     // The listener ends with the connection, its recording complete.
     tokio::time::timeout(Duration::from_secs(20), listener.wait())
         .await
@@ -661,7 +651,7 @@ async fn a_server_flooding_the_rtmp_client_is_left_with_memory_bounded() {
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).expect("log file"));
     let server = Server::from_command(cmd);
-    let left = publish_until(&server, Duration::from_secs(30), |p| {
+    let left = api_publish_until(&server, Duration::from_secs(30), |p| {
         p["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("more than a publisher ever needs"))
@@ -852,7 +842,7 @@ async fn a_stuck_server_costs_its_publisher_pictures_never_the_viewers() {
         (pictures, longest_gap)
     });
     let started = Instant::now();
-    let stuck = publish_until(&server, Duration::from_secs(30), |p| {
+    let stuck = api_publish_until(&server, Duration::from_secs(30), |p| {
         p["last_error"]
             .as_str()
             .is_some_and(|e| e.contains("took nothing"))

@@ -1,9 +1,9 @@
 //! Publishers: the stream sent on, unchanged, to media servers (`--publish URL`).
 //!
 //! (Not [`Hub::publish`], which takes an access unit *into* the hub.) `rtmp://` and
-//! `rtmps://` targets (without a user) and `rtsp://` ones are published by nalcast
-//! itself ([`rtmp`], [`rtsp`]): no process holds their stream key or password on its
-//! command line. Every other publisher
+//! `rtmps://` targets (with a login where the server asks: [`rtmp_login`]) and
+//! `rtsp://` ones are published by nalcast itself ([`rtmp`], [`rtsp`]): no process
+//! holds their stream key or password on its command line. An `srt://` publisher
 //! is an ffmpeg child fed the fMP4 the hub makes anyway
 //! (init segment, then one `moof`+`mdat` per access unit, 90 kHz decode times from
 //! capture times) on its standard input, copying it (`-c copy`, no re-encoding) to
@@ -49,6 +49,7 @@ pub const PUBLISH_RESTARTS: Series = Series::counter(
 mod child;
 pub mod feed;
 pub mod rtmp;
+pub mod rtmp_login;
 pub mod rtsp;
 mod target;
 
@@ -192,7 +193,7 @@ impl Default for PublishOptions {
 /// protocol; returns the ffmpeg to run. The message is one line for the user.
 pub fn preflight(targets: &[PublishTarget]) -> Result<PathBuf, String> {
     let ffmpeg = PathBuf::from("ffmpeg");
-    // rtmp:// and rtmps:// (without a user) are nalcast's own (rtmp.rs).
+    // rtmp://, rtmps:// and rtsp:// are nalcast's own (rtmp.rs, rtsp.rs).
     if !targets.iter().any(PublishTarget::needs_ffmpeg) {
         return Ok(ffmpeg);
     }

@@ -23,6 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use super::rtmp_login::RtmpLogin;
 use super::target::RtmpEndpoint;
 use super::{
     connect, first_accepted, send_within, session_until_shutdown, PublishOptions, Publisher,
@@ -168,12 +169,48 @@ pub(super) async fn run_once(
         return RunEnd::Shutdown;
     };
     let session = async {
-        let tcp = connect(&endpoint.host, endpoint.port).await?;
-        if endpoint.tls {
-            let tls = tls_connect(tcp, &endpoint.host).await?;
-            publish(tls, publisher, queue, &mut feed, first, opts, endpoint).await
-        } else {
-            publish(tcp, publisher, queue, &mut feed, first, opts, endpoint).await
+        let mut login = endpoint
+            .login
+            .as_ref()
+            .map(|(user, password)| RtmpLogin::new(user, password));
+        loop {
+            // A server that wants a login refuses the connect, saying how; each
+            // step of the login is a new connection (rtmp_login.rs).
+            let query = login
+                .as_mut()
+                .map_or("", RtmpLogin::next_connect)
+                .to_owned();
+            let tcp = connect(&endpoint.host, endpoint.port).await?;
+            let first = first.clone();
+            let ended = if endpoint.tls {
+                let tls = tls_connect(tcp, &endpoint.host).await?;
+                publish(
+                    tls, publisher, queue, &mut feed, first, opts, endpoint, &query,
+                )
+                .await?
+            } else {
+                publish(
+                    tcp, publisher, queue, &mut feed, first, opts, endpoint, &query,
+                )
+                .await?
+            };
+            match (ended, login.as_mut()) {
+                (Ok(end), _) => return Ok(end),
+                (Err(refusal), Some(login)) => {
+                    login.refused(&refusal, &endpoint.app, client_nonce())?;
+                }
+                (Err(refusal), None) if refusal.contains("authmod=") => {
+                    return Err(format!(
+                        "the server asks for a login: give the URL a user and password (rtmp://user:password@host/…): {refusal}"
+                    ));
+                }
+                (Err(refusal), None) => {
+                    return Err(format!(
+                        "the server refused application '{}': {refusal}",
+                        endpoint.app
+                    ));
+                }
+            }
         }
     };
     session_until_shutdown(publisher, session, &mut shutdown).await
@@ -210,7 +247,17 @@ async fn tls_connect(
     .map_err(|e| format!("TLS with the server: {e}"))
 }
 
-/// The RTMP session over `io`: handshake, connect, publish, then the tags.
+/// A fresh client challenge for a login.
+fn client_nonce() -> u32 {
+    ring::rand::generate::<[u8; 4]>(&ring::rand::SystemRandom::new())
+        .map(|r| u32::from_be_bytes(r.expose()))
+        .unwrap_or_else(|_| std::process::id() ^ 0x5a5a_5a5a)
+}
+
+/// The RTMP session over `io`: handshake, connect (`query` appended to the
+/// application and tcUrl: a login's), publish, then the tags. `Ok(Err(why))`: the
+/// server refused the connect, saying `why`.
+#[allow(clippy::too_many_arguments)]
 async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
     mut io: S,
     publisher: &Arc<Publisher>,
@@ -219,7 +266,8 @@ async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
     first: Vec<Tag>,
     opts: &PublishOptions,
     endpoint: &RtmpEndpoint,
-) -> Result<RunEnd, Failure> {
+    query: &str,
+) -> Result<Result<RunEnd, String>, Failure> {
     let mut buf = vec![0u8; 16 * 1024];
     // What the server sent: rml_rtmp holds a message until its last chunk, so a
     // hostile server could make it hold much; a real one sends a few bytes a
@@ -228,12 +276,12 @@ async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
     let setup = async {
         let leftover = handshake(&mut io, &mut buf).await?;
         let mut config = ClientSessionConfig::new();
-        config.tc_url = Some(endpoint.tc_url.clone());
+        config.tc_url = Some(format!("{}{query}", endpoint.tc_url));
         let (mut session, results) =
             ClientSession::new(config).map_err(|e| format!("RTMP: {e}"))?;
         send_results(&mut io, results).await?;
         let connect = session
-            .request_connection(endpoint.app.clone())
+            .request_connection(format!("{}{query}", endpoint.app))
             .map_err(|e| format!("RTMP: {e}"))?;
         send_results(&mut io, vec![connect]).await?;
         let mut pending = leftover;
@@ -261,12 +309,9 @@ async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
                             send_results(&mut io, vec![ask]).await?;
                         }
                         ClientSessionEvent::ConnectionRequestRejected { description } => {
-                            return Err(format!(
-                                "the server refused application '{}': {description}",
-                                endpoint.app
-                            ));
+                            return Ok(Err(description));
                         }
-                        ClientSessionEvent::PublishRequestAccepted => return Ok(session),
+                        ClientSessionEvent::PublishRequestAccepted => return Ok(Ok(session)),
                         ClientSessionEvent::UnhandleableOnStatusCode { code }
                             if ends_publishing(&code) =>
                         {
@@ -291,14 +336,17 @@ async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
             pending = buf[..n].to_vec();
         }
     };
-    let mut session = tokio::time::timeout(SETUP_TIMEOUT, setup)
+    let mut session = match tokio::time::timeout(SETUP_TIMEOUT, setup)
         .await
         .map_err(|_| {
             format!(
                 "the server did not accept publishing within {} s",
                 SETUP_TIMEOUT.as_secs()
             )
-        })??;
+        })?? {
+        Ok(session) => session,
+        Err(refusal) => return Ok(Err(refusal)),
+    };
     if let Some(params) = feed.params() {
         // onMetaData, as ffmpeg's FLV sends it: servers show and pass on the size
         // and frame rate.
@@ -320,7 +368,7 @@ async fn publish<S: AsyncRead + AsyncWrite + Unpin>(
             item = queue.next() => {
                 let Some((item, _)) = item else {
                     let _ = stop(&mut io, &mut session).await;
-                    return Ok(RunEnd::Shutdown);
+                    return Ok(Ok(RunEnd::Shutdown));
                 };
                 let tags = feed.next(&item);
                 send_tags(&mut io, &mut session, tags, opts.stall_timeout).await?;

@@ -180,7 +180,7 @@ impl FromStr for PublishTarget {
 }
 
 /// Where an `rtmp://` or `rtmps://` target is, as nalcast's own RTMP client needs it.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct RtmpEndpoint {
     /// Host name or address (an IPv6 one without its brackets).
     pub host: String,
@@ -193,8 +193,18 @@ pub struct RtmpEndpoint {
     /// The stream name: the rest of the path with the query, if any (the stream
     /// key, MediaMTX's `cam?user=…&pass=…`). A secret.
     pub stream: String,
-    /// The URL of the application, as the `connect` command gives it (no key).
+    /// The URL of the application, as the `connect` command gives it (no key, no
+    /// user).
     pub tc_url: String,
+    /// The user and password, percent-decoded, when the URL has them: a login for
+    /// servers that ask for one (publish/rtmp_login.rs).
+    pub login: Option<(String, String)>,
+}
+
+impl fmt::Debug for RtmpEndpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RtmpEndpoint({}:{}/{})", self.host, self.port, self.app)
+    }
 }
 
 /// Where an `rtsp://` target is, as nalcast's own RTSP client needs it.
@@ -225,16 +235,7 @@ impl PublishTarget {
         let rest = self.url.split_once("://")?.1;
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (login, hostport) = match authority.rsplit_once('@') {
-            Some((userinfo, hostport)) => {
-                let decode = |s: &str| {
-                    percent_encoding::percent_decode_str(s)
-                        .decode_utf8()
-                        .map(|c| c.into_owned())
-                        .ok()
-                };
-                let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-                (Some((decode(user)?, decode(password)?)), hostport)
-            }
+            Some((userinfo, hostport)) => (Some(decoded_login(userinfo)?), hostport),
             None => (None, authority),
         };
         let (host, port) = host_and_port(hostport, 554)?;
@@ -246,8 +247,8 @@ impl PublishTarget {
         })
     }
 
-    /// For `rtmp://` and `rtmps://` URLs without a user or password: where nalcast
-    /// publishes by itself (publish/rtmp.rs). `None` for the others: ffmpeg's.
+    /// For `rtmp://` and `rtmps://` URLs: where nalcast publishes by itself
+    /// (publish/rtmp.rs). `None` for the others: ffmpeg's.
     pub fn rtmp_endpoint(&self) -> Option<RtmpEndpoint> {
         let tls = match self.scheme {
             Scheme::Rtmp => false,
@@ -260,9 +261,10 @@ impl PublishTarget {
             None => (rest, None),
         };
         let (authority, path) = before_query.split_once('/')?;
-        if authority.contains('@') {
-            return None;
-        }
+        let (login, authority) = match authority.rsplit_once('@') {
+            Some((userinfo, hostport)) => (Some(decoded_login(userinfo)?), hostport),
+            None => (None, authority),
+        };
         let (app, name) = path.split_once('/')?;
         if app.is_empty() || name.is_empty() {
             return None;
@@ -279,6 +281,7 @@ impl PublishTarget {
             app: app.to_owned(),
             stream,
             tc_url: format!("{}://{authority}/{app}", self.scheme.name()),
+            login,
         })
     }
 
@@ -287,8 +290,7 @@ impl PublishTarget {
     /// arguments. For `srt://` that is the whole query string (passphrase,
     /// streamid, latency, …), one `key=value` a line, so that nothing of it is on a
     /// command line every user of the machine can read; the others take the URL
-    /// as given (an RTMP URL with a user and password: ffmpeg reads logins from
-    /// the URL only).
+    /// as given.
     pub fn ffmpeg_output(&self) -> FfmpegOutput {
         match (self.scheme, self.url.split_once('?')) {
             (Scheme::Srt, Some((address, query))) => FfmpegOutput {
@@ -307,11 +309,6 @@ impl PublishTarget {
     /// [`Self::rtmp_endpoint`]'s and [`Self::rtsp_endpoint`]'s).
     pub fn needs_ffmpeg(&self) -> bool {
         self.rtmp_endpoint().is_none() && self.rtsp_endpoint().is_none()
-    }
-
-    /// The URL as given, secrets and all: for ffmpeg's command line only.
-    pub fn url(&self) -> &str {
-        &self.url
     }
 
     /// The media server's protocol.
@@ -425,6 +422,18 @@ fn replace_standalone(text: &str, secret: &str) -> String {
     out
 }
 
+/// A URL's `user:password`, percent-decoded (`None`: not UTF-8 once decoded).
+fn decoded_login(userinfo: &str) -> Option<(String, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(s)
+            .decode_utf8()
+            .map(|c| c.into_owned())
+            .ok()
+    };
+    let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+    Some((decode(user)?, decode(password)?))
+}
+
 /// `host[:port]` or `[v6][:port]`: the host (without brackets) and the port.
 fn host_and_port(authority: &str, default_port: u16) -> Option<(String, u16)> {
     let (host, port) = match authority.strip_prefix('[') {
@@ -480,8 +489,13 @@ mod tests {
         assert_eq!(mtx.stream, "garden?user=u&pass=p");
         assert!(!mtx.tc_url.contains("garden"), "the key stays out of tcUrl");
         assert_eq!(ep("rtmp://nginx.lan/live/cam").expect("rtmp").port, 1935);
-        // A user and password (RTMP's server-specific logins): ffmpeg's, as before.
-        assert_eq!(ep("rtmp://u:p@host/live/cam"), None);
+        // A user and password: a login for servers that ask (rtmp_login.rs), kept
+        // out of tcUrl and Debug.
+        let login = ep("rtmp://u%40x:p%3Ass@host/live/cam").expect("rtmp");
+        assert_eq!(login.login, Some(("u@x".to_owned(), "p:ss".to_owned())));
+        assert_eq!(login.tc_url, "rtmp://host/live");
+        assert_eq!(login.host, "host");
+        assert!(!format!("{login:?}").contains("p:ss"));
         assert_eq!(ep("rtsp://host/cam"), None);
         assert_eq!(ep("srt://host:8890?streamid=publish:cam"), None);
         let rtsp = "rtsp://al%40ce:p%3Ass@[::1]:8554/cams/garden?x=1"
@@ -495,7 +509,7 @@ mod tests {
         assert!(!format!("{rtsp:?}").contains("p:ss"));
         let needs = |url: &str| url.parse::<PublishTarget>().expect(url).needs_ffmpeg();
         assert!(!needs("rtmp://host/live/cam"));
-        assert!(needs("rtmp://u:p@host/live/cam"));
+        assert!(!needs("rtmp://u:p@host/live/cam"));
         assert!(!needs("rtsp://u:p@host/cam"));
         assert!(needs("srt://host:1?a=b"));
     }
