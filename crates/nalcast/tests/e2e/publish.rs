@@ -68,6 +68,20 @@ fn nalcast(url: &str, log: &Path) -> Server {
     Server::from_command(cmd)
 }
 
+/// nalcast with the test pattern (and `extra` arguments), publishing to `url` given
+/// in the environment (NALCAST_PUBLISH: on no command line), its log in `log`.
+pub(crate) fn nalcast_publishing_from_env(url: &str, log: &Path, extra: &[&str]) -> Server {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
+    cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "off"])
+        .args(["--source", "test"])
+        .args(extra)
+        .env("NALCAST_PUBLISH", url)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(std::fs::File::create(log).expect("log file"));
+    Server::from_command(cmd)
+}
+
 async fn api(server: &Server) -> Value {
     let (status, body) = http_get(server.addr, "/api/stream").await.expect("api");
     assert_eq!(status, 200, "{body}");
@@ -372,14 +386,7 @@ async fn an_rtmp_stream_key_is_on_no_command_line_and_the_stream_plays_whole() {
     let dir = common::temp_dir("publish-native");
     let nginx = start_rtmp(&dir, None).await;
     let log = dir.join("nalcast.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
-    cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "off"])
-        .args(["--source", "test"])
-        .env("NALCAST_PUBLISH", rtmp_url(&nginx, &format!("live/{key}")))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log file"));
-    let server = Server::from_command(cmd);
+    let server = nalcast_publishing_from_env(&rtmp_url(&nginx, &format!("live/{key}")), &log, &[]);
     publish_state(&server, "live", Duration::from_secs(20)).await;
     // Live: the key is on no command line (nalcast's own has no --publish).
     assert_eq!(command_lines_holding(key), Vec::<String>::new());
@@ -428,17 +435,11 @@ async fn an_rtsp_login_is_on_no_command_line_and_the_server_records_every_pictur
         Some(&recorded),
     );
     let log = dir.join("nalcast.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
-    cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "off"])
-        .args(["--source", "test"])
-        .env(
-            "NALCAST_PUBLISH",
-            format!("rtsp://publisher:{password}@127.0.0.1:{port}/record"),
-        )
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log file"));
-    let server = Server::from_command(cmd);
+    let server = nalcast_publishing_from_env(
+        &format!("rtsp://publisher:{password}@127.0.0.1:{port}/record"),
+        &log,
+        &[],
+    );
     let live = publish_state(&server, "live", Duration::from_secs(20)).await;
     assert_eq!(live["url"], format!("rtsp://***@127.0.0.1:{port}/record"));
     // None but the server's own (the fixture is given the login to check).
@@ -537,19 +538,11 @@ async fn an_srt_passphrase_is_on_no_command_line_and_the_listener_records_every_
         .spawn()
         .expect("ffmpeg listens");
     let log = dir.join("nalcast.log");
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
-    cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "off"])
-        .args(["--source", "test"])
-        .env(
-            "NALCAST_PUBLISH",
-            format!(
-                "srt://127.0.0.1:{port}?streamid={streamid}&passphrase={passphrase}&pbkeylen=16"
-            ),
-        )
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(&log).expect("log file"));
-    let server = Server::from_command(cmd);
+    let server = nalcast_publishing_from_env(
+        &format!("srt://127.0.0.1:{port}?streamid={streamid}&passphrase={passphrase}&pbkeylen=16"),
+        &log,
+        &[],
+    );
     let live = publish_state(&server, "live", Duration::from_secs(20)).await;
     assert_eq!(live["url"], format!("srt://127.0.0.1:{port}?***"));
     let ours = |secret: &str| -> Vec<String> {

@@ -9,8 +9,7 @@
 //! response. It is first held to ffmpeg's client, a real one that speaks both
 //! schemes: ffmpeg with the right password publishes, with a wrong one it is
 //! refused. Then nalcast goes through the same server.
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,8 +22,10 @@ use rml_rtmp::sessions::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::common::{self, Server};
-use crate::publish::{api_publish_until, assert_recording_whole, command_lines_holding};
+use crate::common;
+use crate::publish::{
+    api_publish_until, assert_recording_whole, command_lines_holding, nalcast_publishing_from_env,
+};
 
 const USER: &str = "camera";
 const PASSWORD: &str = "pa55-only-in-the-environment";
@@ -32,6 +33,8 @@ const SALT: &str = "c2FsdDEy";
 const CHALLENGE: &str = "Y2hhbGxlbmdl";
 const OPAQUE: &str = "b3BhcXVlMQ==";
 const NONCE: &str = "bm9uY2UtMQ";
+/// A smaller test pattern than the default: quicker to encode and record.
+const SMALL: &[&str] = &["--width", "640", "--height", "360"];
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Scheme {
@@ -316,18 +319,6 @@ async fn ffmpeg_publishes(url: &str) -> bool {
         .success()
 }
 
-/// nalcast with the test pattern, publishing to `url` given in the environment.
-fn nalcast(url: &str, log: &Path) -> Server {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_nalcast"));
-    cmd.args(["--listen", "127.0.0.1:0", "--legacy-listen", "off"])
-        .args(["--source", "test", "--width", "640", "--height", "360"])
-        .env("NALCAST_PUBLISH", url)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(std::fs::File::create(log).expect("log file"));
-    Server::from_command(cmd)
-}
-
 async fn logs_in_and_publishes(scheme: Scheme) {
     let dir = common::temp_dir(&format!("rtmp-login-{scheme:?}"));
     let url = |password: &str, port: u16| {
@@ -354,7 +345,7 @@ async fn logs_in_and_publishes(scheme: Scheme) {
     // nalcast through the same server.
     let server_side = LoginServer::start(scheme).await;
     let log = dir.join("nalcast.log");
-    let server = nalcast(&url(PASSWORD, server_side.port), &log);
+    let server = nalcast_publishing_from_env(&url(PASSWORD, server_side.port), &log, SMALL);
     api_publish_until(&server, Duration::from_secs(20), |p| p["state"] == "live").await;
     assert_eq!(server_side.connects(), ["asked", "challenged", "accepted"]);
     assert_eq!(command_lines_holding(PASSWORD), Vec::<String>::new());
@@ -377,7 +368,7 @@ async fn logs_in_and_publishes(scheme: Scheme) {
 
     // A wrong password: refused, said so, retried later; never published.
     let wrong_side = LoginServer::start(scheme).await;
-    let server = nalcast(&url("wrong-password", wrong_side.port), &log);
+    let server = nalcast_publishing_from_env(&url("wrong-password", wrong_side.port), &log, SMALL);
     let failed = api_publish_until(&server, Duration::from_secs(20), |p| {
         p["state"] == "retrying" && p["last_error"].as_str().is_some()
     })
