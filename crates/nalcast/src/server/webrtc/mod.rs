@@ -40,6 +40,7 @@ use crate::server::origin::{origin_allowed, refuse_origin};
 use crate::server::viewer::routes::viewer_place;
 use crate::server::ForStream;
 
+mod nomination;
 mod outbox;
 mod sender;
 mod session;

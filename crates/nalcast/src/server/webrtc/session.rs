@@ -27,6 +27,7 @@ use str0m::{Event, IceConnectionState, IceCreds, Input, Output, Rtc, RtcConfig};
 use tokio::sync::{mpsc, watch, Notify};
 use tracing::{debug, info};
 
+use super::nomination::EarlyNomination;
 use super::outbox::Outbox;
 use super::sender::{self, Sender};
 use super::{Datagram, WebRtc};
@@ -80,6 +81,8 @@ pub struct Session {
     sender: Option<Sender>,
     /// `nalcast_bytes_out_total` of the stream: WebRTC viewers' bytes count too.
     bytes_out: metrics::Counter,
+    /// The viewer's first check nominates its path (nomination.rs).
+    early_nomination: EarlyNomination,
 }
 
 impl Session {
@@ -96,6 +99,7 @@ impl Session {
             text: "the body is not an SDP offer nalcast can read\n",
         })?;
         let now = Instant::now();
+        let early_nomination = EarlyNomination::new(ice.pass.clone());
         let mut rtc = RtcConfig::new()
             .set_ice_lite(true)
             .set_local_ice_credentials(ice)
@@ -156,6 +160,7 @@ impl Session {
                 connected: false,
                 waiting_for_keyframe: true,
                 outbox: Outbox::default(),
+                early_nomination,
                 path: None,
                 through_str0m: 0..0,
                 sender: None,
@@ -197,7 +202,8 @@ impl Session {
             tokio::select! {
                 datagram = inbox.recv() => match datagram {
                     Some(d) => {
-                        let input = Receive::new(Protocol::Udp, d.remote, d.local, &d.contents)
+                        let contents = self.early_nomination.pass(d.contents);
+                        let input = Receive::new(Protocol::Udp, d.remote, d.local, &contents)
                             .map(|r| Input::Receive(d.at, r));
                         if let Ok(input) = input {
                             if let Err(e) = self.rtc.handle_input(input) {
