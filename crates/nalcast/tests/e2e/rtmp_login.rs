@@ -28,7 +28,6 @@ use crate::publish::{
 };
 
 const USER: &str = "camera";
-const PASSWORD: &str = "pa55-only-in-the-environment";
 const SALT: &str = "c2FsdDEy";
 const CHALLENGE: &str = "Y2hhbGxlbmdl";
 const OPAQUE: &str = "b3BhcXVlMQ==";
@@ -40,6 +39,17 @@ const SMALL: &[&str] = &["--width", "640", "--height", "360"];
 enum Scheme {
     Adobe,
     Llnw,
+}
+
+impl Scheme {
+    /// The server's password: one per scheme, so that one test's ffmpeg (which
+    /// has it on its command line) is not taken for the other's nalcast.
+    fn password(self) -> &'static str {
+        match self {
+            Scheme::Adobe => "pa55-adobe-only-in-the-environment",
+            Scheme::Llnw => "pa55-llnw-only-in-the-environment",
+        }
+    }
 }
 
 /// What the server saw: how each connect went, and the pictures published.
@@ -137,7 +147,7 @@ fn answer(scheme: Scheme, app: &str) -> Result<&'static str, (&'static str, Stri
     let b64 = |bytes: &[u8]| base64::engine::general_purpose::STANDARD.encode(bytes);
     let expected = match scheme {
         Scheme::Adobe => {
-            let secret = b64(&md5(&[USER, SALT, PASSWORD]));
+            let secret = b64(&md5(&[USER, SALT, scheme.password()]));
             b64(&md5(&[
                 &secret,
                 OPAQUE,
@@ -145,7 +155,7 @@ fn answer(scheme: Scheme, app: &str) -> Result<&'static str, (&'static str, Stri
             ]))
         }
         Scheme::Llnw => {
-            let ha1 = hex(&format!("{USER}:live:{PASSWORD}"));
+            let ha1 = hex(&format!("{USER}:live:{}", scheme.password()));
             let ha2 = hex(&format!("publish:/{name}/_definst_"));
             let (nc, cnonce) = (
                 get("nc").unwrap_or_default(),
@@ -329,7 +339,7 @@ async fn logs_in_and_publishes(scheme: Scheme) {
     // and is refused without it.
     let reference = LoginServer::start(scheme).await;
     assert!(
-        ffmpeg_publishes(&url(PASSWORD, reference.port)).await,
+        ffmpeg_publishes(&url(scheme.password(), reference.port)).await,
         "ffmpeg logs in"
     );
     assert_eq!(reference.connects(), ["asked", "challenged", "accepted"]);
@@ -345,10 +355,14 @@ async fn logs_in_and_publishes(scheme: Scheme) {
     // nalcast through the same server.
     let server_side = LoginServer::start(scheme).await;
     let log = dir.join("nalcast.log");
-    let server = nalcast_publishing_from_env(&url(PASSWORD, server_side.port), &log, SMALL);
+    let server =
+        nalcast_publishing_from_env(&url(scheme.password(), server_side.port), &log, SMALL);
     api_publish_until(&server, Duration::from_secs(20), |p| p["state"] == "live").await;
     assert_eq!(server_side.connects(), ["asked", "challenged", "accepted"]);
-    assert_eq!(command_lines_holding(PASSWORD), Vec::<String>::new());
+    assert_eq!(
+        command_lines_holding(scheme.password()),
+        Vec::<String>::new()
+    );
     let deadline = Instant::now() + Duration::from_secs(20);
     while server_side.pictures() < 60 {
         assert!(
@@ -364,7 +378,10 @@ async fn logs_in_and_publishes(scheme: Scheme) {
     std::fs::write(&recorded, annexb).expect("write");
     assert_recording_whole(&recorded, 60);
     let log_text = std::fs::read_to_string(&log).expect("log");
-    assert!(!log_text.contains(PASSWORD), "the password in the log");
+    assert!(
+        !log_text.contains(scheme.password()),
+        "the password in the log"
+    );
 
     // A wrong password: refused, said so, retried later; never published.
     let wrong_side = LoginServer::start(scheme).await;
