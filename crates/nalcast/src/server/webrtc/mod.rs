@@ -278,10 +278,15 @@ impl WebRtc {
     }
 }
 
+/// Whether a datagram may be STUN: STUN messages start with two zero bits (RFC
+/// 7983's demultiplexing), DTLS, RTP and RTCP do not.
+fn may_be_stun(datagram: &[u8]) -> bool {
+    datagram.first().is_some_and(|b| b >> 6 == 0)
+}
+
 /// The local user fragment a STUN binding request names (`local:remote`).
 fn stun_user(datagram: &[u8]) -> Option<String> {
-    // STUN messages start with two zero bits (RFC 7983's demultiplexing).
-    if datagram.first()? >> 6 != 0 {
+    if !may_be_stun(datagram) {
         return None;
     }
     let message = str0m::ice::StunMessage::parse(datagram).ok()?;

@@ -14,7 +14,8 @@
 //! 8.1.1.2: USE-CANDIDATE on every check): the same request with USE-CANDIDATE,
 //! signed again with the same password. Only the first one: the viewer's own
 //! nominations follow, and str0m sends on the best nominated path. Ours because
-//! str0m has no setting for it; its STUN message type does the parsing and signing.
+//! str0m has no setting for it; its STUN message type and HMAC do the parsing and
+//! signing.
 use str0m::ice::StunMessage;
 
 /// A session's early nomination: done once.
@@ -36,7 +37,7 @@ impl EarlyNomination {
     /// `datagram` as str0m is to see it: until a path is nominated, a check that
     /// does not nominate yet is made to.
     pub(super) fn pass(&mut self, datagram: Vec<u8>) -> Vec<u8> {
-        if self.done || datagram.first().is_none_or(|b| b >> 6 != 0) {
+        if self.done || !super::may_be_stun(&datagram) {
             return datagram;
         }
         match nominating(&datagram, &self.password) {
@@ -97,16 +98,12 @@ fn nominating(datagram: &[u8], password: &str) -> Check {
     }
 }
 
-/// HMAC-SHA1 (STUN's MESSAGE-INTEGRITY) over `parts`.
+/// HMAC-SHA1 (STUN's MESSAGE-INTEGRITY) over `parts`: str0m's own, the one its
+/// ICE agent checks the same messages with.
 fn sha1_hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 20] {
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA1_FOR_LEGACY_USE_ONLY, key);
-    let mut context = ring::hmac::Context::with_key(&key);
-    for part in parts {
-        context.update(part);
-    }
-    let mut tag = [0u8; 20];
-    tag.copy_from_slice(context.sign().as_ref());
-    tag
+    str0m::crypto::from_feature_flags()
+        .sha1_hmac_provider
+        .sha1_hmac(key, parts)
 }
 
 #[cfg(test)]
