@@ -23,7 +23,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
-use super::rtmp_login::RtmpLogin;
+use super::rtmp_login::{refused_without_login, RtmpLogin};
 use super::target::RtmpEndpoint;
 use super::{
     connect, first_accepted, send_within, session_until_shutdown, PublishOptions, Publisher,
@@ -199,16 +199,8 @@ pub(super) async fn run_once(
                 (Err(refusal), Some(login)) => {
                     login.refused(&refusal, &endpoint.app, client_nonce())?;
                 }
-                (Err(refusal), None) if refusal.contains("authmod=") => {
-                    return Err(format!(
-                        "the server asks for a login: give the URL a user and password (rtmp://user:password@host/…): {refusal}"
-                    ));
-                }
                 (Err(refusal), None) => {
-                    return Err(format!(
-                        "the server refused application '{}': {refusal}",
-                        endpoint.app
-                    ));
+                    return Err(refused_without_login(&refusal, &endpoint.app));
                 }
             }
         }

@@ -82,9 +82,7 @@ impl RtmpLogin {
         } else if description.contains("authmod=llnw") {
             Scheme::Llnw
         } else {
-            return Err(format!(
-                "the server refused application '{app}': {description}"
-            ));
+            return Err(refused_without_login(description, app));
         };
         let name = scheme.name();
         if description.contains("?reason=authfailed") {
@@ -167,6 +165,18 @@ impl RtmpLogin {
         Ok(format!(
             "?authmod=llnw&user={user}&nonce={server_nonce}&cnonce={cnonce}&nc=00000001&response={response}"
         ))
+    }
+}
+
+/// Why a connect the server refused with `description` ends the attempt when there
+/// is no login to give (no user in the URL, or a refusal that asks for none).
+pub fn refused_without_login(description: &str, app: &str) -> String {
+    if description.contains("authmod=") {
+        format!(
+            "the server asks for a login: give the URL a user and password (rtmp://user:password@host/…): {description}"
+        )
+    } else {
+        format!("the server refused application '{app}': {description}")
     }
 }
 

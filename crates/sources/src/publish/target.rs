@@ -62,6 +62,8 @@ pub struct PublishTarget {
     scheme: Scheme,
     shown: String,
     secrets: Vec<String>,
+    /// srt://'s query string as ffmpeg's option lines ([`Self::ffmpeg_output`]).
+    ffmpeg_options: Option<String>,
 }
 
 /// A `--publish` value that cannot be used. Its message shows the URL in its shown
@@ -121,9 +123,12 @@ impl FromStr for PublishTarget {
                 "srt:// needs a port (e.g. srt://host:8890?streamid=…)".into()
             ));
         }
-        if scheme == Scheme::Srt {
-            srt_options(query.unwrap_or_default()).map_err(bad)?;
-        }
+        let ffmpeg_options = match scheme {
+            Scheme::Srt => {
+                Some(srt_options(query.unwrap_or_default()).map_err(bad)?).filter(|o| !o.is_empty())
+            }
+            _ => None,
+        };
         if matches!(scheme, Scheme::Rtmp | Scheme::Rtmps | Scheme::Rtsp) && path.is_empty() {
             return Err(bad(format!(
                 "no stream path (e.g. {}://host/live/cam)",
@@ -175,6 +180,7 @@ impl FromStr for PublishTarget {
             scheme,
             shown,
             secrets,
+            ffmpeg_options,
         })
     }
 }
@@ -292,16 +298,13 @@ impl PublishTarget {
     /// command line every user of the machine can read; the others take the URL
     /// as given.
     pub fn ffmpeg_output(&self) -> FfmpegOutput {
-        match (self.scheme, self.url.split_once('?')) {
-            (Scheme::Srt, Some((address, query))) => FfmpegOutput {
-                address: address.to_owned(),
-                // Checked when the URL was parsed.
-                options: srt_options(query).ok().filter(|o| !o.is_empty()),
-            },
-            _ => FfmpegOutput {
-                address: self.url.clone(),
-                options: None,
-            },
+        let address = match self.scheme {
+            Scheme::Srt => self.url.split('?').next().unwrap_or_default(),
+            _ => &self.url,
+        };
+        FfmpegOutput {
+            address: address.to_owned(),
+            options: self.ffmpeg_options.clone(),
         }
     }
 
@@ -587,18 +590,11 @@ mod tests {
             (rtmp.address.as_str(), rtmp.options),
             ("rtmp://u:p@h/live/k", None)
         );
-        let long = format!("srt://h:1?streamid={}", "x".repeat(991));
-        assert!(long
-            .parse::<PublishTarget>()
-            .unwrap_err()
-            .to_string()
-            .contains("longer than 999"));
-        let huge = format!("srt://h:1?{}", "a=b&".repeat(1100));
-        assert!(huge
-            .parse::<PublishTarget>()
-            .unwrap_err()
-            .to_string()
-            .contains("longer than 4096"));
+        let refused = |url: String| url.parse::<PublishTarget>().unwrap_err().to_string();
+        let long = refused(format!("srt://h:1?streamid={}", "x".repeat(991)));
+        assert!(long.contains("longer than 999"), "{long}");
+        let huge = refused(format!("srt://h:1?{}", "a=b&".repeat(1100)));
+        assert!(huge.contains("longer than 4096"), "{huge}");
     }
 
     #[test]
