@@ -29,8 +29,15 @@ use tokio::sync::Semaphore;
 /// Viewers joining at different points of the GOP, per endpoint.
 const JOINS: usize = 10;
 /// How long the stalling viewer reads nothing: with the small buffers below its
-/// queue outgrows `QUEUE_MAX_DELAY_MS` well within it.
+/// queue outgrows `QUEUE_MAX_DELAY_MS` well within it. Counted in the source's
+/// pictures, one after another (see `stall_until_the_source_moved_on`), not in
+/// time alone.
 const STALL: Duration = Duration::from_millis(1500);
+/// A break between two live pictures at least this long is a source that stopped
+/// (the restart backoff alone is 250 ms): the stall counts afresh after it.
+const SOURCE_BREAK: Duration = Duration::from_millis(250);
+/// The longest a stall may wait for the source's pictures.
+const STALL_MAX: Duration = Duration::from_secs(20);
 const QUEUE_MAX_DELAY_MS: &str = "500";
 /// Kernel buffers (server send, stalling viewer's receive) kept small so that a
 /// stall fills them in a fraction of a second and the server's queue takes over.
@@ -202,10 +209,24 @@ pub(crate) fn picture_start(dialect: Dialect, msg: &[u8]) -> (bool, bool) {
     }
 }
 
+/// Whether a message on /ws starts a live picture (not one of a join's catch-up
+/// burst), and then whether a keyframe.
+fn live_picture_start(msg: &[u8]) -> Option<bool> {
+    let (picture, key) = picture_start(Dialect::Framed, msg);
+    let catch_up = msg.get(1).is_some_and(|f| f & 2 != 0);
+    (picture && !catch_up).then_some(key)
+}
+
 /// Joins and reads until two keyframes (for the stalling
 /// viewer: two after it resumes) and a quarter GOP after the last have arrived,
 /// ending at a picture boundary.
-async fn capture(viewer: Viewer, addr: SocketAddr, url: String, stream: &Stream) -> Captured {
+async fn capture(
+    viewer: Viewer,
+    addr: SocketAddr,
+    url: String,
+    watch_url: String,
+    stream: &Stream,
+) -> Captured {
     let dialect = viewer.endpoint.dialect();
     let stall = viewer.join.is_none();
     let mut captured = Captured {
@@ -232,7 +253,7 @@ async fn capture(viewer: Viewer, addr: SocketAddr, url: String, stream: &Stream)
         }
     };
     let gop_secs = stream.gop_secs();
-    let deadline = Instant::now() + STALL + Duration::from_secs_f64(6.0 * gop_secs + 10.0);
+    let mut deadline = Instant::now() + STALL + Duration::from_secs_f64(6.0 * gop_secs + 10.0);
     let (mut pictures, mut keyframes, mut since_key) = (0u32, 0u32, 0u32);
     let mut stall_after = stall.then_some(stream.gop * 3 / 10);
     loop {
@@ -261,10 +282,51 @@ async fn capture(viewer: Viewer, addr: SocketAddr, url: String, stream: &Stream)
         if stall_after == Some(pictures) {
             stall_after = None;
             // Deliberately not reading: the server's queue for this viewer overflows.
-            tokio::time::sleep(STALL).await;
+            let stalled = Instant::now();
+            if let Err(e) = stall_until_the_source_moved_on(&watch_url, stream).await {
+                captured.error = Some(e);
+                return captured;
+            }
+            deadline += stalled.elapsed().saturating_sub(STALL);
             keyframes = 0;
         }
     }
+}
+
+/// Waits, reading nothing on the stalling viewer's own connection, until a
+/// watcher on /ws has seen the source make `STALL`'s worth of live pictures one
+/// after another (a dying writer: all but four of one life's, a second's worth
+/// here), at least `STALL` in all. A fixed sleep was not enough: a source that
+/// dies and restarts makes no picture for a while, and a stall over such a break
+/// could end before the viewer's queue held `QUEUE_MAX_DELAY_MS` of pictures.
+async fn stall_until_the_source_moved_on(watch_url: &str, stream: &Stream) -> Result<(), String> {
+    let started = Instant::now();
+    let life = match stream.play {
+        Play::DyingWriter { frames } => frames.saturating_sub(4),
+        _ => u32::MAX,
+    };
+    let wanted = ((STALL.as_secs_f64() * f64::from(stream.fps)).ceil() as u32).min(life);
+    let mut watcher = common::connect(watch_url).await;
+    let (mut unbroken, mut last) = (0u32, None::<Instant>);
+    while unbroken < wanted || started.elapsed() < STALL {
+        let left = STALL_MAX.saturating_sub(started.elapsed());
+        let Some(msg) = next_binary(&mut watcher, left).await else {
+            return Err(format!(
+                "the stall saw no {wanted} pictures in a row from the source within {} s",
+                STALL_MAX.as_secs()
+            ));
+        };
+        if live_picture_start(&msg).is_none() {
+            continue;
+        }
+        let now = Instant::now();
+        if last.is_some_and(|at| now - at >= SOURCE_BREAK) {
+            unbroken = 0;
+        }
+        unbroken += 1;
+        last = Some(now);
+    }
+    Ok(())
 }
 
 /// Starts each viewer's capture when a watcher on /ws has seen `viewer.phase`
@@ -284,11 +346,9 @@ async fn join_along_the_gop(
         let msg = next_binary(&mut watcher, left)
             .await
             .ok_or("the watcher on /ws got no frames: viewers could not be placed in the GOP")?;
-        let (picture, key) = picture_start(Dialect::Framed, &msg);
-        let catch_up = msg.get(1).is_some_and(|f| f & 2 != 0);
-        if !picture || catch_up {
+        let Some(key) = live_picture_start(&msg) else {
             continue;
-        }
+        };
         since_key = match (key, since_key) {
             (true, _) => Some(0),
             (false, Some(n)) => Some(n + 1),
@@ -297,9 +357,10 @@ async fn join_along_the_gop(
         let Some(n) = since_key else { continue };
         while let Some(viewer) = viewers.next_if(|v| v.phase <= n) {
             let (addr, url) = viewer.endpoint.target(server);
+            let watch_url = server.url("/ws");
             let stream = stream.clone();
             tasks.push(tokio::spawn(async move {
-                capture(viewer, addr, url, &stream).await
+                capture(viewer, addr, url, watch_url, &stream).await
             }));
         }
     }
