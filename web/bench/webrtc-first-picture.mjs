@@ -62,8 +62,12 @@ try {
     const row = await page.evaluate(() => {
       const nav = performance.getEntriesByType('navigation')[0];
       const s = window.nalcast.stats();
+      const scripts = performance.getEntriesByType('resource').filter((r) => r.initiatorType !== 'fetch' && r.name.endsWith('.js'));
+      const resources = scripts.map((r) => [r.name.split('/').pop(), Math.round(r.startTime), Math.round(r.requestStart), Math.round(r.responseStart), Math.round(r.responseEnd)]);
       return {
         doc_response: Math.round(nav.responseEnd),
+        scripts_loaded: Math.round(Math.max(0, ...scripts.map((r) => r.responseEnd))),
+        resources,
         ...window.__marks,
         first_paint: s.firstPaintMs,
         first_live: s.firstLiveMs,
@@ -71,8 +75,11 @@ try {
         decoder: s.decoder,
       };
     });
-    rows.push(row);
-    console.log(JSON.stringify({ round, ...row }));
+    const { resources, ...times } = row;
+    rows.push(times);
+    console.log(JSON.stringify({ round, ...times }));
+    // RESOURCES=1: each module's start, request, first byte and last byte.
+    if (process.env.RESOURCES) console.log(JSON.stringify({ round, resources }));
     // Rounds at least the hub's keyframe-request interval (1 s) apart, as a
     // viewer joining after another would be; closer, a round waits for the
     // deferred keyframe.
