@@ -18,6 +18,8 @@ pub struct Facts {
     pub public_hosts: Vec<String>,
     /// LL-HLS is on.
     pub hls: bool,
+    /// WebRTC (WHEP) is on: the page on plain HTTP plays through it first.
+    pub webrtc: bool,
     /// The legacy raw WebSocket listener, if on.
     pub legacy: Option<SocketAddr>,
     /// The streams' names, the default one first.
@@ -54,10 +56,15 @@ pub fn lines(f: &Facts) -> Vec<String> {
     if everywhere || f.listen.ip().is_loopback() {
         row(url("localhost"), "on this machine");
     }
-    let plain = if f.https {
-        ""
-    } else {
-        " (plain HTTP: MSE, or Broadway.js for Baseline; --tls self-signed for WebCodecs)"
+    // The page's own choice on a plain-HTTP address (web/public/decoder-choice.js).
+    let plain = match (f.https, f.webrtc) {
+        (true, _) => "",
+        (false, true) => {
+            " (plain HTTP: WebRTC, else MSE or Broadway.js for Baseline; --tls self-signed for WebCodecs)"
+        }
+        (false, false) => {
+            " (plain HTTP: MSE, or Broadway.js for Baseline; --tls self-signed for WebCodecs)"
+        }
     };
     for host in &network {
         row(url(host), &format!("from the network{plain}"));
@@ -153,6 +160,7 @@ mod tests {
             hostname: Some("raspberrypi".into()),
             public_hosts: vec!["cam.example.com".into(), "*.example.org".into()],
             hls: true,
+            webrtc: true,
             legacy: Some("0.0.0.0:9000".parse().expect("addr")),
             streams: vec!["camera".into()],
         }
@@ -176,6 +184,17 @@ mod tests {
             assert!(!text.contains(absent), "{absent} in:\n{text}");
         }
         assert!(text.contains("--tls self-signed for WebCodecs"), "{text}");
+        assert!(text.contains("plain HTTP: WebRTC, else MSE"), "{text}");
+        let without_webrtc = lines(&Facts {
+            webrtc: false,
+            ..facts()
+        })
+        .join("\n");
+        assert!(
+            without_webrtc.contains("(plain HTTP: MSE, or Broadway.js")
+                && !without_webrtc.contains("WebRTC"),
+            "{without_webrtc}"
+        );
     }
 
     #[test]

@@ -278,7 +278,13 @@ async fn run(
             shutdown.clone(),
         ));
     }
-    announce(&config, main_addr, legacy_addr, tls.is_some());
+    announce(
+        &config,
+        main_addr,
+        legacy_addr,
+        tls.is_some(),
+        state.webrtc.is_some(),
+    );
     if let Some(tls) = tls {
         let stop = shutdown.clone();
         tokio::spawn(async move {
@@ -349,7 +355,13 @@ fn app_state(
 }
 
 /// The start-up lines: where to look, and what is exposed that should not be.
-fn announce(config: &Config, main_addr: SocketAddr, legacy: Option<SocketAddr>, https: bool) {
+fn announce(
+    config: &Config,
+    main_addr: SocketAddr,
+    legacy: Option<SocketAddr>,
+    https: bool,
+    webrtc: bool,
+) {
     if let Some(legacy_addr) = legacy {
         println!("legacy raw WebSocket on ws://{legacy_addr}/");
         if https {
@@ -372,6 +384,7 @@ fn announce(config: &Config, main_addr: SocketAddr, legacy: Option<SocketAddr>, 
         hostname: server::host::HostNames::current().hostname,
         public_hosts: config.public_hosts.clone(),
         hls: config.default_stream().hls,
+        webrtc,
         legacy,
         streams: config.streams.iter().map(|s| s.name.clone()).collect(),
     };
