@@ -6,7 +6,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { appendFileSync, mkdtempSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startServer, launchBrowser, waitForStats, screenshotPath, LAN } from '../browser/helpers.mjs';
@@ -16,8 +16,9 @@ import { startServer, launchBrowser, waitForStats, screenshotPath, LAN } from '.
 // test once did, kept a core busy with x264 starting every second, and Chromium's
 // MSE player beside it stalled in bursts: 23-40 of ~135 frames dropped in a third of
 // the runs on a 2-core machine.)
+const dir = mkdtempSync(path.join(tmpdir(), 'nalcast-sps-ids-'));
 function threeIds() {
-  const file = path.join(mkdtempSync(path.join(tmpdir(), 'nalcast-sps-ids-')), 'three-ids.h264');
+  const file = path.join(dir, 'three-ids.h264');
   for (const id of [0, 1, 2]) {
     appendFileSync(file, execFileSync('ffmpeg', ['-hide_banner', '-loglevel', 'error',
       '-f', 'lavfi', '-i', 'testsrc2=size=640x360:rate=30', '-t', '1', '-c:v', 'libx264',
@@ -30,7 +31,10 @@ function threeIds() {
 
 let server;
 before(async () => { server = await startServer(['--source', threeIds()]); });
-after(async () => { await server?.stop(); });
+after(async () => {
+  await server?.stop();
+  rmSync(dir, { recursive: true, force: true });
+});
 
 /** Opens `url` in `browser` and checks 4 s of pictures (every id twice or more). */
 async function playsAll(browser, url, decoder, shot) {
