@@ -306,7 +306,9 @@ async fn stall_until_the_source_moved_on(watch_url: &str, stream: &Stream) -> Re
         _ => u32::MAX,
     };
     let wanted = ((STALL.as_secs_f64() * f64::from(stream.fps)).ceil() as u32).min(life);
-    let mut watcher = common::connect(watch_url).await;
+    let (mut watcher, _) = tokio_tungstenite::connect_async(watch_url)
+        .await
+        .map_err(|e| format!("the stall's watcher on /ws cannot connect: {e}"))?;
     let (mut unbroken, mut last) = (0u32, None::<Instant>);
     while unbroken < wanted || started.elapsed() < STALL {
         let left = STALL_MAX.saturating_sub(started.elapsed());
